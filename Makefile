@@ -1,0 +1,127 @@
+# Jukebox in C: top-level build.
+#
+#   make              libjukebox + every executable (CPU)       -> build/bin/
+#   make CUDA=1       also the CUDA side of the kernel layer (nvcc)
+#   make test         build and run every test; ends with "N passed, N failed"
+#   make asan         the tests under AddressSanitizer + UBSan  (build-asan/)
+#   make golden       only the golden runner (GOLDEN=dir to point it elsewhere)
+#   make fuzz         run the fuzz targets for a bounded time (FUZZ_SECONDS)
+#   make demo         run the whole pipeline on the bundled model
+#   make install      PREFIX=/usr/local DESTDIR=
+#
+# Objects go to $(BUILD); sources are found by wildcard, so a new module in
+# common/ or a new tests/test_*.c needs no edit here.
+
+BUILD    ?= build
+CC       ?= gcc
+NVCC     ?= nvcc
+PREFIX   ?= /usr/local
+CUDA     ?= 0
+SAN      ?= 0
+OPT      ?= -O2
+GOLDEN   ?= tests/golden
+
+CPPFLAGS += -Icommon -D_GNU_SOURCE
+CFLAGS   += -std=c11 $(OPT) -g -fopenmp -march=x86-64-v3 -Wall -Wextra -Wno-unused-parameter -MMD -MP
+LDLIBS   += -lopenblas -ljansson -lzmq -lmsgpackc -llz4 -lsndfile -lsoxr -lsystemd -lm -lpthread
+LDFLAGS  += -fopenmp
+
+ifeq ($(SAN),1)
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+
+ifeq ($(CUDA),1)
+CUDA_HOME ?= /usr/local/cuda
+CUDA_SRC  := $(wildcard common/cuda/*.cu)
+CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+CPPFLAGS  += -DJB_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+LDLIBS    += -L$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+NVCCFLAGS ?= -O2 -std=c++17 -Icommon -DJB_HAVE_CUDA=1 \
+             -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90 \
+             -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fopenmp --Werror all-warnings
+endif
+
+LIB := $(BUILD)/libjukebox.a
+
+# Stages: every .c in the stage's directory makes one executable.
+STAGES := encoder prior-top upsampler-mid upsampler-bottom decoder
+STAGE_BINS := $(foreach s,$(STAGES),$(if $(wildcard $(s)/*.c),$(BUILD)/bin/jukebox-$(s)))
+# Tools: tools/<name>.c -> jukebox-<name>.
+TOOL_SRC  := $(wildcard tools/*.c)
+TOOL_BINS := $(TOOL_SRC:tools/%.c=$(BUILD)/bin/jukebox-%)
+# Tests: tests/test_*.c are standalone; tests/golden_*.c make the golden runner.
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+GOLDEN_SRC := $(wildcard tests/golden_*.c)
+GOLDEN_BIN := $(BUILD)/tests/golden-runner
+
+.PHONY: all test check asan golden fuzz demo install clean deps
+all: deps $(LIB) $(STAGE_BINS) $(TOOL_BINS)
+
+deps:
+	@scripts/deps.sh build
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(COMMON_OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+.SECONDEXPANSION:
+$(BUILD)/bin/jukebox-%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard %/*.c)) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(GOLDEN_BIN): $(GOLDEN_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
+
+test: all $(TEST_BINS) $(GOLDEN_BIN)
+	@scripts/deps.sh test
+	@BUILD=$(BUILD) GOLDEN=$(GOLDEN) tests/run_tests.sh
+
+check: test
+
+asan:
+	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 test
+
+golden: all $(GOLDEN_BIN)
+	$(GOLDEN_BIN) $(GOLDEN)
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run_fuzz.sh
+
+demo: all
+	@scripts/deps.sh demo
+	@BUILD=$(BUILD) pipelines/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/jukebox/pipelines
+	install -m 755 $(STAGE_BINS) $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
+	if [ -f pipelines/jukebox ]; then install -m 755 pipelines/jukebox $(DESTDIR)$(PREFIX)/bin/; fi
+	cp -r pipelines/. $(DESTDIR)$(PREFIX)/share/jukebox/pipelines/
+
+clean:
+	rm -rf $(BUILD) build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

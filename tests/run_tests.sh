@@ -1,0 +1,50 @@
+#!/bin/bash
+# run_tests.sh: run every test binary, the golden runner and the shell tests;
+# add up their "N passed, N failed" lines and print the total last.
+# Env: BUILD (default build), GOLDEN (default tests/golden), TEST_FILTER (substring).
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+GOLDEN=${GOLDEN:-tests/golden}
+export BUILD GOLDEN
+pass=0; fail=0; broken=""
+run_one() {   # name, command...
+    local name=$1; shift
+    [ -n "${TEST_FILTER:-}" ] && [[ "$name" != *"$TEST_FILTER"* ]] && return
+    echo "== $name"
+    local out rc
+    out=$("$@" 2>&1); rc=$?
+    printf '%s\n' "$out"
+    local line
+    line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "   (no summary line; exit code $rc) -> counted as 1 failure"
+        fail=$((fail + 1)); broken="$broken $name"; return
+    fi
+    local p f
+    p=$(printf '%s' "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed.*/\1/')
+    f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+    pass=$((pass + p)); fail=$((fail + f))
+    if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+        echo "   (exit code $rc with no failed check) -> counted as 1 failure"
+        fail=$((fail + 1)); broken="$broken $name"
+    elif [ "$f" != 0 ]; then
+        broken="$broken $name"
+    fi
+}
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    case "$t" in *.o|*.d) continue ;; esac
+    run_one "$(basename "$t")" "$t"
+done
+if [ -x "$BUILD/tests/golden-runner" ]; then
+    run_one golden "$BUILD/tests/golden-runner" "$GOLDEN"
+fi
+for s in tests/sh/test_*.sh; do
+    [ -f "$s" ] || continue
+    run_one "$(basename "$s")" bash "$s"
+done
+echo
+[ -n "$broken" ] && echo "failing:$broken"
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
