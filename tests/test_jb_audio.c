@@ -284,10 +284,12 @@ static void test_bad_files(void) {
                  strstr(err.msg, "zero.wav"), "zero-length audio: %s", err.msg);
 
     // Truncated WAV, FLAC, OGG: cut a valid file in the middle of its audio.
-    struct { const char *full, *cut; int format; } tr[] = {
-        {"full.wav", "cut.wav", SF_FORMAT_WAV | SF_FORMAT_PCM_16},
-        {"full.flac", "cut.flac", SF_FORMAT_FLAC | SF_FORMAT_PCM_16},
-        {"full.ogg", "cut.ogg", SF_FORMAT_OGG | SF_FORMAT_VORBIS},
+    // (The OGG is cut late: cut early, libsndfile refuses it at open but leaks the Vorbis
+    // state doing so, which the leak checkers of `make asan` would blame on us.)
+    struct { const char *full, *cut; int format, tenths; } tr[] = {
+        {"full.wav", "cut.wav", SF_FORMAT_WAV | SF_FORMAT_PCM_16, 6},
+        {"full.flac", "cut.flac", SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 6},
+        {"full.ogg", "cut.ogg", SF_FORMAT_OGG | SF_FORMAT_VORBIS, 8},
     };
     for (int i = 0; i < 3; i++) {
         const char *full = tpath(tr[i].full), *cut = tpath(tr[i].cut);
@@ -295,7 +297,7 @@ static void test_bad_files(void) {
         JB_CHECK_OK(jb_audio_read(full, 44100, &x, &n, NULL, &err), &err, tr[i].full);
         JB_CHECK(n == 44100, "%s: %lld frames", tr[i].full, (long long)n);
         free(x);
-        copy_prefix(full, cut, file_size(full) * 6 / 10);
+        copy_prefix(full, cut, file_size(full) * tr[i].tenths / 10);
         x = (float *)1;
         JB_CHECK(jb_audio_read(cut, 44100, &x, &n, NULL, &err) == -1 &&
                      err.code == JB_EFORMAT && strstr(err.msg, tr[i].cut) && !x,
