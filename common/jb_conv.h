@@ -95,8 +95,9 @@ int64_t jb_convt1d_out_len(int64_t T_in, int k, int s, int p);
 // Scratch floats jb_conv1d needs for these dims and flags (0 for a 1x1 stride-1 conv
 // without RELU_IN, which multiplies x in place).
 size_t jb_conv1d_ws_floats(int64_t T_in, int C, int k, int s, int p, int d, int flags);
-// Scratch floats jb_convt1d needs: T_in * k * OC.
-size_t jb_convt1d_ws_floats(int64_t T_in, int OC, int k);
+// Scratch floats jb_convt1d needs: (T_in, k, OC) cols, or with JB_CONV_DIRECT a margined
+// copy of x: (T_in + 2 ceil(k/s) + 1, C).
+size_t jb_convt1d_ws_floats(int64_t T_in, int C, int OC, int k, int s, int flags);
 
 // ---- weights ------------------------------------------------------------------
 
@@ -111,8 +112,9 @@ void jb_convt1d_pack(float *wp, const float *w, int C, int OC, int k);
 // out must not alias x (except for JB_CONV_ACC with a 1x1 conv: still not allowed).
 void jb_conv1d(float *out, const float *x, int64_t T_in, int C, const float *wp, const float *b,
                int OC, int k, int s, int p, int d, int flags, float *ws);
-// out: (T_out, OC); x: (T_in, C); wp: (C, k, OC) packed; b: (OC) or NULL; ws: (T_in, k, OC).
-// flags: JB_CONV_ACC, JB_CONV_RELU_OUT.
+// out: (T_out, OC); x: (T_in, C); wp: (C, k, OC) packed; b: (OC) or NULL; ws: scratch.
+// flags: JB_CONV_ACC, JB_CONV_RELU_OUT, JB_CONV_DIRECT (per output phase, taps as sgemms
+// writing rows of stride s; otherwise one sgemm into cols and a gather).
 void jb_convt1d(float *out, const float *x, int64_t T_in, int C, const float *wp, const float *b,
                 int OC, int k, int s, int p, int flags, float *ws);
 // y: (n / C, C) += b, then relu when relu.

@@ -107,7 +107,7 @@ static void check_convt1d(int64_t T, int C, int OC, int k, int s, int p, int fla
     float *x = rand_buf(T * C), *w = rand_buf((int64_t)C * OC * k), *b = rand_buf(OC);
     float *wp = malloc(sizeof(float) * (size_t)OC * C * k);
     jb_convt1d_pack(wp, w, C, OC, k);
-    size_t nws = jb_convt1d_ws_floats(T, OC, k);
+    size_t nws = jb_convt1d_ws_floats(T, C, OC, k, s, flags);
     float *ws = malloc(sizeof(float) * (nws + GUARD));
     for (int i = 0; i < GUARD; i++) ws[nws + i] = GUARD_VAL;
     float *out = malloc(sizeof(float) * (size_t)(T_out * OC + GUARD));
@@ -149,12 +149,16 @@ int main(void) {
         check_conv1d(33, 8, 8, 1, 1, 0, 1, M | JB_CONV_RELU_IN);     // 1x1 with relu on input
         check_conv1d(33, 8, 3, 3, 1, 1, 1, M | JB_CONV_ACC | JB_CONV_RELU_IN);
     }
-    check_convt1d(32, 8, 8, 4, 2, 1, 0);                              // decoder up, s=2
-    check_convt1d(31, 5, 3, 4, 2, 1, JB_CONV_ACC);
-    check_convt1d(16, 6, 4, 8, 4, 2, JB_CONV_RELU_OUT);               // s=4, k=2s, p=s/2
-    check_convt1d(20, 3, 5, 3, 1, 1, 0);                              // stride 1
-    check_convt1d(9, 4, 2, 5, 3, 0, 0);                               // k not a multiple of s
-    check_convt1d(12, 4, 2, 3, 2, 2, 0);                              // p > s/2
-    check_convt1d(1, 3, 3, 4, 2, 1, 0);                               // one input step
+    for (int m = 0; m < 2; m++) {
+        int M = methods[m];
+        check_convt1d(32, 8, 8, 4, 2, 1, M);                              // decoder up, s=2
+        check_convt1d(31, 5, 3, 4, 2, 1, M | JB_CONV_ACC);
+        check_convt1d(16, 6, 4, 8, 4, 2, M | JB_CONV_RELU_OUT);               // s=4, k=2s, p=s/2
+        check_convt1d(20, 3, 5, 3, 1, 1, M);                              // stride 1
+        check_convt1d(9, 4, 2, 5, 3, 0, M);                               // k not a multiple of s
+        check_convt1d(12, 4, 2, 3, 2, 2, M);                              // p > s/2
+        check_convt1d(1, 3, 3, 4, 2, 1, M);                               // one input step
+        check_convt1d(7, 3, 2, 2, 3, 0, M);                               // k < s: empty phase
+    }
     return jb_test_summary("test_jb_conv");
 }
