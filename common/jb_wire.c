@@ -239,13 +239,13 @@ static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t
         [K_INFO] = m->type == JB_MSG_STATUS && m->text,
     };
     if (m->text && m->type != JB_MSG_ERROR && m->type != JB_MSG_STATUS)
-        return jb_err_set(err, code, "%s: a %s message carries no text", ctx, tn);
+        return jb_err_set(err, code, "%s: a '%s' message carries no text", ctx, tn);
     for (int k = 0; k < K_COUNT_KEYS; k++) {
         if (have[k] && !(key_rules[k].allowed & t))
-            return jb_err_set(err, code, "%s: field '%s' is not allowed in a %s message", ctx,
+            return jb_err_set(err, code, "%s: field '%s' is not allowed in a '%s' message", ctx,
                               key_rules[k].name, tn);
         if (!have[k] && (key_rules[k].required & t))
-            return jb_err_set(err, code, "%s: %s message without field '%s'", ctx, tn,
+            return jb_err_set(err, code, "%s: '%s' message without field '%s'", ctx, tn,
                               key_rules[k].name);
     }
     if (have[K_JOB] && !job_id_ok(m->job_id, job_len))
@@ -598,10 +598,19 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
                        key_rules[k].name);
             goto done;
         }
-        // Past 2^53 nothing is in range; clamping keeps the value out of range, not wrapped.
-        iv[k] = o->via.u64 > (UINT64_C(1) << 62) ? (INT64_C(1) << 62) : (int64_t)o->via.u64;
+        if (o->via.u64 > (uint64_t)JB_WIRE_MAX_SEQ) {   // the largest cap of any field
+            jb_err_set(err, JB_EFORMAT, "job %s: field '%s' = %" PRIu64 " out of range", job,
+                       key_rules[k].name, o->via.u64);
+            goto done;
+        }
+        iv[k] = (int64_t)o->via.u64;
     }
-    out->level = iv[K_LEVEL] > JB_WIRE_MAX_LEVEL ? JB_WIRE_MAX_LEVEL + 1 : (int)iv[K_LEVEL];
+    if (iv[K_LEVEL] > JB_WIRE_MAX_LEVEL) {
+        jb_err_set(err, JB_EFORMAT, "job %s: level %" PRId64 " out of range 0..%d", job,
+                   iv[K_LEVEL], JB_WIRE_MAX_LEVEL);
+        goto done;
+    }
+    out->level = (int)iv[K_LEVEL];
     out->offset = iv[K_OFFSET];
     out->count = iv[K_COUNT];
     out->batch = iv[K_BATCH];
@@ -612,7 +621,7 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
     out->credit = iv[K_CREDIT];
     out->code = iv[K_CODE];
     if (out->type != JB_MSG_CODES && (val[K_DTYPE] || val[K_RAW_LEN])) {
-        jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a %s message", job,
+        jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' message", job,
                    val[K_DTYPE] ? "dtype" : "raw_len", type_names[out->type]);
         goto done;
     }
@@ -658,7 +667,7 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
         else out->text = s;
     }
     if ((val[K_MSG] && out->type != JB_MSG_ERROR) || (val[K_INFO] && out->type != JB_MSG_STATUS)) {
-        jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a %s message", job,
+        jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' message", job,
                    val[K_MSG] ? "msg" : "info", type_names[out->type]);
         goto done;
     }
@@ -677,7 +686,7 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
     msg_context(ctx, sizeof ctx, out->job_id, out->level, out->offset);
     if (out->type != JB_MSG_CODES) {
         if (payload_len) {
-            jb_err_set(err, JB_EFORMAT, "%s: a %s message with a %zu-byte payload", ctx,
+            jb_err_set(err, JB_EFORMAT, "%s: a '%s' message with a %zu-byte payload", ctx,
                        type_names[out->type], payload_len);
             goto done;
         }
