@@ -129,6 +129,10 @@ static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_
         goto fail;
     }
     int hwm = ep->opts.hwm, linger = ep->opts.linger_ms, sndtimeo = ep->opts.send_timeout_ms;
+    // Immediate: queue only to peers actually connected, so a send with no
+    // downstream waits (and times out) instead of piling up for a peer that may
+    // never come.
+    int one = 1;
     // A peer that sends a part bigger than any valid one is disconnected by libzmq
     // before the part is buffered, so garbage cannot exhaust memory.
     int64_t maxmsg = JB_WIRE_MAX_PAYLOAD > JB_WIRE_MAX_HEADER ? JB_WIRE_MAX_PAYLOAD
@@ -136,6 +140,7 @@ static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_
     if (zmq_setsockopt(ep->zsock, is_out ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof hwm)
         || zmq_setsockopt(ep->zsock, ZMQ_LINGER, &linger, sizeof linger)
         || (is_out && zmq_setsockopt(ep->zsock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo))
+        || (is_out && zmq_setsockopt(ep->zsock, ZMQ_IMMEDIATE, &one, sizeof one))
         || (!is_out && zmq_setsockopt(ep->zsock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg))) {
         jb_err_set(err, JB_EUNAVAIL, "%s: zmq_setsockopt: %s", spec, zmq_strerror(errno));
         goto fail;
