@@ -393,15 +393,17 @@ static jb_recv_t stream_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, j
             ep_fail(ep, err);
             return JB_RECV_ERROR;
         }
-        // Make room: drop parsed bytes, then grow to hold the whole frame.
+        // Make room: drop parsed bytes, then grow towards the frame's size by
+        // doubling, so memory follows the bytes that really arrived, not a length
+        // a peer claims (a 16-byte prefix cannot make us allocate a gigabyte).
         if (ep->in_start) {
             memmove(ep->in.data, ep->in.data + ep->in_start, have);
             ep->in.len = have;
             ep->in_start = 0;
         }
-        size_t want = need > have + READ_CHUNK ? need - have : READ_CHUNK;
-        if (ep->in.cap - ep->in.len < want) {
-            size_t cap = ep->in.len + want;
+        if (ep->in.cap - ep->in.len < READ_CHUNK) {
+            size_t cap = ep->in.cap * 2 < need ? ep->in.cap * 2 : need;
+            if (cap < ep->in.len + READ_CHUNK) cap = ep->in.len + READ_CHUNK;
             uint8_t *p = realloc(ep->in.data, cap);
             if (!p) {
                 jb_err_set(err, JB_ENOMEM, "%s byte %" PRIu64 ": out of memory for a %zu-byte "

@@ -8,8 +8,10 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,6 +174,49 @@ static void test_pipe(void) {
     r = jb_endpoint_recv(in, &m, WAIT_MS, &err);
     JB_CHECK(r == JB_RECV_ERROR && strstr(err.msg, "magic"), "pipe: garbage refused (%s)",
              err.msg);
+    jb_endpoint_destroy(&in);
+
+    // A prefix claiming a ~1 GB payload, then the writer goes away: memory
+    // follows the bytes that arrived, not the claim, and the error says truncated.
+    JB_CHECK(pipe(fds) == 0, "pipe");
+    in = jb_endpoint_from_fd(fds[0], 0, 1, "pipe-in", NULL, &err);
+    uint8_t big[JB_FRAME_PREFIX + 100] = {'J', 'B', 'X', '1', 10, 0, 0, 0, 0x00, 0xca, 0x9a, 0x3b};
+    JB_CHECK(write(fds[1], big, sizeof big) == (ssize_t)sizeof big, "write lying prefix");
+    close(fds[1]);
+    // In a child with its address space capped at 256 MB more than it uses now:
+    // allocating for the claim would fail with "out of memory".
+#if defined(__SANITIZE_ADDRESS__)
+    int asan = 1;   // ASan reserves terabytes of address space: no cap possible
+#else
+    int asan = 0;
+#endif
+    if (!asan) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            long pages = 0;
+            FILE *f = fopen("/proc/self/statm", "r");
+            if (!f || fscanf(f, "%ld", &pages) != 1) _exit(2);
+            fclose(f);
+            rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)256 << 20);
+            struct rlimit rl = {cap, cap};
+            if (setrlimit(RLIMIT_AS, &rl)) _exit(2);
+            r = jb_endpoint_recv(in, &m, WAIT_MS, &err);
+            _exit(r == JB_RECV_ERROR && strstr(err.msg, "truncated") ? 0 : 1);
+        }
+        int status = -1;
+        waitpid(pid, &status, 0);
+        JB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                 "pipe: reading a 1 GB claim fits in 256 MB of address space");
+    }
+    jb_endpoint_destroy(&in);
+    JB_CHECK(pipe(fds) == 0, "pipe");   // again, for this process
+    in = jb_endpoint_from_fd(fds[0], 0, 1, "pipe-in", NULL, &err);
+    JB_CHECK(write(fds[1], big, sizeof big) == (ssize_t)sizeof big, "write lying prefix");
+    close(fds[1]);
+    r = jb_endpoint_recv(in, &m, WAIT_MS, &err);
+    JB_CHECK(r == JB_RECV_ERROR && strstr(err.msg, "truncated") && strstr(err.msg, "1000000026"),
+             "pipe: 1 GB claim, 116 bytes sent -> truncated (%s)", err.msg);
     jb_endpoint_destroy(&in);
 
     // Peer gone: the reader closes; the writer gets JB_EUNAVAIL, not SIGPIPE.
