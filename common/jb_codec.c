@@ -38,6 +38,15 @@ jb_vqvae_t *jb_codec_load_vqvae(const char *path, int64_t max_window, jb_err_t *
     return vq;
 }
 
+int64_t jb_codec_min_window(const jb_vqvae_t *vq) {
+    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+    int64_t m = 0;
+    for (int L = 0; L < hp->levels; L++)
+        for (int dec = 0; dec < 2; dec++)
+            if (jb_vqvae_margin(vq, L, dec) > m) m = jb_vqvae_margin(vq, L, dec);
+    return 2 * m + hp->hop_lengths[hp->levels - 1];
+}
+
 void jb_codec_set_threads(int n) {
     if (n < 1) return;
     omp_set_num_threads(n);

@@ -42,6 +42,10 @@
 // Missing file: JB_ENOENT. NULL + err.
 jb_vqvae_t *jb_codec_load_vqvae(const char *path, int64_t max_window, jb_err_t *err);
 
+// Smallest max_window that lets every level be encoded and decoded in chunks: twice the
+// widest context margin plus one top hop (jb_vqvae_margin).
+int64_t jb_codec_min_window(const jb_vqvae_t *vq);
+
 // Sets the OpenMP and OpenBLAS thread counts (n >= 1). For main() only.
 void jb_codec_set_threads(int n);
 

@@ -32,7 +32,9 @@ static void usage(FILE *f) {
 "                            [-1, 1]; 16-bit output clips them).\n"
 "      --flac                FLAC whatever the extension.\n"
 "  -t, --threads N           compute threads (OpenMP and OpenBLAS; default: their own).\n"
-"  -w, --window SAMPLES      largest pass of the VQ-VAE in samples (default 524288, ~12 s):\n"
+"  -w, --window SAMPLES      largest pass of the VQ-VAE in samples (default 524288, ~12 s;\n"
+"                            at least 2 x the widest context + 128: 92288 for the released\n"
+"                            model, less is refused):\n"
 "                            longer audio is decoded in overlapping chunks, memory bounded.\n"
 "  -q, --quiet               only errors on stderr.   -v, --verbose   debug lines too.\n"
 "  -h, --help                this text.\n"
@@ -139,6 +141,12 @@ int main(int argc, char **argv) {
     if (!vq) {
         jb_log(JB_ERROR, "%s", err.msg);
         return jb_err_exit_code(err.code);
+    }
+    if (window && window < jb_codec_min_window(vq)) {
+        fprintf(stderr, "jukebox-decoder: --window %lld: this model needs at least %lld\n",
+                window, (long long)jb_codec_min_window(vq));
+        jb_vqvae_destroy(&vq);
+        return 64;
     }
     if (level >= jb_vqvae_hparams(vq)->levels) {
         fprintf(stderr, "jukebox-decoder: --level %d: the model has levels 0..%d\n", level,

@@ -30,7 +30,9 @@ static void usage(FILE *f) {
 "  -j, --job ID              job id carried by every message (default: the file name\n"
 "                            without extension; characters outside [A-Za-z0-9._:-] become _).\n"
 "  -t, --threads N           compute threads (OpenMP and OpenBLAS; default: their own).\n"
-"  -w, --window SAMPLES      largest pass of the VQ-VAE in samples (default 524288, ~12 s):\n"
+"  -w, --window SAMPLES      largest pass of the VQ-VAE in samples (default 524288, ~12 s;\n"
+"                            at least 2 x the widest context + 128: 92288 for the released\n"
+"                            model, less is refused):\n"
 "                            longer audio is encoded in overlapping chunks, so memory stays\n"
 "                            bounded; the codes equal a one-pass encode.\n"
 "  -q, --quiet               only errors on stderr.   -v, --verbose   debug lines too.\n"
@@ -124,6 +126,12 @@ int main(int argc, char **argv) {
     if (!vq) {
         jb_log(JB_ERROR, "%s", err.msg);
         return jb_err_exit_code(err.code);
+    }
+    if (window && window < jb_codec_min_window(vq)) {
+        fprintf(stderr, "jukebox-encoder: --window %lld: this model needs at least %lld\n",
+                window, (long long)jb_codec_min_window(vq));
+        jb_vqvae_destroy(&vq);
+        return 64;
     }
     unsigned mask = 0;
     if (levels && jb_codec_parse_levels(levels, jb_vqvae_hparams(vq)->levels, &mask, &err)) {

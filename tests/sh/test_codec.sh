@@ -91,6 +91,16 @@ expect_rc "encode audio from stdin (-)" 0 bash -c "'$ENC' -m '$TINY' -q - < '$T/
 expect_rc "decode WAV to stdout (-o -)" 0 bash -c "'$DEC' -m '$TINY' -q -o - < '$T/tiny.jbc' > '$T/stdout.wav'"
 check "WAV from stdout has $want_speech samples" test "$(samples "$T/stdout.wav")" = "$want_speech"
 
+# ---- long input in chunks: --window 4096 (the tiny model's context needs 3968) cuts the
+# 1.5 s of speech into ~23 overlapping chunks per level; results equal the one-pass run
+expect_rc "encode with --window 4096 (chunked)" 0 "$ENC" -m "$TINY" -q --window 4096 -j stdin "$T/speech.wav" -o "$T/tiny_w.jbc"
+check "chunked encode gives the same codes file as one pass" cmp -s "$T/tiny.jbc" "$T/tiny_w.jbc"
+"$DEC" -m "$TINY" -q --float -i "$T/tiny.jbc" -o "$T/one.wav"
+expect_rc "decode with --window 4096 (chunked)" 0 "$DEC" -m "$TINY" -q --float --window 4096 -i "$T/tiny.jbc" -o "$T/chunked.wav"
+maxdiff=$(sox -m -v 1 "$T/one.wav" -v -1 "$T/chunked.wav" -n stat 2>&1 | awk '/Maximum amplitude/ {print $3}')
+check "chunked decode equals one pass (max diff $maxdiff <= 1e-4)" awk -v d="$maxdiff" 'BEGIN { exit !(d != "" && d <= 1e-4) }'
+expect_rc "--window below the model's context is refused" 64 "$DEC" -m "$TINY" --window 3967 -i "$T/tiny.jbc" -o "$T/x.wav"
+
 # ---- several jobs in one stream
 "$ENC" -m "$TINY" -q -j first "$T/speech.wav" > "$T/a.jbc"
 "$ENC" -m "$TINY" -q -j second "$T/chord.flac" > "$T/b.jbc"
