@@ -342,9 +342,12 @@ static int add_codes(job_t *j, const jb_msg_t *m, jb_err_t *err) {
     if (need > b->cap) {
         int64_t nc = b->cap ? b->cap : 1024;
         while (nc < need) nc *= 2;
-        if ((uint64_t)nc * (uint64_t)b->batch > (JB_WIRE_MAX_RAW / 4) * 4ull)
-            return jb_err_set(err, JB_EFORMAT, "job %s level %d: over %" PRId64 " tokens",
-                              j->id, m->level, nc);
+        // the same cap as one message's payload: 2^28 codes (1 GiB) per level of a job
+        if ((uint64_t)need * (uint64_t)b->batch > JB_WIRE_MAX_RAW / 4)
+            return jb_err_set(err, JB_EFORMAT, "job %s level %d: over %u codes", j->id,
+                              m->level, JB_WIRE_MAX_RAW / 4);
+        if ((uint64_t)nc * (uint64_t)b->batch > JB_WIRE_MAX_RAW / 4)
+            nc = (int64_t)(JB_WIRE_MAX_RAW / 4 / (uint64_t)b->batch);
         int32_t *nb = malloc((size_t)(nc * b->batch) * sizeof(int32_t));
         if (!nb)
             return jb_err_set(err, JB_ENOMEM, "job %s level %d: out of memory for %" PRId64
