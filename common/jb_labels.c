@@ -123,6 +123,18 @@ fail:
     return NULL;
 }
 
+jb_labels_vocab_t *jb_labels_vocab_from_model(const jb_st_t *st, const char *key, jb_err_t *err) {
+    char what[512];
+    snprintf(what, sizeof what, "%s: __metadata__ '%s'", jb_st_path(st), key);
+    const char *text = jb_st_meta(st, key);
+    if (!text) {
+        jb_err_set(err, JB_EFORMAT, "%s: missing (a prior with labels needs its vocabularies; "
+                   "see docs/labels.md)", what);
+        return NULL;
+    }
+    return jb_labels_vocab_from_json(text, what, err);
+}
+
 static int is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "jb_err.h"
+#include "jb_safetensors.h"
 #include "jb_text.h"
 
 typedef struct jb_labels_vocab jb_labels_vocab_t;   // opaque: name -> id
@@ -37,6 +38,9 @@ typedef struct jb_labels_vocab jb_labels_vocab_t;   // opaque: name -> id
 // a non-integer or negative id, or out of memory.
 jb_labels_vocab_t *jb_labels_vocab_from_json(const char *json_text, const char *what,
                                              jb_err_t *err);
+// From an opened model file's __metadata__[key] (key "artists" or "genres"). NULL + err
+// naming the file and key when it is missing (JB_EFORMAT) or malformed.
+jb_labels_vocab_t *jb_labels_vocab_from_model(const jb_st_t *st, const char *key, jb_err_t *err);
 // From the reference's id table file: lines "name;id", name lower-cased as Python's
 // str.lower(), surrounding whitespace of the line stripped, a later line for the same
 // name wins (a dict). Blank lines are skipped; any other line without exactly one ';'

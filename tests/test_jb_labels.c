@@ -100,6 +100,34 @@ int main(void) {
     JB_CHECK(!jb_labels_vocab_from_json("{\"a\": 1, \"a\": 2}", "m", &err), "duplicate -> error");
     JB_CHECK(!jb_labels_vocab_from_json(NULL, "m", &err), "missing metadata -> error");
 
+    // From a model file's metadata (the form the converter writes).
+    {
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/test_jb_labels_%d.safetensors", (int)getpid());
+        jb_st_writer_t *wr = jb_st_writer_new(&err);
+        float one = 1.0f;
+        int64_t shape[1] = {1};
+        int ok = wr && jb_st_writer_meta(wr, "artists", "{\"alan_jackson\":1,\"unknown\":0}",
+                                         &err) == 0 &&
+                 jb_st_writer_add(wr, "x", JB_F32, 1, shape, &one, &err) == 0 &&
+                 jb_st_writer_write(wr, path, NULL, NULL, &err) == 0;
+        jb_st_writer_destroy(&wr);
+        jb_st_t *st = ok ? jb_st_open(path, &err) : NULL;
+        JB_CHECK(st != NULL, "write/open a model file with vocabularies (%s)", st ? "" : err.msg);
+        if (st) {
+            jb_labels_vocab_t *a = jb_labels_vocab_from_model(st, "artists", &err);
+            int32_t id = -1;
+            JB_CHECK(a && jb_labels_vocab_find(a, "alan_jackson", &id) && id == 1,
+                     "vocabulary from __metadata__ 'artists'");
+            jb_labels_vocab_destroy(&a);
+            JB_CHECK(!jb_labels_vocab_from_model(st, "genres", &err) && err.code == JB_EFORMAT &&
+                     strstr(err.msg, path) && strstr(err.msg, "'genres'"),
+                     "missing 'genres' -> error naming file and key (%s)", err.msg);
+            jb_st_close(&st);
+        }
+        unlink(path);
+    }
+
     // v2 norm: lower, non [a-z0-9] -> '_', collapse, strip.
     char *nrm = jb_labels_norm("__Hello,  World!!__ 2", &err);
     JB_CHECK(nrm && strcmp(nrm, "hello_world_2") == 0, "norm");
