@@ -418,9 +418,28 @@ int jb_labels_genre_ids(const jb_labels_vocab_t *genres, jb_text_vocab_t version
     return 0;
 }
 
+// Shared body; mid_f32 selects the float32 midpoint of the sampling path.
+static int lyric_window(const int32_t *full, int n_full, int n_tokens, int64_t total_length,
+                        int64_t offset, int64_t duration, int32_t *tokens, int32_t *indices,
+                        int mid_f32, jb_err_t *err);
+
 int jb_labels_lyric_window(const int32_t *full, int n_full, int n_tokens, int64_t total_length,
                            int64_t offset, int64_t duration, int32_t *tokens, int32_t *indices,
                            jb_err_t *err) {
+    return lyric_window(full, n_full, n_tokens, total_length, offset, duration, tokens, indices,
+                        0, err);
+}
+
+int jb_labels_lyric_window_f32(const int32_t *full, int n_full, int n_tokens,
+                               int64_t total_length, int64_t offset, int64_t duration,
+                               int32_t *tokens, int32_t *indices, jb_err_t *err) {
+    return lyric_window(full, n_full, n_tokens, total_length, offset, duration, tokens, indices,
+                        1, err);
+}
+
+static int lyric_window(const int32_t *full, int n_full, int n_tokens, int64_t total_length,
+                        int64_t offset, int64_t duration, int32_t *tokens, int32_t *indices,
+                        int mid_f32, jb_err_t *err) {
     if (n_tokens < 0 || n_full < 0)
         return jb_err_set(err, JB_EINVAL, "lyric window: negative length (n_tokens %d, lyrics %d)",
                           n_tokens, n_full);
@@ -438,10 +457,18 @@ int jb_labels_lyric_window(const int32_t *full, int n_full, int n_tokens, int64_
                           (long long)offset, (long long)total_length);
     if (n_tokens % 2)
         return jb_err_set(err, JB_EINVAL, "lyric window: n_tokens %d is odd", n_tokens);
-    // The reference's order of operations in double precision, int() truncation.
-    double mid_f = (double)n_full * ((double)offset + (double)duration / 2.0) /
-                   (double)total_length;
-    int64_t mid = (int64_t)mid_f;
+    // The reference's order of operations, int() truncation: Python floats (double) in
+    // get_label, float32 tensor arithmetic in set_y_lyric_tokens.
+    int64_t mid;
+    if (mid_f32) {
+        float h = (float)duration / 2.0f;
+        float o = (float)offset + h;
+        float m = (float)n_full * o;
+        mid = (int64_t)(m / (float)total_length);
+    } else {
+        mid = (int64_t)((double)n_full * ((double)offset + (double)duration / 2.0) /
+                        (double)total_length);
+    }
     int half = n_tokens / 2;
     if (mid < half)
         mid = half;
@@ -537,4 +564,26 @@ fail:
     free(win);
     free(full);
     return -1;
+}
+
+int jb_labeller_window_y(const jb_labeller_t *lb, const int64_t *y_base, const int32_t *full,
+                         int n_full, int64_t start, int64_t raw_to_tokens, int64_t *y,
+                         int32_t *indices, jb_err_t *err) {
+    int len = jb_labeller_label_len(lb);
+    for (int i = 0; i < len; i++)
+        y[i] = y_base[i];
+    y[2] = lb->sample_length;
+    y[1] = y_base[1] + start * raw_to_tokens;
+    if (lb->n_tokens == 0)
+        return 0;
+    int32_t *win = malloc((size_t)lb->n_tokens * sizeof *win);
+    if (!win)
+        return jb_err_set(err, JB_ENOMEM, "labeller: out of memory");
+    int rc = jb_labels_lyric_window_f32(full, n_full, lb->n_tokens, y[0], y[1], y[2], win,
+                                        indices, err);
+    if (rc == 0)
+        for (int i = 0; i < lb->n_tokens; i++)
+            y[len - lb->n_tokens + i] = win[i];
+    free(win);
+    return rc;
 }

@@ -87,6 +87,16 @@ int jb_labels_lyric_window(const int32_t *full, int n_full, int n_tokens, int64_
                            int64_t offset, int64_t duration, int32_t *tokens, int32_t *indices,
                            jb_err_t *err);
 
+// The same window as the reference computes it while sampling (Labeller.set_y_lyric_tokens
+// from SimplePrior.get_y): there total_length, offset and duration are int64 tensor
+// elements, so the midpoint is computed in float32, op by op:
+//     mid = (int)((float)n_full * ((float)offset + (float)duration / 2.0f) / (float)total_length)
+// which differs from the double form for about 1 in 30000 windows (a midpoint just
+// under an integer). Same arguments and errors as jb_labels_lyric_window.
+int jb_labels_lyric_window_f32(const int32_t *full, int n_full, int n_tokens,
+                               int64_t total_length, int64_t offset, int64_t duration,
+                               int32_t *tokens, int32_t *indices, jb_err_t *err);
+
 // get_starts(total_length, n_ctx, hop_length): window starts. starts: (max) receives
 // *n starts; -1 + err when hop_length <= 0, n_ctx <= 0, or more than max starts.
 // jb_labels_n_starts gives the count to size starts (0 when total_length < n_ctx).
@@ -115,5 +125,14 @@ int jb_labeller_get_label(const jb_labeller_t *lb, const char *artist, const cha
                           const char *lyrics, int64_t total_length, int64_t offset,
                           const char *what, int64_t *y, int32_t **full_tokens_p, int *n_full,
                           jb_err_t *err);
+
+// SimplePrior.get_y(labels, start) for one sample: y_base: (label_len) from get_label;
+// y: (label_len) out = y_base with y[2] = sample_length, y[1] += start * raw_to_tokens,
+// and the lyric window for that offset (float32 midpoint, as the reference while
+// sampling). full: (n_full) the sample's lyric tokens; indices: (n_tokens) or NULL,
+// the lyric index of each window token (-1 for padding; for the alignment page).
+int jb_labeller_window_y(const jb_labeller_t *lb, const int64_t *y_base, const int32_t *full,
+                         int n_full, int64_t start, int64_t raw_to_tokens, int64_t *y,
+                         int32_t *indices, jb_err_t *err);
 
 #endif

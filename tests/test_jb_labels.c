@@ -168,6 +168,31 @@ int main(void) {
              tok[1] == 0 && tok[2] == 100 && idx[1] == -1 && idx[2] == 0,
              "short lyrics: left padded, offset not checked (as the reference)");
 
+    // Float32 midpoint of the sampling path. 1920 tokens, total 5107128, duration 1048576,
+    // offset 2452210: in double 1920 * 2976498 / 5107128 = 1118.99998590 -> 1118; in
+    // float32 (numpy, op by op: 524288, 2976498, 5714876416, 1119.0) -> 1119.
+    {
+        int32_t *big = malloc(1920 * sizeof *big), w16[16], i16[16];
+        for (int i = 0; i < 1920; i++)
+            big[i] = i % 80;
+        JB_CHECK(jb_labels_lyric_window(big, 1920, 16, 5107128, 2452210, 1048576, w16, i16,
+                                        &err) == 0 && i16[0] == 1118 - 8,
+                 "double midpoint 1118 (get_label)");
+        JB_CHECK(jb_labels_lyric_window_f32(big, 1920, 16, 5107128, 2452210, 1048576, w16, i16,
+                                            &err) == 0 && i16[0] == 1119 - 8 && w16[0] == 1111 % 80,
+                 "float32 midpoint 1119 (set_y_lyric_tokens)");
+        // get_y: offset = y_base offset + start * raw_to_tokens; sample_length restored.
+        jb_labeller_t lb = {.version = JB_TEXT_V2, .max_genre_words = 1, .n_tokens = 16,
+                            .sample_length = 1048576};
+        int64_t yb[4 + 1 + 16] = {5107128, 10, 7, 3, 2}, y[4 + 1 + 16];
+        int32_t ix[16];
+        JB_CHECK(jb_labeller_window_y(&lb, yb, big, 1920, 1226100, 2, y, ix, &err) == 0 &&
+                 y[0] == 5107128 && y[1] == 2452210 && y[2] == 1048576 && y[3] == 3 &&
+                 y[4] == 2 && ix[0] == 1111 && y[5] == 1111 % 80 && y[20] == 1126 % 80,
+                 "window_y: offset 10 + 1226100 * 2, float32 window [1111, 1127)");
+        free(big);
+    }
+
     // Starts: range(0, 10 - 4 + 3, 3) = 0, 3, 6 -> 6 + 4 >= 10 -> 6.
     int64_t st[8], ns = 0;
     JB_CHECK(jb_labels_starts(10, 4, 3, st, 8, &ns, &err) == 0 && ns == 3 && st[0] == 0 &&
