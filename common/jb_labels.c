@@ -247,6 +247,31 @@ void jb_labels_vocab_at(const jb_labels_vocab_t *vocab, int i, const char **name
     *id = vocab->e[i].id;
 }
 
+char *jb_labels_vocab_name(const jb_labels_vocab_t *vocab, int32_t id, jb_err_t *err) {
+    size_t len = 1;
+    for (int i = 0; i < vocab->n; i++)
+        if (vocab->e[i].id == id)
+            len += strlen(vocab->e[i].name) + 1;
+    char *s = malloc(len);
+    if (!s) {
+        jb_err_set(err, JB_ENOMEM, "vocabulary: out of memory");
+        return NULL;
+    }
+    // Entries are in byte order of their UTF-8 names, which is Python's code point order.
+    size_t k = 0;
+    for (int i = 0; i < vocab->n; i++) {
+        if (vocab->e[i].id != id)
+            continue;
+        if (k)
+            s[k++] = '_';
+        size_t n = strlen(vocab->e[i].name);
+        memcpy(s + k, vocab->e[i].name, n);
+        k += n;
+    }
+    s[k] = '\0';
+    return s;
+}
+
 char *jb_labels_vocab_to_json(const jb_labels_vocab_t *vocab, jb_err_t *err) {
     json_t *o = json_object();
     if (!o)

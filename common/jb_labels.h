@@ -55,6 +55,10 @@ int jb_labels_vocab_max_id(const jb_labels_vocab_t *vocab);
 int jb_labels_vocab_find(const jb_labels_vocab_t *vocab, const char *name, int32_t *id);
 // i-th entry in byte order of names, i in [0, count); borrowed name.
 void jb_labels_vocab_at(const jb_labels_vocab_t *vocab, int i, const char **name, int32_t *id);
+// The reference's reverse lookup (get_artist / get_genre of one id): every name with
+// this id, sorted, joined with '_' ("beatles_the_beatles"). New string ("" when no name
+// has the id), or NULL + err.
+char *jb_labels_vocab_name(const jb_labels_vocab_t *vocab, int32_t id, jb_err_t *err);
 // The JSON object text for __metadata__ (keys sorted). New string, or NULL + err.
 char *jb_labels_vocab_to_json(const jb_labels_vocab_t *vocab, jb_err_t *err);
 // Up to max names nearest to key by Levenshtein distance over bytes (ties: name

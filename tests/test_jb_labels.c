@@ -47,6 +47,12 @@ int main(void) {
         JB_CHECK(jb_labels_vocab_find(v, "x", &id) && id == 3, "later duplicate wins (dict)");
         JB_CHECK(!jb_labels_vocab_find(v, "The Beatles", &id), "lookup is exact");
         JB_CHECK(jb_labels_vocab_max_id(v) == 7, "max id");
+        char *nm = jb_labels_vocab_name(v, 2, &err);
+        JB_CHECK(nm && strcmp(nm, "beatles_the beatles") == 0, "reverse lookup joins sorted names");
+        free(nm);
+        nm = jb_labels_vocab_name(v, 5, &err);
+        JB_CHECK(nm && strcmp(nm, "") == 0, "reverse lookup of an absent id: ''");
+        free(nm);
 
         // Model-file form round trip.
         char *js = jb_labels_vocab_to_json(v, &err);
@@ -126,6 +132,40 @@ int main(void) {
             jb_st_close(&st);
         }
         unlink(path);
+    }
+
+    // Fuzz: truncations and byte flips of a valid vocabulary never crash; a result is
+    // either an error or a usable table.
+    {
+        const char *good = "{\"a\":1,\"b b\":2,\"c\xc3\xa9\":3}";
+        size_t gl = strlen(good);
+        char buf[64];
+        uint32_t r = 7;
+        int ok = 1, accepted = 0;
+        for (int it = 0; it < 3000; it++) {
+            size_t n = (size_t)it % (gl + 1);
+            memcpy(buf, good, gl + 1);
+            if (it >= (int)gl + 1) {
+                r = r * 1664525u + 1013904223u;
+                buf[(r >> 8) % gl] = (char)(r >> 24);
+                n = strlen(buf);
+            }
+            buf[n] = '\0';
+            jb_labels_vocab_t *fz = jb_labels_vocab_from_json(buf, "fuzz", &err);
+            if (fz) {
+                accepted++;
+                int32_t id;
+                ok &= jb_labels_vocab_count(fz) <= 3;
+                jb_labels_vocab_find(fz, "a", &id);
+                char *j = jb_labels_vocab_to_json(fz, &err);
+                free(j);
+                jb_labels_vocab_destroy(&fz);
+            } else {
+                ok &= err.msg[0] != '\0';
+            }
+        }
+        JB_CHECK(ok && accepted > 0, "fuzzed vocabularies: clean errors or usable tables (%d accepted)",
+                 accepted);
     }
 
     // v2 norm: lower, non [a-z0-9] -> '_', collapse, strip.
