@@ -38,6 +38,7 @@ struct jb_transformer {
 struct jb_tcache {
     const jb_transformer_t *tf;
     int N, max_chunk, pos;
+    int n_active;        // sequences in use (<= N)
     int *cap;            // (depth) key slots per sequence
     float **k, **v;      // (depth) each (N, cap, S)
     int w_cap;
@@ -250,7 +251,7 @@ jb_tcache_t *jb_tcache_new(const jb_transformer_t *tf, int n_batch, int max_chun
     if (max_chunk > hp->n_ctx) max_chunk = hp->n_ctx;
     jb_tcache_t *c = calloc(1, sizeof *c);
     if (!c) goto oom;
-    c->tf = tf, c->N = n_batch, c->max_chunk = max_chunk;
+    c->tf = tf, c->N = n_batch, c->n_active = n_batch, c->max_chunk = max_chunk;
     int D = hp->depth, S = tf->n_state, W = hp->width, H = hp->heads;
     c->cap = calloc((size_t)D, sizeof(int));
     c->k = calloc((size_t)D, sizeof(float *));
@@ -310,6 +311,13 @@ void jb_tcache_destroy(jb_tcache_t **c_p) {
 }
 
 void jb_tcache_reset(jb_tcache_t *c) { c->pos = 0; }
+
+int jb_tcache_set_batch(jb_tcache_t *c, int n, jb_err_t *err) {
+    if (n < 1 || n > c->N)
+        return jb_err_set(err, JB_EINVAL, "cache: batch %d outside [1, %d]", n, c->N);
+    c->n_active = n;
+    return 0;
+}
 int jb_tcache_pos(const jb_tcache_t *c) { return c->pos; }
 
 size_t jb_tcache_kv_bytes(const jb_tcache_t *c) {
@@ -323,7 +331,7 @@ int jb_tcache_set_encoder(jb_tcache_t *c, const float *encoder_kv, jb_err_t *err
     const jb_transformer_t *tf = c->tf;
     int E = tf->hp.encoder_dims, S = tf->n_state, W = tf->hp.width;
     if (E <= 0) return jb_err_set(err, JB_EINVAL, "transformer has no encoder-decoder layers");
-    int64_t rows = (int64_t)c->N * E;
+    int64_t rows = (int64_t)c->n_active * E;
     for (int d = 0; d < tf->hp.depth; d++) {
         const layer_t *L = &tf->layers[d];
         if (L->kind != 6) continue;
@@ -348,7 +356,7 @@ int jb_transformer_forward(const jb_transformer_t *tf, jb_tcache_t *c, float *x,
     if (n < 1 || n > c->max_chunk || c->pos + n > hp->n_ctx)
         return jb_err_set(err, JB_EINVAL, "pass of %d tokens at position %d (chunk max %d, n_ctx %d)",
                           n, c->pos, c->max_chunk, hp->n_ctx);
-    int N = c->N, W = hp->width, S = tf->n_state, H = hp->heads, hd = tf->hd, M = tf->n_mlp;
+    int N = c->n_active, W = hp->width, S = tf->n_state, H = hp->heads, hd = tf->hd, M = tf->n_mlp;
     int R = N * n, t0 = c->pos;
     float scale;
     {

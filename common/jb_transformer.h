@@ -68,9 +68,11 @@ void jb_tcache_destroy(jb_tcache_t **c_p);
 // Back to position 0 (keeps the encoder keys/values).
 void jb_tcache_reset(jb_tcache_t *c);
 int jb_tcache_pos(const jb_tcache_t *c);
+// Use the first n sequences (1 <= n <= n_batch) from now on; x and encoder_kv then hold n rows.
+int jb_tcache_set_batch(jb_tcache_t *c, int n, jb_err_t *err);
 // Bytes held by the key/value caches (not the scratch).
 size_t jb_tcache_kv_bytes(const jb_tcache_t *c);
-// Keys/values of every kind-6 layer from encoder_kv: (n_batch, encoder_dims, width).
+// Keys/values of every kind-6 layer from encoder_kv: (n, encoder_dims, width), n active sequences.
 int jb_tcache_set_encoder(jb_tcache_t *c, const float *encoder_kv, jb_err_t *err);
 
 // Softmax weights of one layer/head to copy out during a pass:
