@@ -23,7 +23,7 @@ GOLDEN   ?= tests/golden
 
 CPPFLAGS += -Icommon -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g -fopenmp -march=x86-64-v3 -Wall -Wextra -Wno-unused-parameter -MMD -MP
-LDLIBS   += -lopenblas -ljansson -lzmq -lmsgpackc -llz4 -lsndfile -lsoxr -lsystemd -lm -lpthread
+LDLIBS   += -lopenblas -ljansson -lzmq -lmsgpackc -llz4 -lsndfile -lsoxr -lsystemd -lz -lm -lpthread
 LDFLAGS  += -fopenmp
 
 ifeq ($(SAN),1)
