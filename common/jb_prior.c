@@ -732,14 +732,17 @@ void jb_prior_sampler_destroy(jb_prior_sampler_t **s_p) {
 }
 
 int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_t *z_cond,
-                    const int32_t *prime, int P, int chunk_size, jb_prior_choose_fn choose,
-                    void *user, int32_t *out, int *n_clamped, jb_err_t *err) {
+                    const int32_t *prime, int P, int n_fill, int chunk_size,
+                    jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,
+                    jb_err_t *err) {
     const jb_prior_t *p = s->p;
     const jb_prior_info_t *in = &p->info;
     if (N < 1 || N > s->max_batch)
         return jb_err_set(err, JB_EINVAL, "batch %d outside [1, %d]", N, s->max_batch);
-    if (P < 0 || P > in->n_ctx || (P > 0 && !prime))
-        return jb_err_set(err, JB_EINVAL, "prime of %d codes (window %d)", P, in->n_ctx);
+    if (n_fill <= 0) n_fill = in->n_ctx;
+    if (P < 0 || P > n_fill || n_fill > in->n_ctx || (P > 0 && !prime))
+        return jb_err_set(err, JB_EINVAL, "prime of %d codes, %d to fill (window %d)", P, n_fill,
+                          in->n_ctx);
     if (check_labels(p, y, z_cond, err)) return -1;
     if (chunk_size <= 0 || chunk_size > s->max_chunk) chunk_size = s->max_chunk;
     int S = in->seq_len, B = in->seq_bins, off = S - in->n_ctx;
@@ -764,7 +767,8 @@ int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_
         if (jb_transformer_forward(p->tf, s->cache, s->x, c, NULL, err)) return -1;
     }
     int clamped = 0;
-    for (int t = known; t < S; t++) {
+    int fill_end = off + n_fill;
+    for (int t = known; t < fill_end; t++) {
         build_inputs(p, s->x, s->seq, s->cond_y, s->cond_x, N, t, 1);
         if (jb_transformer_forward(p->tf, s->cache, s->x, 1, NULL, err)) return -1;
         outputs(p, s->x, s->cond_x, N, t, 1, s->logits);
@@ -780,10 +784,10 @@ int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_
         }
     }
     for (int n = 0; n < N; n++)
-        for (int i = 0; i < in->n_ctx; i++) {
+        for (int i = 0; i < n_fill; i++) {
             int32_t k = s->seq[(int64_t)n * S + off + i];
             if (off) k = k - in->n_vocab < 0 ? 0 : k - in->n_vocab;   // clamp(id - n_vocab, 0)
-            out[(int64_t)n * in->n_ctx + i] = k;
+            out[(int64_t)n * n_fill + i] = k;
         }
     if (n_clamped) *n_clamped = clamped;
     return 0;

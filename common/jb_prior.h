@@ -5,8 +5,8 @@
 //
 //   jb_prior_t *p = jb_prior_new("prior_level_2.safetensors", &err);
 //   jb_prior_sampler_t *s = jb_prior_sampler_new(p, max_batch, chunk_size, &err);
-//   jb_prior_sample(s, N, y, z_cond, prime, P, chunk_size, jb_prior_choose_greedy, NULL,
-//                   codes, &err);
+//   jb_prior_sample(s, N, y, z_cond, prime, P, 0, chunk_size, jb_prior_choose_greedy, NULL,
+//                   codes, NULL, &err);
 //
 // Sequence positions: a window holds n_ctx music codes. The 1b_lyrics model (single
 // encoder-decoder) runs its transformer over seq_len = n_tokens + n_ctx positions, the lyric
@@ -104,12 +104,15 @@ void jb_prior_sampler_destroy(jb_prior_sampler_t **s_p);
 
 // Samples one window of N sequences (N <= max_batch): codes [0, P) are the prime (fed through
 // the transformer in passes of chunk_size tokens, the last shorter; chunk_size <= 0: the
-// sampler's max_chunk), then positions P..n_ctx-1 are drawn one at a time with choose.
+// sampler's max_chunk), then positions P..n_fill-1 are drawn one at a time with choose
+// (n_fill <= 0: n_ctx; less is the reference's sample_tokens, a window shorter than n_ctx).
+// The joint model feeds back the joint id it drew and stores clamp(id - n_vocab, 0).
 // y: (N, label_len) or NULL; z_cond: (N, n_ctx / cond_downsample) or NULL;
-// prime: (N, P) or NULL with P = 0; out: (N, n_ctx) (its first P codes are the prime).
-// n_clamped (may be NULL): joint model only, lyric ids drawn at music positions (stored as 0).
+// prime: (N, P) or NULL with P = 0; out: (N, n_fill) (its first P codes are the prime).
+// n_clamped (may be NULL): joint model only, lyric ids drawn at music positions.
 int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_t *z_cond,
-                    const int32_t *prime, int P, int chunk_size, jb_prior_choose_fn choose,
-                    void *user, int32_t *out, int *n_clamped, jb_err_t *err);
+                    const int32_t *prime, int P, int n_fill, int chunk_size,
+                    jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,
+                    jb_err_t *err);
 
 #endif

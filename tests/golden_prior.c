@@ -129,7 +129,7 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
     }
     int clamped = 0;
     int32_t *want = jb_st_get_i32(io, "greedy", -1, NULL, &err);
-    if (jb_prior_sample(s, N, y, zc, NULL, 0, 0, jb_prior_choose_greedy, NULL, got, &clamped,
+    if (jb_prior_sample(s, N, y, zc, NULL, 0, 0, 0, jb_prior_choose_greedy, NULL, got, &clamped,
                         &err))
         golden_fail(r, "greedy: %s", err.msg);
     else if (want)
@@ -144,7 +144,7 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
         int P = (int)ep->shape[1];
         prime = jb_st_get_i32(io, "prime", -1, NULL, &err);
         want = jb_st_get_i32(io, "primed_greedy", -1, NULL, &err);
-        if (jb_prior_sample(s, N, y, zc, prime, P, chunk, jb_prior_choose_greedy, NULL, got,
+        if (jb_prior_sample(s, N, y, zc, prime, P, 0, chunk, jb_prior_choose_greedy, NULL, got,
                             &clamped, &err))
             golden_fail(r, "primed: %s", err.msg);
         else if (want)
