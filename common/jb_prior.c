@@ -731,6 +731,9 @@ void jb_prior_sampler_destroy(jb_prior_sampler_t **s_p) {
     *s_p = NULL;
 }
 
+const jb_prior_t *jb_prior_sampler_prior(const jb_prior_sampler_t *s) { return s->p; }
+int jb_prior_sampler_max_batch(const jb_prior_sampler_t *s) { return s->max_batch; }
+
 int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_t *z_cond,
                     const int32_t *prime, int P, int n_fill, int chunk_size,
                     jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,

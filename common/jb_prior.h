@@ -101,6 +101,8 @@ int jb_prior_choose_greedy(void *user, float *logits, int N, int n_bins, int pos
 jb_prior_sampler_t *jb_prior_sampler_new(const jb_prior_t *p, int max_batch, int max_chunk,
                                          jb_err_t *err);
 void jb_prior_sampler_destroy(jb_prior_sampler_t **s_p);
+const jb_prior_t *jb_prior_sampler_prior(const jb_prior_sampler_t *s);
+int jb_prior_sampler_max_batch(const jb_prior_sampler_t *s);
 
 // Samples one window of N sequences (N <= max_batch): codes [0, P) are the prime (fed through
 // the transformer in passes of chunk_size tokens, the last shorter; chunk_size <= 0: the
