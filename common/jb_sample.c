@@ -169,3 +169,58 @@ done:
     free(w.y), free(w.zc), free(w.prime), free(w.out), free(w.streams), free(w.scratch);
     return rc;
 }
+
+int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int32_t *zs,
+                        int zs_stride, const int32_t *y, const jb_sample_lyrics_t *lyrics,
+                        int hop_length, float *const *out, jb_err_t *err) {
+    const jb_prior_info_t *in = jb_prior_info(p);
+    const jb_prior_hparams_t *hp = jb_prior_hparams(p);
+    int T = in->n_ctx, nt = in->n_tokens, L = in->label_len;
+    if (!in->lyrics || hp->alignment_layer < 0 || hp->alignment_head < 0)
+        return jb_err_set(err, JB_EINVAL, "alignment: prior without lyrics or alignment layer");
+    if (hop_length < 1 || total < T || n_samples < 1)
+        return jb_err_set(err, JB_EINVAL, "alignment: %d codes, window %d, hop %d", total, T,
+                          hop_length);
+    for (int i = 0; i < n_samples; i++)
+        memset(out[i], 0, sizeof(float) * (size_t)total * (size_t)lyrics[i].n);
+    int32_t *yw = malloc(sizeof(int32_t) * (size_t)L);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)nt);
+    float *attn = malloc(sizeof(float) * (size_t)T * nt);
+    float *logits = malloc(sizeof(float) * (size_t)in->seq_len * in->seq_bins);
+    int rc = -1;
+    if (!yw || !idx || !attn || !logits) {
+        jb_err_set(err, JB_ENOMEM, "alignment: out of memory");
+        goto done;
+    }
+    int64_t last = 0;
+    for (int64_t st = 0; st < (int64_t)total - T + hop_length; st += hop_length) last = st;
+    // Windows from the last to the first, so that earlier windows overwrite later ones.
+    for (int64_t start = last; start >= 0; start -= hop_length) {
+        if (start + T > total) {
+            jb_err_set(err, JB_EINVAL, "alignment: window [%lld, %lld) past the %d codes (hop %d)",
+                       (long long)start, (long long)(start + T), total, hop_length);
+            goto done;
+        }
+        for (int i = 0; i < n_samples; i++) {
+            memcpy(yw, y + (int64_t)i * L, sizeof(int32_t) * (size_t)L);
+            yw[2] = in->sample_length;
+            yw[1] = (int32_t)(yw[1] + start * in->raw_to_tokens);
+            if (jb_labels_lyric_window(lyrics[i].tokens, lyrics[i].n, nt, yw[0], yw[1], yw[2],
+                                       yw + L - nt, idx, err) ||
+                jb_prior_forward(p, zs + (int64_t)i * zs_stride + start, NULL, yw, 1, logits,
+                                 attn, err)) {
+                jb_err_prefix(err, "alignment: window %lld item %d", (long long)start, i);
+                goto done;
+            }
+            int nf = lyrics[i].n;
+            for (int t = 0; t < T; t++)
+                for (int k = 0; k < nt; k++)
+                    if (idx[k] >= 0 && idx[k] < nf)
+                        out[i][(start + t) * nf + idx[k]] = attn[(int64_t)t * nt + k];
+        }
+    }
+    rc = 0;
+done:
+    free(yw), free(idx), free(attn), free(logits);
+    return rc;
+}

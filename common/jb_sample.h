@@ -50,4 +50,15 @@ int jb_sample_level(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_samp
                     int above_stride, const int32_t *y, const jb_sample_lyrics_t *lyrics,
                     int *out_len, jb_err_t *err);
 
+// Lyric alignment of a song (the reference's align.py get_alignment), for a prior with lyrics:
+// windows at 0, hop, 2·hop, ... while start < total - n_ctx + hop (each must fit: start +
+// n_ctx <= total); per window the attention weights of alignment_layer/head between the music
+// codes and the window's lyric tokens (jb_prior_forward), placed at the lyric positions the
+// window covers; earlier windows overwrite later ones where they overlap.
+// zs: (n_samples, zs_stride) top-level codes, total of them; y: (n_samples, label_len) base
+// labels; lyrics: (n_samples); out[i]: (total, lyrics[i].n) per item, zero-filled first.
+int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int32_t *zs,
+                        int zs_stride, const int32_t *y, const jb_sample_lyrics_t *lyrics,
+                        int hop_length, float *const *out, jb_err_t *err);
+
 #endif

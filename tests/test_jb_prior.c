@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "jb_labels.h"
 #include "jb_prior.h"
 #include "jb_safetensors.h"
 #include "jb_sample.h"
@@ -175,7 +176,77 @@ static void reproducibility(void) {
     jb_st_close(&io);
 }
 
+// Alignment over a song: one window equals the reference's attention; several windows place
+// each window's weights at the lyric positions it covers, the first window winning.
+static void alignment(void) {
+    jb_err_t err;
+    jb_prior_t *p = jb_prior_new(GOLDEN "prior_top_5b_lyrics_tiny/model.safetensors", &err);
+    jb_st_t *io = jb_st_open(GOLDEN "prior_top_5b_lyrics_tiny/io.safetensors", &err);
+    JB_CHECK(p && io, "load prior_top_5b_lyrics_tiny");
+    if (!p || !io) {
+        jb_prior_destroy(&p);
+        jb_st_close(&io);
+        return;
+    }
+    const jb_prior_info_t *in = jb_prior_info(p);
+    int T = in->n_ctx, nt = in->n_tokens, L = in->label_len;
+    int32_t *y = jb_st_get_i32(io, "y", -1, NULL, &err), *z = jb_st_get_i32(io, "z", -1, NULL, &err);
+    float *ref = jb_st_get_f32(io, "attn", -1, NULL, &err);
+    // (a) one window; the item's lyrics are exactly its n_tokens tokens.
+    jb_sample_lyrics_t ly[2];
+    for (int i = 0; i < 2; i++) ly[i].tokens = y + i * L + L - nt, ly[i].n = nt;
+    float *a0 = malloc(sizeof(float) * T * nt), *a1 = malloc(sizeof(float) * T * nt);
+    float *outs[2] = {a0, a1};
+    JB_CHECK_OK(jb_sample_alignment(p, 2, T, z, T, y, ly, T, outs, &err), &err, "alignment");
+    double m = 0;
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < T * nt; k++) {
+            double d = fabs((double)outs[i][k] - ref[(int64_t)i * T * nt + k]);
+            m = d > m ? d : m;
+        }
+    JB_CHECK(m <= 1e-5, "one-window alignment equals the reference attention (max |diff| %.3g)", m);
+    // (b) three windows (hop n_ctx/2) over 2·n_ctx codes and 40 lyric tokens.
+    int total = 2 * T, nf = 40;
+    int32_t *zz = malloc(sizeof(int32_t) * total), full[40];
+    memcpy(zz, z, sizeof(int32_t) * T);
+    memcpy(zz + T, z + T, sizeof(int32_t) * T);
+    for (int k = 0; k < nf; k++) full[k] = ly[0].tokens[k % nt];
+    jb_sample_lyrics_t lf = {full, nf};
+    int32_t yb[64];   // a song long enough for three windows
+    memcpy(yb, y, sizeof(int32_t) * L);
+    yb[0] = 80000, yb[1] = 1000;
+    float *al = malloc(sizeof(float) * total * nf);
+    JB_CHECK_OK(jb_sample_alignment(p, 1, total, zz, total, yb, &lf, T / 2, &al, &err), &err,
+                "alignment over 3 windows");
+    int32_t yw[64], idx[64];
+    memcpy(yw, yb, sizeof(int32_t) * L);
+    yw[2] = in->sample_length;
+    jb_labels_lyric_window(full, nf, nt, yw[0], yw[1], yw[2], yw + L - nt, idx, &err);
+    float *lg = malloc(sizeof(float) * in->seq_len * in->seq_bins), *w0 = malloc(sizeof(float) * T * nt);
+    JB_CHECK_OK(jb_prior_forward(p, zz, NULL, yw, 1, lg, w0, &err), &err, "window 0 forward");
+    double m2 = 0, rowmax = 0;
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < nt; k++) {
+            double d = fabs((double)al[t * nf + idx[k]] - w0[t * nt + k]);
+            m2 = d > m2 ? d : m2;
+        }
+    for (int t = 0; t < total; t++) {
+        double s = 0;
+        for (int k = 0; k < nf; k++) s += al[t * nf + k];
+        rowmax = s > rowmax ? s : rowmax;
+    }
+    JB_CHECK(m2 == 0, "rows of the first window hold its weights at its lyric indices");
+    JB_CHECK(rowmax <= 1.0 + 1e-5 && rowmax > 0.5, "rows are distributions (max sum %.6f)", rowmax);
+    JB_CHECK(jb_sample_alignment(p, 1, total, zz, total, yb, &lf, 48, &al, &err) == -1,
+             "a window past the end is refused: %s", err.msg);
+    free(a0), free(a1), free(zz), free(al), free(lg), free(w0);
+    jb_free(y), jb_free(z), jb_free(ref);
+    jb_prior_destroy(&p);
+    jb_st_close(&io);
+}
+
 int main(void) {
+    alignment();
     const char *cases[] = {"prior_top_5b_tiny", "prior_top_5b_fp16w", "prior_top_5b_lyrics_tiny",
                            "prior_top_1b_lyrics_tiny", "upsampler_mid_tiny",
                            "upsampler_bottom_tiny"};
