@@ -83,7 +83,9 @@ $(BUILD)/bin/jukebox-%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard %/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
-$(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o $(LIB)
+# A static pattern rule: the stage rule above would otherwise also match a tool
+# (its wildcard is empty for tools/<x>.c) and link without the tool's object.
+$(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
