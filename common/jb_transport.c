@@ -41,6 +41,7 @@ struct jb_endpoint {
     char *final_path;
     // ZeroMQ
     void *zctx, *zsock;
+    bool bound;
     char address[256];
 };
 
@@ -87,6 +88,10 @@ void jb_endpoint_destroy(jb_endpoint_t **ep_p) {
         zmq_close(ep->zsock);
     }
     if (ep->zctx) zmq_ctx_term(ep->zctx);
+    // libzmq leaves a bound ipc socket's file behind; it is ours, so remove it
+    // ("ipc://@name" is an abstract socket: no file).
+    if (ep->bound && strncmp(ep->address, "ipc://", 6) == 0 && ep->address[6] != '@')
+        unlink(ep->address + 6);
     if (ep->owns_fd && ep->fd >= 0) close(ep->fd);
     if (ep->tmp_path) unlink(ep->tmp_path);
     free(ep->tmp_path);
@@ -150,6 +155,7 @@ static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_
                    "%s: cannot %s: %s", spec, bind ? "bind" : "connect", zmq_strerror(errno));
         goto fail;
     }
+    ep->bound = bind;
     size_t alen = sizeof ep->address;
     if (zmq_getsockopt(ep->zsock, ZMQ_LAST_ENDPOINT, ep->address, &alen) || !ep->address[0])
         snprintf(ep->address, sizeof ep->address, "%s", addr);

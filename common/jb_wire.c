@@ -11,6 +11,9 @@
 #include <lz4.h>
 #include <msgpack.h>
 
+_Static_assert(JB_WIRE_MAX_PAYLOAD == LZ4_COMPRESSBOUND(JB_WIRE_MAX_RAW),
+               "the payload cap is LZ4's bound for the largest codes");
+
 // ---------------------------------------------------------------- buffers
 
 void jb_bytes_free(jb_bytes_t *b) {

@@ -53,7 +53,7 @@ typedef enum {
     JB_MSG_JOB,        // a job: spec (JSON object)
     JB_MSG_CODES,      // codes of one level: level, offset, batch, count + payload
     JB_MSG_END,        // end of a job (level < 0) or of one level of it
-    JB_MSG_ERROR,      // the job failed: text says why, code is a jb_errcode_t
+    JB_MSG_ERROR,      // the job failed: text says why, code is its sysexits class
     JB_MSG_ACK,        // receipt of message seq of a job (reliable transport, later)
     JB_MSG_HEARTBEAT,  // liveness (later)
     JB_MSG_STATUS,     // a stage's status: text is a JSON object (later)
@@ -75,7 +75,7 @@ typedef struct {
     int64_t audio_len;      // true audio length in samples before padding (to trim)
     int64_t seq;            // sender's sequence number (acks)
     int64_t credit;         // ack: messages the receiver can take more
-    int64_t code;           // error: jb_errcode_t class
+    int64_t code;           // error: sysexits value, jb_err_exit_code() (65 bad data, ...)
     char *spec;             // job: JSON object text, owned
     char *text;             // error: message (UTF-8); status: JSON object text; owned
     int32_t *codes;         // codes: (batch, count) row-major, owned

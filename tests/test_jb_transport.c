@@ -422,7 +422,10 @@ static void test_zmq_stream(const char *bind_spec, const char *what) {
     jb_bytes_free(&h);
     jb_bytes_free(&p);
     jb_msg_clear(&m);
+    char ipc_file[256] = "";
+    if (strncmp(addr, "ipc://", 6) == 0) snprintf(ipc_file, sizeof ipc_file, "%s", addr + 6);
     jb_endpoint_destroy(&in);
+    if (ipc_file[0]) JB_CHECK(!exists(ipc_file), "%s: socket file removed", what);
 }
 
 static void test_zmq_bounds(void) {

@@ -129,7 +129,7 @@ static void test_roundtrips(void) {
     jb_msg_set_job_id(&m, "job1", &err);
     jb_msg_set_text(&m, "lyrics: character '\xe2\x98\x83' dropped; length 900 s over the "
                         "model's 600 s", &err);
-    m.code = JB_EFORMAT;
+    m.code = jb_err_exit_code(JB_EFORMAT);
     m.level = 1;
     m.offset = 4096;
     roundtrip(&m, "error", &out);
@@ -209,6 +209,13 @@ static void test_hand_built(void) {
                  && prefix[8] == (uint8_t)pl_len && prefix[9] == 0,
              "prefix: magic, little-endian lengths");
     hb_free(&h);
+    // Integers in any MessagePack width, signed ones included when >= 0.
+    uint8_t wide[] = {0x84, 0xa4, 't', 'y', 'p', 'e', 0xa3, 'e', 'n', 'd', 0xa1, 'v', 0xd0, 0x01,
+                      0xa3, 'j', 'o', 'b', 0xa1, 'w', 0xa5, 'l', 'e', 'v', 'e', 'l',
+                      0xcf, 0, 0, 0, 0, 0, 0, 0, 0x02};
+    JB_CHECK_OK(jb_wire_decode(wide, sizeof wide, NULL, 0, -1, &m, &err), &err,
+                "int8 version and uint64 level accepted");
+    JB_CHECK(m.type == JB_MSG_END && m.level == 2, "int8 / uint64 values read");
     jb_msg_clear(&m);
 }
 
