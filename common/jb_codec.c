@@ -334,11 +334,20 @@ static int add_codes(job_t *j, const jb_msg_t *m, jb_err_t *err) {
         return jb_err_set(err, JB_EFORMAT, "job %s level %d offset %" PRId64 ": batch %" PRId64
                           ", earlier codes of this level had %" PRId64, j->id, m->level,
                           m->offset, m->batch, b->batch);
-    if (m->offset != b->len)
+    if (m->offset > b->len)
         return jb_err_set(err, JB_EFORMAT, "job %s level %d: codes at offset %" PRId64 ", "
                           "expected %" PRId64 " (out of order or missing)", j->id, m->level,
                           m->offset, b->len);
-    int64_t need = b->len + m->count;
+    // A window resent after a retry may restate tokens already here: they must be equal.
+    int64_t again = b->len - m->offset < m->count ? b->len - m->offset : m->count;
+    for (int64_t r = 0; r < b->batch; r++)
+        for (int64_t t = 0; t < again; t++)
+            if (b->codes[r * b->cap + m->offset + t] != m->codes[r * m->count + t])
+                return jb_err_set(err, JB_EFORMAT, "job %s level %d: token %" PRId64 " of row %"
+                                  PRId64 " resent with another value", j->id, m->level,
+                                  m->offset + t, r);
+    if (again == m->count) return 0;
+    int64_t need = m->offset + m->count;
     if (need > b->cap) {
         int64_t nc = b->cap ? b->cap : 1024;
         while (nc < need) nc *= 2;
@@ -359,8 +368,8 @@ static int add_codes(job_t *j, const jb_msg_t *m, jb_err_t *err) {
         b->cap = nc;
     }
     for (int64_t r = 0; r < b->batch; r++)
-        memcpy(b->codes + r * b->cap + b->len, m->codes + r * m->count,
-               (size_t)m->count * sizeof(int32_t));
+        memcpy(b->codes + r * b->cap + b->len, m->codes + r * m->count + again,
+               (size_t)(m->count - again) * sizeof(int32_t));
     b->len = need;
     if (m->sample_rate >= 0) b->rate = m->sample_rate;
     if (m->audio_len >= 0) b->audio_len = m->audio_len;
@@ -473,6 +482,18 @@ static int job_decode(decoder_t *d, jb_vqvae_t *vq, job_t *j, const jb_codec_dec
     return 0;
 }
 
+// The error class for the sysexits value an ERROR message carries.
+static int code_of_exit(int ex) {
+    switch (ex) {
+    case 64: return JB_EINVAL;
+    case 66: return JB_ENOENT;
+    case 69: return JB_EUNAVAIL;
+    case 70: return JB_EINTERNAL;
+    case 74: return JB_EIO;
+    default: return JB_EFORMAT;
+    }
+}
+
 int jb_codec_decode_stream(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_codec_decode_opts_t *o,
                            jb_codec_decode_stats_t *st, jb_err_t *err) {
     memset(st, 0, sizeof *st);
@@ -504,7 +525,7 @@ int jb_codec_decode_stream(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_codec_dec
         if (m.type == JB_MSG_ERROR) {
             if (!j->failed) {
                 j->failed = 1;
-                jb_err_set(&j->err, m.code > 0 && m.code < 255 ? (int)m.code : JB_EFORMAT,
+                jb_err_set(&j->err, code_of_exit((int)m.code),
                            "job %s failed upstream: %s", j->id, m.text ? m.text : "");
             }
         } else if (!j->failed && m.type == JB_MSG_CODES) {

@@ -17,11 +17,13 @@
 //
 // The decoder accepts any stream of these messages: several jobs interleaved, codes of a
 // level split over several CODES messages (in order: each offset must equal the tokens
-// received so far for that level), batches of several samples, JOB messages (ignored),
-// ERROR messages (the job is reported as failed). A job is decoded when its END (no level)
-// arrives, or at the end of the stream if the chosen level was complete (its END level
-// received). A job that cannot be decoded is reported (jb_log) and skipped; the stream
-// goes on. Output files are written complete or not at all (jb_audio_write).
+// received so far for that level, or restate tokens already received with the same
+// values, as a window resent after a retry does), batches of several samples, JOB
+// messages (ignored), ERROR messages (the job fails, with the class of its sysexits code).
+// A job is decoded when its END (no level) arrives, or at the end of the stream if the
+// chosen level was complete (its END level received). A job that cannot be decoded is
+// reported (jb_log) and skipped; the stream goes on. Output files are written complete or
+// not at all (jb_audio_write).
 //
 // Thread rules: one thread per jb_vqvae_t and endpoint, as those modules say.
 // Ownership: nothing returned here needs freeing except the jb_vqvae_t of

@@ -195,8 +195,10 @@ static void test_decode(jb_vqvae_t *vq, const jb_st_t *io) {
     // level 2 sent only partly (no end): not complete, not chosen
     send_codes(out, "hand", 2, 0, zs2, 2, 8, 16, -1);
     // level 1 in two windows, batch 2, then its end; true length 2000
+    // (the second window restates tokens 30..39, as a retry would, then brings 40..49)
     send_codes(out, "hand", 1, 0, zs1, 2, 40, 64, -1);
-    send_codes(out, "hand", 1, 40, zs1, 2, 24, 64, 2000);
+    send_codes(out, "hand", 1, 30, zs1, 2, 20, 64, -1);
+    send_codes(out, "hand", 1, 50, zs1, 2, 14, 64, 2000);
     send_end(out, "hand", 1, 64);
     // a second job that goes wrong: a window out of order
     send_codes(out, "bad", 1, 0, zs1, 1, 10, 64, -1);
@@ -258,6 +260,34 @@ static void test_decode(jb_vqvae_t *vq, const jb_st_t *io) {
     JB_CHECK_OK(jb_codec_decode_stream(vq, in, &o, &st, &err), &err, "decode without job end");
     jb_endpoint_destroy(&in);
     JB_CHECK(st.jobs_done == 1 && exists(tpath("noend.flac")), "complete level decoded at EOF");
+
+    // an ERROR message fails its job with the class of its sysexits code; a resent window
+    // with other values fails its job
+    out = jb_endpoint_open_out(tpath("errs.jbc"), NULL, &err);
+    jb_msg_t em;
+    jb_msg_init(&em);
+    em.type = JB_MSG_ERROR;
+    jb_msg_set_job_id(&em, "up", &err);
+    jb_msg_set_text(&em, "prior-top: model file missing", &err);
+    em.code = 66;
+    JB_CHECK_OK(jb_endpoint_send(out, &em, &err), &err, "send error message");
+    jb_msg_clear(&em);
+    send_end(out, "up", -1, -1);
+    int32_t other[64];
+    for (int i = 0; i < 64; i++) other[i] = (zs1[i] + 1) % 32;
+    send_codes(out, "resent", 1, 0, zs1, 1, 32, 64, -1);
+    send_codes(out, "resent", 1, 16, other, 1, 32, 64, -1);
+    send_end(out, "resent", 1, 48);
+    send_end(out, "resent", -1, -1);
+    jb_endpoint_close(&out, &err);
+    in = jb_endpoint_open_in(tpath("errs.jbc"), NULL, &err);
+    JB_CHECK_OK(jb_codec_decode_stream(vq, in, &o, &st, &err), &err, "decode failing jobs");
+    jb_endpoint_destroy(&in);
+    JB_CHECK(st.jobs_done == 0 && st.jobs_failed == 2 && st.first_fail_code == JB_ENOENT &&
+                 strstr(st.first_fail, "model file missing"),
+             "upstream error (sysexits 66) -> missing-file class: %s", st.first_fail);
+    JB_CHECK(!exists(tpath("up.flac")) && !exists(tpath("resent.flac")),
+             "failed jobs wrote nothing");
     jb_free(zs1);
     jb_free(zs2);
     jb_free(ref);
