@@ -503,7 +503,11 @@ int jb_codec_decode_stream(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_codec_dec
     int rc = -1;
     for (;;) {
         jb_err_t e = {0};
-        jb_recv_t r = jb_endpoint_recv(in, &m, -1, &e);
+        if (o->stop && *o->stop) {
+            st->stopped = 1;
+            break;
+        }
+        jb_recv_t r = jb_endpoint_recv(in, &m, o->stop ? 500 : -1, &e);
         if (r == JB_RECV_EOF) break;
         if (r == JB_RECV_TIMEOUT) continue;
         if (r == JB_RECV_ERROR) {
@@ -551,6 +555,12 @@ int jb_codec_decode_stream(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_codec_dec
             job_remove(&d, j);
         }
         jb_msg_clear(&m);
+    }
+    if (st->stopped) {
+        if (d.n) jb_log(JB_WARN, "stopped: %d unfinished job(s) dropped, nothing written for "
+                        "them", d.n);
+        st->jobs_dropped = d.n;
+        while (d.n) job_remove(&d, d.jobs[0]);
     }
     // Stream over: jobs without their END are decoded if the chosen level is complete.
     while (d.n) {

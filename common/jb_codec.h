@@ -80,12 +80,18 @@ typedef struct {
     int level;               // level to decode; -1 = the lowest (finest) level present
     const char *out;         // output path template, see jb_codec_output_path
     jb_audio_format_t format;   // JB_AUDIO_AUTO: by extension
+    // Set non-zero (from a signal handler) to stop: the loop checks it at least every
+    // 500 ms and whenever a signal interrupts the wait; unfinished jobs are dropped
+    // (nothing written for them). NULL: run until the stream ends.
+    volatile const int *stop;
 } jb_codec_decode_opts_t;
 
 typedef struct {
     int jobs_done;           // jobs decoded and written
     int jobs_failed;         // jobs reported and skipped
     int files_written;
+    int stopped;             // ended by *stop, not by the end of the stream
+    int jobs_dropped;        // unfinished jobs dropped when stopped
     int first_fail_code;     // jb_errcode_t of the first failed job (JB_OK if none)
     char first_fail[512];    // its message
 } jb_codec_decode_stats_t;
@@ -97,7 +103,7 @@ typedef struct {
 int jb_codec_output_path(const char *tmpl, const char *job, int sample, int batch, int level,
                          char *out, size_t size, jb_err_t *err);
 
-// Reads messages from in until the stream ends and decodes every job (see above).
+// Reads messages from in until the stream ends (or *o->stop) and decodes every job.
 // Returns 0 when the stream ended cleanly (stats says how many jobs failed); -1 + err when
 // the stream itself is unusable (corrupt framing, read error) or out of memory; jobs
 // complete before that point have been written.

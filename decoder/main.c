@@ -1,6 +1,7 @@
 // jukebox-decoder: VQ-VAE codes (frame stream from stdin, a codes file or ZeroMQ) -> audio
 // files. The work is jb_codec_decode_stream.
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,9 @@
 
 #include "jb_codec.h"
 #include "jb_log.h"
+
+static volatile int stop_flag;
+static void on_signal(int sig) { stop_flag = sig; }
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -47,11 +51,15 @@ static void usage(FILE *f) {
 "the stream, if its level is complete). A job that cannot be decoded is reported and\n"
 "skipped; the others are still written.\n"
 "\n"
-"Exit codes: 0 every job written; 64 bad usage (also: two jobs would write the same file);\n"
-"65 bad input data (a corrupt or truncated codes stream, codes for another model, a\n"
-"missing level, a job that failed upstream; a model file that is not a VQ-VAE); 66 codes\n"
-"or model file missing; 69 ZeroMQ peer unavailable; 70 internal error or out of memory;\n"
-"74 writing the audio failed. No partial output file is left on failure.\n"
+"Signals: SIGTERM or SIGINT stops the decoder cleanly (exit 0): a file being written is\n"
+"finished, jobs not complete yet are dropped without output.\n"
+"\n"
+"Exit codes: 0 every job written (or stopped by SIGTERM/SIGINT); 64 bad usage (also: two\n"
+"jobs would write the same file); 65 bad input data (a corrupt or truncated codes stream,\n"
+"codes for another model, a missing level, a job that failed upstream; a model file that\n"
+"is not a VQ-VAE); 66 codes or model file missing; 69 ZeroMQ peer unavailable; 70 internal\n"
+"error or out of memory; 74 writing the audio failed. No partial output file is left on\n"
+"failure.\n"
 "\n"
 "Example: jukebox-decoder -m vqvae.safetensors < song.jbc -o song.wav\n"
 "         jukebox-encoder -m vqvae.safetensors song.flac | jukebox-decoder -m \\\n"
@@ -154,6 +162,15 @@ int main(int argc, char **argv) {
         jb_vqvae_destroy(&vq);
         return 64;
     }
+    // SIGTERM / SIGINT: finish the file being written, drop unfinished jobs, exit 0.
+    // No SA_RESTART, so a wait for input is interrupted at once.
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    o.stop = &stop_flag;
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;   // codes of another codebook are refused
@@ -167,6 +184,9 @@ int main(int argc, char **argv) {
         jb_log(JB_ERROR, "%d of %d jobs failed; first: %s", st.jobs_failed,
                st.jobs_failed + st.jobs_done, st.first_fail);
         rc = jb_err_exit_code(st.first_fail_code);
+    } else if (st.stopped) {
+        jb_log(JB_INFO, "stopped by signal %d: %d job(s) written, %d unfinished dropped",
+               stop_flag, st.jobs_done, st.jobs_dropped);
     } else if (!st.jobs_done) {
         jb_log(JB_ERROR, "%s: no codes in the stream", in);
         rc = jb_err_exit_code(JB_EFORMAT);

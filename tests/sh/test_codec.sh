@@ -101,6 +101,22 @@ maxdiff=$(sox -m -v 1 "$T/one.wav" -v -1 "$T/chunked.wav" -n stat 2>&1 | awk '/M
 check "chunked decode equals one pass (max diff $maxdiff <= 1e-4)" awk -v d="$maxdiff" 'BEGIN { exit !(d != "" && d <= 1e-4) }'
 expect_rc "--window below the model's context is refused" 64 "$DEC" -m "$TINY" --window 3967 -i "$T/tiny.jbc" -o "$T/x.wav"
 
+# ---- over ZeroMQ (ipc): the decoder binds and serves until SIGTERM
+"$DEC" -m "$TINY" -q --in "ipc://$T/codes.sock" -o "$T/zmq_{job}.wav" 2>"$T/zmq.err" & dpid=$!
+expect_rc "encoder sends to ipc://" 0 "$ENC" -m "$TINY" -q "$T/speech.wav" --out "ipc://$T/codes.sock"
+for _ in $(seq 100); do [ -e "$T/zmq_speech.wav" ] && break; sleep 0.1; done
+check "decoder serving on ipc:// wrote the job ($want_speech samples)" test "$(samples "$T/zmq_speech.wav")" = "$want_speech"
+kill -TERM $dpid; wait $dpid; rc=$?
+check "SIGTERM stops the serving decoder with exit 0 (got $rc)" test $rc = 0
+# a job cut short on a pipe that stays open: SIGTERM drops it, nothing is written
+mkfifo "$T/fifo"
+"$DEC" -m "$TINY" --in "$T/fifo" -o "$T/cut_{job}.wav" 2>"$T/fifo.err" & dpid=$!
+( head -c $(( $(stat -c %s "$T/tiny.jbc") - 30 )) "$T/tiny.jbc"; sleep 3 ) > "$T/fifo" & wpid=$!
+sleep 1; kill -TERM $dpid; wait $dpid; rc=$?
+check "SIGTERM with an unfinished job: exit 0 (got $rc), no output" test $rc = 0 -a ! -e "$T/cut_stdin.wav"
+check "... and the decoder says it dropped the job" grep -q "1 unfinished job(s) dropped" "$T/fifo.err"
+kill $wpid 2>/dev/null; wait $wpid 2>/dev/null
+
 # ---- several jobs in one stream
 "$ENC" -m "$TINY" -q -j first "$T/speech.wav" > "$T/a.jbc"
 "$ENC" -m "$TINY" -q -j second "$T/chord.flac" > "$T/b.jbc"
@@ -162,7 +178,7 @@ for o in --in --out --model --levels --job --threads --window --quiet --verbose 
 done
 expect_rc "decoder --help" 0 "$DEC" --help
 for o in --in --out --model --level --float --flac --threads --window --quiet --verbose \
-         --help "Exit codes" "pads" 64 65 66 69 70 74 "{job}"; do
+         --help "Exit codes" "pads" 64 65 66 69 70 74 "{job}" SIGTERM; do
     grep -q -- "$o" "$T/last.out" || bad "decoder --help does not mention $o"
 done
 
