@@ -166,6 +166,8 @@ expect_rc "bad --job" 64 "$ENC" -m "$TINY" --job 'a b' "$T/speech.wav" -o "$T/x.
 expect_rc "decoder -o with an unknown extension" 64 "$DEC" -m "$TINY" -i "$T/tiny.jbc" -o "$T/x.mp4"
 expect_rc "decoder --level 9" 64 "$DEC" -m "$TINY" --level 9 -i "$T/tiny.jbc" -o "$T/x.wav"
 expect_rc "encoder: stdout is a full disk" 74 bash -c "'$ENC' -m '$TINY' -q '$T/speech.wav' > /dev/full"
+"$ENC" -m "$TINY" -q "$T/speech.wav" 2>/dev/null | true; rc=${PIPESTATUS[0]}
+check "encoder: the reader of the pipe is gone -> exit 69 (got $rc)" test "$rc" = 69
 expect_rc "decoder: output directory missing" 74 "$DEC" -m "$TINY" -i "$T/tiny.jbc" -o "$T/nodir/x.wav"
 check "no temporary files left after the failures" no_tmp
 check "nothing left behind at all" test ! -e "$T/x.wav" -a ! -e "$T/x.jbc" -a ! -e "$T/x.mp4"
