@@ -280,6 +280,11 @@ static job_t *job_find(decoder_t *d, const char *id, int create, jb_err_t *err) 
     for (int i = 0; i < d->n; i++)
         if (!strcmp(d->jobs[i]->id, id)) return d->jobs[i];
     if (!create) return NULL;
+    if (d->n >= JB_CODEC_MAX_OPEN_JOBS) {
+        jb_err_set(err, JB_EFORMAT, "job %s: already %d unfinished jobs in the stream", id,
+                   d->n);
+        return NULL;
+    }
     if (d->n == d->cap) {
         int nc = d->cap ? d->cap * 2 : 8;
         job_t **nj = realloc(d->jobs, (size_t)nc * sizeof *nj);
@@ -524,8 +529,17 @@ int jb_codec_decode_stream(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_codec_dec
             jb_msg_clear(&m);
             continue;
         }
-        job_t *j = job_find(&d, m.job_id, 1, err);
-        if (!j) goto done;
+        jb_err_t je = {0};
+        job_t *j = job_find(&d, m.job_id, 1, &je);
+        if (!j) {
+            if (je.code == JB_ENOMEM) {
+                *err = je;
+                goto done;
+            }
+            report_fail(st, &je);   // over the cap: this message's job is refused
+            jb_msg_clear(&m);
+            continue;
+        }
         if (m.type == JB_MSG_ERROR) {
             if (!j->failed) {
                 j->failed = 1;
@@ -541,7 +555,7 @@ int jb_codec_decode_stream(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_codec_dec
             if (j->failed) {
                 report_fail(st, &j->err);
             } else {
-                jb_err_t je = {0};
+                jb_err_clear(&je);
                 if (job_decode(&d, vq, j, o, st, &je)) {
                     if (je.code == JB_ENOMEM) {
                         *err = je;

@@ -76,6 +76,10 @@ int jb_codec_encode_send(jb_vqvae_t *vq, const float *x, int64_t n, const char *
 int jb_codec_encode_file(jb_vqvae_t *vq, const char *path, const char *job_id, unsigned mask,
                          jb_endpoint_t *out, jb_err_t *err);
 
+// Jobs the decoder holds at once (codes received, END not yet): a stream that opens more
+// has the messages of the extra jobs refused (each reported as a failed job).
+#define JB_CODEC_MAX_OPEN_JOBS 256
+
 typedef struct {
     int level;               // level to decode; -1 = the lowest (finest) level present
     const char *out;         // output path template, see jb_codec_output_path

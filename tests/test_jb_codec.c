@@ -163,7 +163,7 @@ static void send_codes(jb_endpoint_t *out, const char *job, int level, int64_t o
     m.codes = c;
     m.batch = batch;
     m.count = count;
-    JB_CHECK_OK(jb_endpoint_send(out, &m, &err), &err, "send codes");
+    if (jb_endpoint_send(out, &m, &err)) JB_CHECK(0, "send codes: %s", err.msg);
     jb_msg_clear(&m);
 }
 
@@ -175,7 +175,7 @@ static void send_end(jb_endpoint_t *out, const char *job, int level, int64_t off
     jb_msg_set_job_id(&m, job, &err);
     m.level = level;
     m.offset = offset;
-    JB_CHECK_OK(jb_endpoint_send(out, &m, &err), &err, "send end");
+    if (jb_endpoint_send(out, &m, &err)) JB_CHECK(0, "send end: %s", err.msg);
 }
 
 static void test_decode(jb_vqvae_t *vq, const jb_st_t *io) {
@@ -288,6 +288,33 @@ static void test_decode(jb_vqvae_t *vq, const jb_st_t *io) {
              "upstream error (sysexits 66) -> missing-file class: %s", st.first_fail);
     JB_CHECK(!exists(tpath("up.flac")) && !exists(tpath("resent.flac")),
              "failed jobs wrote nothing");
+
+    // more unfinished jobs than the decoder holds: the extra ones are refused, the rest
+    // decode at the end of the stream
+    out = jb_endpoint_open_out(tpath("many.jbc"), NULL, &err);
+    int n_jobs = JB_CODEC_MAX_OPEN_JOBS + 3;
+    for (int k = 0; k < n_jobs; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "j%d", k);
+        send_codes(out, id, 2, 0, zs2, 1, 1, 16, -1);
+    }
+    for (int k = 0; k < n_jobs; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "j%d", k);
+        send_end(out, id, 2, 1);
+    }
+    jb_endpoint_close(&out, &err);
+    in = jb_endpoint_open_in(tpath("many.jbc"), NULL, &err);
+    snprintf(tmpl, sizeof tmpl, "%s/many/{job}.wav", dir);
+    mkdir(tpath("many"), 0755);
+    o.level = 2;
+    o.format = JB_AUDIO_AUTO;
+    JB_CHECK_OK(jb_codec_decode_stream(vq, in, &o, &st, &err), &err, "decode many jobs");
+    jb_endpoint_destroy(&in);
+    JB_CHECK(st.jobs_done == JB_CODEC_MAX_OPEN_JOBS && st.jobs_failed == 6 &&
+                 strstr(st.first_fail, "unfinished jobs"),
+             "%d jobs held, 3 refused (codes + end each): %d done %d failed: %s",
+             JB_CODEC_MAX_OPEN_JOBS, st.jobs_done, st.jobs_failed, st.first_fail);
     jb_free(zs1);
     jb_free(zs2);
     jb_free(ref);
