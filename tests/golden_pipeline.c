@@ -40,7 +40,7 @@ static int run(const golden_case_t *c, golden_result_t *r, jb_st_t *io, jb_prior
     for (int level = LEVELS - 1; level >= 0; level--) {
         jb_prior_t *p = priors[level];
         const jb_prior_info_t *in = jb_prior_info(p);
-        char key[8], name[64];
+        char key[16], name[64];
         snprintf(key, sizeof key, "%d", level);
         json_t *sk = json_object_get(json_object_get(js, "sampling"), key);
         double hopf = json_real_value(json_array_get(json_object_get(js, "hop_fraction"), level));
