@@ -123,6 +123,18 @@ fail:
     return NULL;
 }
 
+jb_labels_vocab_t *jb_labels_vocab_from_model(const jb_st_t *st, const char *key, jb_err_t *err) {
+    char what[512];
+    snprintf(what, sizeof what, "%s: __metadata__ '%s'", jb_st_path(st), key);
+    const char *text = jb_st_meta(st, key);
+    if (!text) {
+        jb_err_set(err, JB_EFORMAT, "%s: missing (a prior with labels needs its vocabularies; "
+                   "see docs/labels.md)", what);
+        return NULL;
+    }
+    return jb_labels_vocab_from_json(text, what, err);
+}
+
 static int is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
@@ -233,6 +245,31 @@ int jb_labels_vocab_find(const jb_labels_vocab_t *vocab, const char *name, int32
 void jb_labels_vocab_at(const jb_labels_vocab_t *vocab, int i, const char **name, int32_t *id) {
     *name = vocab->e[i].name;
     *id = vocab->e[i].id;
+}
+
+char *jb_labels_vocab_name(const jb_labels_vocab_t *vocab, int32_t id, jb_err_t *err) {
+    size_t len = 1;
+    for (int i = 0; i < vocab->n; i++)
+        if (vocab->e[i].id == id)
+            len += strlen(vocab->e[i].name) + 1;
+    char *s = malloc(len);
+    if (!s) {
+        jb_err_set(err, JB_ENOMEM, "vocabulary: out of memory");
+        return NULL;
+    }
+    // Entries are in byte order of their UTF-8 names, which is Python's code point order.
+    size_t k = 0;
+    for (int i = 0; i < vocab->n; i++) {
+        if (vocab->e[i].id != id)
+            continue;
+        if (k)
+            s[k++] = '_';
+        size_t n = strlen(vocab->e[i].name);
+        memcpy(s + k, vocab->e[i].name, n);
+        k += n;
+    }
+    s[k] = '\0';
+    return s;
 }
 
 char *jb_labels_vocab_to_json(const jb_labels_vocab_t *vocab, jb_err_t *err) {
@@ -406,9 +443,28 @@ int jb_labels_genre_ids(const jb_labels_vocab_t *genres, jb_text_vocab_t version
     return 0;
 }
 
+// Shared body; mid_f32 selects the float32 midpoint of the sampling path.
+static int lyric_window(const int32_t *full, int n_full, int n_tokens, int64_t total_length,
+                        int64_t offset, int64_t duration, int32_t *tokens, int32_t *indices,
+                        int mid_f32, jb_err_t *err);
+
 int jb_labels_lyric_window(const int32_t *full, int n_full, int n_tokens, int64_t total_length,
                            int64_t offset, int64_t duration, int32_t *tokens, int32_t *indices,
                            jb_err_t *err) {
+    return lyric_window(full, n_full, n_tokens, total_length, offset, duration, tokens, indices,
+                        0, err);
+}
+
+int jb_labels_lyric_window_f32(const int32_t *full, int n_full, int n_tokens,
+                               int64_t total_length, int64_t offset, int64_t duration,
+                               int32_t *tokens, int32_t *indices, jb_err_t *err) {
+    return lyric_window(full, n_full, n_tokens, total_length, offset, duration, tokens, indices,
+                        1, err);
+}
+
+static int lyric_window(const int32_t *full, int n_full, int n_tokens, int64_t total_length,
+                        int64_t offset, int64_t duration, int32_t *tokens, int32_t *indices,
+                        int mid_f32, jb_err_t *err) {
     if (n_tokens < 0 || n_full < 0)
         return jb_err_set(err, JB_EINVAL, "lyric window: negative length (n_tokens %d, lyrics %d)",
                           n_tokens, n_full);
@@ -426,10 +482,18 @@ int jb_labels_lyric_window(const int32_t *full, int n_full, int n_tokens, int64_
                           (long long)offset, (long long)total_length);
     if (n_tokens % 2)
         return jb_err_set(err, JB_EINVAL, "lyric window: n_tokens %d is odd", n_tokens);
-    // The reference's order of operations in double precision, int() truncation.
-    double mid_f = (double)n_full * ((double)offset + (double)duration / 2.0) /
-                   (double)total_length;
-    int64_t mid = (int64_t)mid_f;
+    // The reference's order of operations, int() truncation: Python floats (double) in
+    // get_label, float32 tensor arithmetic in set_y_lyric_tokens.
+    int64_t mid;
+    if (mid_f32) {
+        float h = (float)duration / 2.0f;
+        float o = (float)offset + h;
+        float m = (float)n_full * o;
+        mid = (int64_t)(m / (float)total_length);
+    } else {
+        mid = (int64_t)((double)n_full * ((double)offset + (double)duration / 2.0) /
+                        (double)total_length);
+    }
     int half = n_tokens / 2;
     if (mid < half)
         mid = half;
@@ -525,4 +589,26 @@ fail:
     free(win);
     free(full);
     return -1;
+}
+
+int jb_labeller_window_y(const jb_labeller_t *lb, const int64_t *y_base, const int32_t *full,
+                         int n_full, int64_t start, int64_t raw_to_tokens, int64_t *y,
+                         int32_t *indices, jb_err_t *err) {
+    int len = jb_labeller_label_len(lb);
+    for (int i = 0; i < len; i++)
+        y[i] = y_base[i];
+    y[2] = lb->sample_length;
+    y[1] = y_base[1] + start * raw_to_tokens;
+    if (lb->n_tokens == 0)
+        return 0;
+    int32_t *win = malloc((size_t)lb->n_tokens * sizeof *win);
+    if (!win)
+        return jb_err_set(err, JB_ENOMEM, "labeller: out of memory");
+    int rc = jb_labels_lyric_window_f32(full, n_full, lb->n_tokens, y[0], y[1], y[2], win,
+                                        indices, err);
+    if (rc == 0)
+        for (int i = 0; i < lb->n_tokens; i++)
+            y[len - lb->n_tokens + i] = win[i];
+    free(win);
+    return rc;
 }

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "jb_err.h"
+#include "jb_safetensors.h"
 #include "jb_text.h"
 
 typedef struct jb_labels_vocab jb_labels_vocab_t;   // opaque: name -> id
@@ -37,6 +38,9 @@ typedef struct jb_labels_vocab jb_labels_vocab_t;   // opaque: name -> id
 // a non-integer or negative id, or out of memory.
 jb_labels_vocab_t *jb_labels_vocab_from_json(const char *json_text, const char *what,
                                              jb_err_t *err);
+// From an opened model file's __metadata__[key] (key "artists" or "genres"). NULL + err
+// naming the file and key when it is missing (JB_EFORMAT) or malformed.
+jb_labels_vocab_t *jb_labels_vocab_from_model(const jb_st_t *st, const char *key, jb_err_t *err);
 // From the reference's id table file: lines "name;id", name lower-cased as Python's
 // str.lower(), surrounding whitespace of the line stripped, a later line for the same
 // name wins (a dict). Blank lines are skipped; any other line without exactly one ';'
@@ -51,6 +55,10 @@ int jb_labels_vocab_max_id(const jb_labels_vocab_t *vocab);
 int jb_labels_vocab_find(const jb_labels_vocab_t *vocab, const char *name, int32_t *id);
 // i-th entry in byte order of names, i in [0, count); borrowed name.
 void jb_labels_vocab_at(const jb_labels_vocab_t *vocab, int i, const char **name, int32_t *id);
+// The reference's reverse lookup (get_artist / get_genre of one id): every name with
+// this id, sorted, joined with '_' ("beatles_the_beatles"). New string ("" when no name
+// has the id), or NULL + err.
+char *jb_labels_vocab_name(const jb_labels_vocab_t *vocab, int32_t id, jb_err_t *err);
 // The JSON object text for __metadata__ (keys sorted). New string, or NULL + err.
 char *jb_labels_vocab_to_json(const jb_labels_vocab_t *vocab, jb_err_t *err);
 // Up to max names nearest to key by Levenshtein distance over bytes (ties: name
@@ -83,6 +91,16 @@ int jb_labels_lyric_window(const int32_t *full, int n_full, int n_tokens, int64_
                            int64_t offset, int64_t duration, int32_t *tokens, int32_t *indices,
                            jb_err_t *err);
 
+// The same window as the reference computes it while sampling (Labeller.set_y_lyric_tokens
+// from SimplePrior.get_y): there total_length, offset and duration are int64 tensor
+// elements, so the midpoint is computed in float32, op by op:
+//     mid = (int)((float)n_full * ((float)offset + (float)duration / 2.0f) / (float)total_length)
+// which differs from the double form for about 1 in 30000 windows (a midpoint just
+// under an integer). Same arguments and errors as jb_labels_lyric_window.
+int jb_labels_lyric_window_f32(const int32_t *full, int n_full, int n_tokens,
+                               int64_t total_length, int64_t offset, int64_t duration,
+                               int32_t *tokens, int32_t *indices, jb_err_t *err);
+
 // get_starts(total_length, n_ctx, hop_length): window starts. starts: (max) receives
 // *n starts; -1 + err when hop_length <= 0, n_ctx <= 0, or more than max starts.
 // jb_labels_n_starts gives the count to size starts (0 when total_length < n_ctx).
@@ -111,5 +129,14 @@ int jb_labeller_get_label(const jb_labeller_t *lb, const char *artist, const cha
                           const char *lyrics, int64_t total_length, int64_t offset,
                           const char *what, int64_t *y, int32_t **full_tokens_p, int *n_full,
                           jb_err_t *err);
+
+// SimplePrior.get_y(labels, start) for one sample: y_base: (label_len) from get_label;
+// y: (label_len) out = y_base with y[2] = sample_length, y[1] += start * raw_to_tokens,
+// and the lyric window for that offset (float32 midpoint, as the reference while
+// sampling). full: (n_full) the sample's lyric tokens; indices: (n_tokens) or NULL,
+// the lyric index of each window token (-1 for padding; for the alignment page).
+int jb_labeller_window_y(const jb_labeller_t *lb, const int64_t *y_base, const int32_t *full,
+                         int n_full, int64_t start, int64_t raw_to_tokens, int64_t *y,
+                         int32_t *indices, jb_err_t *err);
 
 #endif

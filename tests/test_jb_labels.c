@@ -47,6 +47,12 @@ int main(void) {
         JB_CHECK(jb_labels_vocab_find(v, "x", &id) && id == 3, "later duplicate wins (dict)");
         JB_CHECK(!jb_labels_vocab_find(v, "The Beatles", &id), "lookup is exact");
         JB_CHECK(jb_labels_vocab_max_id(v) == 7, "max id");
+        char *nm = jb_labels_vocab_name(v, 2, &err);
+        JB_CHECK(nm && strcmp(nm, "beatles_the beatles") == 0, "reverse lookup joins sorted names");
+        free(nm);
+        nm = jb_labels_vocab_name(v, 5, &err);
+        JB_CHECK(nm && strcmp(nm, "") == 0, "reverse lookup of an absent id: ''");
+        free(nm);
 
         // Model-file form round trip.
         char *js = jb_labels_vocab_to_json(v, &err);
@@ -100,6 +106,68 @@ int main(void) {
     JB_CHECK(!jb_labels_vocab_from_json("{\"a\": 1, \"a\": 2}", "m", &err), "duplicate -> error");
     JB_CHECK(!jb_labels_vocab_from_json(NULL, "m", &err), "missing metadata -> error");
 
+    // From a model file's metadata (the form the converter writes).
+    {
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/test_jb_labels_%d.safetensors", (int)getpid());
+        jb_st_writer_t *wr = jb_st_writer_new(&err);
+        float one = 1.0f;
+        int64_t shape[1] = {1};
+        int ok = wr && jb_st_writer_meta(wr, "artists", "{\"alan_jackson\":1,\"unknown\":0}",
+                                         &err) == 0 &&
+                 jb_st_writer_add(wr, "x", JB_F32, 1, shape, &one, &err) == 0 &&
+                 jb_st_writer_write(wr, path, NULL, NULL, &err) == 0;
+        jb_st_writer_destroy(&wr);
+        jb_st_t *st = ok ? jb_st_open(path, &err) : NULL;
+        JB_CHECK(st != NULL, "write/open a model file with vocabularies (%s)", st ? "" : err.msg);
+        if (st) {
+            jb_labels_vocab_t *a = jb_labels_vocab_from_model(st, "artists", &err);
+            int32_t id = -1;
+            JB_CHECK(a && jb_labels_vocab_find(a, "alan_jackson", &id) && id == 1,
+                     "vocabulary from __metadata__ 'artists'");
+            jb_labels_vocab_destroy(&a);
+            JB_CHECK(!jb_labels_vocab_from_model(st, "genres", &err) && err.code == JB_EFORMAT &&
+                     strstr(err.msg, path) && strstr(err.msg, "'genres'"),
+                     "missing 'genres' -> error naming file and key (%s)", err.msg);
+            jb_st_close(&st);
+        }
+        unlink(path);
+    }
+
+    // Fuzz: truncations and byte flips of a valid vocabulary never crash; a result is
+    // either an error or a usable table.
+    {
+        const char *good = "{\"a\":1,\"b b\":2,\"c\xc3\xa9\":3}";
+        size_t gl = strlen(good);
+        char buf[64];
+        uint32_t r = 7;
+        int ok = 1, accepted = 0;
+        for (int it = 0; it < 3000; it++) {
+            size_t n = (size_t)it % (gl + 1);
+            memcpy(buf, good, gl + 1);
+            if (it >= (int)gl + 1) {
+                r = r * 1664525u + 1013904223u;
+                buf[(r >> 8) % gl] = (char)(r >> 24);
+                n = strlen(buf);
+            }
+            buf[n] = '\0';
+            jb_labels_vocab_t *fz = jb_labels_vocab_from_json(buf, "fuzz", &err);
+            if (fz) {
+                accepted++;
+                int32_t id;
+                ok &= jb_labels_vocab_count(fz) <= 3;
+                jb_labels_vocab_find(fz, "a", &id);
+                char *j = jb_labels_vocab_to_json(fz, &err);
+                free(j);
+                jb_labels_vocab_destroy(&fz);
+            } else {
+                ok &= err.msg[0] != '\0';
+            }
+        }
+        JB_CHECK(ok && accepted > 0, "fuzzed vocabularies: clean errors or usable tables (%d accepted)",
+                 accepted);
+    }
+
     // v2 norm: lower, non [a-z0-9] -> '_', collapse, strip.
     char *nrm = jb_labels_norm("__Hello,  World!!__ 2", &err);
     JB_CHECK(nrm && strcmp(nrm, "hello_world_2") == 0, "norm");
@@ -139,6 +207,31 @@ int main(void) {
     JB_CHECK(jb_labels_lyric_window(full, 3, 5, 10, 99, 1, tok, idx, &err) == 0 && tok[0] == 0 &&
              tok[1] == 0 && tok[2] == 100 && idx[1] == -1 && idx[2] == 0,
              "short lyrics: left padded, offset not checked (as the reference)");
+
+    // Float32 midpoint of the sampling path. 1920 tokens, total 5107128, duration 1048576,
+    // offset 2452210: in double 1920 * 2976498 / 5107128 = 1118.99998590 -> 1118; in
+    // float32 (numpy, op by op: 524288, 2976498, 5714876416, 1119.0) -> 1119.
+    {
+        int32_t *big = malloc(1920 * sizeof *big), w16[16], i16[16];
+        for (int i = 0; i < 1920; i++)
+            big[i] = i % 80;
+        JB_CHECK(jb_labels_lyric_window(big, 1920, 16, 5107128, 2452210, 1048576, w16, i16,
+                                        &err) == 0 && i16[0] == 1118 - 8,
+                 "double midpoint 1118 (get_label)");
+        JB_CHECK(jb_labels_lyric_window_f32(big, 1920, 16, 5107128, 2452210, 1048576, w16, i16,
+                                            &err) == 0 && i16[0] == 1119 - 8 && w16[0] == 1111 % 80,
+                 "float32 midpoint 1119 (set_y_lyric_tokens)");
+        // get_y: offset = y_base offset + start * raw_to_tokens; sample_length restored.
+        jb_labeller_t lb = {.version = JB_TEXT_V2, .max_genre_words = 1, .n_tokens = 16,
+                            .sample_length = 1048576};
+        int64_t yb[4 + 1 + 16] = {5107128, 10, 7, 3, 2}, y[4 + 1 + 16];
+        int32_t ix[16];
+        JB_CHECK(jb_labeller_window_y(&lb, yb, big, 1920, 1226100, 2, y, ix, &err) == 0 &&
+                 y[0] == 5107128 && y[1] == 2452210 && y[2] == 1048576 && y[3] == 3 &&
+                 y[4] == 2 && ix[0] == 1111 && y[5] == 1111 % 80 && y[20] == 1126 % 80,
+                 "window_y: offset 10 + 1226100 * 2, float32 window [1111, 1127)");
+        free(big);
+    }
 
     // Starts: range(0, 10 - 4 + 3, 3) = 0, 3, 6 -> 6 + 4 >= 10 -> 6.
     int64_t st[8], ns = 0;
