@@ -134,8 +134,10 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
             goto done;
         }
         for (int k = 0; k < n; k++) {
-            memcpy(row, jb_codes_row(c, l, k), sizeof(int32_t) * (size_t)T_L);
-            if (jb_vqvae_decode(vq, row, 1, T_L, l, audio, 0, err)) {
+            if (o->audio[l] && o->audio_len[l] >= T) {   // decoded while it streamed in
+                memcpy(audio, o->audio[l] + (size_t)k * o->audio_len[l], sizeof(float) * (size_t)T);
+            } else if (memcpy(row, jb_codes_row(c, l, k), sizeof(int32_t) * (size_t)T_L),
+                       jb_vqvae_decode(vq, row, 1, T_L, l, audio, 0, err)) {
                 free(row);
                 jb_err_prefix(err, "job %s level %d sample %d", c->job_id, l, k);
                 goto done;

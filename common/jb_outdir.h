@@ -33,6 +33,10 @@ typedef struct {
     int64_t align_tokens;
     int align_cols;
     const char *align_lyrics;
+    // Audio already decoded (the collector decodes the bottom level while its codes
+    // stream in): audio[l]: (n_samples, audio_len[l]) or NULL to decode here.
+    const float *audio[JB_CODES_MAX_LEVELS];
+    int64_t audio_len[JB_CODES_MAX_LEVELS];
 } jb_outdir_job_t;
 
 // Decodes every level present and writes the run directory. *final_dir (may be
