@@ -129,7 +129,8 @@ void jb_convt1d(float *out, const float *x, int64_t T_in, int C, const float *wp
             if (r1 > T_out) r1 = T_out;
             for (int64_t t = r0; t < r1; t++) {
                 float *row = out + t * OC;
-                for (int o = 0; o < OC; o++) row[o] = (acc ? row[o] : 0.0f) + (b ? b[o] : 0.0f);
+                if (!acc) memset(row, 0, sizeof(float) * OC);
+                if (b) jb_bias_act_row(t, out, b, OC, 0);
             }
             for (int r = 0; r < s; r++) {
                 // q with 0 <= q*s + r - p < T_out

@@ -272,8 +272,8 @@ static int64_t op_conv(pass_t *ps, int dst_idx, float *out, const float *src, in
         int64_t To = jb_convt1d_out_len(T, c->k, c->s, c->p);
         need(ps, dst_idx, (size_t)(To * c->OC));
         if (ps->plan) {
-            need_ws(ps, jb_convt1d_ws_floats(T, c->C, c->OC, c->k, c->s, 0));
-            need_ws(ps, jb_convt1d_ws_floats(T, c->C, c->OC, c->k, c->s, JB_CONV_DIRECT));
+            need_ws(ps, jb_convt1d_ws_floats(T, c->C, c->OC, c->k, c->s,
+                                             ps->vq->direct ? JB_CONV_DIRECT : 0));
             return To;
         }
         float *dst = dst_idx >= 0 ? ps->vq->buf[dst_idx] : out;
@@ -284,8 +284,8 @@ static int64_t op_conv(pass_t *ps, int dst_idx, float *out, const float *src, in
     int64_t To = jb_conv1d_out_len(T, c->k, c->s, c->p, c->d);
     need(ps, dst_idx, (size_t)(To * c->OC));
     if (ps->plan) {
-        need_ws(ps, jb_conv1d_ws_floats(T, c->C, c->k, c->s, c->p, c->d, flags));
-        need_ws(ps, jb_conv1d_ws_floats(T, c->C, c->k, c->s, c->p, c->d, flags | JB_CONV_DIRECT));
+        need_ws(ps, jb_conv1d_ws_floats(T, c->C, c->k, c->s, c->p, c->d,
+                                        flags | (ps->vq->direct ? JB_CONV_DIRECT : 0)));
         return To;
     }
     float *dst = dst_idx >= 0 ? ps->vq->buf[dst_idx] : out;
@@ -383,6 +383,32 @@ static int64_t run_decoder(pass_t *ps, int L, const int32_t *codes, int64_t T) {
 
 // ---- construction -------------------------------------------------------------------
 
+// Plan every pass at the largest window for the current conv method, then allocate the
+// activations once.
+static int alloc_acts(jb_vqvae_t *vq, jb_err_t *err) {
+    const jb_vqvae_hparams_t *hp = &vq->hp;
+    pass_t ps = {.vq = vq, .plan = 1};
+    for (int L = 0; L < hp->levels; L++) {
+        int idx;
+        int64_t Tl = run_encoder(&ps, L, NULL, vq->max_window, &idx);
+        run_bottleneck(&ps, L, NULL, Tl, NULL);
+        run_decoder(&ps, L, NULL, vq->max_window / hp->hop_lengths[L]);
+    }
+    for (int i = 0; i < 3; i++) {
+        jb_free(vq->buf[i]);
+        vq->cap[i] = ps.need[i];
+        vq->buf[i] = jb_alloc(sizeof(float) * (ps.need[i] ? ps.need[i] : 1));
+    }
+    jb_free(vq->ws);
+    vq->cap_ws = ps.need_ws;
+    vq->ws = jb_alloc(sizeof(float) * (ps.need_ws ? ps.need_ws : 1));
+    if (!vq->buf[0] || !vq->buf[1] || !vq->buf[2] || !vq->ws)
+        return jb_err_set(err, JB_ENOMEM,
+                          "vqvae: out of memory for activations of a %lld-sample window",
+                          (long long)vq->max_window);
+    return 0;
+}
+
 static jb_vqvae_t *build(const jb_vqvae_hparams_t *hp, const jb_st_t *st, uint64_t seed,
                          int64_t max_window, jb_err_t *err) {
     jb_vqvae_t *vq = calloc(1, sizeof *vq);
@@ -423,25 +449,7 @@ static jb_vqvae_t *build(const jb_vqvae_hparams_t *hp, const jb_st_t *st, uint64
     }
     compute_margins(vq);
 
-    // Plan every pass at the largest window, then allocate the activations once.
-    pass_t ps = {.vq = vq, .plan = 1};
-    for (int L = 0; L < hp->levels; L++) {
-        int idx;
-        int64_t Tl = run_encoder(&ps, L, NULL, vq->max_window, &idx);
-        run_bottleneck(&ps, L, NULL, Tl, NULL);
-        run_decoder(&ps, L, NULL, vq->max_window / hp->hop_lengths[L]);
-    }
-    for (int i = 0; i < 3; i++) {
-        vq->cap[i] = ps.need[i];
-        vq->buf[i] = jb_alloc(sizeof(float) * (ps.need[i] ? ps.need[i] : 1));
-    }
-    vq->cap_ws = ps.need_ws;
-    vq->ws = jb_alloc(sizeof(float) * (ps.need_ws ? ps.need_ws : 1));
-    if (!vq->buf[0] || !vq->buf[1] || !vq->buf[2] || !vq->ws) {
-        jb_err_set(err, JB_ENOMEM, "vqvae: out of memory for activations of a %lld-sample window",
-                   (long long)vq->max_window);
-        goto fail;
-    }
+    if (alloc_acts(vq, err)) goto fail;
     return vq;
 fail:
     jb_vqvae_destroy(&vq);
@@ -487,7 +495,11 @@ size_t jb_vqvae_weight_bytes(const jb_vqvae_t *vq) { return vq->n_weights * size
 size_t jb_vqvae_act_bytes(const jb_vqvae_t *vq) {
     return (vq->cap[0] + vq->cap[1] + vq->cap[2] + vq->cap_ws) * sizeof(float);
 }
-void jb_vqvae_set_direct(jb_vqvae_t *vq, int direct) { vq->direct = direct != 0; }
+int jb_vqvae_set_direct(jb_vqvae_t *vq, int direct, jb_err_t *err) {
+    if (vq->direct == (direct != 0)) return 0;
+    vq->direct = direct != 0;
+    return alloc_acts(vq, err);   // the scratch differs between the methods
+}
 
 // ---- chunked drivers -----------------------------------------------------------------
 

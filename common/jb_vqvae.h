@@ -58,9 +58,10 @@ int64_t jb_vqvae_margin(const jb_vqvae_t *vq, int level, int decode);
 // Bytes of weights and of activations held.
 size_t jb_vqvae_weight_bytes(const jb_vqvae_t *vq);
 size_t jb_vqvae_act_bytes(const jb_vqvae_t *vq);
-// Convolution method (0: im2col + one sgemm; 1: direct, one sgemm per tap). Default: the
-// faster one on the real configuration (see docs/vqvae.md).
-void jb_vqvae_set_direct(jb_vqvae_t *vq, int direct);
+// Convolution method (0: im2col + one sgemm per block; 1: direct, one sgemm per tap).
+// Default: direct, the faster on the real configuration (docs/vqvae.md). Re-sizes the
+// scratch (not for use between calls that share activations); -1 + err when out of memory.
+int jb_vqvae_set_direct(jb_vqvae_t *vq, int direct, jb_err_t *err);
 
 // audio: (N, T); codes: (N, T / hop_length[level]) written.
 // chunk: samples per chunk (multiple of hop_length[levels-1]); 0 = the largest chunk that
@@ -79,7 +80,8 @@ int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, in
 JB_HD static inline void jb_vq_lookup_row(int64_t t, float *out, const float *codebook,
                                           const int32_t *codes, int C) {
     const float *src = codebook + (int64_t)codes[t] * C;
-    for (int c = 0; c < C; c++) out[t * C + c] = src[c];
+    float *dst = out + t * C;
+    for (int c = 0; c < C; c++) dst[c] = src[c];
 }
 
 // Row i: codes[i] = argmin_j (xx[i] − 2 dots[i, j]) + kk[j], first index on ties

@@ -33,23 +33,26 @@ static uint32_t next_u32(void) {
 }
 
 typedef struct {
-    double encode[JB_MAX_LEVELS], decode[JB_MAX_LEVELS];
+    double encode[JB_MAX_LEVELS], decode[JB_MAX_LEVELS];   // wall seconds
+    double encode_cpu[JB_MAX_LEVELS], decode_cpu[JB_MAX_LEVELS];   // CPU seconds, all threads
 } figures_t;
 
 static int run_once(jb_vqvae_t *vq, const float *audio, int64_t T, int32_t **codes,
                     float *out, figures_t *f, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     for (int L = 0; L < hp->levels; L++) {
-        double t0 = bench_now();
+        double t0 = bench_now(), c0 = bench_cpu_now();
         if (jb_vqvae_encode(vq, audio, 1, T, L, codes[L], 0, err)) return -1;
         f->encode[L] = bench_now() - t0;
+        f->encode_cpu[L] = bench_cpu_now() - c0;
     }
     for (int L = 0; L < hp->levels; L++) {
         int64_t TL = T / hp->hop_lengths[L];
         for (int64_t i = 0; i < TL; i++) codes[L][i] = (int32_t)(next_u32() % hp->l_bins);
-        double t0 = bench_now();
+        double t0 = bench_now(), c0 = bench_cpu_now();
         if (jb_vqvae_decode(vq, codes[L], 1, TL, L, out, 0, err)) return -1;
         f->decode[L] = bench_now() - t0;
+        f->decode_cpu[L] = bench_cpu_now() - c0;
     }
     return 0;
 }
@@ -128,10 +131,16 @@ int bench_vqvae(int argc, char **argv) {
            "enc-L0", "dec-L0", "dec-L1", "dec-L2", "x orig", "x orig", "x orig", "x orig");
     printf("%-7s %-7s %8s %8s %8s %8s %8s | %7s %7s %7s %7s\n", "", "", "", "", "", "", "", "enc",
            "dec-L0", "dec-L1", "dec-L2");
+    printf("('cpu': CPU seconds of all threads per second of audio; on a busy machine the 1-thread\n"
+           " 'cpu' row is the better estimate of the wall time on an idle one)\n");
     int rc = 0;
     for (int m = 0; m < 2 && !rc; m++) {
         if (conv != 2 && conv != m) continue;
-        jb_vqvae_set_direct(vq, m);
+        if (jb_vqvae_set_direct(vq, m, &err)) {
+            fprintf(stderr, "jukebox-bench vqvae: %s\n", err.msg);
+            rc = 70;
+            break;
+        }
         for (int th = 1; th <= 2 && !rc; th++) {
             if (only_threads && th != only_threads) continue;
             int n = only_threads ? only_threads : th;
@@ -145,18 +154,23 @@ int bench_vqvae(int argc, char **argv) {
                     break;
                 }
                 for (int L = 0; L < hp.levels; L++) {
-                    if (r == 0 || f.encode[L] < best.encode[L]) best.encode[L] = f.encode[L];
-                    if (r == 0 || f.decode[L] < best.decode[L]) best.decode[L] = f.decode[L];
+                    if (r == 0 || f.encode[L] < best.encode[L])
+                        best.encode[L] = f.encode[L], best.encode_cpu[L] = f.encode_cpu[L];
+                    if (r == 0 || f.decode[L] < best.decode[L])
+                        best.decode[L] = f.decode[L], best.decode_cpu[L] = f.decode_cpu[L];
                 }
             }
             if (rc) break;
-            double enc = 0;
-            for (int L = 0; L < hp.levels; L++) enc += best.encode[L];
-            printf("%-7s %-7d %8.4f %8.4f %8.4f %8.4f %8.4f | %6.1fx %6.1fx %6.1fx %6.1fx\n",
-                   m ? "direct" : "im2col", n, enc / secs, best.encode[0] / secs,
+            double enc = 0, enc_cpu = 0;
+            for (int L = 0; L < hp.levels; L++) enc += best.encode[L], enc_cpu += best.encode_cpu[L];
+            printf("%-7s %-2d %-4s %8.4f %8.4f %8.4f %8.4f %8.4f | %6.1fx %6.1fx %6.1fx %6.1fx\n",
+                   m ? "direct" : "im2col", n, "wall", enc / secs, best.encode[0] / secs,
                    best.decode[0] / secs, best.decode[1] / secs, best.decode[2] / secs,
                    ref_encode / (enc / secs), ref_decode[0] / (best.decode[0] / secs),
                    ref_decode[1] / (best.decode[1] / secs), ref_decode[2] / (best.decode[2] / secs));
+            printf("%-7s %-2s %-4s %8.4f %8.4f %8.4f %8.4f %8.4f |\n", "", "", "cpu", enc_cpu / secs,
+                   best.encode_cpu[0] / secs, best.decode_cpu[0] / secs, best.decode_cpu[1] / secs,
+                   best.decode_cpu[2] / secs);
             fflush(stdout);
         }
     }
