@@ -540,14 +540,22 @@ static int blas_single(void) {
 }
 
 static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
-                  int32_t *codes, int64_t chunk, jb_err_t *err);
+                  int32_t *codes, float *latents, int64_t chunk, jb_err_t *err);
 static int decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
                   float *audio, int64_t chunk, jb_err_t *err);
 
 int jb_vqvae_encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
                     int32_t *codes, int64_t chunk, jb_err_t *err) {
     int nb = blas_single();
-    int rc = encode(vq, audio, N, T, level, codes, chunk, err);
+    int rc = encode(vq, audio, N, T, level, codes, NULL, chunk, err);
+    openblas_set_num_threads(nb);
+    return rc;
+}
+
+int jb_vqvae_encode_latents(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
+                            float *latents, int64_t chunk, jb_err_t *err) {
+    int nb = blas_single();
+    int rc = encode(vq, audio, N, T, level, NULL, latents, chunk, err);
     openblas_set_num_threads(nb);
     return rc;
 }
@@ -560,8 +568,9 @@ int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, in
     return rc;
 }
 
+// codes: (N, T_L), or latents: (N, T_L, emb) when codes is NULL.
 static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
-                  int32_t *codes, int64_t chunk, jb_err_t *err) {
+                  int32_t *codes, float *latents, int64_t chunk, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = &vq->hp;
     if (level < 0 || level >= hp->levels)
         return jb_err_set(err, JB_EINVAL, "vqvae encode: level %d of %d", level, hp->levels);
@@ -586,8 +595,13 @@ static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int leve
             if (Tl != (w1 - w0) / hop)
                 return jb_err_set(err, JB_EINTERNAL, "vqvae encode: %lld rows for a %lld window",
                                   (long long)Tl, (long long)(w1 - w0));
-            run_bottleneck(&ps, level, vq->buf[idx] + skip * hp->emb_width, (c1 - c0) / hop,
-                           codes + (int64_t)n * (T / hop) + c0 / hop);
+            const float *rows = vq->buf[idx] + skip * hp->emb_width;
+            int64_t first = (int64_t)n * (T / hop) + c0 / hop;
+            if (codes)
+                run_bottleneck(&ps, level, rows, (c1 - c0) / hop, codes + first);
+            else
+                memcpy(latents + first * hp->emb_width, rows,
+                       sizeof(float) * (size_t)((c1 - c0) / hop * hp->emb_width));
         }
     return 0;
 }

@@ -69,6 +69,10 @@ int jb_vqvae_set_direct(jb_vqvae_t *vq, int direct, jb_err_t *err);
 // chunk too large for max_window.
 int jb_vqvae_encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
                     int32_t *codes, int64_t chunk, jb_err_t *err);
+// As jb_vqvae_encode, but the encoder's output before the bottleneck:
+// latents: (N, T / hop_length[level], emb_width) written.
+int jb_vqvae_encode_latents(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
+                            float *latents, int64_t chunk, jb_err_t *err);
 // codes: (N, T_L) in [0, l_bins); audio: (N, T_L * hop_length[level]) written.
 // chunk as for encode, in raw samples. A code out of range is an error naming item and position.
 int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
