@@ -58,10 +58,14 @@ int64_t jb_vqvae_margin(const jb_vqvae_t *vq, int level, int decode);
 // Bytes of weights and of activations held.
 size_t jb_vqvae_weight_bytes(const jb_vqvae_t *vq);
 size_t jb_vqvae_act_bytes(const jb_vqvae_t *vq);
-// Convolution method (0: im2col + one sgemm per block; 1: direct, one sgemm per tap).
-// Default: direct, the faster on the real configuration (docs/vqvae.md). Re-sizes the
-// scratch (not for use between calls that share activations); -1 + err when out of memory.
-int jb_vqvae_set_direct(jb_vqvae_t *vq, int direct, jb_err_t *err);
+// Convolution methods (jb_conv.h): im2col + one sgemm per row block; direct: one sgemm per
+// tap; Winograd: the resnets' dilated k=3 convs as Winograd F(2,3) (4 products per 2
+// outputs instead of 6), the other convs direct. Default: JB_VQVAE_DEFAULT_METHOD, the
+// fastest on the real configuration (docs/vqvae.md). Re-sizes the scratch; -1 + err when
+// out of memory or unknown.
+enum { JB_VQVAE_IM2COL = 0, JB_VQVAE_DIRECT = 1, JB_VQVAE_WINOGRAD = 2 };
+#define JB_VQVAE_DEFAULT_METHOD JB_VQVAE_WINOGRAD
+int jb_vqvae_set_method(jb_vqvae_t *vq, int method, jb_err_t *err);
 
 // audio: (N, T); codes: (N, T / hop_length[level]) written.
 // chunk: samples per chunk (multiple of hop_length[levels-1]); 0 = the largest chunk that
