@@ -64,7 +64,7 @@ void jb_conv1d_pack_wino(float *wg, const float *w, int OC, int C) {
         }
 }
 
-static int64_t wino_tiles(int64_t T, int d) { return (T + 2 * (int64_t)d - 1) / (2 * d) * d; }
+static int64_t wino_tiles(int64_t T, int d) { return jb_wino_tiles(T, d); }
 
 size_t jb_conv1d_wino_ws_floats(int64_t T_in, int C, int OC, int d) {
     int64_t nt = wino_tiles(T_in, d);

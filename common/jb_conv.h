@@ -133,7 +133,12 @@ JB_HD static inline void jb_col2im_t_row(int64_t t, float *out, const float *y, 
 // x[t+d], x[t+2d] it forms u = (x0-x2, x1+x2, x2-x1, x1-x3), multiplies each u_i by the
 // transformed weights G_i = (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2) (four sgemms with K = C),
 // and y[t] = M0+M1+M2, y[t+d] = M1-M2-M3: 4 products per 2 outputs instead of 6.
-// Tiles are numbered q = B*d + i; n_tiles = ceil(T / 2d) * d.
+// Tiles are numbered q = B*d + i, and only tiles with t < T exist (jb_wino_tiles), so a
+// large dilation on a short signal wastes at most the second output of a tile.
+JB_HD static inline int64_t jb_wino_tiles(int64_t T, int d) {
+    int64_t rem = T % (2 * (int64_t)d);
+    return T / (2 * (int64_t)d) * d + (rem < d ? rem : d);
+}
 
 // Tile q (block-relative row q - q0) of U: (4, nrow, C) from x: (T, C); zrow: (C) zeros,
 // read for the rows outside the signal (so every tile runs the same vector loop).

@@ -77,7 +77,7 @@ extern "C" size_t jb_convt1d_cuda_ws_floats(int64_t T_in, int C, int OC, int k, 
 }
 
 extern "C" size_t jb_conv1d_wino_cuda_ws_floats(int64_t T, int C, int OC, int d) {
-    int64_t nt = (T + 2 * (int64_t)d - 1) / (2 * d) * d;
+    int64_t nt = jb_wino_tiles(T, d);
     return (size_t)(C + 4 * nt * (C + OC));
 }
 
@@ -86,7 +86,7 @@ extern "C" int jb_conv1d_wino_cuda(void *cublas, float *out, const float *x, int
                                    float *ws) {
     if (T <= 0) return 0;
     cudaStream_t st = stream_of(cublas);
-    int64_t nt = (T + 2 * (int64_t)d - 1) / (2 * d) * d;   // all tiles in one block
+    int64_t nt = jb_wino_tiles(T, d);   // all tiles in one block
     float *zrow = ws, *U = ws + C, *M = U + 4 * nt * C;
     if (cudaMemsetAsync(zrow, 0, sizeof(float) * C, st) != cudaSuccess) return -1;
     k_wino_in<<<blocks_for(nt), JB_CUDA_BLOCK, 0, st>>>(nt, U, x, zrow, T, C, d,
