@@ -135,7 +135,32 @@ AI void ukern_avx2(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, const fl
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
         for (int v = 0; v < V; v++) acc[r][v] = _mm256_loadu_ps(y + r * ldy + 8 * v);
-    for (int k = 0; k < kb; k++) {
+    int k = 0;
+    if (R == 1) {
+        // One row: the sums of even and odd k in separate registers, so that
+        // 2V chains of FMAs hide their latency.
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) acc[1][v] = _mm256_setzero_ps();
+        for (; k + 2 <= kb; k += 2) {
+            if (pf) {
+                const char *p = pf + k * pfld;
+                for (int b = 0; b < pfb; b += 64) {
+                    _mm_prefetch(p + b, _MM_HINT_T0);
+                    _mm_prefetch(p + pfld + b, _MM_HINT_T0);
+                }
+            }
+            __m256 x0 = _mm256_broadcast_ss(x + k), x1 = _mm256_broadcast_ss(x + k + 1);
+#pragma GCC unroll 8
+            for (int v = 0; v < V; v++) {
+                acc[0][v] = _mm256_fmadd_ps(x0, widen8(w, wdt, (int64_t)k * ldw + 8 * v), acc[0][v]);
+                acc[1][v] =
+                    _mm256_fmadd_ps(x1, widen8(w, wdt, (int64_t)(k + 1) * ldw + 8 * v), acc[1][v]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) acc[0][v] = _mm256_add_ps(acc[0][v], acc[1][v]);
+    }
+    for (; k < kb; k++) {
         if (pf) {
             const char *p = pf + k * pfld;
             for (int b = 0; b < pfb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
@@ -266,7 +291,45 @@ AI512 void ukern_avx512(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, con
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
         for (int v = 0; v < V; v++) acc[r][v] = _mm512_loadu_ps(y + r * ldy + 16 * v);
-    for (int k = 0; k < kb; k++) {
+    int k = 0;
+    if (R <= 2) {
+        // Few rows: four interleaved k (sums in separate registers) so that
+        // enough chains of FMAs hide their latency.
+        __m512 acc2[3][2][2];
+#pragma GCC unroll 3
+        for (int u = 0; u < 3; u++)
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+                for (int v = 0; v < V; v++) acc2[u][r][v] = _mm512_setzero_ps();
+        for (; k + 4 <= kb; k += 4) {
+            if (pf) {
+                const char *p = pf + k * pfld;
+                for (int b = 0; b < pfb; b += 64)
+#pragma GCC unroll 4
+                    for (int u = 0; u < 4; u++) _mm_prefetch(p + u * pfld + b, _MM_HINT_T0);
+            }
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++)
+#pragma GCC unroll 2
+                for (int v = 0; v < V; v++) {
+                    __m512 wv = widen16(w, wdt, (int64_t)(k + u) * ldw + 16 * v);
+#pragma GCC unroll 2
+                    for (int r = 0; r < R; r++) {
+                        __m512 xb = _mm512_set1_ps(x[r * ldx + k + u]);
+                        if (u == 0) acc[r][v] = _mm512_fmadd_ps(xb, wv, acc[r][v]);
+                        else acc2[u - 1][r][v] = _mm512_fmadd_ps(xb, wv, acc2[u - 1][r][v]);
+                    }
+                }
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm512_add_ps(_mm512_add_ps(acc[r][v], acc2[0][r][v]),
+                                          _mm512_add_ps(acc2[1][r][v], acc2[2][r][v]));
+    }
+    for (; k < kb; k++) {
         if (pf) {
             const char *p = pf + k * pfld;
             for (int b = 0; b < pfb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
@@ -655,6 +718,94 @@ void jb_matmul_acc(float *y, const float *x, const void *w, jb_dtype_t wdt, int 
     else matmul_large(y, x, w, wdt, M, K, N, 1.0f);
 }
 
+// ---- y = x·Wᵀ, small M: each row of W (K contiguous floats) is read once and
+// dotted with every row of x (x stays in L1/L2). Rows of W 4 at a time, rows of
+// x 2 at a time: 8 accumulators.
+
+#if JB_MM_AVX2
+AI float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// y[0:R, 0:NR] (stride N) = x[0:R] · w[0:NR]ᵀ, R <= 2, NR <= 4 rows of w (stride K).
+AI void wt_block_avx2(int R, int NR, float *y, int N, const float *x, const float *w, int K) {
+    __m256 acc[2][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int i = 0; i < NR; i++) acc[r][i] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < NR; i++) wv[i] = _mm256_loadu_ps(w + (int64_t)i * K + k);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m256 xv = _mm256_loadu_ps(x + (int64_t)r * K + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < NR; i++) acc[r][i] = _mm256_fmadd_ps(xv, wv[i], acc[r][i]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < NR; i++) {
+            float s = hsum8(acc[r][i]);
+            for (int kk = k; kk < K; kk++) s += x[(int64_t)r * K + kk] * w[(int64_t)i * K + kk];
+            y[(int64_t)r * N + i] = s;
+        }
+}
+#endif
+
+static void wt_rows(int kern, float *y, const float *x, const float *w, int M, int K, int N,
+                    int n0, int n1) {
+#if JB_MM_AVX2
+    if (kern >= 1) {
+        int n = n0;
+        for (; n + 4 <= n1; n += 4) {
+            const float *wn = w + (int64_t)n * K;
+            int m = 0;
+            for (; m + 2 <= M; m += 2)
+                wt_block_avx2(2, 4, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+            if (m < M) wt_block_avx2(1, 4, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+        }
+        for (; n < n1; n++) {
+            const float *wn = w + (int64_t)n * K;
+            for (int m = 0; m < M; m++)
+                wt_block_avx2(1, 1, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+        }
+        return;
+    }
+#endif
+    for (int n = n0; n < n1; n++)
+        for (int m = 0; m < M; m++) {
+            float s = 0;
+            for (int k = 0; k < K; k++) s += x[(int64_t)m * K + k] * w[(int64_t)n * K + k];
+            y[(int64_t)m * N + n] = s;
+        }
+}
+
 void jb_matmul_wt(float *y, const float *x, const float *w, int M, int K, int N) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    if (M <= 0 || N <= 0) return;
+    if (M > JB_MATMUL_SMALL_M && K > 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f,
+                    y, N);
+        return;
+    }
+    int kern = kernel_choice();
+    int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && N >= 8;
+#pragma omp parallel if (par)
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        // blocks of 4 rows of W per thread
+        int nb = (N + 3) / 4;
+        int n0 = (int)((int64_t)nb * t / nt) * 4, n1 = (int)((int64_t)nb * (t + 1) / nt) * 4;
+        if (n1 > N) n1 = N;
+        if (n0 < n1) wt_rows(kern, y, x, w, M, K, N, n0, n1);
+    }
 }
