@@ -244,7 +244,7 @@ static void panel_avx2(float *y, const float *x, const void *w, jb_dtype_t wdt, 
 // Packed W (tiles of JB_MM_TILE columns, each (K, TILE) contiguous):
 // y (M rows, stride ldy, TILE columns) += x · tile. Purely sequential reads;
 // the prefetch runs PF_AHEAD bytes ahead of the stream.
-#define PF_AHEAD 2048
+#define PF_AHEAD 8192
 AI void tile_avx2_t(jb_dtype_t wdt, float *y, int64_t ldy, const float *x, const void *tile,
                     int M, int K) {
     const int64_t es = wdt == JB_F32 ? 4 : 2;
