@@ -445,9 +445,9 @@ static void panel(int kern, float *y, const float *x, const void *w, jb_dtype_t 
     panel_c(y, x, w, wdt, M, K, N, c0, c1);
 }
 
-// Small M: every thread takes a panel of columns (a multiple of 8 wide, the
+// Small M (and large M with AVX-512): every thread takes a panel of columns (a multiple of 8 wide, the
 // last one also the odd tail), initialises its part of y, then accumulates.
-static void matmul_small(float *y, const float *x, const void *w, jb_dtype_t wdt,
+static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wdt,
                          const float *bias, int init, int M, int K, int N) {
     int kern = kernel_choice();
     int nvec = N / 8;
@@ -468,10 +468,19 @@ static void matmul_small(float *y, const float *x, const void *w, jb_dtype_t wdt
                     if (bias) memcpy(ym + c0, bias + c0, sizeof(float) * (size_t)(c1 - c0));
                     else memset(ym + c0, 0, sizeof(float) * (size_t)(c1 - c0));
                 }
-            panel(kern, y, x, w, wdt, M, K, N, c0, c1);
+            // Many rows: sub-panels of 64 columns, so that the block of W that
+            // every group of rows passes over stays in L1 and the sub-panel of y
+            // in L2; W is still read from memory once.
+            int sub = M <= JB_MATMUL_SMALL_M ? c1 - c0 : 64;
+            for (int j = c0; j < c1; j += sub)
+                panel(kern, y, x, w, wdt, M, K, N, j, c1 - j < sub ? c1 : j + sub);
         }
     }
 }
+
+// Large M goes to BLAS unless the AVX-512 kernel is there: it beats OpenBLAS's
+// AVX2 sgemm (what OPENBLAS_CORETYPE=Haswell selects) and needs no widening.
+static int stream_large(void) { return kernel_choice() == 2; }
 
 // ---- large M: BLAS ----------------------------------------------------------
 
@@ -511,7 +520,7 @@ static void matmul_large(float *y, const float *x, const void *w, jb_dtype_t wdt
         if (beta == 0.0f) memset(y, 0, sizeof(float) * (size_t)M * (size_t)N);
         for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
             int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
-            matmul_small(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, wdt, NULL, 0, mb, K, N);
+            matmul_stream(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, wdt, NULL, 0, mb, K, N);
         }
         return;
     }
@@ -589,15 +598,21 @@ static void tile_any(int kern, float *y, int64_t ldy, const float *x,
         if (nc == JB_MM_TILE) {
             if (kern == 2) tile_avx512(y, ldy, x, tile, p->wdt, M, p->K);
             else tile_avx2(y, ldy, x, tile, p->wdt, M, p->K);
-        } else {   // the last, partial tile: through a full-width scratch
-            float tmp[JB_MATMUL_SMALL_M * JB_MM_TILE];
-            for (int m = 0; m < M; m++) {
-                memcpy(tmp + m * JB_MM_TILE, y + m * ldy, sizeof(float) * nc);
-                memset(tmp + m * JB_MM_TILE + nc, 0, sizeof(float) * (JB_MM_TILE - nc));
+        } else {   // the last, partial tile: through a full-width scratch, 16 rows at a time
+            float tmp[16 * JB_MM_TILE];
+            for (int m0 = 0; m0 < M; m0 += 16) {
+                int mb = M - m0 < 16 ? M - m0 : 16;
+                float *ym = y + m0 * ldy;
+                for (int m = 0; m < mb; m++) {
+                    memcpy(tmp + m * JB_MM_TILE, ym + m * ldy, sizeof(float) * nc);
+                    memset(tmp + m * JB_MM_TILE + nc, 0, sizeof(float) * (JB_MM_TILE - nc));
+                }
+                const float *xm = x + (int64_t)m0 * p->K;
+                if (kern == 2) tile_avx512(tmp, JB_MM_TILE, xm, tile, p->wdt, mb, p->K);
+                else tile_avx2(tmp, JB_MM_TILE, xm, tile, p->wdt, mb, p->K);
+                for (int m = 0; m < mb; m++)
+                    memcpy(ym + m * ldy, tmp + m * JB_MM_TILE, sizeof(float) * nc);
             }
-            if (kern == 2) tile_avx512(tmp, JB_MM_TILE, x, tile, p->wdt, M, p->K);
-            else tile_avx2(tmp, JB_MM_TILE, x, tile, p->wdt, M, p->K);
-            for (int m = 0; m < M; m++) memcpy(y + m * ldy, tmp + m * JB_MM_TILE, sizeof(float) * nc);
         }
         return;
     }
@@ -676,7 +691,7 @@ static void packed_large(float *y, const float *x, const jb_matmul_packed_t *p, 
 void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, const float *bias,
                       int M) {
     if (M <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M) {
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) {
         packed_small(y, x, w, bias, 1, M);
         return;
     }
@@ -691,7 +706,7 @@ void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, con
 
 void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M) {
     if (M <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M) packed_small(y, x, w, NULL, 0, M);
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) packed_small(y, x, w, NULL, 0, M);
     else packed_large(y, x, w, 1.0f, M);
 }
 
@@ -700,8 +715,8 @@ void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w,
 void jb_matmul(float *y, const float *x, const void *w, jb_dtype_t wdt, const float *bias,
                int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M) {
-        matmul_small(y, x, w, wdt, bias, 1, M, K, N);
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) {
+        matmul_stream(y, x, w, wdt, bias, 1, M, K, N);
         return;
     }
     if (bias) {
@@ -714,7 +729,7 @@ void jb_matmul(float *y, const float *x, const void *w, jb_dtype_t wdt, const fl
 
 void jb_matmul_acc(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M) matmul_small(y, x, w, wdt, NULL, 0, M, K, N);
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) matmul_stream(y, x, w, wdt, NULL, 0, M, K, N);
     else matmul_large(y, x, w, wdt, M, K, N, 1.0f);
 }
 
