@@ -23,7 +23,7 @@ GOLDEN   ?= tests/golden
 
 CPPFLAGS += -Icommon -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g -fopenmp -march=x86-64-v3 -Wall -Wextra -Wno-unused-parameter -MMD -MP
-LDLIBS   += -lopenblas -ljansson -lzmq -lmsgpackc -llz4 -lsndfile -lsoxr -lsystemd -lm -lpthread
+LDLIBS   += -lopenblas -ljansson -lzmq -lmsgpackc -llz4 -lsndfile -lsoxr -lsystemd -lz -lm -lpthread
 LDFLAGS  += -fopenmp
 
 ifeq ($(SAN),1)
@@ -78,16 +78,21 @@ $(LIB): $(COMMON_OBJ) $(CUDA_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+.SECONDARY:
 .SECONDEXPANSION:
-$(BUILD)/bin/jukebox-%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard %/*.c)) $(LIB)
+# Static pattern rules: a plain pattern rule for stages would also match every tool
+# (its wildcard is empty for a tool) and link a tool without its main. No '%' inside the
+# expanded lists: make substitutes the stem there before the second expansion.
+$(STAGE_BINS): $(BUILD)/bin/jukebox-%: $$(foreach f,$$(wildcard $$*/*.c),$(BUILD)/$$(basename $$f).o) \
+		$(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
-# A static pattern rule: the stage rule above would otherwise also match a tool
-# (its wildcard is empty for tools/<x>.c) and link without the tool's object.
-$(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o $(LIB)
+# A tool is tools/<name>.c plus, optionally, tools/<name>/*.c (e.g. bench subcommands).
+$(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o \
+		$$(foreach f,$$(wildcard tools/$$*/*.c),$(BUILD)/$$(basename $$f).o) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIB)
 	@mkdir -p $(dir $@)

@@ -22,8 +22,8 @@ run_one() {   # name, command...
         fail=$((fail + 1)); broken="$broken $name"; return
     fi
     local p f
-    p=$(printf '%s' "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed.*/\1/')
-    f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+    p=$(printf '%s' "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
+    f=$(printf '%s' "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
     pass=$((pass + p)); fail=$((fail + f))
     if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
         echo "   (exit code $rc with no failed check) -> counted as 1 failure"

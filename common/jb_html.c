@@ -1,0 +1,285 @@
+// jb_html.c: see jb_html.h.
+#include "jb_html.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+// Frames of the alignment animation: one per 16 top-level tokens (~46 ms at
+// 44.1 kHz and hop 128), as the reference's page does.
+#define JB_HTML_FRAME_TOKENS 16
+
+static int write_file_atomic(const char *path, const void *data, size_t n, jb_err_t *err) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return jb_err_set(err, JB_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    int ok = fwrite(data, 1, n, f) == n;
+    ok &= fflush(f) == 0;
+    ok &= fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return jb_err_set(err, JB_EIO, "%s: write failed: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+// Append one PNG chunk (length, type, data, CRC over type+data).
+static size_t png_chunk(uint8_t *out, const char *type, const uint8_t *data, uint32_t n) {
+    put_be32(out, n);
+    memcpy(out + 4, type, 4);
+    if (n) memcpy(out + 8, data, n);
+    uint32_t crc = (uint32_t)crc32(0L, out + 4, 4 + n);
+    put_be32(out + 8 + n, crc);
+    return 12 + (size_t)n;
+}
+
+int jb_png_write_gray(const char *path, const uint8_t *pix, int w, int h, jb_err_t *err) {
+    if (w <= 0 || h <= 0 || w > 16384 || h > 16384)
+        return jb_err_set(err, JB_EINVAL, "%s: bad image size %dx%d", path, w, h);
+    size_t raw_n = (size_t)h * (size_t)(w + 1);
+    uint8_t *raw = malloc(raw_n);
+    uLongf z_n = compressBound((uLong)raw_n);
+    uint8_t *z = malloc(z_n);
+    uint8_t *png = malloc(z_n + 128);
+    int rc = -1;
+    if (!raw || !z || !png) {
+        jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    for (int y = 0; y < h; y++) {   // filter type 0 (none) on every row
+        raw[(size_t)y * (w + 1)] = 0;
+        memcpy(raw + (size_t)y * (w + 1) + 1, pix + (size_t)y * w, (size_t)w);
+    }
+    if (compress2(z, &z_n, raw, (uLong)raw_n, 6) != Z_OK) {
+        jb_err_set(err, JB_EINTERNAL, "%s: zlib failed", path);
+        goto done;
+    }
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    size_t n = 0;
+    memcpy(png, sig, 8);
+    n = 8;
+    uint8_t ihdr[13];
+    put_be32(ihdr, (uint32_t)w);
+    put_be32(ihdr + 4, (uint32_t)h);
+    ihdr[8] = 8, ihdr[9] = 0, ihdr[10] = 0, ihdr[11] = 0, ihdr[12] = 0;   // 8-bit gray
+    n += png_chunk(png + n, "IHDR", ihdr, 13);
+    n += png_chunk(png + n, "IDAT", z, (uint32_t)z_n);
+    n += png_chunk(png + n, "IEND", NULL, 0);
+    rc = write_file_atomic(path, png, n, err);
+done:
+    free(raw);
+    free(z);
+    free(png);
+    return rc;
+}
+
+// ---- a growable string ------------------------------------------------------------
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+    int oom;
+} sbuf_t;
+
+static void sb_put(sbuf_t *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->s = p, b->cap = cap;
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = '\0';
+}
+static void sb_str(sbuf_t *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf_t *b, const char *fmt, ...) {
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (k > 0) sb_put(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
+}
+// HTML-escaped text (also safe inside attribute values).
+static void sb_html(sbuf_t *b, const char *s) {
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '<': sb_str(b, "&lt;"); break;
+        case '>': sb_str(b, "&gt;"); break;
+        case '&': sb_str(b, "&amp;"); break;
+        case '"': sb_str(b, "&quot;"); break;
+        case '\'': sb_str(b, "&#39;"); break;
+        default: sb_put(b, s, 1);
+        }
+    }
+}
+
+// The alignment reduced to animation frames, quantised to 0..255:
+// frame f = mean of token rows [16 f, 16 f + 16).
+static void frames_json(sbuf_t *b, const jb_html_sample_t *s) {
+    int n_frames = (s->n_frames + JB_HTML_FRAME_TOKENS - 1) / JB_HTML_FRAME_TOKENS;
+    sb_str(b, "[");
+    for (int f = 0; f < n_frames; f++) {
+        int t0 = f * JB_HTML_FRAME_TOKENS, t1 = t0 + JB_HTML_FRAME_TOKENS;
+        if (t1 > s->n_frames) t1 = s->n_frames;
+        sb_str(b, f ? ",[" : "[");
+        for (int c = 0; c < s->n_chars; c++) {
+            double acc = 0;
+            for (int t = t0; t < t1; t++) acc += s->alignment[(size_t)t * s->n_chars + c];
+            double v = acc / (t1 - t0);
+            int q = (int)(v * 255.0 + 0.5);
+            q = q < 0 ? 0 : q > 255 ? 255 : q;
+            sb_printf(b, c ? ",%d" : "%d", q);
+        }
+        sb_str(b, "]");
+    }
+    sb_str(b, "]");
+}
+
+// Alignment picture: lyric characters across, time down, scaled to at most
+// 1024 rows and columns by averaging.
+static int write_alignment_png(const char *path, const jb_html_sample_t *s, jb_err_t *err) {
+    int w = s->n_chars < 1024 ? s->n_chars : 1024;
+    int h = s->n_frames < 1024 ? s->n_frames : 1024;
+    uint8_t *pix = calloc((size_t)w * h, 1);
+    if (!pix) return jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
+    float vmax = 0;
+    for (size_t i = 0; i < (size_t)s->n_frames * s->n_chars; i++)
+        if (s->alignment[i] > vmax) vmax = s->alignment[i];
+    for (int y = 0; y < h; y++) {
+        int t0 = (int)((int64_t)y * s->n_frames / h), t1 = (int)((int64_t)(y + 1) * s->n_frames / h);
+        for (int x = 0; x < w; x++) {
+            int c0 = (int)((int64_t)x * s->n_chars / w), c1 = (int)((int64_t)(x + 1) * s->n_chars / w);
+            double acc = 0;
+            for (int t = t0; t < t1; t++)
+                for (int c = c0; c < c1; c++) acc += s->alignment[(size_t)t * s->n_chars + c];
+            double v = acc / ((t1 - t0) * (c1 - c0)) / (vmax > 0 ? vmax : 1);
+            pix[(size_t)y * w + x] = (uint8_t)(255.0 - 255.0 * (v > 1 ? 1 : v));   // dark = attended
+        }
+    }
+    int rc = jb_png_write_gray(path, pix, w, h, err);
+    free(pix);
+    return rc;
+}
+
+static const char *k_script =
+    "<script>\n"
+    "// Light up the lyrics: frames[f][c] is the attention (0..255) of the top\n"
+    "// prior's alignment head on character c during animation frame f.\n"
+    "function follow(audio, sample) {\n"
+    "  const frames = JSON.parse(document.getElementById('align-' + sample).textContent);\n"
+    "  if (!frames.length) return;\n"
+    "  const spans = document.querySelectorAll('#lyrics-' + sample + ' span');\n"
+    "  function paint() {\n"
+    "    if (!audio.duration) return;\n"
+    "    let f = Math.floor(audio.currentTime / audio.duration * frames.length);\n"
+    "    f = Math.min(Math.max(f, 0), frames.length - 1);\n"
+    "    const row = frames[f];\n"
+    "    for (let c = 0; c < spans.length && c < row.length; c++) {\n"
+    "      const g = Math.max(230 - 10 * row[c], 0);\n"
+    "      spans[c].style.color = 'rgb(255,' + g + ',' + g + ')';\n"
+    "    }\n"
+    "  }\n"
+    "  audio.addEventListener('timeupdate', paint);\n"
+    "  audio.addEventListener('seeked', paint);\n"
+    "}\n"
+    "document.querySelectorAll('audio[data-sample]').forEach(a => follow(a, a.dataset.sample));\n"
+    "</script>\n";
+
+int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
+    sbuf_t b = {0};
+    char path[4096];
+    sb_str(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>");
+    sb_html(&b, p->title ? p->title : "jukebox");
+    sb_str(&b, "</title>\n<style>\n"
+               "body{font-family:sans-serif;max-width:1024px;margin:auto;padding:1em;"
+               "background:#111;color:#eee}\n"
+               "section{margin:2em 0;padding:1em;border:1px solid #444;border-radius:8px}\n"
+               "audio{width:100%}\n"
+               ".lyrics{white-space:pre-wrap;font-size:1.2em;font-weight:bold;color:#e6e6e6}\n"
+               ".align{width:100%;max-height:256px;image-rendering:pixelated;background:#fff}\n"
+               ".meta{color:#aaa}\n</style></head><body>\n<h1>");
+    sb_html(&b, p->title ? p->title : "jukebox");
+    sb_str(&b, "</h1>\n<p class=\"meta\">Artist <b>");
+    sb_html(&b, p->artist && *p->artist ? p->artist : "(none)");
+    sb_str(&b, "</b>, genre <b>");
+    sb_html(&b, p->genre && *p->genre ? p->genre : "(none)");
+    sb_str(&b, "</b>");
+    if (p->details) {
+        sb_str(&b, "<br>");
+        sb_html(&b, p->details);
+    }
+    sb_str(&b, "</p>\n");
+    for (int i = 0; i < p->n_samples; i++) {
+        const jb_html_sample_t *s = &p->samples[i];
+        sb_printf(&b, "<section id=\"sample-%d\">\n<h2>Sample %d</h2>\n", i, i);
+        if (s->audio_href) {
+            sb_printf(&b, "<audio controls preload=\"metadata\" data-sample=\"%d\" src=\"", i);
+            sb_html(&b, s->audio_href);
+            sb_str(&b, "\"></audio>\n");
+        }
+        if (s->preview_href) {
+            sb_str(&b, "<p class=\"meta\">Preview from the top-level codes: <a href=\"");
+            sb_html(&b, s->preview_href);
+            sb_str(&b, "\">");
+            sb_html(&b, s->preview_href);
+            sb_str(&b, "</a></p>\n");
+        }
+        int have_align = s->alignment && s->n_frames > 0 && s->n_chars > 0;
+        if (have_align) {
+            snprintf(path, sizeof path, "%s/align_%d.png", outdir, i);
+            if (write_alignment_png(path, s, err) != 0) goto fail;
+            sb_printf(&b, "<img class=\"align\" alt=\"alignment of sample %d: lyrics across, "
+                          "time down\" src=\"align_%d.png\">\n", i, i);
+        }
+        // One span per character. The model's lyric token i is predicted with
+        // the characters before it in view, so span i shows character i - 1,
+        // as the reference's page does.
+        sb_printf(&b, "<pre class=\"lyrics\" id=\"lyrics-%d\">", i);
+        const char *ly = p->lyrics ? p->lyrics : "";
+        size_t len = strlen(ly);
+        if (len) sb_str(&b, "<span></span>");
+        for (size_t c = 0; c + 1 < len; c++) {
+            char ch[2] = {ly[c], 0};
+            sb_str(&b, "<span>");
+            sb_html(&b, ch);
+            sb_str(&b, "</span>");
+        }
+        sb_str(&b, "</pre>\n");
+        sb_printf(&b, "<script type=\"application/json\" id=\"align-%d\">", i);
+        if (have_align) frames_json(&b, s);
+        else sb_str(&b, "[]");
+        sb_str(&b, "</script>\n</section>\n");
+    }
+    sb_str(&b, k_script);
+    sb_str(&b, "</body></html>\n");
+    if (b.oom) {
+        jb_err_set(err, JB_ENOMEM, "%s: out of memory building the page", outdir);
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/index.html", outdir);
+    if (write_file_atomic(path, b.s, b.n, err) != 0) goto fail;
+    free(b.s);
+    return 0;
+fail:
+    free(b.s);
+    return -1;
+}

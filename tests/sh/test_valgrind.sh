@@ -1,0 +1,32 @@
+#!/bin/bash
+# test_valgrind.sh: selected unit tests again under valgrind; any memory error
+# or definite leak fails. (OpenMP's thread pool keeps "possibly lost" blocks
+# by design, so only definite leaks count.)
+set -u
+BUILD=${BUILD:-build}
+pass=0; fail=0
+if ! command -v valgrind >/dev/null; then
+    echo "valgrind not installed (scripts/deps.sh test installs it)"
+    echo "test_valgrind: 0 passed, 1 failed"; exit 1
+fi
+if [ -n "${SAN_BUILD:-}" ] || [[ "$BUILD" == *asan* ]]; then
+    # A sanitizer build cannot run under valgrind; the asan run covers the same ground.
+    echo "sanitizer build: valgrind pass not applicable here (run by 'make test')"
+    echo "test_valgrind: 0 passed, 0 failed"; exit 0
+fi
+# Tests that are quick enough for valgrind's ~30x slowdown.
+tests="test_jb_model_files test_jb_device test_jb_job test_jb_wire test_jb_torch test_jb_text test_jb_labels"
+for t in $tests; do
+    bin="$BUILD/tests/$t"
+    [ -x "$bin" ] || continue
+    log=$(mktemp)
+    if OMP_NUM_THREADS=1 valgrind -q --error-exitcode=99 --leak-check=full \
+        --errors-for-leak-kinds=definite --show-leak-kinds=definite "$bin" >"$log" 2>&1; then
+        echo "  ok   valgrind $t"; pass=$((pass + 1))
+    else
+        echo "  FAIL valgrind $t"; tail -n 40 "$log"; fail=$((fail + 1))
+    fi
+    rm -f "$log"
+done
+echo "test_valgrind: $pass passed, $fail failed"
+[ "$fail" = 0 ]
