@@ -165,14 +165,16 @@ AI void ukern_avx2(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, const fl
             const char *p = pf + k * pfld;
             for (int b = 0; b < pfb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
         }
-        __m256 xb[6];
+        // V widened weights, then one broadcast x at a time: 6 x 2 accumulators
+        // + 2 weights + 1 x fit the 16 registers.
+        __m256 wv[8];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) xb[r] = _mm256_broadcast_ss(x + r * ldx + k);
+        for (int v = 0; v < V; v++) wv[v] = widen8(w, wdt, (int64_t)k * ldw + 8 * v);
 #pragma GCC unroll 8
-        for (int v = 0; v < V; v++) {
-            __m256 wv = widen8(w, wdt, (int64_t)k * ldw + 8 * v);
+        for (int r = 0; r < R; r++) {
+            __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) acc[r][v] = _mm256_fmadd_ps(xb[r], wv, acc[r][v]);
+            for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(xb, wv[v], acc[r][v]);
         }
     }
 #pragma GCC unroll 8

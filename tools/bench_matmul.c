@@ -50,9 +50,11 @@ static double read_bandwidth(const float *a, size_t n, int nt, int reps) {
         {
             // 8 independent sums: the adds never limit the loop, only memory does
             __m256 s[8];
+#pragma GCC unroll 8
             for (int j = 0; j < 8; j++) s[j] = _mm256_setzero_ps();
 #pragma omp for schedule(static)
             for (size_t i = 0; i < n; i += 64)
+#pragma GCC unroll 8
                 for (int j = 0; j < 8; j++) s[j] = _mm256_add_ps(s[j], _mm256_load_ps(a + i + 8 * j));
             float f[8];
             for (int j = 1; j < 8; j++) s[0] = _mm256_add_ps(s[0], s[j]);
