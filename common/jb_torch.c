@@ -1176,7 +1176,7 @@ static int zip_crc_ok(const uint8_t *p, uint64_t n, uint32_t want) {
 
 static int read_zip(jb_torch_t *ck, const uint8_t *d, size_t size, jb_err_t *err) {
     zent_t *ents = NULL;
-    size_t nent = 0;
+    size_t nent = 0, nalloc = 0;
     smap_t by_name = {0};
     arena_t ar = {0};
     stors_t st = {0};
@@ -1222,6 +1222,7 @@ static int read_zip(jb_torch_t *ck, const uint8_t *d, size_t size, jb_err_t *err
         jb_err_set(err, JB_ENOMEM, "%s: out of memory", f);
         goto out;
     }
+    nalloc = n_total;
     const uint8_t *c = d + cd_off, *cend = d + cd_off + cd_size;
     for (; nent < n_total; nent++) {
         if (cend - c < 46 || rd_le(c, 4) != 0x02014b50) {
@@ -1362,7 +1363,7 @@ static int read_zip(jb_torch_t *ck, const uint8_t *d, size_t size, jb_err_t *err
     free(prefix);
     rc = take_object(ck, obj, &st, err);
 out:
-    for (size_t k = 0; k < nent; k++) free(ents[k].name);
+    for (size_t k = 0; k < nalloc; k++) free(ents[k].name);
     free(ents);
     smap_free(&by_name);
     arena_free(&ar);
