@@ -16,6 +16,10 @@ Fixtures (legacy = _use_new_zipfile_serialization=False, zip = default):
   nested_hps[.zip]     hps with tuples, nested dicts, None, bools, floats, lists of tuples;
                        'opt' is a real Adam state_dict (tensors, ints, floats) to be skipped
   bare_state_dict.zip  torch.save(state_dict) with no 'model'/'hps' wrapper
+  vqvae_mismatch.zip   the golden vqvae_tiny checkpoint with one tensor missing
+                       (decoders.0.out.bias), one extra (extra.weight), one of the wrong
+                       shape (bottleneck.level_blocks.1.k transposed) and one of the wrong
+                       dtype (bottleneck.level_blocks.2.k as F16): the converter must list them
   legacy_view          a legacy file whose persistent ids carry storage views
                        (view_key, offset, size), as torch <= 1.0 wrote them; written with
                        pickle + a persistent_id hook, checked by loading it with torch.load
@@ -181,6 +185,16 @@ def main():
         f.write(struct.pack('<q', 12) + root.numpy().tobytes())
     write_expect(os.path.join(OUT, 'legacy_view.expect.safetensors'),
                  {k: v.contiguous() for k, v in sd.items()}, None)
+
+    # a checkpoint that does not match its own hps
+    gold = os.path.join(os.path.dirname(OUT), '..', 'golden', 'checkpoints', 'vqvae_tiny.pth.tar')
+    ck = torch.load(gold)
+    m = ck['model']
+    del m['decoders.0.out.bias']
+    m['extra.weight'] = torch.zeros(2, 2)
+    m['bottleneck.level_blocks.1.k'] = m['bottleneck.level_blocks.1.k'].t().contiguous()
+    m['bottleneck.level_blocks.2.k'] = m['bottleneck.level_blocks.2.k'].half()
+    torch.save(ck, os.path.join(OUT, 'vqvae_mismatch.zip.pth.tar'))
 
     for name, ref in (('bf16_i64.pth.tar', 'bf16_i64'), ('bf16_i64.zip.pth.tar', 'bf16_i64'),
                       ('offsets.pth.tar', None), ('offsets.zip.pth.tar', None),
