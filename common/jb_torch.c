@@ -18,6 +18,8 @@
 #define PK_MAX_MARKS (1u << 16)     // open MARKs
 #define PK_MAX_GLOBAL 512           // bytes of "module\nname\n"
 #define PK_MAX_JSON_DEPTH 64        // nesting of hps when turned into JSON
+#define PK_MAX_JSON_NODES (1 << 20) // values of hps turned into JSON: the memo lets a
+                                    // small pickle share a list 2^64 ways
 
 // ---- values ------------------------------------------------------------------
 
@@ -45,6 +47,7 @@ struct pv {
     int64_t off;      // STORAGE: element offset in the root storage; TENSOR: storage offset
     int64_t vnumel;   // STORAGE: elements visible through it
     int64_t root_off; // TENSOR: its storage's own offset in the root (legacy views)
+    pv_t *args;       // OBJ: the arguments it was called with
     int ndim;         // TENSOR
     int64_t shape[JB_MAX_DIMS], stride[JB_MAX_DIMS];
 };
@@ -446,6 +449,64 @@ static int int_tuple(const pv_t *t, int64_t *out, int *n) {
     return 0;
 }
 
+// _codecs.encode(s, 'latin1'): code points below 256 back to bytes. NULL if not that.
+static pv_t *latin1_bytes(up_t *u, const pv_t *args) {
+    if (args->n != 2 || args->a[0]->kind != PV_STR || args->a[1]->kind != PV_STR ||
+        (strcmp(args->a[1]->s, "latin1") && strcmp(args->a[1]->s, "latin-1")))
+        return NULL;
+    const uint8_t *p = (const uint8_t *)args->a[0]->s;
+    size_t n = args->a[0]->slen, o = 0;
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) return NULL;
+    for (size_t i = 0; i < n; o++) {
+        if (p[i] < 0x80) buf[o] = p[i], i += 1;
+        else if ((p[i] == 0xc2 || p[i] == 0xc3) && i + 1 < n && (p[i + 1] & 0xc0) == 0x80)
+            buf[o] = (uint8_t)(((p[i] & 0x03) << 6) | (p[i + 1] & 0x3f)), i += 2;
+        else {
+            free(buf);
+            return NULL;
+        }
+    }
+    pv_t *v = mk_str(u, PV_BYTES, buf, o);
+    free(buf);
+    return v;
+}
+
+// numpy.core.multiarray.scalar(numpy.dtype(code, ...), raw bytes) -> int, float or bool,
+// for the numpy numbers a training script leaves in hps. NULL if not one of those.
+static pv_t *numpy_scalar(up_t *u, const pv_t *args) {
+    if (args->n != 2 || args->a[0]->kind != PV_OBJ || strcmp(args->a[0]->s, "numpy.dtype") ||
+        !args->a[0]->args || args->a[0]->args->n < 1 || args->a[0]->args->a[0]->kind != PV_STR ||
+        (args->a[1]->kind != PV_BYTES && args->a[1]->kind != PV_STR))
+        return NULL;
+    const char *code = args->a[0]->args->a[0]->s;
+    const uint8_t *b = (const uint8_t *)args->a[1]->s;
+    size_t n = args->a[1]->slen;
+    if (strlen(code) != 2 || (size_t)(code[1] - '0') != n) return NULL;
+    pv_t *v = NULL;
+    if (code[0] == 'i' || code[0] == 'u') {
+        if (n != 1 && n != 2 && n != 4 && n != 8) return NULL;
+        uint64_t x = rd_le(b, (int)n);
+        if (code[0] == 'i' && n < 8 && (b[n - 1] & 0x80)) x |= ~0ull << (8 * n);
+        if ((v = pv_new(u->ar, PV_INT))) v->i = (int64_t)x;
+    } else if (code[0] == 'f' && (n == 4 || n == 8)) {
+        if ((v = pv_new(u->ar, PV_FLOAT))) {
+            if (n == 8) {
+                uint64_t x = rd_le(b, 8);
+                memcpy(&v->f, &x, 8);
+            } else {
+                uint32_t x = (uint32_t)rd_le(b, 4);
+                float f;
+                memcpy(&f, &x, 4);
+                v->f = f;
+            }
+        }
+    } else if (code[0] == 'b' && n == 1) {
+        if ((v = pv_new(u->ar, PV_BOOL))) v->i = b[0] != 0;
+    }
+    return v;
+}
+
 // callable(*args) for the callables a state dict uses; others become opaque objects.
 static pv_t *up_call(up_t *u, pv_t *fn, pv_t *args) {
     if (fn->kind != PV_GLOBAL) {
@@ -504,7 +565,17 @@ static pv_t *up_call(up_t *u, pv_t *fn, pv_t *args) {
         }
         return args->a[0];
     }
+    if (!strcmp(name, "_codecs.encode")) {   // protocol 2 bytes: encode(str, 'latin1')
+        pv_t *b = latin1_bytes(u, args);
+        if (b) return b;
+    }
+    if (!strcmp(name, "numpy.core.multiarray.scalar") ||
+        !strcmp(name, "numpy._core.multiarray.scalar")) {   // a numpy number in hps
+        pv_t *x = numpy_scalar(u, args);
+        if (x) return x;
+    }
     pv_t *o = mk_str(u, PV_OBJ, (const uint8_t *)name, strlen(name));
+    if (o) o->args = args;
     return o;
 }
 
@@ -681,7 +752,7 @@ static pv_t *unpickle(up_t *u) {
                     UP_FAIL(u, JB_ENOMEM, "out of memory");
                     return NULL;
                 }
-                memcpy(v->a, u->stack + first, cnt * sizeof *v->a);
+                if (cnt) memcpy(v->a, u->stack + first, cnt * sizeof *v->a);
                 v->n = cnt;
             }
             u->sp = first;
@@ -850,10 +921,15 @@ static pv_t *run_pickle(const uint8_t *data, size_t size, size_t *pos, const cha
 
 // ---- JSON from values (hps) --------------------------------------------------
 
-static json_t *pv_to_json(const pv_t *v, int depth, const char *file, jb_err_t *err) {
+static json_t *pv_to_json(const pv_t *v, int depth, long *budget, const char *file,
+                          jb_err_t *err) {
     if (depth > PK_MAX_JSON_DEPTH) {
         jb_err_set(err, JB_EFORMAT, "%s: hps nested deeper than %d levels", file,
                    PK_MAX_JSON_DEPTH);
+        return NULL;
+    }
+    if (--*budget < 0) {
+        jb_err_set(err, JB_EFORMAT, "%s: hps has more than %d values", file, PK_MAX_JSON_NODES);
         return NULL;
     }
     json_t *j = NULL;
@@ -871,7 +947,7 @@ static json_t *pv_to_json(const pv_t *v, int depth, const char *file, jb_err_t *
     case PV_LIST:
         if (!(j = json_array())) break;
         for (size_t k = 0; k < v->n; k++) {
-            json_t *e = pv_to_json(v->a[k], depth + 1, file, err);
+            json_t *e = pv_to_json(v->a[k], depth + 1, budget, file, err);
             if (!e || json_array_append_new(j, e)) {
                 json_decref(j);
                 return NULL;
@@ -889,7 +965,7 @@ static json_t *pv_to_json(const pv_t *v, int depth, const char *file, jb_err_t *
             if (key->kind == PV_STR) ks = key->s;
             else if (key->kind == PV_INT) snprintf(buf, sizeof buf, "%lld", (long long)key->i), ks = buf;
             if (!ks) continue;   // keys JSON cannot spell are dropped
-            json_t *e = pv_to_json(v->a[2 * k + 1], depth + 1, file, err);
+            json_t *e = pv_to_json(v->a[2 * k + 1], depth + 1, budget, file, err);
             if (!e) {
                 json_decref(j);
                 return NULL;
@@ -1061,7 +1137,8 @@ static int take_object(jb_torch_t *ck, const pv_t *obj, const stors_t *st, jb_er
         if (hps->kind != PV_DICT && hps->kind != PV_OBJ)
             return jb_err_set(err, JB_EFORMAT, "%s: 'hps' is a %s, not a dict", ck->name,
                               pv_kind_name(hps->kind));
-        if (!(ck->hps = pv_to_json(hps, 0, ck->name, err))) return -1;
+        long budget = PK_MAX_JSON_NODES;
+        if (!(ck->hps = pv_to_json(hps, 0, &budget, ck->name, err))) return -1;
         if (!json_is_object(ck->hps)) {
             json_decref(ck->hps);
             ck->hps = json_object();

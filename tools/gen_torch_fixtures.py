@@ -13,7 +13,8 @@ Fixtures (legacy = _use_new_zipfile_serialization=False, zip = default):
   offsets[.zip]        views with storage offsets into one shared storage: row slices,
                        a column slice (offset + strides), a transposed slice, a stride-2 view
   module_prefix.zip    every key starts with 'module.' (DistributedDataParallel)
-  nested_hps[.zip]     hps with tuples, nested dicts, None, bools, floats, lists of tuples;
+  nested_hps[.zip]     hps with tuples, nested dicts, None, bools, floats, lists of tuples,
+                       numpy scalars (int64, int32, uint8, float64, float32, bool);
                        'opt' is a real Adam state_dict (tensors, ints, floats) to be skipped
   bare_state_dict.zip  torch.save(state_dict) with no 'model'/'hps' wrapper
   vqvae_mismatch.zip   the golden vqvae_tiny checkpoint with one tensor missing
@@ -32,6 +33,7 @@ import pickle
 import struct
 import sys
 
+import numpy
 import torch
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'fixtures', 'torch')
@@ -136,11 +138,17 @@ def main():
            't_ranges': ((2646000.0, 26460000.0), (0.0, 1.0)), 'empty': (), 'big': 2 ** 40,
            'neg': -7, 'vqvae': {'levels': 3, 'l_bins': 2048, 'hvqvae_multipliers': (2, 1, 1),
                                 'nested': {'deeper': [None, True, False, 'x']}}}
+    # numpy numbers, as a training script leaves them (sample_length from np.prod)
+    np_vals = {'sample_length': numpy.int64(1048576), 'np_f64': numpy.float64(0.5),
+               'np_f32': numpy.float32(0.25), 'np_bool': numpy.bool_(True),
+               'np_i32': numpy.int32(-3), 'np_u8': numpy.uint8(200)}
     sd = collections.OrderedDict((k, v.detach().clone()) for k, v in lin.state_dict().items())
-    obj = {'hps': hps, 'model': sd, 'opt': opt.state_dict(), 'step': 12345, 'loss': 1.5}
+    obj = {'hps': {**hps, **np_vals}, 'model': sd, 'opt': opt.state_dict(), 'step': 12345,
+           'loss': 1.5}
     save_both('nested_hps', obj)
+    plain = {k: v.item() for k, v in np_vals.items()}
     write_expect(os.path.join(OUT, 'nested_hps.expect.safetensors'), sd,
-                 {'hps': json.dumps(hps)})
+                 {'hps': json.dumps({**hps, **plain})})
 
     # a bare state dict
     sd = collections.OrderedDict([('a.weight', torch.randn(2, 2, generator=g)),

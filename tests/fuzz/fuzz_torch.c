@@ -1,12 +1,53 @@
 // fuzz_torch.c: libFuzzer target for the PyTorch checkpoint reader (jb_torch).
 // Any input must load or fail with a message: never crash, leak or read out of bounds.
-// Seeds: tests/golden/checkpoints/*.pth.tar and tests/fixtures/torch/*.pth.tar.
+// Seeds (JB_FUZZ_WRITE_SEEDS=DIR): tests/fixtures/torch/*.pth.tar (small legacy and zip
+// checkpoints of every kind the reader handles) and the first 16 KiB of the golden
+// vqvae_tiny checkpoints (their pickles).
 // fuzz-sources: common/jb_torch.c common/jb_err.c common/jb_tensor.c
+// fuzz-libs: -ljansson -lz -lm
+#include <dirent.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "jb_torch.h"
+
+static void copy_seed(const char *from, const char *dir, const char *name, size_t max) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *out = fopen(path, "wb");
+    char buf[4096];
+    size_t n, total = 0;
+    while (out && total < max && (n = fread(buf, 1, sizeof buf, in)) > 0) {
+        if (n > max - total) n = max - total;
+        fwrite(buf, 1, n, out);
+        total += n;
+    }
+    if (out) fclose(out);
+    fclose(in);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    const char *dir = getenv("JB_FUZZ_WRITE_SEEDS");
+    if (!dir) return 0;
+    DIR *d = opendir("tests/fixtures/torch");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 8 || strcmp(de->d_name + l - 8, ".pth.tar")) continue;
+        char from[1024];
+        snprintf(from, sizeof from, "tests/fixtures/torch/%s", de->d_name);
+        copy_seed(from, dir, de->d_name, 1u << 20);
+    }
+    if (d) closedir(d);
+    copy_seed("tests/golden/checkpoints/vqvae_tiny.pth.tar", dir, "vqvae_tiny.head", 16384);
+    copy_seed("tests/golden/checkpoints/vqvae_tiny.zip.pth.tar", dir, "vqvae_tiny.zip.head",
+              16384);
+    exit(0);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     // An exact-size copy, so that ASan catches a read one byte past the end.
