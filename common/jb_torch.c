@@ -205,6 +205,12 @@ static void stors_free(stors_t *t) {
 }
 
 static int storage_dtype(const char *global, jb_dtype_t *dt) {
+    char buf[96];
+    // torch.cuda.XStorage: torch normalises these when saving, but accept them anyway.
+    if (!strncmp(global, "torch.cuda.", 11) && strlen(global) < sizeof buf) {
+        snprintf(buf, sizeof buf, "torch.%s", global + 11);
+        global = buf;
+    }
     static const struct { const char *name; jb_dtype_t dt; } map[] = {
         {"torch.FloatStorage", JB_F32},  {"torch.HalfStorage", JB_F16},
         {"torch.BFloat16Storage", JB_BF16}, {"torch.DoubleStorage", JB_F64},

@@ -223,8 +223,17 @@ static void check_small(void) {
                  err.msg);
         jb_torch_destroy(&ck);
     }
-    // A legacy header, then a list that contains itself: JSON conversion must not recurse
-    // forever (hps is that list's dict).
+    // hps that cannot become JSON: refused with a message, no partial result.
+    struct { const char *path, *needle; } bad[] = {
+        {"tests/fixtures/torch/bad_cyclic_hps.pth.tar", "nested deeper"},
+        {"tests/fixtures/torch/bad_shared_hps.zip.pth.tar", "more than"},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        jb_err_t e = {0};
+        jb_torch_t *c = jb_torch_open(bad[k].path, &e);
+        JB_CHECK(!c && strstr(e.msg, bad[k].needle), "%s refused: %s", bad[k].path, e.msg);
+        jb_torch_destroy(&c);
+    }
     jb_err_t err = {0};
     jb_torch_t *ck = jb_torch_open("tests/fixtures/torch/no_such_file.pth.tar", &err);
     JB_CHECK(!ck && err.code == JB_ENOENT, "missing file: JB_ENOENT (%s)", err.msg);

@@ -21,6 +21,8 @@ Fixtures (legacy = _use_new_zipfile_serialization=False, zip = default):
                        (decoders.0.out.bias), one extra (extra.weight), one of the wrong
                        shape (bottleneck.level_blocks.1.k transposed) and one of the wrong
                        dtype (bottleneck.level_blocks.2.k as F16): the converter must list them
+  bad_cyclic_hps, bad_shared_hps.zip   hps with a self-containing list / a list shared
+                       2^40 ways: must be refused with a message, quickly
   legacy_view          a legacy file whose persistent ids carry storage views
                        (view_key, offset, size), as torch <= 1.0 wrote them; written with
                        pickle + a persistent_id hook, checked by loading it with torch.load
@@ -203,6 +205,18 @@ def main():
     m['bottleneck.level_blocks.1.k'] = m['bottleneck.level_blocks.1.k'].t().contiguous()
     m['bottleneck.level_blocks.2.k'] = m['bottleneck.level_blocks.2.k'].half()
     torch.save(ck, os.path.join(OUT, 'vqvae_mismatch.zip.pth.tar'))
+
+    # hps the reader must refuse cleanly: a list that contains itself, and a list shared
+    # 2^40 ways (tiny as a pickle thanks to the memo)
+    cyc = []
+    cyc.append(cyc)
+    torch.save({'hps': {'loop': cyc}, 'model': collections.OrderedDict(), 'opt': None},
+               os.path.join(OUT, 'bad_cyclic_hps.pth.tar'), _use_new_zipfile_serialization=False)
+    shared = [1]
+    for _ in range(40):
+        shared = [shared, shared]
+    torch.save({'hps': {'wide': shared}, 'model': collections.OrderedDict(), 'opt': None},
+               os.path.join(OUT, 'bad_shared_hps.zip.pth.tar'))
 
     for name, ref in (('bf16_i64.pth.tar', 'bf16_i64'), ('bf16_i64.zip.pth.tar', 'bf16_i64'),
                       ('offsets.pth.tar', None), ('offsets.zip.pth.tar', None),
