@@ -8,8 +8,11 @@
 
 #include "jb_hparams.h"
 
-#define F32_ONLY (1u << JB_F32)
-#define CONV1D_W ((1u << JB_F32) | (1u << JB_F16) | (1u << JB_BF16))
+// Every weight is a float tensor: the reference's load_state_dict copies any float
+// dtype into its parameters, and the C stages widen F16/BF16/F64 on the fly.
+#define FLOATS ((1u << JB_F32) | (1u << JB_F16) | (1u << JB_BF16) | (1u << JB_F64))
+#define F32_ONLY FLOATS
+#define CONV1D_W FLOATS
 
 void jb_expect_destroy(jb_expect_t **e_p) {
     if (!e_p || !*e_p) return;

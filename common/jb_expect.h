@@ -7,9 +7,10 @@
 // prime_x_out, prior; transformer.py, factored_attention.py, conditioners.py).
 // The converter checks checkpoints against it; the loaders may too.
 //
-// Dtypes: Conv1D weights ("*.w") may be F32, F16 or BF16 (the released 5B top
-// prior stores them F16: fp16_params; load_state_dict would convert either way);
-// every other tensor must be F32.
+// Dtypes: every tensor must be a float tensor, F32, F16, BF16 or F64: the
+// reference's load_state_dict copies any of them into its (F32, or F16 with
+// fp16_params) parameters, and the released 5B top priors store their Conv1D
+// weights ("*.w") as F16. Integer and bool tensors are refused.
 //
 // Thread rules: reentrant; a jb_expect_t is immutable once built.
 #ifndef JB_EXPECT_H

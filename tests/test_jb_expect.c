@@ -76,8 +76,9 @@ static void check_presets(void) {
                  strstr(err.msg, "bottleneck.level_blocks.2.k") &&
                  strstr(err.msg, "[2048, 64]"), "transposed codebook refused: %s", err.msg);
         int64_t s2[2] = {2048, 64};
-        JB_CHECK(jb_expect_check(e, k, JB_F16, 2, s2, &err) != 0 && strstr(err.msg, "dtype F16"),
-                 "F16 codebook refused: %s", err.msg);
+        JB_CHECK(jb_expect_check(e, k, JB_I64, 2, s2, &err) != 0 && strstr(err.msg, "dtype I64"),
+                 "I64 codebook refused: %s", err.msg);
+        JB_CHECK(jb_expect_check(e, k, JB_F16, 2, s2, &err) == 0, "F16 codebook accepted");
         JB_CHECK(jb_expect_check(e, k, JB_F32, 2, s2, &err) == 0, "F32 codebook accepted");
     }
     jb_expect_destroy(&e);

@@ -217,8 +217,16 @@ static int stage_prepare(stage_t *s, const char *preset, int prefer_ckpt, const 
                           "%s: does not match its hyper-parameters (%s): %d missing, %d extra, "
                           "%d of wrong shape or dtype (listed above)",
                           s->ckpt_path, source, missing, extra, wrong);
+    int by_dt[JB_DTYPE_COUNT] = {0};
+    for (int i = 0; i < jb_torch_count(s->ck); i++) by_dt[jb_torch_tensor(s->ck, i)->dtype]++;
+    char dts[128] = "";
+    for (int k = 0; k < JB_DTYPE_COUNT; k++)
+        if (by_dt[k])
+            snprintf(dts + strlen(dts), sizeof dts - strlen(dts), " %s:%d",
+                     jb_dtype_name((jb_dtype_t)k), by_dt[k]);
     jb_log(JB_INFO, "%s: all %d expected tensors present with the right shapes and dtypes "
-           "(%.3g parameters)", s->ckpt_path, s->expect->n, (double)s->expect->n_params);
+           "(%.3g parameters; dtypes kept:%s)", s->ckpt_path, s->expect->n,
+           (double)s->expect->n_params, dts);
 
     // Vocabularies of a label-conditioned prior.
     int labels = 0, v3 = 0;

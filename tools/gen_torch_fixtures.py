@@ -20,7 +20,8 @@ Fixtures (legacy = _use_new_zipfile_serialization=False, zip = default):
   vqvae_mismatch.zip   the golden vqvae_tiny checkpoint with one tensor missing
                        (decoders.0.out.bias), one extra (extra.weight), one of the wrong
                        shape (bottleneck.level_blocks.1.k transposed) and one of the wrong
-                       dtype (bottleneck.level_blocks.2.k as F16): the converter must list them
+                       dtype (bottleneck.level_blocks.2.k as I64): the converter must list them;
+                       bottleneck.level_blocks.0.k as F16 is accepted (a float tensor)
   bad_cyclic_hps, bad_shared_hps.zip   hps with a self-containing list / a list shared
                        2^40 ways: must be refused with a message, quickly
   legacy_view          a legacy file whose persistent ids carry storage views
@@ -203,7 +204,8 @@ def main():
     del m['decoders.0.out.bias']
     m['extra.weight'] = torch.zeros(2, 2)
     m['bottleneck.level_blocks.1.k'] = m['bottleneck.level_blocks.1.k'].t().contiguous()
-    m['bottleneck.level_blocks.2.k'] = m['bottleneck.level_blocks.2.k'].half()
+    m['bottleneck.level_blocks.2.k'] = m['bottleneck.level_blocks.2.k'].long()
+    m['bottleneck.level_blocks.0.k'] = m['bottleneck.level_blocks.0.k'].half()   # fine: a float
     torch.save(ck, os.path.join(OUT, 'vqvae_mismatch.zip.pth.tar'))
 
     # hps the reader must refuse cleanly: a list that contains itself, and a list shared
