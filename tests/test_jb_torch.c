@@ -168,7 +168,7 @@ static void check_flips(const char *file, size_t upto) {
 
 // Own fixtures: tests/fixtures/torch/<name>.pth.tar against <name>.expect.safetensors.
 static void check_fixtures(void) {
-    static const char *names[] = {"bf16_i64",  "bf16_i64.zip", "offsets",  "offsets.zip",
+    static const char *names[] = {"bf16_i64",  "bf16_i64.zip", "offsets",  "offsets.zip", "offsets.zip64",
                                   "module_prefix.zip", "legacy_view", "nested_hps",
                                   "nested_hps.zip", "bare_state_dict.zip", NULL};
     for (int k = 0; names[k]; k++) {

@@ -12,6 +12,9 @@ Fixtures (legacy = _use_new_zipfile_serialization=False, zip = default):
                        (torch._utils._rebuild_parameter); an empty tensor; a 0-d tensor
   offsets[.zip]        views with storage offsets into one shared storage: row slices,
                        a column slice (offset + strides), a transposed slice, a stride-2 view
+  offsets.zip64        offsets.zip rewritten as a zip64 archive (as torch writes files over
+                       4 GiB): sizes and offsets in zip64 extra fields, zip64 end records;
+                       checked by loading it with torch.load
   module_prefix.zip    every key starts with 'module.' (DistributedDataParallel)
   nested_hps[.zip]     hps with tuples, nested dicts, None, bools, floats, lists of tuples,
                        numpy scalars (int64, int32, uint8, float64, float32, bool);
@@ -79,6 +82,39 @@ def check(path, sd):
     m = {k[7:] if k.startswith('module.') else k: v for k, v in m.items()}
     for k, v in sd.items():
         assert torch.equal(m[k], v) and m[k].dtype == v.dtype, (path, k)
+
+
+def write_zip64(src, dst):
+    import zipfile
+    import zlib
+    recs = []
+    with zipfile.ZipFile(src) as z:
+        for info in z.infolist():
+            recs.append((info.filename, z.read(info.filename)))
+    out = bytearray()
+    central = bytearray()
+    for name, data in recs:
+        nb = name.encode()
+        crc = zlib.crc32(data) & 0xffffffff
+        off = len(out)
+        extra = struct.pack('<HHQQ', 1, 16, len(data), len(data))
+        pad = (-(len(out) + 30 + len(nb) + len(extra) + 4)) % 64   # 64-byte aligned data
+        extra += struct.pack('<HH', 0x1234, pad) + b'Z' * pad
+        out += struct.pack('<IHHHHHIIIHH', 0x04034b50, 45, 0, 0, 0, 0x21, crc,
+                           0xffffffff, 0xffffffff, len(nb), len(extra)) + nb + extra + data
+        cx = struct.pack('<HHQQQ', 1, 24, len(data), len(data), off)
+        central += struct.pack('<IHHHHHHIIIHHHHHII', 0x02014b50, 45, 45, 0, 0, 0, 0x21, crc,
+                               0xffffffff, 0xffffffff, len(nb), len(cx), 0, 0, 0, 0,
+                               0xffffffff) + nb + cx
+    cd_off = len(out)
+    out += central
+    z64 = len(out)
+    out += struct.pack('<IQHHIIQQQQ', 0x06064b50, 44, 45, 45, 0, 0, len(recs), len(recs),
+                       len(central), cd_off)
+    out += struct.pack('<IIQI', 0x07064b50, 0, z64, 1)
+    out += struct.pack('<IHHHHIIH', 0x06054b50, 0, 0, 0xffff, 0xffff, 0xffffffff, 0xffffffff, 0)
+    with open(dst, 'wb') as f:
+        f.write(out)
 
 
 def main():
@@ -219,6 +255,12 @@ def main():
         shared = [shared, shared]
     torch.save({'hps': {'wide': shared}, 'model': collections.OrderedDict(), 'opt': None},
                os.path.join(OUT, 'bad_shared_hps.zip.pth.tar'))
+
+    # zip64: the zip torch writes for files over 4 GiB, rebuilt small. Same records as
+    # offsets.zip.pth.tar, every size and offset in zip64 extra fields, zip64 end records.
+    write_zip64(os.path.join(OUT, 'offsets.zip.pth.tar'), os.path.join(OUT, 'offsets.zip64.pth.tar'))
+    got = torch.load(os.path.join(OUT, 'offsets.zip64.pth.tar'))
+    assert torch.equal(got['model']['colsT'], big[1:5, 3:7].t())
 
     for name, ref in (('bf16_i64.pth.tar', 'bf16_i64'), ('bf16_i64.zip.pth.tar', 'bf16_i64'),
                       ('offsets.pth.tar', None), ('offsets.zip.pth.tar', None),
