@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,8 @@
 #include "jb_tensor.h"
 
 #define MAX_DOWN 16   // jb_vqvae_hparams_parse caps downs_t at 16
-#define VQ_ROWS 512   // bottleneck rows per distance block: dots (512, l_bins) in scratch
+#define VQ_ROWS 128   // bottleneck rows per distance block: dots (128, l_bins) in scratch
+#define VQ_SLOTS 16   // at most that many threads in the bottleneck (one slot each)
 
 // One convolution: packed weights and its geometry.
 typedef struct {
@@ -328,22 +330,30 @@ static inline void sumsq_at(int64_t i, float *xx, const float *x, int C) {
     xx[i] = acc;
 }
 
-// codes: (T) = nearest rows of codebook L for e: (T, emb).
+// codes: (T) = nearest rows of codebook L for e: (T, emb). Blocks of VQ_ROWS rows in
+// parallel, each with its own (VQ_ROWS, l_bins) distance slot in the scratch.
 static void run_bottleneck(pass_t *ps, int L, const float *e, int64_t T, int32_t *codes) {
     jb_vqvae_t *vq = ps->vq;
     int K = vq->hp.l_bins, C = vq->hp.emb_width;
+    size_t slot = (size_t)VQ_ROWS * K + VQ_ROWS;   // dots (VQ_ROWS, K), then xx (VQ_ROWS)
     if (ps->plan) {
-        need_ws(ps, (size_t)VQ_ROWS * K + VQ_ROWS);
+        need_ws(ps, VQ_SLOTS * slot);
         return;
     }
-    float *dots = vq->ws, *xx = vq->ws + (size_t)VQ_ROWS * K;
-    for (int64_t r0 = 0; r0 < T; r0 += VQ_ROWS) {
+    int64_t nb = (T + VQ_ROWS - 1) / VQ_ROWS;
+    int nt = omp_get_max_threads();
+    if (nt > VQ_SLOTS) nt = VQ_SLOTS;
+    if (nt > nb) nt = (int)nb;
+    #pragma omp parallel for schedule(static) num_threads(nt < 1 ? 1 : nt)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        int64_t r0 = blk * VQ_ROWS;
         int n = (int)(T - r0 < VQ_ROWS ? T - r0 : VQ_ROWS);
+        float *dots = vq->ws + (size_t)omp_get_thread_num() * slot, *xx = dots + (size_t)VQ_ROWS * K;
         const float *x = e + r0 * C;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, C, 1.0f, x, C,
                     vq->codebook[L], C, 0.0f, dots, K);
-        JB_CPU_LAUNCH(n, sumsq_at, xx, x, C);
-        JB_CPU_LAUNCH(n, jb_vq_argmin_at, codes + r0, dots, xx, vq->k_norm[L], K);
+        for (int i = 0; i < n; i++) sumsq_at(i, xx, x, C);
+        for (int i = 0; i < n; i++) jb_vq_argmin_at(i, codes + r0, dots, xx, vq->k_norm[L], K);
     }
 }
 
@@ -353,7 +363,7 @@ static int64_t run_decoder(pass_t *ps, int L, const int32_t *codes, int64_t T) {
     jb_vqvae_t *vq = ps->vq;
     int emb = vq->hp.emb_width;
     need(ps, 0, (size_t)T * emb);
-    if (!ps->plan) JB_CPU_LAUNCH(T * emb, jb_vq_lookup_at, vq->buf[0], vq->codebook[L], codes, emb);
+    if (!ps->plan) JB_CPU_LAUNCH(T, jb_vq_lookup_row, vq->buf[0], vq->codebook[L], codes, emb);
     int idx = 0;
     for (int l = L; l >= 0; l--) {
         const block_t *b = &vq->dec[L][l];
@@ -510,8 +520,36 @@ static int64_t pick_chunk(const jb_vqvae_t *vq, int64_t T, int64_t hop, int64_t 
     return chunk;
 }
 
+// jb_conv calls sgemm from inside OpenMP loops: OpenBLAS runs single-threaded meanwhile.
+static int blas_single(void) {
+    int n = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return n;
+}
+
+static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
+                  int32_t *codes, int64_t chunk, jb_err_t *err);
+static int decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
+                  float *audio, int64_t chunk, jb_err_t *err);
+
 int jb_vqvae_encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
                     int32_t *codes, int64_t chunk, jb_err_t *err) {
+    int nb = blas_single();
+    int rc = encode(vq, audio, N, T, level, codes, chunk, err);
+    openblas_set_num_threads(nb);
+    return rc;
+}
+
+int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
+                    float *audio, int64_t chunk, jb_err_t *err) {
+    int nb = blas_single();
+    int rc = decode(vq, codes, N, T_L, level, audio, chunk, err);
+    openblas_set_num_threads(nb);
+    return rc;
+}
+
+static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
+                  int32_t *codes, int64_t chunk, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = &vq->hp;
     if (level < 0 || level >= hp->levels)
         return jb_err_set(err, JB_EINVAL, "vqvae encode: level %d of %d", level, hp->levels);
@@ -542,8 +580,8 @@ int jb_vqvae_encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int le
     return 0;
 }
 
-int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
-                    float *audio, int64_t chunk, jb_err_t *err) {
+static int decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
+                  float *audio, int64_t chunk, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = &vq->hp;
     if (level < 0 || level >= hp->levels)
         return jb_err_set(err, JB_EINVAL, "vqvae decode: level %d of %d", level, hp->levels);

@@ -75,10 +75,11 @@ int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, in
 
 // ---- kernel bodies ------------------------------------------------------------
 
-// out: (T, C) rows of codebook: (K, C) picked by codes: (T)
-JB_HD static inline void jb_vq_lookup_at(int64_t i, float *out, const float *codebook,
-                                         const int32_t *codes, int C) {
-    out[i] = codebook[(int64_t)codes[i / C] * C + i % C];
+// Row t of out: (T, C) = row codes[t] of codebook: (K, C)
+JB_HD static inline void jb_vq_lookup_row(int64_t t, float *out, const float *codebook,
+                                          const int32_t *codes, int C) {
+    const float *src = codebook + (int64_t)codes[t] * C;
+    for (int c = 0; c < C; c++) out[t * C + c] = src[c];
 }
 
 // Row i: codes[i] = argmin_j (xx[i] − 2 dots[i, j]) + kk[j], first index on ties

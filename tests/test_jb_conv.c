@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "jb_conv.h"
 #include "jb_test.h"
 
@@ -130,6 +132,7 @@ static void check_convt1d(int64_t T, int C, int OC, int k, int s, int p, int fla
 }
 
 int main(void) {
+    openblas_set_num_threads(1);   // jb_conv calls sgemm from OpenMP threads
     JB_CHECK(jb_conv1d_out_len(2048, 4, 2, 1, 1) == 1024, "encoder down conv halves T");
     JB_CHECK(jb_conv1d_out_len(100, 3, 1, 27, 27) == 100, "dilated conv keeps T");
     JB_CHECK(jb_convt1d_out_len(1024, 4, 2, 1) == 2048, "decoder up conv doubles T");
@@ -148,6 +151,10 @@ int main(void) {
         check_conv1d(33, 8, 8, 1, 1, 0, 1, M | JB_CONV_ACC);         // 1x1 residual
         check_conv1d(33, 8, 8, 1, 1, 0, 1, M | JB_CONV_RELU_IN);     // 1x1 with relu on input
         check_conv1d(33, 8, 3, 3, 1, 1, 1, M | JB_CONV_ACC | JB_CONV_RELU_IN);
+        // several row blocks (JB_CONV_BLOCK rows each), the last one partial
+        check_conv1d(1500, 8, 8, 3, 1, 9, 9, M | JB_CONV_RELU_IN | JB_CONV_RELU_OUT);
+        check_conv1d(2100, 4, 6, 4, 2, 1, 1, M);
+        check_conv1d(1100, 8, 8, 1, 1, 0, 1, M | JB_CONV_ACC);
     }
     for (int m = 0; m < 2; m++) {
         int M = methods[m];
@@ -159,6 +166,8 @@ int main(void) {
         check_convt1d(12, 4, 2, 3, 2, 2, M);                              // p > s/2
         check_convt1d(1, 3, 3, 4, 2, 1, M);                               // one input step
         check_convt1d(7, 3, 2, 2, 3, 0, M);                               // k < s: empty phase
+        check_convt1d(1300, 8, 6, 4, 2, 1, M | JB_CONV_ACC);              // several blocks
+        check_convt1d(700, 4, 5, 8, 4, 2, M | JB_CONV_RELU_OUT);
     }
     return jb_test_summary("test_jb_conv");
 }
