@@ -510,7 +510,8 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
             return fail_job(s, j, &why, err);
         }
         if (jb_codes_apply(&j->codes, m, &why)) return fail_job(s, j, &why, err);
-        if (m->level == level) return 0;   // our own level's prefix: we re-emit what we extend
+        // Forwarded, our own level's prefix too: our windows emit only the tokens
+        // they add (offset = first new token), so downstream needs the prefix.
         return send_msg(s, m, err);
     }
     case JB_MSG_ERROR:
