@@ -84,7 +84,10 @@ $(BUILD)/bin/jukebox-%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard %/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
-$(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o $(LIB)
+# jukebox-mkdataset renders with FluidSynth and sings with espeak-ng.
+$(BUILD)/bin/jukebox-mkdataset: LDLIBS += -lfluidsynth -lespeak-ng
+
+$(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
