@@ -84,8 +84,8 @@ $(BUILD)/bin/jukebox-%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard %/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
-# jukebox-mkdataset renders with FluidSynth and sings with espeak-ng.
-$(BUILD)/bin/jukebox-mkdataset: LDLIBS += -lfluidsynth -lespeak-ng
+# jukebox-mkdataset renders with FluidSynth.
+$(BUILD)/bin/jukebox-mkdataset: LDLIBS += -lfluidsynth
 
 $(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)

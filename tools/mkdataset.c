@@ -4,13 +4,14 @@
 //                     [--threads N] [--no-vocals] [--soundfont PATH]
 //
 // Songs are composed by common/jb_compose.c (pure functions of a seed), the band is rendered
-// with FluidSynth and a General MIDI soundfont, the lyrics are sung word by word with
-// espeak-ng (each word pitched to its melody note by resampling) and mixed in. Output:
+// with FluidSynth and a General MIDI soundfont, the lyrics are sung word by word by the
+// espeak-ng program (each word pitched to its melody note by resampling) and mixed in. Output:
 // DIR/audio/<id>.wav (44.1 kHz mono 16-bit) and DIR/labels.jsonl (one JSON object a song).
 // Every file is written under a temporary name and renamed. The output is a function of
-// the options only: each worker thread owns its synth and resets it before each song;
-// espeak-ng (process-global) is used under a lock with its noise generator re-seeded.
+// the options only: every song gets a fresh synth and every sung word a fresh espeak-ng
+// process, so nothing carries over from the songs a thread rendered before.
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -21,11 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <espeak-ng/speak_lib.h>
 #include <fluidsynth.h>
 
 #include "jb_compose.h"
@@ -89,33 +91,30 @@ static void fail_run(run_t *run, int code, const char *fmt, ...) {
 // ---------------------------------------------------------------------------------------
 // The band: FluidSynth.
 
+// One per worker thread. A song gets a fresh synth: a reused one keeps state from the song
+// before (filter and mixer state of the voice slots), which would make a song depend on
+// which songs its thread rendered before it. With dynamic sample loading a fresh synth costs
+// ~50 ms (only the presets a song selects are read).
 typedef struct {
     fluid_settings_t *settings;
-    fluid_synth_t *synth;
-    int sfid;
+    const char *sf2;
 } band_t;
 
 static void band_destroy(band_t *b) {
-    if (b->synth) delete_fluid_synth(b->synth);
     if (b->settings) delete_fluid_settings(b->settings);
     memset(b, 0, sizeof *b);
 }
 
 static int band_init(band_t *b, const char *sf2) {
     memset(b, 0, sizeof *b);
+    b->sf2 = sf2;
     b->settings = new_fluid_settings();
     if (!b->settings) return -1;
     fluid_settings_setnum(b->settings, "synth.sample-rate", SR);
     fluid_settings_setint(b->settings, "synth.cpu-cores", 1);
     fluid_settings_setint(b->settings, "synth.polyphony", 256);
-    b->synth = new_fluid_synth(b->settings);
-    if (!b->synth) goto fail;
-    b->sfid = fluid_synth_sfload(b->synth, sf2, 1);
-    if (b->sfid == FLUID_FAILED) goto fail;
+    fluid_settings_setint(b->settings, "synth.dynamic-sample-loading", 1);
     return 0;
-fail:
-    band_destroy(b);
-    return -1;
 }
 
 typedef struct {
@@ -135,24 +134,24 @@ static int event_cmp(const void *pa, const void *pb) {
 
 // Renders the song's notes into out: (n) mono. 0 or -1.
 static int band_render(band_t *b, const jb_song_t *s, float *out, int64_t n) {
-    fluid_synth_t *fs = b->synth;
-    // A full reset (voices, controllers, reverb and chorus buffers) so that a song does not
-    // depend on the one rendered before it on this thread.
-    fluid_synth_system_reset(fs);
+    fluid_synth_t *fs = new_fluid_synth(b->settings);
+    event_t *ev = malloc((size_t)(2 * s->n_notes + 1) * sizeof *ev);
+    int rc = -1;
+    if (!fs || !ev) goto done;
+    int sfid = fluid_synth_sfload(fs, b->sf2, 1);
+    if (sfid == FLUID_FAILED) goto done;
     for (int c = 0; c < 16; c++) {
         const jb_channel_t *ch = &s->chan[c];
         if (ch->program < 0) continue;
         int bank = c == JB_COMPOSE_DRUM_CHANNEL ? 128 : 0;
-        if (fluid_synth_program_select(fs, c, b->sfid, bank, ch->program) != FLUID_OK &&
-            fluid_synth_program_select(fs, c, b->sfid, bank, 0) != FLUID_OK)
-            return -1;
+        if (fluid_synth_program_select(fs, c, sfid, bank, ch->program) != FLUID_OK &&
+            fluid_synth_program_select(fs, c, sfid, bank, 0) != FLUID_OK)
+            goto done;
         fluid_synth_cc(fs, c, 7, ch->volume);
         fluid_synth_cc(fs, c, 10, ch->pan);
         fluid_synth_cc(fs, c, 91, ch->reverb);
         fluid_synth_cc(fs, c, 93, ch->chorus);
     }
-    event_t *ev = malloc((size_t)(2 * s->n_notes + 1) * sizeof *ev);
-    if (!ev) return -1;
     int ne = 0;
     for (int i = 0; i < s->n_notes; i++) {
         const jb_note_t *nt = &s->notes[i];
@@ -164,14 +163,12 @@ static int band_render(band_t *b, const jb_song_t *s, float *out, int64_t n) {
     enum { BLOCK = 1024 };
     float l[BLOCK], r[BLOCK];
     int64_t pos = 0;
+    // Events take effect at the synth's next 64-sample block: timing is within 1.5 ms.
     for (int e = 0; e <= ne; e++) {
         int64_t until = e < ne ? (ev[e].at < n ? ev[e].at : n) : n;
         while (pos < until) {
             int len = until - pos > BLOCK ? BLOCK : (int)(until - pos);
-            if (fluid_synth_write_float(fs, len, l, 0, 1, r, 0, 1) != FLUID_OK) {
-                free(ev);
-                return -1;
-            }
+            if (fluid_synth_write_float(fs, len, l, 0, 1, r, 0, 1) != FLUID_OK) goto done;
             for (int i = 0; i < len; i++) out[pos + i] = 0.5f * (l[i] + r[i]);
             pos += len;
         }
@@ -181,82 +178,101 @@ static int band_render(band_t *b, const jb_song_t *s, float *out, int64_t n) {
         else
             fluid_synth_noteoff(fs, ev[e].chan, ev[e].key);
     }
+    rc = 0;
+done:
     free(ev);
-    fluid_synth_all_sounds_off(fs, -1);
-    return 0;
-}
-
-// ---------------------------------------------------------------------------------------
-// The singer: espeak-ng, one word at a time.
-
-static pthread_mutex_t g_speak_mu = PTHREAD_MUTEX_INITIALIZER;
-static int g_speak_rate;          // espeak-ng's output rate (22050)
-static short *g_speak_buf;        // written by the callback under g_speak_mu
-static size_t g_speak_n, g_speak_cap;
-static int g_speak_oom;
-
-static int speak_cb(short *wav, int num, espeak_EVENT *events) {
-    (void)events;
-    if (!wav || num <= 0) return 0;
-    if (g_speak_n + (size_t)num > g_speak_cap) {
-        size_t cap = (g_speak_n + (size_t)num) * 2;
-        short *p = realloc(g_speak_buf, cap * sizeof *p);
-        if (!p) {
-            g_speak_oom = 1;
-            return 1;   // abort synthesis
-        }
-        g_speak_buf = p;
-        g_speak_cap = cap;
-    }
-    memcpy(g_speak_buf + g_speak_n, wav, (size_t)num * sizeof *wav);
-    g_speak_n += (size_t)num;
-    return 0;
-}
-
-static int speak_init(void) {
-    g_speak_rate = espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, NULL, 0);
-    if (g_speak_rate <= 0) return -1;
-    espeak_SetSynthCallback(speak_cb);
-    return 0;
-}
-
-// Synthesizes one word (monotone) into a fresh buffer: *out (n), at g_speak_rate. 0 / -1.
-static int speak_word(const char *voice, int pitch, int rate, const char *word, float **out,
-                      int64_t *n) {
-    int rc = 0;
-    pthread_mutex_lock(&g_speak_mu);
-    g_speak_n = 0;
-    g_speak_oom = 0;
-    // Some voices add noise from rand(); a fixed state keeps a word's audio reproducible.
-    srand(1);
-    if (espeak_SetVoiceByName(voice) != EE_OK) rc = -1;
-    espeak_SetParameter(espeakRATE, rate, 0);
-    espeak_SetParameter(espeakPITCH, pitch, 0);
-    espeak_SetParameter(espeakRANGE, 0, 0);   // monotone: the pitch comes from the melody
-    if (!rc && espeak_Synth(word, strlen(word) + 1, 0, POS_CHARACTER, 0, espeakCHARS_UTF8, NULL,
-                            NULL) != EE_OK)
-        rc = -1;
-    if (!rc) espeak_Synchronize();
-    if (g_speak_oom) rc = -1;
-    *out = NULL;
-    *n = 0;
-    if (!rc && g_speak_n > 0) {
-        *out = malloc(g_speak_n * sizeof **out);
-        if (!*out) {
-            rc = -1;
-        } else {
-            for (size_t i = 0; i < g_speak_n; i++) (*out)[i] = g_speak_buf[i] / 32768.0f;
-            *n = (int64_t)g_speak_n;
-        }
-    }
-    pthread_mutex_unlock(&g_speak_mu);
+    if (fs) delete_fluid_synth(fs);
     return rc;
 }
 
-static void speak_free(void) {
-    espeak_Terminate();
-    free(g_speak_buf);
-    g_speak_buf = NULL;
+// ---------------------------------------------------------------------------------------
+// The singer: the espeak-ng program, one process per word. (libespeak-ng keeps state from one
+// utterance to the next, so the same word comes out a few samples different each time; a
+// fresh process makes each word a function of its arguments alone, and workers need no lock.)
+
+extern char **environ;
+
+// Synthesizes one word, monotone, at espeak-ng pitch (0..99) and rate (words/min): *out (n)
+// samples at *sr. 0 / -1.
+static int speak_word(const char *voice, int pitch, int rate, const char *word, float **out,
+                      int64_t *n, int *sr) {
+    char ps[16], rs[16], text[128];
+    snprintf(ps, sizeof ps, "%d", pitch);
+    snprintf(rs, sizeof rs, "%d", rate);
+    // SSML prosody range 0: no intonation contour, the pitch comes from the melody.
+    snprintf(text, sizeof text, "<speak><prosody range=\"0\">%s</prosody></speak>", word);
+    char *argv[] = {"espeak-ng", "-m", "-v", (char *)voice, "-p", ps, "-s", rs, "--stdout",
+                    text, NULL};
+    *out = NULL;
+    *n = 0;
+    int fd[2];
+    if (pipe2(fd, O_CLOEXEC) != 0) return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "espeak-ng", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd[1]);
+    if (rc != 0) {
+        close(fd[0]);
+        return -1;
+    }
+    unsigned char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int bad = 0;
+    for (;;) {
+        if (len + 65536 > cap) {
+            cap = (len + 65536) * 2;
+            unsigned char *p = realloc(buf, cap);
+            if (!p) {
+                bad = 1;
+                break;
+            }
+            buf = p;
+        }
+        ssize_t got = read(fd[0], buf + len, cap - len);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) bad = 1;
+        if (got <= 0) break;
+        len += (size_t)got;
+    }
+    close(fd[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) bad = 1;
+    // A canonical 44-byte WAV header (16-bit mono) then samples; the streamed header's sizes
+    // are placeholders, so the length is what came through the pipe.
+    if (!bad && (len < 44 || memcmp(buf, "RIFF", 4) || memcmp(buf + 8, "WAVE", 4) ||
+                 buf[22] != 1 || buf[34] != 16))
+        bad = 1;
+    if (!bad) {
+        *sr = (int)(buf[24] | buf[25] << 8 | buf[26] << 16 | (unsigned)buf[27] << 24);
+        *n = (int64_t)(len - 44) / 2;
+        *out = malloc((size_t)(*n > 0 ? *n : 1) * sizeof **out);
+        if (!*out) bad = 1;
+        for (int64_t i = 0; !bad && i < *n; i++)
+            (*out)[i] = (int16_t)(buf[44 + 2 * i] | buf[45 + 2 * i] << 8) / 32768.0f;
+    }
+    free(buf);
+    if (bad) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        return -1;
+    }
+    return 0;
+}
+
+// 0 when the espeak-ng program runs.
+static int speak_check(void) {
+    float *x;
+    int64_t n;
+    int sr;
+    if (speak_word("en", 50, 175, "test", &x, &n, &sr) < 0) return -1;
+    free(x);
+    return n > 0 ? 0 : -1;
 }
 
 // Fundamental of voiced speech x: (n) at rate sr: median over loud 1024-sample frames of the
@@ -325,21 +341,22 @@ static int sing(const jb_song_t *s, float *voc, int64_t n, double *start, double
         const jb_sung_word_t *wd = &s->words[w];
         double target = 440.0 * pow(2.0, (wd->key - 69) / 12.0);
         int pitch = (int)lround(50.0 + 61.0 * log2(target / f50));
-        pitch = pitch < 25 ? 25 : pitch > 100 ? 100 : pitch;
+        pitch = pitch < 25 ? 25 : pitch > 99 ? 99 : pitch;
         int rate = (int)lround(175.0 * 0.35 / (0.85 * wd->dur));
         rate = rate < 80 ? 80 : rate > 400 ? 400 : rate;
         float *x;
         int64_t nx;
-        if (speak_word(s->voice, pitch, rate, wd->word, &x, &nx) < 0) return -1;
+        int sr;
+        if (speak_word(s->voice, pitch, rate, wd->word, &x, &nx, &sr) < 0) return -1;
         // Trim the silence espeak-ng puts around the word.
         float peak = 0;
         for (int64_t i = 0; i < nx; i++) peak = fabsf(x[i]) > peak ? fabsf(x[i]) : peak;
         int64_t a = 0, z = nx;
         while (a < z && fabsf(x[a]) < 0.02f * peak) a++;
         while (z > a && fabsf(x[z - 1]) < 0.02f * peak) z--;
-        double f0 = estimate_f0(x + a, z - a, g_speak_rate);
+        double f0 = estimate_f0(x + a, z - a, sr);
         double k = f0 > 0 ? target / f0 : 1.0;   // playback speed that puts it on the note
-        double step = k * g_speak_rate / SR;
+        double step = k * sr / SR;
         int64_t len = (int64_t)((double)(z - a) / step);
         int64_t cap = (int64_t)(0.95 * wd->dur * SR);
         if (len > cap) len = cap;
@@ -416,7 +433,8 @@ static int make_song(run_t *run, band_t *band, int i) {
         goto done;
     }
     if (band_render(band, s, mix, n) < 0) {
-        fail_run(run, EX_SOFTWARE_, "song %s: fluidsynth failed to render", id);
+        fail_run(run, EX_SOFTWARE_, "song %s: fluidsynth failed to render (soundfont %s)", id,
+                 o->soundfont);
         goto done;
     }
     if (s->n_words && sing(s, voc, n, start, end) < 0) {
@@ -498,7 +516,7 @@ static void *worker(void *arg) {
     run_t *run = arg;
     band_t band;
     if (band_init(&band, run->o->soundfont) < 0) {
-        fail_run(run, EX_SOFTWARE_, "fluidsynth: cannot load soundfont %s", run->o->soundfont);
+        fail_run(run, EX_SOFTWARE_, "fluidsynth: out of memory");
         return NULL;
     }
     for (;;) {
@@ -569,8 +587,8 @@ static void usage(FILE *f) {
             "  -s, --seconds S      length of each song in seconds, (0, 3600] (default 10)\n"
             "      --seed N         master seed, unsigned 64-bit (default 1)\n"
             "  -g, --genres LIST    comma-separated genres to use (default all; see --list)\n"
-            "  -j, --threads N      songs rendered in parallel, 1..64 (default: cores, at most 4;\n"
-            "                       ~150 MB each for the soundfont); output does not depend on it\n"
+            "  -j, --threads N      songs rendered in parallel, 1..64 (default: cores, at most 4);\n"
+            "                       the output does not depend on it\n"
             "      --no-vocals      no singing: the vocal line is played by the lead instrument\n"
             "                       and the labels carry empty lyrics\n"
             "      --soundfont PATH General MIDI .sf2 (default " DEFAULT_SF2 ")\n"
@@ -709,8 +727,9 @@ int main(int argc, char **argv) {
     fluid_set_log_function(FLUID_WARN, NULL, NULL);
     fluid_set_log_function(FLUID_INFO, NULL, NULL);
     fluid_set_log_function(FLUID_DBG, NULL, NULL);
-    if (o.vocals && speak_init() < 0) {
-        fprintf(stderr, "jukebox-mkdataset: espeak-ng cannot start (use --no-vocals)\n");
+    if (o.vocals && speak_check() < 0) {
+        fprintf(stderr, "jukebox-mkdataset: the espeak-ng program does not run (Debian: "
+                        "espeak-ng; or use --no-vocals)\n");
         return EX_UNAVAILABLE_;
     }
     run_t run = {.o = &o, .t0 = now_s()};
@@ -752,6 +771,5 @@ out:
     free(run.labels);
     free(th);
     pthread_mutex_destroy(&run.fail_mu);
-    if (o.vocals) speak_free();
     return rc;
 }
