@@ -455,10 +455,7 @@ static jb_vqvae_t *build(const jb_vqvae_hparams_t *hp, const jb_st_t *st, uint64
         goto fail;
     }
     ld.pass = 1, ld.used = 0, ld.n_res = 0;
-    if (take_all(&ld, err)) {
-        if (st) jb_err_prefix(err, "%s", jb_st_path(st));
-        goto fail;
-    }
+    if (take_all(&ld, err)) goto fail;   // jb_st_get names file and tensor
     compute_margins(vq);
 
     if (alloc_acts(vq, err)) goto fail;
