@@ -296,7 +296,9 @@ static int64_t op_conv(pass_t *ps, int dst_idx, float *out, const float *src, in
                        c->OC, c->d, flags, ps->vq->ws);
         return To;
     }
-    if (method != JB_VQVAE_IM2COL) flags |= JB_CONV_DIRECT;
+    // Winograd mode: the remaining convs (strided, the k=3 in/out convs) by im2col, whose
+    // scratch is a block per thread rather than a margined copy of a whole input
+    if (method == JB_VQVAE_DIRECT) flags |= JB_CONV_DIRECT;
     if (ps->plan) {
         need_ws(ps, jb_conv1d_ws_floats(T, c->C, c->k, c->s, c->p, c->d, flags));
         return To;

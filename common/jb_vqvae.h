@@ -61,7 +61,7 @@ size_t jb_vqvae_weight_bytes(const jb_vqvae_t *vq);
 size_t jb_vqvae_act_bytes(const jb_vqvae_t *vq);
 // Convolution methods (jb_conv.h): im2col + one sgemm per row block; direct: one sgemm per
 // tap; Winograd: the resnets' dilated k=3 convs as Winograd F(2,3) (4 products per 2
-// outputs instead of 6), the other convs direct. Default: JB_VQVAE_DEFAULT_METHOD, the
+// outputs instead of 6), the other convs by im2col. Default: JB_VQVAE_DEFAULT_METHOD, the
 // fastest on the real configuration (docs/vqvae.md). Re-sizes the scratch; -1 + err when
 // out of memory or unknown.
 enum { JB_VQVAE_IM2COL = 0, JB_VQVAE_DIRECT = 1, JB_VQVAE_WINOGRAD = 2 };
