@@ -453,6 +453,17 @@ static int make_song(run_t *run, band_t *band, int i) {
         fail_run(run, EX_SOFTWARE_, "song %s: espeak-ng failed to sing", id);
         goto done;
     }
+    // The genre's production: bass and treble shelves from one-pole low-passes.
+    {
+        const float a_lo = 1.0f - expf(-2.0f * (float)M_PI * 200.0f / SR);
+        const float a_hi = 1.0f - expf(-2.0f * (float)M_PI * 3000.0f / SR);
+        float lo = 0, mid = 0;
+        for (int64_t k = 0; k < n; k++) {
+            lo += a_lo * (mix[k] - lo);
+            mid += a_hi * (mix[k] - mid);
+            mix[k] += (s->eq_low - 1.0f) * lo + (s->eq_high - 1.0f) * (mix[k] - mid);
+        }
+    }
     // Vocals at a fixed level relative to the band, then peak-normalized to -1 dBFS.
     double eb = 0, ev = 0;
     int64_t nv = 0;
