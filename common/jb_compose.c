@@ -290,16 +290,17 @@ static void add_note(builder_t *b, double t, double dur, int chan, int key, int 
     s->notes[s->n_notes++] = (jb_note_t){t, dur, (uint8_t)chan, (uint8_t)key, (uint8_t)vel};
 }
 
-static void add_word(builder_t *b, const char *w, double t, double dur, int key) {
+// Returns 1 if the word was added, 0 if it falls after the end (or allocation failed).
+static int add_word(builder_t *b, const char *w, double t, double dur, int key) {
     jb_song_t *s = b->song;
-    if (t >= s->seconds - 0.15) return;   // too late to be heard
+    if (t >= s->seconds - 0.15) return 0;   // too late to be heard
     if (t + dur > s->seconds) dur = s->seconds - t;
     if (s->n_words == b->cap_words) {
         int cap = b->cap_words ? 2 * b->cap_words : 64;
         jb_sung_word_t *p = realloc(s->words, (size_t)cap * sizeof *p);
         if (!p) {
             b->failed = 1;
-            return;
+            return 0;
         }
         s->words = p;
         b->cap_words = cap;
@@ -309,6 +310,7 @@ static void add_word(builder_t *b, const char *w, double t, double dur, int key)
     x->t = t;
     x->dur = dur;
     x->key = (uint8_t)key;
+    return 1;
 }
 
 static void add_text(builder_t *b, const char *txt) {
@@ -645,6 +647,7 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
                 if (k % every == 0 && (k == 0 || sing)) on[n_on++] = k;
             }
             char words[16][24];
+            int sung = 0;
             lyric_line(r, g, n_on, words);
             int oct = 12 * (int)lround((g->mel_c - vocal_c) / 12.0);
             for (int i = 0; i < n_on; i++) {
@@ -658,14 +661,13 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
                 int kb = bar + k / g->bpb, ks = (k % g->bpb) * g->sub;
                 double t = step_time(&b, kb, ks);
                 double len = (kn - k) * beat;
-                if (vocals)
-                    add_word(&b, words[i], t, len, key);
+                if (vocals && add_word(&b, words[i], t, len, key)) sung++;
                 else
                     add_note(&b, t, len * 0.9, CH_MEL, key + oct, 92);
             }
-            if (vocals && n_on > 0 && bar * b.bar_len < seconds - 0.15) {
+            if (sung > 0) {   // the words that fit before the end
                 if (b.lyr_len) add_text(&b, "\n");
-                for (int i = 0; i < n_on; i++) {
+                for (int i = 0; i < sung; i++) {
                     if (i) add_text(&b, " ");
                     add_text(&b, words[i]);
                 }
