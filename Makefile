@@ -80,16 +80,22 @@ $(LIB): $(COMMON_OBJ) $(CUDA_OBJ)
 
 .SECONDARY:
 .SECONDEXPANSION:
-$(BUILD)/bin/jukebox-%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard %/*.c)) $(LIB)
+# Static pattern rules: a plain pattern rule for stages would also match every tool
+# (its wildcard is empty for a tool) and link a tool without its main. No '%' inside the
+# expanded lists: make substitutes the stem there before the second expansion.
+$(STAGE_BINS): $(BUILD)/bin/jukebox-%: $$(foreach f,$$(wildcard $$*/*.c),$(BUILD)/$$(basename $$f).o) \
+		$(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
 # jukebox-mkdataset renders with FluidSynth.
 $(BUILD)/bin/jukebox-mkdataset: LDLIBS += -lfluidsynth
 
-$(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o $(LIB)
+# A tool is tools/<name>.c plus, optionally, tools/<name>/*.c (e.g. bench subcommands).
+$(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o \
+		$$(foreach f,$$(wildcard tools/$$*/*.c),$(BUILD)/$$(basename $$f).o) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIB)
 	@mkdir -p $(dir $@)

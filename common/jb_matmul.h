@@ -21,4 +21,33 @@ void jb_matmul_acc(float *y, const float *x, const void *w, jb_dtype_t wdt, int 
 // y = x·Wᵀ with W: (N, K) float32 (an embedding used as the output projection).
 void jb_matmul_wt(float *y, const float *x, const float *w, int M, int K, int N);
 
+// Weights repacked once, at load time, into tiles of 32 columns each stored
+// (K, 32) contiguously, so that the streaming kernel reads memory strictly in
+// sequence. Opaque; owns a copy of the weights (the source may be freed).
+typedef struct jb_matmul_packed jb_matmul_packed_t;
+// w: (K, N) in wdt (F32, F16 or BF16). NULL + err on a bad dtype/shape or no memory.
+jb_matmul_packed_t *jb_matmul_pack(const void *w, jb_dtype_t wdt, int K, int N, jb_err_t *err);
+// Frees, sets *p_p to NULL; accepts NULL.
+void jb_matmul_packed_destroy(jb_matmul_packed_t **p_p);
+// Bytes of weights the packed copy holds (N rounded up to 32 columns).
+size_t jb_matmul_packed_bytes(const jb_matmul_packed_t *p);
+// As jb_matmul / jb_matmul_acc with the packed weights (K, N as packed).
+// y: (M, N)  x: (M, K)  bias: (N) or NULL
+void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, const float *bias,
+                      int M);
+void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M);
+
+// Products with M up to this many rows take the weight-streaming kernel; larger
+// ones go to BLAS sgemm.
+#define JB_MATMUL_SMALL_M 16
+
+// Which streaming kernel runs: "c" (plain C), "avx2" (AVX2+FMA+F16C) or
+// "avx512"; NULL picks the best the CPU has (the default; the environment
+// variable JB_MATMUL_KERNEL can also set it). Returns 0, 1 or 2 for the kernel
+// now in use, or -1 when this build or CPU lacks it. For tests and benches;
+// not to be called while another thread multiplies.
+int jb_matmul_set_kernel(const char *name);
+// "c", "avx2" or "avx512": the kernel in use.
+const char *jb_matmul_kernel_name(void);
+
 #endif
