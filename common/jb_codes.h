@@ -104,7 +104,8 @@ int jb_codes_save(const jb_codes_t *c, const char *path, jb_err_t *err);
 // messages, or -1). 0 / -1 + err naming the file and the byte offset of the
 // frame at fault (JB_ENOENT missing file; JB_EFORMAT not a codes file, a
 // truncated or corrupt frame, codes out of order, a file holding several jobs
-// or none, no END(-1), an ERROR message for the job). *c is zeroed on failure.
+// or none, two END of one level, no END(-1), an ERROR message for the job).
+// *c is zeroed on failure.
 int jb_codes_load(jb_codes_t *c, const char *path, jb_err_t *err);
 
 #endif

@@ -538,6 +538,17 @@ static void test_bad_files(void) {
     JB_CHECK(jb_codes_load(&d, bad, &err) == -1 && strstr(err.msg, "after the job's end"),
              "a message after END(-1) refused (%s)", err.msg);
 
+    // A second END of a level.
+    two.len = last;
+    m.type = JB_MSG_END;
+    jb_msg_set_job_id(&m, "g", &err);
+    m.level = 2;
+    jb_frame_append_msg(&two, &m, &h, &p, &err);
+    jb_msg_clear(&m);
+    write_bytes(bad, two.data, two.len);
+    JB_CHECK(jb_codes_load(&d, bad, &err) == -1 && strstr(err.msg, "second end of level 2"),
+             "two ends of one level refused (%s)", err.msg);
+
     // An ERROR of the job: the codes are not usable.
     two.len = last;
     m.type = JB_MSG_ERROR;
