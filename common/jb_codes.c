@@ -534,37 +534,54 @@ static int64_t spec_samples(const char *spec) {
     return n;
 }
 
+// The whole file (or stdin for "-", or a pipe) in memory. A regular file is
+// read in one allocation of its size; anything else grows by doubling to EOF.
 static int read_file(const char *path, uint8_t **data, size_t *len, jb_err_t *err) {
     *data = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    bool is_stdin = strcmp(path, "-") == 0;
+    const char *name = is_stdin ? "stdin" : path;
+    int fd = is_stdin ? 0 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: %s", path,
                           strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return jb_err_set(err, JB_EIO, "%s: not a regular file", path);
+    bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    if (!regular && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        if (!is_stdin) close(fd);
+        return jb_err_set(err, JB_EIO, "%s: is a directory", name);
     }
-    size_t cap = (size_t)st.st_size, n = 0;
-    uint8_t *buf = malloc(cap ? cap : 1);
-    if (!buf) {
-        close(fd);
-        return jb_err_set(err, JB_ENOMEM, "%s: out of memory for %zu bytes", path, cap);
-    }
-    while (n < cap) {
+    size_t cap = regular ? (size_t)st.st_size + 1 : 1 << 16, n = 0;
+    uint8_t *buf = malloc(cap);
+    int rc = 0;
+    for (;;) {
+        if (!buf) {
+            rc = jb_err_set(err, JB_ENOMEM, "%s: out of memory after %zu bytes", name, n);
+            break;
+        }
+        if (n == cap) {
+            uint8_t *p = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+            if (!p) {
+                rc = jb_err_set(err, JB_ENOMEM, "%s: out of memory after %zu bytes", name, n);
+                break;
+            }
+            buf = p;
+            cap *= 2;
+        }
         ssize_t k = read(fd, buf + n, cap - n);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0) {
-            jb_err_set(err, JB_EIO, "%s byte %zu: read: %s", path, n, strerror(errno));
-            free(buf);
-            close(fd);
-            return -1;
+            rc = jb_err_set(err, JB_EIO, "%s byte %zu: read: %s", name, n, strerror(errno));
+            break;
         }
-        if (k == 0) break;   // shrank meanwhile: the frames will say it is truncated
+        if (k == 0) break;
         n += (size_t)k;
     }
-    close(fd);
+    if (!is_stdin) close(fd);
+    if (rc) {
+        free(buf);
+        return -1;
+    }
     *data = buf;
     *len = n;
     return 0;
@@ -575,6 +592,7 @@ int jb_codes_load(jb_codes_t *c, const char *path, jb_err_t *err) {
     uint8_t *data;
     size_t len;
     if (read_file(path, &data, &len, err)) return -1;
+    if (strcmp(path, "-") == 0) path = "stdin";
     load_t ld = {.path = path, .max_level = -1, .rows = -1};
     int rc = jb_frame_decode_all(data, len, -1, collect, &ld, err);
     free(data);

@@ -7,6 +7,7 @@
 #   - continue: every level's prefix comes back unchanged (every sample, and the
 #     picked one with --pick), and the levels grow;
 #   - upsample: the top level is the saved one, the lower levels are complete;
+#   - primed: the encoder's codes (through stdin) begin every level;
 #   - a truncated codes file is refused before any stage starts.
 # Env: BUILD (default build). Ends with "test_job_stream: N passed, N failed".
 set -u
@@ -19,7 +20,7 @@ ok()  { pass=$((pass + 1)); [ -n "${JB_TEST_VERBOSE:-}" ] && echo "  ok   $1"; r
 bad() { fail=$((fail + 1)); echo "  FAIL $1"; }
 check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
 
-for x in jukebox-job jukebox-prior-top jukebox-upsampler-mid jukebox-upsampler-bottom \
+for x in jukebox-encoder jukebox-job jukebox-prior-top jukebox-upsampler-mid jukebox-upsampler-bottom \
          jukebox-decoder jukebox-codes; do
     if [ ! -x "$B/$x" ]; then
         echo "  FAIL $B/$x not built"
@@ -95,6 +96,27 @@ check "upsample: top codes are the saved ones" \
     test -f "$T/runs/d/codes.jbc" -a "$(row "$T/runs/a/codes.jbc" 2 0)" = "$(row "$T/runs/d/codes.jbc" 2 0)"
 check "upsample: levels 1 and 0 complete" \
     test "$(len "$T/runs/d/codes.jbc" 1)" = "$l1" -a "$(len "$T/runs/d/codes.jbc" 0)" = "$l0"
+
+# ---- primed: the encoder's codes through jukebox-job --prompt - (stdin) and the
+# stages; every level starts with the prompt's codes
+if command -v sox >/dev/null; then
+    sox -n -r 44100 -c 1 "$T/p.wav" synth 1 sine 440 2>/dev/null
+    jukebox-encoder -q --model "$M/vqvae.safetensors" --job px "$T/p.wav" > "$T/enc.jbc"
+    jukebox-encoder -q --model "$M/vqvae.safetensors" --job px "$T/p.wav" |
+        jukebox-job primed --id px --vqvae "$M/vqvae.safetensors" --prompt - \
+            --prompt-seconds 0.2 --seconds 0.5 --total-seconds 0.9 2>>"$T/err" |
+        stage prior-top 2 2>>"$T/err" | stage upsampler-mid 1 2>>"$T/err" |
+        stage upsampler-bottom 0 > "$T/primed.jbc" 2>>"$T/err"
+    check "primed pipeline with the prompt on stdin (${PIPESTATUS[*]})" \
+        jukebox-codes info "$T/primed.jbc" >/dev/null
+    for l in 2 1 0; do
+        n=$(( (8820 / 128) * 128 / (l == 2 ? 128 : l == 1 ? 32 : 8) ))   # 0.2 s, top-hop aligned
+        check "primed: level $l starts with the prompt's $n codes" \
+            test "$(row "$T/enc.jbc" $l 0 "$n")" = "$(row "$T/primed.jbc" $l 0 "$n")"
+    done
+else
+    echo "  (sox not installed: primed case skipped)"
+fi
 
 # ---- a truncated codes file is refused, naming it
 head -c 300 "$T/runs/a/codes.jbc" > "$T/cut.jbc"
