@@ -534,57 +534,60 @@ static int64_t spec_samples(const char *spec) {
     return n;
 }
 
-// The whole file (or stdin for "-", or a pipe) in memory. A regular file is
-// read in one allocation of its size; anything else grows by doubling to EOF.
+// The whole file, or stdin for "-" (a pipe from jukebox-encoder): read to the end,
+// growing the buffer; capped so a runaway stream cannot take all memory.
+#define JB_CODES_MAX_FILE ((size_t)4 << 30)
 static int read_file(const char *path, uint8_t **data, size_t *len, jb_err_t *err) {
     *data = NULL;
     *len = 0;
-    bool is_stdin = strcmp(path, "-") == 0;
-    const char *name = is_stdin ? "stdin" : path;
+    int is_stdin = !strcmp(path, "-");
     int fd = is_stdin ? 0 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: %s", path,
                           strerror(errno));
     struct stat st;
-    bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-    if (!regular && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (fstat(fd, &st) || S_ISDIR(st.st_mode)) {
         if (!is_stdin) close(fd);
-        return jb_err_set(err, JB_EIO, "%s: is a directory", name);
+        return jb_err_set(err, JB_EIO, "%s: not a file", path);
     }
-    size_t cap = regular ? (size_t)st.st_size + 1 : 1 << 16, n = 0;
+    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : 65536, n = 0;
     uint8_t *buf = malloc(cap);
-    int rc = 0;
+    int rc = -1;
+    if (!buf) {
+        jb_err_set(err, JB_ENOMEM, "%s: out of memory for %zu bytes", path, cap);
+        goto done;
+    }
     for (;;) {
-        if (!buf) {
-            rc = jb_err_set(err, JB_ENOMEM, "%s: out of memory after %zu bytes", name, n);
-            break;
-        }
         if (n == cap) {
-            uint8_t *p = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-            if (!p) {
-                rc = jb_err_set(err, JB_ENOMEM, "%s: out of memory after %zu bytes", name, n);
-                break;
+            if (cap >= JB_CODES_MAX_FILE) {
+                jb_err_set(err, JB_EFORMAT, "%s: more than %zu bytes: not a codes file", path,
+                           JB_CODES_MAX_FILE);
+                goto done;
             }
-            buf = p;
-            cap *= 2;
+            uint8_t *b2 = realloc(buf, cap * 2);
+            if (!b2) {
+                jb_err_set(err, JB_ENOMEM, "%s: out of memory for %zu bytes", path, cap * 2);
+                goto done;
+            }
+            buf = b2, cap *= 2;
         }
         ssize_t k = read(fd, buf + n, cap - n);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0) {
-            rc = jb_err_set(err, JB_EIO, "%s byte %zu: read: %s", name, n, strerror(errno));
-            break;
+            jb_err_set(err, JB_EIO, "%s byte %zu: read: %s", path, n, strerror(errno));
+            goto done;
         }
         if (k == 0) break;
         n += (size_t)k;
     }
-    if (!is_stdin) close(fd);
-    if (rc) {
-        free(buf);
-        return -1;
-    }
     *data = buf;
     *len = n;
-    return 0;
+    buf = NULL;
+    rc = 0;
+done:
+    free(buf);
+    if (!is_stdin) close(fd);
+    return rc;
 }
 
 int jb_codes_load(jb_codes_t *c, const char *path, jb_err_t *err) {

@@ -654,7 +654,7 @@ static void test_bad_files(void) {
     dup2(saved_stdin, 0);
     close(saved_stdin);
     unlink(bad);
-    JB_CHECK(jb_codes_load(&d, tmpdir, &err) == -1 && strstr(err.msg, "directory"),
+    JB_CHECK(jb_codes_load(&d, tmpdir, &err) == -1 && strstr(err.msg, "not a file"),
              "a directory refused (%s)", err.msg);
 
     // Save failures leave nothing behind: a final name that is a directory
