@@ -85,7 +85,7 @@ void jb_adam_step(jb_adam_t *a, const jb_adam_hp_t *hp, float *p, const float *g
     double bc1 = 1.0 - pow(hp->beta1, (double)a->t), bc2 = 1.0 - pow(hp->beta2, (double)a->t);
     float step = (float)(lr * sqrt(bc2) / bc1);
     float *m = a->m, *v = a->v;
-#pragma omp parallel for
+#pragma omp parallel for if (a->n > 65536)
     for (int64_t i = 0; i < a->n; i++) {
         float gi = g[i] / sc;
         m[i] = m[i] * b1 + c1 * gi;

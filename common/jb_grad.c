@@ -5,11 +5,17 @@
 #include <math.h>
 #include <string.h>
 
+// Loops of fewer element operations than this (about half a millisecond on one core) run on
+// the calling thread: a parallel region costs more than it saves there, and far more on a
+// loaded machine (measured: the tiny golden top prior took 300-400 ms a step with every loop
+// parallel on 2 busy cores, 7 ms with this threshold).
+#define PAR_MIN (1 << 20)
+
 // ---- LayerNorm ---------------------------------------------------------------------------
 
 void jb_grad_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
                                const float *g, const float *b, int64_t R, int C) {
-#pragma omp parallel for
+#pragma omp parallel for if (R * C > PAR_MIN)
     for (int64_t i = 0; i < R; i++) {
         const float *xr = x + i * C;
         float *yr = out + i * C;
@@ -39,7 +45,7 @@ void jb_grad_layernorm_backward(float *dx, float *dg, float *db, const float *do
             db[c] += dy[c];
         }
     }
-#pragma omp parallel for
+#pragma omp parallel for if (R * C > PAR_MIN)
     for (int64_t i = 0; i < R; i++) {
         const float *xr = x + i * C, *dy = dout + i * C;
         float *dxr = dx + i * C;
@@ -110,12 +116,12 @@ void jb_grad_embed_backward(float *dtable, const float *dout, const int32_t *ids
 }
 
 void jb_grad_quick_gelu_forward(float *out, const float *u, int64_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) out[i] = u[i] * (1.0f / (1.0f + expf(-1.702f * u[i])));
 }
 
 void jb_grad_quick_gelu_backward(float *du, const float *dout, const float *u, int64_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float z = 1.702f * u[i];
         float sg = 1.0f / (1.0f + expf(-z));
@@ -143,7 +149,7 @@ void jb_grad_attn_forward(float *a, float *w, const float *q, int q_stride, cons
     float s = attn_scale(hd);
     int S = H * hd;
     int64_t total = (int64_t)N * T * H;
-#pragma omp parallel for
+#pragma omp parallel for if (total * Tk * hd > PAR_MIN)
     for (int64_t i = 0; i < total; i++) {
         int h = (int)(i % H);
         int64_t nt = i / H;
@@ -184,7 +190,7 @@ void jb_grad_attn_backward(float *dq, float *dk, float *dv, const float *da, con
     float s = attn_scale(hd);
     int S = H * hd;
     // One (sequence, head) per iteration: keys and values of a head are shared by its queries.
-#pragma omp parallel
+#pragma omp parallel if ((int64_t)N * H * T * Tk * hd > PAR_MIN)
     {
         float dp[kmax > 0 ? kmax : 1];
 #pragma omp for
@@ -234,7 +240,7 @@ double jb_grad_ce_bits(float *dlogits, const float *logits, const int32_t *targe
                        int64_t rows, int V, double weight) {
     double total = 0;
     double f = weight / ((double)rows * M_LN2);
-#pragma omp parallel for reduction(+ : total)
+#pragma omp parallel for reduction(+ : total) if (rows * V > PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *l = logits + r * V;
         float m = -INFINITY;
@@ -258,7 +264,7 @@ double jb_grad_ce_bits(float *dlogits, const float *logits, const int32_t *targe
 
 void jb_grad_conv1d_forward(float *out, const float *in, const float *w, const float *b, int L,
                             int Ci, int Co, int k, int dil, int pad) {
-#pragma omp parallel for
+#pragma omp parallel for if ((int64_t)L * Co * Ci * k > PAR_MIN)
     for (int t = 0; t < L; t++) {
         float *o = out + (int64_t)t * Co;
         for (int co = 0; co < Co; co++) {
