@@ -64,6 +64,7 @@ typedef struct {
 
 struct jb_train_prior {
     jb_prior_t *pr;                 // hparams and derived shapes (validated by jb_prior_new)
+    jb_st_t *st;                    // the source file (metadata and tensor order for _save)
     jb_prior_info_t info;
     jb_prior_hparams_t hp;
     int Nmax;
@@ -541,7 +542,7 @@ jb_train_prior_t *jb_train_prior_new(const char *path, int max_batch, jb_err_t *
     if (hp->merged_decoder && (tp->x_out = add_param(tp, "prior.x_out.weight", 2, B, W, 0)) < 0)
         goto oom;
     if (load_params(tp, st, err)) goto fail;
-    jb_st_close(&st);
+    tp->st = st, st = NULL;
     // activations
     int64_t R = (int64_t)N * S;
     tp->seq = take(tp, sizeof(int32_t) * (size_t)R);
@@ -584,6 +585,7 @@ void jb_train_prior_destroy(jb_train_prior_t **tp_p) {
     if (!tp_p || !*tp_p) return;
     jb_train_prior_t *tp = *tp_p;
     jb_prior_destroy(&tp->pr);
+    jb_st_close(&tp->st);
     for (int i = 0; i < MAX_COND_STAGES; i++) free(tp->stage[i].res);
     ttf_free(&tp->tf);
     ttf_free(&tp->ptf);
@@ -987,4 +989,27 @@ int jb_train_prior_eval(jb_train_prior_t *tp, const int32_t *z, const int32_t *z
                         const int32_t *y, int N, jb_train_prior_loss_t *loss, float *logits,
                         jb_err_t *err) {
     return run(tp, z, z_cond, y, N, loss, logits, 0, err);
+}
+
+int jb_train_prior_save(const jb_train_prior_t *tp, const char *path, jb_err_t *err) {
+    jb_st_writer_t *w = jb_st_writer_new(err);
+    if (!w) return -1;
+    int rc = -1;
+    for (int i = 0; i < jb_st_meta_count(tp->st); i++) {
+        const char *k, *v;
+        if (jb_st_meta_at(tp->st, i, &k, &v) == 0 && jb_st_writer_meta(w, k, v, err)) goto done;
+    }
+    for (int i = 0; i < jb_st_count(tp->st); i++) {
+        const jb_st_entry_t *e = jb_st_entry(tp->st, i);
+        const jb_train_param_t *p = jb_train_prior_find(tp, e->name);
+        if (!p && tp->x_out < 0 && !strcmp(e->name, "prior.x_out.weight"))
+            p = &tp->params[tp->x_emb];   // tied: the file keeps its copy in sync
+        int rc2 = p ? jb_st_writer_add(w, e->name, JB_F32, p->ndim, p->shape, p->w, err)
+                    : jb_st_writer_add(w, e->name, e->dtype, e->ndim, e->shape, e->data, err);
+        if (rc2) goto done;
+    }
+    rc = jb_st_writer_write(w, path, NULL, NULL, err);
+done:
+    jb_st_writer_destroy(&w);
+    return rc;
 }

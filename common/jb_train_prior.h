@@ -78,6 +78,12 @@ int jb_train_prior_step(jb_train_prior_t *tp, const int32_t *z, const int32_t *z
                         const int32_t *y, int N, jb_train_prior_loss_t *loss, float *logits,
                         jb_err_t *err);
 
+// Writes the current weights as a model file of the same format (kind, hparams and every
+// tensor of the source file in its order; parameters as float32, a tied prior.x_out.weight as
+// a copy of prior.x_emb.weight, other tensors copied as stored), atomically (tmp + rename):
+// jb_prior_new and jb_train_prior_new load it. 0 or -1 + err.
+int jb_train_prior_save(const jb_train_prior_t *tp, const char *path, jb_err_t *err);
+
 // Forward only (loss and logits, no gradients), e.g. for held-out data.
 int jb_train_prior_eval(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond,
                         const int32_t *y, int N, jb_train_prior_loss_t *loss, float *logits,

@@ -482,6 +482,74 @@ static void test_variant(void) {
     unlink(path);
 }
 
+
+// A few Adam steps on one batch lower its loss; the trained weights saved as a model file
+// give the inference path (jb_prior_forward) the training forward's logits, and reload equal.
+static void test_train_save(const char *dir) {
+    char mp[256], iop[256], out[128];
+    snprintf(mp, sizeof mp, "tests/golden/%s/model.safetensors", dir);
+    snprintf(iop, sizeof iop, "tests/golden/%s/io.safetensors", dir);
+    snprintf(out, sizeof out, "/tmp/test_jb_train_prior_save_%d.safetensors", (int)getpid());
+    jb_err_t err = {0};
+    jb_st_t *io = jb_st_open(iop, &err);
+    if (!io) {
+        JB_CHECK(0, "open %s (%s)", iop, err.msg);
+        return;
+    }
+    int32_t *z = jb_st_get_i32(io, "z", -1, NULL, &err);
+    int32_t *zc = jb_st_find(io, "z_cond") ? jb_st_get_i32(io, "z_cond", -1, NULL, &err) : NULL;
+    int32_t *y = jb_st_find(io, "y") ? jb_st_get_i32(io, "y", -1, NULL, &err) : NULL;
+    int N = (int)jb_st_find(io, "z")->shape[0];
+    jb_train_prior_t *tp = jb_train_prior_new(mp, N, &err);
+    int64_t n = 0;
+    float *w = tp ? jb_train_prior_weights(tp, &n) : NULL, *g = tp ? jb_train_prior_grads(tp, &n)
+                                                                   : NULL;
+    jb_adam_t *opt = jb_adam_new(n, &err);
+    JB_CHECK(tp && opt, "%s: trainer and optimiser (%s)", dir, err.msg);
+    if (tp && opt) {
+        jb_adam_hp_t hp = jb_adam_defaults();
+        hp.lr = 3e-3, hp.lr_warmup = 1, hp.clip = 100;
+        double first = 0, last = 0;
+        for (int step = 1; step <= 6; step++) {
+            jb_train_prior_loss_t L;
+            if (jb_train_prior_step(tp, z, zc, y, N, &L, NULL, &err)) break;
+            if (step == 1) first = L.loss;
+            last = L.loss;
+            double gn = jb_adam_grad_norm(g, n);
+            jb_adam_step(opt, &hp, w, g, jb_adam_lr(&hp, step), jb_adam_clip_scale(&hp, gn));
+        }
+        JB_CHECK(last < first - 0.05, "%s: 6 Adam steps lower the batch loss (%.4f -> %.4f bits)",
+                 dir, first, last);
+        JB_CHECK_OK(jb_train_prior_save(tp, out, &err), &err, "save");
+        jb_prior_t *p = jb_prior_new(out, &err);
+        jb_train_prior_t *tp2 = jb_train_prior_new(out, N, &err);
+        JB_CHECK(p && tp2, "%s: saved file loads (%s)", dir, err.msg);
+        if (p && tp2) {
+            const jb_prior_info_t *in = jb_prior_info(p);
+            int64_t nl = (int64_t)N * in->seq_len * in->seq_bins, n2;
+            float *a = malloc(sizeof(float) * (size_t)nl), *b = malloc(sizeof(float) * (size_t)nl);
+            jb_train_prior_loss_t L;
+            JB_CHECK_OK(jb_prior_forward(p, z, zc, y, N, a, NULL, &err), &err, "inference");
+            JB_CHECK_OK(jb_train_prior_eval(tp, z, zc, y, N, &L, b, &err), &err, "eval");
+            double e = 0, mx = 0;
+            for (int64_t i = 0; i < nl; i++) e = fmax(e, fabs(a[i] - b[i])), mx = fmax(mx, fabs(a[i]));
+            JB_CHECK(e <= 1e-4 * mx + 1e-6, "%s: saved model's inference logits = trained "
+                     "logits (max err %.3g)", dir, e);
+            float *w2 = jb_train_prior_weights(tp2, &n2);
+            JB_CHECK(n2 == n && !memcmp(w, w2, sizeof(float) * (size_t)n),
+                     "%s: reloaded weights identical", dir);
+            free(a), free(b);
+        }
+        jb_prior_destroy(&p);
+        jb_train_prior_destroy(&tp2);
+        unlink(out);
+    }
+    jb_adam_destroy(&opt);
+    jb_train_prior_destroy(&tp);
+    jb_free(z), jb_free(zc), jb_free(y);
+    jb_st_close(&io);
+}
+
 // ---- Adam ---------------------------------------------------------------------------------------------
 static void test_adam(void) {
     jb_err_t err = {0};
@@ -572,6 +640,8 @@ int main(void) {
         test_vs_inference(m, io, 1);
     }
     test_variant();
+    test_train_save("train_upsampler_tiny");
+    test_train_save("train_prior_lyrics_tiny");
     test_adam();
     return jb_test_summary("test_jb_train_prior");
 }
