@@ -148,11 +148,8 @@ static void check_optimizer(const golden_case_t *c, golden_result_t *r, const jb
         golden_check_close(r, what, &ol, &rl, 1, 1e-6, 0);
         snprintf(what, sizeof what, "step %zu clip_scale", s + 1);
         golden_check_close(r, what, &oc, &rc, 1, 1e-6, 0);
-        if (jb_adam_skip(&hp, gn)) {
-            golden_fail(r, "step %zu would be skipped (gn %g)", s + 1, gn);
-            continue;
-        }
-        jb_adam_step(opt, &hp, w, g[s], lr, scale);
+        // A skipped step leaves parameters, moments and the step counter as they were.
+        if (!jb_adam_skip(&hp, gn)) jb_adam_step(opt, &hp, w, g[s], lr, scale);
         if (s != 0 && s != 2) continue;
         for (size_t i = 0; i < np; i++) {
             const char *pn = json_string_value(json_array_get(params, i));
