@@ -9,9 +9,10 @@
 //     the padded signal;
 //   * one-sided: bins 0..n_fft/2; not normalised: X[f, k] = sum_n frame[n] win[n] e^{-2 pi i k n / n_fft}.
 //
-// Computed as a direct DFT in double: frames (F, w) times a basis (w, 2B) of windowed cosines
-// and negated sines through cblas_dgemm (no FFT size restriction; the basis is built once per
-// plan). The backward is the transposed product and the adjoint of the reflect padding.
+// Computed in double: for a power-of-two n_fft by an in-place radix-2 FFT per frame; for any
+// other size as a direct DFT, frames (F, w) times a basis (w, 2B) of windowed cosines and
+// negated sines through cblas_dgemm (built once per plan). The backward is the adjoint of
+// each step (the inverse-direction transform, the window, the reflect padding).
 //
 // Thread rules: a plan owns its scratch: one thread at a time per plan.
 // Ownership: jb_stft_new allocates, jb_stft_destroy frees (and NULLs the pointer).
