@@ -844,7 +844,10 @@ int jb_train_vqvae_step(jb_train_vqvae_t *tv, const float *x, jb_tvq_result_t *r
     res->l2_loss = simple_loss(tv, JB_TVQ_LOSS_L2, x0, x, NULL, 0.0);
     res->l1_loss = simple_loss(tv, JB_TVQ_LOSS_L1, x0, x, NULL, 0.0);
     res->linf_loss = simple_loss(tv, JB_TVQ_LOSS_LINF, x0, x, NULL, 0.0);
-    for (int L = 0; L < levels; L++) res->zs[L] = tv->zs[L];
+    for (int L = 0; L < levels; L++) {
+        res->zs[L] = tv->zs[L];
+        res->x_outs[L] = tv->arena + tv->dec[L].out_off;
+    }
     res->x_out = x0;
     tv->step++;
     return 0;

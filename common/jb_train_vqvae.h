@@ -78,6 +78,7 @@ typedef struct {
     int revived[JB_MAX_LEVELS];   // codes replaced by random rows this step
     const int32_t *zs[JB_MAX_LEVELS];   // (N, T_L) codes
     const float *x_out;                 // (N, T) level-0 decoder output
+    const float *x_outs[JB_MAX_LEVELS]; // (N, T) every level's decoder output
 } jb_tvq_result_t;
 
 // Model of these hparams for batches (N, T); T a multiple of the top hop length. seed feeds

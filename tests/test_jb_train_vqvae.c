@@ -12,14 +12,19 @@
 //     derivative of the loss: the golden case checks those);
 //   * EMA update and dead-code revival: k_sum/k_elem follow the formula, dead codes are
 //     replaced, deterministically for a seed.
+#include <jansson.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "jb_conv.h"
 #include "jb_conv_grad.h"
 #include "jb_stft.h"
+#include "jb_safetensors.h"
+#include "jb_tensor.h"
 #include "jb_test.h"
 #include "jb_train_vqvae.h"
 
@@ -424,6 +429,72 @@ static void check_revival(void) {
     free(k1);
 }
 
+// The training forward at the real VQ-VAE shape (width 32, depth 4, emb 64, l_bins 2048)
+// against the inference golden vqvae_real_shape: codes zs.L (near-ties excepted) and, where
+// the codes agree, every level's decoder output x_out.L.
+static void check_real_shape(void) {
+    const char *dir = "tests/golden/vqvae_real_shape";
+    char path[256];
+    jb_err_t err = {0};
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    jb_st_t *model = jb_st_open(path, &err);
+    snprintf(path, sizeof path, "%s/io.safetensors", dir);
+    jb_st_t *io = model ? jb_st_open(path, &err) : NULL;
+    JB_CHECK(io != NULL, "open %s (%s)", dir, err.msg);
+    if (!io) {
+        jb_st_close(&model);
+        return;
+    }
+    json_error_t je;
+    json_t *hj = json_loads(jb_st_meta(model, "hparams"), 0, &je);
+    jb_vqvae_hparams_t hp;
+    JB_CHECK_OK(hj ? jb_vqvae_hparams_parse(hj, &hp, &err) : -1, &err, "hparams");
+    json_decref(hj);
+    const jb_st_entry_t *xe = jb_st_get(io, "x", -1, NULL, &err);
+    float *x = jb_st_get_f32(io, "x", -1, NULL, &err);
+    int N = (int)xe->shape[0];
+    int64_t T = xe->shape[1];
+    jb_vqvae_loss_hparams_t lh = base_loss();
+    lh.n_multispec = 1, lh.ms_n_fft[0] = 2048, lh.ms_hop[0] = 240, lh.ms_win[0] = 1200;
+    jb_train_vqvae_t *tv = jb_train_vqvae_new(&hp, &lh, N, T, 1, &err);
+    JB_CHECK(tv && !jb_train_vqvae_load(tv, model, &err), "real-shape model (%s)", err.msg);
+    jb_tvq_result_t res;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    JB_CHECK_OK(tv ? jb_train_vqvae_step(tv, x, &res, &err) : -1, &err, "real-shape step");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("  real-shape step (N %d, T %lld, %d parameters): %.2f s\n", N, (long long)T,
+           tv ? jb_train_vqvae_n_params(tv) : 0,
+           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    for (int L = 0; tv && L < hp.levels; L++) {
+        char nz[32], nm[32], nd[32], nx[32];
+        snprintf(nz, sizeof nz, "zs.%d", L), snprintf(nm, sizeof nm, "margin.%d", L);
+        snprintf(nd, sizeof nd, "dist_scale.%d", L), snprintf(nx, sizeof nx, "x_out.%d", L);
+        int32_t *zs = jb_st_get_i32(io, nz, -1, NULL, &err);
+        float *mg = jb_st_get_f32(io, nm, -1, NULL, &err), *ds = jb_st_get_f32(io, nd, -1, NULL, &err);
+        float *xo = jb_st_get_f32(io, nx, -1, NULL, &err);
+        int64_t TL = T / hp.hop_lengths[L], bad = 0, differ = 0;
+        for (int64_t i = 0; i < N * TL; i++)
+            if (res.zs[L][i] != zs[i]) {
+                differ++;
+                if (!(mg[i] < 1e-4f * ds[i])) bad++;
+            }
+        JB_CHECK(bad == 0, "real shape level %d: codes = reference (%lld near-ties differ)", L,
+                 (long long)differ);
+        if (differ == 0) {
+            double ma, mr, big = maxabs(xo, N * T);
+            int ok = jb_test_close(res.x_outs[L], xo, (long)(N * T), 1e-4, 1e-5 * big, &ma, &mr);
+            JB_CHECK(ok, "real shape level %d: decoder output = reference x_out (max_abs %.2g of %.2g)",
+                     L, ma, big);
+        }
+        jb_free(zs), jb_free(mg), jb_free(ds), jb_free(xo);
+    }
+    jb_free(x);
+    jb_train_vqvae_destroy(&tv);
+    jb_st_close(&io);
+    jb_st_close(&model);
+}
+
 int main(void) {
     const geo_t geos[] = {
         {37, 3, 5, 3, 1, 1, 1, 0},   // kernel 3, padding 1
@@ -457,5 +528,6 @@ int main(void) {
     lh.loss_fn = JB_TVQ_LOSS_LINF, lh.spectral = 0.0;
     check_step_fd("linf + multispectral", &lh);
     check_revival();
+    check_real_shape();
     return jb_test_summary("test_jb_train_vqvae");
 }
