@@ -2,6 +2,7 @@
 // bottleneck}.py, jukebox/utils/audio_utils.py).
 #include "jb_train_vqvae.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 #define MAX_METRICS 64
 #define SC_EPS 2e-3   // spectral_convergence epsilon
+#define VQ_ROWS 256   // bottleneck rows per distance block
 
 // ---- loss hyper-parameters ----------------------------------------------------------
 
@@ -115,6 +117,7 @@ struct jb_train_vqvae {
     // codebooks
     float *k[JB_MAX_LEVELS], *k_sum[JB_MAX_LEVELS], *k_elem[JB_MAX_LEVELS];
     float *k_old;                       // (l_bins, emb) scratch
+    float *vq_scratch;                  // (l_bins) norms + (VQ_ROWS, l_bins) dots
     int32_t *zs[JB_MAX_LEVELS];         // (N, T_L)
     // networks
     net_t enc[JB_MAX_LEVELS], dec[JB_MAX_LEVELS];
@@ -308,7 +311,7 @@ void jb_train_vqvae_destroy(jb_train_vqvae_t **tv_p) {
     }
     jb_stft_destroy(&tv->spec_plan);
     free(tv->tgt_spec), free(tv->sbuf), free(tv->mbuf), free(tv->dbuf);
-    free(tv->pd), free(tv->w), free(tv->g), free(tv->k_old), free(tv->arena);
+    free(tv->pd), free(tv->w), free(tv->g), free(tv->k_old), free(tv->vq_scratch), free(tv->arena);
     free(tv->gbuf[0]), free(tv->gbuf[1]), free(tv->ws), free(tv->de), free(tv->dxh), free(tv->tmp);
     free(tv);
     *tv_p = NULL;
@@ -351,8 +354,9 @@ jb_train_vqvae_t *jb_train_vqvae_new(const jb_vqvae_hparams_t *hp,
     tv->dxh = malloc(sizeof(float) * (size_t)(N * T));
     tv->tmp = malloc(sizeof(float) * (size_t)T);
     tv->k_old = malloc(sizeof(float) * (size_t)K * E);
+    tv->vq_scratch = malloc(sizeof(float) * (size_t)K * (VQ_ROWS + 1));
     if (!tv->w || !tv->g || !tv->arena || !tv->gbuf[0] || !tv->gbuf[1] || !tv->ws || !tv->de ||
-        !tv->dxh || !tv->tmp || !tv->k_old)
+        !tv->dxh || !tv->tmp || !tv->k_old || !tv->vq_scratch)
         goto oom;
     for (int L = 0; L < hp->levels; L++) {
         tv->k[L] = calloc((size_t)K * E, sizeof(float));
@@ -523,23 +527,33 @@ static void bottleneck(jb_train_vqvae_t *tv, int L, const float *e, int64_t R, f
     float *k = tv->k[L];
     int32_t *z = tv->zs[L];
     double fit = 0.0;
-    // codes: argmin_j ‖e‖² − 2 e·k_j + ‖k_j‖² in float32 as the reference
-    for (int64_t r = 0; r < R; r++) {
-        const float *x = e + r * E;
-        float xx = 0.0f;
-        for (int c = 0; c < E; c++) xx += x[c] * x[c];
-        float best = 0.0f;
-        int arg = 0;
-        for (int j = 0; j < K; j++) {
-            const float *kj = k + (size_t)j * E;
-            float dot = 0.0f, nk = 0.0f;
-            for (int c = 0; c < E; c++) dot += x[c] * kj[c], nk += kj[c] * kj[c];
-            float v = (xx - 2.0f * dot) + nk;
-            if (j == 0 || v < best) best = v, arg = j;
+    // codes: argmin_j ‖e‖² − 2 e·k_j + ‖k_j‖² in float32 as the reference (e·k by sgemm in
+    // blocks of VQ_ROWS rows; first index on ties)
+    float *kk = tv->vq_scratch, *dots = kk + K;
+    for (int j = 0; j < K; j++) {
+        float acc = 0.0f;
+        for (int c = 0; c < E; c++) acc += k[(size_t)j * E + c] * k[(size_t)j * E + c];
+        kk[j] = acc;
+    }
+    for (int64_t r0 = 0; r0 < R; r0 += VQ_ROWS) {
+        int nr = (int)(R - r0 < VQ_ROWS ? R - r0 : VQ_ROWS);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, K, E, 1.0f, e + r0 * E, E, k, E,
+                    0.0f, dots, K);
+        for (int q = 0; q < nr; q++) {
+            int64_t r = r0 + q;
+            const float *x = e + r * E, *dr = dots + (size_t)q * K;
+            float xx = 0.0f;
+            for (int c = 0; c < E; c++) xx += x[c] * x[c];
+            float best = 0.0f;
+            int arg = 0;
+            for (int j = 0; j < K; j++) {
+                float v = (xx - 2.0f * dr[j]) + kk[j];
+                if (j == 0 || v < best) best = v, arg = j;
+            }
+            z[r] = arg;
+            fit += best;
+            memcpy(xd + r * E, k + (size_t)arg * E, sizeof(float) * E);
         }
-        z[r] = arg;
-        fit += best;
-        memcpy(xd + r * E, k + (size_t)arg * E, sizeof(float) * E);
     }
     // prenorm: ‖e − mean(e)‖ / sqrt(numel)
     double mean = 0.0, ss = 0.0, cm = 0.0;
