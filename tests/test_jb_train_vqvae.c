@@ -461,11 +461,13 @@ static void check_real_shape(void) {
     jb_tvq_result_t res;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_t c0 = clock();
     JB_CHECK_OK(tv ? jb_train_vqvae_step(tv, x, &res, &err) : -1, &err, "real-shape step");
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    printf("  real-shape step (N %d, T %lld, %d parameters): %.2f s\n", N, (long long)T,
-           tv ? jb_train_vqvae_n_params(tv) : 0,
-           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    printf("  real-shape step (N %d, T %lld, %d parameter tensors): %.2f s wall, %.2f s CPU\n", N,
+           (long long)T, tv ? jb_train_vqvae_n_params(tv) : 0,
+           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec),
+           (double)(clock() - c0) / CLOCKS_PER_SEC);
     for (int L = 0; tv && L < hp.levels; L++) {
         char nz[32], nm[32], nd[32], nx[32];
         snprintf(nz, sizeof nz, "zs.%d", L), snprintf(nm, sizeof nm, "margin.%d", L);
