@@ -448,6 +448,21 @@ int jb_train_vqvae_load(jb_train_vqvae_t *tv, const jb_st_t *st, jb_err_t *err) 
         if (!v) return -1;
         memcpy(tv->k[L], v, sizeof(float) * (size_t)K * E);
         jb_free(v);
+        snprintf(name, sizeof name, "bottleneck.level_blocks.%d.k_sum", L);
+        char name2[64];
+        snprintf(name2, sizeof name2, "bottleneck.level_blocks.%d.k_elem", L);
+        if (jb_st_find(st, name) && jb_st_find(st, name2)) {
+            int64_t s1[1] = {K};
+            float *ks = jb_st_get_f32(st, name, 2, shape, err);
+            float *ke = ks ? jb_st_get_f32(st, name2, 1, s1, err) : NULL;
+            if (ke) {
+                memcpy(tv->k_sum[L], ks, sizeof(float) * (size_t)K * E);
+                memcpy(tv->k_elem[L], ke, sizeof(float) * (size_t)K);
+            }
+            jb_free(ks), jb_free(ke);
+            if (!ke) return -1;
+            continue;
+        }
         // restore_k(num_tokens = T / hop_L): uniform expected usage
         float usage = (float)((double)(tv->T / tv->hp.hop_lengths[L]) / K);
         for (int j = 0; j < K; j++) {
@@ -518,6 +533,41 @@ static void net_backward(jb_train_vqvae_t *tv, net_t *net, int n, const float *d
 }
 
 // ---- bottleneck ----------------------------------------------------------------------------
+
+// Random rows of a batch as the reference's _tile + randperm: the R rows are repeated
+// reps = ceil(K / R) times when R < K (M = R reps rows), permuted, and the first K taken.
+// Returns perm: (M) whose first K entries are chosen by a partial Fisher-Yates shuffle with
+// counter-based draws (draw 0 at position q); NULL when out of memory.
+static int64_t *random_rows(jb_rng_stream_t rs, int64_t R, int K) {
+    int64_t reps = R < K ? (K + R - 1) / R : 1, M = R * reps;
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)M);
+    if (!perm) return NULL;
+    for (int64_t i = 0; i < M; i++) perm[i] = i;
+    for (int64_t q = 0; q < K && q < M - 1; q++) {
+        int64_t pick = q + (int64_t)(jb_rng_uniform_f64(rs, (uint64_t)q, 0) * (double)(M - q));
+        int64_t t = perm[q];
+        perm[q] = perm[pick], perm[pick] = t;
+    }
+    return perm;
+}
+
+// dst: (E) = tiled row perm[j] of e: (R, E), plus Gaussian noise of std 0.01/sqrt(E) when
+// the rows were tiled (Box-Muller from draws 1, 2 at the element's position).
+static void random_row(float *dst, jb_rng_stream_t rs, const int64_t *perm, int j,
+                       const float *e, int64_t R, int E, int K) {
+    int64_t row = perm[j];
+    const float *src = e + (row % R) * E;
+    double std = R < K ? 0.01 / sqrt((double)E) : 0.0;
+    for (int c = 0; c < E; c++) {
+        double v = src[c];
+        if (std > 0) {
+            double u1 = jb_rng_uniform_f64(rs, (uint64_t)(row * E + c), 1);
+            double u2 = jb_rng_uniform_f64(rs, (uint64_t)(row * E + c), 2);
+            v += std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
+        }
+        dst[c] = (float)v;
+    }
+}
 
 // Level L: codes for e: (R, E) rows; xd: (R, E) = k[codes] (codebook before the update);
 // commit loss; EMA update; metrics. Adds to the per-level means in res.
@@ -591,10 +641,8 @@ static void bottleneck(jb_train_vqvae_t *tv, int L, const float *e, int64_t R, f
         }
         tv->k_elem[L][j] = (float)(mu * tv->k_elem[L][j] + (1.0 - mu) * cnt[j]);
     }
-    // revival draws: the reference tiles the rows (with noise) up to l_bins, permutes them
-    // randomly and takes the first l_bins; code j takes permuted row j. Drawn lazily (only a
-    // dead code needs one) by a counter-based partial Fisher-Yates shuffle.
-    int64_t reps = R < K ? (K + R - 1) / R : 1, M = R * reps;
+    // revival: code j takes row j of the reference's tiled, permuted batch (drawn lazily: only
+    // a dead code needs one)
     int64_t *perm = NULL;
     jb_rng_stream_t rs = jb_rng_stream(tv->seed, jb_rng_splitmix64(tv->step), 0, (uint32_t)L);
     for (int j = 0; j < K; j++) {
@@ -604,28 +652,8 @@ static void bottleneck(jb_train_vqvae_t *tv, int L, const float *e, int64_t R, f
             for (int c = 0; c < E; c++) kj[c] = tv->k_sum[L][(size_t)j * E + c] / tv->k_elem[L][j];
             continue;
         }
-        if (!perm) {
-            perm = malloc(sizeof(int64_t) * (size_t)M);
-            if (!perm) break;
-            for (int64_t i = 0; i < M; i++) perm[i] = i;
-            for (int q = 0; q < K && q < M - 1; q++) {
-                int64_t pick = q + (int64_t)(jb_rng_uniform_f64(rs, (uint64_t)q, 0) * (double)(M - q));
-                int64_t t = perm[q];
-                perm[q] = perm[pick], perm[pick] = t;
-            }
-        }
-        int64_t row = perm[j];
-        const float *src = e + (row % R) * E;
-        double std = reps > 1 ? 0.01 / sqrt((double)E) : 0.0;
-        for (int c = 0; c < E; c++) {
-            double v = src[c];
-            if (std > 0) {   // Box-Muller from two uniforms at (row, c)
-                double u1 = jb_rng_uniform_f64(rs, (uint64_t)(row * E + c), 1);
-                double u2 = jb_rng_uniform_f64(rs, (uint64_t)(row * E + c), 2);
-                v += std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
-            }
-            kj[c] = (float)v;
-        }
+        if (!perm && !(perm = random_rows(rs, R, K))) break;
+        random_row(kj, rs, perm, j, e, R, E, K);
         revived++;
     }
     free(perm);
@@ -905,4 +933,131 @@ int jb_train_vqvae_metrics(const jb_train_vqvae_t *tv, const jb_tvq_result_t *re
     PUT("dk", res->dk);
 #undef PUT
     return n;
+}
+
+// ---- fresh models and model files ------------------------------------------------------------
+
+void jb_train_vqvae_init_random(jb_train_vqvae_t *tv, uint64_t seed) {
+    jb_rng_stream_t rs = jb_rng_stream(seed, 0x7261696e76717661ull, 0, 0);   // "trainvqva"
+    uint64_t pos = 0;
+    for (int i = 0; i < tv->np; i++) {
+        pdesc_t *p = &tv->pd[i];
+        // fan_in = weight.size(1) * k; a bias takes its weight's (the previous parameter)
+        const pdesc_t *w = p->ndim == 3 ? p : &tv->pd[i - 1];
+        double bound = 1.0 / sqrt((double)(w->shape[1] * w->shape[2]));
+        float *v = tv->w + p->off;
+        for (size_t j = 0; j < p->n; j++)
+            v[j] = (float)(bound * (2.0 * jb_rng_uniform_f64(rs, pos++, 0) - 1.0));
+    }
+}
+
+int jb_train_vqvae_init_codebooks(jb_train_vqvae_t *tv, const float *x, jb_err_t *err) {
+    int N = tv->N, K = tv->hp.l_bins, E = tv->hp.emb_width;
+    for (int64_t i = 0; i < (int64_t)N * tv->T; i++)
+        if (!isfinite(x[i]))
+            return jb_err_set(err, JB_EINVAL, "train_vqvae: input sample %lld is not finite",
+                              (long long)i);
+    for (int L = 0; L < tv->hp.levels; L++) {
+        net_t *en = &tv->enc[L];
+        memcpy(tv->arena + en->ops[0].x_off, x, sizeof(float) * (size_t)(N * tv->T));
+        for (int n = 0; n < N; n++) net_forward(tv, en, n);
+        int64_t R = N * en->T_out;
+        jb_rng_stream_t rs = jb_rng_stream(tv->seed, jb_rng_splitmix64(~tv->step), 0, (uint32_t)L);
+        int64_t *perm = random_rows(rs, R, K);
+        if (!perm) return jb_err_set(err, JB_ENOMEM, "train_vqvae: out of memory");
+        for (int j = 0; j < K; j++) {
+            random_row(tv->k[L] + (size_t)j * E, rs, perm, j, tv->arena + en->out_off, R, E, K);
+            tv->k_elem[L][j] = 1.0f;
+        }
+        memcpy(tv->k_sum[L], tv->k[L], sizeof(float) * (size_t)K * E);
+        free(perm);
+    }
+    return 0;
+}
+
+// The VQ-VAE and loss keys of the reference's hparams, as JSON (caller frees).
+static char *default_hparams(const jb_train_vqvae_t *tv) {
+    const jb_vqvae_hparams_t *hp = &tv->hp;
+    const jb_vqvae_loss_hparams_t *lh = &tv->lh;
+    static const char *fns[] = {"l1", "l2", "linf", "lmix"};
+    json_t *o = json_object(), *d = json_array(), *s = json_array(), *m = json_array();
+    json_t *f = json_array(), *h = json_array(), *w = json_array(), *bw = json_object();
+    for (int l = 0; l < hp->levels; l++) {
+        json_array_append_new(d, json_integer(hp->downs_t[l]));
+        json_array_append_new(s, json_integer(hp->strides_t[l]));
+        json_array_append_new(m, json_integer(hp->multipliers[l]));
+    }
+    for (int i = 0; i < lh->n_multispec; i++) {
+        json_array_append_new(f, json_integer(lh->ms_n_fft[i]));
+        json_array_append_new(h, json_integer(lh->ms_hop[i]));
+        json_array_append_new(w, json_integer(lh->ms_win[i]));
+    }
+    json_object_set_new(o, "levels", json_integer(hp->levels));
+    json_object_set_new(o, "downs_t", d);
+    json_object_set_new(o, "strides_t", s);
+    json_object_set_new(o, "emb_width", json_integer(hp->emb_width));
+    json_object_set_new(o, "l_bins", json_integer(hp->l_bins));
+    json_object_set_new(o, "width", json_integer(hp->width));
+    json_object_set_new(o, "depth", json_integer(hp->depth));
+    json_object_set_new(o, "m_conv", json_real(hp->m_conv));
+    json_object_set_new(o, "dilation_growth_rate", json_integer(hp->dilation_growth_rate));
+    json_object_set_new(o, "dilation_cycle",
+                        hp->dilation_cycle ? json_integer(hp->dilation_cycle) : json_null());
+    json_object_set_new(o, "hvqvae_multipliers", m);
+    json_object_set_new(o, "vqvae_reverse_decoder_dilation",
+                        json_boolean(hp->reverse_decoder_dilation));
+    json_object_set_new(o, "sample_length", json_integer(hp->sample_length ? hp->sample_length : tv->T));
+    json_object_set_new(o, "sr", json_integer(hp->sr));
+    json_object_set_new(o, "l_mu", json_real(lh->l_mu));
+    json_object_set_new(o, "commit", json_real(lh->commit));
+    json_object_set_new(o, "spectral", json_real(lh->spectral));
+    json_object_set_new(o, "multispectral", json_real(lh->multispectral));
+    json_object_set_new(o, "loss_fn", json_string(fns[lh->loss_fn]));
+    json_object_set_new(o, "linf_k", json_integer(lh->linf_k));
+    json_object_set_new(o, "lmix_l1", json_real(lh->lmix_l1));
+    json_object_set_new(o, "lmix_l2", json_real(lh->lmix_l2));
+    json_object_set_new(o, "lmix_linf", json_real(lh->lmix_linf));
+    json_object_set_new(o, "revival_threshold", json_real(lh->revival_threshold));
+    json_object_set_new(o, "use_nonrelative_specloss", json_boolean(lh->use_nonrelative_specloss));
+    json_object_set_new(o, "multispec_loss_n_fft", f);
+    json_object_set_new(o, "multispec_loss_hop_length", h);
+    json_object_set_new(o, "multispec_loss_window_size", w);
+    json_object_set_new(bw, "l1", json_real(lh->bw_l1));
+    json_object_set_new(bw, "l2", json_real(lh->bw_l2));
+    json_object_set_new(bw, "spec", json_real(lh->bw_spec));
+    json_object_set_new(o, "bandwidth", bw);
+    char *txt = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return txt;
+}
+
+int jb_train_vqvae_save(const jb_train_vqvae_t *tv, const char *path, const char *hparams_json,
+                        jb_err_t *err) {
+    char *own = hparams_json ? NULL : default_hparams(tv);
+    if (!hparams_json && !own) return jb_err_set(err, JB_ENOMEM, "train_vqvae: out of memory");
+    int K = tv->hp.l_bins, E = tv->hp.emb_width, rc = -1;
+    char names[JB_MAX_LEVELS][3][64];
+    jb_st_writer_t *w = jb_st_writer_new(err);
+    if (!w || jb_st_writer_meta(w, "kind", "vqvae", err) ||
+        jb_st_writer_meta(w, "hparams", hparams_json ? hparams_json : own, err))
+        goto done;
+    for (int i = 0; i < tv->np; i++) {
+        const pdesc_t *p = &tv->pd[i];
+        if (jb_st_writer_add(w, p->name, JB_F32, p->ndim, p->shape, tv->w + p->off, err)) goto done;
+    }
+    for (int L = 0; L < tv->hp.levels; L++) {
+        int64_t s2[2] = {K, E}, s1[1] = {K};
+        snprintf(names[L][0], 64, "bottleneck.level_blocks.%d.k", L);
+        snprintf(names[L][1], 64, "bottleneck.level_blocks.%d.k_sum", L);
+        snprintf(names[L][2], 64, "bottleneck.level_blocks.%d.k_elem", L);
+        if (jb_st_writer_add(w, names[L][0], JB_F32, 2, s2, tv->k[L], err) ||
+            jb_st_writer_add(w, names[L][1], JB_F32, 2, s2, tv->k_sum[L], err) ||
+            jb_st_writer_add(w, names[L][2], JB_F32, 1, s1, tv->k_elem[L], err))
+            goto done;
+    }
+    rc = jb_st_writer_write(w, path, NULL, NULL, err);
+done:
+    jb_st_writer_destroy(&w);
+    free(own);
+    return rc;
 }

@@ -89,9 +89,27 @@ jb_train_vqvae_t *jb_train_vqvae_new(const jb_vqvae_hparams_t *hp,
 void jb_train_vqvae_destroy(jb_train_vqvae_t **tv_p);
 
 // Every parameter and codebook k from a model file (names and shapes checked). The EMA
-// state is then set as the reference's restore_k(num_tokens = T / hop_L, threshold):
-// k_elem = num_tokens / l_bins, k_sum = k * k_elem.
+// state is read from bottleneck.level_blocks.L.k_sum / .k_elem when the file has them
+// (jb_train_vqvae_save writes them), else set as the reference's
+// restore_k(num_tokens = T / hop_L, threshold): k_elem = num_tokens / l_bins, k_sum = k * k_elem.
 int jb_train_vqvae_load(jb_train_vqvae_t *tv, const jb_st_t *st, jb_err_t *err);
+
+// A fresh model: every parameter uniform in +-1/sqrt(fan_in) as PyTorch's default Conv1d /
+// ConvTranspose1d initialisation (fan_in = weight.size(1) * k), from a counter-based stream
+// of seed. Codebooks are not touched: see jb_train_vqvae_init_codebooks.
+void jb_train_vqvae_init_random(jb_train_vqvae_t *tv, uint64_t seed);
+// The reference's init_k on the first batch x: (N, T): runs the encoders and sets every
+// codebook to l_bins random rows of its encoder output (tiled with noise of std
+// 0.01/sqrt(emb) when there are fewer rows than codes, randomly permuted), k_sum = k,
+// k_elem = 1.
+int jb_train_vqvae_init_codebooks(jb_train_vqvae_t *tv, const float *x, jb_err_t *err);
+// Write a model file (same names and layout as the reference's state_dict, metadata "kind"
+// "vqvae" and "hparams"), loadable by jb_vqvae_new and jb_train_vqvae_load. hparams_json:
+// the complete hyper-parameter dictionary to store, or NULL to write the VQ-VAE keys of hp
+// (plus the loss ones). The EMA state is stored too, as bottleneck.level_blocks.L.k_sum and
+// .k_elem (jb_train_vqvae_load restores it when present).
+int jb_train_vqvae_save(const jb_train_vqvae_t *tv, const char *path, const char *hparams_json,
+                        jb_err_t *err);
 
 int jb_train_vqvae_n_params(const jb_train_vqvae_t *tv);
 jb_tvq_param_t jb_train_vqvae_param(const jb_train_vqvae_t *tv, int i);
