@@ -6,6 +6,10 @@
 
 #include "jb_conv.h"
 
+// Element-wise loops go parallel (OpenMP) only above this many elements: a parallel region
+// costs a barrier, which on a loaded machine is far more than a small loop's work.
+#define JB_CG_OMP_MIN (1 << 22)
+
 size_t jb_cg_conv_ws_floats(int64_t T_out, int C, int k) { return (size_t)(T_out * C * k); }
 size_t jb_cg_convt_ws_floats(int64_t T_in, int OC, int k) { return (size_t)(T_in * OC * k); }
 size_t jb_cg_res_ws_floats(int64_t T, int C, int S) {
@@ -16,6 +20,7 @@ size_t jb_cg_res_ws_floats(int64_t T, int C, int S) {
 // col: (T_out, C, k) from x: (T_in, C): col[t, c, j] = x[t*s + j*d - p, c] (0 outside).
 static void im2col(float *col, const float *x, int64_t T_in, int C, int64_t T_out, int k, int s,
                    int p, int d) {
+#pragma omp parallel for if (T_out * C * k > JB_CG_OMP_MIN) schedule(static)
     for (int64_t t = 0; t < T_out; t++)
         for (int j = 0; j < k; j++) {
             int64_t src = t * s + (int64_t)j * d - p;
@@ -27,17 +32,23 @@ static void im2col(float *col, const float *x, int64_t T_in, int C, int64_t T_ou
         }
 }
 
-// dx: (T_in, C) = scatter of dcol: (T_out, C, k) (the adjoint of im2col).
+// dx: (T_in, C) = the adjoint of im2col applied to dcol: (T_out, C, k), as a gather (each
+// input row sums the taps that read it), so rows are independent.
 static void col2im(float *dx, const float *dcol, int64_t T_in, int C, int64_t T_out, int k,
                    int s, int p, int d) {
-    memset(dx, 0, sizeof(float) * (size_t)(T_in * C));
-    for (int64_t t = 0; t < T_out; t++)
+#pragma omp parallel for if (T_in * C * k > JB_CG_OMP_MIN) schedule(static)
+    for (int64_t u = 0; u < T_in; u++) {
+        float *row = dx + u * C;
+        for (int c = 0; c < C; c++) row[c] = 0.0f;
         for (int j = 0; j < k; j++) {
-            int64_t src = t * s + (int64_t)j * d - p;
-            if (src < 0 || src >= T_in) continue;
-            const float *row = dcol + t * C * k + j;
-            for (int c = 0; c < C; c++) dx[src * C + c] += row[(int64_t)c * k];
+            int64_t num = u + p - (int64_t)j * d;   // = t * s
+            if (num < 0 || num % s) continue;
+            int64_t t = num / s;
+            if (t >= T_out) continue;
+            const float *src = dcol + t * C * k + j;
+            for (int c = 0; c < C; c++) row[c] += src[(int64_t)c * k];
         }
+    }
 }
 
 // db: (OC) += column sums of dout: (T, OC)
@@ -94,14 +105,20 @@ void jb_cg_convt_forward(float *out, const float *x, int64_t T_in, int C, const 
     // cols (T_in, OC, k) = x (T_in, C) · w (C, OC*k)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T_in, K, C, 1.0f, x, C, w, K,
                 0.0f, ws, K);
-    memset(out, 0, sizeof(float) * (size_t)(T_out * OC));
-    for (int64_t u = 0; u < T_in; u++)
+    // gather: out[t, o] = sum over taps j with t + p - j = u s, 0 <= u < T_in, of cols[u, o, j]
+#pragma omp parallel for if (T_out * K > JB_CG_OMP_MIN) schedule(static)
+    for (int64_t t = 0; t < T_out; t++) {
+        float *row = out + t * OC;
+        for (int o = 0; o < OC; o++) row[o] = 0.0f;
         for (int j = 0; j < k; j++) {
-            int64_t t = u * s - p + j;
-            if (t < 0 || t >= T_out) continue;
-            const float *row = ws + u * K + j;
-            for (int o = 0; o < OC; o++) out[t * OC + o] += row[(int64_t)o * k];
+            int64_t num = t + p - j;
+            if (num < 0 || num % s) continue;
+            int64_t u = num / s;
+            if (u >= T_in) continue;
+            const float *src = ws + u * K + j;
+            for (int o = 0; o < OC; o++) row[o] += src[(int64_t)o * k];
         }
+    }
     add_bias(out, b, T_out, OC);
 }
 
@@ -111,6 +128,7 @@ void jb_cg_convt_backward(float *dx, float *dw, float *db, const float *dout, co
     int64_t T_out = jb_convt1d_out_len(T_in, k, s, p);
     int K = OC * k;
     // dcols (T_in, OC, k): dcols[u, o, j] = dout[u*s - p + j, o] (0 outside)
+#pragma omp parallel for if (T_in * K > JB_CG_OMP_MIN) schedule(static)
     for (int64_t u = 0; u < T_in; u++)
         for (int j = 0; j < k; j++) {
             int64_t t = u * s - p + j;
@@ -131,10 +149,12 @@ void jb_cg_convt_backward(float *dx, float *dw, float *db, const float *dout, co
 }
 
 void jb_cg_relu_forward(float *y, const float *x, int64_t n) {
+#pragma omp parallel for if (n > JB_CG_OMP_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 void jb_cg_relu_backward(float *dx, const float *dy, const float *x, int64_t n) {
+#pragma omp parallel for if (n > JB_CG_OMP_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
 }
 

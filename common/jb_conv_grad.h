@@ -15,7 +15,9 @@
 // feeds exactly one layer here (the residual block adds its own skip path itself).
 //
 // Thread rules: reentrant; no allocation: the caller passes scratch `ws` of the size the
-// *_ws_floats function gives. Products use OpenBLAS with the caller's thread settings.
+// *_ws_floats function gives. Products use OpenBLAS with the caller's thread settings; the
+// gather loops (im2col, its adjoint written as a gather, the transposed conv's overlap-add
+// also as a gather, ReLU) are OpenMP loops over rows for large signals (JB_CG_OMP_MIN).
 #ifndef JB_CONV_GRAD_H
 #define JB_CONV_GRAD_H
 
