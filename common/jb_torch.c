@@ -1060,6 +1060,13 @@ static int assemble_tensor(jb_torch_t *ck, int k, const char *key, const pv_t *v
                                   ck->name, key);
             last += (v->shape[d] - 1) * v->stride[d];
         }
+        // More elements than the storage holds: a broadcast (stride 0) view, which a
+        // state dict does not contain; refusing it also bounds the copy below.
+        if (numel > v->vnumel)
+            return jb_err_set(err, JB_EUNSUP,
+                              "%s: tensor '%s': %lld elements over a storage of %lld "
+                              "(broadcast view)", ck->name, key, (long long)numel,
+                              (long long)v->vnumel);
         if (v->off > ((int64_t)1 << 50) || v->off + last >= v->vnumel)
             return jb_err_set(err, JB_EFORMAT,
                               "%s: tensor '%s': offset %lld + extent %lld outside its storage "
