@@ -464,6 +464,7 @@ typedef struct {
     int max_level;
     int64_t rows;        // samples from codes rows and END batch
     bool ended;
+    bool level_end[JB_CODES_MAX_LEVELS];   // END(level) seen
     jb_err_t err;
 } load_t;
 
@@ -493,6 +494,16 @@ static int collect(jb_msg_t *m, uint64_t at, void *user) {
     default: return 0;   // align, ack: not part of the codes
     }
     if (m->type == JB_MSG_END && m->level < 0) ld->ended = true;
+    if (m->type == JB_MSG_END && m->level >= 0) {
+        // Downstream of the stages (and in a producer's stream) each level has
+        // exactly one end (docs/wire.md section 8): a second one is not a codes file.
+        if (ld->level_end[m->level]) {
+            jb_err_set(&ld->err, JB_EFORMAT, "%s byte %" PRIu64 ": job %s: a second end of "
+                       "level %d", ld->path, at, ld->job, m->level);
+            return 1;
+        }
+        ld->level_end[m->level] = true;
+    }
     if (m->level > ld->max_level) ld->max_level = m->level;
     int64_t rows = m->type == JB_MSG_CODES ? (m->sample0 > 0 ? m->sample0 : 0) + m->batch
                    : m->type == JB_MSG_END ? m->batch : -1;
@@ -523,40 +534,60 @@ static int64_t spec_samples(const char *spec) {
     return n;
 }
 
+// The whole file, or stdin for "-" (a pipe from jukebox-encoder): read to the end,
+// growing the buffer; capped so a runaway stream cannot take all memory.
+#define JB_CODES_MAX_FILE ((size_t)4 << 30)
 static int read_file(const char *path, uint8_t **data, size_t *len, jb_err_t *err) {
     *data = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int is_stdin = !strcmp(path, "-");
+    int fd = is_stdin ? 0 : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: %s", path,
                           strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return jb_err_set(err, JB_EIO, "%s: not a regular file", path);
+    if (fstat(fd, &st) || S_ISDIR(st.st_mode)) {
+        if (!is_stdin) close(fd);
+        return jb_err_set(err, JB_EIO, "%s: not a file", path);
     }
-    size_t cap = (size_t)st.st_size, n = 0;
-    uint8_t *buf = malloc(cap ? cap : 1);
+    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : 65536, n = 0;
+    uint8_t *buf = malloc(cap);
+    int rc = -1;
     if (!buf) {
-        close(fd);
-        return jb_err_set(err, JB_ENOMEM, "%s: out of memory for %zu bytes", path, cap);
+        jb_err_set(err, JB_ENOMEM, "%s: out of memory for %zu bytes", path, cap);
+        goto done;
     }
-    while (n < cap) {
+    for (;;) {
+        if (n == cap) {
+            if (cap >= JB_CODES_MAX_FILE) {
+                jb_err_set(err, JB_EFORMAT, "%s: more than %zu bytes: not a codes file", path,
+                           JB_CODES_MAX_FILE);
+                goto done;
+            }
+            uint8_t *b2 = realloc(buf, cap * 2);
+            if (!b2) {
+                jb_err_set(err, JB_ENOMEM, "%s: out of memory for %zu bytes", path, cap * 2);
+                goto done;
+            }
+            buf = b2, cap *= 2;
+        }
         ssize_t k = read(fd, buf + n, cap - n);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0) {
             jb_err_set(err, JB_EIO, "%s byte %zu: read: %s", path, n, strerror(errno));
-            free(buf);
-            close(fd);
-            return -1;
+            goto done;
         }
-        if (k == 0) break;   // shrank meanwhile: the frames will say it is truncated
+        if (k == 0) break;
         n += (size_t)k;
     }
-    close(fd);
     *data = buf;
     *len = n;
-    return 0;
+    buf = NULL;
+    rc = 0;
+done:
+    free(buf);
+    if (!is_stdin) close(fd);
+    return rc;
 }
 
 int jb_codes_load(jb_codes_t *c, const char *path, jb_err_t *err) {
@@ -564,6 +595,7 @@ int jb_codes_load(jb_codes_t *c, const char *path, jb_err_t *err) {
     uint8_t *data;
     size_t len;
     if (read_file(path, &data, &len, err)) return -1;
+    if (strcmp(path, "-") == 0) path = "stdin";
     load_t ld = {.path = path, .max_level = -1, .rows = -1};
     int rc = jb_frame_decode_all(data, len, -1, collect, &ld, err);
     free(data);

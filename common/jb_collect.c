@@ -9,6 +9,7 @@
 #include "jb_log.h"
 #include "jb_outdir.h"
 #include "jb_progress.h"
+#include "jb_service.h"
 
 typedef struct cjob {
     struct cjob *next;
@@ -17,6 +18,10 @@ typedef struct cjob {
     int inited;
     char *labels[JB_CODES_MAX_LEVELS];
     float *align;          // (batch, tokens, cols)
+    // The bottom level decoded as its codes arrive: audio0 (n_samples, cap0) holds
+    // the audio of codes [0, dec_upto), final (a margin of context was available).
+    float *audio0;
+    int64_t cap0, dec_upto;
     int64_t align_tokens;
     int align_cols;
     char *align_lyrics;
@@ -28,7 +33,54 @@ static void cjob_free(cjob_t *j) {
     for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) free(j->labels[l]);
     free(j->align);
     free(j->align_lyrics);
+    free(j->audio0);
     free(j);
+}
+
+// Decodes bottom-level codes [dec_upto, upto) of every sample with `margin` codes of
+// context on each side where they exist, keeping only the middle: equal to decoding
+// the whole level at once (the VQ-VAE's chunked decode works the same way).
+static int decode_more(jb_vqvae_t *vq, cjob_t *j, int64_t upto, jb_err_t *err) {
+    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+    const int64_t hop = hp->hop_lengths[0], have = jb_codes_len(&j->codes, 0);
+    const int64_t margin = (jb_vqvae_margin(vq, 0, 1) + hop - 1) / hop;
+    const int n = j->codes.n_samples;
+    if (upto > have) upto = have;
+    if (upto <= j->dec_upto) return 0;
+    if (upto * hop > j->cap0) {   // grow the audio buffer (amortised doubling)
+        int64_t cap = j->cap0 ? j->cap0 : 65536;
+        while (cap < upto * hop) cap *= 2;
+        float *a = malloc(sizeof(float) * (size_t)cap * (size_t)n);
+        if (!a) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory for audio", j->id);
+        for (int k = 0; k < n && j->audio0; k++)
+            memcpy(a + (size_t)k * cap, j->audio0 + (size_t)k * j->cap0,
+                   sizeof(float) * (size_t)(j->dec_upto * hop));
+        free(j->audio0);
+        j->audio0 = a;
+        j->cap0 = cap;
+    }
+    int64_t s0 = j->dec_upto - margin > 0 ? j->dec_upto - margin : 0;
+    int64_t s1 = upto + margin < have ? upto + margin : have;
+    int32_t *codes = malloc(sizeof(int32_t) * (size_t)(s1 - s0));
+    float *out = malloc(sizeof(float) * (size_t)((s1 - s0) * hop));
+    int rc = 0;
+    if (!codes || !out) {
+        rc = jb_err_set(err, JB_ENOMEM, "job %s: out of memory for audio", j->id);
+    } else {
+        for (int k = 0; k < n && !rc; k++) {
+            memcpy(codes, jb_codes_row(&j->codes, 0, k) + s0, sizeof(int32_t) * (size_t)(s1 - s0));
+            if (jb_vqvae_decode(vq, codes, 1, s1 - s0, 0, out, 0, err)) {
+                rc = jb_err_prefix(err, "job %s sample %d", j->id, k);
+                break;
+            }
+            memcpy(j->audio0 + (size_t)k * j->cap0 + j->dec_upto * hop,
+                   out + (j->dec_upto - s0) * hop, sizeof(float) * (size_t)((upto - j->dec_upto) * hop));
+        }
+    }
+    free(codes);
+    free(out);
+    if (!rc) j->dec_upto = upto;
+    return rc;
 }
 
 static cjob_t *find(cjob_t *list, const char *id) {
@@ -79,7 +131,9 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     memset(st, 0, sizeof *st);
     double t0 = -1;
     int rc = -1, eof = 0;
+    jb_service_ready("model loaded; waiting for jobs");
     for (;;) {
+        jb_service_watchdog();
         if (o->stop && *o->stop) {
             rc = 0;
             break;
@@ -131,6 +185,24 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             break;
         case JB_MSG_CODES:
             bad = ensure_codes(j, &m, &why) || jb_codes_apply(&j->codes, &m, &why);
+            if (!bad && m.level == 0) {
+                // Decode what has enough context on its right; in steps of at least
+                // ~1 s of audio so that the context is not decoded over and over.
+                const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+                int64_t hop = hp->hop_lengths[0];
+                int64_t margin = (jb_vqvae_margin(vq, 0, 1) + hop - 1) / hop;
+                int64_t ready = jb_codes_len(&j->codes, 0) - margin;
+                int64_t step = o->decode_step ? o->decode_step : hp->sr / hop;
+                if (o->decode_step >= 0 && ready - j->dec_upto >= step) {
+                    int first = j->dec_upto == 0;
+                    if (decode_more(vq, j, ready, err)) goto out;
+                    if (first && st->first_audio_s <= 0) {
+                        st->first_audio_s = jb_now() - t0;
+                        jb_log(JB_INFO, "job=%s first audio decoded %.2f s after the job started",
+                               j->id, st->first_audio_s);
+                    }
+                }
+            }
             break;
         case JB_MSG_END:
             if (!j) break;
@@ -149,17 +221,26 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                 } else {
                     if (m.sample_rate > 0) j->codes.sample_rate = m.sample_rate;
                     if (m.audio_len > 0) j->codes.audio_len = m.audio_len;
+                    if (j->dec_upto > 0 && decode_more(vq, j, jb_codes_len(&j->codes, 0), err))
+                        goto out;
                     jb_outdir_job_t oj = {.codes = &j->codes, .alignment = j->align,
                                           .align_tokens = j->align_tokens,
                                           .align_cols = j->align_cols,
                                           .align_lyrics = j->align_lyrics};
                     for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) oj.labels[l] = j->labels[l];
+                    if (j->dec_upto > 0) {
+                        oj.audio[0] = j->audio0;
+                        oj.audio_len[0] = j->cap0;   // row stride; rows hold dec_upto * hop
+                    }
                     char *dir = NULL;
                     bad = jb_outdir_write(o->root, vq, &oj, &dir, err);
                     if (!bad) {
                         st->jobs_done++;
-                        if (st->jobs_done == 1) st->first_audio_s = jb_now() - t0;
-                        jb_log(JB_INFO, "job=%s written to %s", j->id, dir);
+                        st->total_s = jb_now() - t0;
+                        if (st->first_audio_s <= 0) st->first_audio_s = st->total_s;
+                        jb_log(JB_INFO, "job=%s written to %s (first audio %.2f s, all %.2f s "
+                               "after the job's first message)", j->id, dir, st->first_audio_s,
+                               st->total_s);
                     }
                     free(dir);
                 }

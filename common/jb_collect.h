@@ -21,12 +21,16 @@ typedef struct {
     const char *root;              // run directories go to ROOT/<job id>/
     int max_jobs;                  // return after this many jobs ended (0: until input ends)
     volatile sig_atomic_t *stop;   // polled while waiting
+    int64_t decode_step;           // bottom codes decoded at a time as they stream in
+                                   // (0: one second of audio; < 0: only at the end)
 } jb_collect_opts_t;
 
 typedef struct {
     int jobs_done;                 // run directories written
     int jobs_failed;               // error records written
-    double first_audio_s;          // seconds from the first message to the first run written
+    double first_audio_s;          // seconds from the first message to the first bottom-level
+                                   // audio decoded (the decoder decodes as codes stream in)
+    double total_s;                // seconds from the first message to the last run written
 } jb_collect_stats_t;
 
 // 0 when the input ended (or max_jobs were done, or stop), -1 + err when the stream

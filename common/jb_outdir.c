@@ -134,8 +134,10 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
             goto done;
         }
         for (int k = 0; k < n; k++) {
-            memcpy(row, jb_codes_row(c, l, k), sizeof(int32_t) * (size_t)T_L);
-            if (jb_vqvae_decode(vq, row, 1, T_L, l, audio, 0, err)) {
+            if (o->audio[l] && o->audio_len[l] >= T) {   // decoded while it streamed in
+                memcpy(audio, o->audio[l] + (size_t)k * o->audio_len[l], sizeof(float) * (size_t)T);
+            } else if (memcpy(row, jb_codes_row(c, l, k), sizeof(int32_t) * (size_t)T_L),
+                       jb_vqvae_decode(vq, row, 1, T_L, l, audio, 0, err)) {
                 free(row);
                 jb_err_prefix(err, "job %s level %d sample %d", c->job_id, l, k);
                 goto done;
@@ -176,6 +178,7 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
             samples[k].alignment = o->alignment + (size_t)k * o->align_tokens * o->align_cols;
             samples[k].n_frames = (int)o->align_tokens;
             samples[k].n_chars = o->align_cols;
+            samples[k].rows_per_frame = 1;   // the top stage sends one row per animation frame
         }
     }
     jb_job_t job;
@@ -191,7 +194,22 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
         json_t *lt = json_object_get(json_object_get(labels, "level_2"), "lyrics");
         lyrics = json_string_value(lt);
     }
-    jb_html_page_t page = {.title = c->job_id, .artist = job.artist, .genre = job.genre,
+    // Names as given, else the ids the top stage used.
+    char artist[160], genre[160];
+    json_t *top_labels = json_object_get(labels, "level_2");
+    snprintf(artist, sizeof artist, "%s", job.artist);
+    snprintf(genre, sizeof genre, "%s", job.genre);
+    if (!artist[0] && json_is_integer(json_object_get(top_labels, "artist_id")))
+        snprintf(artist, sizeof artist, "id %lld",
+                 (long long)json_integer_value(json_object_get(top_labels, "artist_id")));
+    json_t *gids = json_object_get(top_labels, "genre_ids");
+    if (!genre[0] && json_is_array(gids) && json_array_size(gids) > 0) {
+        size_t len = (size_t)snprintf(genre, sizeof genre, "ids");
+        for (size_t i = 0; i < json_array_size(gids) && len < sizeof genre; i++)
+            len += (size_t)snprintf(genre + len, sizeof genre - len, " %lld",
+                                    (long long)json_integer_value(json_array_get(gids, i)));
+    }
+    jb_html_page_t page = {.title = c->job_id, .artist = artist, .genre = genre,
                            .lyrics = lyrics ? lyrics : (job.lyrics ? job.lyrics : ""),
                            .details = details, .n_samples = n, .samples = samples};
     int hrc = jb_html_write(partial, &page, err);

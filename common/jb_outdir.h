@@ -26,12 +26,17 @@
 typedef struct {
     const jb_codes_t *codes;       // the job's codes (levels complete or partial)
     const char *labels[JB_CODES_MAX_LEVELS];   // END(level) texts (JSON) or NULL
-    // Alignment from the top prior (ALIGN message) or NULL: (n_samples, tokens, cols)
-    // weights in [0, 1] and the lyrics as the model saw them (cols characters).
+    // Alignment from the top prior (ALIGN message) or NULL: (n_samples, rows, cols)
+    // weights in [0, 1], one row per JB_STAGE_ALIGN_TOKENS top-level tokens, and the
+    // lyrics as the model saw them (cols characters).
     const float *alignment;
     int64_t align_tokens;
     int align_cols;
     const char *align_lyrics;
+    // Audio already decoded (the collector decodes the bottom level while its codes
+    // stream in): audio[l]: (n_samples, audio_len[l]) or NULL to decode here.
+    const float *audio[JB_CODES_MAX_LEVELS];
+    int64_t audio_len[JB_CODES_MAX_LEVELS];
 } jb_outdir_job_t;
 
 // Decodes every level present and writes the run directory. *final_dir (may be

@@ -14,6 +14,7 @@
 #include "jb_progress.h"
 #include "jb_rng.h"
 #include "jb_sample.h"
+#include "jb_service.h"
 #include "jb_transport.h"
 
 typedef struct job {
@@ -186,6 +187,29 @@ static int build_labels(stage_t *s, job_t *j, jb_err_t *err) {
                 json_decref(used);
                 return -1;
             }
+            // What cleaning dropped (the reference drops it silently): characters
+            // outside the vocabulary after transliteration to ASCII.
+            const char *raw = j->spec.lyrics ? j->spec.lyrics : "";
+            char *ascii = jb_text_unidecode(raw, strlen(raw), NULL, NULL, err);
+            if (!ascii) {
+                free(clean);
+                json_decref(used);
+                return -1;
+            }
+            char dropped[128] = "";
+            size_t nd = 0, n_dropped = 0;
+            for (const unsigned char *c = (const unsigned char *)ascii; *c; c++) {
+                if (*c == '\\' || jb_text_token(lb.version, *c) != 0) continue;
+                n_dropped++;
+                if (!memchr(dropped, *c, nd) && nd + 1 < sizeof dropped) dropped[nd++] = (char)*c;
+            }
+            dropped[nd] = '\0';
+            free(ascii);
+            if (n_dropped) {
+                jb_log(JB_WARN, "job=%s level=%d lyrics: %zu character(s) outside the model's "
+                       "vocabulary dropped: \"%s\"", j->spec.id, level, n_dropped, dropped);
+                json_object_set_new(used, "lyrics_dropped", json_string(dropped));
+            }
             json_object_set_new(used, "lyrics", json_string(clean));
             json_object_set_new(used, "lyric_tokens", json_integer(j->n_full));
             free(clean);
@@ -254,6 +278,30 @@ static int start_level(stage_t *s, job_t *j, jb_err_t *err) {
     for (int k = 0; k < n && j->have > 0; k++)
         memcpy(j->zs + (int64_t)k * j->total, jb_codes_row(&j->codes, level, k),
                sizeof(int32_t) * (size_t)j->have);
+    if (j->have > 0) {   // the prefix of our level goes on first, from offset 0
+        int32_t *rows = malloc(sizeof(int32_t) * (size_t)n * (size_t)j->have);
+        if (!rows) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->spec.id);
+        for (int k = 0; k < n; k++)
+            memcpy(rows + (int64_t)k * j->have, j->zs + (int64_t)k * j->total,
+                   sizeof(int32_t) * (size_t)j->have);
+        jb_msg_t m;
+        jb_msg_init(&m);
+        m.type = JB_MSG_CODES;
+        m.level = level;
+        m.offset = 0;
+        m.codebook = in->bins;
+        m.codes = rows;
+        m.batch = n;
+        m.count = j->have;
+        jb_err_t serr = {0};
+        int rc = jb_msg_set_job_id(&m, j->spec.id, &serr) || send_msg(s, &m, &serr);
+        jb_msg_clear(&m);
+        if (rc) {
+            *err = serr;
+            err->code = JB_EIO;   // the output is gone: not the job's fault
+            return -1;
+        }
+    }
     int hop = (int)(j->spec.hop_fraction[level] * in->n_ctx);
     if (j->have < j->total &&
         jb_sample_plan(in, j->total, j->have, hop, &j->windows, &j->n_windows, err))
@@ -276,9 +324,67 @@ static int window_ready(stage_t *s, job_t *j) {
     return need <= 0 || jb_codes_len(&j->codes, lvl) >= need || j->codes.complete[lvl];
 }
 
+// The lyric alignment of the song (align.py), sent as ALIGN before END(level).
+static int send_alignment(stage_t *s, job_t *j, jb_err_t *err) {
+    const jb_prior_info_t *in = s->info;
+    const int n = j->spec.n_samples, cols = j->n_full, G = JB_STAGE_ALIGN_TOKENS;
+    if (!j->lyrics || cols < 1 || j->total < in->n_ctx) return 0;   // nothing to align
+    const int64_t rows = (j->total + G - 1) / G;
+    float **full = calloc((size_t)n, sizeof *full);
+    int32_t *q = malloc(sizeof(int32_t) * (size_t)(n * rows * cols));
+    char *lyrics = NULL;
+    int rc = -1;
+    if (!full || !q) {
+        jb_err_set(err, JB_ENOMEM, "job %s: out of memory for the alignment", j->spec.id);
+        goto done;
+    }
+    for (int k = 0; k < n; k++)
+        if (!(full[k] = calloc((size_t)j->total * cols, sizeof(float)))) {
+            jb_err_set(err, JB_ENOMEM, "job %s: out of memory for the alignment", j->spec.id);
+            goto done;
+        }
+    int hop = (int)(j->spec.hop_fraction[in->level] * in->n_ctx);
+    if (jb_sample_alignment(s->prior, n, j->total, j->zs, j->total, j->y, j->lyrics, hop, full,
+                            err)) {
+        jb_err_prefix(err, "job %s: alignment", j->spec.id);
+        goto done;
+    }
+    for (int k = 0; k < n; k++)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t t0 = r * G, t1 = t0 + G < j->total ? t0 + G : j->total;
+            for (int c = 0; c < cols; c++) {
+                double acc = 0;
+                for (int64_t t = t0; t < t1; t++) acc += full[k][t * cols + c];
+                double w = acc / (double)(t1 - t0);
+                w = w < 0 ? 0 : w > 1 ? 1 : w;
+                q[((int64_t)k * rows + r) * cols + c] = (int32_t)(w * JB_WIRE_ALIGN_ONE + 0.5);
+            }
+        }
+    lyrics = jb_text_textise(s->hp->labels_v3 ? JB_TEXT_V3 : JB_TEXT_V2, j->full_tokens,
+                             j->n_full, err);
+    if (!lyrics) goto done;
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_ALIGN;
+    m.level = in->level;
+    rc = jb_msg_set_job_id(&m, j->spec.id, err) || jb_msg_set_align(&m, q, n, rows, cols, err) ||
+         jb_msg_set_text(&m, lyrics, err) || send_msg(s, &m, err);
+    jb_msg_clear(&m);
+    rc = rc ? -1 : 0;
+done:
+    for (int k = 0; full && k < n; k++) free(full[k]);
+    free(full);
+    free(q);
+    free(lyrics);
+    return rc;
+}
+
 static int finish_level(stage_t *s, job_t *j, jb_err_t *err) {
     jb_msg_t m;
     jb_msg_init(&m);
+    if (s->info->lyrics != JB_PRIOR_NO_LYRICS && s->hp->alignment_layer >= 0 &&
+        send_alignment(s, j, err))
+        return -1;
     m.type = JB_MSG_END;
     m.level = s->info->level;
     m.offset = j->total;
@@ -289,6 +395,14 @@ static int finish_level(stage_t *s, job_t *j, jb_err_t *err) {
     j->level_done = 1;
     jb_progress_finish(&j->progress);
     return 0;
+}
+
+// After every sampled position: the progress line and the service watchdog (a
+// window of the real upsamplers takes minutes on a CPU).
+static void on_step(void *user, int64_t pos) {
+    job_t *j = user;
+    jb_progress_update(&j->progress, pos + 1);
+    jb_service_watchdog();
 }
 
 static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
@@ -306,6 +420,8 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     o.hop_length = (int)(j->spec.hop_fraction[level] * in->n_ctx);
     o.seed = j->spec.seed;
     o.job_hash = jb_rng_hash_job(j->spec.id);
+    o.on_step = on_step;
+    o.on_step_user = j;
     int before = j->have;
     const int32_t *above = NULL;
     int above_stride = 0;
@@ -405,7 +521,8 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
             return fail_job(s, j, &why, err);
         }
         if (jb_codes_apply(&j->codes, m, &why)) return fail_job(s, j, &why, err);
-        if (m->level == level) return 0;   // our own level's prefix: we re-emit what we extend
+        // Forwarded, our own level's prefix too: our windows emit only the tokens
+        // they add (offset = first new token), so downstream needs the prefix.
         return send_msg(s, m, err);
     }
     case JB_MSG_ERROR:
@@ -455,7 +572,9 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     if (!(s.out = jb_endpoint_open_out(o->out, &eo, err))) goto done;
     jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s", s.info->level, o->model_path,
            jb_endpoint_address(s.in), jb_endpoint_address(s.out));
+    jb_service_ready("weights loaded; waiting for jobs");
     for (;;) {
+        jb_service_watchdog();
         if (o->stop && *o->stop) {
             jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
             goto done;
@@ -515,6 +634,7 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     }
     rc = 0;
 done:
+    jb_service_stopping();
     jb_msg_clear(&m);
     while (s.jobs) drop_job(&s, s.jobs);
     if (rc == 0 && s.out) {

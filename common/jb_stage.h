@@ -22,6 +22,11 @@
 
 #include "jb_err.h"
 
+// The top prior sends its lyric alignment averaged over groups of this many top-level
+// tokens (about 46 ms at hop 128): the page animates at that rate, and a 10-minute
+// song's alignment stays a few MB instead of a few hundred.
+#define JB_STAGE_ALIGN_TOKENS 16
+
 typedef struct {
     const char *stage;        // "prior-top", for logs
     int level;                // level this executable serves: the model must match (-1: any)

@@ -2,11 +2,13 @@
 // them over a pipe or in a codes file (spec: docs/wire.md).
 //
 //   message = MessagePack header (a map with string keys) + optional payload
-//             (LZ4 block of little-endian int32 codes, (batch, count) row-major)
+//             (LZ4 block of little-endian int32: codes (batch, count) row-major, or
+//             alignment weights (batch, count, cols))
 //   frame   = "JBX1" | u32 header length | u32 payload length | u32 CRC-32 | header | payload
 //
 // Over ZeroMQ a message is two parts (header, payload); over a pipe or in a file
-// it is one frame. A codes file is a frame stream saved to disk.
+// it is one frame. A codes file is a frame stream saved to disk (jb_codes.h).
+// How the stages order a job's messages (the job stream): docs/wire.md section 8.
 //
 //   jb_msg_t m; jb_msg_init(&m);
 //   m.type = JB_MSG_CODES; strcpy(m.job_id, "job1"); m.level = 2; m.offset = 0;

@@ -61,6 +61,9 @@ static void usage(FILE *f) {
 "  --hops H0,H1,H2        audio samples per code of each level (default 8,32,128: the\n"
 "                         released VQ-VAE), or --vqvae FILE to read them from a model\n"
 "  --vqvae FILE           VQ-VAE model file (for its hop lengths and sample rate)\n"
+"  --check MODEL          also check the job against a prior model file (lengths inside\n"
+"                         its range, ids inside its tables, enough tokens for one\n"
+"                         context); repeatable: the front command checks all three\n"
 "other:\n"
 "  --spec FILE            start from a job spec JSON (options given here override it)\n"
 "  --id ID                job id (default job-<time>-<pid>)\n"
@@ -198,7 +201,7 @@ int main(int argc, char **argv) {
     }
     enum { O_ARTIST = 256, O_GENRE, O_ARTIST_ID, O_GENRE_IDS, O_LYRICS, O_LYRICS_FILE, O_SECONDS,
            O_TOTAL, O_PROMPT_SECONDS, O_SAMPLES, O_TEMP, O_TOPK, O_TOPP, O_HOP, O_BATCH, O_CHUNK,
-           O_SEED, O_PROMPT, O_CODES, O_PICK, O_HOPS, O_VQVAE, O_SPEC, O_ID, O_PRINT };
+           O_SEED, O_PROMPT, O_CODES, O_PICK, O_HOPS, O_VQVAE, O_SPEC, O_ID, O_PRINT, O_CHECK };
     static const struct option longs[] = {
         {"artist", 1, 0, O_ARTIST}, {"genre", 1, 0, O_GENRE}, {"artist-id", 1, 0, O_ARTIST_ID},
         {"genre-ids", 1, 0, O_GENRE_IDS}, {"lyrics", 1, 0, O_LYRICS},
@@ -209,12 +212,14 @@ int main(int argc, char **argv) {
         {"chunk", 1, 0, O_CHUNK}, {"seed", 1, 0, O_SEED}, {"prompt", 1, 0, O_PROMPT},
         {"codes", 1, 0, O_CODES}, {"pick", 1, 0, O_PICK}, {"hops", 1, 0, O_HOPS},
         {"vqvae", 1, 0, O_VQVAE}, {"spec", 1, 0, O_SPEC}, {"id", 1, 0, O_ID},
+        {"check", 1, 0, O_CHECK},
         {"out", 1, 0, 'o'}, {"print-spec", 0, 0, O_PRINT}, {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *out_spec = "-", *prompt = NULL, *codes_path = NULL, *vqvae = NULL;
-    const char *spec_path = NULL, *id = NULL;
+    const char *spec_path = NULL, *id = NULL, *checks[8];
+    int n_checks = 0;
     int hops[LEVELS] = {8, 32, 128}, sr = 44100, print_spec = 0;
-    int seconds_given = 0, total_given = 0, rc = 64;
+    int seconds_given = 0, rc = 64;
     jb_codes_t codes = {0};   // the codes to continue from
     int have_codes = 0;
     int64_t prefix[LEVELS] = {0, 0, 0};
@@ -229,6 +234,7 @@ int main(int argc, char **argv) {
             }
             if (pass == 0) {
                 if (c == O_SPEC) spec_path = optarg;
+                if (c == O_CODES) codes_path = optarg;
                 if (c == 'h') {
                     usage(stdout);
                     rc = 0;
@@ -273,7 +279,7 @@ int main(int argc, char **argv) {
                 }
                 break;
             case O_SECONDS: job.sample_seconds = strtod(optarg, &end); bad = *end != 0; seconds_given = 1; break;
-            case O_TOTAL: job.total_seconds = strtod(optarg, &end); bad = *end != 0; total_given = 1; break;
+            case O_TOTAL: job.total_seconds = strtod(optarg, &end); bad = *end != 0; break;
             case O_PROMPT_SECONDS: job.prompt_seconds = strtod(optarg, &end); bad = *end != 0; break;
             case O_SAMPLES: {
                 long v = strtol(optarg, &end, 10);
@@ -298,6 +304,10 @@ int main(int argc, char **argv) {
             }
             case O_HOPS: bad = parse_list(optarg, hops, LEVELS) != LEVELS; break;
             case O_VQVAE: vqvae = optarg; break;
+            case O_CHECK:
+                bad = n_checks == 8;
+                if (!bad) checks[n_checks++] = optarg;
+                break;
             case O_SPEC: break;
             case O_ID: id = optarg; break;
             case 'o': out_spec = optarg; break;
@@ -320,6 +330,24 @@ int main(int argc, char **argv) {
                 goto out;
             }
             json_decref(js);
+        }
+        // continue / upsample: the saved run's spec is the base, as --spec would be:
+        // its labels, lyrics and settings go on unless options here change them.
+        if (pass == 0 && codes_path && (mode == JB_MODE_CONTINUE || mode == JB_MODE_UPSAMPLE)) {
+            if (jb_codes_load(&codes, codes_path, &err)) {
+                fprintf(stderr, "jukebox-job: %s\n", err.msg);
+                rc = jb_err_exit_code(err.code);
+                goto out;
+            }
+            have_codes = 1;
+            if (codes.spec) {
+                json_t *js = json_loads(codes.spec, 0, NULL);
+                if (js && jb_job_from_json(js, &job, &err) == 0) {
+                    job.n_pick = 0;
+                    snprintf(job.id, sizeof job.id, "job");   // a new run gets a new id
+                }
+                json_decref(js);
+            }
         }
     }
     if (optind < argc) {
@@ -344,7 +372,7 @@ int main(int argc, char **argv) {
         sr = v.sr;
     }
     if (id) snprintf(job.id, sizeof job.id, "%s", id);
-    else if (!spec_path || !strcmp(job.id, "job")) {
+    else if (!strcmp(job.id, "job")) {
         time_t t = time(NULL);
         struct tm tm;
         gmtime_r(&t, &tm);
@@ -361,7 +389,7 @@ int main(int argc, char **argv) {
                                            : "--codes FILE (a saved codes file)");
             goto out;
         }
-        if (jb_codes_load(&codes, path, &err)) {
+        if (!have_codes && jb_codes_load(&codes, path, &err)) {
             fprintf(stderr, "jukebox-job: %s\n", err.msg);
             rc = jb_err_exit_code(err.code);
             goto out;
@@ -372,27 +400,6 @@ int main(int argc, char **argv) {
                     codes.levels);
             rc = 65;
             goto out;
-        }
-        if (mode != JB_MODE_PRIMED && codes.spec) {
-            // Labels, lyrics and settings of the saved run, under what was given here.
-            jb_job_t saved;
-            jb_job_defaults(&saved);
-            json_t *js = json_loads(codes.spec, 0, NULL);
-            if (js && jb_job_from_json(js, &saved, &err) == 0) {
-                if (!job.artist[0]) memcpy(job.artist, saved.artist, sizeof job.artist);
-                if (!job.genre[0]) memcpy(job.genre, saved.genre, sizeof job.genre);
-                if (!job.lyrics && saved.lyrics) job.lyrics = strdup(saved.lyrics);
-                for (int l = 0; l < LEVELS; l++) {
-                    if (job.artist_id[l] < 0) job.artist_id[l] = saved.artist_id[l];
-                    if (!job.n_genre_ids[l]) {
-                        job.n_genre_ids[l] = saved.n_genre_ids[l];
-                        memcpy(job.genre_ids[l], saved.genre_ids[l], sizeof job.genre_ids[l]);
-                    }
-                }
-                if (!total_given) job.total_seconds = saved.total_seconds;
-            }
-            json_decref(js);
-            jb_job_free(&saved);
         }
         if (job.n_pick && jb_codes_pick(&codes, job.pick, job.n_pick, &err)) {
             fprintf(stderr, "jukebox-job: %s: %s\n", path, err.msg);
@@ -450,6 +457,23 @@ int main(int argc, char **argv) {
     if (jb_job_validate(&job, &err)) {
         fprintf(stderr, "jukebox-job: %s\n", err.msg);
         goto out;
+    }
+    for (int i = 0; i < n_checks; i++) {   // the stages' own checks, before any work starts
+        jb_st_t *st = jb_st_open(checks[i], &err);
+        json_t *hp = st ? jb_hparams_from_st(st, &err) : NULL;
+        jb_prior_hparams_t ph;
+        int ok = hp && jb_prior_hparams_parse(hp, &ph, &err) == 0;
+        json_decref(hp);
+        jb_st_close(&st);
+        if (!ok) {
+            fprintf(stderr, "jukebox-job: --check %s: %s\n", checks[i], err.msg);
+            rc = err.code == JB_ENOENT ? 66 : 65;
+            goto out;
+        }
+        if (jb_job_validate_for_prior(&job, &ph, &err)) {
+            fprintf(stderr, "jukebox-job: %s (model %s)\n", err.msg, checks[i]);
+            goto out;
+        }
     }
     json_t *js = jb_job_to_json(&job);
     char *text = js ? json_dumps(js, JSON_COMPACT) : NULL;
