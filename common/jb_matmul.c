@@ -1,29 +1,539 @@
-// jb_matmul.c: see jb_matmul.h. Reference implementation on BLAS; f16/bf16
-// weights are widened a row block at a time into a scratch buffer.
+// jb_matmul.c: see jb_matmul.h.
+//
+// Small M (M <= JB_MATMUL_SMALL_M, a sampling step): a weight-streaming kernel.
+// The N columns are split into one contiguous panel per OpenMP thread. Each
+// thread walks its panel a block of KC rows of W at a time; inside the block it
+// takes micro-panels of 8*V columns and, for every group of R rows of x, keeps
+// the R x V accumulator vectors in registers while it runs down the KC rows.
+// The first row group pulls the block from memory, the other groups find it in
+// L1, so W is read from memory exactly once for all M rows. f16/bf16 weights
+// are widened in registers (F16C / a 16-bit shift), accumulation is float32.
+// y holds the running sums between blocks (M x panel floats, in L1/L2).
+//
+// Large M (priming, teacher forcing): with AVX-512 the same kernel over
+// 64-column sub-panels (twice OpenBLAS's AVX2 sgemm here); otherwise BLAS
+// sgemm, f16/bf16 weights widened a block of rows at a time into a scratch.
+//
+// Packed weights (jb_matmul_pack): tiles of 32 columns, each (K, 32)
+// contiguous, so each thread reads one sequential stream; same kernel.
+//
+// The AVX2 + FMA + F16C kernels are the build's baseline (x86-64-v3); an
+// AVX-512 variant of the same kernel is compiled with a target attribute and
+// chosen at run time where the CPU has it. Without AVX2 a plain C loop does it.
 #include "jb_matmul.h"
 
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define JB_MM_AVX2 1
+#include <immintrin.h>
+#else
+#define JB_MM_AVX2 0
+#endif
+
+// Rows of W per block: KC x (a micro-panel) stays in L1 while every row group
+// of x passes over it (128 x 32 floats = 16 KB).
+#define KC 128
+// Columns of a packed tile (jb_matmul_pack).
+#define JB_MM_TILE 32
+// Below this many weight elements per thread an OpenMP fork costs more than it saves.
+#define PAR_MIN_ELEMS (1 << 16)
+
+static int g_kernel = -1;   // -1 not chosen yet, 0 plain C, 1 AVX2, 2 AVX-512
+
+#if JB_MM_AVX2
+// The AVX-512 kernels are compiled for these four extensions.
+static int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+#endif
+
+static int kernel_choice(void) {
+    int k = __atomic_load_n(&g_kernel, __ATOMIC_RELAXED);
+    if (k >= 0) return k;
+    k = 0;
+#if JB_MM_AVX2
+    k = 1;
+    const char *env = getenv("JB_MATMUL_KERNEL");   // "c", "avx2", "avx512": for tests and benches
+    int has512 = cpu_has_avx512();
+    if (has512) k = 2;
+    if (env && !strcmp(env, "c")) k = 0;
+    if (env && !strcmp(env, "avx2")) k = 1;
+    if (env && !strcmp(env, "avx512") && has512) k = 2;
+#endif
+    __atomic_store_n(&g_kernel, k, __ATOMIC_RELAXED);
+    return k;
+}
+
+int jb_matmul_set_kernel(const char *name) {
+    int k;
+    if (!name) {
+        __atomic_store_n(&g_kernel, -1, __ATOMIC_RELAXED);
+        return kernel_choice();
+    }
+    if (!strcmp(name, "c")) k = 0;
+#if JB_MM_AVX2
+    else if (!strcmp(name, "avx2")) k = 1;
+    else if (!strcmp(name, "avx512")) {
+        if (!cpu_has_avx512()) return -1;
+        k = 2;
+    }
+#endif
+    else return -1;
+    __atomic_store_n(&g_kernel, k, __ATOMIC_RELAXED);
+    return k;
+}
+
+const char *jb_matmul_kernel_name(void) {
+    static const char *names[] = {"c", "avx2", "avx512"};
+    return names[kernel_choice()];
+}
+
+static inline float wload1(const void *w, jb_dtype_t wdt, int64_t i) {
+    if (wdt == JB_F32) return ((const float *)w)[i];
+    if (wdt == JB_F16) return jb_f16_to_f32(((const uint16_t *)w)[i]);
+    return jb_bf16_to_f32(((const uint16_t *)w)[i]);
+}
+
+// ---- plain C: y[:, c0:c1] += x · W[:, c0:c1] ---------------------------------
+// y: (M, ldy) x: (M, K) w: (K, N)
+static void panel_c(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K, int N,
+                    int c0, int c1) {
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int k1 = k0 + KC < K ? k0 + KC : K;
+        for (int m = 0; m < M; m++) {
+            float *ym = y + (int64_t)m * N;
+            for (int k = k0; k < k1; k++) {
+                float xv = x[(int64_t)m * K + k];
+                for (int n = c0; n < c1; n++) ym[n] += xv * wload1(w, wdt, (int64_t)k * N + n);
+            }
+        }
+    }
+}
+
+#if JB_MM_AVX2
+// ---- AVX2 + FMA + F16C ------------------------------------------------------
+
+#define AI static inline __attribute__((always_inline))
+
+AI __m256 widen8(const void *w, jb_dtype_t wdt, int64_t i) {
+    if (wdt == JB_F32) return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (wdt == JB_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// R rows x V vectors of accumulators: y (R rows, stride ldy, 8V columns) +=
+// x (R rows, stride ldx)[0:kb] · w[0:kb, 0:8V] (row stride ldw elements).
+// pf: when not NULL, the rows of a block to pull into L1 meanwhile (stride
+// pfld bytes, pfb bytes a row): the block this thread reads next.
+AI void ukern_avx2(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, const float *x,
+                   int64_t ldx, const void *w, int64_t ldw, int kb, const char *pf,
+                   int64_t pfld, int pfb) {
+    __m256 acc[6][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) acc[r][v] = _mm256_loadu_ps(y + r * ldy + 8 * v);
+    int k = 0;
+    if (R == 1) {
+        // One row: the sums of even and odd k in separate registers, so that
+        // 2V chains of FMAs hide their latency.
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) acc[1][v] = _mm256_setzero_ps();
+        for (; k + 2 <= kb; k += 2) {
+            if (pf) {
+                const char *p = pf + k * pfld;
+                for (int b = 0; b < pfb; b += 64) {
+                    _mm_prefetch(p + b, _MM_HINT_T0);
+                    _mm_prefetch(p + pfld + b, _MM_HINT_T0);
+                }
+            }
+            __m256 x0 = _mm256_broadcast_ss(x + k), x1 = _mm256_broadcast_ss(x + k + 1);
+#pragma GCC unroll 8
+            for (int v = 0; v < V; v++) {
+                acc[0][v] = _mm256_fmadd_ps(x0, widen8(w, wdt, (int64_t)k * ldw + 8 * v), acc[0][v]);
+                acc[1][v] =
+                    _mm256_fmadd_ps(x1, widen8(w, wdt, (int64_t)(k + 1) * ldw + 8 * v), acc[1][v]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) acc[0][v] = _mm256_add_ps(acc[0][v], acc[1][v]);
+    }
+    for (; k < kb; k++) {
+        if (pf) {
+            const char *p = pf + k * pfld;
+            for (int b = 0; b < pfb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+        }
+        // V widened weights, then one broadcast x at a time: 6 x 2 accumulators
+        // + 2 weights + 1 x fit the 16 registers.
+        __m256 wv[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) wv[v] = widen8(w, wdt, (int64_t)k * ldw + 8 * v);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 8
+            for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(xb, wv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) _mm256_storeu_ps(y + r * ldy + 8 * v, acc[r][v]);
+}
+
+// All M rows of y (stride ldy) over one block of W: wb (kb rows, stride ldw
+// elements, 8V columns); x: rows of stride ldx from the block's first k.
+// The first row group prefetches pf (see ukern_avx2).
+AI void mpanel_avx2(int V, int RM, jb_dtype_t wdt, float *y, int64_t ldy, const float *x,
+                    int64_t ldx, const void *wb, int64_t ldw, int kb, int M, const char *pf,
+                    int64_t pfld, int pfb) {
+    int m = 0;
+    for (; m + RM <= M; m += RM)
+        ukern_avx2(RM, V, wdt, y + m * ldy, ldy, x + m * ldx, ldx, wb, ldw, kb, m ? NULL : pf,
+                   pfld, pfb);
+    switch (M - m) {
+#define CASE(RR)                                                                          \
+    case RR:                                                                              \
+        ukern_avx2(RR, V, wdt, y + m * ldy, ldy, x + m * ldx, ldx, wb, ldw, kb, m ? NULL : pf, \
+                   pfld, pfb);                                                            \
+        break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5)
+#undef CASE
+    default: break;
+    }
+}
+
+// Micro-panel widths: few rows are bound by the weight stream, so one row
+// group of 32 columns (4 or 8 accumulators); more rows are bound by the FMAs,
+// so groups of 6 rows x 16 columns (12 accumulators) share each widened vector.
+#define MP_WIDE(M) ((M) <= 2 ? 32 : 16)
+
+// Unpacked W (K, N): y[:, c0:c1] += x · W[:, c0:c1]; c1 - c0 a multiple of 8.
+// Blocks of KC rows outer, micro-panels inner; each micro-panel prefetches the
+// one two places after it (wrapping into the next block of rows).
+AI void panel_avx2_t(jb_dtype_t wdt, float *y, const float *x, const void *w, int M, int K,
+                     int N, int c0, int c1) {
+    const int64_t es = wdt == JB_F32 ? 4 : 2;
+    const int mw = MP_WIDE(M);
+    const int c1w = c0 + (c1 - c0) / mw * mw;   // end of the full-width micro-panels
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kb = K - k0 < KC ? K - k0 : KC;
+        for (int j = c0; j < c1; j += j < c1w ? mw : 8) {
+            const char *wb = (const char *)w + ((int64_t)k0 * N + j) * es;
+            int pj = j + 2 * mw, pk = k0;
+            if (pj >= c1w) {
+                pj = c0 + (pj - c1w);
+                pk += KC;
+            }
+            const char *pf = pk < K ? (const char *)w + ((int64_t)pk * N + pj) * es : NULL;
+            float *yj = y + j;
+            if (j >= c1w) mpanel_avx2(1, 6, wdt, yj, N, x + k0, K, wb, N, kb, M, pf, N * es, 8 * es);
+            else if (mw == 32) mpanel_avx2(4, 2, wdt, yj, N, x + k0, K, wb, N, kb, M, pf, N * es, 32 * es);
+            else mpanel_avx2(2, 6, wdt, yj, N, x + k0, K, wb, N, kb, M, pf, N * es, 16 * es);
+        }
+    }
+}
+
+static void panel_avx2(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K,
+                       int N, int c0, int c1) {
+    if (wdt == JB_F32) panel_avx2_t(JB_F32, y, x, w, M, K, N, c0, c1);
+    else if (wdt == JB_F16) panel_avx2_t(JB_F16, y, x, w, M, K, N, c0, c1);
+    else panel_avx2_t(JB_BF16, y, x, w, M, K, N, c0, c1);
+}
+
+// Packed W (tiles of JB_MM_TILE columns, each (K, TILE) contiguous):
+// y (M rows, stride ldy, TILE columns) += x · tile. Purely sequential reads;
+// the prefetch runs PF_AHEAD bytes ahead of the stream.
+#define PF_AHEAD 8192
+AI void tile_avx2_t(jb_dtype_t wdt, float *y, int64_t ldy, const float *x, const void *tile,
+                    int M, int K) {
+    const int64_t es = wdt == JB_F32 ? 4 : 2;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kb = K - k0 < KC ? K - k0 : KC;
+        const char *wb = (const char *)tile + (int64_t)k0 * JB_MM_TILE * es;
+        if (M <= 2) {
+            mpanel_avx2(4, 2, wdt, y, ldy, x + k0, K, wb, JB_MM_TILE, kb, M, wb + PF_AHEAD,
+                        JB_MM_TILE * es, JB_MM_TILE * es);
+        } else {
+            mpanel_avx2(2, 6, wdt, y, ldy, x + k0, K, wb, JB_MM_TILE, kb, M, wb + PF_AHEAD,
+                        JB_MM_TILE * es, JB_MM_TILE * es);
+            mpanel_avx2(2, 6, wdt, y + 16, ldy, x + k0, K, wb + 16 * es, JB_MM_TILE, kb, M, NULL,
+                        0, 0);
+        }
+    }
+}
+
+static void tile_avx2(float *y, int64_t ldy, const float *x, const void *tile, jb_dtype_t wdt,
+                      int M, int K) {
+    if (wdt == JB_F32) tile_avx2_t(JB_F32, y, ldy, x, tile, M, K);
+    else if (wdt == JB_F16) tile_avx2_t(JB_F16, y, ldy, x, tile, M, K);
+    else tile_avx2_t(JB_BF16, y, ldy, x, tile, M, K);
+}
+
+// ---- AVX-512 (run-time choice): 16 columns a vector, 32 registers -------------
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define AI512 static inline __attribute__((always_inline)) T512
+
+AI512 __m512 widen16(const void *w, jb_dtype_t wdt, int64_t i) {
+    if (wdt == JB_F32) return _mm512_loadu_ps((const float *)w + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+    if (wdt == JB_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// As ukern_avx2 with 16-column vectors; up to 12 rows x 2 vectors.
+AI512 void ukern_avx512(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, const float *x,
+                        int64_t ldx, const void *w, int64_t ldw, int kb, const char *pf,
+                        int64_t pfld, int pfb) {
+    __m512 acc[12][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++) acc[r][v] = _mm512_loadu_ps(y + r * ldy + 16 * v);
+    int k = 0;
+    if (R <= 2) {
+        // Few rows: four interleaved k (sums in separate registers) so that
+        // enough chains of FMAs hide their latency.
+        __m512 acc2[3][2][2];
+#pragma GCC unroll 3
+        for (int u = 0; u < 3; u++)
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+                for (int v = 0; v < V; v++) acc2[u][r][v] = _mm512_setzero_ps();
+        for (; k + 4 <= kb; k += 4) {
+            if (pf) {
+                const char *p = pf + k * pfld;
+                for (int b = 0; b < pfb; b += 64)
+#pragma GCC unroll 4
+                    for (int u = 0; u < 4; u++) _mm_prefetch(p + u * pfld + b, _MM_HINT_T0);
+            }
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++)
+#pragma GCC unroll 2
+                for (int v = 0; v < V; v++) {
+                    __m512 wv = widen16(w, wdt, (int64_t)(k + u) * ldw + 16 * v);
+#pragma GCC unroll 2
+                    for (int r = 0; r < R; r++) {
+                        __m512 xb = _mm512_set1_ps(x[r * ldx + k + u]);
+                        if (u == 0) acc[r][v] = _mm512_fmadd_ps(xb, wv, acc[r][v]);
+                        else acc2[u - 1][r][v] = _mm512_fmadd_ps(xb, wv, acc2[u - 1][r][v]);
+                    }
+                }
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm512_add_ps(_mm512_add_ps(acc[r][v], acc2[0][r][v]),
+                                          _mm512_add_ps(acc2[1][r][v], acc2[2][r][v]));
+    }
+    for (; k < kb; k++) {
+        if (pf) {
+            const char *p = pf + k * pfld;
+            for (int b = 0; b < pfb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+        }
+        __m512 wv[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++) wv[v] = widen16(w, wdt, (int64_t)k * ldw + 16 * v);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            __m512 xb = _mm512_set1_ps(x[r * ldx + k]);
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(xb, wv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++) _mm512_storeu_ps(y + r * ldy + 16 * v, acc[r][v]);
+}
+
+// As mpanel_avx2: row groups of RM (<= 12).
+AI512 void mpanel_avx512(int V, int RM, jb_dtype_t wdt, float *y, int64_t ldy, const float *x,
+                         int64_t ldx, const void *wb, int64_t ldw, int kb, int M, const char *pf,
+                         int64_t pfld, int pfb) {
+    int m = 0;
+    for (; m + RM <= M; m += RM)
+        ukern_avx512(RM, V, wdt, y + m * ldy, ldy, x + m * ldx, ldx, wb, ldw, kb, m ? NULL : pf,
+                     pfld, pfb);
+    switch (M - m) {
+#define CASE(RR)                                                                            \
+    case RR:                                                                                \
+        ukern_avx512(RR, V, wdt, y + m * ldy, ldy, x + m * ldx, ldx, wb, ldw, kb,           \
+                     m ? NULL : pf, pfld, pfb);                                             \
+        break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10)
+        CASE(11)
+#undef CASE
+    default: break;
+    }
+}
+
+// Rows per group: as many as the 32 registers allow beside the weights; few
+// rows are bound by the weight stream anyway.
+#define RM512 8
+
+// Unpacked W, as panel_avx2_t: micro-panels of 32 columns, then 16, then 8.
+AI512 void panel_avx512_t(jb_dtype_t wdt, float *y, const float *x, const void *w, int M, int K,
+                          int N, int c0, int c1) {
+    const int64_t es = wdt == JB_F32 ? 4 : 2;
+    const int c1w = c0 + (c1 - c0) / 32 * 32;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kb = K - k0 < KC ? K - k0 : KC;
+        for (int j = c0; j < c1;) {
+            int step = j < c1w ? 32 : c1 - j >= 16 ? 16 : 8;
+            const char *wb = (const char *)w + ((int64_t)k0 * N + j) * es;
+            int pj = j + 64, pk = k0;
+            if (pj >= c1w) {
+                pj = c0 + (pj - c1w);
+                pk += KC;
+            }
+            const char *pf = pk < K ? (const char *)w + ((int64_t)pk * N + pj) * es : NULL;
+            float *yj = y + j;
+            if (step == 32)
+                mpanel_avx512(2, RM512, wdt, yj, N, x + k0, K, wb, N, kb, M, pf, N * es, 32 * es);
+            else if (step == 16)
+                mpanel_avx512(1, RM512, wdt, yj, N, x + k0, K, wb, N, kb, M, pf, N * es, 16 * es);
+            else
+                mpanel_avx2(1, 6, wdt, yj, N, x + k0, K, wb, N, kb, M, pf, N * es, 8 * es);
+            j += step;
+        }
+    }
+}
+
+T512 static void panel_avx512(float *y, const float *x, const void *w, jb_dtype_t wdt, int M,
+                              int K, int N, int c0, int c1) {
+    if (wdt == JB_F32) panel_avx512_t(JB_F32, y, x, w, M, K, N, c0, c1);
+    else if (wdt == JB_F16) panel_avx512_t(JB_F16, y, x, w, M, K, N, c0, c1);
+    else panel_avx512_t(JB_BF16, y, x, w, M, K, N, c0, c1);
+}
+
+// Packed tile, as tile_avx2_t.
+AI512 void tile_avx512_t(jb_dtype_t wdt, float *y, int64_t ldy, const float *x, const void *tile,
+                         int M, int K) {
+    const int64_t es = wdt == JB_F32 ? 4 : 2;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kb = K - k0 < KC ? K - k0 : KC;
+        const char *wb = (const char *)tile + (int64_t)k0 * JB_MM_TILE * es;
+        mpanel_avx512(2, RM512, wdt, y, ldy, x + k0, K, wb, JB_MM_TILE, kb, M, wb + PF_AHEAD,
+                      JB_MM_TILE * es, JB_MM_TILE * es);
+    }
+}
+
+T512 static void tile_avx512(float *y, int64_t ldy, const float *x, const void *tile,
+                             jb_dtype_t wdt, int M, int K) {
+    if (wdt == JB_F32) tile_avx512_t(JB_F32, y, ldy, x, tile, M, K);
+    else if (wdt == JB_F16) tile_avx512_t(JB_F16, y, ldy, x, tile, M, K);
+    else tile_avx512_t(JB_BF16, y, ldy, x, tile, M, K);
+}
+#endif
+
+// Columns c0..c1 of y (M rows) += x · W.
+static void panel(int kern, float *y, const float *x, const void *w, jb_dtype_t wdt, int M,
+                  int K, int N, int c0, int c1) {
+#if JB_MM_AVX2
+    if (kern >= 1) {
+        int cv = c0 + (c1 - c0) / 8 * 8;
+        if (kern == 2) panel_avx512(y, x, w, wdt, M, K, N, c0, cv);
+        else panel_avx2(y, x, w, wdt, M, K, N, c0, cv);
+        if (cv < c1) panel_c(y, x, w, wdt, M, K, N, cv, c1);
+        return;
+    }
+#endif
+    panel_c(y, x, w, wdt, M, K, N, c0, c1);
+}
+
+// Small M (and large M with AVX-512): every thread takes a panel of columns (a multiple of 8 wide, the
+// last one also the odd tail), initialises its part of y, then accumulates.
+static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wdt,
+                         const float *bias, int init, int M, int K, int N) {
+    int kern = kernel_choice();
+    int nvec = N / 8;
+    int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && nvec >= 2;
+#pragma omp parallel if (par)
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        int c0 = (int)((int64_t)nvec * t / nt) * 8;
+        int c1 = t == nt - 1 ? N : (int)((int64_t)nvec * (t + 1) / nt) * 8;
+        if (c1 > c0) {
+            if (init)
+                for (int m = 0; m < M; m++) {
+                    float *ym = y + (int64_t)m * N;
+                    if (bias) memcpy(ym + c0, bias + c0, sizeof(float) * (size_t)(c1 - c0));
+                    else memset(ym + c0, 0, sizeof(float) * (size_t)(c1 - c0));
+                }
+            // Many rows: sub-panels of 64 columns, so that the block of W that
+            // every group of rows passes over stays in L1 and the sub-panel of y
+            // in L2; W is still read from memory once.
+            int sub = M <= JB_MATMUL_SMALL_M ? c1 - c0 : 64;
+            for (int j = c0; j < c1; j += sub)
+                panel(kern, y, x, w, wdt, M, K, N, j, c1 - j < sub ? c1 : j + sub);
+        }
+    }
+}
+
+// Large M goes to BLAS unless the AVX-512 kernel is there: it beats OpenBLAS's
+// AVX2 sgemm (what OPENBLAS_CORETYPE=Haswell selects) and needs no widening.
+static int stream_large(void) { return kernel_choice() == 2; }
+
+// ---- large M: BLAS ----------------------------------------------------------
 
 static void widen_rows(float *dst, const void *w, jb_dtype_t wdt, int64_t k0, int64_t rows,
                        int64_t N) {
     const uint16_t *h = (const uint16_t *)w + k0 * N;
     int64_t n = rows * N;
-    if (wdt == JB_F16)
-        for (int64_t i = 0; i < n; i++) dst[i] = jb_f16_to_f32(h[i]);
-    else
-        for (int64_t i = 0; i < n; i++) dst[i] = jb_bf16_to_f32(h[i]);
+#pragma omp parallel for schedule(static) if (n >= 4 * PAR_MIN_ELEMS)
+    for (int64_t i0 = 0; i0 < n; i0 += 4096) {
+        int64_t i1 = i0 + 4096 < n ? i0 + 4096 : n;
+        int64_t i = i0;
+#if JB_MM_AVX2
+        if (wdt == JB_F16)
+            for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(dst + i, widen8(h, JB_F16, i));
+        else
+            for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(dst + i, widen8(h, JB_BF16, i));
+#endif
+        for (; i < i1; i++) dst[i] = wdt == JB_F16 ? jb_f16_to_f32(h[i]) : jb_bf16_to_f32(h[i]);
+    }
 }
 
-static void matmul_impl(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K,
-                        int N, float beta) {
+static void matmul_large(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K,
+                         int N, float beta) {
+    if (K <= 0) {   // y = beta·y: BLAS need not handle an empty sum
+        if (beta == 0.0f) memset(y, 0, sizeof(float) * (size_t)M * (size_t)N);
+        return;
+    }
     if (wdt == JB_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, x, K,
                     (const float *)w, N, beta, y, N);
         return;
     }
+    // 256 rows of W at a time: the scratch stays ~2 MB for N = 1920.
     const int64_t KB = 256;
-    float *tmp = malloc(sizeof(float) * (size_t)KB * (size_t)N);
+    float *tmp = malloc(sizeof(float) * (size_t)(K < KB ? K : KB) * (size_t)N);
+    if (!tmp) {   // no memory for the scratch: the streaming kernel needs none
+        if (beta == 0.0f) memset(y, 0, sizeof(float) * (size_t)M * (size_t)N);
+        for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
+            int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
+            matmul_stream(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, wdt, NULL, 0, mb, K, N);
+        }
+        return;
+    }
     for (int64_t k0 = 0; k0 < K; k0 += KB) {
         int64_t kb = K - k0 < KB ? K - k0 : KB;
         widen_rows(tmp, w, wdt, k0, kb, N);
@@ -33,21 +543,294 @@ static void matmul_impl(float *y, const float *x, const void *w, jb_dtype_t wdt,
     free(tmp);
 }
 
-void jb_matmul(float *y, const float *x, const void *w, jb_dtype_t wdt, const float *bias,
-               int M, int K, int N) {
+// ---- packed weights -----------------------------------------------------------
+
+struct jb_matmul_packed {
+    jb_dtype_t wdt;
+    int K, N, ntiles;
+    void *data;   // (ntiles, K, JB_MM_TILE) in wdt; columns past N are zero
+};
+
+jb_matmul_packed_t *jb_matmul_pack(const void *w, jb_dtype_t wdt, int K, int N, jb_err_t *err) {
+    if (wdt != JB_F32 && wdt != JB_F16 && wdt != JB_BF16) {
+        jb_err_set(err, JB_EINVAL, "jb_matmul_pack: dtype %s is not F32, F16 or BF16",
+                   jb_dtype_name(wdt));
+        return NULL;
+    }
+    if (K <= 0 || N <= 0) {
+        jb_err_set(err, JB_EINVAL, "jb_matmul_pack: bad shape (%d, %d)", K, N);
+        return NULL;
+    }
+    jb_matmul_packed_t *p = calloc(1, sizeof(*p));
+    if (!p) goto fail;
+    p->wdt = wdt;
+    p->K = K;
+    p->N = N;
+    p->ntiles = (N + JB_MM_TILE - 1) / JB_MM_TILE;
+    size_t es = jb_dtype_size(wdt);
+    p->data = jb_calloc((size_t)p->ntiles * (size_t)K * JB_MM_TILE * es);
+    if (!p->data) goto fail;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < p->ntiles; t++) {
+        int c0 = t * JB_MM_TILE, nc = N - c0 < JB_MM_TILE ? N - c0 : JB_MM_TILE;
+        char *dst = (char *)p->data + (size_t)t * K * JB_MM_TILE * es;
+        for (int k = 0; k < K; k++)
+            memcpy(dst + (size_t)k * JB_MM_TILE * es, (const char *)w + ((size_t)k * N + c0) * es,
+                   (size_t)nc * es);
+    }
+    return p;
+fail:
+    jb_err_set(err, JB_ENOMEM, "jb_matmul_pack: no memory for (%d, %d) %s", K, N,
+               jb_dtype_name(wdt));
+    if (p) jb_free(p->data);
+    free(p);
+    return NULL;
+}
+
+void jb_matmul_packed_destroy(jb_matmul_packed_t **p_p) {
+    if (!p_p || !*p_p) return;
+    jb_free((*p_p)->data);
+    free(*p_p);
+    *p_p = NULL;
+}
+
+size_t jb_matmul_packed_bytes(const jb_matmul_packed_t *p) {
+    return (size_t)p->ntiles * (size_t)p->K * JB_MM_TILE * jb_dtype_size(p->wdt);
+}
+
+// y (M rows, stride ldy, nc <= TILE columns) += x · tile t.
+static void tile_any(int kern, float *y, int64_t ldy, const float *x,
+                     const jb_matmul_packed_t *p, int t, int M, int nc) {
+    const char *tile =
+        (const char *)p->data + (size_t)t * p->K * JB_MM_TILE * jb_dtype_size(p->wdt);
+#if JB_MM_AVX2
+    if (kern >= 1) {
+        if (nc == JB_MM_TILE) {
+            if (kern == 2) tile_avx512(y, ldy, x, tile, p->wdt, M, p->K);
+            else tile_avx2(y, ldy, x, tile, p->wdt, M, p->K);
+        } else {   // the last, partial tile: through a full-width scratch, 16 rows at a time
+            float tmp[16 * JB_MM_TILE];
+            for (int m0 = 0; m0 < M; m0 += 16) {
+                int mb = M - m0 < 16 ? M - m0 : 16;
+                float *ym = y + m0 * ldy;
+                for (int m = 0; m < mb; m++) {
+                    memcpy(tmp + m * JB_MM_TILE, ym + m * ldy, sizeof(float) * nc);
+                    memset(tmp + m * JB_MM_TILE + nc, 0, sizeof(float) * (JB_MM_TILE - nc));
+                }
+                const float *xm = x + (int64_t)m0 * p->K;
+                if (kern == 2) tile_avx512(tmp, JB_MM_TILE, xm, tile, p->wdt, mb, p->K);
+                else tile_avx2(tmp, JB_MM_TILE, xm, tile, p->wdt, mb, p->K);
+                for (int m = 0; m < mb; m++)
+                    memcpy(ym + m * ldy, tmp + m * JB_MM_TILE, sizeof(float) * nc);
+            }
+        }
+        return;
+    }
+#endif
+    for (int k0 = 0; k0 < p->K; k0 += KC) {
+        int k1 = k0 + KC < p->K ? k0 + KC : p->K;
+        for (int m = 0; m < M; m++)
+            for (int k = k0; k < k1; k++) {
+                float xv = x[(int64_t)m * p->K + k];
+                for (int n = 0; n < nc; n++)
+                    y[m * ldy + n] += xv * wload1(tile, p->wdt, (int64_t)k * JB_MM_TILE + n);
+            }
+    }
+}
+
+static void packed_small(float *y, const float *x, const jb_matmul_packed_t *p,
+                         const float *bias, int init, int M) {
+    int kern = kernel_choice();
+    int K = p->K, N = p->N, nt_ = p->ntiles;
+    int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && nt_ >= 2;
+#pragma omp parallel if (par)
+    {
+        int nt = 1, th = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        th = omp_get_thread_num();
+#endif
+        int t0 = (int)((int64_t)nt_ * th / nt), t1 = (int)((int64_t)nt_ * (th + 1) / nt);
+        int c0 = t0 * JB_MM_TILE, c1 = t1 * JB_MM_TILE < N ? t1 * JB_MM_TILE : N;
+        if (init && c1 > c0)
+            for (int m = 0; m < M; m++) {
+                float *ym = y + (int64_t)m * N;
+                if (bias) memcpy(ym + c0, bias + c0, sizeof(float) * (size_t)(c1 - c0));
+                else memset(ym + c0, 0, sizeof(float) * (size_t)(c1 - c0));
+            }
+        for (int t = t0; t < t1; t++) {
+            int c = t * JB_MM_TILE, nc = N - c < JB_MM_TILE ? N - c : JB_MM_TILE;
+            tile_any(kern, y + c, N, x, p, t, M, nc);
+        }
+    }
+}
+
+// Large M on packed weights: widen a group of tiles into a row-major f32
+// scratch (K, 8 tiles) and hand it to sgemm.
+static void packed_large(float *y, const float *x, const jb_matmul_packed_t *p, float beta,
+                         int M) {
+    const int G = 8, K = p->K, N = p->N;
+    float *tmp = malloc(sizeof(float) * (size_t)K * G * JB_MM_TILE);
+    if (!tmp) {   // no scratch: the streaming kernel, 16 rows at a time
+        if (beta == 0.0f) memset(y, 0, sizeof(float) * (size_t)M * (size_t)N);
+        for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
+            int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
+            packed_small(y + (int64_t)m0 * N, x + (int64_t)m0 * K, p, NULL, 0, mb);
+        }
+        return;
+    }
+    size_t es = jb_dtype_size(p->wdt);
+    for (int t0 = 0; t0 < p->ntiles; t0 += G) {
+        int g = p->ntiles - t0 < G ? p->ntiles - t0 : G;
+        int ld = g * JB_MM_TILE;
+#pragma omp parallel for schedule(static) if ((int64_t)K * ld >= 4 * PAR_MIN_ELEMS)
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < g; i++) {
+                const char *src = (const char *)p->data +
+                                  ((size_t)(t0 + i) * K + k) * JB_MM_TILE * es;
+                for (int n = 0; n < JB_MM_TILE; n++)
+                    tmp[(size_t)k * ld + i * JB_MM_TILE + n] = wload1(src, p->wdt, n);
+            }
+        int c0 = t0 * JB_MM_TILE, nc = N - c0 < ld ? N - c0 : ld;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, nc, K, 1.0f, x, K, tmp, ld,
+                    beta, y + c0, N);
+    }
+    free(tmp);
+}
+
+void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, const float *bias,
+                      int M) {
+    if (M <= 0) return;
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) {
+        packed_small(y, x, w, bias, 1, M);
+        return;
+    }
     if (bias) {
         for (int m = 0; m < M; m++)
-            for (int n = 0; n < N; n++) y[(int64_t)m * N + n] = bias[n];
-        matmul_impl(y, x, w, wdt, M, K, N, 1.0f);
+            memcpy(y + (int64_t)m * w->N, bias, sizeof(float) * (size_t)w->N);
+        packed_large(y, x, w, 1.0f, M);
     } else {
-        matmul_impl(y, x, w, wdt, M, K, N, 0.0f);
+        packed_large(y, x, w, 0.0f, M);
+    }
+}
+
+void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M) {
+    if (M <= 0) return;
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) packed_small(y, x, w, NULL, 0, M);
+    else packed_large(y, x, w, 1.0f, M);
+}
+
+// ---- API --------------------------------------------------------------------
+
+void jb_matmul(float *y, const float *x, const void *w, jb_dtype_t wdt, const float *bias,
+               int M, int K, int N) {
+    if (M <= 0 || N <= 0) return;
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) {
+        matmul_stream(y, x, w, wdt, bias, 1, M, K, N);
+        return;
+    }
+    if (bias) {
+        for (int m = 0; m < M; m++) memcpy(y + (int64_t)m * N, bias, sizeof(float) * (size_t)N);
+        matmul_large(y, x, w, wdt, M, K, N, 1.0f);
+    } else {
+        matmul_large(y, x, w, wdt, M, K, N, 0.0f);
     }
 }
 
 void jb_matmul_acc(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K, int N) {
-    matmul_impl(y, x, w, wdt, M, K, N, 1.0f);
+    if (M <= 0 || N <= 0) return;
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) matmul_stream(y, x, w, wdt, NULL, 0, M, K, N);
+    else matmul_large(y, x, w, wdt, M, K, N, 1.0f);
+}
+
+// ---- y = x·Wᵀ, small M: each row of W (K contiguous floats) is read once and
+// dotted with every row of x (x stays in L1/L2). Rows of W 4 at a time, rows of
+// x 2 at a time: 8 accumulators.
+
+#if JB_MM_AVX2
+AI float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// y[0:R, 0:NR] (stride N) = x[0:R] · w[0:NR]ᵀ, R <= 2, NR <= 4 rows of w (stride K).
+AI void wt_block_avx2(int R, int NR, float *y, int N, const float *x, const float *w, int K) {
+    __m256 acc[2][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int i = 0; i < NR; i++) acc[r][i] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < NR; i++) wv[i] = _mm256_loadu_ps(w + (int64_t)i * K + k);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m256 xv = _mm256_loadu_ps(x + (int64_t)r * K + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < NR; i++) acc[r][i] = _mm256_fmadd_ps(xv, wv[i], acc[r][i]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < NR; i++) {
+            float s = hsum8(acc[r][i]);
+            for (int kk = k; kk < K; kk++) s += x[(int64_t)r * K + kk] * w[(int64_t)i * K + kk];
+            y[(int64_t)r * N + i] = s;
+        }
+}
+#endif
+
+static void wt_rows(int kern, float *y, const float *x, const float *w, int M, int K, int N,
+                    int n0, int n1) {
+#if JB_MM_AVX2
+    if (kern >= 1) {
+        int n = n0;
+        for (; n + 4 <= n1; n += 4) {
+            const float *wn = w + (int64_t)n * K;
+            int m = 0;
+            for (; m + 2 <= M; m += 2)
+                wt_block_avx2(2, 4, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+            if (m < M) wt_block_avx2(1, 4, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+        }
+        for (; n < n1; n++) {
+            const float *wn = w + (int64_t)n * K;
+            for (int m = 0; m < M; m++)
+                wt_block_avx2(1, 1, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+        }
+        return;
+    }
+#endif
+    for (int n = n0; n < n1; n++)
+        for (int m = 0; m < M; m++) {
+            float s = 0;
+            for (int k = 0; k < K; k++) s += x[(int64_t)m * K + k] * w[(int64_t)n * K + k];
+            y[(int64_t)m * N + n] = s;
+        }
 }
 
 void jb_matmul_wt(float *y, const float *x, const float *w, int M, int K, int N) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    if (M <= 0 || N <= 0) return;
+    if (M > JB_MATMUL_SMALL_M && K > 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f,
+                    y, N);
+        return;
+    }
+    int kern = kernel_choice();
+    int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && N >= 8;
+#pragma omp parallel if (par)
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        // blocks of 4 rows of W per thread
+        int nb = (N + 3) / 4;
+        int n0 = (int)((int64_t)nb * t / nt) * 4, n1 = (int)((int64_t)nb * (t + 1) / nt) * 4;
+        if (n1 > N) n1 = N;
+        if (n0 < n1) wt_rows(kern, y, x, w, M, K, N, n0, n1);
+    }
 }

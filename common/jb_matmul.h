@@ -5,9 +5,14 @@
 //   y: (M, N)  x: (M, K)  W: (K, N) in dtype wdt (F32, F16 or BF16)  bias: (N) or NULL
 // Small M (a sampling step: one row per sample in the batch) is bound by the
 // weight traffic, so those products stream W once for all M rows and widen
-// f16/bf16 in registers; large M (priming, teacher forcing) goes to BLAS sgemm.
+// f16/bf16 in registers; large M (priming, teacher forcing) runs the same
+// kernel where the CPU has AVX-512, else BLAS sgemm. For sampling, weights
+// packed at load time (jb_matmul_pack) stream faster than weights as stored.
+// Float32 accumulation; not bit-identical to sgemm (another summation order).
+// See docs/matmul.md for the design and figures.
 //
-// Thread rules: reentrant; uses the OpenMP thread pool of the caller.
+// Thread rules: reentrant; uses the OpenMP thread pool of the caller (inside a
+// parallel region a call runs on the calling thread).
 #ifndef JB_MATMUL_H
 #define JB_MATMUL_H
 
@@ -20,5 +25,34 @@ void jb_matmul(float *y, const float *x, const void *w, jb_dtype_t wdt, const fl
 void jb_matmul_acc(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K, int N);
 // y = x·Wᵀ with W: (N, K) float32 (an embedding used as the output projection).
 void jb_matmul_wt(float *y, const float *x, const float *w, int M, int K, int N);
+
+// Weights repacked once, at load time, into tiles of 32 columns each stored
+// (K, 32) contiguously, so that the streaming kernel reads memory strictly in
+// sequence. Opaque; owns a copy of the weights (the source may be freed).
+typedef struct jb_matmul_packed jb_matmul_packed_t;
+// w: (K, N) in wdt (F32, F16 or BF16). NULL + err on a bad dtype/shape or no memory.
+jb_matmul_packed_t *jb_matmul_pack(const void *w, jb_dtype_t wdt, int K, int N, jb_err_t *err);
+// Frees, sets *p_p to NULL; accepts NULL.
+void jb_matmul_packed_destroy(jb_matmul_packed_t **p_p);
+// Bytes of weights the packed copy holds (N rounded up to 32 columns).
+size_t jb_matmul_packed_bytes(const jb_matmul_packed_t *p);
+// As jb_matmul / jb_matmul_acc with the packed weights (K, N as packed).
+// y: (M, N)  x: (M, K)  bias: (N) or NULL
+void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, const float *bias,
+                      int M);
+void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M);
+
+// Products with M up to this many rows take the weight-streaming kernel;
+// larger ones too with AVX-512, else BLAS sgemm.
+#define JB_MATMUL_SMALL_M 16
+
+// Which streaming kernel runs: "c" (plain C), "avx2" (AVX2+FMA+F16C) or
+// "avx512"; NULL picks the best the CPU has (the default; the environment
+// variable JB_MATMUL_KERNEL can also set it). Returns 0, 1 or 2 for the kernel
+// now in use, or -1 when this build or CPU lacks it. For tests and benches;
+// not to be called while another thread multiplies.
+int jb_matmul_set_kernel(const char *name);
+// "c", "avx2" or "avx512": the kernel in use.
+const char *jb_matmul_kernel_name(void);
 
 #endif

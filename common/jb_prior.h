@@ -1,0 +1,120 @@
+// jb_prior.h: one level of the hierarchy, the reference's SimplePrior (jukebox/prior/prior.py):
+// label conditioning, timing signal, the upsamplers' Conditioner on the level above, the
+// lyrics encoder (5b_lyrics) or the joint lyrics+music sequence (1b_lyrics), the transformer,
+// teacher-forced logits, lyric alignment weights, and ancestral / primed sampling.
+//
+//   jb_prior_t *p = jb_prior_new("prior_level_2.safetensors", &err);
+//   jb_prior_sampler_t *s = jb_prior_sampler_new(p, max_batch, chunk_size, &err);
+//   jb_prior_sample(s, N, y, z_cond, prime, P, 0, chunk_size, jb_prior_choose_greedy, NULL,
+//                   codes, NULL, &err);
+//
+// Sequence positions: a window holds n_ctx music codes. The 1b_lyrics model (single
+// encoder-decoder) runs its transformer over seq_len = n_tokens + n_ctx positions, the lyric
+// tokens (ids 0..n_vocab-1) first, music codes shifted by n_vocab (joint vocabulary of
+// seq_bins = n_vocab + bins); its logits cover the whole joint sequence.
+//
+// Thread rules: a jb_prior_t is immutable after _new (share it between threads); a sampler
+// belongs to one thread. Ownership: the prior owns its model file (mmap) and every buffer;
+// pointers it hands out live until jb_prior_destroy.
+#ifndef JB_PRIOR_H
+#define JB_PRIOR_H
+
+#include <stdint.h>
+
+#include "jb_err.h"
+#include "jb_hparams.h"
+#include "jb_safetensors.h"
+#include "jb_transformer.h"
+
+typedef struct jb_prior jb_prior_t;
+typedef struct jb_prior_sampler jb_prior_sampler_t;
+
+// Lyrics handling of a prior.
+enum { JB_PRIOR_NO_LYRICS = 0, JB_PRIOR_LYRICS_ENCODER = 1, JB_PRIOR_LYRICS_JOINT = 2 };
+
+typedef struct {
+    int level;
+    int width;
+    int bins;             // music codes (l_bins)
+    int n_ctx;            // music codes per window
+    int n_tokens;         // lyric tokens in y (0: none)
+    int n_vocab;          // lyric vocabulary (models with lyrics)
+    int lyrics;           // JB_PRIOR_*
+    int labels;           // y conditioning (artist, genre)
+    int label_len;        // 4 + max_bow_genre_size + n_tokens (0 without labels)
+    int include_time_signal;
+    int x_cond;           // conditioned on the level above (upsamplers)
+    int merged_decoder;   // separate x_out, conditioning not added after the transformer
+    int seq_len;          // transformer positions (n_tokens + n_ctx for the joint model)
+    int seq_bins;         // logits per position (n_vocab + bins for the joint model)
+    int raw_to_tokens;    // raw audio samples per code of this level
+    int cond_downsample;  // codes of this level per code of the level above (0: top level)
+    int sample_length;    // n_ctx · raw_to_tokens
+} jb_prior_info_t;
+
+// Opens and validates the model file (kind "prior"). NULL + err naming file and tensor.
+jb_prior_t *jb_prior_new(const char *path, jb_err_t *err);
+void jb_prior_destroy(jb_prior_t **p_p);
+
+const jb_prior_info_t *jb_prior_info(const jb_prior_t *p);
+const jb_prior_hparams_t *jb_prior_hparams(const jb_prior_t *p);
+const jb_transformer_t *jb_prior_transformer(const jb_prior_t *p);
+
+// ---- conditioning -----------------------------------------------------------
+
+// Start conditioning: artist embedding + sum of genre embeddings (ids < 0 skipped).
+// y: (N, label_len); out: (N, width). Error for ids outside the tables.
+int jb_prior_cond_y(const jb_prior_t *p, const int32_t *y, int N, float *out, jb_err_t *err);
+// Per-position conditioning of the music positions: the timing signal (top level, from y),
+// the Conditioner on z_cond (upsamplers), or zeros.
+// y: (N, label_len) or NULL when unused; z_cond: (N, n_ctx / cond_downsample) or NULL;
+// out: (N, n_ctx, width).
+int jb_prior_cond_x(const jb_prior_t *p, const int32_t *y, const int32_t *z_cond, int N,
+                    float *out, jb_err_t *err);
+// Lyrics encoder (JB_PRIOR_LYRICS_ENCODER): prime_state_ln(prime_state_proj(prime_prior(tokens))).
+// tokens: (N, n_tokens) ids in [0, n_vocab); out: (N, n_tokens, width).
+int jb_prior_encoder_kv(const jb_prior_t *p, const int32_t *tokens, int N, float *out,
+                        jb_err_t *err);
+
+// ---- teacher forcing -----------------------------------------------------------
+
+// Logits of the whole window: z: (N, n_ctx) codes; z_cond: (N, n_ctx / cond_downsample) or
+// NULL; y: (N, label_len) or NULL; logits: (N, seq_len, seq_bins).
+// attn (lyric models, may be NULL): (N, n_ctx, n_tokens) softmax weights of layer
+// alignment_layer, head alignment_head, music queries x lyric keys.
+int jb_prior_forward(const jb_prior_t *p, const int32_t *z, const int32_t *z_cond,
+                     const int32_t *y, int N, float *logits, float *attn, jb_err_t *err);
+
+// ---- sampling -------------------------------------------------------------------
+
+// Picks one token per sequence from logits: (N, n_bins), which it may modify; pos is the
+// music position being sampled (0..n_ctx-1; for the joint model the lyric part is never
+// sampled). out: (N). Returns 0 or -1 (+ err).
+typedef int (*jb_prior_choose_fn)(void *user, float *logits, int N, int n_bins, int pos,
+                                  int32_t *out, jb_err_t *err);
+// Argmax (top_k = 1), lowest index on ties. user unused.
+int jb_prior_choose_greedy(void *user, float *logits, int N, int n_bins, int pos, int32_t *out,
+                           jb_err_t *err);
+
+// State for up to max_batch sequences and priming passes of up to max_chunk tokens; all
+// memory of sampling is allocated here. NULL + err.
+jb_prior_sampler_t *jb_prior_sampler_new(const jb_prior_t *p, int max_batch, int max_chunk,
+                                         jb_err_t *err);
+void jb_prior_sampler_destroy(jb_prior_sampler_t **s_p);
+const jb_prior_t *jb_prior_sampler_prior(const jb_prior_sampler_t *s);
+int jb_prior_sampler_max_batch(const jb_prior_sampler_t *s);
+
+// Samples one window of N sequences (N <= max_batch): codes [0, P) are the prime (fed through
+// the transformer in passes of chunk_size tokens, the last shorter; chunk_size <= 0: the
+// sampler's max_chunk), then positions P..n_fill-1 are drawn one at a time with choose
+// (n_fill <= 0: n_ctx; less is the reference's sample_tokens, a window shorter than n_ctx).
+// The joint model feeds back the joint id it drew and stores clamp(id - n_vocab, 0).
+// y: (N, label_len) or NULL; z_cond: (N, n_ctx / cond_downsample) or NULL;
+// prime: (N, P) or NULL with P = 0; out: (N, n_fill) (its first P codes are the prime).
+// n_clamped (may be NULL): joint model only, lyric ids drawn at music positions.
+int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_t *z_cond,
+                    const int32_t *prime, int P, int n_fill, int chunk_size,
+                    jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,
+                    jb_err_t *err);
+
+#endif

@@ -1,0 +1,93 @@
+// jb_sample.h: the reference's sample_level flow (jukebox/sample.py): one level of a song
+// sampled in windows of n_ctx codes.
+//
+//   total >= n_ctx: windows at get_starts(total, n_ctx, hop) (jb_labels_starts); each window
+//     takes the codes already present in [start, start + n_ctx) as its prime, samples the
+//     rest and appends them (sample_single_window).
+//   total < n_ctx: one partial window (sample_partial_window): with `have` codes present,
+//     `total` more codes are sampled, so the level ends with have + total codes.
+// Per window: labels get offset += start · raw_to_tokens, sample_length = n_ctx ·
+// raw_to_tokens and the lyric window of that offset (jb_labels_lyric_window); an upsampler
+// takes z_cond = codes of the level above in [start, end) / cond_downsample. Items are run
+// in batches of max_batch_size.
+//
+// Random draws: item i draws with the stream jb_rng_stream(seed, job_hash, sample_ids[i],
+// level) at its absolute code position, so a sample's codes do not depend on its batch.
+//
+// Thread rules: one call per sampler at a time. Ownership: every pointer is borrowed.
+#ifndef JB_SAMPLE_H
+#define JB_SAMPLE_H
+
+#include <stdint.h>
+
+#include "jb_err.h"
+#include "jb_prior.h"
+#include "jb_sampling.h"
+
+typedef struct {
+    jb_sampling_params_t sampling;   // temperature, top-k, top-p, greedy
+    int chunk_size;                  // priming pass length (<= 0: the sampler's max_chunk)
+    int max_batch_size;              // <= the sampler's max_batch
+    int hop_length;                  // window hop in codes: int(hop_fraction · n_ctx)
+    uint64_t seed, job_hash;         // random streams (jb_rng.h)
+    const uint32_t *sample_ids;      // (n_samples) index of each item in its job; NULL: 0..n-1
+    // Called after every sampled position (may be NULL): progress, service watchdog.
+    // pos: absolute code position just sampled.
+    void (*on_step)(void *user, int64_t pos);
+    void *on_step_user;
+} jb_sample_opts_t;
+
+// Lyrics of one item: the full token list (jb_text), or NULL / 0 for none.
+typedef struct {
+    const int32_t *tokens;
+    int n;
+} jb_sample_lyrics_t;
+
+// Samples one level. zs: (n_samples, zs_stride) codes of this level, the first `have` of
+// every item present; on success *out_len codes are present (total, or have + total for a
+// partial window). zs_above: (n_samples, above_stride) codes of the level above (upsamplers)
+// or NULL. y: (n_samples, label_len) base label vectors (offset of the item's start) or NULL
+// for a prior without labels; lyrics: (n_samples) or NULL.
+// Errors name level, window start and item.
+int jb_sample_level(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_samples, int total,
+                    int32_t *zs, int zs_stride, int have, const int32_t *zs_above,
+                    int above_stride, const int32_t *y, const jb_sample_lyrics_t *lyrics,
+                    int *out_len, jb_err_t *err);
+
+// Lyric alignment of a song (the reference's align.py get_alignment), for a prior with lyrics:
+// windows at 0, hop, 2·hop, ... while start < total - n_ctx + hop (each must fit: start +
+// n_ctx <= total); per window the attention weights of alignment_layer/head between the music
+// codes and the window's lyric tokens (jb_prior_forward), placed at the lyric positions the
+// window covers; earlier windows overwrite later ones where they overlap.
+// zs: (n_samples, zs_stride) top-level codes, total of them; y: (n_samples, label_len) base
+// labels; lyrics: (n_samples); out[i]: (total, lyrics[i].n) per item, zero-filled first.
+int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int32_t *zs,
+                        int zs_stride, const int32_t *y, const jb_sample_lyrics_t *lyrics,
+                        int hop_length, float *const *out, jb_err_t *err);
+
+#endif
+
+// ---- window by window (streaming stages) ----------------------------------------
+
+// One window of jb_sample_level: [start, start + n_ctx), sampled up to start + fill codes.
+typedef struct {
+    int64_t start;
+    int fill;
+} jb_sample_window_t;
+
+// The windows jb_sample_level runs for a level of `total` codes with `have` present, in
+// order. *windows: new array (caller frees) of *n windows (0 when nothing is left to
+// sample). 0 / -1 + err.
+int jb_sample_plan(const jb_prior_info_t *in, int total, int have, int hop_length,
+                   jb_sample_window_t **windows, int *n, jb_err_t *err);
+
+// Codes of the level above that window w conditions on: [0, need) must be present.
+// 0 for a level without conditioning.
+int64_t jb_sample_window_needs(const jb_prior_info_t *in, jb_sample_window_t w);
+
+// Runs one window (sample_single_window): the arguments are those of jb_sample_level;
+// *have is updated. Allocates its scratch per call (a window takes seconds).
+int jb_sample_window(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_samples,
+                     jb_sample_window_t w, int32_t *zs, int zs_stride, int *have,
+                     const int32_t *zs_above, int above_stride, const int32_t *y,
+                     const jb_sample_lyrics_t *lyrics, jb_err_t *err);

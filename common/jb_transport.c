@@ -1,0 +1,508 @@
+// jb_transport.c: see jb_transport.h.
+#include "jb_transport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#define READ_CHUNK (64 * 1024)
+
+typedef enum { EP_STREAM, EP_ZMQ } ep_kind_t;
+
+struct jb_endpoint {
+    ep_kind_t kind;
+    bool is_out;
+    char *name;             // the spec, for messages
+    jb_endpoint_opts_t opts;
+    jb_bytes_t hdr, payload;  // encode scratch
+    bool broken;            // a stream that failed: every later call fails
+    jb_err_t broken_err;
+    // stream
+    int fd;
+    bool owns_fd;
+    bool eof;
+    jb_bytes_t in;          // input buffer: bytes [in_start, in.len) not yet parsed
+    size_t in_start;
+    uint64_t in_base;       // stream offset of in.data[in_start]
+    uint64_t out_bytes;     // bytes written so far
+    char *tmp_path;         // output file being written; renamed to final_path on close
+    char *final_path;
+    // ZeroMQ
+    void *zctx, *zsock;
+    bool bound;
+    char address[256];
+};
+
+void jb_endpoint_default_opts(jb_endpoint_opts_t *opts) {
+    opts->hwm = 16;
+    opts->send_timeout_ms = -1;
+    opts->linger_ms = 10000;
+    opts->codebook = -1;
+}
+
+const char *jb_endpoint_address(const jb_endpoint_t *ep) {
+    return ep->kind == EP_ZMQ && ep->address[0] ? ep->address : ep->name;
+}
+
+static jb_endpoint_t *ep_alloc(const char *name, bool is_out, const jb_endpoint_opts_t *opts,
+                               jb_err_t *err) {
+    jb_endpoint_t *ep = calloc(1, sizeof *ep);
+    if (!ep || !(ep->name = strdup(name))) {
+        free(ep);
+        jb_err_set(err, JB_ENOMEM, "%s: out of memory", name);
+        return NULL;
+    }
+    ep->is_out = is_out;
+    ep->fd = -1;
+    if (opts) ep->opts = *opts;
+    else jb_endpoint_default_opts(&ep->opts);
+    return ep;
+}
+
+static int ep_fail(jb_endpoint_t *ep, jb_err_t *err) {
+    ep->broken = true;
+    ep->broken_err = *err;
+    return -1;
+}
+
+void jb_endpoint_destroy(jb_endpoint_t **ep_p) {
+    if (!ep_p || !*ep_p) return;
+    jb_endpoint_t *ep = *ep_p;
+    if (ep->zsock) {
+        if (ep->is_out) {
+            int linger = 0;   // destroy drops the queue; close waits for it
+            zmq_setsockopt(ep->zsock, ZMQ_LINGER, &linger, sizeof linger);
+        }
+        zmq_close(ep->zsock);
+    }
+    if (ep->zctx) zmq_ctx_term(ep->zctx);
+    // libzmq leaves a bound ipc socket's file behind; it is ours, so remove it
+    // ("ipc://@name" is an abstract socket: no file).
+    if (ep->bound && strncmp(ep->address, "ipc://", 6) == 0 && ep->address[6] != '@')
+        unlink(ep->address + 6);
+    if (ep->owns_fd && ep->fd >= 0) close(ep->fd);
+    if (ep->tmp_path) unlink(ep->tmp_path);
+    free(ep->tmp_path);
+    free(ep->final_path);
+    free(ep->name);
+    jb_bytes_free(&ep->hdr);
+    jb_bytes_free(&ep->payload);
+    jb_bytes_free(&ep->in);
+    free(ep);
+    *ep_p = NULL;
+}
+
+// ---------------------------------------------------------------- ZeroMQ
+
+static bool is_zmq_spec(const char *s) {
+    if (*s == '@' || *s == '>') s++;
+    return strncmp(s, "tcp://", 6) == 0 || strncmp(s, "ipc://", 6) == 0;
+}
+
+static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_opts_t *opts,
+                               jb_err_t *err) {
+    jb_endpoint_t *ep = ep_alloc(spec, is_out, opts, err);
+    if (!ep) return NULL;
+    ep->kind = EP_ZMQ;
+    bool bind = !is_out;
+    const char *addr = spec;
+    if (*addr == '@' || *addr == '>') bind = *addr++ == '@';
+    if (ep->opts.hwm < 1) {
+        jb_err_set(err, JB_EINVAL, "%s: hwm must be at least 1", spec);
+        goto fail;
+    }
+    ep->zctx = zmq_ctx_new();
+    if (!ep->zctx) {
+        jb_err_set(err, JB_EUNAVAIL, "%s: zmq_ctx_new: %s", spec, zmq_strerror(errno));
+        goto fail;
+    }
+    ep->zsock = zmq_socket(ep->zctx, is_out ? ZMQ_PUSH : ZMQ_PULL);
+    if (!ep->zsock) {
+        jb_err_set(err, JB_EUNAVAIL, "%s: zmq_socket: %s", spec, zmq_strerror(errno));
+        goto fail;
+    }
+    int hwm = ep->opts.hwm, linger = ep->opts.linger_ms, sndtimeo = ep->opts.send_timeout_ms;
+    // Immediate: queue only to peers actually connected, so a send with no
+    // downstream waits (and times out) instead of piling up for a peer that may
+    // never come.
+    int one = 1;
+    // A peer that sends a part bigger than any valid one is disconnected by libzmq
+    // before the part is buffered, so garbage cannot exhaust memory.
+    int64_t maxmsg = JB_WIRE_MAX_PAYLOAD > JB_WIRE_MAX_HEADER ? JB_WIRE_MAX_PAYLOAD
+                                                              : JB_WIRE_MAX_HEADER;
+    if (zmq_setsockopt(ep->zsock, is_out ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof hwm)
+        || zmq_setsockopt(ep->zsock, ZMQ_LINGER, &linger, sizeof linger)
+        || (is_out && zmq_setsockopt(ep->zsock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo))
+        || (is_out && zmq_setsockopt(ep->zsock, ZMQ_IMMEDIATE, &one, sizeof one))
+        || (!is_out && zmq_setsockopt(ep->zsock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg))) {
+        jb_err_set(err, JB_EUNAVAIL, "%s: zmq_setsockopt: %s", spec, zmq_strerror(errno));
+        goto fail;
+    }
+    if ((bind ? zmq_bind : zmq_connect)(ep->zsock, addr)) {
+        jb_err_set(err, errno == EINVAL || errno == EPROTONOSUPPORT ? JB_EINVAL : JB_EUNAVAIL,
+                   "%s: cannot %s: %s", spec, bind ? "bind" : "connect", zmq_strerror(errno));
+        goto fail;
+    }
+    ep->bound = bind;
+    size_t alen = sizeof ep->address;
+    if (zmq_getsockopt(ep->zsock, ZMQ_LAST_ENDPOINT, ep->address, &alen) || !ep->address[0])
+        snprintf(ep->address, sizeof ep->address, "%s", addr);
+    return ep;
+fail:
+    jb_endpoint_destroy(&ep);
+    return NULL;
+}
+
+static int zmq_send_msg(jb_endpoint_t *ep, jb_err_t *err) {
+    int r = zmq_send(ep->zsock, ep->hdr.data, ep->hdr.len, ZMQ_SNDMORE);
+    if (r < 0) {
+        if (errno == EINTR)
+            return jb_err_set(err, JB_ECANCEL, "%s: interrupted before sending", ep->address);
+        if (errno == EAGAIN)
+            return jb_err_set(err, JB_EUNAVAIL, "%s: no peer took the message within %d ms",
+                              ep->address, ep->opts.send_timeout_ms);
+        return jb_err_set(err, JB_EUNAVAIL, "%s: send: %s", ep->address, zmq_strerror(errno));
+    }
+    // The parts after the first are taken whole by libzmq (atomic multipart);
+    // only EINTR can interrupt them, and then the same part is sent again.
+    do r = zmq_send(ep->zsock, ep->payload.len ? ep->payload.data : (const void *)"",
+                    ep->payload.len, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        jb_err_set(err, JB_EUNAVAIL, "%s: send: %s", ep->address, zmq_strerror(errno));
+        return ep_fail(ep, err);
+    }
+    return 0;
+}
+
+static jb_recv_t zmq_recv_msg(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms,
+                              jb_err_t *err) {
+    zmq_pollitem_t item = {.socket = ep->zsock, .events = ZMQ_POLLIN};
+    int r = zmq_poll(&item, 1, timeout_ms < 0 ? -1 : timeout_ms);
+    if (r < 0) {
+        if (errno == EINTR) return JB_RECV_TIMEOUT;
+        jb_err_set(err, JB_EUNAVAIL, "%s: poll: %s", ep->address, zmq_strerror(errno));
+        return JB_RECV_ERROR;
+    }
+    if (r == 0) return JB_RECV_TIMEOUT;
+    zmq_msg_t part[3];   // header, payload, and any further part (dropped)
+    for (int i = 0; i < 3; i++) zmq_msg_init(&part[i]);
+    int n = 0, more = 1;
+    jb_recv_t res = JB_RECV_BAD;
+    while (more) {
+        zmq_msg_t *p = &part[n < 2 ? n : 2];
+        // Parts of one message arrive together, so only the first read could wait.
+        do r = zmq_msg_recv(p, ep->zsock, n == 0 ? ZMQ_DONTWAIT : 0);
+        while (r < 0 && errno == EINTR);
+        if (r < 0) {
+            if (n == 0 && errno == EAGAIN) {   // nothing after all
+                res = JB_RECV_TIMEOUT;
+                goto done;
+            }
+            jb_err_set(err, JB_EUNAVAIL, "%s: recv: %s", ep->address, zmq_strerror(errno));
+            res = JB_RECV_ERROR;
+            goto done;
+        }
+        n++;
+        more = zmq_msg_more(p);
+    }
+    if (n != 2) {
+        jb_err_set(err, JB_EFORMAT, "%s: message of %d part%s, expected 2 (header, payload)",
+                   ep->address, n, n == 1 ? "" : "s");
+        goto done;
+    }
+    if (jb_wire_decode(zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), zmq_msg_data(&part[1]),
+                       zmq_msg_size(&part[1]), ep->opts.codebook, msg, err)) {
+        jb_err_prefix(err, "%s", ep->address);
+        goto done;
+    }
+    res = JB_RECV_MSG;
+done:
+    for (int i = 0; i < 3; i++) zmq_msg_close(&part[i]);
+    return res;
+}
+
+// ---------------------------------------------------------------- streams
+
+jb_endpoint_t *jb_endpoint_from_fd(int fd, int is_out, int owns, const char *name,
+                                   const jb_endpoint_opts_t *opts, jb_err_t *err) {
+    jb_endpoint_t *ep = ep_alloc(name, is_out, opts, err);
+    if (!ep) {
+        if (owns) close(fd);
+        return NULL;
+    }
+    ep->kind = EP_STREAM;
+    ep->fd = fd;
+    ep->owns_fd = owns;
+    return ep;
+}
+
+jb_endpoint_t *jb_endpoint_open_in(const char *spec, const jb_endpoint_opts_t *opts,
+                                   jb_err_t *err) {
+    if (!spec || !*spec) {
+        jb_err_set(err, JB_EINVAL, "input endpoint: empty name");
+        return NULL;
+    }
+    if (is_zmq_spec(spec)) return open_zmq(spec, false, opts, err);
+    if (strcmp(spec, "-") == 0) return jb_endpoint_from_fd(0, 0, 0, "stdin", opts, err);
+    int fd = open(spec, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: %s", spec, strerror(errno));
+        return NULL;
+    }
+    return jb_endpoint_from_fd(fd, 0, 1, spec, opts, err);
+}
+
+jb_endpoint_t *jb_endpoint_open_out(const char *spec, const jb_endpoint_opts_t *opts,
+                                    jb_err_t *err) {
+    if (!spec || !*spec) {
+        jb_err_set(err, JB_EINVAL, "output endpoint: empty name");
+        return NULL;
+    }
+    if (is_zmq_spec(spec)) return open_zmq(spec, true, opts, err);
+    if (strcmp(spec, "-") == 0) return jb_endpoint_from_fd(1, 1, 0, "stdout", opts, err);
+    jb_endpoint_t *ep = jb_endpoint_from_fd(-1, 1, 1, spec, opts, err);
+    if (!ep) return NULL;
+    size_t n = strlen(spec) + 64;
+    ep->tmp_path = malloc(n);
+    ep->final_path = strdup(spec);
+    if (!ep->tmp_path || !ep->final_path) {
+        jb_err_set(err, JB_ENOMEM, "%s: out of memory", spec);
+        goto fail;
+    }
+    // Same directory as the final name, so that rename() is atomic.
+    for (int attempt = 0; attempt < 100 && ep->fd < 0; attempt++) {
+        snprintf(ep->tmp_path, n, "%s.tmp.%ld.%d", spec, (long)getpid(), attempt);
+        ep->fd = open(ep->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (ep->fd < 0 && errno != EEXIST) break;
+    }
+    if (ep->fd < 0) {
+        jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: cannot create %s: %s", spec,
+                   ep->tmp_path, strerror(errno));
+        free(ep->tmp_path);   // not created: nothing to unlink
+        ep->tmp_path = NULL;
+        goto fail;
+    }
+    return ep;
+fail:
+    jb_endpoint_destroy(&ep);
+    return NULL;
+}
+
+// Writes all of iov, retrying short writes and EINTR. SIGPIPE is blocked for
+// this thread during the write, and a SIGPIPE it raised is consumed, so a
+// vanished reader shows up as EPIPE rather than killing the process.
+static int write_all(jb_endpoint_t *ep, struct iovec *iov, int n_iov, jb_err_t *err) {
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    int rc = 0, e = 0;
+    while (n_iov > 0) {
+        ssize_t w = writev(ep->fd, iov, n_iov);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            e = errno;
+            rc = -1;
+            break;
+        }
+        ep->out_bytes += (uint64_t)w;
+        while (n_iov > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n_iov--;
+        }
+        if (n_iov > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    if (e == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        if (e == EPIPE)
+            jb_err_set(err, JB_EUNAVAIL, "%s: the reader is gone (byte %" PRIu64 ")", ep->name,
+                       ep->out_bytes);
+        else
+            jb_err_set(err, JB_EIO, "%s: write failed at byte %" PRIu64 ": %s", ep->name,
+                       ep->out_bytes, strerror(e));
+        return ep_fail(ep, err);
+    }
+    return 0;
+}
+
+static int stream_send(jb_endpoint_t *ep, jb_err_t *err) {
+    uint8_t prefix[JB_FRAME_PREFIX];
+    if (jb_frame_prefix(prefix, ep->hdr.data, ep->hdr.len, ep->payload.data, ep->payload.len,
+                        err))
+        return -1;
+    struct iovec iov[3] = {
+        {prefix, JB_FRAME_PREFIX}, {ep->hdr.data, ep->hdr.len},
+        {ep->payload.data, ep->payload.len},
+    };
+    return write_all(ep, iov, ep->payload.len ? 3 : 2, err);
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static jb_recv_t stream_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, jb_err_t *err) {
+    int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
+    for (;;) {
+        size_t have = ep->in.len - ep->in_start;
+        jb_frame_t f;
+        size_t need = JB_FRAME_PREFIX;
+        if (have) {
+            int r = jb_frame_parse(ep->in.data + ep->in_start, have, ep->in_base, &f, &need, err);
+            if (r < 0) {
+                jb_err_prefix(err, "%s", ep->name);
+                ep_fail(ep, err);
+                return JB_RECV_ERROR;
+            }
+            if (r == 1) {
+                uint64_t at = ep->in_base;
+                ep->in_start += f.size;
+                ep->in_base += f.size;
+                if (jb_wire_decode(f.hdr, f.hdr_len, f.payload, f.payload_len,
+                                   ep->opts.codebook, msg, err)) {
+                    jb_err_prefix(err, "%s byte %" PRIu64, ep->name, at);
+                    return JB_RECV_BAD;
+                }
+                return JB_RECV_MSG;
+            }
+        }
+        if (ep->eof) {
+            if (have == 0) return JB_RECV_EOF;
+            jb_err_set(err, JB_EFORMAT, "%s byte %" PRIu64 ": truncated frame (stream ends "
+                       "after %zu of %zu bytes)", ep->name, ep->in_base, have, need);
+            ep_fail(ep, err);
+            return JB_RECV_ERROR;
+        }
+        // Make room: drop parsed bytes, then grow towards the frame's size by
+        // doubling, so memory follows the bytes that really arrived, not a length
+        // a peer claims (a 16-byte prefix cannot make us allocate a gigabyte).
+        if (ep->in_start) {
+            memmove(ep->in.data, ep->in.data + ep->in_start, have);
+            ep->in.len = have;
+            ep->in_start = 0;
+        }
+        if (ep->in.cap - ep->in.len < READ_CHUNK) {
+            size_t cap = ep->in.cap * 2 < need ? ep->in.cap * 2 : need;
+            if (cap < ep->in.len + READ_CHUNK) cap = ep->in.len + READ_CHUNK;
+            uint8_t *p = realloc(ep->in.data, cap);
+            if (!p) {
+                jb_err_set(err, JB_ENOMEM, "%s byte %" PRIu64 ": out of memory for a %zu-byte "
+                           "frame", ep->name, ep->in_base, need);
+                ep_fail(ep, err);
+                return JB_RECV_ERROR;
+            }
+            ep->in.data = p;
+            ep->in.cap = cap;
+        }
+        if (deadline >= 0 || timeout_ms < 0) {
+            int wait = -1;
+            if (deadline >= 0) {
+                int64_t left = deadline - now_ms();
+                wait = left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+            }
+            struct pollfd pfd = {.fd = ep->fd, .events = POLLIN};
+            int pr = poll(&pfd, 1, wait);
+            if (pr < 0) {
+                if (errno == EINTR) return JB_RECV_TIMEOUT;
+                jb_err_set(err, JB_EIO, "%s: poll: %s", ep->name, strerror(errno));
+                ep_fail(ep, err);
+                return JB_RECV_ERROR;
+            }
+            if (pr == 0) return JB_RECV_TIMEOUT;
+        }
+        ssize_t got = read(ep->fd, ep->in.data + ep->in.len, ep->in.cap - ep->in.len);
+        if (got < 0) {
+            if (errno == EINTR) return JB_RECV_TIMEOUT;
+            if (errno == EAGAIN) continue;
+            jb_err_set(err, JB_EIO, "%s byte %" PRIu64 ": read: %s", ep->name,
+                       ep->in_base + have, strerror(errno));
+            ep_fail(ep, err);
+            return JB_RECV_ERROR;
+        }
+        if (got == 0) ep->eof = true;
+        ep->in.len += (size_t)got;
+    }
+}
+
+// ---------------------------------------------------------------- common
+
+int jb_endpoint_send(jb_endpoint_t *ep, const jb_msg_t *msg, jb_err_t *err) {
+    if (!ep->is_out) return jb_err_set(err, JB_EINVAL, "%s: send on an input", ep->name);
+    if (ep->broken) {
+        *err = ep->broken_err;
+        return -1;
+    }
+    if (jb_wire_encode(msg, &ep->hdr, &ep->payload, err))
+        return jb_err_prefix(err, "%s", ep->name);
+    return ep->kind == EP_ZMQ ? zmq_send_msg(ep, err) : stream_send(ep, err);
+}
+
+jb_recv_t jb_endpoint_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, jb_err_t *err) {
+    jb_msg_clear(msg);
+    if (ep->is_out) {
+        jb_err_set(err, JB_EINVAL, "%s: recv on an output", ep->name);
+        return JB_RECV_ERROR;
+    }
+    if (ep->broken) {
+        *err = ep->broken_err;
+        return JB_RECV_ERROR;
+    }
+    return ep->kind == EP_ZMQ ? zmq_recv_msg(ep, msg, timeout_ms, err)
+                              : stream_recv(ep, msg, timeout_ms, err);
+}
+
+int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err) {
+    jb_endpoint_t *ep = *ep_p;
+    if (!ep) return 0;
+    int rc = 0;
+    if (ep->is_out && ep->broken) {
+        *err = ep->broken_err;
+        rc = -1;
+    } else if (ep->zsock) {
+        // zmq_close keeps the socket's queue for linger_ms; zmq_ctx_term waits for it.
+        zmq_close(ep->zsock);
+        ep->zsock = NULL;
+    } else if (ep->tmp_path) {
+        int e = fsync(ep->fd) ? errno : 0;
+        if (close(ep->fd) && !e) e = errno;
+        if (e) {
+            rc = jb_err_set(err, JB_EIO, "%s: cannot finish %s: %s", ep->name, ep->tmp_path,
+                            strerror(e));
+        } else if (rename(ep->tmp_path, ep->final_path)) {
+            rc = jb_err_set(err, JB_EIO, "%s: cannot rename %s: %s", ep->name, ep->tmp_path,
+                            strerror(errno));
+        } else {
+            free(ep->tmp_path);
+            ep->tmp_path = NULL;
+        }
+        ep->fd = -1;   // closed above, even when close() reported an error
+    }
+    jb_endpoint_destroy(ep_p);
+    return rc;
+}

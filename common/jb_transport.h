@@ -1,0 +1,103 @@
+// jb_transport.h: where a stage's messages come from and go to.
+//
+// An endpoint is named by a string:
+//   "-"                 stdin (input) or stdout (output), as a frame stream
+//   a file path         a frame stream in a file (a codes file); an output file is
+//                       written under a temporary name and renamed by a successful
+//                       jb_endpoint_close(), so a reader never sees a partial file
+//   "tcp://host:port"   ZeroMQ; one message = two parts (header, payload)
+//   "ipc://path"        ZeroMQ over a Unix socket
+// A ZeroMQ input binds and an output connects (downstream listens, upstream dials);
+// a leading '@' forces bind and '>' forces connect ("@tcp://*:5555", ">ipc://x").
+// ZeroMQ sockets are PUSH (output) / PULL (input): a pipeline where several
+// upstream instances may feed one input and one output fans out round-robin.
+// Queues are bounded (opts.hwm messages each way), so a slow reader slows the writer.
+// The reliable pattern of issue 5 (ROUTER/DEALER with acks, heartbeats and credit)
+// will be another socket kind in jb_endpoint_opts_t behind the same calls.
+//
+//   jb_endpoint_opts_t o; jb_endpoint_default_opts(&o);
+//   jb_endpoint_t *in = jb_endpoint_open_in("-", &o, &err);
+//   jb_msg_t m; jb_msg_init(&m);
+//   for (;;) {
+//       jb_recv_t r = jb_endpoint_recv(in, &m, 1000, &err);
+//       if (r == JB_RECV_EOF) break;
+//       if (r == JB_RECV_TIMEOUT) continue;            // check a stop flag here
+//       if (r == JB_RECV_BAD) { jb_log(JB_WARN, "%s", err.msg); continue; }
+//       if (r == JB_RECV_ERROR) break;                 // stream unusable
+//       ... use m ...
+//   }
+//   jb_msg_clear(&m); jb_endpoint_destroy(&in);
+//
+// Thread rules: an endpoint belongs to one thread at a time (ZeroMQ sockets are
+// not thread-safe); separate endpoints may be used from separate threads.
+// Signals: writes to a pipe whose reader is gone fail with JB_EUNAVAIL instead of
+// raising SIGPIPE (it is blocked around the write); a signal during a wait makes
+// recv return JB_RECV_TIMEOUT so the caller can check its stop flag.
+#ifndef JB_TRANSPORT_H
+#define JB_TRANSPORT_H
+
+#include <stdint.h>
+
+#include "jb_err.h"
+#include "jb_wire.h"
+
+typedef struct jb_endpoint jb_endpoint_t;   // opaque
+
+typedef struct {
+    int hwm;              // ZeroMQ: messages queued in each direction (default 16)
+    int send_timeout_ms;  // ZeroMQ: send waits this long for room, -1 = forever (default)
+    int linger_ms;        // ZeroMQ: close waits this long to deliver queued output (10000)
+    int64_t codebook;     // input: codes must be below this (-1 = only the header's)
+} jb_endpoint_opts_t;
+
+void jb_endpoint_default_opts(jb_endpoint_opts_t *opts);
+
+// Opens an input / output endpoint (see above). opts may be NULL (defaults).
+// NULL + err on failure: JB_EINVAL bad spec, JB_ENOENT missing input file,
+// JB_EIO cannot create the output, JB_EUNAVAIL cannot bind/connect.
+jb_endpoint_t *jb_endpoint_open_in(const char *spec, const jb_endpoint_opts_t *opts,
+                                   jb_err_t *err);
+jb_endpoint_t *jb_endpoint_open_out(const char *spec, const jb_endpoint_opts_t *opts,
+                                    jb_err_t *err);
+
+// A frame stream over an open file descriptor (a pipe, socket or file): output
+// when is_out, else input. owns: destroy closes fd. name: for messages (copied).
+jb_endpoint_t *jb_endpoint_from_fd(int fd, int is_out, int owns, const char *name,
+                                   const jb_endpoint_opts_t *opts, jb_err_t *err);
+
+// Resolved address (ZeroMQ: "tcp://127.0.0.1:40123" after binding "tcp://127.0.0.1:*"),
+// or the spec. Valid until destroy.
+const char *jb_endpoint_address(const jb_endpoint_t *ep);
+
+// Sends one message (encoded here; msg is not changed). 0 / -1 + err:
+// JB_EINVAL msg breaks the format rules (nothing sent; endpoint still usable),
+// JB_EUNAVAIL the reader is gone or no peer took it within send_timeout_ms,
+// JB_ECANCEL a signal arrived while waiting (nothing sent), JB_EIO write failed.
+// After JB_EIO or JB_EUNAVAIL on a stream the endpoint is broken: sends fail.
+int jb_endpoint_send(jb_endpoint_t *ep, const jb_msg_t *msg, jb_err_t *err);
+
+typedef enum {
+    JB_RECV_ERROR = -1,  // the endpoint is unusable (read error, truncated or corrupt
+                         // stream); err says why with the byte offset. Sticky.
+    JB_RECV_MSG = 0,     // *msg holds a message (owned by msg: jb_msg_clear it)
+    JB_RECV_EOF,         // stream ended cleanly at a frame boundary (never for ZeroMQ)
+    JB_RECV_TIMEOUT,     // nothing within timeout_ms, or a signal arrived
+    JB_RECV_BAD,         // a malformed message was dropped (err says why); keep going
+} jb_recv_t;
+
+// Waits up to timeout_ms (-1 = forever, 0 = do not wait) for one message.
+// On a stream, a frame whose checksum is right but whose message breaks the
+// rules is JB_RECV_BAD (the stream stays in step); a bad magic, length or
+// checksum is JB_RECV_ERROR (the stream cannot be trusted past it).
+jb_recv_t jb_endpoint_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, jb_err_t *err);
+
+// Finishes an output: file -> fsync and rename to its name; ZeroMQ -> waits up to
+// linger_ms for queued messages to leave. Frees the endpoint and sets *ep_p NULL
+// either way. 0 / -1 + err (an output file that failed is removed, not renamed).
+int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err);
+
+// Frees without finishing: an output file's temporary is removed, ZeroMQ queues
+// are dropped. Accepts NULL and *ep_p == NULL.
+void jb_endpoint_destroy(jb_endpoint_t **ep_p);
+
+#endif
