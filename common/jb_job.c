@@ -119,12 +119,14 @@ int jb_job_validate(const jb_job_t *j, jb_err_t *err) {
     return 0;
 }
 
+// Rounded to the nearest sample, so that a length given as samples / sr in seconds
+// comes back exactly.
 int64_t jb_job_total_length(const jb_job_t *job, int sr) {
-    return (int64_t)(job->total_seconds * sr);
+    return llround(job->total_seconds * sr);
 }
 
 int64_t jb_job_sample_length(const jb_job_t *job, int sr, int hop) {
-    int64_t n = (int64_t)(job->sample_seconds * sr);
+    int64_t n = llround(job->sample_seconds * sr);
     return hop > 0 ? n / hop * hop : n;
 }
 

@@ -81,8 +81,9 @@ int jb_job_validate(const jb_job_t *job, jb_err_t *err);
 int jb_job_validate_for_prior(const jb_job_t *job, const jb_prior_hparams_t *hp,
                               jb_err_t *err);
 
-// Samples of audio this job generates, rounded down to a multiple of `hop`
-// (the top level's hop, as the reference's make_vqvae does).
+// Samples of audio this job generates: seconds * sr rounded to the nearest
+// sample, then down to a multiple of `hop` (the top level's hop, as the
+// reference's make_vqvae does). The total length is rounded likewise.
 int64_t jb_job_sample_length(const jb_job_t *job, int sr, int hop);
 int64_t jb_job_total_length(const jb_job_t *job, int sr);
 

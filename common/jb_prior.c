@@ -621,7 +621,7 @@ int jb_prior_forward(const jb_prior_t *p, const int32_t *z, const int32_t *z_con
     int chunk = in->seq_len < 256 ? in->seq_len : 256;
     jb_prior_sampler_t *s = jb_prior_sampler_new(p, N, chunk, err);
     if (!s) return -1;
-    int rc = -1, W = p->hp.width, S = in->seq_len, B = in->seq_bins;
+    int rc = -1, S = in->seq_len, B = in->seq_bins;
     float *lg = jb_alloc(sizeof(float) * (size_t)N * chunk * B);
     if (!lg) {
         jb_err_set(err, JB_ENOMEM, "out of memory");
@@ -656,7 +656,6 @@ int jb_prior_forward(const jb_prior_t *p, const int32_t *z, const int32_t *z_con
             memcpy(logits + ((int64_t)n * S + t0) * B, lg + (int64_t)n * c * B,
                    sizeof(float) * (size_t)c * B);
     }
-    (void)W;
     rc = 0;
 done:
     jb_free(lg);

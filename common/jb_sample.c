@@ -12,13 +12,16 @@ typedef struct {
     const jb_rng_stream_t *streams;   // (batch)
     int64_t start;                    // window start: positions are absolute
     void *scratch;
+    const jb_sample_opts_t *o;
 } choose_ctx_t;
 
 static int choose(void *user, float *logits, int N, int n_bins, int pos, int32_t *out,
                   jb_err_t *err) {
     const choose_ctx_t *c = user;
-    return jb_sampling_rows(logits, N, n_bins, c->params, c->streams,
-                            (uint64_t)(c->start + pos), out, c->scratch, err);
+    int rc = jb_sampling_rows(logits, N, n_bins, c->params, c->streams,
+                              (uint64_t)(c->start + pos), out, c->scratch, err);
+    if (!rc && c->o->on_step) c->o->on_step(c->o->on_step_user, c->start + pos);
+    return rc;
 }
 
 typedef struct {
@@ -73,7 +76,7 @@ static int window(jb_prior_sampler_t *s, const jb_prior_t *p, const jb_sample_op
                 if (in->n_tokens > 0) {
                     const int32_t *full = lyrics ? lyrics[item].tokens : NULL;
                     int nf = lyrics && full ? lyrics[item].n : 0;
-                    if (jb_labels_lyric_window(full, nf, in->n_tokens, yi[0], yi[1], yi[2],
+                    if (jb_labels_lyric_window_f32(full, nf, in->n_tokens, yi[0], yi[1], yi[2],
                                                yi + L - in->n_tokens, NULL, err))
                         return jb_err_prefix(err, "level %d window %lld item %d", level,
                                              (long long)start, item);
@@ -88,7 +91,7 @@ static int window(jb_prior_sampler_t *s, const jb_prior_t *p, const jb_sample_op
             uint32_t sid = o->sample_ids ? o->sample_ids[item] : (uint32_t)item;
             w->streams[i] = jb_rng_stream(o->seed, o->job_hash, sid, (uint32_t)level);
         }
-        choose_ctx_t cc = {&o->sampling, w->streams, start, w->scratch};
+        choose_ctx_t cc = {&o->sampling, w->streams, start, w->scratch, o};
         if (jb_prior_sample(s, nb, y ? w->y : NULL, Lc ? w->zc : NULL, P ? w->prime : NULL, P,
                             fill, o->chunk_size, choose, &cc, w->out, NULL, err))
             return jb_err_prefix(err, "level %d window %lld items %d..%d", level,
@@ -105,69 +108,23 @@ int jb_sample_level(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_samp
                     int32_t *zs, int zs_stride, int have, const int32_t *zs_above,
                     int above_stride, const int32_t *y, const jb_sample_lyrics_t *lyrics,
                     int *out_len, jb_err_t *err) {
-    const jb_prior_t *p = jb_prior_sampler_prior(s);
-    const jb_prior_info_t *in = jb_prior_info(p);
-    int level = in->level, T = in->n_ctx;
+    // The same windows, one at a time, as a streaming stage runs them.
+    const jb_prior_info_t *in = jb_prior_info(jb_prior_sampler_prior(s));
     if (n_samples < 1 || total < 1 || have < 0 || have > zs_stride)
-        return jb_err_set(err, JB_EINVAL, "level %d: %d samples, %d codes, %d present", level,
-                          n_samples, total, have);
-    if (o->max_batch_size < 1 || o->max_batch_size > jb_prior_sampler_max_batch(s))
-        return jb_err_set(err, JB_EINVAL, "level %d: max_batch_size %d outside [1, %d]", level,
-                          o->max_batch_size, jb_prior_sampler_max_batch(s));
-    if ((in->labels || in->lyrics) && !y)
-        return jb_err_set(err, JB_EINVAL, "level %d: labels required", level);
-    if (jb_sampling_params_check(&o->sampling, err)) return jb_err_prefix(err, "level %d", level);
-    int B = o->max_batch_size, L = in->label_len > 0 ? in->label_len : 1;
-    int Lc = in->x_cond ? T / in->cond_downsample : 1;
-    work_t w = {0};
-    w.y = malloc(sizeof(int32_t) * (size_t)B * L);
-    w.zc = malloc(sizeof(int32_t) * (size_t)B * Lc);
-    w.prime = malloc(sizeof(int32_t) * (size_t)B * T);
-    w.out = malloc(sizeof(int32_t) * (size_t)B * T);
-    w.streams = malloc(sizeof(jb_rng_stream_t) * (size_t)B);
-    w.scratch = malloc(jb_sampling_scratch_bytes(in->seq_bins));
-    int rc = -1;
-    if (!w.y || !w.zc || !w.prime || !w.out || !w.streams || !w.scratch) {
-        jb_err_set(err, JB_ENOMEM, "level %d: out of memory", level);
-        goto done;
-    }
-    if (total >= T) {
-        if (o->hop_length < 1) {
-            jb_err_set(err, JB_EINVAL, "level %d: hop length %d", level, o->hop_length);
-            goto done;
+        return jb_err_set(err, JB_EINVAL, "level %d: %d samples, %d codes, %d present",
+                          in->level, n_samples, total, have);
+    jb_sample_window_t *w = NULL;
+    int n = 0;
+    if (jb_sample_plan(in, total, have, o->hop_length, &w, &n, err)) return -1;
+    for (int i = 0; i < n; i++)
+        if (jb_sample_window(s, o, n_samples, w[i], zs, zs_stride, &have, zs_above, above_stride,
+                             y, lyrics, err)) {
+            free(w);
+            return -1;
         }
-        int64_t ns = jb_labels_n_starts(total, T, o->hop_length), n = 0;
-        int64_t *starts = malloc(sizeof(int64_t) * (size_t)(ns > 0 ? ns : 1));
-        if (!starts) {
-            jb_err_set(err, JB_ENOMEM, "level %d: out of memory", level);
-            goto done;
-        }
-        if (jb_labels_starts(total, T, o->hop_length, starts, ns, &n, err)) {
-            free(starts);
-            jb_err_prefix(err, "level %d", level);
-            goto done;
-        }
-        for (int64_t i = 0; i < n; i++)
-            if (window(s, p, o, n_samples, starts[i], T, zs, zs_stride, &have, zs_above,
-                       above_stride, y, lyrics, &w, err)) {
-                free(starts);
-                goto done;
-            }
-        free(starts);
-    } else if (have < T - total) {   // sample_partial_window
-        if (window(s, p, o, n_samples, 0, have + total, zs, zs_stride, &have, zs_above,
-                   above_stride, y, lyrics, &w, err))
-            goto done;
-    } else {
-        if (window(s, p, o, n_samples, have - T + total, T, zs, zs_stride, &have, zs_above,
-                   above_stride, y, lyrics, &w, err))
-            goto done;
-    }
+    free(w);
     *out_len = have;
-    rc = 0;
-done:
-    free(w.y), free(w.zc), free(w.prime), free(w.out), free(w.streams), free(w.scratch);
-    return rc;
+    return 0;
 }
 
 int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int32_t *zs,
@@ -205,7 +162,7 @@ int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int
             memcpy(yw, y + (int64_t)i * L, sizeof(int32_t) * (size_t)L);
             yw[2] = in->sample_length;
             yw[1] = (int32_t)(yw[1] + start * in->raw_to_tokens);
-            if (jb_labels_lyric_window(lyrics[i].tokens, lyrics[i].n, nt, yw[0], yw[1], yw[2],
+            if (jb_labels_lyric_window_f32(lyrics[i].tokens, lyrics[i].n, nt, yw[0], yw[1], yw[2],
                                        yw + L - nt, idx, err) ||
                 jb_prior_forward(p, zs + (int64_t)i * zs_stride + start, NULL, yw, 1, logits,
                                  attn, err)) {
@@ -222,5 +179,99 @@ int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int
     rc = 0;
 done:
     free(yw), free(idx), free(attn), free(logits);
+    return rc;
+}
+
+// ---- window by window ---------------------------------------------------------------
+
+int jb_sample_plan(const jb_prior_info_t *in, int total, int have, int hop_length,
+                   jb_sample_window_t **windows, int *n, jb_err_t *err) {
+    int T = in->n_ctx;
+    *windows = NULL;
+    *n = 0;
+    if (total < 1 || have < 0)
+        return jb_err_set(err, JB_EINVAL, "level %d: %d codes wanted, %d present", in->level,
+                          total, have);
+    if (total >= T) {
+        if (hop_length < 1)
+            return jb_err_set(err, JB_EINVAL, "level %d: hop length %d", in->level, hop_length);
+        int64_t ns = jb_labels_n_starts(total, T, hop_length), got = 0;
+        int64_t *starts = malloc(sizeof(int64_t) * (size_t)(ns > 0 ? ns : 1));
+        jb_sample_window_t *w = malloc(sizeof *w * (size_t)(ns > 0 ? ns : 1));
+        if (!starts || !w) {
+            free(starts), free(w);
+            return jb_err_set(err, JB_ENOMEM, "level %d: out of memory", in->level);
+        }
+        if (jb_labels_starts(total, T, hop_length, starts, ns, &got, err)) {
+            free(starts), free(w);
+            return jb_err_prefix(err, "level %d", in->level);
+        }
+        // Windows whose codes are all present already sample nothing (window() returns
+        // early): leave them out so a resumed level starts where it stopped.
+        int k = 0, h = have;
+        for (int64_t i = 0; i < got; i++) {
+            int64_t end = starts[i] + T;
+            if (end <= h) continue;
+            w[k].start = starts[i];
+            w[k].fill = T;
+            k++;
+            h = (int)end;
+        }
+        free(starts);
+        *windows = w;
+        *n = k;
+        return 0;
+    }
+    jb_sample_window_t *w = malloc(sizeof *w);
+    if (!w) return jb_err_set(err, JB_ENOMEM, "level %d: out of memory", in->level);
+    if (have < T - total) {   // sample_partial_window
+        w->start = 0;
+        w->fill = have + total;
+    } else {
+        w->start = have - T + total;
+        w->fill = T;
+    }
+    *windows = w;
+    *n = 1;
+    return 0;
+}
+
+int64_t jb_sample_window_needs(const jb_prior_info_t *in, jb_sample_window_t w) {
+    if (!in->x_cond || in->cond_downsample <= 0) return 0;
+    return (w.start + in->n_ctx) / in->cond_downsample;
+}
+
+int jb_sample_window(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_samples,
+                     jb_sample_window_t win, int32_t *zs, int zs_stride, int *have,
+                     const int32_t *zs_above, int above_stride, const int32_t *y,
+                     const jb_sample_lyrics_t *lyrics, jb_err_t *err) {
+    const jb_prior_t *p = jb_prior_sampler_prior(s);
+    const jb_prior_info_t *in = jb_prior_info(p);
+    int level = in->level, T = in->n_ctx;
+    if (n_samples < 1 || *have < 0 || *have > zs_stride)
+        return jb_err_set(err, JB_EINVAL, "level %d: %d samples, %d present", level, n_samples,
+                          *have);
+    if (o->max_batch_size < 1 || o->max_batch_size > jb_prior_sampler_max_batch(s))
+        return jb_err_set(err, JB_EINVAL, "level %d: max_batch_size %d outside [1, %d]", level,
+                          o->max_batch_size, jb_prior_sampler_max_batch(s));
+    if ((in->labels || in->lyrics) && !y)
+        return jb_err_set(err, JB_EINVAL, "level %d: labels required", level);
+    if (jb_sampling_params_check(&o->sampling, err)) return jb_err_prefix(err, "level %d", level);
+    int B = o->max_batch_size, L = in->label_len > 0 ? in->label_len : 1;
+    int Lc = in->x_cond ? T / in->cond_downsample : 1;
+    work_t w = {0};
+    w.y = malloc(sizeof(int32_t) * (size_t)B * L);
+    w.zc = malloc(sizeof(int32_t) * (size_t)B * Lc);
+    w.prime = malloc(sizeof(int32_t) * (size_t)B * T);
+    w.out = malloc(sizeof(int32_t) * (size_t)B * T);
+    w.streams = malloc(sizeof(jb_rng_stream_t) * (size_t)B);
+    w.scratch = malloc(jb_sampling_scratch_bytes(in->seq_bins));
+    int rc = -1;
+    if (!w.y || !w.zc || !w.prime || !w.out || !w.streams || !w.scratch)
+        jb_err_set(err, JB_ENOMEM, "level %d: out of memory", level);
+    else
+        rc = window(s, p, o, n_samples, win.start, win.fill, zs, zs_stride, have, zs_above,
+                    above_stride, y, lyrics, &w, err);
+    free(w.y), free(w.zc), free(w.prime), free(w.out), free(w.streams), free(w.scratch);
     return rc;
 }

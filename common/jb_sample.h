@@ -31,6 +31,10 @@ typedef struct {
     int hop_length;                  // window hop in codes: int(hop_fraction · n_ctx)
     uint64_t seed, job_hash;         // random streams (jb_rng.h)
     const uint32_t *sample_ids;      // (n_samples) index of each item in its job; NULL: 0..n-1
+    // Called after every sampled position (may be NULL): progress, service watchdog.
+    // pos: absolute code position just sampled.
+    void (*on_step)(void *user, int64_t pos);
+    void *on_step_user;
 } jb_sample_opts_t;
 
 // Lyrics of one item: the full token list (jb_text), or NULL / 0 for none.
@@ -62,3 +66,28 @@ int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int
                         int hop_length, float *const *out, jb_err_t *err);
 
 #endif
+
+// ---- window by window (streaming stages) ----------------------------------------
+
+// One window of jb_sample_level: [start, start + n_ctx), sampled up to start + fill codes.
+typedef struct {
+    int64_t start;
+    int fill;
+} jb_sample_window_t;
+
+// The windows jb_sample_level runs for a level of `total` codes with `have` present, in
+// order. *windows: new array (caller frees) of *n windows (0 when nothing is left to
+// sample). 0 / -1 + err.
+int jb_sample_plan(const jb_prior_info_t *in, int total, int have, int hop_length,
+                   jb_sample_window_t **windows, int *n, jb_err_t *err);
+
+// Codes of the level above that window w conditions on: [0, need) must be present.
+// 0 for a level without conditioning.
+int64_t jb_sample_window_needs(const jb_prior_info_t *in, jb_sample_window_t w);
+
+// Runs one window (sample_single_window): the arguments are those of jb_sample_level;
+// *have is updated. Allocates its scratch per call (a window takes seconds).
+int jb_sample_window(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_samples,
+                     jb_sample_window_t w, int32_t *zs, int zs_stride, int *have,
+                     const int32_t *zs_above, int above_stride, const int32_t *y,
+                     const jb_sample_lyrics_t *lyrics, jb_err_t *err);

@@ -76,7 +76,7 @@ size_t jb_tcache_kv_bytes(const jb_tcache_t *c);
 int jb_tcache_set_encoder(jb_tcache_t *c, const float *encoder_kv, jb_err_t *err);
 
 // Softmax weights of one layer/head to copy out during a pass:
-// out: (n_batch, out_rows, n_keys); row r is query position out_t0 + r, column j key position j
+// out: (n, out_rows, n_keys) for the n active sequences; row r is query position out_t0 + r, column j key position j
 // (j < n_keys; entries of keys the query does not see are left as they are: zero them first).
 typedef struct {
     int layer, head;
@@ -84,8 +84,8 @@ typedef struct {
     int out_t0, out_rows, n_keys;
 } jb_attn_record_t;
 
-// One pass: x: (n_batch, c, width), the inputs of positions [pos, pos + c) of every sequence,
-// replaced by the outputs. 1 <= c <= max_chunk, pos + c <= n_ctx. rec may be NULL.
+// One pass: x: (n, c, width) for the n active sequences (jb_tcache_set_batch; n_batch by
+// default), the inputs of positions [pos, pos + c), replaced by the outputs. Allocates nothing. 1 <= c <= max_chunk, pos + c <= n_ctx. rec may be NULL.
 int jb_transformer_forward(const jb_transformer_t *tf, jb_tcache_t *cache, float *x, int c,
                            const jb_attn_record_t *rec, jb_err_t *err);
 

@@ -1,7 +1,8 @@
 // golden_pipeline.c: kind `pipeline` (README section C): the sample.py flow over the three
 // levels, ancestral and then primed from the stored prompt codes; codes must be equal.
-// The window starts of every level are checked against case.json too. Audio (the VQ-VAE
-// decode of the codes) is not checked here.
+// The window starts of every level are checked against case.json too; the prompt codes
+// are the VQ-VAE's encoding of the prompt audio (checked), and the audio is the level-0
+// decode of the codes (checked against `audio` / `primed.audio`).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +12,12 @@
 #include "jb_prior.h"
 #include "jb_safetensors.h"
 #include "jb_sample.h"
+#include "jb_vqvae.h"
 
 #define LEVELS 3
 
 static int run(const golden_case_t *c, golden_result_t *r, jb_st_t *io, jb_prior_t **priors,
-               int primed) {
+               jb_vqvae_t *vq, int primed) {
     jb_err_t err = {0};
     json_t *js = c->json;
     int N = (int)json_integer_value(json_object_get(js, "n_samples"));
@@ -40,7 +42,7 @@ static int run(const golden_case_t *c, golden_result_t *r, jb_st_t *io, jb_prior
     for (int level = LEVELS - 1; level >= 0; level--) {
         jb_prior_t *p = priors[level];
         const jb_prior_info_t *in = jb_prior_info(p);
-        char key[8], name[64];
+        char key[16], name[64];
         snprintf(key, sizeof key, "%d", level);
         json_t *sk = json_object_get(json_object_get(js, "sampling"), key);
         double hopf = json_real_value(json_array_get(json_object_get(js, "hop_fraction"), level));
@@ -60,6 +62,22 @@ static int run(const golden_case_t *c, golden_result_t *r, jb_st_t *io, jb_prior
                 memcpy(zs[level] + (int64_t)i * stride, pz + (int64_t)i * have,
                        sizeof(int32_t) * (size_t)have);
             jb_free(pz);
+        }
+        if (primed && level == LEVELS - 1) {   // the prompt codes: encode(prompt_audio)
+            float *pa = jb_st_get_f32(io, "prompt_audio", -1, NULL, &err);
+            for (int l = 0; pa && l < LEVELS; l++) {
+                int hl = jb_vqvae_hparams(vq)->hop_lengths[l], nl = prompt_length / hl;
+                int32_t *enc = malloc(sizeof(int32_t) * (size_t)N * nl);
+                snprintf(name, sizeof name, "primed.prompt_zs.%d", l);
+                int32_t *want = jb_st_get_i32(io, name, -1, NULL, &err);
+                if (!enc || !want || jb_vqvae_encode(vq, pa, N, prompt_length, l, enc, 0, &err))
+                    golden_fail(r, "encode prompt level %d: %s", l, err.msg);
+                else
+                    golden_check_equal_i32(r, name, enc, want, (int64_t)N * nl);
+                free(enc);
+                jb_free(want);
+            }
+            jb_free(pa);
         }
         if (!primed) {   // window starts as the reference computed them
             json_t *ws = json_object_get(json_object_get(json_object_get(js, "windows"), key),
@@ -122,6 +140,24 @@ static int run(const golden_case_t *c, golden_result_t *r, jb_st_t *io, jb_prior
         }
         jb_free(ref);
     }
+    {   // audio: decode of the level-0 codes
+        int T0 = sample_length / jb_vqvae_hparams(vq)->hop_lengths[0];
+        int32_t *z0 = malloc(sizeof(int32_t) * (size_t)N * T0);
+        float *audio = malloc(sizeof(float) * (size_t)N * sample_length);
+        const char *an = primed ? "primed.audio" : "audio";
+        float *want = jb_st_get_f32(io, an, -1, NULL, &err);
+        for (int i = 0; z0 && i < N; i++)
+            memcpy(z0 + (int64_t)i * T0, zs[0] + (int64_t)i * len[0], sizeof(int32_t) * T0);
+        if (!z0 || !audio || !want || jb_vqvae_decode(vq, z0, N, T0, 0, audio, 0, &err)) {
+            golden_fail(r, "%s: %s", an, err.msg);
+        } else {
+            double rel, abs;
+            golden_tolerance(c, an, want, (int64_t)N * sample_length, &rel, &abs);
+            golden_check_close(r, an, audio, want, (int64_t)N * sample_length, rel, abs);
+        }
+        free(z0), free(audio);
+        jb_free(want);
+    }
     rc = 0;
 done:
     for (int l = 0; l < LEVELS; l++) free(zs[l]);
@@ -132,6 +168,8 @@ done:
 int golden_run_pipeline(const golden_case_t *c, golden_result_t *r) {
     jb_err_t err = {0};
     jb_prior_t *priors[LEVELS] = {0};
+    jb_vqvae_t *vq = NULL;
+    jb_st_t *vst = NULL;
     int rc = -1;
     jb_st_t *io = jb_st_open(golden_path(c, "io.safetensors"), &err);
     if (!io) {
@@ -146,9 +184,15 @@ int golden_run_pipeline(const golden_case_t *c, golden_result_t *r) {
             goto done;
         }
     }
-    if (run(c, r, io, priors, 0) == 0 && run(c, r, io, priors, 1) == 0) rc = 0;
-    if (c->verbose) printf("    (audio not checked: decoding is the VQ-VAE's golden kind)\n");
+    if (!(vst = jb_st_open(golden_path(c, "vqvae.safetensors"), &err)) ||
+        !(vq = jb_vqvae_new(vst, 0, &err))) {
+        golden_fail(r, "vqvae: %s", err.msg);
+        goto done;
+    }
+    if (run(c, r, io, priors, vq, 0) == 0 && run(c, r, io, priors, vq, 1) == 0) rc = 0;
 done:
+    jb_vqvae_destroy(&vq);
+    jb_st_close(&vst);
     for (int l = 0; l < LEVELS; l++) jb_prior_destroy(&priors[l]);
     jb_st_close(&io);
     return rc;

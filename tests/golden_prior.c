@@ -40,7 +40,6 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
         goto done;
     }
     const jb_prior_info_t *in = jb_prior_info(p);
-    const jb_prior_hparams_t *hp = jb_prior_hparams(p);
     const jb_st_entry_t *ez = jb_st_get(io, "z", -1, NULL, &err);
     if (!ez) {
         golden_fail(r, "%s", err.msg);
@@ -156,7 +155,6 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
         jb_free(want);
     }
     free(got);
-    (void)hp;
     rc = 0;
 done:
     jb_prior_sampler_destroy(&s);

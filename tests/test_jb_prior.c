@@ -150,6 +150,31 @@ static void reproducibility(void) {
     JB_CHECK_OK(jb_sample_level(s, &o, 2, T, g2, T, 0, NULL, 0, y2, NULL, &len, &err), &err,
                 "sample_level top_k 1");
     JB_CHECK(count_diff(g1, g2, 2 * T) == 0, "sample_level with top_k 1 is greedy");
+    // Partial windows (total < n_ctx, sample_partial_window): greedy is causal, so each run
+    // continues the reference's greedy codes.
+    {
+        int32_t zp[2 * 96];
+        memset(zp, 0, sizeof zp);
+        int n40 = 0;
+        JB_CHECK_OK(jb_sample_level(s, &o, 2, 40, zp, 96, 0, NULL, 0, y2, NULL, &n40, &err), &err,
+                    "partial window from nothing");
+        int same = n40 == 40;
+        for (int i = 0; i < 2 && same; i++) same = count_diff(zp + i * 96, ref + i * T, 40) == 0;
+        JB_CHECK(same, "partial window of 40 = the first 40 greedy codes (%d codes)", n40);
+        for (int i = 0; i < 2; i++) memcpy(zp + i * 96, ref + i * T, sizeof(int32_t) * 30);
+        int n50 = 0;
+        JB_CHECK_OK(jb_sample_level(s, &o, 2, 20, zp, 96, 30, NULL, 0, y2, NULL, &n50, &err), &err,
+                    "partial window after 30 codes");
+        same = n50 == 50;
+        for (int i = 0; i < 2 && same; i++) same = count_diff(zp + i * 96, ref + i * T, 50) == 0;
+        JB_CHECK(same, "20 more codes after 30 continue the greedy run (%d codes)", n50);
+        int n70 = 0;
+        JB_CHECK_OK(jb_sample_level(s, &o, 2, 20, zp, 96, 50, NULL, 0, y2, NULL, &n70, &err), &err,
+                    "partial window after 50 codes");
+        same = n70 == 70;
+        for (int i = 0; i < 2 && same; i++) same = count_diff(zp + i * 96, ref + i * T, 50) == 0;
+        JB_CHECK(same, "a window at 6 keeps the 50 codes and ends at 70 (%d codes)", n70);
+    }
     // Bad input is refused with a message.
     int32_t z[2 * 64];
     memset(z, 0, sizeof z);

@@ -1,0 +1,280 @@
+// jukebox-decoder: VQ-VAE codes (frame stream from stdin, a codes file or ZeroMQ) -> audio
+// files. The work is jb_codec_decode_stream.
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "jb_codec.h"
+#include "jb_collect.h"
+#include "jb_device.h"
+#include "jb_log.h"
+
+static volatile int stop_flag;
+static void on_signal(int sig) { stop_flag = sig; }
+
+static void usage(FILE *f) {
+    fprintf(f,
+"Usage: jukebox-decoder --model VQVAE.safetensors [options] -o AUDIO\n"
+"\n"
+"Turns Jukebox VQ-VAE codes (from jukebox-encoder, a codes file, or the pipeline's last\n"
+"stage) back into audio, through the decoder of one level.\n"
+"\n"
+"  -i, --in ENDPOINT         where the codes come from (default \"-\", stdin): \"-\", a codes\n"
+"                            file, or tcp://HOST:PORT / ipc://PATH (ZeroMQ; binds unless\n"
+"                            the address starts with '>').\n"
+"      --outdir ROOT         pipeline mode: for each job write the run directory\n"
+"                            ROOT/<job id>/ (audio of every level and sample, codes.jbc,\n"
+"                            job.json, labels.json, index.html); a failed job leaves\n"
+"                            ROOT/<job id>/error.json. Replaces -o.\n"
+"      --jobs N              with --outdir: exit after N jobs (for a decoder listening on\n"
+"                            a socket); default: until the input ends.\n"
+"      --decode-step N       with --outdir: decode the bottom level N codes at a time as\n"
+"                            they stream in (default: one second of audio; 0: only when\n"
+"                            the job is complete).\n"
+"  -d, --device DEV          cpu, cuda or cuda:N (default cpu).\n"
+"  -o, --out FILE            audio file to write (or --outdir). The extension picks the format:\n"
+"                            .wav (16-bit PCM; see --float) or .flac (16-bit); \"-\" writes a\n"
+"                            WAV to stdout. The name may hold {job}, {sample} and {level};\n"
+"                            when a job has several samples and the name has no {sample},\n"
+"                            \"_N\" goes before the extension (out_0.wav, out_1.wav). Files\n"
+"                            are written under a temporary name and renamed when complete.\n"
+"  -m, --model FILE          VQ-VAE model file (safetensors with kind \"vqvae\"). Required.\n"
+"  -L, --level L             level to decode (0 bottom, 1 middle, 2 top). Default: the\n"
+"                            lowest (finest) level present in each job.\n"
+"      --float               32-bit float WAV instead of 16-bit PCM (keeps values beyond\n"
+"                            [-1, 1]; 16-bit output clips them).\n"
+"      --flac                FLAC whatever the extension.\n"
+"  -t, --threads N           compute threads (OpenMP and OpenBLAS; default: their own).\n"
+"  -w, --window SAMPLES      largest pass of the VQ-VAE in samples (default 524288, ~12 s;\n"
+"                            at least 2 x the widest context + 128: 92288 for the released\n"
+"                            model, less is refused):\n"
+"                            longer audio is decoded in overlapping chunks, memory bounded.\n"
+"  -q, --quiet               only errors on stderr.   -v, --verbose   debug lines too.\n"
+"  -h, --help                this text.\n"
+"\n"
+"Length: the encoder pads audio with zeros to a multiple of the top hop length (128\n"
+"samples) and records the true length (audio_len); the output is cut back to it. Codes\n"
+"without a recorded length give len * hop_L samples.\n"
+"\n"
+"Jobs: every job in the stream is decoded when its END message arrives (or at the end of\n"
+"the stream, if its level is complete). A job that cannot be decoded is reported and\n"
+"skipped; the others are still written.\n"
+"\n"
+"Signals: SIGTERM or SIGINT stops the decoder cleanly (exit 0): a file being written is\n"
+"finished, jobs not complete yet are dropped without output.\n"
+"\n"
+"Exit codes: 0 every job written (or stopped by SIGTERM/SIGINT); 64 bad usage (also: two\n"
+"jobs would write the same file); 65 bad input data (a corrupt or truncated codes stream,\n"
+"codes for another model, a missing level, a job that failed upstream; a model file that\n"
+"is not a VQ-VAE); 66 codes or model file missing; 69 ZeroMQ peer unavailable; 70 internal\n"
+"error or out of memory; 74 writing the audio failed. No partial output file is left on\n"
+"failure.\n"
+"\n"
+"Example: jukebox-decoder -m vqvae.safetensors < song.jbc -o song.wav\n"
+"         jukebox-encoder -m vqvae.safetensors song.flac | jukebox-decoder -m \\\n"
+"             vqvae.safetensors --level 2 -o preview.wav\n");
+}
+
+// --outdir: the pipeline's last stage (jb_collect).
+static int run_outdir(const char *model, const char *in, const char *root, int max_jobs,
+                      int threads, long long window, long long decode_step) {
+    jb_err_t err = {0};
+    if (threads) jb_codec_set_threads(threads);
+    jb_vqvae_t *vq = jb_codec_load_vqvae(model, window, &err);
+    if (!vq) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        return jb_err_exit_code(err.code);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    jb_endpoint_opts_t eo;
+    jb_endpoint_default_opts(&eo);
+    eo.codebook = jb_vqvae_hparams(vq)->l_bins;
+    jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
+    jb_collect_opts_t co = {.root = root, .max_jobs = max_jobs, .stop = &stop_flag,
+                            .decode_step = decode_step};
+    jb_collect_stats_t st;
+    int rc = 0;
+    if (!ep || jb_collect_run(vq, ep, &co, &st, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        rc = jb_err_exit_code(err.code);
+    } else if (st.jobs_failed) {
+        jb_log(JB_ERROR, "%d of %d job(s) failed (see ROOT/<job>/error.json)", st.jobs_failed,
+               st.jobs_failed + st.jobs_done);
+        rc = 65;
+    } else {
+        jb_log(JB_INFO, "%d job(s) written under %s; first audio %.2f s, all %.2f s after the "
+               "first message", st.jobs_done, root, st.first_audio_s, st.total_s);
+    }
+    jb_endpoint_destroy(&ep);
+    jb_vqvae_destroy(&vq);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *in = "-", *out = NULL, *model = NULL;
+    int threads = 0, level = -1, want_float = 0, want_flac = 0, max_jobs = 0;
+    const char *outdir = NULL, *device = "cpu";
+    long long window = 0;
+    jb_log_set_stage("decoder");
+    enum { OPT_FLOAT = 1000, OPT_FLAC, OPT_OUTDIR, OPT_JOBS, OPT_STEP };
+    long long decode_step = 0;
+    static const struct option opts[] = {
+        {"in", required_argument, 0, 'i'},     {"out", required_argument, 0, 'o'},
+        {"model", required_argument, 0, 'm'},  {"level", required_argument, 0, 'L'},
+        {"float", no_argument, 0, OPT_FLOAT},  {"flac", no_argument, 0, OPT_FLAC},
+        {"outdir", required_argument, 0, OPT_OUTDIR}, {"jobs", required_argument, 0, OPT_JOBS},
+        {"decode-step", required_argument, 0, OPT_STEP},
+        {"device", required_argument, 0, 'd'},
+        {"threads", required_argument, 0, 't'}, {"window", required_argument, 0, 'w'},
+        {"quiet", no_argument, 0, 'q'},        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+    };
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "i:o:m:L:t:w:d:qvh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'i': in = optarg; break;
+        case 'o': out = optarg; break;
+        case 'm': model = optarg; break;
+        case 'L':
+            level = (int)strtol(optarg, &end, 10);
+            if (*end || !*optarg || level < 0 || level > JB_WIRE_MAX_LEVEL) {
+                fprintf(stderr, "jukebox-decoder: --level: expected a level number, got '%s'\n",
+                        optarg);
+                return 64;
+            }
+            break;
+        case OPT_FLOAT: want_float = 1; break;
+        case OPT_OUTDIR: outdir = optarg; break;
+        case OPT_JOBS:
+            max_jobs = (int)strtol(optarg, &end, 10);
+            if (*end || max_jobs < 1) {
+                fprintf(stderr, "jukebox-decoder: --jobs: expected a positive count, got '%s'\n",
+                        optarg);
+                return 64;
+            }
+            break;
+        case 'd': device = optarg; break;
+        case OPT_STEP:
+            decode_step = strtoll(optarg, &end, 10);
+            if (*end || !*optarg || decode_step < 0) {
+                fprintf(stderr, "jukebox-decoder: --decode-step: expected a count, got '%s'\n",
+                        optarg);
+                return 64;
+            }
+            if (decode_step == 0) decode_step = -1;   // only at the end
+            break;
+        case OPT_FLAC: want_flac = 1; break;
+        case 't':
+            threads = (int)strtol(optarg, &end, 10);
+            if (*end || threads < 1 || threads > 1024) {
+                fprintf(stderr, "jukebox-decoder: --threads: expected 1..1024, got '%s'\n", optarg);
+                return 64;
+            }
+            break;
+        case 'w':
+            window = strtoll(optarg, &end, 10);
+            if (*end || window < 1) {
+                fprintf(stderr, "jukebox-decoder: --window: expected a sample count, got '%s'\n",
+                        optarg);
+                return 64;
+            }
+            break;
+        case 'q': jb_log_set_level(JB_ERROR); break;
+        case 'v': jb_log_set_level(JB_DEBUG); break;
+        case 'h': usage(stdout); return 0;
+        default:
+            fprintf(stderr, "Try 'jukebox-decoder --help'.\n");
+            return 64;
+        }
+    }
+    if (optind < argc || (!out && !outdir) || !model || (out && outdir)) {
+        fprintf(stderr, "jukebox-decoder: %s\nTry 'jukebox-decoder --help'.\n",
+                optind < argc ? "unexpected argument (codes come from --in or stdin)"
+                : !model      ? "--model is required"
+                : out && outdir ? "-o and --outdir exclude each other"
+                              : "-o AUDIO (or --outdir ROOT) is required");
+        return 64;
+    }
+    jb_err_t err = {0};
+    jb_device_t dev;
+    if (jb_device_parse(device, &dev, &err) || jb_device_open(&dev, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        return jb_err_exit_code(err.code);
+    }
+    if (outdir) return run_outdir(model, in, outdir, max_jobs, threads, window, decode_step);
+    jb_codec_decode_opts_t o = {.level = level, .out = out, .format = JB_AUDIO_AUTO};
+    if (want_float && want_flac) {
+        fprintf(stderr, "jukebox-decoder: --float and --flac exclude each other\n");
+        return 64;
+    }
+    if (want_flac) o.format = JB_AUDIO_FLAC;
+    else if (want_float) o.format = JB_AUDIO_WAV_FLOAT;
+    else if (jb_audio_format_for_path(out, &o.format, &err)) {
+        fprintf(stderr, "jukebox-decoder: -o %s\n", err.msg);   // before any work
+        return 64;
+    }
+    if (!strcmp(out, "-") && o.format == JB_AUDIO_AUTO) o.format = JB_AUDIO_WAV_PCM16;
+    if (!strcmp(out, "-") && isatty(1)) {
+        fprintf(stderr, "jukebox-decoder: not writing audio to a terminal; redirect stdout\n");
+        return 64;
+    }
+    if (threads) jb_codec_set_threads(threads);
+    jb_vqvae_t *vq = jb_codec_load_vqvae(model, window, &err);
+    if (!vq) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        return jb_err_exit_code(err.code);
+    }
+    if (window && window < jb_codec_min_window(vq)) {
+        fprintf(stderr, "jukebox-decoder: --window %lld: this model needs at least %lld\n",
+                window, (long long)jb_codec_min_window(vq));
+        jb_vqvae_destroy(&vq);
+        return 64;
+    }
+    if (level >= jb_vqvae_hparams(vq)->levels) {
+        fprintf(stderr, "jukebox-decoder: --level %d: the model has levels 0..%d\n", level,
+                jb_vqvae_hparams(vq)->levels - 1);
+        jb_vqvae_destroy(&vq);
+        return 64;
+    }
+    // SIGTERM / SIGINT: finish the file being written, drop unfinished jobs, exit 0.
+    // No SA_RESTART, so a wait for input is interrupted at once.
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    o.stop = &stop_flag;
+    jb_endpoint_opts_t eo;
+    jb_endpoint_default_opts(&eo);
+    eo.codebook = jb_vqvae_hparams(vq)->l_bins;   // codes of another codebook are refused
+    jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
+    int rc = 0;
+    jb_codec_decode_stats_t st;
+    if (!ep || jb_codec_decode_stream(vq, ep, &o, &st, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        rc = jb_err_exit_code(err.code);
+    } else if (st.jobs_failed) {
+        jb_log(JB_ERROR, "%d of %d jobs failed; first: %s", st.jobs_failed,
+               st.jobs_failed + st.jobs_done, st.first_fail);
+        rc = jb_err_exit_code(st.first_fail_code);
+    } else if (st.stopped) {
+        jb_log(JB_INFO, "stopped by signal %d: %d job(s) written, %d unfinished dropped",
+               stop_flag, st.jobs_done, st.jobs_dropped);
+    } else if (!st.jobs_done) {
+        jb_log(JB_ERROR, "%s: no codes in the stream", in);
+        rc = jb_err_exit_code(JB_EFORMAT);
+    }
+    jb_endpoint_destroy(&ep);
+    jb_vqvae_destroy(&vq);
+    return rc;
+}

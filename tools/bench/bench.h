@@ -1,0 +1,24 @@
+// bench.h: what the subcommands of jukebox-bench share.
+//
+// A subcommand is `int bench_<name>(int argc, char **argv)` in tools/bench/<name>.c
+// (argv[0] is the subcommand's name), listed in the table of tools/bench.c. It prints a
+// human-readable report on stdout and returns an exit code (0, or 64 for bad usage).
+#ifndef JB_BENCH_H
+#define JB_BENCH_H
+
+#include <stddef.h>
+
+int bench_vqvae(int argc, char **argv);
+
+// Monotonic clock, seconds.
+double bench_now(void);
+// CPU time of the whole process (all threads), seconds.
+double bench_cpu_now(void);
+// Peak resident set size of this process so far, MiB (getrusage).
+double bench_peak_rss_mib(void);
+// OpenMP and OpenBLAS threads.
+void bench_set_threads(int n);
+// Machine description on one line (CPU model, cores) into buf.
+void bench_machine(char *buf, size_t size);
+
+#endif
