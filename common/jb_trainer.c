@@ -575,7 +575,8 @@ static void line(uint8_t *img, int w, int h, int x0, int y0, int x1, int y1) {
     }
 }
 
-int jb_trainer_plot(const char *csv_path, const char *png_path, jb_err_t *err) {
+int jb_trainer_plot(const char *csv_path, const char *png_path, const char *const *which,
+                    int n_which, jb_err_t *err) {
     FILE *f = fopen(csv_path, "r");
     if (!f) return jb_err_set(err, JB_ENOENT, "%s: %s", csv_path, strerror(errno));
     char *ln = NULL;
@@ -589,6 +590,22 @@ int jb_trainer_plot(const char *csv_path, const char *png_path, jb_err_t *err) {
     }
     cols = 1;
     for (char *p = ln; *p; p++) cols += *p == ',';
+    int pick[8], panels = 0;   // CSV columns to draw
+    if (which) {
+        for (int k = 0; k < n_which && panels < 8; k++) {
+            size_t L = strlen(which[k]);
+            int c = 0;
+            for (char *p = ln; *p; c++) {
+                size_t w = strcspn(p, ",\r\n");
+                if (c > 0 && w == L && !strncmp(p, which[k], L)) pick[panels++] = c;
+                p += w;
+                if (*p != ',') break;
+                p++;
+            }
+        }
+    } else {
+        for (int c = 1; c < cols && panels < 8; c++) pick[panels++] = c;
+    }
     while (getline(&ln, &cap, f) >= 0) {
         if (rows == caprows) {
             caprows = caprows ? 2 * caprows : 256;
@@ -606,7 +623,6 @@ int jb_trainer_plot(const char *csv_path, const char *png_path, jb_err_t *err) {
         }
         rows++;
     }
-    int panels = cols - 1 > 8 ? 8 : cols - 1;
     if (panels < 1 || rows < 1) {
         rc = jb_err_set(err, JB_EFORMAT, "%s: no data rows", csv_path);
         goto done;
@@ -621,7 +637,7 @@ int jb_trainer_plot(const char *csv_path, const char *png_path, jb_err_t *err) {
     double s0 = v[0], s1 = v[(size_t)(rows - 1) * cols];
     if (s1 <= s0) s1 = s0 + 1;
     for (int p = 0; p < panels; p++) {
-        int c = p + 1, top = p * PANEL_H + PAD, bot = (p + 1) * PANEL_H - PAD;
+        int c = pick[p], top = p * PANEL_H + PAD, bot = (p + 1) * PANEL_H - PAD;
         int left = PAD, right = w - PAD;
         double lo = INFINITY, hi = -INFINITY;
         for (int r = 0; r < rows; r++) {

@@ -8,7 +8,7 @@
 //   jb_trainer_bandwidth(d, T, seed, &l1, &l2, &spec, &err);
 //   jb_trainer_csv_t *c = jb_trainer_csv_open("run/metrics.csv", names, n, resume_step, &err);
 //   jb_trainer_csv_row(c, step, values, &err);
-//   jb_trainer_plot("run/metrics.csv", "run/metrics.png", &err);
+//   jb_trainer_plot("run/metrics.csv", "run/metrics.png", NULL, 0, &err);
 //
 // Data layout: DIR/audio/<name>.<ext> (or, without DIR/audio, the audio files of DIR itself),
 // every format libsndfile reads, mixed down to mono and resampled to the model's rate; the
@@ -95,6 +95,9 @@ void jb_trainer_csv_close(jb_trainer_csv_t **c_p);
 // column against the step, stacked top to bottom in the CSV's column order, each panel
 // scaled to its own range (min at the bottom edge, max at the top), dotted gridlines at
 // quarters; no text (the CSV has the numbers). Grayscale PNG (jb_png_write_gray).
-int jb_trainer_plot(const char *csv_path, const char *png_path, jb_err_t *err);
+// which: names of the columns to plot (at most 8), or NULL for the first ones; a name that is
+// not in the CSV is skipped.
+int jb_trainer_plot(const char *csv_path, const char *png_path, const char *const *which,
+                    int n_which, jb_err_t *err);
 
 #endif

@@ -504,7 +504,9 @@ static int train_vqvae(const opts_t *o) {
             goto fail;
     }
     jb_trainer_csv_close(&csv);
-    if (jb_trainer_plot(cpath, ppath, &err) && step > 0) goto fail;
+    static const char *plot_vq[] = {"loss", "recons_loss", "multispectral_loss", "commit_loss",
+                                    "spectral_convergence", "usage", "grad_norm", "lr"};
+    if (jb_trainer_plot(cpath, ppath, plot_vq, 8, &err) && step > 0) goto fail;
     if (!o->quiet) jb_log(JB_INFO, "wrote %s, %s, %s", mpath, opath, ppath);
     rc = 0;
     goto done;
@@ -853,7 +855,8 @@ static int train_prior(const opts_t *o) {
         goto fail_lab;
     free(art), free(gen);
     jb_trainer_csv_close(&csv);
-    if (jb_trainer_plot(cpath, ppath, &err) && step > 0) goto fail;
+    static const char *plot_pr[] = {"loss", "grad_norm", "lr"};
+    if (jb_trainer_plot(cpath, ppath, plot_pr, 3, &err) && step > 0) goto fail;
     if (!o->quiet) jb_log(JB_INFO, "wrote %s, %s, %s", mpath, opath, ppath);
     rc = 0;
     goto done;
