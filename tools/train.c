@@ -983,8 +983,9 @@ int main(int argc, char **argv) {
     if (optind < argc) return usage_err("unexpected argument '%s'", argv[optind]);
     if (!o.data) return usage_err("%s: --data DIR is required", o.cmd);
     if (!o.out) return usage_err("%s: --out RUN_DIR is required", o.cmd);
-    if (o.preset && o.resume) return usage_err("%s: --resume takes the run's own hyper-parameters; "
-                                               "leave out --preset", o.cmd);
+    if ((o.preset || o.hparams) && o.resume)
+        return usage_err("%s: --resume takes the run's own hyper-parameters; leave out --preset "
+                         "and --hparams", o.cmd);
     if (o.preset && strcmp(o.preset, "toy")) {
         int known = 0;
         for (int i = 0; jb_hparams_preset_names[i]; i++)
