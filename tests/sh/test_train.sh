@@ -28,9 +28,9 @@ TR="$B/jukebox-train"
 
 # ---- data: 6 s of audio, 3 files, labels --------------------------------------------------
 mkdir -p "$T/data/audio"
-sox -n -r 44100 -c 1 -b 16 "$T/data/audio/a.wav" synth 2 sine 220 sine 330 remix 1-2 gain -6
-sox -n -r 44100 -c 1 -b 16 "$T/data/audio/b.wav" synth 2 square 110 gain -12
-sox -n -r 22050 -c 2 "$T/data/audio/c.flac" synth 2 sine 440 sine 660 gain -8
+sox -R -n -r 44100 -c 1 -b 16 "$T/data/audio/a.wav" synth 2 sine 220 sine 330 remix 1-2 gain -6
+sox -R -n -r 44100 -c 1 -b 16 "$T/data/audio/b.wav" synth 2 square 110 gain -12
+sox -R -n -r 22050 -c 2 "$T/data/audio/c.flac" synth 2 sine 440 sine 660 gain -8
 cat > "$T/data/labels.jsonl" <<'EOF'
 {"file":"audio/a.wav","artist":"Sine Duo","genre":"ambient","lyrics":""}
 {"id":"b","artist":"Square One","genre":"chip_tune"}
@@ -47,7 +47,7 @@ loss_down() {
 
 # ---- VQ-VAE -----------------------------------------------------------------------------
 echo "-- VQ-VAE (toy preset, 40 steps)"
-VQ=(--data "$T/data" --batch 2 --sample-length 2048 --seed 1 --threads 2)
+VQ=(--data "$T/data" --batch 2 --sample-length 2048 --seed 1 --threads 1)
 "$TR" vqvae "${VQ[@]}" --out "$T/vq" --steps 40 --log-every 20 2> "$T/vq.err"; rc=$?
 check "vqvae: exit 0" '[ $rc = 0 ]'
 check "vqvae: progress lines with loss, steps/s and ETA" \
@@ -90,7 +90,7 @@ check "the trained VQ-VAE reconstructs better than the untrained one" \
 
 # ---- priors -----------------------------------------------------------------------------
 echo "-- top prior (level 2, 40 steps) on the VQ-VAE's codes"
-PR=(--data "$T/data" --vqvae "$T/vq/vqvae.safetensors" --seed 1 --threads 2)
+PR=(--data "$T/data" --vqvae "$T/vq/vqvae.safetensors" --seed 1 --threads 1)
 "$TR" prior "${PR[@]}" --level 2 --out "$T/top" --steps 40 -q; rc=$?
 check "prior level 2: exit 0, model file and codes cache written" \
     '[ $rc = 0 ] && [ -s "$T/top/prior_level_2.safetensors" ] && [ -s "$T/top/codes.safetensors" ]'
