@@ -650,6 +650,17 @@ static int train_prior(const opts_t *o) {
     if (!o->resume) {
         if (o->init) {   // a given model: its own hyper-parameters and vocabularies
             if (!(tp = jb_train_prior_new(o->init, 1, &err))) goto fail;
+            const jb_prior_info_t *ii = jb_train_prior_info(tp);
+            if (ii->lyrics != JB_PRIOR_NO_LYRICS) {   // refused before anything is written
+                jb_err_set(&err, JB_EUNSUP, "%s: training a lyrics prior is not supported by "
+                           "jukebox-train yet", o->init);
+                goto fail;
+            }
+            if (ii->level != o->level) {
+                jb_err_set(&err, JB_EINVAL, "%s: a prior of level %d, --level %d", o->init,
+                           ii->level, o->level);
+                goto fail;
+            }
             if (jb_train_prior_save(tp, mpath, &err)) goto fail;
             jb_train_prior_destroy(&tp);
         } else {

@@ -172,6 +172,13 @@ check "--resume without a checkpoint: exit 66" \
     '[ $(code vqvae --data "$T/data" --out "$T/none" --resume) = 66 ]'
 check "missing --vqvae file: exit 66" \
     '[ $(code prior --level 2 --data "$T/data" --out "$T/x" --vqvae "$T/none.safetensors") = 66 ]'
+check "--init with a lyrics prior: exit 65, refused before anything is written" \
+    '[ $(code prior --level 2 --data "$T/data" --out "$T/lyr" --vqvae "$T/vq/vqvae.safetensors" \
+         --init tests/golden/train_prior_lyrics_tiny/model.safetensors) = 65 ] &&
+     grep -q "lyrics prior is not supported" "$T/err" && [ ! -e "$T/lyr/prior_level_2.safetensors" ]'
+check "--init with a prior of another level: exit 64" \
+    '[ $(code prior --level 2 --data "$T/data" --out "$T/x" --vqvae "$T/vq/vqvae.safetensors" \
+         --init "$T/up1/prior_level_1.safetensors") = 64 ]'
 check "--level above the VQ-VAE's levels: exit 64" \
     '[ $(code prior --level 3 --data "$T/data" --out "$T/x" --vqvae "$T/vq/vqvae.safetensors") = 64 ]'
 check "sample length not a multiple of the top hop: exit 64" \
