@@ -565,6 +565,8 @@ static int data_codes(const opts_t *o, const jb_trainer_data_t *d, const char *v
             jb_st_close(&st);
             return 0;
         }
+        for (int i = 0; i < d->n_items; i++)   // a stale cache: encode anew
+            for (int L = level; L <= hi; L++) free(ic[i].z[L]), ic[i].z[L] = NULL;
     }
     jb_st_close(&st);
     if (!(st = jb_st_open(vq_path, err))) return -1;
