@@ -1031,6 +1031,9 @@ static char *default_hparams(const jb_train_vqvae_t *tv) {
     return txt;
 }
 
+uint64_t jb_train_vqvae_get_step(const jb_train_vqvae_t *tv) { return tv->step; }
+void jb_train_vqvae_set_step(jb_train_vqvae_t *tv, uint64_t step) { tv->step = step; }
+
 int jb_train_vqvae_save(const jb_train_vqvae_t *tv, const char *path, const char *hparams_json,
                         jb_err_t *err) {
     char *own = hparams_json ? NULL : default_hparams(tv);

@@ -111,6 +111,11 @@ int jb_train_vqvae_init_codebooks(jb_train_vqvae_t *tv, const float *x, jb_err_t
 int jb_train_vqvae_save(const jb_train_vqvae_t *tv, const char *path, const char *hparams_json,
                         jb_err_t *err);
 
+// Steps taken (the dead-code revival draws are keyed by it): read it into a checkpoint and
+// set it on resume so that a resumed run draws as an uninterrupted one.
+uint64_t jb_train_vqvae_get_step(const jb_train_vqvae_t *tv);
+void jb_train_vqvae_set_step(jb_train_vqvae_t *tv, uint64_t step);
+
 int jb_train_vqvae_n_params(const jb_train_vqvae_t *tv);
 jb_tvq_param_t jb_train_vqvae_param(const jb_train_vqvae_t *tv, int i);
 // Index of a parameter by name, -1 when absent.
