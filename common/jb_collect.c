@@ -30,6 +30,7 @@ typedef struct cjob {
 static void cjob_free(cjob_t *j) {
     if (!j) return;
     if (j->inited) jb_codes_free(&j->codes);
+    else free(j->codes.spec);   // taken from the JOB message before any codes came
     for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) free(j->labels[l]);
     free(j->align);
     free(j->align_lyrics);
