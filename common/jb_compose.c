@@ -158,6 +158,7 @@ typedef struct {
     double density;               // melody onsets per step (before accents)
     int mel_c, chord_c, bass_c;   // register centres (MIDI)
     int reverb, chorus;           // CC91 / CC93
+    float eq_low, eq_high;        // production: bass and treble gains
     const char *theme[10];        // lyric words
     const char *artists[4];
 } genre_t;
@@ -168,7 +169,7 @@ static const genre_t GENRES[] = {
      {29, 30, 27, 81}, {30, 29, 30, 29}, {33, 34, 33, 34}, {-1, -1, -1, -1}, {16, 0, 8, 16},
      {"36:x.....x.x.....", "38:....x.......x..", "42:x.x.x.x.x.x.x.x.", "49:x..............."},
      {"x.x.x.x.x.x.x.x.", "x..x..x...x.x..."}, COMP_POWER, "x.x.x.x.x.x.x.x.", BASS_ROOT,
-     0.30, 67, 52, 40, 40, 0,
+     0.30, 67, 52, 40, 40, 0, 1.0f, 1.4f,
      {"fire", "road", "wild", "loud", "steel", "run", "burn", "rock", "storm", "ride"},
      {"The Iron Kites", "Velvet Static", "Nina Blaze", "Road Dogs"}},
     {"jazz", 4, 2, 118, 176, 0.33, {"major", "major"},
@@ -176,7 +177,7 @@ static const genre_t GENRES[] = {
      {65, 56, 66, 11}, {0, 4, 26, 0}, {32, 32, 35, 32}, {-1, -1, -1, -1}, {32, 40, 32, 40},
      {"51:x.xxx.xx", "44:..x...x.", "36:g...g...", "38:......?."},
      {"x..x....", "..x...x."}, COMP_BLOCK, "x.x.x.x.", BASS_WALK,
-     0.45, 70, 60, 40, 50, 10,
+     0.45, 70, 60, 40, 50, 10, 1.2f, 0.6f,
      {"blue", "moon", "smoke", "swing", "night", "wine", "sweet", "kiss", "june", "tune"},
      {"Miles Harmon Trio", "Lena Blue", "The Smoke Quartet", "Oscar Vale"}},
     {"electronic", 4, 4, 120, 132, 0.0, {"minor", "dorian"},
@@ -185,7 +186,7 @@ static const genre_t GENRES[] = {
      {"36:x...x...x...x...", "39:....x.......x...", "46:..x...x...x...x.", "42:oooooooooooooooo",
       "49:x..............."},
      {"xxxxxxxxxxxxxxxx", "x.x.x.x.x.x.x.x."}, COMP_ARP, "..x...x...x...x.", BASS_OCT,
-     0.30, 72, 64, 36, 60, 30,
+     0.30, 72, 64, 36, 60, 30, 1.8f, 1.5f,
      {"light", "pulse", "neon", "wave", "speed", "beat", "glow", "move", "star", "code"},
      {"Neon Drift", "Pulse Theory", "KLR-9", "Glass Circuit"}},
     {"classical", 4, 2, 64, 96, 0.0, {"major", "major"},
@@ -193,7 +194,7 @@ static const genre_t GENRES[] = {
      {73, 40, 68, 71}, {0, 46, 6, 0}, {42, 43, 42, 70}, {48, 49, -1, 48}, {-1, -1, -1, -1},
      {NULL},
      {"xxxxxxxx", "xxxxxxxx"}, COMP_ALBERTI, "x...x...", BASS_ROOT,
-     0.50, 74, 60, 43, 80, 20,
+     0.50, 74, 60, 43, 80, 20, 0.7f, 0.5f,
      {"grace", "spring", "rose", "heaven", "river", "morning", "silver", "snow", "dawn", "song"},
      {"Aurora Ensemble", "Clara Voss", "The Linden Strings", "Felix Moravec"}},
     {"reggae", 4, 4, 66, 88, 0.15, {"major", "mixolydian"},
@@ -201,7 +202,7 @@ static const genre_t GENRES[] = {
      {56, 61, 22, 65}, {16, 27, 17, 28}, {33, 35, 33, 34}, {-1, -1, -1, -1}, {0, 8, 0, 8},
      {"36:........x.......", "37:........x.......", "42:x.x.x.x.x.x.x.x.", "38:..............g."},
      {"....x.......x...", "..x...x...x...x."}, COMP_STAB, "x.....x.x...x...", BASS_ROOT5,
-     0.30, 67, 60, 38, 50, 10,
+     0.30, 67, 60, 38, 50, 10, 1.9f, 0.8f,
      {"sun", "one", "love", "island", "roots", "sea", "high", "free", "shine", "rain"},
      {"Roots Harbour", "Desmond Ray", "Island Unity", "Marcia Sun"}},
     {"bossa", 4, 4, 118, 142, 0.0, {"major", "major"},
@@ -209,7 +210,7 @@ static const genre_t GENRES[] = {
      {73, 65, 11, 71}, {24, 24, 4, 24}, {32, 32, 33, 32}, {-1, 49, -1, -1}, {0, 0, 8, 0},
      {"37:x..x..x...x..x..", "36:x..x....x..x....", "70:xoxoxoxoxoxoxoxo"},
      {"x..x..x...x..x..", "x..x..x..x..x..."}, COMP_BLOCK, "x..x....x..x....", BASS_ROOT5,
-     0.30, 72, 58, 38, 45, 20,
+     0.30, 72, 58, 38, 45, 20, 0.9f, 0.7f,
      {"sea", "sand", "girl", "samba", "summer", "dance", "breeze", "warm", "bay", "wave"},
      {"Tomas Areia", "Luna Brisa", "Quinteto Mar", "Ana Verao"}},
     {"folk", 3, 2, 92, 132, 0.0, {"major", "major"},
@@ -217,7 +218,7 @@ static const genre_t GENRES[] = {
      {40, 22, 105, 74}, {25, 25, 24, 21}, {32, 32, 33, 32}, {-1, -1, -1, -1}, {0, -1, 8, 0},
      {"36:x.....", "54:..x.x."},
      {"..x.x.", "..xxx."}, COMP_BLOCK, "x.....", BASS_ROOT5,
-     0.40, 72, 57, 40, 35, 0,
+     0.40, 72, 57, 40, 35, 0, 0.8f, 1.2f,
      {"home", "hill", "green", "river", "old", "mother", "road", "field", "bell", "fall"},
      {"The Hollow Pines", "Mary Fenwick", "Old Mill Band", "Jesse Crane"}},
     {"blues", 4, 2, 76, 116, 0.33, {"blues", "blues"},
@@ -226,7 +227,7 @@ static const genre_t GENRES[] = {
      {29, 22, 26, 65}, {0, 16, 0, 17}, {33, 32, 33, 34}, {-1, -1, -1, -1}, {0, 8, 0, 32},
      {"36:x...x...", "38:..x...x.", "42:xxxxxxxx"},
      {"x.x.x.x.", "..x...x."}, COMP_BLOCK, "xxxxxxxx", BASS_BOOGIE,
-     0.35, 67, 58, 40, 40, 0,
+     0.35, 67, 58, 40, 40, 0, 1.3f, 0.9f,
      {"blues", "train", "cry", "down", "lonely", "whiskey", "baby", "mean", "town", "gone"},
      {"Muddy Lou", "Big Earl Porter", "Delta Rose", "The Crossroads Three"}},
 };
@@ -289,16 +290,17 @@ static void add_note(builder_t *b, double t, double dur, int chan, int key, int 
     s->notes[s->n_notes++] = (jb_note_t){t, dur, (uint8_t)chan, (uint8_t)key, (uint8_t)vel};
 }
 
-static void add_word(builder_t *b, const char *w, double t, double dur, int key) {
+// Returns 1 if the word was added, 0 if it falls after the end (or allocation failed).
+static int add_word(builder_t *b, const char *w, double t, double dur, int key) {
     jb_song_t *s = b->song;
-    if (t >= s->seconds - 0.15) return;   // too late to be heard
+    if (t >= s->seconds - 0.15) return 0;   // too late to be heard
     if (t + dur > s->seconds) dur = s->seconds - t;
     if (s->n_words == b->cap_words) {
         int cap = b->cap_words ? 2 * b->cap_words : 64;
         jb_sung_word_t *p = realloc(s->words, (size_t)cap * sizeof *p);
         if (!p) {
             b->failed = 1;
-            return;
+            return 0;
         }
         s->words = p;
         b->cap_words = cap;
@@ -308,6 +310,7 @@ static void add_word(builder_t *b, const char *w, double t, double dur, int key)
     x->t = t;
     x->dur = dur;
     x->key = (uint8_t)key;
+    return 1;
 }
 
 static void add_text(builder_t *b, const char *txt) {
@@ -481,6 +484,8 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
     int female = strstr(s->voice, "+f") != NULL;
     int vocal_c = (female ? 57 : 47) + 2 * (a % 2);   // within espeak-ng's pitch range
     s->vocal_gain = 0.9f + 0.1f * (float)(a % 3);
+    s->eq_low = g->eq_low;
+    s->eq_high = g->eq_high;
     int rev = g->reverb + 12 * (a % 3) - 12;
     rev = rev < 0 ? 0 : rev;
     for (int c = 0; c < 16; c++) s->chan[c] = (jb_channel_t){-1, 100, 64, 0, 0};
@@ -642,6 +647,7 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
                 if (k % every == 0 && (k == 0 || sing)) on[n_on++] = k;
             }
             char words[16][24];
+            int sung = 0;
             lyric_line(r, g, n_on, words);
             int oct = 12 * (int)lround((g->mel_c - vocal_c) / 12.0);
             for (int i = 0; i < n_on; i++) {
@@ -655,14 +661,13 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
                 int kb = bar + k / g->bpb, ks = (k % g->bpb) * g->sub;
                 double t = step_time(&b, kb, ks);
                 double len = (kn - k) * beat;
-                if (vocals)
-                    add_word(&b, words[i], t, len, key);
+                if (vocals && add_word(&b, words[i], t, len, key)) sung++;
                 else
                     add_note(&b, t, len * 0.9, CH_MEL, key + oct, 92);
             }
-            if (vocals && n_on > 0 && bar * b.bar_len < seconds - 0.15) {
+            if (sung > 0) {   // the words that fit before the end
                 if (b.lyr_len) add_text(&b, "\n");
-                for (int i = 0; i < n_on; i++) {
+                for (int i = 0; i < sung; i++) {
                     if (i) add_text(&b, " ");
                     add_text(&b, words[i]);
                 }

@@ -64,6 +64,8 @@ typedef struct {
     // Singing voice for the renderer (artist-fixed).
     const char *voice;           // espeak-ng voice, e.g. "en+m3" (static string)
     float vocal_gain;            // vocal level relative to the band's RMS
+    // Production (genre-fixed): gains of the band below ~200 Hz and above ~3 kHz.
+    float eq_low, eq_high;
 } jb_song_t;
 
 int jb_compose_n_genres(void);

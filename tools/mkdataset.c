@@ -36,6 +36,7 @@
 #define SR 44100
 #define EX_OK_ 0
 #define EX_USAGE_ 64
+#define EX_DATAERR_ 65
 #define EX_NOINPUT_ 66
 #define EX_UNAVAILABLE_ 69
 #define EX_SOFTWARE_ 70
@@ -94,7 +95,12 @@ static void fail_run(run_t *run, int code, const char *fmt, ...) {
 // One per worker thread. A song gets a fresh synth: a reused one keeps state from the song
 // before (filter and mixer state of the voice slots), which would make a song depend on
 // which songs its thread rendered before it. With dynamic sample loading a fresh synth costs
-// ~50 ms (only the presets a song selects are read).
+// ~50 ms (only the presets a song selects are read). FluidSynth's sample cache is shared by
+// all synths and is not safe to load into and unload from on several threads at once (seen:
+// "Trying to free sample data not found in cache", then a crash), so creating a synth,
+// selecting its presets and deleting it happen under g_fluid_mu; rendering runs unlocked
+// (a selected preset's samples stay loaded until it is unselected).
+static pthread_mutex_t g_fluid_mu = PTHREAD_MUTEX_INITIALIZER;
 typedef struct {
     fluid_settings_t *settings;
     const char *sf2;
@@ -134,24 +140,28 @@ static int event_cmp(const void *pa, const void *pb) {
 
 // Renders the song's notes into out: (n) mono. 0 or -1.
 static int band_render(band_t *b, const jb_song_t *s, float *out, int64_t n) {
-    fluid_synth_t *fs = new_fluid_synth(b->settings);
     event_t *ev = malloc((size_t)(2 * s->n_notes + 1) * sizeof *ev);
-    int rc = -1;
-    if (!fs || !ev) goto done;
-    int sfid = fluid_synth_sfload(fs, b->sf2, 1);
-    if (sfid == FLUID_FAILED) goto done;
-    for (int c = 0; c < 16; c++) {
+    int rc = -1, setup = -1;
+    pthread_mutex_lock(&g_fluid_mu);
+    fluid_synth_t *fs = new_fluid_synth(b->settings);
+    int sfid = fs ? fluid_synth_sfload(fs, b->sf2, 1) : FLUID_FAILED;
+    for (int c = 0; c < 16 && sfid != FLUID_FAILED; c++) {
         const jb_channel_t *ch = &s->chan[c];
+        setup = 0;
         if (ch->program < 0) continue;
         int bank = c == JB_COMPOSE_DRUM_CHANNEL ? 128 : 0;
         if (fluid_synth_program_select(fs, c, sfid, bank, ch->program) != FLUID_OK &&
-            fluid_synth_program_select(fs, c, sfid, bank, 0) != FLUID_OK)
-            goto done;
+            fluid_synth_program_select(fs, c, sfid, bank, 0) != FLUID_OK) {
+            setup = -1;
+            break;
+        }
         fluid_synth_cc(fs, c, 7, ch->volume);
         fluid_synth_cc(fs, c, 10, ch->pan);
         fluid_synth_cc(fs, c, 91, ch->reverb);
         fluid_synth_cc(fs, c, 93, ch->chorus);
     }
+    pthread_mutex_unlock(&g_fluid_mu);
+    if (setup < 0 || !ev) goto done;
     int ne = 0;
     for (int i = 0; i < s->n_notes; i++) {
         const jb_note_t *nt = &s->notes[i];
@@ -181,7 +191,9 @@ static int band_render(band_t *b, const jb_song_t *s, float *out, int64_t n) {
     rc = 0;
 done:
     free(ev);
+    pthread_mutex_lock(&g_fluid_mu);
     if (fs) delete_fluid_synth(fs);
+    pthread_mutex_unlock(&g_fluid_mu);
     return rc;
 }
 
@@ -441,6 +453,17 @@ static int make_song(run_t *run, band_t *band, int i) {
         fail_run(run, EX_SOFTWARE_, "song %s: espeak-ng failed to sing", id);
         goto done;
     }
+    // The genre's production: bass and treble shelves from one-pole low-passes.
+    {
+        const float a_lo = 1.0f - expf(-2.0f * (float)M_PI * 200.0f / SR);
+        const float a_hi = 1.0f - expf(-2.0f * (float)M_PI * 3000.0f / SR);
+        float lo = 0, mid = 0;
+        for (int64_t k = 0; k < n; k++) {
+            lo += a_lo * (mix[k] - lo);
+            mid += a_hi * (mix[k] - mid);
+            mix[k] += (s->eq_low - 1.0f) * lo + (s->eq_high - 1.0f) * (mix[k] - mid);
+        }
+    }
     // Vocals at a fixed level relative to the band, then peak-normalized to -1 dBFS.
     double eb = 0, ev = 0;
     int64_t nv = 0;
@@ -596,7 +619,7 @@ static void usage(FILE *f) {
             "  -q, --quiet          no progress lines\n"
             "  -h, --help           this text\n"
             "\n"
-            "Exit codes: 0 done; 64 bad usage; 66 soundfont missing; 69 espeak-ng unavailable;\n"
+            "Exit codes: 0 done; 64 bad usage; 65 not a soundfont; 66 soundfont missing; 69 espeak-ng unavailable;\n"
             "70 internal error (synthesis failed); 73 cannot create the output directory;\n"
             "74 write failed.\n");
 }
@@ -727,6 +750,20 @@ int main(int argc, char **argv) {
     fluid_set_log_function(FLUID_WARN, NULL, NULL);
     fluid_set_log_function(FLUID_INFO, NULL, NULL);
     fluid_set_log_function(FLUID_DBG, NULL, NULL);
+    // One synth on this thread first: it sets up FluidSynth's global tables before any
+    // worker runs, and a file that is not a soundfont is refused here.
+    {
+        band_t probe;
+        int ok = band_init(&probe, o.soundfont) == 0;
+        fluid_synth_t *fs = ok ? new_fluid_synth(probe.settings) : NULL;
+        ok = fs && fluid_synth_sfload(fs, o.soundfont, 1) != FLUID_FAILED;
+        if (fs) delete_fluid_synth(fs);
+        band_destroy(&probe);
+        if (!ok) {
+            fprintf(stderr, "jukebox-mkdataset: %s: not a usable SoundFont\n", o.soundfont);
+            return EX_DATAERR_;
+        }
+    }
     if (o.vocals && speak_check() < 0) {
         fprintf(stderr, "jukebox-mkdataset: the espeak-ng program does not run (Debian: "
                         "espeak-ng; or use --no-vocals)\n");
