@@ -139,6 +139,7 @@ int jb_codes_put(jb_codes_t *c, int level, int64_t offset, int sample0, int64_t 
                                   c->codebook > 0 ? c->codebook : (int64_t)INT32_MAX);
         }
         int64_t overlap = have - offset < count ? have - offset : count;
+        if (overlap <= 0) continue;   // (and the level may have no array yet)
         const int32_t *row = c->codes[level] + (size_t)s * (size_t)c->cap[level] + offset;
         for (int64_t t = 0; t < overlap; t++)
             if (row[t] != src[t])
