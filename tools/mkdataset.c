@@ -613,7 +613,7 @@ static void usage(FILE *f) {
             "                       16-bit) and DIR/labels.jsonl\n"
             "  -n, --songs N        number of songs (default 24); genres rotate, then artists\n"
             "  -s, --seconds S      length of each song in seconds, (0, 3600] (default 10)\n"
-            "      --seed N         master seed, unsigned 64-bit (default 1)\n"
+            "      --seed N         master seed, 0 .. 2^63-1 (default 1)\n"
             "  -g, --genres LIST    comma-separated genres to use (default all; see --list)\n"
             "  -j, --threads N      songs rendered in parallel, 1..64 (default: cores, at most 4);\n"
             "                       the output does not depend on it\n"
@@ -668,8 +668,8 @@ int main(int argc, char **argv) {
             o.seconds = strtod(optarg, &end);
             if (!*optarg || *end || !(o.seconds > 0 && o.seconds <= 3600)) goto bad_value;
             break;
-        case OPT_SEED:
-            if (parse_u64(optarg, &o.seed) < 0) goto bad_value;
+        case OPT_SEED:   // up to 2^63 - 1: labels.jsonl stores it as a JSON integer
+            if (parse_u64(optarg, &o.seed) < 0 || o.seed > (uint64_t)INT64_MAX) goto bad_value;
             break;
         case 'g': genres = optarg; break;
         case 'j':
