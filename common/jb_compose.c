@@ -21,7 +21,8 @@ uint64_t jb_compose_mix(uint64_t x) {
 }
 
 static void rng_seed(rng_t *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = jb_compose_mix(seed + (uint64_t)i * 0x632BE59BD9B4E019ull);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = jb_compose_mix(seed + (uint64_t)i * 0x632BE59BD9B4E019ull);
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -38,7 +39,9 @@ static uint64_t rng_next(rng_t *r) {
     return out;
 }
 
-static double rng_unif(rng_t *r) { return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+static double rng_unif(rng_t *r) {   // [0, 1) on a 2^-53 grid
+    return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
 static int rng_int(rng_t *r, int n) { return (int)(rng_unif(r) * n); }
 static int rng_bern(rng_t *r, double p) { return rng_unif(r) < p; }
 
@@ -131,7 +134,8 @@ static int nearest(int pc, int centre) {
 }
 
 const char *jb_compose_pitch_name(int pc) {
-    static const char *const N[] = {"C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"};
+    static const char *const N[] = {"C",  "C#", "D",  "Eb", "E",  "F",
+                                    "F#", "G",  "Ab", "A",  "Bb", "B"};
     return N[((pc % 12) + 12) % 12];
 }
 

@@ -615,8 +615,8 @@ static void usage(FILE *f) {
             "  -s, --seconds S      length of each song in seconds, (0, 3600] (default 10)\n"
             "      --seed N         master seed, 0 .. 2^63-1 (default 1)\n"
             "  -g, --genres LIST    comma-separated genres to use (default all; see --list)\n"
-            "  -j, --threads N      songs rendered in parallel, 1..64 (default: cores, at most 4);\n"
-            "                       the output does not depend on it\n"
+            "  -j, --threads N      songs rendered in parallel, 1..64 (default: cores, at\n"
+            "                       most 4); the output does not depend on it\n"
             "      --no-vocals      no singing: the vocal line is played by the lead instrument\n"
             "                       and the labels carry empty lyrics\n"
             "      --soundfont PATH General MIDI .sf2 (default " DEFAULT_SF2 ")\n"
@@ -624,9 +624,9 @@ static void usage(FILE *f) {
             "  -q, --quiet          no progress lines\n"
             "  -h, --help           this text\n"
             "\n"
-            "Exit codes: 0 done; 64 bad usage; 65 not a soundfont; 66 soundfont missing; 69 espeak-ng unavailable;\n"
-            "70 internal error (synthesis failed); 73 cannot create the output directory;\n"
-            "74 write failed.\n");
+            "Exit codes: 0 done; 64 bad usage; 65 not a soundfont; 66 soundfont missing;\n"
+            "69 espeak-ng unavailable; 70 internal error (synthesis failed); 73 cannot create\n"
+            "the output directory; 74 write failed.\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
