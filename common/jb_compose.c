@@ -171,7 +171,7 @@ static const genre_t GENRES[] = {
     {"rock", 4, 4, 108, 146, 0.0, {"major", "mixolydian"},
      {"I V vi IV", "I IV V IV", "vi IV I V", "I bVII IV I"},
      {29, 30, 27, 81}, {30, 29, 30, 29}, {33, 34, 33, 34}, {-1, -1, -1, -1}, {16, 0, 8, 16},
-     {"36:x.....x.x.....", "38:....x.......x..", "42:x.x.x.x.x.x.x.x.", "49:x..............."},
+     {"36:x.....x.x.......", "38:....x.......x...", "42:x.x.x.x.x.x.x.x.", "49:x..............."},
      {"x.x.x.x.x.x.x.x.", "x..x..x...x.x..."}, COMP_POWER, "x.x.x.x.x.x.x.x.", BASS_ROOT,
      0.30, 67, 52, 40, 40, 0, 1.0f, 1.4f,
      {"fire", "road", "wild", "loud", "steel", "run", "burn", "rock", "storm", "ride"},
@@ -509,6 +509,19 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
     int n_prog = prog_parse(prog_src, prog, 16);
     if (n_prog <= 0) {
         jb_err_set(err, JB_EINTERNAL, "compose: genre %s: bad progression '%s'", g->name, prog_src);
+        goto fail;
+    }
+    // Every pattern has one character per step of a bar (a table typo would read past it).
+    size_t steps = (size_t)(g->bpb * g->sub);
+    int bad_pat = strlen(g->comp[0]) != steps || strlen(g->comp[1]) != steps ||
+                  strlen(g->bass_pat) != steps;
+    for (int d = 0; d < 5 && g->drums[d]; d++) {
+        const char *colon = strchr(g->drums[d], ':');
+        bad_pat |= !colon || strlen(colon + 1) != steps;
+    }
+    if (bad_pat) {
+        jb_err_set(err, JB_EINTERNAL, "compose: genre %s: a pattern is not %zu steps long",
+                   g->name, steps);
         goto fail;
     }
     const char *comp = g->comp[rng_bern(r, 0.8) ? a / 2 % 2 : 1 - a / 2 % 2];
