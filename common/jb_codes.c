@@ -464,6 +464,7 @@ typedef struct {
     int max_level;
     int64_t rows;        // samples from codes rows and END batch
     bool ended;
+    bool level_end[JB_CODES_MAX_LEVELS];   // END(level) seen
     jb_err_t err;
 } load_t;
 
@@ -493,6 +494,16 @@ static int collect(jb_msg_t *m, uint64_t at, void *user) {
     default: return 0;   // align, ack: not part of the codes
     }
     if (m->type == JB_MSG_END && m->level < 0) ld->ended = true;
+    if (m->type == JB_MSG_END && m->level >= 0) {
+        // Downstream of the stages (and in a producer's stream) each level has
+        // exactly one end (docs/wire.md section 8): a second one is not a codes file.
+        if (ld->level_end[m->level]) {
+            jb_err_set(&ld->err, JB_EFORMAT, "%s byte %" PRIu64 ": job %s: a second end of "
+                       "level %d", ld->path, at, ld->job, m->level);
+            return 1;
+        }
+        ld->level_end[m->level] = true;
+    }
     if (m->level > ld->max_level) ld->max_level = m->level;
     int64_t rows = m->type == JB_MSG_CODES ? (m->sample0 > 0 ? m->sample0 : 0) + m->batch
                    : m->type == JB_MSG_END ? m->batch : -1;
@@ -584,6 +595,7 @@ int jb_codes_load(jb_codes_t *c, const char *path, jb_err_t *err) {
     uint8_t *data;
     size_t len;
     if (read_file(path, &data, &len, err)) return -1;
+    if (strcmp(path, "-") == 0) path = "stdin";
     load_t ld = {.path = path, .max_level = -1, .rows = -1};
     int rc = jb_frame_decode_all(data, len, -1, collect, &ld, err);
     free(data);

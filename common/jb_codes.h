@@ -99,12 +99,14 @@ int jb_codes_apply(jb_codes_t *c, const jb_msg_t *msg, jb_err_t *err);
 // fsync, rename, fsync of the directory; nothing is left behind on failure).
 // 0 / -1 + err (JB_EIO naming the file).
 int jb_codes_save(const jb_codes_t *c, const char *path, jb_err_t *err);
-// Reads a codes file into a new store (jb_codes_init'ed here: levels = highest
+// Reads a codes file ("-": stdin, read to its end; a pipe works too) into a
+// new store (jb_codes_init'ed here: levels = highest
 // level seen + 1, n_samples from the END batch / codes rows, codebook from the
 // messages, or -1). 0 / -1 + err naming the file and the byte offset of the
 // frame at fault (JB_ENOENT missing file; JB_EFORMAT not a codes file, a
 // truncated or corrupt frame, codes out of order, a file holding several jobs
-// or none, no END(-1), an ERROR message for the job). *c is zeroed on failure.
+// or none, two END of one level, no END(-1), an ERROR message for the job).
+// *c is zeroed on failure.
 int jb_codes_load(jb_codes_t *c, const char *path, jb_err_t *err);
 
 #endif

@@ -9,6 +9,7 @@
 #include "jb_log.h"
 #include "jb_outdir.h"
 #include "jb_progress.h"
+#include "jb_service.h"
 
 typedef struct cjob {
     struct cjob *next;
@@ -130,7 +131,9 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     memset(st, 0, sizeof *st);
     double t0 = -1;
     int rc = -1, eof = 0;
+    jb_service_ready("model loaded; waiting for jobs");
     for (;;) {
+        jb_service_watchdog();
         if (o->stop && *o->stop) {
             rc = 0;
             break;

@@ -10,8 +10,12 @@
 // are widened in registers (F16C / a 16-bit shift), accumulation is float32.
 // y holds the running sums between blocks (M x panel floats, in L1/L2).
 //
-// Large M (priming, teacher forcing): BLAS sgemm. f16/bf16 weights are widened
-// a block of rows at a time into a scratch buffer first.
+// Large M (priming, teacher forcing): with AVX-512 the same kernel over
+// 64-column sub-panels (twice OpenBLAS's AVX2 sgemm here); otherwise BLAS
+// sgemm, f16/bf16 weights widened a block of rows at a time into a scratch.
+//
+// Packed weights (jb_matmul_pack): tiles of 32 columns, each (K, 32)
+// contiguous, so each thread reads one sequential stream; same kernel.
 //
 // The AVX2 + FMA + F16C kernels are the build's baseline (x86-64-v3); an
 // AVX-512 variant of the same kernel is compiled with a target attribute and
@@ -43,6 +47,15 @@
 
 static int g_kernel = -1;   // -1 not chosen yet, 0 plain C, 1 AVX2, 2 AVX-512
 
+#if JB_MM_AVX2
+// The AVX-512 kernels are compiled for these four extensions.
+static int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+#endif
+
 static int kernel_choice(void) {
     int k = __atomic_load_n(&g_kernel, __ATOMIC_RELAXED);
     if (k >= 0) return k;
@@ -50,9 +63,7 @@ static int kernel_choice(void) {
 #if JB_MM_AVX2
     k = 1;
     const char *env = getenv("JB_MATMUL_KERNEL");   // "c", "avx2", "avx512": for tests and benches
-    __builtin_cpu_init();
-    int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl");
+    int has512 = cpu_has_avx512();
     if (has512) k = 2;
     if (env && !strcmp(env, "c")) k = 0;
     if (env && !strcmp(env, "avx2")) k = 1;
@@ -72,10 +83,7 @@ int jb_matmul_set_kernel(const char *name) {
 #if JB_MM_AVX2
     else if (!strcmp(name, "avx2")) k = 1;
     else if (!strcmp(name, "avx512")) {
-        __builtin_cpu_init();
-        if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-              __builtin_cpu_supports("avx512vl")))
-            return -1;
+        if (!cpu_has_avx512()) return -1;
         k = 2;
     }
 #endif

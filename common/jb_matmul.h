@@ -5,9 +5,14 @@
 //   y: (M, N)  x: (M, K)  W: (K, N) in dtype wdt (F32, F16 or BF16)  bias: (N) or NULL
 // Small M (a sampling step: one row per sample in the batch) is bound by the
 // weight traffic, so those products stream W once for all M rows and widen
-// f16/bf16 in registers; large M (priming, teacher forcing) goes to BLAS sgemm.
+// f16/bf16 in registers; large M (priming, teacher forcing) runs the same
+// kernel where the CPU has AVX-512, else BLAS sgemm. For sampling, weights
+// packed at load time (jb_matmul_pack) stream faster than weights as stored.
+// Float32 accumulation; not bit-identical to sgemm (another summation order).
+// See docs/matmul.md for the design and figures.
 //
-// Thread rules: reentrant; uses the OpenMP thread pool of the caller.
+// Thread rules: reentrant; uses the OpenMP thread pool of the caller (inside a
+// parallel region a call runs on the calling thread).
 #ifndef JB_MATMUL_H
 #define JB_MATMUL_H
 
@@ -37,8 +42,8 @@ void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, con
                       int M);
 void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M);
 
-// Products with M up to this many rows take the weight-streaming kernel; larger
-// ones go to BLAS sgemm.
+// Products with M up to this many rows take the weight-streaming kernel;
+// larger ones too with AVX-512, else BLAS sgemm.
 #define JB_MATMUL_SMALL_M 16
 
 // Which streaming kernel runs: "c" (plain C), "avx2" (AVX2+FMA+F16C) or

@@ -12,13 +12,16 @@ typedef struct {
     const jb_rng_stream_t *streams;   // (batch)
     int64_t start;                    // window start: positions are absolute
     void *scratch;
+    const jb_sample_opts_t *o;
 } choose_ctx_t;
 
 static int choose(void *user, float *logits, int N, int n_bins, int pos, int32_t *out,
                   jb_err_t *err) {
     const choose_ctx_t *c = user;
-    return jb_sampling_rows(logits, N, n_bins, c->params, c->streams,
-                            (uint64_t)(c->start + pos), out, c->scratch, err);
+    int rc = jb_sampling_rows(logits, N, n_bins, c->params, c->streams,
+                              (uint64_t)(c->start + pos), out, c->scratch, err);
+    if (!rc && c->o->on_step) c->o->on_step(c->o->on_step_user, c->start + pos);
+    return rc;
 }
 
 typedef struct {
@@ -88,7 +91,7 @@ static int window(jb_prior_sampler_t *s, const jb_prior_t *p, const jb_sample_op
             uint32_t sid = o->sample_ids ? o->sample_ids[item] : (uint32_t)item;
             w->streams[i] = jb_rng_stream(o->seed, o->job_hash, sid, (uint32_t)level);
         }
-        choose_ctx_t cc = {&o->sampling, w->streams, start, w->scratch};
+        choose_ctx_t cc = {&o->sampling, w->streams, start, w->scratch, o};
         if (jb_prior_sample(s, nb, y ? w->y : NULL, Lc ? w->zc : NULL, P ? w->prime : NULL, P,
                             fill, o->chunk_size, choose, &cc, w->out, NULL, err))
             return jb_err_prefix(err, "level %d window %lld items %d..%d", level,

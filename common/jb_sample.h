@@ -31,6 +31,10 @@ typedef struct {
     int hop_length;                  // window hop in codes: int(hop_fraction · n_ctx)
     uint64_t seed, job_hash;         // random streams (jb_rng.h)
     const uint32_t *sample_ids;      // (n_samples) index of each item in its job; NULL: 0..n-1
+    // Called after every sampled position (may be NULL): progress, service watchdog.
+    // pos: absolute code position just sampled.
+    void (*on_step)(void *user, int64_t pos);
+    void *on_step_user;
 } jb_sample_opts_t;
 
 // Lyrics of one item: the full token list (jb_text), or NULL / 0 for none.

@@ -14,6 +14,7 @@
 #include "jb_progress.h"
 #include "jb_rng.h"
 #include "jb_sample.h"
+#include "jb_service.h"
 #include "jb_transport.h"
 
 typedef struct job {
@@ -158,10 +159,11 @@ static int build_labels(stage_t *s, job_t *j, jb_err_t *err) {
                 y64[4 + g] = g < j->spec.n_genre_ids[level] ? j->spec.genre_ids[level][g] : -1;
         for (int i = 0; i < L; i++) {
             if (y64[i] < INT32_MIN || y64[i] > INT32_MAX) {
+                long long v = (long long)y64[i];
                 free(y64);
                 json_decref(used);
                 return jb_err_set(err, JB_EINVAL, "job %s level %d: label %d = %lld out of range",
-                                  j->spec.id, level, i, (long long)y64[i]);
+                                  j->spec.id, level, i, v);
             }
             for (int k = 0; k < n; k++) j->y[(int64_t)k * L + i] = (int32_t)y64[i];
         }
@@ -396,6 +398,14 @@ static int finish_level(stage_t *s, job_t *j, jb_err_t *err) {
     return 0;
 }
 
+// After every sampled position: the progress line and the service watchdog (a
+// window of the real upsamplers takes minutes on a CPU).
+static void on_step(void *user, int64_t pos) {
+    job_t *j = user;
+    jb_progress_update(&j->progress, pos + 1);
+    jb_service_watchdog();
+}
+
 static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     const jb_prior_info_t *in = s->info;
     const int level = in->level, n = j->spec.n_samples;
@@ -411,6 +421,8 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     o.hop_length = (int)(j->spec.hop_fraction[level] * in->n_ctx);
     o.seed = j->spec.seed;
     o.job_hash = jb_rng_hash_job(j->spec.id);
+    o.on_step = on_step;
+    o.on_step_user = j;
     int before = j->have;
     const int32_t *above = NULL;
     int above_stride = 0;
@@ -561,7 +573,9 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     if (!(s.out = jb_endpoint_open_out(o->out, &eo, err))) goto done;
     jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s", s.info->level, o->model_path,
            jb_endpoint_address(s.in), jb_endpoint_address(s.out));
+    jb_service_ready("weights loaded; waiting for jobs");
     for (;;) {
+        jb_service_watchdog();
         if (o->stop && *o->stop) {
             jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
             goto done;
@@ -621,6 +635,7 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     }
     rc = 0;
 done:
+    jb_service_stopping();
     jb_msg_clear(&m);
     while (s.jobs) drop_job(&s, s.jobs);
     if (rc == 0 && s.out) {

@@ -296,7 +296,9 @@ static int64_t op_conv(pass_t *ps, int dst_idx, float *out, const float *src, in
                        c->OC, c->d, flags, ps->vq->ws);
         return To;
     }
-    if (method != JB_VQVAE_IM2COL) flags |= JB_CONV_DIRECT;
+    // Winograd mode: the remaining convs (strided, the k=3 in/out convs) by im2col, whose
+    // scratch is a block per thread rather than a margined copy of a whole input
+    if (method == JB_VQVAE_DIRECT) flags |= JB_CONV_DIRECT;
     if (ps->plan) {
         need_ws(ps, jb_conv1d_ws_floats(T, c->C, c->k, c->s, c->p, c->d, flags));
         return To;
@@ -438,12 +440,23 @@ static jb_vqvae_t *build(const jb_vqvae_hparams_t *hp, const jb_st_t *st, uint64
                    (long long)max_window, (long long)top);
         goto fail;
     }
-    for (int L = 0; L < hp->levels; L++)
-        if ((int)(hp->m_conv * hp->width * hp->multipliers[L]) < 1 ||
-            hp->depth * hp->multipliers[L] > 4096) {
+    for (int L = 0; L < hp->levels; L++) {
+        int depth = hp->depth * hp->multipliers[L];
+        if ((int)(hp->m_conv * hp->width * hp->multipliers[L]) < 1 || hp->multipliers[L] < 1 ||
+            depth > 4096) {
             jb_err_set(err, JB_EFORMAT, "vqvae: level %d: unsupported width/depth", L);
             goto fail;
         }
+        // the largest dilation, growth^(depth-1) (or ^(cycle-1)), must stay a sane int
+        int e = hp->dilation_cycle > 0 && hp->dilation_cycle < depth ? hp->dilation_cycle : depth;
+        int64_t dil = 1;
+        for (int q = 0; q < e - 1 && dil <= (1 << 24); q++) dil *= hp->dilation_growth_rate;
+        if (hp->dilation_growth_rate < 1 || dil > (1 << 24)) {
+            jb_err_set(err, JB_EFORMAT, "vqvae: level %d: dilation growth %d over depth %d is "
+                       "too large", L, hp->dilation_growth_rate, depth);
+            goto fail;
+        }
+    }
 
     loader_t ld = {.vq = vq, .st = st, .rng = seed * 2654435761u + 0x9E3779B97F4A7C15ull};
     if (take_all(&ld, err)) goto fail;   // pass 0: sizes only
@@ -455,10 +468,7 @@ static jb_vqvae_t *build(const jb_vqvae_hparams_t *hp, const jb_st_t *st, uint64
         goto fail;
     }
     ld.pass = 1, ld.used = 0, ld.n_res = 0;
-    if (take_all(&ld, err)) {
-        if (st) jb_err_prefix(err, "%s", jb_st_path(st));
-        goto fail;
-    }
+    if (take_all(&ld, err)) goto fail;   // jb_st_get names file and tensor
     compute_margins(vq);
 
     if (alloc_acts(vq, err)) goto fail;

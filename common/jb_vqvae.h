@@ -14,7 +14,7 @@
 // Long inputs: work is done on windows of at most `max_window` raw samples (fixed at
 // jb_vqvae_new; activations are allocated there, once, for that size). A signal that fits
 // is processed in one pass. A longer one is cut into chunks of `chunk` samples (a multiple
-// of the top hop length) and each chunk is processed with a margin of context on both
+// of the level's hop length) and each chunk is processed with a margin of context on both
 // sides at least as wide as the receptive field; only the chunk's own outputs are kept,
 // so the result equals the one-pass result (up to float rounding of the products).
 // Memory is therefore bounded by max_window whatever the song length.
@@ -23,7 +23,8 @@
 // int32. T must be a multiple of hop_length[level] (the reference asserts the same).
 //
 // Thread rules: a jb_vqvae_t holds its activations: one thread at a time per object.
-// Products use OpenBLAS and element-wise loops OpenMP, with the caller's thread settings.
+// Work is spread over the caller's OpenMP threads (omp_set_num_threads); OpenBLAS is set
+// to one thread during each call (its sgemms run inside the OpenMP loops) and restored.
 // Ownership: the model copies (and repacks) the weights it needs; the jb_st_t may be
 // closed after jb_vqvae_new.
 #ifndef JB_VQVAE_H
@@ -60,7 +61,7 @@ size_t jb_vqvae_weight_bytes(const jb_vqvae_t *vq);
 size_t jb_vqvae_act_bytes(const jb_vqvae_t *vq);
 // Convolution methods (jb_conv.h): im2col + one sgemm per row block; direct: one sgemm per
 // tap; Winograd: the resnets' dilated k=3 convs as Winograd F(2,3) (4 products per 2
-// outputs instead of 6), the other convs direct. Default: JB_VQVAE_DEFAULT_METHOD, the
+// outputs instead of 6), the other convs by im2col. Default: JB_VQVAE_DEFAULT_METHOD, the
 // fastest on the real configuration (docs/vqvae.md). Re-sizes the scratch; -1 + err when
 // out of memory or unknown.
 enum { JB_VQVAE_IM2COL = 0, JB_VQVAE_DIRECT = 1, JB_VQVAE_WINOGRAD = 2 };
@@ -68,9 +69,9 @@ enum { JB_VQVAE_IM2COL = 0, JB_VQVAE_DIRECT = 1, JB_VQVAE_WINOGRAD = 2 };
 int jb_vqvae_set_method(jb_vqvae_t *vq, int method, jb_err_t *err);
 
 // audio: (N, T); codes: (N, T / hop_length[level]) written.
-// chunk: samples per chunk (multiple of hop_length[levels-1]); 0 = the largest chunk that
-// fits max_window (one pass when T fits). Errors: bad level, T not a multiple of the hop,
-// chunk too large for max_window.
+// chunk: samples per chunk (a multiple of hop_length[level]); 0 = the largest chunk that
+// fits max_window with its margins (one pass when T fits). Errors: bad level, T not a
+// multiple of the hop, chunk not a multiple of the hop, chunk + margins > max_window.
 int jb_vqvae_encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
                     int32_t *codes, int64_t chunk, jb_err_t *err);
 // As jb_vqvae_encode, but the encoder's output before the bottleneck:

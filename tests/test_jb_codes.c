@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -538,6 +539,17 @@ static void test_bad_files(void) {
     JB_CHECK(jb_codes_load(&d, bad, &err) == -1 && strstr(err.msg, "after the job's end"),
              "a message after END(-1) refused (%s)", err.msg);
 
+    // A second END of a level.
+    two.len = last;
+    m.type = JB_MSG_END;
+    jb_msg_set_job_id(&m, "g", &err);
+    m.level = 2;
+    jb_frame_append_msg(&two, &m, &h, &p, &err);
+    jb_msg_clear(&m);
+    write_bytes(bad, two.data, two.len);
+    JB_CHECK(jb_codes_load(&d, bad, &err) == -1 && strstr(err.msg, "second end of level 2"),
+             "two ends of one level refused (%s)", err.msg);
+
     // An ERROR of the job: the codes are not usable.
     two.len = last;
     m.type = JB_MSG_ERROR;
@@ -602,6 +614,48 @@ static void test_bad_files(void) {
              "stage stream: 2 samples x 64 top tokens");
     jb_codes_free(&d);
     unlink(bad);
+
+    // Stdin ("-") and a pipe: read to their end.
+    int fds[2];
+    if (pipe(fds) == 0) {
+        pid_t pid = fork();
+        if (pid == 0) {   // writer: the good file, in small pieces
+            close(fds[0]);
+            for (size_t o = 0; o < len; o += 100) {
+                size_t k = len - o < 100 ? len - o : 100;
+                if (write(fds[1], buf + o, k) != (ssize_t)k) _exit(1);
+            }
+            _exit(0);
+        }
+        close(fds[1]);
+        char dev[64];
+        snprintf(dev, sizeof dev, "/dev/fd/%d", fds[0]);
+        JB_CHECK_OK(jb_codes_load(&d, dev, &err), &err, "load from a pipe");
+        JB_CHECK(d.n_samples == 2 && row_ok(&d, 1, 1, 1200), "pipe: codes read whole");
+        jb_codes_free(&d);
+        close(fds[0]);
+        waitpid(pid, NULL, 0);
+    }
+    int saved_stdin = dup(0);
+    if (freopen(path, "rb", stdin)) {
+        JB_CHECK_OK(jb_codes_load(&d, "-", &err), &err, "load from stdin");
+        JB_CHECK(d.n_samples == 2 && row_ok(&d, 2, 0, 300), "stdin: codes read whole");
+        jb_codes_free(&d);
+    }
+    dup2(saved_stdin, 0);
+    close(saved_stdin);
+    write_bytes(bad, buf, 100);
+    saved_stdin = dup(0);
+    if (freopen(bad, "rb", stdin)) {
+        JB_CHECK(jb_codes_load(&d, "-", &err) == -1 && strstr(err.msg, "stdin: byte 55")
+                 && strstr(err.msg, "truncated"),
+                 "truncated stdin named 'stdin' (%s)", err.msg);
+    }
+    dup2(saved_stdin, 0);
+    close(saved_stdin);
+    unlink(bad);
+    JB_CHECK(jb_codes_load(&d, tmpdir, &err) == -1 && strstr(err.msg, "not a file"),
+             "a directory refused (%s)", err.msg);
 
     // Save failures leave nothing behind: a final name that is a directory
     // (rename fails after the data was written), a missing directory.

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jb_safetensors.h"
 #include "jb_tensor.h"
@@ -172,7 +173,46 @@ int main(void) {
     jb_vqvae_destroy(&one);   // twice is fine
     JB_CHECK(one == NULL, "destroy nulls the pointer");
 
-    // 4. the real-shape model on 4.5 s: chunks of 1.5 s with margins of ~1 s per side
+    // 4. a model file with a tensor missing, or of the wrong shape, is refused with its name
+    for (int mode = 0; mode < 2; mode++) {
+        const char *victim = "decoders.1.level_blocks.0.model.2.0.model.1.model.1.weight";
+        jb_err_clear(&err);
+        jb_st_writer_t *w = jb_st_writer_new(&err);
+        int rc = w ? 0 : -1;
+        for (int i = 0; w && i < jb_st_meta_count(st); i++) {
+            const char *k, *v;
+            jb_st_meta_at(st, i, &k, &v);
+            rc |= jb_st_writer_meta(w, k, v, &err);
+        }
+        float bad[8 * 8 * 2] = {0};
+        int64_t bad_shape[3] = {8, 8, 2};
+        for (int i = 0; w && i < jb_st_count(st); i++) {
+            const jb_st_entry_t *e = jb_st_entry(st, i);
+            if (!strcmp(e->name, victim)) {
+                if (mode == 1) rc |= jb_st_writer_add(w, e->name, JB_F32, 3, bad_shape, bad, &err);
+                continue;
+            }
+            rc |= jb_st_writer_add(w, e->name, e->dtype, e->ndim, e->shape, e->data, &err);
+        }
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/test_jb_vqvae.%d.safetensors", (int)getpid());
+        rc |= w ? jb_st_writer_write(w, path, NULL, NULL, &err) : -1;
+        jb_st_writer_destroy(&w);
+        jb_st_t *bst = rc == 0 ? jb_st_open(path, &err) : NULL;
+        JB_CHECK(bst != NULL, "write a damaged copy of the tiny model (%s)", err.msg);
+        if (bst) {
+            jb_err_clear(&err);
+            jb_vqvae_t *bvq = jb_vqvae_new(bst, 4096, &err);
+            JB_CHECK(bvq == NULL && strstr(err.msg, victim) && strstr(err.msg, path),
+                     "%s tensor refused, naming file and tensor: %s",
+                     mode ? "wrong-shape" : "missing", err.msg);
+            jb_vqvae_destroy(&bvq);
+        }
+        jb_st_close(&bst);
+        unlink(path);
+    }
+
+    // 5. the real-shape model on 4.5 s: chunks of 1.5 s with margins of ~1 s per side
     jb_err_clear(&err);
     jb_st_t *rs = jb_st_open("tests/golden/vqvae_real_shape/model.safetensors", &err);
     jb_vqvae_t *big = rs ? jb_vqvae_new(rs, 1 << 18, &err) : NULL;

@@ -17,12 +17,13 @@ static const double ref_encode = 0.39, ref_decode[3] = {0.18, 0.054, 0.056};
 static void usage(FILE *to) {
     fprintf(to,
             "usage: jukebox-bench vqvae [--threads N] [--seconds S] [--conv METHOD]\n"
-            "                           [--window SAMPLES] [--repeat R]\n"
+            "                           [--window SAMPLES] [--repeat R] [--level L]\n"
             "  --threads N   only N threads (default: 1, then 2)\n"
             "  --seconds S   seconds of audio to encode and decode (default 10)\n"
             "  --conv M      convolution method: im2col, direct, winograd (default), or all\n"
             "  --window W    samples per pass (default %d; longer audio is chunked)\n"
-            "  --repeat R    runs per figure, the fastest is reported (default 1)\n",
+            "  --repeat R    runs per figure, the fastest is reported (default 1)\n"
+            "  --level L     only encode to and decode from level L (e.g. a long song quickly)\n",
             JB_VQVAE_DEFAULT_WINDOW);
 }
 
@@ -38,15 +39,17 @@ typedef struct {
 } figures_t;
 
 static int run_once(jb_vqvae_t *vq, const float *audio, int64_t T, int32_t **codes,
-                    float *out, figures_t *f, jb_err_t *err) {
+                    float *out, int only_level, figures_t *f, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     for (int L = 0; L < hp->levels; L++) {
+        if (only_level >= 0 && L != only_level) continue;
         double t0 = bench_now(), c0 = bench_cpu_now();
         if (jb_vqvae_encode(vq, audio, 1, T, L, codes[L], 0, err)) return -1;
         f->encode[L] = bench_now() - t0;
         f->encode_cpu[L] = bench_cpu_now() - c0;
     }
     for (int L = 0; L < hp->levels; L++) {
+        if (only_level >= 0 && L != only_level) continue;
         int64_t TL = T / hp->hop_lengths[L];
         for (int64_t i = 0; i < TL; i++) codes[L][i] = (int32_t)(next_u32() % hp->l_bins);
         double t0 = bench_now(), c0 = bench_cpu_now();
@@ -58,7 +61,7 @@ static int run_once(jb_vqvae_t *vq, const float *audio, int64_t T, int32_t **cod
 }
 
 int bench_vqvae(int argc, char **argv) {
-    int only_threads = 0, repeat = 1, conv = JB_VQVAE_DEFAULT_METHOD;   // 3: all
+    int only_threads = 0, repeat = 1, only_level = -1, conv = JB_VQVAE_DEFAULT_METHOD;   // 3: all
     double seconds = 10;
     int64_t window = 0;
     for (int i = 1; i < argc; i++) {
@@ -72,6 +75,9 @@ int bench_vqvae(int argc, char **argv) {
             seconds = atof(v), i++;
         } else if (!strcmp(a, "--window") && v) {
             window = atoll(v), i++;
+        } else if (!strcmp(a, "--level") && v) {
+            only_level = atoi(v), i++;
+            if (only_level < 0 || only_level >= JB_MAX_LEVELS) conv = -1;
         } else if (!strcmp(a, "--repeat") && v) {
             repeat = atoi(v), i++;
         } else if (!strcmp(a, "--conv") && v) {
@@ -99,6 +105,11 @@ int bench_vqvae(int argc, char **argv) {
         return 70;
     }
     json_decref(js);
+    if (only_level >= hp.levels) {
+        fprintf(stderr, "jukebox-bench vqvae: --level %d: the model has %d levels\n", only_level,
+                hp.levels);
+        return 64;
+    }
     jb_vqvae_t *vq = jb_vqvae_new_random(&hp, 1, window, &err);
     if (!vq) {
         fprintf(stderr, "jukebox-bench vqvae: %s\n", err.msg);
@@ -152,8 +163,9 @@ int bench_vqvae(int argc, char **argv) {
             bench_set_threads(n);
             figures_t best, f;
             memset(&best, 0, sizeof best);
+            memset(&f, 0, sizeof f);
             for (int r = 0; r < repeat; r++) {
-                if (run_once(vq, audio, T, codes, out, &f, &err)) {
+                if (run_once(vq, audio, T, codes, out, only_level, &f, &err)) {
                     fprintf(stderr, "jukebox-bench vqvae: %s\n", err.msg);
                     rc = 70;
                     break;
@@ -168,14 +180,33 @@ int bench_vqvae(int argc, char **argv) {
             if (rc) break;
             double enc = 0, enc_cpu = 0;
             for (int L = 0; L < hp.levels; L++) enc += best.encode[L], enc_cpu += best.encode_cpu[L];
-            printf("%-8s %-2d %-4s %8.4f %8.4f %8.4f %8.4f %8.4f | %6.1fx %6.1fx %6.1fx %6.1fx\n",
-                   names[m], n, "wall", enc / secs, best.encode[0] / secs,
-                   best.decode[0] / secs, best.decode[1] / secs, best.decode[2] / secs,
-                   ref_encode / (enc / secs), ref_decode[0] / (best.decode[0] / secs),
-                   ref_decode[1] / (best.decode[1] / secs), ref_decode[2] / (best.decode[2] / secs));
-            printf("%-8s %-2s %-4s %8.4f %8.4f %8.4f %8.4f %8.4f |\n", "", "", "cpu", enc_cpu / secs,
-                   best.encode_cpu[0] / secs, best.decode_cpu[0] / secs, best.decode_cpu[1] / secs,
-                   best.decode_cpu[2] / secs);
+            // --level L: 'enc-all' is the encode of level L alone (no ratio), other levels '-'
+            double wall[5] = {enc, best.encode[0], best.decode[0], best.decode[1], best.decode[2]};
+            double cpu[5] = {enc_cpu, best.encode_cpu[0], best.decode_cpu[0], best.decode_cpu[1],
+                             best.decode_cpu[2]};
+            int shown[5] = {1, only_level <= 0, only_level <= 0,
+                            only_level < 0 || only_level == 1, only_level < 0 || only_level == 2};
+            double ref[4] = {only_level < 0 ? ref_encode : 0, ref_decode[0], ref_decode[1],
+                             ref_decode[2]};
+            char line[512];
+            int k = snprintf(line, sizeof line, "%-9s %-2d %-4s", names[m], n, "wall");
+            for (int c = 0; c < 5; c++)
+                k += shown[c] ? snprintf(line + k, sizeof line - k, " %8.4f", wall[c] / secs)
+                              : snprintf(line + k, sizeof line - k, " %8s", "-");
+            k += snprintf(line + k, sizeof line - k, " |");
+            for (int c = 0; c < 4; c++) {
+                int col = c == 0 ? 0 : c + 1;
+                if (shown[col] && ref[c] > 0 && wall[col] > 0)
+                    k += snprintf(line + k, sizeof line - k, " %6.1fx", ref[c] / (wall[col] / secs));
+                else
+                    k += snprintf(line + k, sizeof line - k, " %7s", "-");
+            }
+            printf("%s\n", line);
+            k = snprintf(line, sizeof line, "%-9s %-2s %-4s", "", "", "cpu");
+            for (int c = 0; c < 5; c++)
+                k += shown[c] ? snprintf(line + k, sizeof line - k, " %8.4f", cpu[c] / secs)
+                              : snprintf(line + k, sizeof line - k, " %8s", "-");
+            printf("%s |\n", line);
             fflush(stdout);
         }
     }
