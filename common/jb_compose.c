@@ -21,7 +21,8 @@ uint64_t jb_compose_mix(uint64_t x) {
 }
 
 static void rng_seed(rng_t *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = jb_compose_mix(seed + (uint64_t)i * 0x632BE59BD9B4E019ull);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = jb_compose_mix(seed + (uint64_t)i * 0x632BE59BD9B4E019ull);
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -38,7 +39,9 @@ static uint64_t rng_next(rng_t *r) {
     return out;
 }
 
-static double rng_unif(rng_t *r) { return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+static double rng_unif(rng_t *r) {   // [0, 1) on a 2^-53 grid
+    return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
 static int rng_int(rng_t *r, int n) { return (int)(rng_unif(r) * n); }
 static int rng_bern(rng_t *r, double p) { return rng_unif(r) < p; }
 
@@ -131,7 +134,8 @@ static int nearest(int pc, int centre) {
 }
 
 const char *jb_compose_pitch_name(int pc) {
-    static const char *const N[] = {"C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"};
+    static const char *const N[] = {"C",  "C#", "D",  "Eb", "E",  "F",
+                                    "F#", "G",  "Ab", "A",  "Bb", "B"};
     return N[((pc % 12) + 12) % 12];
 }
 
@@ -167,7 +171,7 @@ static const genre_t GENRES[] = {
     {"rock", 4, 4, 108, 146, 0.0, {"major", "mixolydian"},
      {"I V vi IV", "I IV V IV", "vi IV I V", "I bVII IV I"},
      {29, 30, 27, 81}, {30, 29, 30, 29}, {33, 34, 33, 34}, {-1, -1, -1, -1}, {16, 0, 8, 16},
-     {"36:x.....x.x.....", "38:....x.......x..", "42:x.x.x.x.x.x.x.x.", "49:x..............."},
+     {"36:x.....x.x.......", "38:....x.......x...", "42:x.x.x.x.x.x.x.x.", "49:x..............."},
      {"x.x.x.x.x.x.x.x.", "x..x..x...x.x..."}, COMP_POWER, "x.x.x.x.x.x.x.x.", BASS_ROOT,
      0.30, 67, 52, 40, 40, 0, 1.0f, 1.4f,
      {"fire", "road", "wild", "loud", "steel", "run", "burn", "rock", "storm", "ride"},
@@ -505,6 +509,19 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
     int n_prog = prog_parse(prog_src, prog, 16);
     if (n_prog <= 0) {
         jb_err_set(err, JB_EINTERNAL, "compose: genre %s: bad progression '%s'", g->name, prog_src);
+        goto fail;
+    }
+    // Every pattern has one character per step of a bar (a table typo would read past it).
+    size_t steps = (size_t)(g->bpb * g->sub);
+    int bad_pat = strlen(g->comp[0]) != steps || strlen(g->comp[1]) != steps ||
+                  strlen(g->bass_pat) != steps;
+    for (int d = 0; d < 5 && g->drums[d]; d++) {
+        const char *colon = strchr(g->drums[d], ':');
+        bad_pat |= !colon || strlen(colon + 1) != steps;
+    }
+    if (bad_pat) {
+        jb_err_set(err, JB_EINTERNAL, "compose: genre %s: a pattern is not %zu steps long",
+                   g->name, steps);
         goto fail;
     }
     const char *comp = g->comp[rng_bern(r, 0.8) ? a / 2 % 2 : 1 - a / 2 % 2];

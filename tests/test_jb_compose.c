@@ -135,7 +135,8 @@ int main(void) {
     }
     JB_CHECK(det_ok, "same seed, same song");
     JB_CHECK(seed_ok, "another seed, another song");
-    JB_CHECK(traits_ok, "artist traits (key, mode, programs, voice, tempo) do not depend on the seed");
+    JB_CHECK(traits_ok, "artist traits (key, mode, programs, voice, tempo) do not depend on "
+                        "the seed");
     JB_CHECK(tonic_ok, "artists of a genre are in different keys");
     JB_CHECK(bounds_ok, "notes sorted, inside the song, on configured channels, valid MIDI");
     JB_CHECK(mode_ok, "melody notes belong to the song's mode");

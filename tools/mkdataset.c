@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <sndfile.h>
+#include <soxr.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,15 +337,6 @@ static double estimate_f0(const float *x, int64_t n, int sr) {
     return f[nf / 2];
 }
 
-// Catmull-Rom interpolation of x: (n) at fractional position p.
-static float interp(const float *x, int64_t n, double p) {
-    int64_t i = (int64_t)floor(p);
-    float t = (float)(p - (double)i);
-    float y0 = i - 1 >= 0 && i - 1 < n ? x[i - 1] : 0.0f, y1 = i >= 0 && i < n ? x[i] : 0.0f;
-    float y2 = i + 1 < n ? x[i + 1] : 0.0f, y3 = i + 2 < n ? x[i + 2] : 0.0f;
-    return y1 + 0.5f * t * (y2 - y0 + t * (2 * y0 - 5 * y1 + 4 * y2 - y3 + t * (3 * (y1 - y2) + y3 - y0)));
-}
-
 // Sings the song's words into voc: (n) at SR; fills start/end (seconds) per word.
 static int sing(const jb_song_t *s, float *voc, int64_t n, double *start, double *end) {
     int female = strstr(s->voice, "+f") != NULL;
@@ -368,8 +360,21 @@ static int sing(const jb_song_t *s, float *voc, int64_t n, double *start, double
         while (z > a && fabsf(x[z - 1]) < 0.02f * peak) z--;
         double f0 = estimate_f0(x + a, z - a, sr);
         double k = f0 > 0 ? target / f0 : 1.0;   // playback speed that puts it on the note
-        double step = k * sr / SR;
-        int64_t len = (int64_t)((double)(z - a) / step);
+        // Resampling from sr * k to SR plays the word k times faster; soxr's filter keeps the
+        // images of espeak-ng's 22 kHz output out of the top octave.
+        size_t cap_out = (size_t)((double)(z - a) * SR / (sr * k)) + 16, got = 0;
+        float *y = malloc(cap_out * sizeof *y);
+        soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
+        soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
+        soxr_runtime_spec_t rt = soxr_runtime_spec(1);
+        if (!y || soxr_oneshot(sr * k, SR, 1, x + a, (size_t)(z - a), NULL, y, cap_out, &got,
+                               &io, &q, &rt) != NULL) {
+            free(x);
+            free(y);
+            return -1;
+        }
+        free(x);
+        int64_t len = (int64_t)got;
         int64_t cap = (int64_t)(0.95 * wd->dur * SR);
         if (len > cap) len = cap;
         int64_t at = llround(wd->t * SR);
@@ -379,9 +384,9 @@ static int sing(const jb_song_t *s, float *voc, int64_t n, double *start, double
             float g = 1.0f;
             if (i < fade_in) g = (float)i / (float)fade_in;
             if (len - i < fade_out) g = fminf(g, (float)(len - i) / (float)fade_out);
-            voc[at + i] += g * interp(x + a, z - a, (double)i * step);
+            voc[at + i] += g * y[i];
         }
-        free(x);
+        free(y);
         start[w] = (double)at / SR;
         end[w] = (double)(at + (len > 0 ? len : 0)) / SR;
     }
@@ -472,7 +477,7 @@ static int make_song(run_t *run, band_t *band, int i) {
         if (voc[k] != 0.0f) ev += (double)voc[k] * voc[k], nv++;
     }
     double rms_b = sqrt(eb / (double)n), rms_v = nv ? sqrt(ev / (double)nv) : 0.0;
-    float gv = rms_v > 0 && rms_b > 0 ? (float)(s->vocal_gain * 1.6 * rms_b / rms_v) : 0.0f;
+    float gv = rms_v > 0 && rms_b > 0 ? (float)(s->vocal_gain * 1.3 * rms_b / rms_v) : 0.0f;
     float peak = 0;
     for (int64_t k = 0; k < n; k++) {
         mix[k] += gv * voc[k];
@@ -608,10 +613,10 @@ static void usage(FILE *f) {
             "                       16-bit) and DIR/labels.jsonl\n"
             "  -n, --songs N        number of songs (default 24); genres rotate, then artists\n"
             "  -s, --seconds S      length of each song in seconds, (0, 3600] (default 10)\n"
-            "      --seed N         master seed, unsigned 64-bit (default 1)\n"
+            "      --seed N         master seed, 0 .. 2^63-1 (default 1)\n"
             "  -g, --genres LIST    comma-separated genres to use (default all; see --list)\n"
-            "  -j, --threads N      songs rendered in parallel, 1..64 (default: cores, at most 4);\n"
-            "                       the output does not depend on it\n"
+            "  -j, --threads N      songs rendered in parallel, 1..64 (default: cores, at\n"
+            "                       most 4); the output does not depend on it\n"
             "      --no-vocals      no singing: the vocal line is played by the lead instrument\n"
             "                       and the labels carry empty lyrics\n"
             "      --soundfont PATH General MIDI .sf2 (default " DEFAULT_SF2 ")\n"
@@ -619,9 +624,9 @@ static void usage(FILE *f) {
             "  -q, --quiet          no progress lines\n"
             "  -h, --help           this text\n"
             "\n"
-            "Exit codes: 0 done; 64 bad usage; 65 not a soundfont; 66 soundfont missing; 69 espeak-ng unavailable;\n"
-            "70 internal error (synthesis failed); 73 cannot create the output directory;\n"
-            "74 write failed.\n");
+            "Exit codes: 0 done; 64 bad usage; 65 not a soundfont; 66 soundfont missing;\n"
+            "69 espeak-ng unavailable; 70 internal error (synthesis failed); 73 cannot create\n"
+            "the output directory; 74 write failed.\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -663,8 +668,8 @@ int main(int argc, char **argv) {
             o.seconds = strtod(optarg, &end);
             if (!*optarg || *end || !(o.seconds > 0 && o.seconds <= 3600)) goto bad_value;
             break;
-        case OPT_SEED:
-            if (parse_u64(optarg, &o.seed) < 0) goto bad_value;
+        case OPT_SEED:   // up to 2^63 - 1: labels.jsonl stores it as a JSON integer
+            if (parse_u64(optarg, &o.seed) < 0 || o.seed > (uint64_t)INT64_MAX) goto bad_value;
             break;
         case 'g': genres = optarg; break;
         case 'j':
