@@ -8,6 +8,7 @@
 
 #include "jb_prior.h"
 #include "jb_safetensors.h"
+#include "jb_sample.h"
 #include "jb_test.h"
 
 #define GOLDEN "tests/golden/"
@@ -128,6 +129,60 @@ static void check_bench_helpers(void) {
     JB_CHECK(p == NULL && err.code == JB_EINVAL, "a bad weights option is refused");
 }
 
+// Random sampling (temp 1) of 16 items with batches of 4 vs batches of 1, 8 seeds: the draws
+// are the same by design (one counter-based stream per item); only float rounding differences
+// of batched products can flip a draw, and then the rest of that item's window follows.
+static void batch_1_vs_4(const char *name, jb_weights_opts_t o) {
+    char path[256];
+    jb_err_t err = {0};
+    snprintf(path, sizeof path, GOLDEN "%s/model.safetensors", name);
+    jb_prior_t *p = jb_prior_new_opts(path, &o, &err);
+    snprintf(path, sizeof path, GOLDEN "%s/io.safetensors", name);
+    jb_st_t *io = jb_st_open(path, &err);
+    JB_CHECK(p && io, "%s: load", name);
+    if (!p || !io) {
+        jb_prior_destroy(&p);
+        jb_st_close(&io);
+        return;
+    }
+    const jb_prior_info_t *in = jb_prior_info(p);
+    int L = in->label_len, T = in->n_ctx, I = 16;
+    int32_t *y2 = jb_st_get_i32(io, "y", -1, NULL, &err);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)I * L);
+    for (int i = 0; i < I; i++) memcpy(y + i * L, y2 + (i % 2) * L, sizeof(int32_t) * L);
+    int32_t *a = malloc(sizeof(int32_t) * (size_t)I * T), *b = malloc(sizeof(int32_t) * (size_t)I * T);
+    long diff = 0, items = 0, total = 0;
+    for (uint64_t seed = 1; seed <= 8; seed++) {
+        int32_t *res[2] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            int mb = k ? 1 : 4, len = 0;
+            jb_prior_sampler_t *s = jb_prior_sampler_new(p, mb, 16, &err);
+            jb_sample_opts_t so = {.sampling = jb_sampling_default_params(), .chunk_size = 16,
+                                   .max_batch_size = mb, .hop_length = T / 2, .seed = seed,
+                                   .job_hash = jb_rng_hash_job("batch-test")};
+            JB_CHECK_OK(jb_sample_level(s, &so, I, T, res[k], T, 0, NULL, 0, y, NULL, &len, &err),
+                        &err, "sample level");
+            jb_prior_sampler_destroy(&s);
+        }
+        for (int i = 0; i < I; i++) {
+            int d = 0;
+            for (int t = 0; t < T; t++) d += a[i * T + t] != b[i * T + t];
+            diff += d, items += d > 0;
+        }
+        total += (long)I * T;
+    }
+    printf("  %s %s%s: batch 1 vs batch 4, temperature 1: %ld of %ld codes differ (%ld of %d "
+           "items)\n", name, jb_weights_name(o.weights), o.packed ? " packed" : "", diff, total,
+           items, 8 * I);
+    JB_CHECK(diff * 10 <= total, "%s: batch 1 vs 4: %ld of %ld codes differ", name, diff, total);
+    free(a);
+    free(b);
+    free(y);
+    free(y2);
+    jb_prior_destroy(&p);
+    jb_st_close(&io);
+}
+
 int main(void) {
     // f32/stored, packed or not: float32 accumulation in another order only.
     // bf16 weights (8 bits of mantissa): each weight off by up to 2^-9 relative; the logits of
@@ -147,5 +202,8 @@ int main(void) {
     JB_CHECK(agree_same * 2 >= agree_total, "bf16 greedy agreement %ld of %ld", agree_same,
              agree_total);
     check_bench_helpers();
+    batch_1_vs_4("prior_top_5b_tiny", (jb_weights_opts_t){JB_WEIGHTS_STORED, 0});
+    batch_1_vs_4("prior_top_5b_tiny", (jb_weights_opts_t){JB_WEIGHTS_BF16, 1});
+    batch_1_vs_4("prior_top_1b_lyrics_tiny", (jb_weights_opts_t){JB_WEIGHTS_STORED, 0});
     return jb_test_summary("test_jb_prior_weights");
 }
