@@ -7,9 +7,10 @@
 // (jb_prior_new_opts). Per (weights, packed, batch, position) the sampler is set up as if
 // `position` tokens had been sampled (jb_prior_sampler_bench_setup: random keys/values in the
 // caches, no priming), then full sampling steps are timed (embedding, transformer pass, output
-// projection, temperature sampling): best of --reps. With L < depth layers the step is
-// extrapolated: t_out + (t_step - t_out) · depth / L, t_out the output projection and sampling
-// timed alone. Bytes of weights read per step and the machine's read bandwidth (a read loop
+// projection, temperature sampling): best of --reps; with --packed both the packed and
+// unpacked models run side by side, steps alternating, so that both see the same load. With
+// L < depth layers the step is extrapolated: t_out + (t_step - t_out) · depth / L, t_out the
+// output projection and sampling timed alone. Bytes of weights read per step and the machine's read bandwidth (a read loop
 // over 512 MiB, same run) give the fraction of the bandwidth the weight traffic reaches.
 #include <immintrin.h>
 #include <jansson.h>
@@ -280,80 +281,100 @@ int bench_prior(int argc, char **argv) {
             wts[nw++] = JB_WEIGHTS_F32, wts[nw++] = JB_WEIGHTS_BF16;
             if (is5b) wts[nw++] = JB_WEIGHTS_F16;
         }
-        for (int wi = 0; wi < nw; wi++)
+        for (int wi = 0; wi < nw; wi++) {
+            // The packed and unpacked models run side by side, their steps alternating, so
+            // that both see the same load of the shared machine.
+            jb_prior_t *pr[2] = {NULL, NULL};
+            int ok = 1;
             for (int pk = packed_lo; pk <= packed_hi; pk++) {
                 jb_weights_opts_t wo = {wts[wi], pk};
                 t0 = bench_now();
-                jb_prior_t *p = jb_prior_new_opts(path, &wo, &err);
-                if (!p) {
+                if (!(pr[pk] = jb_prior_new_opts(path, &wo, &err))) {
                     fprintf(stderr, "jukebox-bench prior: %s\n", err.msg);
-                    rc = 1;
-                    continue;
+                    ok = 0;
+                    break;
                 }
                 fprintf(stderr, "  loaded (%s%s) in %.1f s\n", jb_weights_name(wts[wi]),
                         pk ? ", packed" : "", bench_now() - t0);
-                const jb_prior_info_t *in = jb_prior_info(p);
-                double wbytes_L = (double)jb_transformer_step_weight_bytes(jb_prior_transformer(p));
-                double out_bytes = 4.0 * in->seq_bins * in->width;
-                double wbytes = wbytes_L * depth / L + out_bytes;
-                chooser_t ch = {.sp = jb_sampling_default_params()};
-                ch.scratch = jb_alloc(jb_sampling_scratch_bytes(in->seq_bins));
-                for (int i = 0; i < 16; i++) ch.streams[i] = jb_rng_stream(1, 2, (uint32_t)i, 0);
-                for (int bi = 0; bi < nb; bi++) {
-                    int B = batches[bi];
-                    jb_prior_sampler_t *s = jb_prior_sampler_new(p, B, 1, &err);
-                    if (!s) {
+            }
+            if (!ok) {
+                jb_prior_destroy(&pr[0]);
+                jb_prior_destroy(&pr[1]);
+                rc = 1;
+                continue;
+            }
+            const jb_prior_info_t *in = jb_prior_info(pr[packed_lo]);
+            double wbytes_L =
+                (double)jb_transformer_step_weight_bytes(jb_prior_transformer(pr[packed_lo]));
+            double out_bytes = 4.0 * in->seq_bins * in->width;
+            double wbytes = wbytes_L * depth / L + out_bytes;
+            chooser_t ch = {.sp = jb_sampling_default_params()};
+            ch.scratch = jb_alloc(jb_sampling_scratch_bytes(in->seq_bins));
+            for (int i = 0; i < 16; i++) ch.streams[i] = jb_rng_stream(1, 2, (uint32_t)i, 0);
+            for (int bi = 0; bi < nb; bi++) {
+                int B = batches[bi];
+                jb_prior_sampler_t *s[2] = {NULL, NULL};
+                for (int pk = packed_lo; pk <= packed_hi; pk++)
+                    if (!(s[pk] = jb_prior_sampler_new(pr[pk], B, 1, &err))) ok = 0;
+                if (!ok) {
+                    fprintf(stderr, "jukebox-bench prior: %s\n", err.msg);
+                    jb_prior_sampler_destroy(&s[0]);
+                    jb_prior_sampler_destroy(&s[1]);
+                    rc = 1;
+                    break;
+                }
+                // Output projection + sampling alone, for the extrapolation.
+                float *x = jb_alloc(sizeof(float) * (size_t)B * in->width);
+                float *lg = jb_alloc(sizeof(float) * (size_t)B * in->seq_bins);
+                float *emb = jb_alloc(sizeof(float) * (size_t)in->seq_bins * in->width);
+                int32_t out[16];
+                for (int64_t i = 0; i < (int64_t)B * in->width; i++) x[i] = urand();
+                for (int64_t i = 0; i < (int64_t)in->seq_bins * in->width; i++) emb[i] = 0.02f * urand();
+                double t_out = 1e30;
+                for (int r = 0; r < reps + 1; r++) {
+                    double a = bench_now();
+                    jb_matmul_wt(lg, x, emb, B, in->width, in->seq_bins);
+                    choose_temp(&ch, lg, B, in->seq_bins, 0, out, &err);
+                    double t = bench_now() - a;
+                    if (r && t < t_out) t_out = t;
+                }
+                for (int pi = 0; pi < np; pi++) {
+                    int P = pos[pi] < in->seq_len - 2 - reps ? pos[pi] : in->seq_len - 2 - reps;
+                    double best[2] = {1e30, 1e30};
+                    for (int pk = packed_lo; pk <= packed_hi; pk++)
+                        if (jb_prior_sampler_bench_setup(s[pk], B, P, 7, &err)) ok = 0;
+                    for (int r = 0; ok && r < reps + 1; r++)   // the first: warm-up
+                        for (int pk = packed_lo; ok && pk <= packed_hi; pk++) {
+                            double a = bench_now();
+                            if (jb_prior_sampler_step(s[pk], choose_temp, &ch, out, &err)) ok = 0;
+                            double t = bench_now() - a;
+                            if (r && t < best[pk]) best[pk] = t;
+                        }
+                    if (!ok) {
                         fprintf(stderr, "jukebox-bench prior: %s\n", err.msg);
                         rc = 1;
-                        continue;
+                        break;
                     }
-                    // Output projection + sampling alone, for the extrapolation.
-                    float *x = jb_alloc(sizeof(float) * (size_t)B * in->width);
-                    float *lg = jb_alloc(sizeof(float) * (size_t)B * in->seq_bins);
-                    float *emb = jb_alloc(sizeof(float) * (size_t)in->seq_bins * in->width);
-                    int32_t out[16];
-                    for (int64_t i = 0; i < (int64_t)B * in->width; i++) x[i] = urand();
-                    for (int64_t i = 0; i < (int64_t)in->seq_bins * in->width; i++) emb[i] = 0.02f * urand();
-                    double t_out = 1e30;
-                    for (int r = 0; r < reps + 1; r++) {
-                        double a = bench_now();
-                        jb_matmul_wt(lg, x, emb, B, in->width, in->seq_bins);
-                        choose_temp(&ch, lg, B, in->seq_bins, 0, out, &err);
-                        double t = bench_now() - a;
-                        if (r && t < t_out) t_out = t;
-                    }
-                    for (int pi = 0; pi < np; pi++) {
-                        int P = pos[pi] < in->seq_len - 2 - reps ? pos[pi] : in->seq_len - 2 - reps;
-                        if (jb_prior_sampler_bench_setup(s, B, P, 7, &err)) {
-                            fprintf(stderr, "jukebox-bench prior: %s\n", err.msg);
-                            rc = 1;
-                            continue;
-                        }
-                        double best = 1e30;
-                        for (int r = 0; r < reps + 1; r++) {   // the first: warm-up
-                            double a = bench_now();
-                            if (jb_prior_sampler_step(s, choose_temp, &ch, out, &err)) {
-                                fprintf(stderr, "jukebox-bench prior: %s\n", err.msg);
-                                rc = 1;
-                                break;
-                            }
-                            double t = bench_now() - a;
-                            if (r && t < best) best = t;
-                        }
-                        double step = L < depth ? t_out + (best - t_out) * depth / L : best;
-                        if (nrows < MAX_ROWS)
+                    for (int pk = packed_lo; pk <= packed_hi; pk++) {
+                        double step = L < depth ? t_out + (best[pk] - t_out) * depth / L : best[pk];
+                        if (nrows < MAX_ROWS) {
                             rows[nrows++] = (row_t){configs[ci], L, depth, wts[wi], pk, B, P,
                                                     step, wbytes};
-                        print_row(&rows[nrows - 1], bw);
+                            print_row(&rows[nrows - 1], bw);
+                        }
                     }
-                    jb_free(x);
-                    jb_free(lg);
-                    jb_free(emb);
-                    jb_prior_sampler_destroy(&s);
                 }
-                jb_free(ch.scratch);
-                jb_prior_destroy(&p);
+                jb_free(x);
+                jb_free(lg);
+                jb_free(emb);
+                jb_prior_sampler_destroy(&s[0]);
+                jb_prior_sampler_destroy(&s[1]);
+                if (!ok) break;
             }
+            jb_free(ch.scratch);
+            jb_prior_destroy(&pr[0]);
+            jb_prior_destroy(&pr[1]);
+        }
         unlink(path);
     }
     double b = machine_bandwidth(5);
