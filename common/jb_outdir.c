@@ -103,7 +103,7 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
     labels = json_object();
     for (int l = 0; l < c->levels && l < JB_CODES_MAX_LEVELS; l++) {
         json_t *v = o->labels[l] ? json_loads(o->labels[l], 0, NULL) : NULL;
-        char key[16];
+        char key[32];
         snprintf(key, sizeof key, "level_%d", l);
         json_object_set_new(labels, key, v ? v : json_null());
     }

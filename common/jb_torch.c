@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -927,6 +928,25 @@ static pv_t *run_pickle(const uint8_t *data, size_t size, size_t *pos, const cha
 
 // ---- JSON from values (hps) --------------------------------------------------
 
+// Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF)?
+static int utf8_valid(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n;) {
+        uint8_t c = p[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (!len || n - i < len) return 0;
+        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+        i += len;
+    }
+    return 1;
+}
+
 static json_t *pv_to_json(const pv_t *v, int depth, long *budget, const char *file,
                           jb_err_t *err) {
     if (depth > PK_MAX_JSON_DEPTH) {
@@ -940,15 +960,19 @@ static json_t *pv_to_json(const pv_t *v, int depth, long *budget, const char *fi
     }
     json_t *j = NULL;
     switch (v->kind) {
-    case PV_BOOL: return json_boolean(v->i);
-    case PV_INT: return json_integer((json_int_t)v->i);
+    case PV_BOOL: return json_boolean(v->i);   // static values: cannot fail
+    case PV_INT:
+        if ((j = json_integer((json_int_t)v->i))) return j;
+        break;
     case PV_FLOAT:
         // JSON has no inf/nan: those read as null.
-        j = json_real(v->f);
-        return j ? j : json_null();
+        if (!isfinite(v->f)) return json_null();
+        if ((j = json_real(v->f))) return j;
+        break;
     case PV_STR:
-        j = json_stringn(v->s, v->slen);
-        return j ? j : json_null();   // not UTF-8
+        if (!utf8_valid((const uint8_t *)v->s, v->slen)) return json_null();
+        if ((j = json_stringn_nocheck(v->s, v->slen))) return j;
+        break;
     case PV_TUPLE:
     case PV_LIST:
         if (!(j = json_array())) break;
@@ -956,6 +980,7 @@ static json_t *pv_to_json(const pv_t *v, int depth, long *budget, const char *fi
             json_t *e = pv_to_json(v->a[k], depth + 1, budget, file, err);
             if (!e || json_array_append_new(j, e)) {
                 json_decref(j);
+                if (err && err->code == JB_OK) jb_err_set(err, JB_ENOMEM, "%s: out of memory", file);
                 return NULL;
             }
         }
@@ -974,9 +999,15 @@ static json_t *pv_to_json(const pv_t *v, int depth, long *budget, const char *fi
             json_t *e = pv_to_json(v->a[2 * k + 1], depth + 1, budget, file, err);
             if (!e) {
                 json_decref(j);
+                if (err && err->code == JB_OK) jb_err_set(err, JB_ENOMEM, "%s: out of memory", file);
                 return NULL;
             }
-            json_object_set_new(j, ks, e);
+            if (json_object_set_new(j, ks, e) != 0) {   // out of memory, or a key not UTF-8
+                if (!utf8_valid((const uint8_t *)ks, strlen(ks))) continue;
+                json_decref(j);
+                jb_err_set(err, JB_ENOMEM, "%s: out of memory", file);
+                return NULL;
+            }
         }
         return j;
     default: return json_null();   // None, tensors, storages, big ints, bytes, globals
@@ -1060,6 +1091,13 @@ static int assemble_tensor(jb_torch_t *ck, int k, const char *key, const pv_t *v
                                   ck->name, key);
             last += (v->shape[d] - 1) * v->stride[d];
         }
+        // More elements than the storage holds: a broadcast (stride 0) view, which a
+        // state dict does not contain; refusing it also bounds the copy below.
+        if (numel > v->vnumel)
+            return jb_err_set(err, JB_EUNSUP,
+                              "%s: tensor '%s': %lld elements over a storage of %lld "
+                              "(broadcast view)", ck->name, key, (long long)numel,
+                              (long long)v->vnumel);
         if (v->off > ((int64_t)1 << 50) || v->off + last >= v->vnumel)
             return jb_err_set(err, JB_EFORMAT,
                               "%s: tensor '%s': offset %lld + extent %lld outside its storage "

@@ -31,6 +31,9 @@ static void usage(FILE *f) {
 "                            ROOT/<job id>/error.json. Replaces -o.\n"
 "      --jobs N              with --outdir: exit after N jobs (for a decoder listening on\n"
 "                            a socket); default: until the input ends.\n"
+"      --decode-step N       with --outdir: decode the bottom level N codes at a time as\n"
+"                            they stream in (default: one second of audio; 0: only when\n"
+"                            the job is complete).\n"
 "  -d, --device DEV          cpu, cuda or cuda:N (default cpu).\n"
 "  -o, --out FILE            audio file to write (or --outdir). The extension picks the format:\n"
 "                            .wav (16-bit PCM; see --float) or .flac (16-bit); \"-\" writes a\n"
@@ -77,7 +80,7 @@ static void usage(FILE *f) {
 
 // --outdir: the pipeline's last stage (jb_collect).
 static int run_outdir(const char *model, const char *in, const char *root, int max_jobs,
-                      int threads, long long window) {
+                      int threads, long long window, long long decode_step) {
     jb_err_t err = {0};
     if (threads) jb_codec_set_threads(threads);
     jb_vqvae_t *vq = jb_codec_load_vqvae(model, window, &err);
@@ -95,7 +98,8 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;
     jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
-    jb_collect_opts_t co = {.root = root, .max_jobs = max_jobs, .stop = &stop_flag};
+    jb_collect_opts_t co = {.root = root, .max_jobs = max_jobs, .stop = &stop_flag,
+                            .decode_step = decode_step};
     jb_collect_stats_t st;
     int rc = 0;
     if (!ep || jb_collect_run(vq, ep, &co, &st, &err)) {
@@ -106,7 +110,8 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
                st.jobs_failed + st.jobs_done);
         rc = 65;
     } else {
-        jb_log(JB_INFO, "%d job(s) written under %s", st.jobs_done, root);
+        jb_log(JB_INFO, "%d job(s) written under %s; first audio %.2f s, all %.2f s after the "
+               "first message", st.jobs_done, root, st.first_audio_s, st.total_s);
     }
     jb_endpoint_destroy(&ep);
     jb_vqvae_destroy(&vq);
@@ -119,12 +124,14 @@ int main(int argc, char **argv) {
     const char *outdir = NULL, *device = "cpu";
     long long window = 0;
     jb_log_set_stage("decoder");
-    enum { OPT_FLOAT = 1000, OPT_FLAC, OPT_OUTDIR, OPT_JOBS };
+    enum { OPT_FLOAT = 1000, OPT_FLAC, OPT_OUTDIR, OPT_JOBS, OPT_STEP };
+    long long decode_step = 0;
     static const struct option opts[] = {
         {"in", required_argument, 0, 'i'},     {"out", required_argument, 0, 'o'},
         {"model", required_argument, 0, 'm'},  {"level", required_argument, 0, 'L'},
         {"float", no_argument, 0, OPT_FLOAT},  {"flac", no_argument, 0, OPT_FLAC},
         {"outdir", required_argument, 0, OPT_OUTDIR}, {"jobs", required_argument, 0, OPT_JOBS},
+        {"decode-step", required_argument, 0, OPT_STEP},
         {"device", required_argument, 0, 'd'},
         {"threads", required_argument, 0, 't'}, {"window", required_argument, 0, 'w'},
         {"quiet", no_argument, 0, 'q'},        {"verbose", no_argument, 0, 'v'},
@@ -156,6 +163,15 @@ int main(int argc, char **argv) {
             }
             break;
         case 'd': device = optarg; break;
+        case OPT_STEP:
+            decode_step = strtoll(optarg, &end, 10);
+            if (*end || !*optarg || decode_step < 0) {
+                fprintf(stderr, "jukebox-decoder: --decode-step: expected a count, got '%s'\n",
+                        optarg);
+                return 64;
+            }
+            if (decode_step == 0) decode_step = -1;   // only at the end
+            break;
         case OPT_FLAC: want_flac = 1; break;
         case 't':
             threads = (int)strtol(optarg, &end, 10);
@@ -194,7 +210,7 @@ int main(int argc, char **argv) {
         jb_log(JB_ERROR, "%s", err.msg);
         return jb_err_exit_code(err.code);
     }
-    if (outdir) return run_outdir(model, in, outdir, max_jobs, threads, window);
+    if (outdir) return run_outdir(model, in, outdir, max_jobs, threads, window, decode_step);
     jb_codec_decode_opts_t o = {.level = level, .out = out, .format = JB_AUDIO_AUTO};
     if (want_float && want_flac) {
         fprintf(stderr, "jukebox-decoder: --float and --flac exclude each other\n");

@@ -227,8 +227,10 @@ static void check_small(void) {
     struct { const char *path, *needle; } bad[] = {
         {"tests/fixtures/torch/bad_cyclic_hps.pth.tar", "nested deeper"},
         {"tests/fixtures/torch/bad_shared_hps.zip.pth.tar", "more than"},
+        {"tests/fixtures/torch/bad_broadcast.zip.pth.tar", "tensor 'b': 12 elements over a "
+                                                           "storage of 3 (broadcast view)"},
     };
-    for (size_t k = 0; k < 2; k++) {
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         jb_err_t e = {0};
         jb_torch_t *c = jb_torch_open(bad[k].path, &e);
         JB_CHECK(!c && strstr(e.msg, bad[k].needle), "%s refused: %s", bad[k].path, e.msg);

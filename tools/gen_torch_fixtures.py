@@ -27,6 +27,7 @@ Fixtures (legacy = _use_new_zipfile_serialization=False, zip = default):
                        bottleneck.level_blocks.0.k as F16 is accepted (a float tensor)
   bad_cyclic_hps, bad_shared_hps.zip   hps with a self-containing list / a list shared
                        2^40 ways: must be refused with a message, quickly
+  bad_broadcast.zip    a stride-0 (expanded) view: refused (not in state dicts)
   legacy_view          a legacy file whose persistent ids carry storage views
                        (view_key, offset, size), as torch <= 1.0 wrote them; written with
                        pickle + a persistent_id hook, checked by loading it with torch.load
@@ -250,6 +251,9 @@ def main():
     cyc.append(cyc)
     torch.save({'hps': {'loop': cyc}, 'model': collections.OrderedDict(), 'opt': None},
                os.path.join(OUT, 'bad_cyclic_hps.pth.tar'), _use_new_zipfile_serialization=False)
+    bc = collections.OrderedDict([('b', torch.ones(3).expand(4, 3))])   # stride 0
+    assert bc['b'].stride() == (0, 1)
+    torch.save({'hps': None, 'model': bc}, os.path.join(OUT, 'bad_broadcast.zip.pth.tar'))
     shared = [1]
     for _ in range(40):
         shared = [shared, shared]
