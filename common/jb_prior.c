@@ -188,6 +188,10 @@ static int load_conditioner(jb_prior_t *p, jb_err_t *err) {
 }
 
 jb_prior_t *jb_prior_new(const char *path, jb_err_t *err) {
+    return jb_prior_new_opts(path, NULL, err);
+}
+
+jb_prior_t *jb_prior_new_opts(const char *path, const jb_weights_opts_t *opts, jb_err_t *err) {
     jb_prior_t *p = calloc(1, sizeof *p);
     if (!p) {
         jb_err_set(err, JB_ENOMEM, "out of memory");
@@ -263,7 +267,7 @@ jb_prior_t *jb_prior_new(const char *path, jb_err_t *err) {
         .m_mlp = hp->m_mlp, .res_scale = hp->res_scale,
         .encoder_dims = in->lyrics == JB_PRIOR_LYRICS_ENCODER ? hp->n_tokens : 0,
         .prime_len = in->lyrics == JB_PRIOR_LYRICS_JOINT ? hp->n_tokens : 0};
-    if (!(p->tf = jb_transformer_new(p->st, "prior.transformer.", &th, err))) goto fail;
+    if (!(p->tf = jb_transformer_new_opts(p->st, "prior.transformer.", &th, opts, err))) goto fail;
     if (!(p->x_emb = get_mat(p, "prior.x_emb.weight", in->seq_bins, W, err)) ||
         !(p->pos_emb = get_mat(p, "prior.pos_emb.pos_emb", in->seq_len, W, err)))
         goto fail;
@@ -279,7 +283,7 @@ jb_prior_t *jb_prior_new(const char *path, jb_err_t *err) {
             .n_ctx = hp->n_tokens, .attn_order = hp->prime_attn_order,
             .blocks = hp->prime_blocks, .m_attn = hp->prime_m_attn, .m_mlp = hp->prime_m_mlp,
             .res_scale = hp->prime_res_scale};
-        if (!(p->ptf = jb_transformer_new(p->st, "prime_prior.transformer.", &ph, err))) goto fail;
+        if (!(p->ptf = jb_transformer_new_opts(p->st, "prime_prior.transformer.", &ph, opts, err))) goto fail;
         int64_t ps[2] = {pw, W};
         const jb_st_entry_t *e = jb_st_get(p->st, "prime_state_proj.w", 2, ps, err);
         if (!e) goto fail;
@@ -792,5 +796,47 @@ int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_
             out[(int64_t)n * n_fill + i] = k;
         }
     if (n_clamped) *n_clamped = clamped;
+    return 0;
+}
+
+// ---- benchmarks ---------------------------------------------------------------------------
+
+int jb_prior_sampler_bench_setup(jb_prior_sampler_t *s, int N, int pos, uint64_t seed,
+                                 jb_err_t *err) {
+    const jb_prior_t *p = s->p;
+    const jb_prior_info_t *in = &p->info;
+    if (N < 1 || N > s->max_batch || pos < 1 || pos >= in->seq_len)
+        return jb_err_set(err, JB_EINVAL, "bench setup: batch %d (max %d), position %d (seq_len %d)",
+                          N, s->max_batch, pos, in->seq_len);
+    if (jb_tcache_set_batch(s->cache, N, err)) return -1;
+    int S = in->seq_len, off = S - in->n_ctx, W = in->width;
+    uint64_t x = seed | 1;
+    for (int n = 0; n < N; n++)
+        for (int t = 0; t < pos; t++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            int lim = t < off ? in->n_vocab : in->bins;
+            s->seq[(int64_t)n * S + t] = (int32_t)((x >> 33) % (uint64_t)lim) + (t >= off && off ? in->n_vocab : 0);
+        }
+    memset(s->cond_y, 0, sizeof(float) * (size_t)N * W);
+    memset(s->cond_x, 0, sizeof(float) * (size_t)N * in->n_ctx * W);
+    return jb_tcache_fill_random(s->cache, pos, seed, err);
+}
+
+int jb_prior_sampler_step(jb_prior_sampler_t *s, jb_prior_choose_fn choose, void *user,
+                          int32_t *out, jb_err_t *err) {
+    const jb_prior_t *p = s->p;
+    const jb_prior_info_t *in = &p->info;
+    int N = jb_tcache_batch(s->cache);   // the batch of the setup
+    int t = jb_tcache_pos(s->cache), S = in->seq_len, off = S - in->n_ctx;
+    if (t < 1 || t >= S) return jb_err_set(err, JB_EINVAL, "step at position %d (seq_len %d)", t, S);
+    build_inputs(p, s->x, s->seq, s->cond_y, s->cond_x, N, t, 1);
+    if (jb_transformer_forward(p->tf, s->cache, s->x, 1, NULL, err)) return -1;
+    outputs(p, s->x, s->cond_x, N, t, 1, s->logits);
+    if (choose(user, s->logits, N, in->seq_bins, t - off, out, err)) return -1;
+    for (int n = 0; n < N; n++) {
+        if (out[n] < 0 || out[n] >= in->seq_bins)
+            return jb_err_set(err, JB_EINTERNAL, "step: token %d outside [0, %d)", out[n], in->seq_bins);
+        s->seq[(int64_t)n * S + t] = out[n];
+    }
     return 0;
 }

@@ -54,6 +54,9 @@ typedef struct {
 
 // Opens and validates the model file (kind "prior"). NULL + err naming file and tensor.
 jb_prior_t *jb_prior_new(const char *path, jb_err_t *err);
+// As jb_prior_new, the transformers' matrix weights held as opts says (jb_transformer.h:
+// JB_WEIGHTS_STORED | F32 | F16 | BF16, packed). opts NULL: as stored, not packed.
+jb_prior_t *jb_prior_new_opts(const char *path, const jb_weights_opts_t *opts, jb_err_t *err);
 void jb_prior_destroy(jb_prior_t **p_p);
 
 const jb_prior_info_t *jb_prior_info(const jb_prior_t *p);
@@ -116,5 +119,17 @@ int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_
                     const int32_t *prime, int P, int n_fill, int chunk_size,
                     jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,
                     jb_err_t *err);
+
+// ---- benchmarks ---------------------------------------------------------------------
+
+// Prepares the sampler as if a window of N sequences had been sampled up to sequence position
+// pos (1 <= pos < seq_len) without running the transformer: random codes/lyric ids before pos,
+// zero conditioning, the key/value caches filled with random values (jb_tcache_fill_random).
+int jb_prior_sampler_bench_setup(jb_prior_sampler_t *s, int N, int pos, uint64_t seed,
+                                 jb_err_t *err);
+// One sampling step of the sequences set up above: input embedding, the transformer pass of
+// one token, the output projection, choose; appends the token and advances. out: (N).
+int jb_prior_sampler_step(jb_prior_sampler_t *s, jb_prior_choose_fn choose, void *user,
+                          int32_t *out, jb_err_t *err);
 
 #endif

@@ -542,7 +542,8 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     jb_msg_t m;
     jb_msg_init(&m);
     int rc = -1, input_open = 1;
-    s.prior = jb_prior_new(o->model_path, err);
+    jb_weights_opts_t wo = {o->weights, o->packed};
+    s.prior = jb_prior_new_opts(o->model_path, &wo, err);
     if (!s.prior) goto done;
     s.info = jb_prior_info(s.prior);
     s.hp = jb_prior_hparams(s.prior);

@@ -35,6 +35,8 @@ typedef struct {
     const char *out;          // output endpoint
     int max_batch;            // sampler capacity: samples sampled together (>= a job's batch)
     int max_chunk;            // priming chunk capacity
+    int weights;              // JB_WEIGHTS_* (jb_transformer.h): matrix weights as stored or converted
+    int packed;               // 1: matrix weights repacked for the sampling kernel (jb_matmul_pack)
     volatile sig_atomic_t *stop;
 } jb_stage_opts_t;
 

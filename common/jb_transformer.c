@@ -14,6 +14,8 @@ typedef struct {
     const void *w;   // (K, N) as stored
     jb_dtype_t dt;
     const float *b;  // (N) or NULL
+    jb_matmul_packed_t *pk;   // packed copy (opts.packed) or NULL
+    size_t bytes;    // bytes of W
 } lin_t;
 
 typedef struct {
@@ -31,8 +33,9 @@ struct jb_transformer {
     int n_state, n_mlp, hd, block_ctx, prime_keys;
     float res_scale;
     layer_t *layers;     // (depth)
-    float **owned;       // widened copies of non-F32 vectors
+    float **owned;       // widened copies of non-F32 vectors, converted weights
     int n_owned, cap_owned;
+    jb_weights_opts_t opts;
 };
 
 struct jb_tcache {
@@ -103,6 +106,53 @@ static const float *get_vec(jb_transformer_t *tf, const jb_st_t *st, const char 
     return p;
 }
 
+static const jb_dtype_t weights_dt[4] = {JB_F32, JB_F32, JB_F16, JB_BF16};
+
+int jb_weights_parse(const char *name) {
+    static const char *names[4] = {"stored", "f32", "f16", "bf16"};
+    for (int i = 0; name && i < 4; i++)
+        if (!strcmp(name, names[i])) return i;
+    return -1;
+}
+
+const char *jb_weights_name(int weights) {
+    static const char *names[4] = {"stored", "f32", "f16", "bf16"};
+    return weights >= 0 && weights < 4 ? names[weights] : "?";
+}
+
+// Applies tf->opts to a matrix l: (K, N): converts to the chosen dtype (a copy the
+// transformer owns, or only a temporary when packing) and packs.
+static int convert_lin(jb_transformer_t *tf, lin_t *l, int64_t K, int64_t N, jb_err_t *err) {
+    size_t n = (size_t)K * (size_t)N;
+    void *tmp = NULL;
+    if (tf->opts.weights != JB_WEIGHTS_STORED && weights_dt[tf->opts.weights] != l->dt) {
+        jb_dtype_t to = weights_dt[tf->opts.weights];
+        tmp = jb_alloc(n * (to == JB_F32 ? 4 : 2));
+        if (!tmp) return jb_err_set(err, JB_ENOMEM, "out of memory converting weights");
+        for (size_t i = 0; i < n; i++) {
+            float v = l->dt == JB_F32 ? ((const float *)l->w)[i]
+                      : l->dt == JB_F16 ? jb_f16_to_f32(((const uint16_t *)l->w)[i])
+                                        : jb_bf16_to_f32(((const uint16_t *)l->w)[i]);
+            if (to == JB_F32) ((float *)tmp)[i] = v;
+            else ((uint16_t *)tmp)[i] = to == JB_F16 ? jb_f32_to_f16(v) : jb_f32_to_bf16(v);
+        }
+        l->w = tmp, l->dt = to;
+    }
+    l->bytes = n * (l->dt == JB_F32 ? 4 : 2);
+    if (tf->opts.packed) {
+        l->pk = jb_matmul_pack(l->w, l->dt, (int)K, (int)N, err);
+        jb_free(tmp);
+        if (!l->pk) return -1;
+        l->w = NULL;   // only the packed copy is used
+        return 0;
+    }
+    if (tmp && own(tf, (float *)tmp)) {
+        jb_free(tmp);
+        return jb_err_set(err, JB_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
 static int get_lin(jb_transformer_t *tf, const jb_st_t *st, const char *base, int64_t K,
                    int64_t N, lin_t *l, jb_err_t *err) {
     char name[256];
@@ -125,6 +175,7 @@ static int get_lin(jb_transformer_t *tf, const jb_st_t *st, const char *base, in
     } else {
         l->w = e->data, l->dt = e->dtype;
     }
+    if (convert_lin(tf, l, K, N, err)) return jb_err_prefix(err, "%s: tensor '%s'", jb_st_path(st), name);
     snprintf(name, sizeof name, "%s.b", base);
     l->b = get_vec(tf, st, name, N, err);
     return l->b ? 0 : -1;
@@ -132,11 +183,22 @@ static int get_lin(jb_transformer_t *tf, const jb_st_t *st, const char *base, in
 
 jb_transformer_t *jb_transformer_new(const jb_st_t *st, const char *prefix,
                                      const jb_transformer_hp_t *hp, jb_err_t *err) {
+    return jb_transformer_new_opts(st, prefix, hp, NULL, err);
+}
+
+jb_transformer_t *jb_transformer_new_opts(const jb_st_t *st, const char *prefix,
+                                          const jb_transformer_hp_t *hp,
+                                          const jb_weights_opts_t *opts, jb_err_t *err) {
+    if (opts && (opts->weights < 0 || opts->weights > JB_WEIGHTS_BF16)) {
+        jb_err_set(err, JB_EINVAL, "transformer '%s': weights option %d", prefix, opts->weights);
+        return NULL;
+    }
     jb_transformer_t *tf = calloc(1, sizeof *tf);
     if (!tf) {
         jb_err_set(err, JB_ENOMEM, "out of memory");
         return NULL;
     }
+    if (opts) tf->opts = *opts;
     tf->hp = *hp;
     int W = hp->width;
     tf->n_state = (int)(hp->m_attn * W);
@@ -208,9 +270,26 @@ void jb_transformer_destroy(jb_transformer_t **tf_p) {
     jb_transformer_t *tf = *tf_p;
     for (int i = 0; i < tf->n_owned; i++) jb_free(tf->owned[i]);
     free(tf->owned);
+    for (int d = 0; tf->layers && d < tf->hp.depth; d++) {
+        layer_t *L = &tf->layers[d];
+        jb_matmul_packed_destroy(&L->c_attn.pk);
+        jb_matmul_packed_destroy(&L->c_enc_kv.pk);
+        jb_matmul_packed_destroy(&L->c_proj.pk);
+        jb_matmul_packed_destroy(&L->fc.pk);
+        jb_matmul_packed_destroy(&L->mlp_proj.pk);
+    }
     free(tf->layers);
     free(tf);
     *tf_p = NULL;
+}
+
+size_t jb_transformer_step_weight_bytes(const jb_transformer_t *tf) {
+    size_t s = 0;
+    for (int d = 0; d < tf->hp.depth; d++) {
+        const layer_t *L = &tf->layers[d];
+        s += L->c_attn.bytes + L->c_proj.bytes + L->fc.bytes + L->mlp_proj.bytes;
+    }
+    return s;
 }
 
 const jb_transformer_hp_t *jb_transformer_hp(const jb_transformer_t *tf) { return &tf->hp; }
@@ -319,12 +398,40 @@ int jb_tcache_set_batch(jb_tcache_t *c, int n, jb_err_t *err) {
     return 0;
 }
 int jb_tcache_pos(const jb_tcache_t *c) { return c->pos; }
+int jb_tcache_batch(const jb_tcache_t *c) { return c->n_active; }
 
 size_t jb_tcache_kv_bytes(const jb_tcache_t *c) {
     size_t s = 0;
     for (int d = 0; d < c->tf->hp.depth; d++)
         s += 2 * sizeof(float) * (size_t)c->N * (size_t)c->cap[d] * (size_t)c->tf->n_state;
     return s;
+}
+
+static void lin(float *y, const float *x, const lin_t *l, int M, int K, int N) {
+    if (l->pk)
+        jb_matmul_packed(y, x, l->pk, l->b, M);
+    else
+        jb_matmul(y, x, l->w, l->dt, l->b, M, K, N);
+}
+
+int jb_tcache_fill_random(jb_tcache_t *c, int n, uint64_t seed, jb_err_t *err) {
+    const jb_transformer_t *tf = c->tf;
+    if (n < 0 || n >= tf->hp.n_ctx)
+        return jb_err_set(err, JB_EINVAL, "cache: fill %d positions (n_ctx %d)", n, tf->hp.n_ctx);
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (int d = 0; d < tf->hp.depth; d++) {
+        // Every slot of the active sequences: a ring (kinds 1, 3) holds keys of the positions
+        // before n; dense/transpose/prime/encoder slots beyond what is seen are never read.
+        size_t m = (size_t)c->n_active * (size_t)c->cap[d] * (size_t)tf->n_state;
+        float *kv[2] = {c->k[d], c->v[d]};
+        for (int i = 0; i < 2; i++)
+            for (size_t j = 0; j < m; j++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;   // xorshift64
+                kv[i][j] = (float)(int32_t)(x >> 32) * (1.0f / 2147483648.0f);
+            }
+    }
+    c->pos = n;
+    return 0;
 }
 
 int jb_tcache_set_encoder(jb_tcache_t *c, const float *encoder_kv, jb_err_t *err) {
@@ -335,8 +442,7 @@ int jb_tcache_set_encoder(jb_tcache_t *c, const float *encoder_kv, jb_err_t *err
     for (int d = 0; d < tf->hp.depth; d++) {
         const layer_t *L = &tf->layers[d];
         if (L->kind != 6) continue;
-        jb_matmul(c->enc, encoder_kv, L->c_enc_kv.w, L->c_enc_kv.dt, L->c_enc_kv.b, (int)rows, W,
-                  2 * S);
+        lin(c->enc, encoder_kv, &L->c_enc_kv, (int)rows, W, 2 * S);
         for (int64_t r = 0; r < rows; r++) {
             memcpy(c->k[d] + r * S, c->enc + r * 2 * S, sizeof(float) * (size_t)S);
             memcpy(c->v[d] + r * S, c->enc + r * 2 * S + S, sizeof(float) * (size_t)S);
@@ -345,9 +451,6 @@ int jb_tcache_set_encoder(jb_tcache_t *c, const float *encoder_kv, jb_err_t *err
     return 0;
 }
 
-static void lin(float *y, const float *x, const lin_t *l, int M, int K, int N) {
-    jb_matmul(y, x, l->w, l->dt, l->b, M, K, N);
-}
 
 int jb_transformer_forward(const jb_transformer_t *tf, jb_tcache_t *c, float *x, int n,
                            const jb_attn_record_t *rec, jb_err_t *err) {

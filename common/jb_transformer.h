@@ -24,6 +24,9 @@
 #ifndef JB_TRANSFORMER_H
 #define JB_TRANSFORMER_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "jb_err.h"
 #include "jb_safetensors.h"
 #include "jb_tensor.h"
@@ -55,6 +58,25 @@ jb_transformer_t *jb_transformer_new(const jb_st_t *st, const char *prefix,
                                      const jb_transformer_hp_t *hp, jb_err_t *err);
 void jb_transformer_destroy(jb_transformer_t **tf_p);
 
+// How the matrix weights ("*.w" of every layer) are held in memory (jb_transformer_new_opts).
+// STORED: the file's memory as stored (F32, F16 or BF16); F32/F16/BF16: a copy converted at
+// load (round to nearest even), unless the file already stores that dtype.
+enum { JB_WEIGHTS_STORED = 0, JB_WEIGHTS_F32 = 1, JB_WEIGHTS_F16 = 2, JB_WEIGHTS_BF16 = 3 };
+typedef struct {
+    int weights;   // JB_WEIGHTS_*
+    int packed;    // 1: repack every matrix with jb_matmul_pack (a private copy; see docs/bench.md)
+} jb_weights_opts_t;
+// "stored", "f32", "f16", "bf16" -> JB_WEIGHTS_*; -1 for anything else.
+int jb_weights_parse(const char *name);
+const char *jb_weights_name(int weights);
+// As jb_transformer_new with opts (NULL: stored, not packed).
+jb_transformer_t *jb_transformer_new_opts(const jb_st_t *st, const char *prefix,
+                                          const jb_transformer_hp_t *hp,
+                                          const jb_weights_opts_t *opts, jb_err_t *err);
+// Bytes of matrix weights one pass reads (every layer's c_attn, c_proj, c_fc, c_proj; not
+// c_enc_kv, which only jb_tcache_set_encoder reads).
+size_t jb_transformer_step_weight_bytes(const jb_transformer_t *tf);
+
 const jb_transformer_hp_t *jb_transformer_hp(const jb_transformer_t *tf);
 int jb_transformer_n_state(const jb_transformer_t *tf);
 int jb_transformer_layer_kind(const jb_transformer_t *tf, int d);
@@ -68,10 +90,16 @@ void jb_tcache_destroy(jb_tcache_t **c_p);
 // Back to position 0 (keeps the encoder keys/values).
 void jb_tcache_reset(jb_tcache_t *c);
 int jb_tcache_pos(const jb_tcache_t *c);
+// Sequences in use (jb_tcache_set_batch).
+int jb_tcache_batch(const jb_tcache_t *c);
 // Use the first n sequences (1 <= n <= n_batch) from now on; x and encoder_kv then hold n rows.
 int jb_tcache_set_batch(jb_tcache_t *c, int n, jb_err_t *err);
 // Bytes held by the key/value caches (not the scratch).
 size_t jb_tcache_kv_bytes(const jb_tcache_t *c);
+// Benchmarks only: mark the cache as holding n positions (0 <= n < n_ctx) of every active
+// sequence, keys/values random in [-1, 1) from seed, so that the next pass attends over n keys
+// as it would after priming n tokens. Also fills the encoder keys/values of kind-6 layers.
+int jb_tcache_fill_random(jb_tcache_t *c, int n, uint64_t seed, jb_err_t *err);
 // Keys/values of every kind-6 layer from encoder_kv: (n, encoder_dims, width), n active sequences.
 int jb_tcache_set_encoder(jb_tcache_t *c, const float *encoder_kv, jb_err_t *err);
 

@@ -15,6 +15,7 @@ static const struct {
     const char *what;
 } commands[] = {
     {"vqvae", bench_vqvae, "VQ-VAE encode/decode: seconds of compute per second of audio"},
+    {"prior", bench_prior, "prior sampling steps: ms/token, tokens/s, fraction of read bandwidth"},
 };
 
 static void usage(FILE *to) {

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 int bench_vqvae(int argc, char **argv);
+int bench_prior(int argc, char **argv);
 
 // Monotonic clock, seconds.
 double bench_now(void);
