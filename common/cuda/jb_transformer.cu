@@ -1,0 +1,479 @@
+// jb_transformer.cu: see jb_transformer_cuda.h. Follows the conventions of jb_cuda.h.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jb_cuda.h"
+
+extern "C" {
+#include "jb_gpu.h"
+#include "jb_nn.h"
+#include "jb_tensor.h"
+#include "jb_transformer_cuda.h"
+}
+
+namespace {
+
+const size_t kAlign = 256;
+
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// ---- bodies (one index each) ----------------------------------------------------------------
+
+// Keys and values of a pass into the cache: i over (N, n_tok, S). qkv: (N, n_tok, 3S);
+// k, v: (N, cap, S). Kind 7 keeps only positions < cap.
+JB_HD inline void kv_store_at(int64_t i, float *k, float *v, const float *qkv, int n_tok, int S,
+                              int cap, int t0, int prime_only) {
+    int64_t s = i % S, br = i / S;
+    int64_t r = br % n_tok, b = br / n_tok;
+    int p = t0 + (int)r;
+    if (prime_only && p >= cap) return;
+    int64_t dst = (b * cap + p % cap) * S + s;
+    const float *src = qkv + br * 3 * S;
+    k[dst] = src[S + s];
+    v[dst] = src[2 * S + s];
+}
+
+// c_enc_kv output (rows, 2S) split into keys and values (rows, S) each.
+JB_HD inline void enc_split_at(int64_t i, float *k, float *v, const float *enc, int S) {
+    int64_t r = i / S, s = i % S;
+    k[i] = enc[r * 2 * S + s];
+    v[i] = enc[r * 2 * S + S + s];
+}
+
+// res_scale residuals: r = x + s·t, then x = x + s·(t + r) (r reused for the MLP output).
+JB_HD inline void res_half_at(int64_t i, float *r, const float *x, const float *t, float s) {
+    r[i] = x[i] + s * t[i];
+}
+JB_HD inline void res_full_at(int64_t i, float *x, const float *t, const float *r, float s) {
+    x[i] = x[i] + s * (t[i] + r[i]);
+}
+
+JB_HD inline void to_f16_at(int64_t i, uint16_t *out, const float *x) {
+    out[i] = jb_f32_to_f16(x[i]);
+}
+JB_HD inline void to_bf16_at(int64_t i, uint16_t *out, const float *x) {
+    out[i] = jb_f32_to_bf16(x[i]);
+}
+
+JB_CUDA_KERNEL(k_kv_store, kv_store_at,
+               (int64_t n, float *k, float *v, const float *qkv, int n_tok, int S, int cap, int t0,
+                int prime_only),
+               (i, k, v, qkv, n_tok, S, cap, t0, prime_only))
+JB_CUDA_KERNEL(k_enc_split, enc_split_at, (int64_t n, float *k, float *v, const float *enc, int S),
+               (i, k, v, enc, S))
+JB_CUDA_KERNEL(k_res_half, res_half_at, (int64_t n, float *r, const float *x, const float *t,
+                                         float s),
+               (i, r, x, t, s))
+JB_CUDA_KERNEL(k_res_full, res_full_at, (int64_t n, float *x, const float *t, const float *r,
+                                         float s),
+               (i, x, t, r, s))
+JB_CUDA_KERNEL(k_to_f16, to_f16_at, (int64_t n, uint16_t *out, const float *x), (i, out, x))
+JB_CUDA_KERNEL(k_to_bf16, to_bf16_at, (int64_t n, uint16_t *out, const float *x), (i, out, x))
+
+struct DLin {
+    const void *w;   // (K, N) in dt
+    jb_dtype_t dt;
+    const float *b;  // (N) or NULL
+    int K, N;
+};
+
+struct DLayer {
+    int kind;
+    const float *ln0_g, *ln0_b, *ln1_g, *ln1_b;
+    DLin c_attn, c_enc_kv, c_proj, fc, mlp_proj;
+};
+
+double gib(size_t b) { return (double)b / (double)((size_t)1 << 30); }
+
+size_t lin_bytes(const jb_transformer_lin_t &l) {
+    if (!l.w) return 0;
+    return align_up((size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)) +
+           (l.b ? align_up(sizeof(float) * (size_t)l.N) : 0);
+}
+
+}  // namespace
+
+struct jb_transformer_cuda {
+    const jb_transformer_t *tf;   // for sizes only (hp, cache layout)
+    jb_transformer_hp_t hp;
+    int S, M, hd, block_ctx, prime_keys;
+    float res_scale, scale;
+    cublasHandle_t blas;
+    DLayer *layers;   // (depth), host array of device pointers
+    void *mem;        // all weights
+    size_t bytes;
+    int any_half;     // some matrix is F16/BF16
+};
+
+struct jb_tcache_cuda {
+    jb_transformer_cuda_t *dt;
+    int N, n_active, max_chunk, pos, w_cap;
+    int *cap;          // (depth)
+    float **k, **v;    // (depth) device (N, cap, S)
+    float *x, *h, *qkv, *a, *t, *r, *m, *w, *enc, *enc_in;
+    uint16_t *half;    // activations rounded for f16/bf16 products
+    size_t half_elems;
+    void *mem;
+};
+
+namespace {
+
+// Per-sequence buffer sizes in bytes, in allocation order (kv caches first).
+struct Sizes {
+    size_t kv, x, h, qkv, a, t, r, m, w, enc, enc_in, half;
+    size_t half_elems;
+    int w_cap;
+};
+
+Sizes sizes_of(const jb_transformer_t *tf, int mc) {
+    const jb_transformer_hp_t *hp = jb_transformer_hp(tf);
+    if (mc > hp->n_ctx) mc = hp->n_ctx;
+    Sizes z;
+    memset(&z, 0, sizeof z);
+    size_t W = (size_t)hp->width, S = (size_t)jb_transformer_n_state(tf),
+           M = (size_t)jb_transformer_n_mlp(tf), E = (size_t)(hp->encoder_dims > 0 ? hp->encoder_dims : 0),
+           R = (size_t)mc;
+    for (int d = 0; d < hp->depth; d++) {
+        z.kv += 2 * sizeof(float) * (size_t)jb_transformer_cache_cap(tf, d, mc) * S;
+        int km = jb_transformer_keys_max(tf, d);
+        if (km > z.w_cap) z.w_cap = km;
+    }
+    z.x = z.h = z.t = z.r = sizeof(float) * R * W;
+    z.qkv = sizeof(float) * R * 3 * S;
+    z.a = sizeof(float) * R * S;
+    z.m = sizeof(float) * R * M;
+    z.w = sizeof(float) * R * (size_t)hp->heads * (size_t)(z.w_cap > 0 ? z.w_cap : 1);
+    z.enc = sizeof(float) * E * 2 * S;
+    z.enc_in = sizeof(float) * E * W;
+    size_t he = R * (W > S ? (W > M ? W : M) : (S > M ? S : M));
+    if (E * W > he) he = E * W;
+    z.half_elems = he;
+    z.half = sizeof(uint16_t) * he;
+    return z;
+}
+
+size_t per_sample(const Sizes &z) {
+    return z.kv + z.x + z.h + z.qkv + z.a + z.t + z.r + z.m + z.w + z.enc + z.enc_in + z.half;
+}
+
+}  // namespace
+
+extern "C" {
+
+void jb_transformer_cuda_plan(const jb_transformer_t *tf, int max_chunk,
+                              jb_transformer_cuda_plan_t *plan) {
+    memset(plan, 0, sizeof *plan);
+    const jb_transformer_hp_t *hp = jb_transformer_hp(tf);
+    for (int d = 0; d < hp->depth; d++) {
+        jb_transformer_layer_t L;
+        jb_transformer_layer(tf, d, &L);
+        plan->weights += 4 * align_up(sizeof(float) * (size_t)hp->width);
+        plan->weights += lin_bytes(L.c_attn) + lin_bytes(L.c_enc_kv) + lin_bytes(L.c_proj) +
+                         lin_bytes(L.fc) + lin_bytes(L.mlp_proj);
+    }
+    Sizes z = sizes_of(tf, max_chunk);
+    plan->per_sample = per_sample(z);
+    plan->kv_per_sample = z.kv;
+    plan->fixed = kAlign * (size_t)(2 * hp->depth + 12);
+}
+
+jb_transformer_cuda_t *jb_transformer_cuda_new(const jb_transformer_t *tf, jb_err_t *err) {
+    const jb_transformer_hp_t *hp = jb_transformer_hp(tf);
+    jb_transformer_cuda_plan_t plan;
+    jb_transformer_cuda_plan(tf, 1, &plan);
+    size_t free_b = 0, total_b = 0;
+    if (jb_gpu_mem_info(&free_b, &total_b, err)) return NULL;
+    if (plan.weights > free_b) {
+        jb_err_set(err, JB_ENOMEM, "transformer weights on the device: needs %.3f GiB, %.3f GiB "
+                   "free (of %.3f GiB)", gib(plan.weights), gib(free_b), gib(total_b));
+        return NULL;
+    }
+    jb_transformer_cuda_t *dt = (jb_transformer_cuda_t *)calloc(1, sizeof *dt);
+    if (!dt) {
+        jb_err_set(err, JB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    dt->tf = tf, dt->hp = *hp;
+    dt->S = jb_transformer_n_state(tf), dt->M = jb_transformer_n_mlp(tf);
+    dt->hd = dt->S / hp->heads;
+    dt->block_ctx = jb_transformer_block_ctx(tf), dt->prime_keys = jb_transformer_prime_keys(tf);
+    dt->res_scale = hp->res_scale ? 1.0f / (float)hp->depth : 1.0f;
+    {
+        double s = 1.0 / sqrt(sqrt((double)dt->hd));   // as the CPU pass (the reference)
+        dt->scale = (float)(s * s);
+    }
+    dt->layers = (DLayer *)calloc((size_t)hp->depth, sizeof(DLayer));
+    if (!dt->layers) {
+        jb_err_set(err, JB_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (!(dt->blas = (cublasHandle_t)jb_gpu_blas_new(err))) goto fail;
+    if (!(dt->mem = jb_gpu_alloc(plan.weights, err))) {
+        jb_err_prefix(err, "transformer weights (%.3f GiB)", gib(plan.weights));
+        goto fail;
+    }
+    dt->bytes = plan.weights;
+    {
+        char *base = (char *)dt->mem;
+        size_t off = 0;
+        // Upload n bytes from src to the next aligned slot; the slot's device address.
+        auto put = [&](const void *src, size_t n) -> void * {
+            void *d = base + off;
+            off += align_up(n);
+            return jb_gpu_upload(d, src, n, err) ? NULL : d;
+        };
+        auto put_lin = [&](const jb_transformer_lin_t &l, DLin *o) -> bool {
+            o->K = l.K, o->N = l.N, o->dt = l.dt, o->w = NULL, o->b = NULL;
+            if (!l.w) return true;
+            if (l.dt != JB_F32) dt->any_half = 1;
+            if (!(o->w = put(l.w, (size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)))) return false;
+            if (l.b && !(o->b = (const float *)put(l.b, sizeof(float) * (size_t)l.N)))
+                return false;
+            return true;
+        };
+        size_t vb = sizeof(float) * (size_t)hp->width;
+        for (int d = 0; d < hp->depth; d++) {
+            jb_transformer_layer_t L;
+            jb_transformer_layer(tf, d, &L);
+            DLayer *o = &dt->layers[d];
+            o->kind = L.kind;
+            if (!(o->ln0_g = (const float *)put(L.ln0_g, vb)) ||
+                !(o->ln0_b = (const float *)put(L.ln0_b, vb)) ||
+                !(o->ln1_g = (const float *)put(L.ln1_g, vb)) ||
+                !(o->ln1_b = (const float *)put(L.ln1_b, vb)) || !put_lin(L.c_attn, &o->c_attn) ||
+                !put_lin(L.c_enc_kv, &o->c_enc_kv) || !put_lin(L.c_proj, &o->c_proj) ||
+                !put_lin(L.fc, &o->fc) || !put_lin(L.mlp_proj, &o->mlp_proj)) {
+                jb_err_prefix(err, "transformer layer %d upload", d);
+                goto fail;
+            }
+        }
+    }
+    return dt;
+fail:
+    jb_transformer_cuda_destroy(&dt);
+    return NULL;
+}
+
+void jb_transformer_cuda_destroy(jb_transformer_cuda_t **dt_p) {
+    if (!dt_p || !*dt_p) return;
+    jb_transformer_cuda_t *dt = *dt_p;
+    jb_gpu_free(dt->mem);
+    jb_gpu_blas_destroy(dt->blas);
+    free(dt->layers);
+    free(dt);
+    *dt_p = NULL;
+}
+
+jb_tcache_cuda_t *jb_tcache_cuda_new(jb_transformer_cuda_t *dt, int n_batch, int max_chunk,
+                                     int fit, jb_err_t *err) {
+    const jb_transformer_hp_t *hp = &dt->hp;
+    if (n_batch <= 0 || max_chunk <= 0) {
+        jb_err_set(err, JB_EINVAL, "device cache: batch %d, chunk %d", n_batch, max_chunk);
+        return NULL;
+    }
+    if (max_chunk > hp->n_ctx) max_chunk = hp->n_ctx;
+    Sizes z = sizes_of(dt->tf, max_chunk);
+    size_t ps = per_sample(z), fixed = kAlign * (size_t)(2 * hp->depth + 12);
+    size_t free_b = 0, total_b = 0;
+    if (jb_gpu_mem_info(&free_b, &total_b, err)) return NULL;
+    size_t need = fixed + ps * (size_t)n_batch;
+    if (need > free_b) {
+        size_t n_fit = free_b > fixed ? (free_b - fixed) / ps : 0;
+        if (!fit || n_fit == 0) {
+            jb_err_set(err, JB_ENOMEM, "device cache for batch %d (%d-token passes): needs %.3f "
+                       "GiB (%.3f GiB per sequence), %.3f GiB free", fit ? 1 : n_batch, max_chunk,
+                       gib(fit ? fixed + ps : need), gib(ps), gib(free_b));
+            return NULL;
+        }
+        n_batch = (int)n_fit;
+        need = fixed + ps * (size_t)n_batch;
+    }
+    jb_tcache_cuda_t *c = (jb_tcache_cuda_t *)calloc(1, sizeof *c);
+    if (!c) {
+        jb_err_set(err, JB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->dt = dt, c->N = n_batch, c->n_active = n_batch, c->max_chunk = max_chunk, c->w_cap = z.w_cap;
+    c->half_elems = z.half_elems * (size_t)n_batch;
+    int D = hp->depth;
+    c->cap = (int *)calloc((size_t)D, sizeof(int));
+    c->k = (float **)calloc((size_t)D, sizeof(float *));
+    c->v = (float **)calloc((size_t)D, sizeof(float *));
+    if (!c->cap || !c->k || !c->v) {
+        jb_err_set(err, JB_ENOMEM, "out of memory");
+        jb_tcache_cuda_destroy(&c);
+        return NULL;
+    }
+    if (!(c->mem = jb_gpu_alloc(need, err))) {
+        jb_err_prefix(err, "device cache for batch %d", n_batch);
+        jb_tcache_cuda_destroy(&c);
+        return NULL;
+    }
+    char *p = (char *)c->mem;
+    size_t N = (size_t)n_batch, S = (size_t)dt->S;
+    auto take = [&](size_t per) -> char * {
+        char *q = p;
+        p += align_up(per * N);
+        return q;
+    };
+    for (int d = 0; d < D; d++) {
+        c->cap[d] = jb_transformer_cache_cap(dt->tf, d, max_chunk);
+        size_t one = sizeof(float) * (size_t)c->cap[d] * S;
+        c->k[d] = (float *)take(one);
+        c->v[d] = (float *)take(one);
+    }
+    c->x = (float *)take(z.x), c->h = (float *)take(z.h), c->qkv = (float *)take(z.qkv);
+    c->a = (float *)take(z.a), c->t = (float *)take(z.t), c->r = (float *)take(z.r);
+    c->m = (float *)take(z.m), c->w = (float *)take(z.w), c->enc = (float *)take(z.enc);
+    c->enc_in = (float *)take(z.enc_in), c->half = (uint16_t *)take(z.half);
+    return c;
+}
+
+void jb_tcache_cuda_destroy(jb_tcache_cuda_t **c_p) {
+    if (!c_p || !*c_p) return;
+    jb_tcache_cuda_t *c = *c_p;
+    jb_gpu_free(c->mem);
+    free(c->cap);
+    free(c->k);
+    free(c->v);
+    free(c);
+    *c_p = NULL;
+}
+
+int jb_tcache_cuda_batch(const jb_tcache_cuda_t *c) { return c->N; }
+int jb_tcache_cuda_pos(const jb_tcache_cuda_t *c) { return c->pos; }
+void jb_tcache_cuda_reset(jb_tcache_cuda_t *c) { c->pos = 0; }
+float *jb_tcache_cuda_x(jb_tcache_cuda_t *c) { return c->x; }
+
+int jb_tcache_cuda_set_batch(jb_tcache_cuda_t *c, int n, jb_err_t *err) {
+    if (n < 1 || n > c->N)
+        return jb_err_set(err, JB_EINVAL, "device cache: batch %d outside [1, %d]", n, c->N);
+    c->n_active = n;
+    return 0;
+}
+
+}  // extern "C"
+
+namespace {
+
+// y (M, l.N) = x (M, l.K) · W (+ b), row-major, as cuBLAS's column-major yᵀ = Wᵀ·xᵀ.
+int linear(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, float *y, const float *x,
+           const DLin &l, int M, jb_err_t *err) {
+    const void *B = x;
+    int64_t n = (int64_t)M * l.K;
+    if (l.dt != JB_F32) {
+        if ((size_t)n > c->half_elems)
+            return jb_err_set(err, JB_EINTERNAL, "device pass: %lld activations exceed the "
+                              "%zu-element rounding buffer", (long long)n, c->half_elems);
+        if (l.dt == JB_F16)
+            JB_LAUNCH(k_to_f16, jb_cuda_blocks(n), JB_CUDA_BLOCK, 0, n, c->half, x);
+        else
+            JB_LAUNCH(k_to_bf16, jb_cuda_blocks(n), JB_CUDA_BLOCK, 0, n, c->half, x);
+        JB_CUDA_LAUNCHED(err);
+        B = c->half;
+    }
+    if (jb_gpu_gemm(dt->blas, 0, 0, l.N, M, l.K, 1.0f, l.w, l.dt, l.N, B, l.dt, l.K, 0.0f, y, l.N,
+                    err))
+        return -1;
+    if (l.b && jb_nn_cuda_add_bcast(y, l.b, (int64_t)M * l.N, l.N))
+        return jb_cuda_fail(err, __FILE__, __LINE__, "bias", cudaGetLastError());
+    return 0;
+}
+
+#define NN_CHECK(call) \
+    do {               \
+        if (call) return jb_cuda_fail(err, __FILE__, __LINE__, #call, cudaGetLastError()); \
+    } while (0)
+
+}  // namespace
+
+extern "C" {
+
+int jb_tcache_cuda_set_encoder(jb_tcache_cuda_t *c, const float *encoder_kv, jb_err_t *err) {
+    jb_transformer_cuda_t *dt = c->dt;
+    int E = dt->hp.encoder_dims, S = dt->S, W = dt->hp.width;
+    if (E <= 0) return jb_err_set(err, JB_EINVAL, "transformer has no encoder-decoder layers");
+    int rows = c->n_active * E;
+    if (jb_gpu_upload(c->enc_in, encoder_kv, sizeof(float) * (size_t)rows * (size_t)W, err))
+        return -1;
+    for (int d = 0; d < dt->hp.depth; d++) {
+        const DLayer &L = dt->layers[d];
+        if (L.kind != 6) continue;
+        if (linear(dt, c, c->enc, c->enc_in, L.c_enc_kv, rows, err)) return -1;
+        int64_t n = (int64_t)rows * S;
+        JB_LAUNCH(k_enc_split, jb_cuda_blocks(n), JB_CUDA_BLOCK, 0, n, c->k[d], c->v[d], c->enc, S);
+        JB_CUDA_LAUNCHED(err);
+    }
+    return jb_gpu_sync(err);
+}
+
+int jb_transformer_cuda_forward(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok,
+                                jb_err_t *err) {
+    const jb_transformer_hp_t *hp = &dt->hp;
+    if (c->dt != dt) return jb_err_set(err, JB_EINVAL, "device cache belongs to another transformer");
+    if (n_tok < 1 || n_tok > c->max_chunk || c->pos + n_tok > hp->n_ctx)
+        return jb_err_set(err, JB_EINVAL, "device pass of %d tokens at position %d (chunk max %d, "
+                          "n_ctx %d)", n_tok, c->pos, c->max_chunk, hp->n_ctx);
+    int N = c->n_active, W = hp->width, S = dt->S, H = hp->heads, hd = dt->hd;
+    int R = N * n_tok, t0 = c->pos;
+    int64_t RW = (int64_t)R * W;
+    float *x = c->x;
+    for (int d = 0; d < hp->depth; d++) {
+        const DLayer &L = dt->layers[d];
+        int cap = c->cap[d];
+        NN_CHECK(jb_nn_cuda_layernorm(c->h, x, L.ln0_g, L.ln0_b, R, W, 1e-5f));
+        int q_stride;
+        if (L.kind == 6) {
+            if (linear(dt, c, c->qkv, c->h, L.c_attn, R, err)) return -1;
+            q_stride = S;
+        } else {
+            if (linear(dt, c, c->qkv, c->h, L.c_attn, R, err)) return -1;
+            q_stride = 3 * S;
+            int64_t n = (int64_t)R * S;
+            JB_LAUNCH(k_kv_store, jb_cuda_blocks(n), JB_CUDA_BLOCK, 0, n, c->k[d], c->v[d],
+                      (const float *)c->qkv, n_tok, S, cap, t0, L.kind == 7 ? 1 : 0);
+            JB_CUDA_LAUNCHED(err);
+        }
+        jb_nn_attn_kind_t kind = {L.kind, dt->block_ctx, hp->encoder_dims, dt->prime_keys};
+        NN_CHECK(jb_nn_cuda_attn(c->a, c->w, c->qkv, q_stride, c->k[d], c->v[d], kind, N, n_tok,
+                                 H, hd, cap, t0, c->w_cap, dt->scale));
+        if (linear(dt, c, c->t, c->a, L.c_proj, R, err)) return -1;
+        if (dt->res_scale == 1.0f) {
+            NN_CHECK(jb_nn_cuda_add(x, x, c->t, RW));
+            NN_CHECK(jb_nn_cuda_layernorm(c->h, x, L.ln1_g, L.ln1_b, R, W, 1e-5f));
+            if (linear(dt, c, c->m, c->h, L.fc, R, err)) return -1;
+            NN_CHECK(jb_nn_cuda_quick_gelu(c->m, (int64_t)R * dt->M));
+            if (linear(dt, c, c->r, c->m, L.mlp_proj, R, err)) return -1;
+            NN_CHECK(jb_nn_cuda_add(x, x, c->r, RW));
+        } else {
+            float s = dt->res_scale;
+            JB_LAUNCH(k_res_half, jb_cuda_blocks(RW), JB_CUDA_BLOCK, 0, RW, c->r, (const float *)x,
+                      (const float *)c->t, s);
+            JB_CUDA_LAUNCHED(err);
+            NN_CHECK(jb_nn_cuda_layernorm(c->h, c->r, L.ln1_g, L.ln1_b, R, W, 1e-5f));
+            if (linear(dt, c, c->m, c->h, L.fc, R, err)) return -1;
+            NN_CHECK(jb_nn_cuda_quick_gelu(c->m, (int64_t)R * dt->M));
+            if (linear(dt, c, c->r, c->m, L.mlp_proj, R, err)) return -1;
+            JB_LAUNCH(k_res_full, jb_cuda_blocks(RW), JB_CUDA_BLOCK, 0, RW, x, (const float *)c->t,
+                      (const float *)c->r, s);
+            JB_CUDA_LAUNCHED(err);
+        }
+    }
+    c->pos += n_tok;
+    return 0;
+}
+
+int jb_transformer_cuda_forward_host(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, float *x,
+                                     int n_tok, jb_err_t *err) {
+    if (n_tok < 1 || n_tok > c->max_chunk)
+        return jb_err_set(err, JB_EINVAL, "device pass of %d tokens (chunk max %d)", n_tok,
+                          c->max_chunk);
+    size_t bytes = sizeof(float) * (size_t)c->n_active * (size_t)n_tok * (size_t)dt->hp.width;
+    if (jb_gpu_upload(c->x, x, bytes, err) || jb_transformer_cuda_forward(dt, c, n_tok, err) ||
+        jb_gpu_download(x, c->x, bytes, err))
+        return -1;
+    return 0;
+}
+
+}  // extern "C"
