@@ -5,8 +5,8 @@
 #                     (plain make builds the same .cu files as C++ against the CPU emulation
 #                     of CUDA, common/cuda_emu, into $(BUILD)/libjukebox-emu.a; tests/test_cuda_*.c
 #                     link it. See docs/cuda.md.)
-#   make test-gpu     on a machine with a GPU: CUDA=1 build, the CUDA tests on the GPU, the
-#                     golden suite and the benchmarks with --device cuda
+#   make test-gpu     on a machine with a GPU: CUDA=1 build (build-cuda/), the CUDA tests on
+#                     the GPU (with forward/step timings), the golden suite
 #   make test         build and run every test; ends with "N passed, N failed"
 #   make asan         the tests under AddressSanitizer + UBSan  (build-asan/)
 #   make golden       only the golden runner (GOLDEN=dir to point it elsewhere)
@@ -147,13 +147,14 @@ test: all $(TEST_BINS) $(GOLDEN_BIN)
 
 check: test
 
-# For whoever has a GPU: everything built with nvcc, the CUDA tests on the device, the golden
-# suite, and the benchmarks with --device cuda.
+# For whoever has a GPU: everything built with nvcc into build-cuda/, the CUDA tests on the
+# device (test_cuda_transformer prints device forward/step timings), the golden suite.
 test-gpu:
-	$(MAKE) CUDA=1 BUILD=build-cuda all $(patsubst $(BUILD)/%,build-cuda/%,$(filter %/test_cuda_%,$(TEST_BINS))) build-cuda/tests/golden-runner
-	@set -e; for t in build-cuda/tests/test_cuda_*; do case $$t in *.o|*.d) ;; *) echo "== $$t"; $$t ;; esac; done
+	$(MAKE) CUDA=1 BUILD=build-cuda all $(patsubst tests/%.c,build-cuda/tests/%,$(wildcard tests/test_cuda_*.c)) \
+		build-cuda/tests/golden-runner
+	build-cuda/tests/test_cuda_kernels
+	JB_CUDA_TIMING=1 build-cuda/tests/test_cuda_transformer
 	build-cuda/tests/golden-runner $(GOLDEN)
-	build-cuda/bin/jukebox-bench --device cuda
 
 asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 test

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jb_prior.h"
 #include "jb_test.h"
@@ -20,6 +21,12 @@
 #ifdef JB_CUDA_EMU
 #include "jb_cuda_emu.h"
 #endif
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
 
 static uint64_t st = 11;
 static float frand(void) {
@@ -94,7 +101,7 @@ static void run_case(const case_t *cs) {
         JB_CHECK(dc != NULL, "%s: step cache (%s)", cs->dir, err.msg);
         int sok = dc && (!E || jb_tcache_cuda_set_encoder(dc, enc, &err) == 0);
         float *row = malloc(sizeof(float) * (size_t)N * W);
-        double worst = 0;
+        double worst = 0, t_ms = now_ms();
         int close = 1;
         for (int t = 0; sok && t < T; t++) {
             for (int b = 0; b < N; b++)
@@ -110,7 +117,10 @@ static void run_case(const case_t *cs) {
         JB_CHECK(sok, "%s: device steps (%s)", cs->dir, err.msg);
         JB_CHECK(sok && close, "%s: %d one-token steps vs CPU full pass: max abs %.3g", cs->dir,
                  T, worst);
+        t_ms = now_ms() - t_ms;
         printf("%s: %d steps: max abs diff %.3g\n", cs->dir, T, worst);
+        if (getenv("JB_CUDA_TIMING"))   // make test-gpu: wall time incl. the copies of x
+            printf("%s: %.3f ms per step (batch %d, with host copies)\n", cs->dir, t_ms / T, N);
         free(row);
         jb_tcache_cuda_destroy(&dc);
 
