@@ -13,7 +13,8 @@
 // float32 weights multiply float32 activations (no TF32); float16/bfloat16 weights multiply
 // activations rounded to the same dtype (the tensor-core path), so those results differ from the
 // CPU's (which widens the weights) by the rounding of the activations.
-// Nothing crosses to the host during a pass; x stays on the device between passes
+// Each cache has its own stream; a one-token pass (a sampling step) is one CUDA graph launch
+// (see jb_tcache_cuda_use_graph). Nothing crosses to the host during a pass; x stays on the device between passes
 // (jb_tcache_cuda_x); _forward_host is the convenience that copies x in and out.
 //
 // Memory planning: jb_transformer_cuda_plan gives the bytes of the weights and of one sequence's
@@ -59,7 +60,14 @@ jb_tcache_cuda_t *jb_tcache_cuda_new(jb_transformer_cuda_t *dt, int n_batch, int
 void jb_tcache_cuda_destroy(jb_tcache_cuda_t **c_p);
 int jb_tcache_cuda_batch(const jb_tcache_cuda_t *c);   // sequences allocated
 int jb_tcache_cuda_pos(const jb_tcache_cuda_t *c);
-void jb_tcache_cuda_reset(jb_tcache_cuda_t *c);
+// Back to position 0 (keeps the encoder keys/values).
+int jb_tcache_cuda_reset(jb_tcache_cuda_t *c, jb_err_t *err);
+// One-token passes run as one CUDA graph (default on): captured at the first such pass (and
+// again when the active batch changes), replayed for every later one; positions are read from
+// device memory, so the same graph serves every position. Off: launched kernel by kernel.
+void jb_tcache_cuda_use_graph(jb_tcache_cuda_t *c, int on);
+// Graph captures and replays so far.
+void jb_tcache_cuda_graph_stats(const jb_tcache_cuda_t *c, long *captures, long *replays);
 int jb_tcache_cuda_set_batch(jb_tcache_cuda_t *c, int n, jb_err_t *err);
 // The device buffer x: (n, max_chunk, width) floats; a pass of c tokens uses (n, c, width).
 float *jb_tcache_cuda_x(jb_tcache_cuda_t *c);

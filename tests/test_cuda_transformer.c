@@ -96,33 +96,56 @@ static void run_case(const case_t *cs) {
                  "%s: a pass past n_ctx refused (%s)", cs->dir, err.msg);
         jb_tcache_cuda_destroy(&dc);
 
-        // Sampling: one-token steps (cache for passes of 1 token: the windowed layouts).
-        dc = jb_tcache_cuda_new(dt, N, 1, 0, &err);
-        JB_CHECK(dc != NULL, "%s: step cache (%s)", cs->dir, err.msg);
-        int sok = dc && (!E || jb_tcache_cuda_set_encoder(dc, enc, &err) == 0);
-        float *row = malloc(sizeof(float) * (size_t)N * W);
-        double worst = 0, t_ms = now_ms();
-        int close = 1;
-        for (int t = 0; sok && t < T; t++) {
-            for (int b = 0; b < N; b++)
-                memcpy(row + (size_t)b * W, x0 + ((size_t)b * T + t) * W, sizeof(float) * W);
-            sok = jb_transformer_cuda_forward_host(dt, dc, row, 1, &err) == 0;
-            for (int b = 0; sok && b < N; b++) {
-                double ma;
-                close &= jb_test_close(row + (size_t)b * W, ref + ((size_t)b * T + t) * W, W, rel,
-                                       abs_, &ma, NULL);
-                if (ma > worst) worst = ma;
+        // Sampling: one-token steps (cache for passes of 1 token: the windowed layouts), as one
+        // CUDA graph per step (captured once, replayed) and launched kernel by kernel.
+        for (int graph = 1; graph >= 0; graph--) {
+            dc = jb_tcache_cuda_new(dt, N, 1, 0, &err);
+            JB_CHECK(dc != NULL, "%s: step cache (%s)", cs->dir, err.msg);
+            if (!dc) break;
+            jb_tcache_cuda_use_graph(dc, graph);
+            int sok = !E || jb_tcache_cuda_set_encoder(dc, enc, &err) == 0;
+            float *row = malloc(sizeof(float) * (size_t)N * W);
+            double worst = 0, t_ms = now_ms();
+            int close = 1;
+            for (int t = 0; sok && t < T; t++) {
+                for (int b = 0; b < N; b++)
+                    memcpy(row + (size_t)b * W, x0 + ((size_t)b * T + t) * W, sizeof(float) * W);
+                sok = jb_transformer_cuda_forward_host(dt, dc, row, 1, &err) == 0;
+                for (int b = 0; sok && b < N; b++) {
+                    double ma;
+                    close &= jb_test_close(row + (size_t)b * W, ref + ((size_t)b * T + t) * W, W,
+                                           rel, abs_, &ma, NULL);
+                    if (ma > worst) worst = ma;
+                }
             }
+            t_ms = now_ms() - t_ms;
+            const char *how = graph ? "graph" : "kernel by kernel";
+            JB_CHECK(sok, "%s: device steps, %s (%s)", cs->dir, how, err.msg);
+            JB_CHECK(sok && close, "%s: %d one-token steps (%s) vs CPU full pass: max abs %.3g",
+                     cs->dir, T, how, worst);
+            long cap = -1, rep = -1;
+            jb_tcache_cuda_graph_stats(dc, &cap, &rep);
+            JB_CHECK(graph ? (cap == 1 && rep == T) : (cap == 0 && rep == 0),
+                     "%s: %s: %ld captures, %ld replays", cs->dir, how, cap, rep);
+            printf("%s: %d steps (%s): max abs diff %.3g\n", cs->dir, T, how, worst);
+            if (getenv("JB_CUDA_TIMING"))   // make test-gpu: wall time incl. the copies of x
+                printf("%s: %.3f ms per step (%s, batch %d, with host copies)\n", cs->dir,
+                       t_ms / T, how, N);
+            if (graph && sok) {   // after a reset the same graph serves position 0 again
+                for (int b = 0; b < N; b++)
+                    memcpy(row + (size_t)b * W, x0 + (size_t)b * T * W, sizeof(float) * W);
+                double ma = 1e30;
+                int rok = jb_tcache_cuda_reset(dc, &err) == 0 &&
+                          jb_transformer_cuda_forward_host(dt, dc, row, 1, &err) == 0 &&
+                          jb_test_close(row, ref, W, rel, abs_, &ma, NULL);
+                jb_tcache_cuda_graph_stats(dc, &cap, &rep);
+                JB_CHECK(rok && cap == 1 && rep == T + 1,
+                         "%s: after reset, position 0 by the same graph (max abs %.3g, %s)",
+                         cs->dir, ma, err.msg);
+            }
+            free(row);
+            jb_tcache_cuda_destroy(&dc);
         }
-        JB_CHECK(sok, "%s: device steps (%s)", cs->dir, err.msg);
-        JB_CHECK(sok && close, "%s: %d one-token steps vs CPU full pass: max abs %.3g", cs->dir,
-                 T, worst);
-        t_ms = now_ms() - t_ms;
-        printf("%s: %d steps: max abs diff %.3g\n", cs->dir, T, worst);
-        if (getenv("JB_CUDA_TIMING"))   // make test-gpu: wall time incl. the copies of x
-            printf("%s: %.3f ms per step (batch %d, with host copies)\n", cs->dir, t_ms / T, N);
-        free(row);
-        jb_tcache_cuda_destroy(&dc);
 
         // Memory planning.
         jb_transformer_cuda_plan_t plan;

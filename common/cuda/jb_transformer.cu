@@ -15,6 +15,7 @@ extern "C" {
 namespace {
 
 const size_t kAlign = 256;
+const size_t kBlasWorkspace = (size_t)32 << 20;   // cuBLAS workspace of a cache (Hopper: 32 MiB)
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -56,10 +57,6 @@ JB_HD inline void to_bf16_at(int64_t i, uint16_t *out, const float *x) {
     out[i] = jb_f32_to_bf16(x[i]);
 }
 
-JB_CUDA_KERNEL(k_kv_store, kv_store_at,
-               (int64_t n, float *k, float *v, const float *qkv, int n_tok, int S, int cap, int t0,
-                int prime_only),
-               (i, k, v, qkv, n_tok, S, cap, t0, prime_only))
 JB_CUDA_KERNEL(k_enc_split, enc_split_at, (int64_t n, float *k, float *v, const float *enc, int S),
                (i, k, v, enc, S))
 JB_CUDA_KERNEL(k_res_half, res_half_at, (int64_t n, float *r, const float *x, const float *t,
@@ -70,6 +67,39 @@ JB_CUDA_KERNEL(k_res_full, res_full_at, (int64_t n, float *x, const float *t, co
                (i, x, t, r, s))
 JB_CUDA_KERNEL(k_to_f16, to_f16_at, (int64_t n, uint16_t *out, const float *x), (i, out, x))
 JB_CUDA_KERNEL(k_to_bf16, to_bf16_at, (int64_t n, uint16_t *out, const float *x), (i, out, x))
+
+// The jb_nn bodies again, launched on the cache's stream (the jb_nn_cuda_* launchers use the
+// legacy default stream, which a graph capture cannot record).
+JB_CUDA_KERNEL(k_ln, jb_nn_layernorm_at,
+               (int64_t n, float *out, const float *x, const float *g, const float *b, int C,
+                float eps),
+               (i, out, x, g, b, C, eps))
+JB_CUDA_KERNEL(k_gelu, jb_nn_quick_gelu_at, (int64_t n, float *x), (i, x))
+JB_CUDA_KERNEL(k_add2, jb_nn_add_at, (int64_t n, float *y, const float *a, const float *b),
+               (i, y, a, b))
+JB_CUDA_KERNEL(k_bias, jb_nn_add_bcast_at, (int64_t n, float *y, const float *a, int64_t period),
+               (i, y, a, period))
+
+// Kernels that read the position from device memory, so that one captured step serves every
+// position: attention, the key/value scatter, and the position's advance.
+__global__ void k_attn_pos(int64_t n, float *out, float *w, const float *q, int q_stride,
+                           const float *kc, const float *vc, jb_nn_attn_kind_t kind, int rows,
+                           int H, int hd, int cap, const int *pos, int w_cap, float scale) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) jb_nn_attn_at(i, out, w, q, q_stride, kc, vc, kind, rows, H, hd, cap, *pos, w_cap,
+                             scale);
+}
+__global__ void k_kv_store_pos(int64_t n, float *k, float *v, const float *qkv, int n_tok, int S,
+                               int cap, const int *pos, int prime_only) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) kv_store_at(i, k, v, qkv, n_tok, S, cap, *pos, prime_only);
+}
+__global__ void k_pos_add(int64_t n, int *pos, int d) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) *pos += d;
+}
+
+size_t fixed_bytes(int depth) { return kAlign * (size_t)(2 * depth + 14) + kBlasWorkspace; }
 
 struct DLin {
     const void *w;   // (K, N) in dt
@@ -114,7 +144,13 @@ struct jb_tcache_cuda {
     float *x, *h, *qkv, *a, *t, *r, *m, *w, *enc, *enc_in;
     uint16_t *half;    // activations rounded for f16/bf16 products
     size_t half_elems;
+    int *pos_dev;      // the position, on the device (read by the kernels of a pass)
+    void *blas_ws;     // cuBLAS workspace (kBlasWorkspace bytes)
     void *mem;
+    cudaStream_t st;
+    cudaGraphExec_t graph;   // the captured one-token step for graph_n sequences
+    int graph_n, use_graph;
+    long captures, replays;
 };
 
 namespace {
@@ -175,7 +211,7 @@ void jb_transformer_cuda_plan(const jb_transformer_t *tf, int max_chunk,
     Sizes z = sizes_of(tf, max_chunk);
     plan->per_sample = per_sample(z);
     plan->kv_per_sample = z.kv;
-    plan->fixed = kAlign * (size_t)(2 * hp->depth + 12);
+    plan->fixed = fixed_bytes(hp->depth);
 }
 
 jb_transformer_cuda_t *jb_transformer_cuda_new(const jb_transformer_t *tf, jb_err_t *err) {
@@ -274,7 +310,7 @@ jb_tcache_cuda_t *jb_tcache_cuda_new(jb_transformer_cuda_t *dt, int n_batch, int
     }
     if (max_chunk > hp->n_ctx) max_chunk = hp->n_ctx;
     Sizes z = sizes_of(dt->tf, max_chunk);
-    size_t ps = per_sample(z), fixed = kAlign * (size_t)(2 * hp->depth + 12);
+    size_t ps = per_sample(z), fixed = fixed_bytes(hp->depth);
     size_t free_b = 0, total_b = 0;
     if (jb_gpu_mem_info(&free_b, &total_b, err)) return NULL;
     size_t need = fixed + ps * (size_t)n_batch;
@@ -327,12 +363,28 @@ jb_tcache_cuda_t *jb_tcache_cuda_new(jb_transformer_cuda_t *dt, int n_batch, int
     c->a = (float *)take(z.a), c->t = (float *)take(z.t), c->r = (float *)take(z.r);
     c->m = (float *)take(z.m), c->w = (float *)take(z.w), c->enc = (float *)take(z.enc);
     c->enc_in = (float *)take(z.enc_in), c->half = (uint16_t *)take(z.half);
+    c->pos_dev = (int *)p;
+    c->blas_ws = (char *)p + kAlign;
+    c->use_graph = 1;
+    cudaError_t e = cudaStreamCreate(&c->st);
+    if (e == cudaSuccess) e = cudaMemsetAsync(c->pos_dev, 0, sizeof(int), c->st);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->st);
+    if (e != cudaSuccess) {
+        jb_cuda_fail(err, __FILE__, __LINE__, "device cache stream", e);
+        jb_tcache_cuda_destroy(&c);
+        return NULL;
+    }
     return c;
 }
 
 void jb_tcache_cuda_destroy(jb_tcache_cuda_t **c_p) {
     if (!c_p || !*c_p) return;
     jb_tcache_cuda_t *c = *c_p;
+    if (c->graph) cudaGraphExecDestroy(c->graph);
+    if (c->st) {
+        cudaStreamSynchronize(c->st);
+        cudaStreamDestroy(c->st);
+    }
     jb_gpu_free(c->mem);
     free(c->cap);
     free(c->k);
@@ -343,7 +395,15 @@ void jb_tcache_cuda_destroy(jb_tcache_cuda_t **c_p) {
 
 int jb_tcache_cuda_batch(const jb_tcache_cuda_t *c) { return c->N; }
 int jb_tcache_cuda_pos(const jb_tcache_cuda_t *c) { return c->pos; }
-void jb_tcache_cuda_reset(jb_tcache_cuda_t *c) { c->pos = 0; }
+int jb_tcache_cuda_reset(jb_tcache_cuda_t *c, jb_err_t *err) {
+    c->pos = 0;
+    JB_CUDA_CHECK(cudaMemsetAsync(c->pos_dev, 0, sizeof(int), c->st), err);
+    return 0;
+}
+void jb_tcache_cuda_use_graph(jb_tcache_cuda_t *c, int on) { c->use_graph = on != 0; }
+void jb_tcache_cuda_graph_stats(const jb_tcache_cuda_t *c, long *captures, long *replays) {
+    *captures = c->captures, *replays = c->replays;
+}
 float *jb_tcache_cuda_x(jb_tcache_cuda_t *c) { return c->x; }
 
 int jb_tcache_cuda_set_batch(jb_tcache_cuda_t *c, int n, jb_err_t *err) {
@@ -367,24 +427,118 @@ int linear(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, float *y, const float
             return jb_err_set(err, JB_EINTERNAL, "device pass: %lld activations exceed the "
                               "%zu-element rounding buffer", (long long)n, c->half_elems);
         if (l.dt == JB_F16)
-            JB_LAUNCH(k_to_f16, jb_cuda_blocks(n), JB_CUDA_BLOCK, 0, n, c->half, x);
+            JB_LAUNCH(k_to_f16, jb_cuda_blocks(n), JB_CUDA_BLOCK, c->st, n, c->half, x);
         else
-            JB_LAUNCH(k_to_bf16, jb_cuda_blocks(n), JB_CUDA_BLOCK, 0, n, c->half, x);
+            JB_LAUNCH(k_to_bf16, jb_cuda_blocks(n), JB_CUDA_BLOCK, c->st, n, c->half, x);
         JB_CUDA_LAUNCHED(err);
         B = c->half;
     }
     if (jb_gpu_gemm(dt->blas, 0, 0, l.N, M, l.K, 1.0f, l.w, l.dt, l.N, B, l.dt, l.K, 0.0f, y, l.N,
                     err))
         return -1;
-    if (l.b && jb_nn_cuda_add_bcast(y, l.b, (int64_t)M * l.N, l.N))
-        return jb_cuda_fail(err, __FILE__, __LINE__, "bias", cudaGetLastError());
+    if (l.b) {
+        int64_t ny = (int64_t)M * l.N;
+        JB_LAUNCH(k_bias, jb_cuda_blocks(ny), JB_CUDA_BLOCK, c->st, ny, y, l.b, (int64_t)l.N);
+        JB_CUDA_LAUNCHED(err);
+    }
     return 0;
 }
 
-#define NN_CHECK(call) \
-    do {               \
-        if (call) return jb_cuda_fail(err, __FILE__, __LINE__, #call, cudaGetLastError()); \
-    } while (0)
+// The handle works on this cache's stream with this cache's workspace.
+int bind_blas(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, jb_err_t *err) {
+    JB_CUBLAS_CHECK(cublasSetStream(dt->blas, c->st), err);
+    JB_CUBLAS_CHECK(cublasSetWorkspace(dt->blas, c->blas_ws, kBlasWorkspace), err);
+    return 0;
+}
+
+// Issue one pass of n_tok tokens on c->st (positions from c->pos_dev, advanced at the end).
+int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_err_t *err) {
+    const jb_transformer_hp_t *hp = &dt->hp;
+    int N = c->n_active, W = hp->width, S = dt->S, H = hp->heads, hd = dt->hd;
+    int R = N * n_tok;
+    int64_t RW = (int64_t)R * W, RM = (int64_t)R * dt->M;
+    unsigned gRW = jb_cuda_blocks(RW), gR = jb_cuda_blocks(R), gRM = jb_cuda_blocks(RM);
+    cudaStream_t st = c->st;
+    float *x = c->x;
+    for (int d = 0; d < hp->depth; d++) {
+        const DLayer &L = dt->layers[d];
+        int cap = c->cap[d];
+        JB_LAUNCH(k_ln, gR, JB_CUDA_BLOCK, st, (int64_t)R, c->h, (const float *)x, L.ln0_g,
+                  L.ln0_b, W, 1e-5f);
+        JB_CUDA_LAUNCHED(err);
+        if (linear(dt, c, c->qkv, c->h, L.c_attn, R, err)) return -1;
+        int q_stride = S;
+        if (L.kind != 6) {
+            q_stride = 3 * S;
+            int64_t n = (int64_t)R * S;
+            JB_LAUNCH(k_kv_store_pos, jb_cuda_blocks(n), JB_CUDA_BLOCK, st, n, c->k[d], c->v[d],
+                      (const float *)c->qkv, n_tok, S, cap, (const int *)c->pos_dev,
+                      L.kind == 7 ? 1 : 0);
+            JB_CUDA_LAUNCHED(err);
+        }
+        jb_nn_attn_kind_t kind = {L.kind, dt->block_ctx, hp->encoder_dims, dt->prime_keys};
+        int64_t na = (int64_t)R * H;
+        JB_LAUNCH(k_attn_pos, jb_cuda_blocks(na), JB_CUDA_BLOCK, st, na, c->a, c->w,
+                  (const float *)c->qkv, q_stride, (const float *)c->k[d],
+                  (const float *)c->v[d], kind, n_tok, H, hd, cap, (const int *)c->pos_dev,
+                  c->w_cap, dt->scale);
+        JB_CUDA_LAUNCHED(err);
+        if (linear(dt, c, c->t, c->a, L.c_proj, R, err)) return -1;
+        const float *ln1_in = x;
+        if (dt->res_scale == 1.0f) {
+            JB_LAUNCH(k_add2, gRW, JB_CUDA_BLOCK, st, RW, x, (const float *)x,
+                      (const float *)c->t);
+        } else {
+            JB_LAUNCH(k_res_half, gRW, JB_CUDA_BLOCK, st, RW, c->r, (const float *)x,
+                      (const float *)c->t, dt->res_scale);
+            ln1_in = c->r;
+        }
+        JB_CUDA_LAUNCHED(err);
+        JB_LAUNCH(k_ln, gR, JB_CUDA_BLOCK, st, (int64_t)R, c->h, ln1_in, L.ln1_g, L.ln1_b, W,
+                  1e-5f);
+        JB_CUDA_LAUNCHED(err);
+        if (linear(dt, c, c->m, c->h, L.fc, R, err)) return -1;
+        JB_LAUNCH(k_gelu, gRM, JB_CUDA_BLOCK, st, RM, c->m);
+        JB_CUDA_LAUNCHED(err);
+        if (linear(dt, c, c->r, c->m, L.mlp_proj, R, err)) return -1;
+        if (dt->res_scale == 1.0f)
+            JB_LAUNCH(k_add2, gRW, JB_CUDA_BLOCK, st, RW, x, (const float *)x,
+                      (const float *)c->r);
+        else
+            JB_LAUNCH(k_res_full, gRW, JB_CUDA_BLOCK, st, RW, x, (const float *)c->t,
+                      (const float *)c->r, dt->res_scale);
+        JB_CUDA_LAUNCHED(err);
+    }
+    JB_LAUNCH(k_pos_add, 1, 1, st, (int64_t)1, c->pos_dev, n_tok);
+    JB_CUDA_LAUNCHED(err);
+    return 0;
+}
+
+// Capture the one-token step for the active batch as a graph.
+int capture_step(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, jb_err_t *err) {
+    if (c->graph) {
+        cudaGraphExecDestroy(c->graph);
+        c->graph = NULL;
+    }
+    JB_CUDA_CHECK(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal), err);
+    int rc = enqueue_pass(dt, c, 1, err);
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->st, &g);
+    if (rc != 0) {
+        if (g) cudaGraphDestroy(g);
+        return jb_err_prefix(err, "capturing the step");
+    }
+    if (e != cudaSuccess) return jb_cuda_fail(err, __FILE__, __LINE__, "cudaStreamEndCapture", e);
+    e = cudaGraphInstantiate(&c->graph, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        c->graph = NULL;
+        return jb_cuda_fail(err, __FILE__, __LINE__, "cudaGraphInstantiate", e);
+    }
+    c->graph_n = c->n_active;
+    c->captures++;
+    return 0;
+}
 
 }  // namespace
 
@@ -395,17 +549,21 @@ int jb_tcache_cuda_set_encoder(jb_tcache_cuda_t *c, const float *encoder_kv, jb_
     int E = dt->hp.encoder_dims, S = dt->S, W = dt->hp.width;
     if (E <= 0) return jb_err_set(err, JB_EINVAL, "transformer has no encoder-decoder layers");
     int rows = c->n_active * E;
-    if (jb_gpu_upload(c->enc_in, encoder_kv, sizeof(float) * (size_t)rows * (size_t)W, err))
-        return -1;
+    if (bind_blas(dt, c, err)) return -1;
+    JB_CUDA_CHECK(cudaMemcpyAsync(c->enc_in, encoder_kv, sizeof(float) * (size_t)rows * (size_t)W,
+                                  cudaMemcpyHostToDevice, c->st),
+                  err);
     for (int d = 0; d < dt->hp.depth; d++) {
         const DLayer &L = dt->layers[d];
         if (L.kind != 6) continue;
         if (linear(dt, c, c->enc, c->enc_in, L.c_enc_kv, rows, err)) return -1;
         int64_t n = (int64_t)rows * S;
-        JB_LAUNCH(k_enc_split, jb_cuda_blocks(n), JB_CUDA_BLOCK, 0, n, c->k[d], c->v[d], c->enc, S);
+        JB_LAUNCH(k_enc_split, jb_cuda_blocks(n), JB_CUDA_BLOCK, c->st, n, c->k[d], c->v[d],
+                  (const float *)c->enc, S);
         JB_CUDA_LAUNCHED(err);
     }
-    return jb_gpu_sync(err);
+    JB_CUDA_CHECK(cudaStreamSynchronize(c->st), err);
+    return 0;
 }
 
 int jb_transformer_cuda_forward(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok,
@@ -415,50 +573,13 @@ int jb_transformer_cuda_forward(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, 
     if (n_tok < 1 || n_tok > c->max_chunk || c->pos + n_tok > hp->n_ctx)
         return jb_err_set(err, JB_EINVAL, "device pass of %d tokens at position %d (chunk max %d, "
                           "n_ctx %d)", n_tok, c->pos, c->max_chunk, hp->n_ctx);
-    int N = c->n_active, W = hp->width, S = dt->S, H = hp->heads, hd = dt->hd;
-    int R = N * n_tok, t0 = c->pos;
-    int64_t RW = (int64_t)R * W;
-    float *x = c->x;
-    for (int d = 0; d < hp->depth; d++) {
-        const DLayer &L = dt->layers[d];
-        int cap = c->cap[d];
-        NN_CHECK(jb_nn_cuda_layernorm(c->h, x, L.ln0_g, L.ln0_b, R, W, 1e-5f));
-        int q_stride;
-        if (L.kind == 6) {
-            if (linear(dt, c, c->qkv, c->h, L.c_attn, R, err)) return -1;
-            q_stride = S;
-        } else {
-            if (linear(dt, c, c->qkv, c->h, L.c_attn, R, err)) return -1;
-            q_stride = 3 * S;
-            int64_t n = (int64_t)R * S;
-            JB_LAUNCH(k_kv_store, jb_cuda_blocks(n), JB_CUDA_BLOCK, 0, n, c->k[d], c->v[d],
-                      (const float *)c->qkv, n_tok, S, cap, t0, L.kind == 7 ? 1 : 0);
-            JB_CUDA_LAUNCHED(err);
-        }
-        jb_nn_attn_kind_t kind = {L.kind, dt->block_ctx, hp->encoder_dims, dt->prime_keys};
-        NN_CHECK(jb_nn_cuda_attn(c->a, c->w, c->qkv, q_stride, c->k[d], c->v[d], kind, N, n_tok,
-                                 H, hd, cap, t0, c->w_cap, dt->scale));
-        if (linear(dt, c, c->t, c->a, L.c_proj, R, err)) return -1;
-        if (dt->res_scale == 1.0f) {
-            NN_CHECK(jb_nn_cuda_add(x, x, c->t, RW));
-            NN_CHECK(jb_nn_cuda_layernorm(c->h, x, L.ln1_g, L.ln1_b, R, W, 1e-5f));
-            if (linear(dt, c, c->m, c->h, L.fc, R, err)) return -1;
-            NN_CHECK(jb_nn_cuda_quick_gelu(c->m, (int64_t)R * dt->M));
-            if (linear(dt, c, c->r, c->m, L.mlp_proj, R, err)) return -1;
-            NN_CHECK(jb_nn_cuda_add(x, x, c->r, RW));
-        } else {
-            float s = dt->res_scale;
-            JB_LAUNCH(k_res_half, jb_cuda_blocks(RW), JB_CUDA_BLOCK, 0, RW, c->r, (const float *)x,
-                      (const float *)c->t, s);
-            JB_CUDA_LAUNCHED(err);
-            NN_CHECK(jb_nn_cuda_layernorm(c->h, c->r, L.ln1_g, L.ln1_b, R, W, 1e-5f));
-            if (linear(dt, c, c->m, c->h, L.fc, R, err)) return -1;
-            NN_CHECK(jb_nn_cuda_quick_gelu(c->m, (int64_t)R * dt->M));
-            if (linear(dt, c, c->r, c->m, L.mlp_proj, R, err)) return -1;
-            JB_LAUNCH(k_res_full, jb_cuda_blocks(RW), JB_CUDA_BLOCK, 0, RW, x, (const float *)c->t,
-                      (const float *)c->r, s);
-            JB_CUDA_LAUNCHED(err);
-        }
+    if (bind_blas(dt, c, err)) return -1;
+    if (n_tok == 1 && c->use_graph) {
+        if ((!c->graph || c->graph_n != c->n_active) && capture_step(dt, c, err)) return -1;
+        JB_CUDA_CHECK(cudaGraphLaunch(c->graph, c->st), err);
+        c->replays++;
+    } else if (enqueue_pass(dt, c, n_tok, err)) {
+        return -1;
     }
     c->pos += n_tok;
     return 0;
@@ -470,9 +591,10 @@ int jb_transformer_cuda_forward_host(jb_transformer_cuda_t *dt, jb_tcache_cuda_t
         return jb_err_set(err, JB_EINVAL, "device pass of %d tokens (chunk max %d)", n_tok,
                           c->max_chunk);
     size_t bytes = sizeof(float) * (size_t)c->n_active * (size_t)n_tok * (size_t)dt->hp.width;
-    if (jb_gpu_upload(c->x, x, bytes, err) || jb_transformer_cuda_forward(dt, c, n_tok, err) ||
-        jb_gpu_download(x, c->x, bytes, err))
-        return -1;
+    JB_CUDA_CHECK(cudaMemcpyAsync(c->x, x, bytes, cudaMemcpyHostToDevice, c->st), err);
+    if (jb_transformer_cuda_forward(dt, c, n_tok, err)) return -1;
+    JB_CUDA_CHECK(cudaMemcpyAsync(x, c->x, bytes, cudaMemcpyDeviceToHost, c->st), err);
+    JB_CUDA_CHECK(cudaStreamSynchronize(c->st), err);
     return 0;
 }
 

@@ -11,6 +11,12 @@
 //                     checks them, then the kernel runs for every block (OpenMP) and every
 //                     thread index, threadIdx/blockIdx/blockDim/gridDim being thread-locals.
 //   streams, events = synchronous: work runs when issued, in issue order.
+//   graphs          = stream capture records every launch, cuBLAS call, async copy and memset
+//                     issued on the capturing stream (with its arguments, as the GPU records
+//                     them) instead of running it; cudaGraphLaunch replays the record in order.
+//                     As on a GPU, work issued on the legacy default stream (0) or a synchronous
+//                     copy while a capture is active invalidates the capture
+//                     (cudaErrorStreamCaptureImplicit; cudaStreamEndCapture then fails).
 //   device          = one emulated device, "JB CUDA emulation", compute capability 9.0.
 //
 // Thread rules: calls may come from any thread (the allocation table is locked).
@@ -58,6 +64,10 @@ enum cudaError_t {
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
     cudaErrorLaunchFailure = 719,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureUnmatched = 903,
+    cudaErrorStreamCaptureImplicit = 906,
 };
 typedef cudaError_t cudaError;
 
@@ -71,6 +81,19 @@ enum cudaMemcpyKind {
 
 typedef struct jb_emu_stream *cudaStream_t;
 typedef struct jb_emu_event *cudaEvent_t;
+typedef struct jb_emu_graph *cudaGraph_t;
+typedef struct jb_emu_graph *cudaGraphExec_t;
+
+enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus {
+    cudaStreamCaptureStatusNone = 0,
+    cudaStreamCaptureStatusActive = 1,
+    cudaStreamCaptureStatusInvalidated = 2,
+};
 
 struct cudaDeviceProp {
     char name[256];
@@ -113,6 +136,14 @@ cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, si
 cudaError_t cudaStreamCreate(cudaStream_t *st);
 cudaError_t cudaStreamDestroy(cudaStream_t st);
 cudaError_t cudaStreamSynchronize(cudaStream_t st);
+cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t st, cudaStreamCaptureStatus *status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
+                                 unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t st);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 cudaError_t cudaEventCreate(cudaEvent_t *ev);
 cudaError_t cudaEventDestroy(cudaEvent_t ev);
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st = 0);
@@ -130,6 +161,11 @@ inline void jb_emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, cudaStrea
                           A... args) {
     jb_emu_launch_body(grid, block, st, [=]() { kernel(args...); });
 }
+
+// Work issued on stream st: recorded when st is capturing (returns 1: do not run it now),
+// refused when a capture is active and st is the legacy stream (returns -1, the capture is
+// invalidated), else 0: run it now.
+int jb_emu_capture(cudaStream_t st, const std::function<void()> &op);
 
 // 1 when [p, p + bytes) lies inside one live device allocation.
 int jb_cuda_emu_is_device(const void *p, size_t bytes);

@@ -66,14 +66,39 @@ int where(const void *p, size_t bytes) {
 }  // namespace
 
 struct jb_emu_stream {
-    int id;
+    bool capturing = false, invalid = false;
+    std::vector<std::function<void()>> ops;
+};
+struct jb_emu_graph {
+    std::vector<std::function<void()>> ops;
 };
 struct jb_emu_event {
     double t;
 };
 struct jb_emu_cublas {
     cudaStream_t st;
+    void *ws;
+    size_t ws_bytes;
 };
+
+namespace {
+std::atomic<int> g_captures{0};                 // streams capturing now
+std::vector<cudaStream_t> g_capturing_streams;  // guarded by g_mu
+}  // namespace
+
+int jb_emu_capture(cudaStream_t st, const std::function<void()> &op) {
+    if (st && st->capturing) {
+        st->ops.push_back(op);
+        return 1;
+    }
+    if (!st && g_captures.load() > 0) {   // legacy stream during a capture: invalidates it
+        std::lock_guard<std::mutex> lk(g_mu);
+        for (cudaStream_t s : g_capturing_streams) s->invalid = true;
+        g_last = cudaErrorStreamCaptureImplicit;
+        return -1;
+    }
+    return 0;
+}
 
 int jb_cuda_emu_is_device(const void *p, size_t bytes) { return where(p, bytes) == 1; }
 
@@ -104,6 +129,10 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureUnmatched: return "cudaErrorStreamCaptureUnmatched";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
     }
     return "cudaErrorUnknown";
 }
@@ -122,6 +151,13 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorStreamCaptureUnsupported:
+        return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+        return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnmatched: return "capture was not initiated in this stream";
+    case cudaErrorStreamCaptureImplicit:
+        return "operation would make the legacy stream depend on a capturing blocking stream";
     }
     return "unknown error";
 }
@@ -224,37 +260,116 @@ static cudaError_t copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    if (jb_emu_capture(0, [] {}) < 0) return fail(cudaErrorStreamCaptureImplicit);
     return copy(dst, src, bytes, kind);
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
+                            cudaStream_t st) {
+    if (st && st->capturing) {   // checked now, copied at replay
+        int d = where(dst, bytes), s = where(src, bytes);
+        if (d < 0 || s < 0) return fail(cudaErrorInvalidValue);
+        jb_emu_capture(st, [=] { copy(dst, src, bytes, kind); });
+        return cudaSuccess;
+    }
+    if (jb_emu_capture(st, [] {}) < 0) return fail(cudaErrorStreamCaptureImplicit);
     return copy(dst, src, bytes, kind);
 }
-cudaError_t cudaMemset(void *p, int value, size_t bytes) {
-    if (bytes == 0) return cudaSuccess;
-    if (where(p, bytes) != 1) return fail(cudaErrorInvalidValue);
-    memset(p, value, bytes);
-    return cudaSuccess;
-}
-cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t) {
-    return cudaMemset(p, value, bytes);
-}
-cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, size_t height,
-                              cudaStream_t) {
+static cudaError_t set2d(void *p, size_t pitch, int value, size_t width, size_t height,
+                         cudaStream_t st) {
     if (height == 0 || width == 0) return cudaSuccess;
     if (width > pitch || where(p, pitch * (height - 1) + width) != 1)
         return fail(cudaErrorInvalidValue);
-    for (size_t r = 0; r < height; r++) memset((char *)p + r * pitch, value, width);
+    auto op = [=] {
+        for (size_t r = 0; r < height; r++) memset((char *)p + r * pitch, value, width);
+    };
+    int c = jb_emu_capture(st, op);
+    if (c < 0) return fail(cudaErrorStreamCaptureImplicit);
+    if (c == 0) op();
     return cudaSuccess;
+}
+cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+    return set2d(p, bytes, value, bytes, 1, 0);
+}
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t st) {
+    return set2d(p, bytes, value, bytes, 1, st);
+}
+cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int value, size_t width, size_t height,
+                              cudaStream_t st) {
+    return set2d(p, pitch, value, width, height, st);
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t *st) {
     if (!st) return fail(cudaErrorInvalidValue);
-    *st = new jb_emu_stream{1};
+    *st = new jb_emu_stream();
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t st) {
+    if (st && st->capturing) {
+        std::lock_guard<std::mutex> lk(g_mu);
+        for (size_t i = 0; i < g_capturing_streams.size(); i++)
+            if (g_capturing_streams[i] == st) g_capturing_streams.erase(g_capturing_streams.begin() + (long)i);
+        g_captures--;
+    }
     delete st;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode) {
+    if (!st) return fail(cudaErrorStreamCaptureUnsupported);   // not the legacy stream
+    if (st->capturing) return fail(cudaErrorStreamCaptureUnsupported);
+    st->capturing = true, st->invalid = false;
+    st->ops.clear();
+    std::lock_guard<std::mutex> lk(g_mu);
+    g_capturing_streams.push_back(st);
+    g_captures++;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *graph) {
+    if (!graph) return fail(cudaErrorInvalidValue);
+    *graph = NULL;
+    if (!st || !st->capturing) return fail(cudaErrorStreamCaptureUnmatched);
+    {
+        std::lock_guard<std::mutex> lk(g_mu);
+        for (size_t i = 0; i < g_capturing_streams.size(); i++)
+            if (g_capturing_streams[i] == st) g_capturing_streams.erase(g_capturing_streams.begin() + (long)i);
+        g_captures--;
+    }
+    st->capturing = false;
+    if (st->invalid) {
+        st->ops.clear();
+        return fail(cudaErrorStreamCaptureInvalidated);
+    }
+    *graph = new jb_emu_graph{std::move(st->ops)};
+    st->ops.clear();
+    return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t st, cudaStreamCaptureStatus *status) {
+    if (!status) return fail(cudaErrorInvalidValue);
+    *status = st && st->capturing ? (st->invalid ? cudaStreamCaptureStatusInvalidated
+                                                 : cudaStreamCaptureStatusActive)
+                                  : cudaStreamCaptureStatusNone;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long) {
+    if (!exec || !graph) return fail(cudaErrorInvalidValue);
+    *exec = new jb_emu_graph{graph->ops};
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t st) {
+    if (!exec) return fail(cudaErrorInvalidResourceHandle);
+    auto op = [exec] {
+        for (auto &f : exec->ops) f();
+    };
+    int c = jb_emu_capture(st, op);
+    if (c < 0) return fail(cudaErrorStreamCaptureImplicit);
+    if (c == 0) op();
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete exec;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    delete graph;
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
@@ -283,7 +398,8 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     return cudaSuccess;
 }
 
-void jb_emu_launch_body(dim3 grid, dim3 block, cudaStream_t, const std::function<void()> &body) {
+void jb_emu_launch_body(dim3 grid, dim3 block, cudaStream_t st,
+                        const std::function<void()> &body) {
     uint64_t threads = (uint64_t)block.x * block.y * block.z;
     if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 ||
         block.z == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
@@ -291,29 +407,32 @@ void jb_emu_launch_body(dim3 grid, dim3 block, cudaStream_t, const std::function
         g_last = cudaErrorInvalidConfiguration;
         return;
     }
-    g_launches++;
-    int64_t nblocks = (int64_t)grid.x * grid.y * grid.z;
+    auto run = [grid, block, threads, body] {
+        g_launches++;
+        int64_t nblocks = (int64_t)grid.x * grid.y * grid.z;
 #pragma omp parallel for schedule(static) if (nblocks * (int64_t)threads >= 4096)
-    for (int64_t bi = 0; bi < nblocks; bi++) {
-        gridDim = grid;
-        blockDim = block;
-        blockIdx.x = (unsigned)(bi % grid.x);
-        blockIdx.y = (unsigned)((bi / grid.x) % grid.y);
-        blockIdx.z = (unsigned)(bi / ((int64_t)grid.x * grid.y));
-        for (unsigned z = 0; z < block.z; z++)
-            for (unsigned y = 0; y < block.y; y++)
-                for (unsigned x = 0; x < block.x; x++) {
-                    threadIdx.x = x, threadIdx.y = y, threadIdx.z = z;
-                    body();
-                }
-    }
+        for (int64_t bi = 0; bi < nblocks; bi++) {
+            gridDim = grid;
+            blockDim = block;
+            blockIdx.x = (unsigned)(bi % grid.x);
+            blockIdx.y = (unsigned)((bi / grid.x) % grid.y);
+            blockIdx.z = (unsigned)(bi / ((int64_t)grid.x * grid.y));
+            for (unsigned z = 0; z < block.z; z++)
+                for (unsigned y = 0; y < block.y; y++)
+                    for (unsigned x = 0; x < block.x; x++) {
+                        threadIdx.x = x, threadIdx.y = y, threadIdx.z = z;
+                        body();
+                    }
+        }
+    };
+    if (jb_emu_capture(st, run) == 0) run();
 }
 
 // ---- cuBLAS -------------------------------------------------------------------------------
 
 cublasStatus_t cublasCreate(cublasHandle_t *h) {
     if (!h) return CUBLAS_STATUS_INVALID_VALUE;
-    *h = new jb_emu_cublas{0};
+    *h = new jb_emu_cublas{0, NULL, 0};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy(cublasHandle_t h) {
@@ -330,6 +449,12 @@ cublasStatus_t cublasGetStream(cublasHandle_t h, cudaStream_t *st) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!st) return CUBLAS_STATUS_INVALID_VALUE;
     *st = h->st;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *ws, size_t bytes) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (bytes && where(ws, bytes) != 1) return CUBLAS_STATUS_INVALID_VALUE;
+    h->ws = ws, h->ws_bytes = bytes;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t) {
@@ -407,9 +532,15 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
     cublasStatus_t s = gemm_check(h, ta, tb, m, n, k, A, lda, 4, B, ldb, 4, C, ldc, 4);
     if (s != CUBLAS_STATUS_SUCCESS) return s;
     if (!alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
-    g_blas++;
     if (m == 0 || n == 0) return s;
-    cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+    float al = *alpha, be = *beta;   // host pointer mode: read at the call, as cuBLAS does
+    auto op = [=] {
+        g_blas++;
+        cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, al, A, lda, B, ldb, be, C, ldc);
+    };
+    int c = jb_emu_capture(h->st, op);
+    if (c < 0) return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (c == 0) op();
     return s;
 }
 
@@ -442,15 +573,22 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     cublasStatus_t s = gemm_check(h, ta, tb, m, n, k, A, lda, ea, B, ldb, eb, C, ldc, 4);
     if (s != CUBLAS_STATUS_SUCCESS) return s;
     if (!alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
-    g_blas++;
     if (m == 0 || n == 0) return s;
-    int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
-    int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
-    std::vector<float> wa, wb;
-    const float *pa = (const float *)A, *pb = (const float *)B;
-    if (Atype != CUDA_R_32F) widen(wa, A, Atype, ar, ac, lda), pa = wa.data(), lda = ar;
-    if (Btype != CUDA_R_32F) widen(wb, B, Btype, br, bc, ldb), pb = wb.data(), ldb = br;
-    cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, *(const float *)alpha, pa, lda, pb, ldb,
-                *(const float *)beta, (float *)C, ldc);
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    auto op = [=] {
+        g_blas++;
+        int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
+        int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
+        std::vector<float> wa, wb;
+        const float *pa = (const float *)A, *pb = (const float *)B;
+        int la = lda, lb = ldb;
+        if (Atype != CUDA_R_32F) widen(wa, A, Atype, ar, ac, lda), pa = wa.data(), la = ar;
+        if (Btype != CUDA_R_32F) widen(wb, B, Btype, br, bc, ldb), pb = wb.data(), lb = br;
+        cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, al, pa, la, pb, lb, be, (float *)C,
+                    ldc);
+    };
+    int c = jb_emu_capture(h->st, op);
+    if (c < 0) return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (c == 0) op();
     return s;
 }
