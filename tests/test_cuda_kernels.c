@@ -20,6 +20,7 @@
 #include "jb_nn.h"
 #include "jb_tensor.h"
 #include "jb_test.h"
+#include "jb_device.h"
 
 #ifdef JB_CUDA_EMU
 #include "jb_cuda_emu.h"
@@ -320,6 +321,16 @@ static void test_emulation(void) {
 #endif
 
 int main(void) {
+#ifndef JB_CUDA_EMU
+    {   // a real CUDA build: the device must be there (make test-gpu)
+        jb_device_t dev;
+        jb_err_t derr = {0};
+        int dok = jb_device_parse("cuda", &dev, &derr) == 0 && jb_device_open(&dev, &derr) == 0;
+        JB_CHECK(dok, "CUDA device: %s", derr.msg);
+        if (!dok) return jb_test_summary("test_cuda_kernels");
+        printf("device: %s, %.1f GiB free\n", dev.name, (double)dev.mem_free / (1 << 30));
+    }
+#endif
     jb_err_t err = {0};
     void *blas = jb_gpu_blas_new(&err);
     JB_CHECK(blas != NULL, "cuBLAS handle (%s)", err.msg);

@@ -15,6 +15,7 @@
 
 #include "jb_prior.h"
 #include "jb_test.h"
+#include "jb_device.h"
 #include "jb_transformer.h"
 #include "jb_transformer_cuda.h"
 
@@ -179,6 +180,16 @@ static void run_case(const case_t *cs) {
 }
 
 int main(void) {
+#ifndef JB_CUDA_EMU
+    {   // a real CUDA build: the device must be there (make test-gpu)
+        jb_device_t dev;
+        jb_err_t derr = {0};
+        int dok = jb_device_parse("cuda", &dev, &derr) == 0 && jb_device_open(&dev, &derr) == 0;
+        JB_CHECK(dok, "CUDA device: %s", derr.msg);
+        if (!dok) return jb_test_summary("test_cuda_transformer");
+        printf("device: %s, %.1f GiB free\n", dev.name, (double)dev.mem_free / (1 << 30));
+    }
+#endif
     static const case_t cases[] = {
         {"prior_top_5b_tiny", 1e-4, 2e-4, 0},
         {"prior_top_5b_fp16w", 1e-4, 1e-4, 1},
