@@ -357,6 +357,10 @@ int jb_prior_cond_y(const jb_prior_t *p, const int32_t *y, int N, float *out, jb
     }
     return 0;
 }
+void jb_prior_tables(const jb_prior_t *p, const float **x_emb, const float **pos_emb,
+                     const float **x_out) {
+    *x_emb = p->x_emb, *pos_emb = p->pos_emb, *x_out = p->x_out;
+}
 
 // Bin of a float32 position in [lo, hi) as the reference's RangeEmbedding computes it.
 static int range_bin(float pos, double lo, double hi, int bins) {

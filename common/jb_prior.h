@@ -59,6 +59,11 @@ void jb_prior_destroy(jb_prior_t **p_p);
 const jb_prior_info_t *jb_prior_info(const jb_prior_t *p);
 const jb_prior_hparams_t *jb_prior_hparams(const jb_prior_t *p);
 const jb_transformer_t *jb_prior_transformer(const jb_prior_t *p);
+// The embedding tables, for other backends (common/cuda/jb_prior.cu); float32, the prior's memory.
+// x_emb: (seq_bins, width) input embedding; pos_emb: (seq_len, width); x_out: (seq_bins, width)
+// output projection (x_emb itself when tied).
+void jb_prior_tables(const jb_prior_t *p, const float **x_emb, const float **pos_emb,
+                     const float **x_out);
 
 // ---- conditioning -----------------------------------------------------------
 

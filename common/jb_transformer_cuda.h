@@ -71,6 +71,8 @@ void jb_tcache_cuda_graph_stats(const jb_tcache_cuda_t *c, long *captures, long 
 int jb_tcache_cuda_set_batch(jb_tcache_cuda_t *c, int n, jb_err_t *err);
 // The device buffer x: (n, max_chunk, width) floats; a pass of c tokens uses (n, c, width).
 float *jb_tcache_cuda_x(jb_tcache_cuda_t *c);
+// The cache's stream (a cudaStream_t): work on x before/after a pass goes on it.
+void *jb_tcache_cuda_stream(jb_tcache_cuda_t *c);
 // Keys/values of every kind-6 layer. encoder_kv: host (n, encoder_dims, width), n active.
 int jb_tcache_cuda_set_encoder(jb_tcache_cuda_t *c, const float *encoder_kv, jb_err_t *err);
 

@@ -405,6 +405,7 @@ void jb_tcache_cuda_graph_stats(const jb_tcache_cuda_t *c, long *captures, long 
     *captures = c->captures, *replays = c->replays;
 }
 float *jb_tcache_cuda_x(jb_tcache_cuda_t *c) { return c->x; }
+void *jb_tcache_cuda_stream(jb_tcache_cuda_t *c) { return (void *)c->st; }
 
 int jb_tcache_cuda_set_batch(jb_tcache_cuda_t *c, int n, jb_err_t *err) {
     if (n < 1 || n > c->N)
