@@ -152,8 +152,8 @@ check: test
 test-gpu:
 	$(MAKE) CUDA=1 BUILD=build-cuda all $(patsubst tests/%.c,build-cuda/tests/%,$(wildcard tests/test_cuda_*.c)) \
 		build-cuda/tests/golden-runner
-	build-cuda/tests/test_cuda_kernels
-	JB_CUDA_TIMING=1 build-cuda/tests/test_cuda_transformer
+	set -e; for t in $(patsubst tests/%.c,build-cuda/tests/%,$(wildcard tests/test_cuda_*.c)); do \
+		JB_CUDA_TIMING=1 $$t; done
 	build-cuda/tests/golden-runner $(GOLDEN)
 
 asan:
