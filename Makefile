@@ -121,6 +121,9 @@ $(STAGE_BINS): $(BUILD)/bin/jukebox-%: $$(foreach f,$$(wildcard $$*/*.c),$(BUILD
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
+# jukebox-mkdataset renders with FluidSynth.
+$(BUILD)/bin/jukebox-mkdataset: LDLIBS += -lfluidsynth
+
 # A tool is tools/<name>.c plus, optionally, tools/<name>/*.c (e.g. bench subcommands).
 $(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o \
 		$$(foreach f,$$(wildcard tools/$$*/*.c),$(BUILD)/$$(basename $$f).o) $(LIB)

@@ -51,6 +51,54 @@ void jb_conv1d_pack(float *wp, const float *w, int OC, int C, int k) {
                 wp[((int64_t)j * C + c) * OC + o] = w[((int64_t)o * C + c) * k + j];
 }
 
+void jb_conv1d_pack_wino(float *wg, const float *w, int OC, int C) {
+    int64_t n = (int64_t)C * OC;
+    for (int o = 0; o < OC; o++)
+        for (int c = 0; c < C; c++) {
+            const float *g = w + ((int64_t)o * C + c) * 3;
+            int64_t i = (int64_t)c * OC + o;
+            wg[i] = g[0];
+            wg[n + i] = 0.5f * (g[0] + g[1] + g[2]);
+            wg[2 * n + i] = 0.5f * (g[0] - g[1] + g[2]);
+            wg[3 * n + i] = g[2];
+        }
+}
+
+static int64_t wino_tiles(int64_t T, int d) { return jb_wino_tiles(T, d); }
+
+size_t jb_conv1d_wino_ws_floats(int64_t T_in, int C, int OC, int d) {
+    int64_t nt = wino_tiles(T_in, d);
+    int64_t nb = n_blocks(nt), slots = nb < JB_CONV_MAX_THREADS ? nb : JB_CONV_MAX_THREADS;
+    int64_t rows = nt < JB_CONV_BLOCK ? nt : JB_CONV_BLOCK;
+    return (size_t)(C + slots * 4 * rows * (C + OC));
+}
+
+void jb_conv1d_wino(float *out, const float *x, int64_t T, int C, const float *wg, const float *b,
+                    int OC, int d, int flags, float *ws) {
+    if (T <= 0) return;
+    int relu_in = (flags & JB_CONV_RELU_IN) != 0, relu_out = (flags & JB_CONV_RELU_OUT) != 0;
+    int acc = (flags & JB_CONV_ACC) != 0;
+    int64_t nt = wino_tiles(T, d), nb = n_blocks(nt);
+    int64_t rows = nt < JB_CONV_BLOCK ? nt : JB_CONV_BLOCK;
+    int64_t n = (int64_t)C * OC;
+    float *zrow = ws;
+    memset(zrow, 0, sizeof(float) * C);
+    #pragma omp parallel for schedule(static) num_threads(n_threads(nb))
+    for (int64_t blk = 0; blk < nb; blk++) {
+        int64_t q0 = blk * JB_CONV_BLOCK;
+        int m = (int)(nt - q0 < JB_CONV_BLOCK ? nt - q0 : JB_CONV_BLOCK);
+        float *U = ws + C + (int64_t)omp_get_thread_num() * 4 * rows * (C + OC);
+        float *M = U + 4 * rows * C;
+        for (int64_t q = q0; q < q0 + m; q++)
+            jb_wino_in_tile(q, U, x, zrow, T, C, d, relu_in, q0, rows);
+        for (int i = 0; i < 4; i++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, OC, C, 1.0f,
+                        U + i * rows * C, C, wg + i * n, OC, 0.0f, M + i * rows * OC, OC);
+        for (int64_t q = q0; q < q0 + m; q++)
+            jb_wino_out_tile(q, out, M, b, T, OC, d, acc, relu_out, q0, rows);
+    }
+}
+
 void jb_convt1d_pack(float *wp, const float *w, int C, int OC, int k) {
     for (int c = 0; c < C; c++)
         for (int o = 0; o < OC; o++)
@@ -129,7 +177,8 @@ void jb_convt1d(float *out, const float *x, int64_t T_in, int C, const float *wp
             if (r1 > T_out) r1 = T_out;
             for (int64_t t = r0; t < r1; t++) {
                 float *row = out + t * OC;
-                for (int o = 0; o < OC; o++) row[o] = (acc ? row[o] : 0.0f) + (b ? b[o] : 0.0f);
+                if (!acc) memset(row, 0, sizeof(float) * OC);
+                if (b) jb_bias_act_row(t, out, b, OC, 0);
             }
             for (int r = 0; r < s; r++) {
                 // q with 0 <= q*s + r - p < T_out

@@ -30,6 +30,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "jb_kernels.h"
 
@@ -38,10 +39,27 @@
 #define JB_CONV_RELU_OUT 2   // out = relu(conv + b)
 #define JB_CONV_ACC      4   // out += conv + b (a residual add); not with RELU_OUT
 #define JB_CONV_DIRECT   8   // k sgemms on a margined copy instead of im2col
+#define JB_CONV_WINOGRAD 16  // k=3, stride 1, padding = dilation: Winograd F(2,3), see below
 
 // ---- kernel bodies (one flat index each) -------------------------------------
 
-JB_HD static inline float jb_relu_f(float v) { return v > 0.0f ? v : 0.0f; }
+// max(v, 0) on the bits (clear a negative number): branch-free, so gcc -O2 vectorises the
+// loops that use it (a `v > 0 ? v : 0` stays scalar: "control flow in loop").
+JB_HD static inline float jb_relu_f(float v) {
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    i &= ~(i >> 31);
+    memcpy(&v, &i, sizeof v);
+    return v;
+}
+
+// Vectorise a channel loop on the CPU: gcc -O2's cheap cost model would leave these loops
+// scalar (b and y may alias as far as it knows). Nothing on the device side.
+#if defined(__CUDA_ARCH__) || !defined(_OPENMP)
+#define JB_SIMD
+#else
+#define JB_SIMD _Pragma("omp simd")
+#endif
 
 // Bodies work on one time row (C or OC contiguous channels): the index is the row. An
 // index per element would pay 64-bit divisions per float on the CPU; a row's inner loop
@@ -53,12 +71,13 @@ JB_HD static inline void jb_im2col_row(int64_t t, float *col, const float *x, in
     float *dst = col + t * k * C;
     for (int j = 0; j < k; j++, dst += C) {
         int64_t src = t * s + (int64_t)j * d - p;
+        const float *in = x + src * C;
         if (src < 0 || src >= T_in) {
-            for (int c = 0; c < C; c++) dst[c] = 0.0f;
+            JB_SIMD for (int c = 0; c < C; c++) dst[c] = 0.0f;
         } else if (relu_in) {
-            for (int c = 0; c < C; c++) dst[c] = jb_relu_f(x[src * C + c]);
+            JB_SIMD for (int c = 0; c < C; c++) dst[c] = jb_relu_f(in[c]);
         } else {
-            for (int c = 0; c < C; c++) dst[c] = x[src * C + c];
+            JB_SIMD for (int c = 0; c < C; c++) dst[c] = in[c];
         }
     }
 }
@@ -68,21 +87,25 @@ JB_HD static inline void jb_pad_rows_row(int64_t r, float *pad, const float *x, 
                                          int C, int64_t margin, int relu_in) {
     int64_t src = r - margin;
     float *dst = pad + r * C;
+    const float *in = x + src * C;
     if (src < 0 || src >= T_in) {
-        for (int c = 0; c < C; c++) dst[c] = 0.0f;
+        JB_SIMD for (int c = 0; c < C; c++) dst[c] = 0.0f;
     } else if (relu_in) {
-        for (int c = 0; c < C; c++) dst[c] = jb_relu_f(x[src * C + c]);
+        JB_SIMD for (int c = 0; c < C; c++) dst[c] = jb_relu_f(in[c]);
     } else {
-        for (int c = 0; c < C; c++) dst[c] = x[src * C + c];
+        JB_SIMD for (int c = 0; c < C; c++) dst[c] = in[c];
     }
 }
 
 // Row r of y: (T, C) = y + b (b: (C) or NULL), then relu when relu.
 JB_HD static inline void jb_bias_act_row(int64_t r, float *y, const float *b, int C, int relu) {
     float *row = y + r * C;
-    for (int c = 0; c < C; c++) {
-        float v = row[c] + (b ? b[c] : 0.0f);
-        row[c] = relu ? jb_relu_f(v) : v;
+    if (b && relu) {
+        JB_SIMD for (int c = 0; c < C; c++) row[c] = jb_relu_f(row[c] + b[c]);
+    } else if (b) {
+        JB_SIMD for (int c = 0; c < C; c++) row[c] += b[c];
+    } else if (relu) {
+        JB_SIMD for (int c = 0; c < C; c++) row[c] = jb_relu_f(row[c]);
     }
 }
 
@@ -91,12 +114,83 @@ JB_HD static inline void jb_bias_act_row(int64_t r, float *y, const float *b, in
 JB_HD static inline void jb_col2im_t_row(int64_t t, float *out, const float *y, const float *b,
                                          int64_t T_in, int OC, int k, int s, int p, int acc) {
     float *dst = out + t * OC;
-    for (int o = 0; o < OC; o++) dst[o] = (acc ? dst[o] : 0.0f) + (b ? b[o] : 0.0f);
+    if (!acc) {
+        JB_SIMD for (int o = 0; o < OC; o++) dst[o] = 0.0f;
+    }
+    if (b) {
+        JB_SIMD for (int o = 0; o < OC; o++) dst[o] += b[o];
+    }
     for (int64_t j = (t + p) % s; j < k; j += s) {   // taps with (t + p - j) divisible by s
         int64_t u = (t + p - j) / s;
         if (u < 0 || u >= T_in) continue;
         const float *src = y + (u * k + j) * OC;
-        for (int o = 0; o < OC; o++) dst[o] += src[o];
+        JB_SIMD for (int o = 0; o < OC; o++) dst[o] += src[o];
+    }
+}
+
+// Winograd F(2,3) for the resnets' dilated k=3 convs (stride 1, padding d): a tile is the
+// output pair (t, t+d) with t = 2d*B + i (0 <= i < d); from inputs x0..x3 = x[t-d], x[t],
+// x[t+d], x[t+2d] it forms u = (x0-x2, x1+x2, x2-x1, x1-x3), multiplies each u_i by the
+// transformed weights G_i = (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2) (four sgemms with K = C),
+// and y[t] = M0+M1+M2, y[t+d] = M1-M2-M3: 4 products per 2 outputs instead of 6.
+// Tiles are numbered q = B*d + i, and only tiles with t < T exist (jb_wino_tiles), so a
+// large dilation on a short signal wastes at most the second output of a tile.
+JB_HD static inline int64_t jb_wino_tiles(int64_t T, int d) {
+    int64_t rem = T % (2 * (int64_t)d);
+    return T / (2 * (int64_t)d) * d + (rem < d ? rem : d);
+}
+
+// Tile q (block-relative row q - q0) of U: (4, nrow, C) from x: (T, C); zrow: (C) zeros,
+// read for the rows outside the signal (so every tile runs the same vector loop).
+JB_HD static inline void jb_wino_in_tile(int64_t q, float *U, const float *x, const float *zrow,
+                                         int64_t T, int C, int d, int relu_in, int64_t q0,
+                                         int64_t nrow) {
+    int64_t t = (q / d) * 2 * d + q % d;
+    const float *r[4];
+    for (int j = 0; j < 4; j++) {
+        int64_t src = t + (int64_t)(j - 1) * d;
+        r[j] = (src >= 0 && src < T) ? x + src * C : zrow;
+    }
+    float *u0 = U + (q - q0) * C, *u1 = u0 + nrow * C, *u2 = u1 + nrow * C, *u3 = u2 + nrow * C;
+    const float *x0 = r[0], *x1 = r[1], *x2 = r[2], *x3 = r[3];
+    if (!relu_in) {
+        JB_SIMD for (int c = 0; c < C; c++) {
+            u0[c] = x0[c] - x2[c], u1[c] = x1[c] + x2[c];
+            u2[c] = x2[c] - x1[c], u3[c] = x1[c] - x3[c];
+        }
+    } else {
+        JB_SIMD for (int c = 0; c < C; c++) {
+            float a = jb_relu_f(x0[c]), b = jb_relu_f(x1[c]);
+            float e = jb_relu_f(x2[c]), f = jb_relu_f(x3[c]);
+            u0[c] = a - e, u1[c] = b + e, u2[c] = e - b, u3[c] = b - f;
+        }
+    }
+}
+
+// Tile q of y: (T, OC) from M: (4, nrow, OC): y[t] (+)= M0+M1+M2 + b, y[t+d] (+)= M1-M2-M3 + b,
+// relu after when relu_out; rows past T are dropped.
+JB_HD static inline void jb_wino_out_tile(int64_t q, float *y, const float *M, const float *b,
+                                          int64_t T, int OC, int d, int acc, int relu_out,
+                                          int64_t q0, int64_t nrow) {
+    int64_t t = (q / d) * 2 * d + q % d;
+    const float *m0 = M + (q - q0) * OC, *m1 = m0 + nrow * OC, *m2 = m1 + nrow * OC;
+    const float *m3 = m2 + nrow * OC;
+    float *y0 = y + t * OC, *y1 = y0 + (int64_t)d * OC;
+    if (t < T) {
+        if (!acc) {
+            JB_SIMD for (int o = 0; o < OC; o++) y0[o] = m0[o] + m1[o] + m2[o];
+        } else {
+            JB_SIMD for (int o = 0; o < OC; o++) y0[o] += m0[o] + m1[o] + m2[o];
+        }
+        if (b || relu_out) jb_bias_act_row(0, y0, b, OC, relu_out);
+    }
+    if (t + d < T) {
+        if (!acc) {
+            JB_SIMD for (int o = 0; o < OC; o++) y1[o] = m1[o] - m2[o] - m3[o];
+        } else {
+            JB_SIMD for (int o = 0; o < OC; o++) y1[o] += m1[o] - m2[o] - m3[o];
+        }
+        if (b || relu_out) jb_bias_act_row(0, y1, b, OC, relu_out);
     }
 }
 
@@ -113,6 +207,9 @@ int64_t jb_convt1d_out_len(int64_t T_in, int k, int s, int p);
 // JB_CONV_DIRECT: a zero-margined copy of the input, ((T_out-1)s + (k-1)d + 1, C);
 // 0 for a 1x1 stride-1 conv without RELU_IN (it multiplies x itself).
 size_t jb_conv1d_ws_floats(int64_t T_in, int C, int k, int s, int p, int d, int flags);
+// Scratch of jb_conv1d_wino: a zero row (C), then one (4, JB_CONV_BLOCK, C + OC) block of
+// U and M per thread.
+size_t jb_conv1d_wino_ws_floats(int64_t T_in, int C, int OC, int d);
 // Scratch floats jb_convt1d needs (CPU): (T_in, k, OC) cols; 0 with JB_CONV_DIRECT.
 size_t jb_convt1d_ws_floats(int64_t T_in, int C, int OC, int k, int s, int flags);
 
@@ -120,6 +217,8 @@ size_t jb_convt1d_ws_floats(int64_t T_in, int C, int OC, int k, int s, int flags
 
 // wp: (k, C, OC) from w: (OC, C, k) (Conv1d as stored).
 void jb_conv1d_pack(float *wp, const float *w, int OC, int C, int k);
+// wg: (4, C, OC) Winograd F(2,3) weights G_i from w: (OC, C, 3).
+void jb_conv1d_pack_wino(float *wg, const float *w, int OC, int C);
 // wp: (C, k, OC) from w: (C, OC, k) (ConvTranspose1d as stored).
 void jb_convt1d_pack(float *wp, const float *w, int C, int OC, int k);
 
@@ -137,6 +236,11 @@ void jb_conv1d(float *out, const float *x, int64_t T_in, int C, const float *wp,
 // writing every s-th output row, no scratch; otherwise sgemms into cols, then a gather).
 void jb_convt1d(float *out, const float *x, int64_t T_in, int C, const float *wp, const float *b,
                 int OC, int k, int s, int p, int flags, float *ws);
+// Winograd F(2,3) conv: k=3, stride 1, padding d, dilation d (T_out = T_in).
+// out: (T, OC); x: (T, C); wg: (4, C, OC) from jb_conv1d_pack_wino; b: (OC) or NULL;
+// flags: RELU_IN, RELU_OUT, ACC; ws: jb_conv1d_wino_ws_floats floats.
+void jb_conv1d_wino(float *out, const float *x, int64_t T, int C, const float *wg, const float *b,
+                    int OC, int d, int flags, float *ws);
 // y: (n / C, C) += b, then relu when relu.
 void jb_bias_act(float *y, const float *b, int64_t n, int C, int relu);
 // x: (n) = relu(x)
@@ -157,6 +261,11 @@ int jb_convt1d_cuda(void *cublas, float *out, const float *x, int64_t T_in, int 
                     const float *wp, const float *b, int OC, int k, int s, int p, int flags,
                     float *ws);
 int jb_bias_act_cuda(float *y, const float *b, int64_t n, int C, int relu);
+// Winograd F(2,3) as jb_conv1d_wino, every tile at once: scratch of
+// jb_conv1d_wino_cuda_ws_floats floats (a zero row, U (4, tiles, C), M (4, tiles, OC)).
+size_t jb_conv1d_wino_cuda_ws_floats(int64_t T, int C, int OC, int d);
+int jb_conv1d_wino_cuda(void *cublas, float *out, const float *x, int64_t T, int C,
+                        const float *wg, const float *b, int OC, int d, int flags, float *ws);
 #endif
 
 #endif

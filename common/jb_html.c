@@ -135,10 +135,11 @@ static void sb_html(sbuf_t *b, const char *s) {
 // The alignment reduced to animation frames, quantised to 0..255:
 // frame f = mean of token rows [16 f, 16 f + 16).
 static void frames_json(sbuf_t *b, const jb_html_sample_t *s) {
-    int n_frames = (s->n_frames + JB_HTML_FRAME_TOKENS - 1) / JB_HTML_FRAME_TOKENS;
+    const int per = s->rows_per_frame > 0 ? s->rows_per_frame : JB_HTML_FRAME_TOKENS;
+    int n_frames = (s->n_frames + per - 1) / per;
     sb_str(b, "[");
     for (int f = 0; f < n_frames; f++) {
-        int t0 = f * JB_HTML_FRAME_TOKENS, t1 = t0 + JB_HTML_FRAME_TOKENS;
+        int t0 = f * per, t1 = t0 + per;
         if (t1 > s->n_frames) t1 = s->n_frames;
         sb_str(b, f ? ",[" : "[");
         for (int c = 0; c < s->n_chars; c++) {

@@ -24,6 +24,7 @@ typedef struct {
     const float *alignment;
     int n_frames;
     int n_chars;
+    int rows_per_frame;         // alignment rows per animation frame (0: 16, one row per token)
 } jb_html_sample_t;
 
 typedef struct {

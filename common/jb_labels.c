@@ -375,6 +375,11 @@ char *jb_labels_norm(const char *name, jb_err_t *err) {
 
 static void warn_unknown(const jb_labels_vocab_t *vocab, const char *kind, const char *input,
                          const char *key, jb_text_vocab_t version, const char *what) {
+    if (!input[0]) {   // no name given at all: "unknown" is what was asked for
+        jb_log(JB_DEBUG, "%s%sno %s given: id 0 (unknown)", what ? what : "", what ? ": " : "",
+               kind);
+        return;
+    }
     const char *near[3];
     int nn = jb_labels_vocab_nearest(vocab, key, near, 3);
     char list[384] = "";

@@ -135,19 +135,46 @@ AI void ukern_avx2(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, const fl
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
         for (int v = 0; v < V; v++) acc[r][v] = _mm256_loadu_ps(y + r * ldy + 8 * v);
-    for (int k = 0; k < kb; k++) {
+    int k = 0;
+    if (R == 1) {
+        // One row: the sums of even and odd k in separate registers, so that
+        // 2V chains of FMAs hide their latency.
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) acc[1][v] = _mm256_setzero_ps();
+        for (; k + 2 <= kb; k += 2) {
+            if (pf) {
+                const char *p = pf + k * pfld;
+                for (int b = 0; b < pfb; b += 64) {
+                    _mm_prefetch(p + b, _MM_HINT_T0);
+                    _mm_prefetch(p + pfld + b, _MM_HINT_T0);
+                }
+            }
+            __m256 x0 = _mm256_broadcast_ss(x + k), x1 = _mm256_broadcast_ss(x + k + 1);
+#pragma GCC unroll 8
+            for (int v = 0; v < V; v++) {
+                acc[0][v] = _mm256_fmadd_ps(x0, widen8(w, wdt, (int64_t)k * ldw + 8 * v), acc[0][v]);
+                acc[1][v] =
+                    _mm256_fmadd_ps(x1, widen8(w, wdt, (int64_t)(k + 1) * ldw + 8 * v), acc[1][v]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < V; v++) acc[0][v] = _mm256_add_ps(acc[0][v], acc[1][v]);
+    }
+    for (; k < kb; k++) {
         if (pf) {
             const char *p = pf + k * pfld;
             for (int b = 0; b < pfb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
         }
-        __m256 xb[6];
+        // V widened weights, then one broadcast x at a time: 6 x 2 accumulators
+        // + 2 weights + 1 x fit the 16 registers.
+        __m256 wv[8];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) xb[r] = _mm256_broadcast_ss(x + r * ldx + k);
+        for (int v = 0; v < V; v++) wv[v] = widen8(w, wdt, (int64_t)k * ldw + 8 * v);
 #pragma GCC unroll 8
-        for (int v = 0; v < V; v++) {
-            __m256 wv = widen8(w, wdt, (int64_t)k * ldw + 8 * v);
+        for (int r = 0; r < R; r++) {
+            __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) acc[r][v] = _mm256_fmadd_ps(xb[r], wv, acc[r][v]);
+            for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(xb, wv[v], acc[r][v]);
         }
     }
 #pragma GCC unroll 8
@@ -219,7 +246,7 @@ static void panel_avx2(float *y, const float *x, const void *w, jb_dtype_t wdt, 
 // Packed W (tiles of JB_MM_TILE columns, each (K, TILE) contiguous):
 // y (M rows, stride ldy, TILE columns) += x · tile. Purely sequential reads;
 // the prefetch runs PF_AHEAD bytes ahead of the stream.
-#define PF_AHEAD 2048
+#define PF_AHEAD 8192
 AI void tile_avx2_t(jb_dtype_t wdt, float *y, int64_t ldy, const float *x, const void *tile,
                     int M, int K) {
     const int64_t es = wdt == JB_F32 ? 4 : 2;
@@ -266,7 +293,45 @@ AI512 void ukern_avx512(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, con
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
         for (int v = 0; v < V; v++) acc[r][v] = _mm512_loadu_ps(y + r * ldy + 16 * v);
-    for (int k = 0; k < kb; k++) {
+    int k = 0;
+    if (R <= 2) {
+        // Few rows: four interleaved k (sums in separate registers) so that
+        // enough chains of FMAs hide their latency.
+        __m512 acc2[3][2][2];
+#pragma GCC unroll 3
+        for (int u = 0; u < 3; u++)
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+                for (int v = 0; v < V; v++) acc2[u][r][v] = _mm512_setzero_ps();
+        for (; k + 4 <= kb; k += 4) {
+            if (pf) {
+                const char *p = pf + k * pfld;
+                for (int b = 0; b < pfb; b += 64)
+#pragma GCC unroll 4
+                    for (int u = 0; u < 4; u++) _mm_prefetch(p + u * pfld + b, _MM_HINT_T0);
+            }
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++)
+#pragma GCC unroll 2
+                for (int v = 0; v < V; v++) {
+                    __m512 wv = widen16(w, wdt, (int64_t)(k + u) * ldw + 16 * v);
+#pragma GCC unroll 2
+                    for (int r = 0; r < R; r++) {
+                        __m512 xb = _mm512_set1_ps(x[r * ldx + k + u]);
+                        if (u == 0) acc[r][v] = _mm512_fmadd_ps(xb, wv, acc[r][v]);
+                        else acc2[u - 1][r][v] = _mm512_fmadd_ps(xb, wv, acc2[u - 1][r][v]);
+                    }
+                }
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++)
+                acc[r][v] = _mm512_add_ps(_mm512_add_ps(acc[r][v], acc2[0][r][v]),
+                                          _mm512_add_ps(acc2[1][r][v], acc2[2][r][v]));
+    }
+    for (; k < kb; k++) {
         if (pf) {
             const char *p = pf + k * pfld;
             for (int b = 0; b < pfb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
@@ -382,9 +447,9 @@ static void panel(int kern, float *y, const float *x, const void *w, jb_dtype_t 
     panel_c(y, x, w, wdt, M, K, N, c0, c1);
 }
 
-// Small M: every thread takes a panel of columns (a multiple of 8 wide, the
+// Small M (and large M with AVX-512): every thread takes a panel of columns (a multiple of 8 wide, the
 // last one also the odd tail), initialises its part of y, then accumulates.
-static void matmul_small(float *y, const float *x, const void *w, jb_dtype_t wdt,
+static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wdt,
                          const float *bias, int init, int M, int K, int N) {
     int kern = kernel_choice();
     int nvec = N / 8;
@@ -405,10 +470,19 @@ static void matmul_small(float *y, const float *x, const void *w, jb_dtype_t wdt
                     if (bias) memcpy(ym + c0, bias + c0, sizeof(float) * (size_t)(c1 - c0));
                     else memset(ym + c0, 0, sizeof(float) * (size_t)(c1 - c0));
                 }
-            panel(kern, y, x, w, wdt, M, K, N, c0, c1);
+            // Many rows: sub-panels of 64 columns, so that the block of W that
+            // every group of rows passes over stays in L1 and the sub-panel of y
+            // in L2; W is still read from memory once.
+            int sub = M <= JB_MATMUL_SMALL_M ? c1 - c0 : 64;
+            for (int j = c0; j < c1; j += sub)
+                panel(kern, y, x, w, wdt, M, K, N, j, c1 - j < sub ? c1 : j + sub);
         }
     }
 }
+
+// Large M goes to BLAS unless the AVX-512 kernel is there: it beats OpenBLAS's
+// AVX2 sgemm (what OPENBLAS_CORETYPE=Haswell selects) and needs no widening.
+static int stream_large(void) { return kernel_choice() == 2; }
 
 // ---- large M: BLAS ----------------------------------------------------------
 
@@ -448,7 +522,7 @@ static void matmul_large(float *y, const float *x, const void *w, jb_dtype_t wdt
         if (beta == 0.0f) memset(y, 0, sizeof(float) * (size_t)M * (size_t)N);
         for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
             int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
-            matmul_small(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, wdt, NULL, 0, mb, K, N);
+            matmul_stream(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, wdt, NULL, 0, mb, K, N);
         }
         return;
     }
@@ -526,15 +600,21 @@ static void tile_any(int kern, float *y, int64_t ldy, const float *x,
         if (nc == JB_MM_TILE) {
             if (kern == 2) tile_avx512(y, ldy, x, tile, p->wdt, M, p->K);
             else tile_avx2(y, ldy, x, tile, p->wdt, M, p->K);
-        } else {   // the last, partial tile: through a full-width scratch
-            float tmp[JB_MATMUL_SMALL_M * JB_MM_TILE];
-            for (int m = 0; m < M; m++) {
-                memcpy(tmp + m * JB_MM_TILE, y + m * ldy, sizeof(float) * nc);
-                memset(tmp + m * JB_MM_TILE + nc, 0, sizeof(float) * (JB_MM_TILE - nc));
+        } else {   // the last, partial tile: through a full-width scratch, 16 rows at a time
+            float tmp[16 * JB_MM_TILE];
+            for (int m0 = 0; m0 < M; m0 += 16) {
+                int mb = M - m0 < 16 ? M - m0 : 16;
+                float *ym = y + m0 * ldy;
+                for (int m = 0; m < mb; m++) {
+                    memcpy(tmp + m * JB_MM_TILE, ym + m * ldy, sizeof(float) * nc);
+                    memset(tmp + m * JB_MM_TILE + nc, 0, sizeof(float) * (JB_MM_TILE - nc));
+                }
+                const float *xm = x + (int64_t)m0 * p->K;
+                if (kern == 2) tile_avx512(tmp, JB_MM_TILE, xm, tile, p->wdt, mb, p->K);
+                else tile_avx2(tmp, JB_MM_TILE, xm, tile, p->wdt, mb, p->K);
+                for (int m = 0; m < mb; m++)
+                    memcpy(ym + m * ldy, tmp + m * JB_MM_TILE, sizeof(float) * nc);
             }
-            if (kern == 2) tile_avx512(tmp, JB_MM_TILE, x, tile, p->wdt, M, p->K);
-            else tile_avx2(tmp, JB_MM_TILE, x, tile, p->wdt, M, p->K);
-            for (int m = 0; m < M; m++) memcpy(y + m * ldy, tmp + m * JB_MM_TILE, sizeof(float) * nc);
         }
         return;
     }
@@ -613,7 +693,7 @@ static void packed_large(float *y, const float *x, const jb_matmul_packed_t *p, 
 void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, const float *bias,
                       int M) {
     if (M <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M) {
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) {
         packed_small(y, x, w, bias, 1, M);
         return;
     }
@@ -628,7 +708,7 @@ void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, con
 
 void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M) {
     if (M <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M) packed_small(y, x, w, NULL, 0, M);
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) packed_small(y, x, w, NULL, 0, M);
     else packed_large(y, x, w, 1.0f, M);
 }
 
@@ -637,8 +717,8 @@ void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w,
 void jb_matmul(float *y, const float *x, const void *w, jb_dtype_t wdt, const float *bias,
                int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M) {
-        matmul_small(y, x, w, wdt, bias, 1, M, K, N);
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) {
+        matmul_stream(y, x, w, wdt, bias, 1, M, K, N);
         return;
     }
     if (bias) {
@@ -651,10 +731,98 @@ void jb_matmul(float *y, const float *x, const void *w, jb_dtype_t wdt, const fl
 
 void jb_matmul_acc(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M) matmul_small(y, x, w, wdt, NULL, 0, M, K, N);
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) matmul_stream(y, x, w, wdt, NULL, 0, M, K, N);
     else matmul_large(y, x, w, wdt, M, K, N, 1.0f);
 }
 
+// ---- y = x·Wᵀ, small M: each row of W (K contiguous floats) is read once and
+// dotted with every row of x (x stays in L1/L2). Rows of W 4 at a time, rows of
+// x 2 at a time: 8 accumulators.
+
+#if JB_MM_AVX2
+AI float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// y[0:R, 0:NR] (stride N) = x[0:R] · w[0:NR]ᵀ, R <= 2, NR <= 4 rows of w (stride K).
+AI void wt_block_avx2(int R, int NR, float *y, int N, const float *x, const float *w, int K) {
+    __m256 acc[2][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int i = 0; i < NR; i++) acc[r][i] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < NR; i++) wv[i] = _mm256_loadu_ps(w + (int64_t)i * K + k);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m256 xv = _mm256_loadu_ps(x + (int64_t)r * K + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < NR; i++) acc[r][i] = _mm256_fmadd_ps(xv, wv[i], acc[r][i]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < NR; i++) {
+            float s = hsum8(acc[r][i]);
+            for (int kk = k; kk < K; kk++) s += x[(int64_t)r * K + kk] * w[(int64_t)i * K + kk];
+            y[(int64_t)r * N + i] = s;
+        }
+}
+#endif
+
+static void wt_rows(int kern, float *y, const float *x, const float *w, int M, int K, int N,
+                    int n0, int n1) {
+#if JB_MM_AVX2
+    if (kern >= 1) {
+        int n = n0;
+        for (; n + 4 <= n1; n += 4) {
+            const float *wn = w + (int64_t)n * K;
+            int m = 0;
+            for (; m + 2 <= M; m += 2)
+                wt_block_avx2(2, 4, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+            if (m < M) wt_block_avx2(1, 4, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+        }
+        for (; n < n1; n++) {
+            const float *wn = w + (int64_t)n * K;
+            for (int m = 0; m < M; m++)
+                wt_block_avx2(1, 1, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+        }
+        return;
+    }
+#endif
+    for (int n = n0; n < n1; n++)
+        for (int m = 0; m < M; m++) {
+            float s = 0;
+            for (int k = 0; k < K; k++) s += x[(int64_t)m * K + k] * w[(int64_t)n * K + k];
+            y[(int64_t)m * N + n] = s;
+        }
+}
+
 void jb_matmul_wt(float *y, const float *x, const float *w, int M, int K, int N) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    if (M <= 0 || N <= 0) return;
+    if (M > JB_MATMUL_SMALL_M && K > 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f,
+                    y, N);
+        return;
+    }
+    int kern = kernel_choice();
+    int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && N >= 8;
+#pragma omp parallel if (par)
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        // blocks of 4 rows of W per thread
+        int nb = (N + 3) / 4;
+        int n0 = (int)((int64_t)nb * t / nt) * 4, n1 = (int)((int64_t)nb * (t + 1) / nt) * 4;
+        if (n1 > N) n1 = N;
+        if (n0 < n1) wt_rows(kern, y, x, w, M, K, N, n0, n1);
+    }
 }

@@ -21,6 +21,7 @@ typedef struct {
     int transposed;
     float *w;   // conv: (k, C, OC); transposed: (C, k, OC)   [jb_conv.h packing]
     float *b;   // (OC)
+    float *wg;  // (4, C, OC) Winograd F(2,3) weights (resnet k=3 convs only), else NULL
 } conv_t;
 
 // ResConv1DBlock: x += conv1(relu(conv3_d(relu(x)))).
@@ -51,7 +52,7 @@ struct jb_vqvae {
     int64_t margin_enc[JB_MAX_LEVELS];           // raw samples of context per side
     int64_t margin_dec[JB_MAX_LEVELS];
     int64_t max_window;                          // raw samples per pass
-    int direct;                                  // JB_CONV_DIRECT method
+    int method;                                  // JB_VQVAE_IM2COL / _DIRECT / _WINOGRAD
     // activations, sized once for max_window by a planning pass
     float *buf[3];                               // ping, pong (T, C) and resnet hidden (T, S)
     size_t cap[3];
@@ -97,12 +98,13 @@ static int fill(loader_t *ld, float **raw, const char *name, int ndim, const int
 }
 
 static int take_conv(loader_t *ld, conv_t *cv, const char *prefix, int C, int OC, int k, int s,
-                     int p, int d, int transposed, jb_err_t *err) {
+                     int p, int d, int transposed, int wino, jb_err_t *err) {
     size_t nw = (size_t)C * OC * k;
     float *w = carve(ld, nw), *b = carve(ld, (size_t)OC);
+    float *wg = wino ? carve(ld, (size_t)4 * C * OC) : NULL;
     if (!ld->pass) return 0;
     *cv = (conv_t){.C = C, .OC = OC, .k = k, .s = s, .p = p, .d = d, .transposed = transposed,
-                   .w = w, .b = b};
+                   .w = w, .b = b, .wg = wg};
     char name[256];
     int64_t shape[3] = {transposed ? C : OC, transposed ? OC : C, k};
     float *raw = NULL;
@@ -111,6 +113,7 @@ static int take_conv(loader_t *ld, conv_t *cv, const char *prefix, int C, int OC
     if (fill(ld, &raw, name, 3, shape, scale, nw, err)) return -1;
     if (transposed) jb_convt1d_pack(w, raw, C, OC, k);
     else jb_conv1d_pack(w, raw, OC, C, k);
+    if (wg) jb_conv1d_pack_wino(wg, raw, OC, C);
     jb_free(raw);
     raw = NULL;
     snprintf(name, sizeof name, "%s.bias", prefix);
@@ -138,10 +141,10 @@ static int take_resnet(loader_t *ld, res_t **out, const char *prefix, int width,
         for (int q = 0; q < e; q++) dil *= hp->dilation_growth_rate;
         char name[200];
         snprintf(name, sizeof name, "%s.model.%d.model.1", prefix, j);
-        if (take_conv(ld, rs ? &rs[j].conv3 : NULL, name, width, state, 3, 1, dil, dil, 0, err))
+        if (take_conv(ld, rs ? &rs[j].conv3 : NULL, name, width, state, 3, 1, dil, dil, 0, 1, err))
             return -1;
         snprintf(name, sizeof name, "%s.model.%d.model.3", prefix, j);
-        if (take_conv(ld, rs ? &rs[j].conv1 : NULL, name, state, width, 1, 1, 0, 1, 0, err))
+        if (take_conv(ld, rs ? &rs[j].conv1 : NULL, name, state, width, 1, 1, 0, 1, 0, 0, err))
             return -1;
     }
     return 0;
@@ -163,17 +166,17 @@ static int take_all(loader_t *ld, jb_err_t *err) {
             for (int i = 0; i < down; i++) {
                 int cin = i > 0 ? width : (l == 0 ? 1 : emb);
                 snprintf(name, sizeof name, "%s.%d.0", pre, i);
-                if (take_conv(ld, &eb->step[i], name, cin, width, 2 * s, s, s / 2, 1, 0, err))
+                if (take_conv(ld, &eb->step[i], name, cin, width, 2 * s, s, s / 2, 1, 0, 0, err))
                     return -1;
                 snprintf(name, sizeof name, "%s.%d.1", pre, i);
                 if (take_resnet(ld, &eb->res[i], name, width, depth, 0, err)) return -1;
             }
             snprintf(name, sizeof name, "%s.%d", pre, down);
-            if (take_conv(ld, &eb->out, name, width, emb, 3, 1, 1, 1, 0, err)) return -1;
+            if (take_conv(ld, &eb->out, name, width, emb, 3, 1, 1, 1, 0, 0, err)) return -1;
 
             snprintf(pre, sizeof pre, "decoders.%d.level_blocks.%d.model", L, l);
             snprintf(name, sizeof name, "%s.0", pre);
-            if (take_conv(ld, &db->in, name, emb, width, 3, 1, 1, 1, 0, err)) return -1;
+            if (take_conv(ld, &db->in, name, emb, width, 3, 1, 1, 1, 0, 0, err)) return -1;
             for (int i = 0; i < down; i++) {
                 snprintf(name, sizeof name, "%s.%d.0", pre, 1 + i);
                 if (take_resnet(ld, &db->res[i], name, width, depth, hp->reverse_decoder_dilation,
@@ -181,12 +184,12 @@ static int take_all(loader_t *ld, jb_err_t *err) {
                     return -1;
                 snprintf(name, sizeof name, "%s.%d.1", pre, 1 + i);
                 int cout = i == down - 1 ? emb : width;
-                if (take_conv(ld, &db->step[i], name, width, cout, 2 * s, s, s / 2, 1, 1, err))
+                if (take_conv(ld, &db->step[i], name, width, cout, 2 * s, s, s / 2, 1, 1, 0, err))
                     return -1;
             }
         }
         snprintf(name, sizeof name, "decoders.%d.out", L);
-        if (take_conv(ld, &vq->dec_out[L], name, emb, 1, 3, 1, 1, 1, 0, err)) return -1;
+        if (take_conv(ld, &vq->dec_out[L], name, emb, 1, 3, 1, 1, 1, 0, 0, err)) return -1;
 
         size_t nk = (size_t)hp->l_bins * emb;
         float *k = carve(ld, nk), *kn = carve(ld, (size_t)hp->l_bins);
@@ -272,25 +275,34 @@ static int64_t op_conv(pass_t *ps, int dst_idx, float *out, const float *src, in
         int64_t To = jb_convt1d_out_len(T, c->k, c->s, c->p);
         need(ps, dst_idx, (size_t)(To * c->OC));
         if (ps->plan) {
-            need_ws(ps, jb_convt1d_ws_floats(T, c->C, c->OC, c->k, c->s, 0));
-            need_ws(ps, jb_convt1d_ws_floats(T, c->C, c->OC, c->k, c->s, JB_CONV_DIRECT));
+            need_ws(ps, jb_convt1d_ws_floats(T, c->C, c->OC, c->k, c->s,
+                                             ps->vq->method ? JB_CONV_DIRECT : 0));
             return To;
         }
         float *dst = dst_idx >= 0 ? ps->vq->buf[dst_idx] : out;
         jb_convt1d(dst, src, T, c->C, c->w, c->b, c->OC, c->k, c->s, c->p,
-                   flags | (ps->vq->direct ? JB_CONV_DIRECT : 0), ps->vq->ws);
+                   flags | (ps->vq->method ? JB_CONV_DIRECT : 0), ps->vq->ws);
         return To;
     }
     int64_t To = jb_conv1d_out_len(T, c->k, c->s, c->p, c->d);
     need(ps, dst_idx, (size_t)(To * c->OC));
+    int method = ps->vq->method;
+    if (method == JB_VQVAE_WINOGRAD && c->wg) {
+        if (ps->plan) {
+            need_ws(ps, jb_conv1d_wino_ws_floats(T, c->C, c->OC, c->d));
+            return To;
+        }
+        jb_conv1d_wino(dst_idx >= 0 ? ps->vq->buf[dst_idx] : out, src, T, c->C, c->wg, c->b,
+                       c->OC, c->d, flags, ps->vq->ws);
+        return To;
+    }
+    if (method != JB_VQVAE_IM2COL) flags |= JB_CONV_DIRECT;
     if (ps->plan) {
         need_ws(ps, jb_conv1d_ws_floats(T, c->C, c->k, c->s, c->p, c->d, flags));
-        need_ws(ps, jb_conv1d_ws_floats(T, c->C, c->k, c->s, c->p, c->d, flags | JB_CONV_DIRECT));
         return To;
     }
     float *dst = dst_idx >= 0 ? ps->vq->buf[dst_idx] : out;
-    jb_conv1d(dst, src, T, c->C, c->w, c->b, c->OC, c->k, c->s, c->p, c->d,
-              flags | (ps->vq->direct ? JB_CONV_DIRECT : 0), ps->vq->ws);
+    jb_conv1d(dst, src, T, c->C, c->w, c->b, c->OC, c->k, c->s, c->p, c->d, flags, ps->vq->ws);
     return To;
 }
 
@@ -383,6 +395,32 @@ static int64_t run_decoder(pass_t *ps, int L, const int32_t *codes, int64_t T) {
 
 // ---- construction -------------------------------------------------------------------
 
+// Plan every pass at the largest window for the current conv method, then allocate the
+// activations once.
+static int alloc_acts(jb_vqvae_t *vq, jb_err_t *err) {
+    const jb_vqvae_hparams_t *hp = &vq->hp;
+    pass_t ps = {.vq = vq, .plan = 1};
+    for (int L = 0; L < hp->levels; L++) {
+        int idx;
+        int64_t Tl = run_encoder(&ps, L, NULL, vq->max_window, &idx);
+        run_bottleneck(&ps, L, NULL, Tl, NULL);
+        run_decoder(&ps, L, NULL, vq->max_window / hp->hop_lengths[L]);
+    }
+    for (int i = 0; i < 3; i++) {
+        jb_free(vq->buf[i]);
+        vq->cap[i] = ps.need[i];
+        vq->buf[i] = jb_alloc(sizeof(float) * (ps.need[i] ? ps.need[i] : 1));
+    }
+    jb_free(vq->ws);
+    vq->cap_ws = ps.need_ws;
+    vq->ws = jb_alloc(sizeof(float) * (ps.need_ws ? ps.need_ws : 1));
+    if (!vq->buf[0] || !vq->buf[1] || !vq->buf[2] || !vq->ws)
+        return jb_err_set(err, JB_ENOMEM,
+                          "vqvae: out of memory for activations of a %lld-sample window",
+                          (long long)vq->max_window);
+    return 0;
+}
+
 static jb_vqvae_t *build(const jb_vqvae_hparams_t *hp, const jb_st_t *st, uint64_t seed,
                          int64_t max_window, jb_err_t *err) {
     jb_vqvae_t *vq = calloc(1, sizeof *vq);
@@ -391,7 +429,7 @@ static jb_vqvae_t *build(const jb_vqvae_hparams_t *hp, const jb_st_t *st, uint64
         return NULL;
     }
     vq->hp = *hp;
-    vq->direct = 1;
+    vq->method = JB_VQVAE_DEFAULT_METHOD;
     int64_t top = hp->hop_lengths[hp->levels - 1];
     if (max_window <= 0) max_window = JB_VQVAE_DEFAULT_WINDOW;
     vq->max_window = max_window / top * top;
@@ -423,25 +461,7 @@ static jb_vqvae_t *build(const jb_vqvae_hparams_t *hp, const jb_st_t *st, uint64
     }
     compute_margins(vq);
 
-    // Plan every pass at the largest window, then allocate the activations once.
-    pass_t ps = {.vq = vq, .plan = 1};
-    for (int L = 0; L < hp->levels; L++) {
-        int idx;
-        int64_t Tl = run_encoder(&ps, L, NULL, vq->max_window, &idx);
-        run_bottleneck(&ps, L, NULL, Tl, NULL);
-        run_decoder(&ps, L, NULL, vq->max_window / hp->hop_lengths[L]);
-    }
-    for (int i = 0; i < 3; i++) {
-        vq->cap[i] = ps.need[i];
-        vq->buf[i] = jb_alloc(sizeof(float) * (ps.need[i] ? ps.need[i] : 1));
-    }
-    vq->cap_ws = ps.need_ws;
-    vq->ws = jb_alloc(sizeof(float) * (ps.need_ws ? ps.need_ws : 1));
-    if (!vq->buf[0] || !vq->buf[1] || !vq->buf[2] || !vq->ws) {
-        jb_err_set(err, JB_ENOMEM, "vqvae: out of memory for activations of a %lld-sample window",
-                   (long long)vq->max_window);
-        goto fail;
-    }
+    if (alloc_acts(vq, err)) goto fail;
     return vq;
 fail:
     jb_vqvae_destroy(&vq);
@@ -487,7 +507,13 @@ size_t jb_vqvae_weight_bytes(const jb_vqvae_t *vq) { return vq->n_weights * size
 size_t jb_vqvae_act_bytes(const jb_vqvae_t *vq) {
     return (vq->cap[0] + vq->cap[1] + vq->cap[2] + vq->cap_ws) * sizeof(float);
 }
-void jb_vqvae_set_direct(jb_vqvae_t *vq, int direct) { vq->direct = direct != 0; }
+int jb_vqvae_set_method(jb_vqvae_t *vq, int method, jb_err_t *err) {
+    if (method < JB_VQVAE_IM2COL || method > JB_VQVAE_WINOGRAD)
+        return jb_err_set(err, JB_EINVAL, "vqvae: unknown conv method %d", method);
+    if (vq->method == method) return 0;
+    vq->method = method;
+    return alloc_acts(vq, err);   // the scratch differs between the methods
+}
 
 // ---- chunked drivers -----------------------------------------------------------------
 
@@ -528,14 +554,22 @@ static int blas_single(void) {
 }
 
 static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
-                  int32_t *codes, int64_t chunk, jb_err_t *err);
+                  int32_t *codes, float *latents, int64_t chunk, jb_err_t *err);
 static int decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
                   float *audio, int64_t chunk, jb_err_t *err);
 
 int jb_vqvae_encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
                     int32_t *codes, int64_t chunk, jb_err_t *err) {
     int nb = blas_single();
-    int rc = encode(vq, audio, N, T, level, codes, chunk, err);
+    int rc = encode(vq, audio, N, T, level, codes, NULL, chunk, err);
+    openblas_set_num_threads(nb);
+    return rc;
+}
+
+int jb_vqvae_encode_latents(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
+                            float *latents, int64_t chunk, jb_err_t *err) {
+    int nb = blas_single();
+    int rc = encode(vq, audio, N, T, level, NULL, latents, chunk, err);
     openblas_set_num_threads(nb);
     return rc;
 }
@@ -548,8 +582,9 @@ int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, in
     return rc;
 }
 
+// codes: (N, T_L), or latents: (N, T_L, emb) when codes is NULL.
 static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
-                  int32_t *codes, int64_t chunk, jb_err_t *err) {
+                  int32_t *codes, float *latents, int64_t chunk, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = &vq->hp;
     if (level < 0 || level >= hp->levels)
         return jb_err_set(err, JB_EINVAL, "vqvae encode: level %d of %d", level, hp->levels);
@@ -574,8 +609,13 @@ static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int leve
             if (Tl != (w1 - w0) / hop)
                 return jb_err_set(err, JB_EINTERNAL, "vqvae encode: %lld rows for a %lld window",
                                   (long long)Tl, (long long)(w1 - w0));
-            run_bottleneck(&ps, level, vq->buf[idx] + skip * hp->emb_width, (c1 - c0) / hop,
-                           codes + (int64_t)n * (T / hop) + c0 / hop);
+            const float *rows = vq->buf[idx] + skip * hp->emb_width;
+            int64_t first = (int64_t)n * (T / hop) + c0 / hop;
+            if (codes)
+                run_bottleneck(&ps, level, rows, (c1 - c0) / hop, codes + first);
+            else
+                memcpy(latents + first * hp->emb_width, rows,
+                       sizeof(float) * (size_t)((c1 - c0) / hop * hp->emb_width));
         }
     return 0;
 }

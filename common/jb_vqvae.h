@@ -58,9 +58,14 @@ int64_t jb_vqvae_margin(const jb_vqvae_t *vq, int level, int decode);
 // Bytes of weights and of activations held.
 size_t jb_vqvae_weight_bytes(const jb_vqvae_t *vq);
 size_t jb_vqvae_act_bytes(const jb_vqvae_t *vq);
-// Convolution method (0: im2col + one sgemm; 1: direct, one sgemm per tap). Default: the
-// faster one on the real configuration (see docs/vqvae.md).
-void jb_vqvae_set_direct(jb_vqvae_t *vq, int direct);
+// Convolution methods (jb_conv.h): im2col + one sgemm per row block; direct: one sgemm per
+// tap; Winograd: the resnets' dilated k=3 convs as Winograd F(2,3) (4 products per 2
+// outputs instead of 6), the other convs direct. Default: JB_VQVAE_DEFAULT_METHOD, the
+// fastest on the real configuration (docs/vqvae.md). Re-sizes the scratch; -1 + err when
+// out of memory or unknown.
+enum { JB_VQVAE_IM2COL = 0, JB_VQVAE_DIRECT = 1, JB_VQVAE_WINOGRAD = 2 };
+#define JB_VQVAE_DEFAULT_METHOD JB_VQVAE_WINOGRAD
+int jb_vqvae_set_method(jb_vqvae_t *vq, int method, jb_err_t *err);
 
 // audio: (N, T); codes: (N, T / hop_length[level]) written.
 // chunk: samples per chunk (multiple of hop_length[levels-1]); 0 = the largest chunk that
@@ -68,6 +73,10 @@ void jb_vqvae_set_direct(jb_vqvae_t *vq, int direct);
 // chunk too large for max_window.
 int jb_vqvae_encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
                     int32_t *codes, int64_t chunk, jb_err_t *err);
+// As jb_vqvae_encode, but the encoder's output before the bottleneck:
+// latents: (N, T / hop_length[level], emb_width) written.
+int jb_vqvae_encode_latents(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int level,
+                            float *latents, int64_t chunk, jb_err_t *err);
 // codes: (N, T_L) in [0, l_bins); audio: (N, T_L * hop_length[level]) written.
 // chunk as for encode, in raw samples. A code out of range is an error naming item and position.
 int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
@@ -79,7 +88,8 @@ int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, in
 JB_HD static inline void jb_vq_lookup_row(int64_t t, float *out, const float *codebook,
                                           const int32_t *codes, int C) {
     const float *src = codebook + (int64_t)codes[t] * C;
-    for (int c = 0; c < C; c++) out[t * C + c] = src[c];
+    float *dst = out + t * C;
+    for (int c = 0; c < C; c++) dst[c] = src[c];
 }
 
 // Row i: codes[i] = argmin_j (xx[i] − 2 dots[i, j]) + kk[j], first index on ties

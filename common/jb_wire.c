@@ -49,7 +49,7 @@ static int bytes_append(jb_bytes_t *b, const void *data, size_t len) {
 static const char *const type_names[JB_MSG_TYPE_COUNT] = {
     [JB_MSG_JOB] = "job",     [JB_MSG_CODES] = "codes",         [JB_MSG_END] = "end",
     [JB_MSG_ERROR] = "error", [JB_MSG_ACK] = "ack",             [JB_MSG_HEARTBEAT] = "heartbeat",
-    [JB_MSG_STATUS] = "status",
+    [JB_MSG_STATUS] = "status", [JB_MSG_ALIGN] = "align",
 };
 
 const char *jb_msg_type_name(int type) {
@@ -61,7 +61,7 @@ void jb_msg_init(jb_msg_t *msg) {
     memset(msg, 0, sizeof *msg);
     msg->type = JB_MSG_NONE;
     msg->level = -1;
-    msg->offset = msg->count = msg->batch = msg->codebook = -1;
+    msg->offset = msg->count = msg->batch = msg->sample0 = msg->cols = msg->codebook = -1;
     msg->sample_rate = msg->audio_len = msg->seq = msg->credit = msg->code = -1;
 }
 
@@ -117,6 +117,33 @@ int jb_msg_set_codes(jb_msg_t *msg, const int32_t *codes, int64_t batch, int64_t
     return 0;
 }
 
+int jb_msg_set_align(jb_msg_t *msg, const int32_t *weights, int64_t batch, int64_t count,
+                     int64_t cols, jb_err_t *err) {
+    if (cols < 1 || cols > JB_WIRE_MAX_COLS || batch < 1 || count < 1
+        || (uint64_t)batch * (uint64_t)count > JB_WIRE_MAX_RAW / 4 / (uint64_t)cols)
+        return jb_err_set(err, JB_EINVAL, "alignment (%" PRId64 ", %" PRId64 ", %" PRId64
+                          ") out of range", batch, count, cols);
+    size_t n = (size_t)batch * (size_t)count * (size_t)cols;
+    int32_t *copy = malloc(n * sizeof *copy);
+    if (!copy) return jb_err_set(err, JB_ENOMEM, "alignment: out of memory (%zu weights)", n);
+    memcpy(copy, weights, n * sizeof *copy);
+    free(msg->codes);
+    msg->codes = copy;
+    msg->batch = batch;
+    msg->count = count;
+    msg->cols = cols;
+    return 0;
+}
+
+static bool has_payload(int type) { return type == JB_MSG_CODES || type == JB_MSG_ALIGN; }
+
+size_t jb_msg_payload_elems(const jb_msg_t *msg) {
+    if (!has_payload(msg->type) || msg->batch < 1 || msg->count < 1) return 0;
+    if (msg->type == JB_MSG_ALIGN && msg->cols < 1) return 0;
+    size_t n = (size_t)msg->batch * (size_t)msg->count;
+    return msg->type == JB_MSG_ALIGN ? n * (size_t)msg->cols : n;
+}
+
 // ---------------------------------------------------------------- field rules
 
 // Header keys. The table says, per message type, whether a key is required (R),
@@ -124,12 +151,14 @@ int jb_msg_set_codes(jb_msg_t *msg, const int32_t *codes, int64_t batch, int64_t
 // so a later minor addition does not break older readers.
 enum {
     K_TYPE, K_V, K_JOB, K_LEVEL, K_OFFSET, K_COUNT, K_BATCH, K_DTYPE, K_RAW_LEN, K_CODEBOOK,
-    K_RATE, K_AUDIO_LEN, K_SEQ, K_CREDIT, K_CODE, K_SPEC, K_MSG, K_INFO, K_COUNT_KEYS
+    K_RATE, K_AUDIO_LEN, K_SEQ, K_CREDIT, K_CODE, K_SPEC, K_MSG, K_INFO, K_SAMPLE0, K_COLS,
+    K_LYRICS, K_COUNT_KEYS
 };
 
 #define T(x) (1u << (x))
 #define ALL (T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK) \
-             | T(JB_MSG_HEARTBEAT) | T(JB_MSG_STATUS))
+             | T(JB_MSG_HEARTBEAT) | T(JB_MSG_STATUS) | T(JB_MSG_ALIGN))
+#define PAYLOAD (T(JB_MSG_CODES) | T(JB_MSG_ALIGN))
 
 typedef struct {
     const char *name;
@@ -140,16 +169,17 @@ static const key_rule_t key_rules[K_COUNT_KEYS] = {
     [K_TYPE] = {"type", ALL, ALL},
     [K_V] = {"v", ALL, ALL},
     [K_JOB] = {"job", T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR)
-                          | T(JB_MSG_ACK),
-               T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK)},
-    [K_LEVEL] = {"level", T(JB_MSG_CODES),
-                 T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK)},
+                          | T(JB_MSG_ACK) | T(JB_MSG_ALIGN),
+               T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK)
+                   | T(JB_MSG_ALIGN)},
+    [K_LEVEL] = {"level", PAYLOAD,
+                 PAYLOAD | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK)},
     [K_OFFSET] = {"offset", T(JB_MSG_CODES),
-                  T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK)},
-    [K_COUNT] = {"count", T(JB_MSG_CODES), T(JB_MSG_CODES)},
-    [K_BATCH] = {"batch", T(JB_MSG_CODES), T(JB_MSG_CODES)},
-    [K_DTYPE] = {"dtype", T(JB_MSG_CODES), T(JB_MSG_CODES)},
-    [K_RAW_LEN] = {"raw_len", T(JB_MSG_CODES), T(JB_MSG_CODES)},
+                  PAYLOAD | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK)},
+    [K_COUNT] = {"count", PAYLOAD, PAYLOAD},
+    [K_BATCH] = {"batch", PAYLOAD, PAYLOAD | T(JB_MSG_END)},
+    [K_DTYPE] = {"dtype", PAYLOAD, PAYLOAD},
+    [K_RAW_LEN] = {"raw_len", PAYLOAD, PAYLOAD},
     [K_CODEBOOK] = {"codebook", 0, T(JB_MSG_JOB) | T(JB_MSG_CODES)},
     [K_RATE] = {"rate", 0, T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END)},
     [K_AUDIO_LEN] = {"audio_len", 0, T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END)},
@@ -158,8 +188,23 @@ static const key_rule_t key_rules[K_COUNT_KEYS] = {
     [K_CODE] = {"code", 0, T(JB_MSG_ERROR)},
     [K_SPEC] = {"spec", T(JB_MSG_JOB), T(JB_MSG_JOB)},
     [K_MSG] = {"msg", T(JB_MSG_ERROR), T(JB_MSG_ERROR)},
-    [K_INFO] = {"info", T(JB_MSG_STATUS), T(JB_MSG_STATUS)},
+    [K_INFO] = {"info", T(JB_MSG_STATUS), T(JB_MSG_STATUS) | T(JB_MSG_END)},
+    [K_SAMPLE0] = {"sample0", 0, T(JB_MSG_CODES)},
+    [K_COLS] = {"cols", T(JB_MSG_ALIGN), T(JB_MSG_ALIGN)},
+    [K_LYRICS] = {"lyrics", T(JB_MSG_ALIGN), T(JB_MSG_ALIGN)},
 };
+
+// The header key that carries msg->text in a message of this type.
+static int text_key(int type) {
+    return type == JB_MSG_ERROR ? K_MSG : type == JB_MSG_ALIGN ? K_LYRICS : K_INFO;
+}
+
+// Code points in well-formed UTF-8.
+static size_t utf8_chars(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((uint8_t)s[i] & 0xC0) != 0x80;
+    return k;
+}
 
 // Where an error happened, for messages: "job X level L offset O".
 static void msg_context(char *buf, size_t size, const char *job, int level, int64_t offset) {
@@ -234,14 +279,14 @@ static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t
     bool have[K_COUNT_KEYS] = {
         [K_TYPE] = true, [K_V] = true, [K_JOB] = job_len > 0,
         [K_LEVEL] = m->level != -1, [K_OFFSET] = m->offset != -1, [K_COUNT] = m->count != -1,
-        [K_BATCH] = m->batch != -1, [K_DTYPE] = m->type == JB_MSG_CODES,
-        [K_RAW_LEN] = m->type == JB_MSG_CODES, [K_CODEBOOK] = m->codebook != -1,
+        [K_BATCH] = m->batch != -1, [K_DTYPE] = has_payload(m->type),
+        [K_RAW_LEN] = has_payload(m->type), [K_CODEBOOK] = m->codebook != -1,
         [K_RATE] = m->sample_rate != -1, [K_AUDIO_LEN] = m->audio_len != -1,
         [K_SEQ] = m->seq != -1, [K_CREDIT] = m->credit != -1, [K_CODE] = m->code != -1,
-        [K_SPEC] = m->spec != NULL, [K_MSG] = m->type == JB_MSG_ERROR && m->text,
-        [K_INFO] = m->type == JB_MSG_STATUS && m->text,
+        [K_SPEC] = m->spec != NULL, [K_SAMPLE0] = m->sample0 != -1, [K_COLS] = m->cols != -1,
     };
-    if (m->text && m->type != JB_MSG_ERROR && m->type != JB_MSG_STATUS)
+    if (m->text) have[text_key(m->type)] = true;
+    if (m->text && !(key_rules[text_key(m->type)].allowed & t))
         return jb_err_set(err, code, "%s: a '%s' message carries no text", ctx, tn);
     for (int k = 0; k < K_COUNT_KEYS; k++) {
         if (have[k] && !(key_rules[k].allowed & t))
@@ -275,9 +320,20 @@ static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t
     if (have[K_CODE] && (m->code < 1 || m->code > 255))
         return jb_err_set(err, code, "%s: error code %" PRId64 " out of range 1..255", ctx,
                           m->code);
-    if (have[K_SPEC] || have[K_MSG] || have[K_INFO]) {
-        const char *s = have[K_SPEC] ? m->spec : m->text;
-        const char *name = have[K_SPEC] ? "spec" : have[K_MSG] ? "msg" : "info";
+    if (have[K_BATCH] && (m->batch < 1 || m->batch > INT32_MAX))
+        return jb_err_set(err, code, "%s: batch %" PRId64 " out of range 1..%d", ctx, m->batch,
+                          INT32_MAX);
+    if (have[K_SAMPLE0] && (m->sample0 < 0 || m->sample0 >= INT32_MAX
+                            || m->sample0 + (m->batch > 0 ? m->batch : 1) > INT32_MAX))
+        return jb_err_set(err, code, "%s: sample0 %" PRId64 " out of range (rows up to %d)",
+                          ctx, m->sample0, INT32_MAX);
+    if (have[K_COLS] && (m->cols < 1 || m->cols > JB_WIRE_MAX_COLS))
+        return jb_err_set(err, code, "%s: cols %" PRId64 " out of range 1..%d", ctx, m->cols,
+                          JB_WIRE_MAX_COLS);
+    for (int k = K_SPEC; k < K_COUNT_KEYS; k++) {
+        if (!have[k] || (k != K_SPEC && k != K_MSG && k != K_INFO && k != K_LYRICS)) continue;
+        const char *s = k == K_SPEC ? m->spec : m->text;
+        const char *name = key_rules[k].name;
         size_t n = strnlen(s, JB_WIRE_MAX_TEXT + 1);
         if (n > JB_WIRE_MAX_TEXT)
             return jb_err_set(err, code, "%s: %s is over %u bytes", ctx, name,
@@ -285,23 +341,30 @@ static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t
         if (!utf8_ok((const uint8_t *)s, n))
             return jb_err_set(err, code, "%s: %s is not valid UTF-8", ctx, name);
         char why[200];
-        if (!have[K_MSG] && !json_object_ok(s, n, why, sizeof why))
+        if ((k == K_SPEC || k == K_INFO) && !json_object_ok(s, n, why, sizeof why))
             return jb_err_set(err, code, "%s: %s: %s", ctx, name, why);
+        if (k == K_LYRICS && have[K_COLS] && utf8_chars(s, n) != (size_t)m->cols)
+            return jb_err_set(err, code, "%s: lyrics of %zu characters for %" PRId64
+                              " alignment columns", ctx, utf8_chars(s, n), m->cols);
     }
-    if (m->type == JB_MSG_CODES) {
+    if (has_payload(m->type)) {
+        const char *what = m->type == JB_MSG_CODES ? "codes" : "alignment";
+        uint64_t cols = m->type == JB_MSG_ALIGN ? (uint64_t)m->cols : 1;
         if (m->count < 1 || m->count > INT32_MAX || m->batch < 1 || m->batch > INT32_MAX)
-            return jb_err_set(err, code, "%s: codes of shape (%" PRId64 ", %" PRId64
-                              ") out of range", ctx, m->batch, m->count);
-        if ((uint64_t)m->batch * (uint64_t)m->count > JB_WIRE_MAX_RAW / 4)
-            return jb_err_set(err, code, "%s: %" PRId64 " x %" PRId64 " codes is over the cap "
-                              "of %u bytes", ctx, m->batch, m->count, JB_WIRE_MAX_RAW);
-        if (m->offset + m->count > JB_WIRE_MAX_OFFSET)
+            return jb_err_set(err, code, "%s: %s of shape (%" PRId64 ", %" PRId64
+                              ") out of range", ctx, what, m->batch, m->count);
+        if ((uint64_t)m->batch * (uint64_t)m->count > JB_WIRE_MAX_RAW / 4 / cols)
+            return jb_err_set(err, code, "%s: %" PRId64 " x %" PRId64 " x %" PRIu64 " %s is "
+                              "over the cap of %u bytes", ctx, m->batch, m->count, cols, what,
+                              JB_WIRE_MAX_RAW);
+        if ((m->offset > 0 ? m->offset : 0) + m->count > JB_WIRE_MAX_OFFSET)
             return jb_err_set(err, code, "%s: offset + count past %" PRId64, ctx,
                               (int64_t)JB_WIRE_MAX_OFFSET);
-        if (codebook_arg >= 0 && have[K_CODEBOOK] && m->codebook != codebook_arg)
+        if (m->type == JB_MSG_CODES && codebook_arg >= 0 && have[K_CODEBOOK]
+            && m->codebook != codebook_arg)
             return jb_err_set(err, code, "%s: codes for a codebook of %" PRId64 " entries, "
                               "this one has %" PRId64, ctx, m->codebook, codebook_arg);
-        if (m->codes) {
+        if (m->codes && m->type == JB_MSG_CODES) {
             int64_t cb = codebook_arg >= 0 ? codebook_arg : have[K_CODEBOOK] ? m->codebook : -1;
             size_t n = (size_t)m->batch * (size_t)m->count;
             for (size_t i = 0; i < n; i++) {
@@ -313,15 +376,32 @@ static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t
                                       m->offset + (int64_t)(i % (size_t)m->count),
                                       cb >= 0 ? cb : (int64_t)INT32_MAX);
             }
+        } else if (m->codes) {
+            size_t n = jb_msg_payload_elems(m);
+            for (size_t i = 0; i < n; i++) {
+                int32_t w = m->codes[i];
+                if (w < 0 || w > JB_WIRE_ALIGN_ONE) {
+                    size_t per_row = (size_t)m->count * (size_t)m->cols;
+                    return jb_err_set(err, code, "%s: alignment weight %" PRId32 " at row %zu "
+                                      "token %zu column %zu is outside [0, %d]", ctx, w,
+                                      i / per_row, i % per_row / (size_t)m->cols,
+                                      i % (size_t)m->cols, JB_WIRE_ALIGN_ONE);
+                }
+            }
         }
     }
     return 0;
 }
 
 int jb_wire_check(const jb_msg_t *msg, jb_err_t *err) {
-    if (msg->type == JB_MSG_CODES && !msg->codes)
-        return jb_err_set(err, JB_EINVAL, "job %s: codes message without codes", msg->job_id);
+    if (has_payload(msg->type) && !msg->codes)
+        return jb_err_set(err, JB_EINVAL, "job %s: '%s' message without its payload array",
+                          msg->job_id, jb_msg_type_name(msg->type));
     return check_msg(msg, JB_EINVAL, -1, err);
+}
+
+int jb_wire_job_id_ok(const char *job_id) {
+    return job_id && job_id_ok(job_id, strnlen(job_id, JB_WIRE_JOB_ID_MAX + 1));
 }
 
 // ---------------------------------------------------------------- encoder
@@ -368,8 +448,8 @@ int jb_wire_encode(const jb_msg_t *m, jb_bytes_t *hdr, jb_bytes_t *payload, jb_e
     hdr->len = 0;
     payload->len = 0;
     size_t raw_len = 0;
-    if (m->type == JB_MSG_CODES) {
-        raw_len = (size_t)m->batch * (size_t)m->count * 4;
+    if (has_payload(m->type)) {
+        raw_len = jb_msg_payload_elems(m) * 4;
         int bound = LZ4_compressBound((int)raw_len);
         if (bytes_reserve(payload, (size_t)bound))
             return jb_err_set(err, JB_ENOMEM, "job %s: out of memory for %d payload bytes",
@@ -394,20 +474,19 @@ int jb_wire_encode(const jb_msg_t *m, jb_bytes_t *hdr, jb_bytes_t *payload, jb_e
     ints[K_LEVEL] = m->level; ints[K_OFFSET] = m->offset; ints[K_COUNT] = m->count;
     ints[K_BATCH] = m->batch; ints[K_CODEBOOK] = m->codebook; ints[K_RATE] = m->sample_rate;
     ints[K_AUDIO_LEN] = m->audio_len; ints[K_SEQ] = m->seq; ints[K_CREDIT] = m->credit;
-    ints[K_CODE] = m->code;
-    if (m->type == JB_MSG_CODES) ints[K_RAW_LEN] = (int64_t)raw_len;
+    ints[K_CODE] = m->code; ints[K_SAMPLE0] = m->sample0; ints[K_COLS] = m->cols;
+    if (has_payload(m->type)) ints[K_RAW_LEN] = (int64_t)raw_len;
     for (int k = 0; k < K_COUNT_KEYS; k++) n_keys += present_i(ints[k]);
-    n_keys += job + (m->type == JB_MSG_CODES) + (m->spec != NULL) + (m->text != NULL);
+    n_keys += job + has_payload(m->type) + (m->spec != NULL) + (m->text != NULL);
     int rc = msgpack_pack_map(&pk, n_keys);
     rc = rc || pack_key_str(&pk, K_TYPE, type_names[m->type]);
     rc = rc || pack_key_uint(&pk, K_V, JB_WIRE_VERSION);
     if (job) rc = rc || pack_key_str(&pk, K_JOB, m->job_id);
     for (int k = 0; k < K_COUNT_KEYS; k++)
         if (present_i(ints[k])) rc = rc || pack_key_uint(&pk, k, (uint64_t)ints[k]);
-    if (m->type == JB_MSG_CODES) rc = rc || pack_key_str(&pk, K_DTYPE, "i32");
+    if (has_payload(m->type)) rc = rc || pack_key_str(&pk, K_DTYPE, "i32");
     if (m->spec) rc = rc || pack_key_str(&pk, K_SPEC, m->spec);
-    if (m->text)
-        rc = rc || pack_key_str(&pk, m->type == JB_MSG_ERROR ? K_MSG : K_INFO, m->text);
+    if (m->text) rc = rc || pack_key_str(&pk, text_key(m->type), m->text);
     if (rc) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory encoding header", m->job_id);
     if (hdr->len > JB_WIRE_MAX_HEADER)
         return jb_err_set(err, JB_EINVAL, "job %s: header is %zu bytes, over the cap of %u",
@@ -589,7 +668,8 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
 
     // Unsigned integer fields; ranges are checked by check_msg below.
     static const int int_keys[] = {K_LEVEL, K_OFFSET, K_COUNT, K_BATCH, K_RAW_LEN, K_CODEBOOK,
-                                   K_RATE, K_AUDIO_LEN, K_SEQ, K_CREDIT, K_CODE};
+                                   K_RATE, K_AUDIO_LEN, K_SEQ, K_CREDIT, K_CODE, K_SAMPLE0,
+                                   K_COLS};
     int64_t iv[K_COUNT_KEYS];
     for (size_t i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
         int k = int_keys[i];
@@ -623,7 +703,9 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
     out->seq = iv[K_SEQ];
     out->credit = iv[K_CREDIT];
     out->code = iv[K_CODE];
-    if (out->type != JB_MSG_CODES && (val[K_DTYPE] || val[K_RAW_LEN])) {
+    out->sample0 = iv[K_SAMPLE0];
+    out->cols = iv[K_COLS];
+    if (!has_payload(out->type) && (val[K_DTYPE] || val[K_RAW_LEN])) {
         jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' message", job,
                    val[K_DTYPE] ? "dtype" : "raw_len", type_names[out->type]);
         goto done;
@@ -635,8 +717,8 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
     }
 
     // Strings: copied NUL-terminated; check_msg checks length, UTF-8 and JSON.
-    static const int str_keys[] = {K_SPEC, K_MSG, K_INFO};
-    for (size_t i = 0; i < 3; i++) {
+    static const int str_keys[] = {K_SPEC, K_MSG, K_INFO, K_LYRICS};
+    for (size_t i = 0; i < sizeof str_keys / sizeof str_keys[0]; i++) {
         int k = str_keys[i];
         o = val[k];
         if (!o) continue;
@@ -655,8 +737,9 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
                        key_rules[k].name);
             goto done;
         }
-        if (k != K_SPEC && out->text) {
-            jb_err_set(err, JB_EFORMAT, "job %s: both 'msg' and 'info'", job);
+        if (!(key_rules[k].allowed & T(out->type))) {
+            jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' message",
+                       job, key_rules[k].name, type_names[out->type]);
             goto done;
         }
         char *s = malloc((size_t)o->via.str.size + 1);
@@ -669,17 +752,14 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
         if (k == K_SPEC) out->spec = s;
         else out->text = s;
     }
-    if ((val[K_MSG] && out->type != JB_MSG_ERROR) || (val[K_INFO] && out->type != JB_MSG_STATUS)) {
-        jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' message", job,
-                   val[K_MSG] ? "msg" : "info", type_names[out->type]);
+    if (has_payload(out->type) && !val[K_DTYPE]) {
+        jb_err_set(err, JB_EFORMAT, "job %s: %s message without field 'dtype'", job,
+                   type_names[out->type]);
         goto done;
     }
-    if (out->type == JB_MSG_CODES && !val[K_DTYPE]) {
-        jb_err_set(err, JB_EFORMAT, "job %s: codes message without field 'dtype'", job);
-        goto done;
-    }
-    if (out->type == JB_MSG_CODES && iv[K_RAW_LEN] < 0) {
-        jb_err_set(err, JB_EFORMAT, "job %s: codes message without field 'raw_len'", job);
+    if (has_payload(out->type) && iv[K_RAW_LEN] < 0) {
+        jb_err_set(err, JB_EFORMAT, "job %s: %s message without field 'raw_len'", job,
+                   type_names[out->type]);
         goto done;
     }
     // Fields, types and ranges (codes are not there yet: checked after decompression).
@@ -687,7 +767,7 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
 
     char ctx[160];
     msg_context(ctx, sizeof ctx, out->job_id, out->level, out->offset);
-    if (out->type != JB_MSG_CODES) {
+    if (!has_payload(out->type)) {
         if (payload_len) {
             jb_err_set(err, JB_EFORMAT, "%s: a '%s' message with a %zu-byte payload", ctx,
                        type_names[out->type], payload_len);
@@ -696,15 +776,16 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
         rc = 0;
         goto done;
     }
-    uint64_t want = (uint64_t)out->batch * (uint64_t)out->count * 4;
+    // check_msg bounded batch x count (x cols) by the raw cap: no overflow here.
+    uint64_t want = (uint64_t)jb_msg_payload_elems(out) * 4;
     if ((uint64_t)iv[K_RAW_LEN] != want) {
-        jb_err_set(err, JB_EFORMAT, "%s: raw_len %" PRId64 " but %" PRId64 " x %" PRId64
-                   " int32 codes are %" PRIu64 " bytes", ctx, iv[K_RAW_LEN], out->batch,
-                   out->count, want);
+        jb_err_set(err, JB_EFORMAT, "%s: raw_len %" PRId64 " but its %" PRIu64 " int32 "
+                   "values are %" PRIu64 " bytes", ctx, iv[K_RAW_LEN], want / 4, want);
         goto done;
     }
     if (payload_len == 0) {
-        jb_err_set(err, JB_EFORMAT, "%s: codes message without a payload", ctx);
+        jb_err_set(err, JB_EFORMAT, "%s: %s message without a payload", ctx,
+                   type_names[out->type]);
         goto done;
     }
     // LZ4 turns one input byte into at most 255 output bytes: a payload that

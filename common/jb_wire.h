@@ -2,11 +2,13 @@
 // them over a pipe or in a codes file (spec: docs/wire.md).
 //
 //   message = MessagePack header (a map with string keys) + optional payload
-//             (LZ4 block of little-endian int32 codes, (batch, count) row-major)
+//             (LZ4 block of little-endian int32: codes (batch, count) row-major, or
+//             alignment weights (batch, count, cols))
 //   frame   = "JBX1" | u32 header length | u32 payload length | u32 CRC-32 | header | payload
 //
 // Over ZeroMQ a message is two parts (header, payload); over a pipe or in a file
-// it is one frame. A codes file is a frame stream saved to disk.
+// it is one frame. A codes file is a frame stream saved to disk (jb_codes.h).
+// How the stages order a job's messages (the job stream): docs/wire.md section 8.
 //
 //   jb_msg_t m; jb_msg_init(&m);
 //   m.type = JB_MSG_CODES; strcpy(m.job_id, "job1"); m.level = 2; m.offset = 0;
@@ -47,6 +49,8 @@
 #define JB_WIRE_MAX_OFFSET (INT64_C(1) << 40)  // token offsets and lengths
 #define JB_WIRE_MAX_RATE 1000000               // Hz
 #define JB_WIRE_MAX_SEQ (INT64_C(1) << 53)     // so a JSON reader keeps it exact
+#define JB_WIRE_MAX_COLS (1 << 20)             // align: lyric characters
+#define JB_WIRE_ALIGN_ONE 65535                // align: weight 1.0 (w quantised round(w * 65535))
 
 typedef enum {
     JB_MSG_NONE = 0,
@@ -57,6 +61,8 @@ typedef enum {
     JB_MSG_ACK,        // receipt of message seq of a job (reliable transport, later)
     JB_MSG_HEARTBEAT,  // liveness (later)
     JB_MSG_STATUS,     // a stage's status: text is a JSON object (later)
+    JB_MSG_ALIGN,      // lyric alignment of a job: level, batch, count, cols + payload of
+                       // weights round(w * 65535); text = the lyrics, one character a column
     JB_MSG_TYPE_COUNT
 } jb_msg_type_t;
 
@@ -68,8 +74,10 @@ typedef struct {
     char job_id[JB_WIRE_JOB_ID_MAX + 1];  // "" = none
     int level;              // 0..JB_WIRE_MAX_LEVEL, -1 = none
     int64_t offset;         // token offset of the first code (codes); level length (end)
-    int64_t count;          // tokens per row (codes), 1..
-    int64_t batch;          // rows = samples (codes), 1..
+    int64_t count;          // tokens per row (codes, align), 1..
+    int64_t batch;          // rows = samples (codes, align), 1..; end: samples of the level
+    int64_t sample0;        // codes: sample index of the first row (absent, -1, means 0)
+    int64_t cols;           // align: lyric characters per token, 1..JB_WIRE_MAX_COLS
     int64_t codebook;       // codebook size: every code is in [0, codebook)
     int64_t sample_rate;    // Hz of the audio the codes stand for
     int64_t audio_len;      // true audio length in samples before padding (to trim)
@@ -77,8 +85,10 @@ typedef struct {
     int64_t credit;         // ack: messages the receiver can take more
     int64_t code;           // error: sysexits value, jb_err_exit_code() (65 bad data, ...)
     char *spec;             // job: JSON object text, owned
-    char *text;             // error: message (UTF-8); status: JSON object text; owned
-    int32_t *codes;         // codes: (batch, count) row-major, owned
+    char *text;             // error: message (UTF-8); status, end: JSON object text;
+                            // align: the lyrics, exactly cols characters; owned
+    int32_t *codes;         // codes: (batch, count) row-major; align: (batch, count, cols)
+                            // weights in [0, JB_WIRE_ALIGN_ONE]; owned
 } jb_msg_t;
 
 // A growable byte buffer. Zero-initialise ({0}); data owned.
@@ -93,8 +103,13 @@ void jb_bytes_free(jb_bytes_t *b);
 void jb_msg_init(jb_msg_t *msg);
 // Frees spec, text, codes and re-initialises. Accepts NULL.
 void jb_msg_clear(jb_msg_t *msg);
-// "job", "codes", "end", "error", "ack", "heartbeat", "status"; "?" otherwise.
+// "job", "codes", "end", "error", "ack", "heartbeat", "status", "align"; "?" otherwise.
 const char *jb_msg_type_name(int type);
+// Whether job_id is a valid job id (1..JB_WIRE_JOB_ID_MAX of [A-Za-z0-9._:-]).
+int jb_wire_job_id_ok(const char *job_id);
+// Elements of the payload of msg (batch x count for codes, x cols for align;
+// 0 for types without one or when a dimension is absent).
+size_t jb_msg_payload_elems(const jb_msg_t *msg);
 
 // Convenience setters: copy their argument (the old value is freed). 0 / -1 + err.
 int jb_msg_set_job_id(jb_msg_t *msg, const char *job_id, jb_err_t *err);
@@ -103,13 +118,16 @@ int jb_msg_set_text(jb_msg_t *msg, const char *text, jb_err_t *err);
 // codes: (batch, count), copied. Sets batch and count.
 int jb_msg_set_codes(jb_msg_t *msg, const int32_t *codes, int64_t batch, int64_t count,
                      jb_err_t *err);
+// align weights: (batch, count, cols), copied. Sets batch, count and cols.
+int jb_msg_set_align(jb_msg_t *msg, const int32_t *weights, int64_t batch, int64_t count,
+                     int64_t cols, jb_err_t *err);
 
 // Checks msg against the rules the decoder applies (types, ranges, required
 // fields, codes in range when codebook >= 0). 0 / -1 + err (JB_EINVAL).
 int jb_wire_check(const jb_msg_t *msg, jb_err_t *err);
 
 // Encodes msg: the MessagePack header into *hdr and the LZ4 payload into *payload
-// (len 0 for types without codes). Both buffers are overwritten, not appended.
+// (len 0 for types without codes or weights). Both buffers are overwritten, not appended.
 // 0 / -1 + err (JB_EINVAL for a message that breaks the rules, JB_ENOMEM).
 int jb_wire_encode(const jb_msg_t *msg, jb_bytes_t *hdr, jb_bytes_t *payload, jb_err_t *err);
 

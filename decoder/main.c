@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "jb_codec.h"
+#include "jb_collect.h"
+#include "jb_device.h"
 #include "jb_log.h"
 
 static volatile int stop_flag;
@@ -23,7 +25,14 @@ static void usage(FILE *f) {
 "  -i, --in ENDPOINT         where the codes come from (default \"-\", stdin): \"-\", a codes\n"
 "                            file, or tcp://HOST:PORT / ipc://PATH (ZeroMQ; binds unless\n"
 "                            the address starts with '>').\n"
-"  -o, --out FILE            audio file to write. Required. The extension picks the format:\n"
+"      --outdir ROOT         pipeline mode: for each job write the run directory\n"
+"                            ROOT/<job id>/ (audio of every level and sample, codes.jbc,\n"
+"                            job.json, labels.json, index.html); a failed job leaves\n"
+"                            ROOT/<job id>/error.json. Replaces -o.\n"
+"      --jobs N              with --outdir: exit after N jobs (for a decoder listening on\n"
+"                            a socket); default: until the input ends.\n"
+"  -d, --device DEV          cpu, cuda or cuda:N (default cpu).\n"
+"  -o, --out FILE            audio file to write (or --outdir). The extension picks the format:\n"
 "                            .wav (16-bit PCM; see --float) or .flac (16-bit); \"-\" writes a\n"
 "                            WAV to stdout. The name may hold {job}, {sample} and {level};\n"
 "                            when a job has several samples and the name has no {sample},\n"
@@ -66,23 +75,64 @@ static void usage(FILE *f) {
 "             vqvae.safetensors --level 2 -o preview.wav\n");
 }
 
+// --outdir: the pipeline's last stage (jb_collect).
+static int run_outdir(const char *model, const char *in, const char *root, int max_jobs,
+                      int threads, long long window) {
+    jb_err_t err = {0};
+    if (threads) jb_codec_set_threads(threads);
+    jb_vqvae_t *vq = jb_codec_load_vqvae(model, window, &err);
+    if (!vq) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        return jb_err_exit_code(err.code);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    jb_endpoint_opts_t eo;
+    jb_endpoint_default_opts(&eo);
+    eo.codebook = jb_vqvae_hparams(vq)->l_bins;
+    jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
+    jb_collect_opts_t co = {.root = root, .max_jobs = max_jobs, .stop = &stop_flag};
+    jb_collect_stats_t st;
+    int rc = 0;
+    if (!ep || jb_collect_run(vq, ep, &co, &st, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        rc = jb_err_exit_code(err.code);
+    } else if (st.jobs_failed) {
+        jb_log(JB_ERROR, "%d of %d job(s) failed (see ROOT/<job>/error.json)", st.jobs_failed,
+               st.jobs_failed + st.jobs_done);
+        rc = 65;
+    } else {
+        jb_log(JB_INFO, "%d job(s) written under %s", st.jobs_done, root);
+    }
+    jb_endpoint_destroy(&ep);
+    jb_vqvae_destroy(&vq);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *in = "-", *out = NULL, *model = NULL;
-    int threads = 0, level = -1, want_float = 0, want_flac = 0;
+    int threads = 0, level = -1, want_float = 0, want_flac = 0, max_jobs = 0;
+    const char *outdir = NULL, *device = "cpu";
     long long window = 0;
     jb_log_set_stage("decoder");
-    enum { OPT_FLOAT = 1000, OPT_FLAC };
+    enum { OPT_FLOAT = 1000, OPT_FLAC, OPT_OUTDIR, OPT_JOBS };
     static const struct option opts[] = {
         {"in", required_argument, 0, 'i'},     {"out", required_argument, 0, 'o'},
         {"model", required_argument, 0, 'm'},  {"level", required_argument, 0, 'L'},
         {"float", no_argument, 0, OPT_FLOAT},  {"flac", no_argument, 0, OPT_FLAC},
+        {"outdir", required_argument, 0, OPT_OUTDIR}, {"jobs", required_argument, 0, OPT_JOBS},
+        {"device", required_argument, 0, 'd'},
         {"threads", required_argument, 0, 't'}, {"window", required_argument, 0, 'w'},
         {"quiet", no_argument, 0, 'q'},        {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     int c;
     char *end;
-    while ((c = getopt_long(argc, argv, "i:o:m:L:t:w:qvh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "i:o:m:L:t:w:d:qvh", opts, NULL)) != -1) {
         switch (c) {
         case 'i': in = optarg; break;
         case 'o': out = optarg; break;
@@ -96,6 +146,16 @@ int main(int argc, char **argv) {
             }
             break;
         case OPT_FLOAT: want_float = 1; break;
+        case OPT_OUTDIR: outdir = optarg; break;
+        case OPT_JOBS:
+            max_jobs = (int)strtol(optarg, &end, 10);
+            if (*end || max_jobs < 1) {
+                fprintf(stderr, "jukebox-decoder: --jobs: expected a positive count, got '%s'\n",
+                        optarg);
+                return 64;
+            }
+            break;
+        case 'd': device = optarg; break;
         case OPT_FLAC: want_flac = 1; break;
         case 't':
             threads = (int)strtol(optarg, &end, 10);
@@ -120,14 +180,21 @@ int main(int argc, char **argv) {
             return 64;
         }
     }
-    if (optind < argc || !out || !model) {
+    if (optind < argc || (!out && !outdir) || !model || (out && outdir)) {
         fprintf(stderr, "jukebox-decoder: %s\nTry 'jukebox-decoder --help'.\n",
                 optind < argc ? "unexpected argument (codes come from --in or stdin)"
                 : !model      ? "--model is required"
-                              : "-o AUDIO is required");
+                : out && outdir ? "-o and --outdir exclude each other"
+                              : "-o AUDIO (or --outdir ROOT) is required");
         return 64;
     }
     jb_err_t err = {0};
+    jb_device_t dev;
+    if (jb_device_parse(device, &dev, &err) || jb_device_open(&dev, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        return jb_err_exit_code(err.code);
+    }
+    if (outdir) return run_outdir(model, in, outdir, max_jobs, threads, window);
     jb_codec_decode_opts_t o = {.level = level, .out = out, .format = JB_AUDIO_AUTO};
     if (want_float && want_flac) {
         fprintf(stderr, "jukebox-decoder: --float and --flac exclude each other\n");

@@ -4,8 +4,8 @@
 # exact command to run and fails. Usage: scripts/deps.sh [build|test|demo|all]
 set -eu
 what=${1:-build}
-build="gcc make pkg-config libopenblas-dev libjansson-dev libzmq3-dev libmsgpack-dev liblz4-dev libsndfile1-dev libsoxr-dev libsystemd-dev zlib1g-dev"
-test="valgrind sox espeak-ng clang libclang-rt-14-dev iproute2 chromium"
+build="gcc make pkg-config libopenblas-dev libjansson-dev libzmq3-dev libmsgpack-dev liblz4-dev libsndfile1-dev libsoxr-dev libsystemd-dev zlib1g-dev libfluidsynth-dev"
+test="valgrind sox espeak-ng fluid-soundfont-gm clang libclang-rt-14-dev iproute2 chromium"
 demo=""
 case "$what" in
     build) pkgs="$build" ;;

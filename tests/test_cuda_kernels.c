@@ -204,6 +204,38 @@ static void test_conv(void *blas) {
     }
 }
 
+// Winograd F(2,3) (k 3, stride 1, padding = dilation d) against the CPU version.
+static void test_wino(void *blas) {
+    struct {
+        int C, OC, d, flags;
+        int64_t T;
+    } cs[] = {{24, 32, 1, 0, 701}, {16, 24, 3, JB_CONV_RELU_IN | JB_CONV_RELU_OUT, 600},
+              {16, 16, 9, JB_CONV_ACC, 333}, {8, 8, 27, 0, 50}};
+    for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+        int C = cs[ci].C, OC = cs[ci].OC, d = cs[ci].d, fl = cs[ci].flags;
+        int64_t T = cs[ci].T;
+        float *x = rnd(T * C), *w = rnd((int64_t)3 * C * OC), *b = rnd(OC), *out = rnd(T * OC);
+        float *wg = malloc(sizeof(float) * 4 * (size_t)C * OC);
+        jb_conv1d_pack_wino(wg, w, OC, C);
+        size_t wsc = jb_conv1d_wino_ws_floats(T, C, OC, d);
+        size_t wsd = jb_conv1d_wino_cuda_ws_floats(T, C, OC, d);
+        float *ws = malloc(sizeof(float) * (wsc + 1));
+        float *dx = dev_of(x, T * C), *db = dev_of(b, OC), *dout = dev_of(out, T * OC);
+        float *dwg = jb_gpu_alloc(sizeof(float) * 4 * (size_t)C * OC, NULL);
+        jb_gpu_upload(dwg, wg, sizeof(float) * 4 * (size_t)C * OC, NULL);
+        float *dws = jb_gpu_alloc(sizeof(float) * (wsd + 1), NULL);
+        jb_conv1d_wino(out, x, T, C, wg, b, OC, d, fl, ws);
+        int rc = jb_conv1d_wino_cuda(blas, dout, dx, T, C, dwg, db, OC, d, fl, dws);
+        char what[96];
+        snprintf(what, sizeof what, "conv1d_wino C%d OC%d d%d flags %d T %lld", C, OC, d, fl,
+                 (long long)T);
+        JB_CHECK(rc == 0, "%s: launch", what);
+        cmp(what, dout, out, T * OC, 1e-5, 1e-5);
+        free(x), free(w), free(b), free(out), free(wg), free(ws);
+        jb_gpu_free(dx), jb_gpu_free(db), jb_gpu_free(dout), jb_gpu_free(dwg), jb_gpu_free(dws);
+    }
+}
+
 // Column-major element (r, c) of op(X) where X is stored (ld, ·).
 static double el(const void *X, jb_dtype_t dt, int ld, int trans, int r, int c) {
     size_t idx = trans ? (size_t)r * (size_t)ld + (size_t)c : (size_t)c * (size_t)ld + (size_t)r;
@@ -337,6 +369,7 @@ int main(void) {
     if (!blas) return jb_test_summary("test_cuda_kernels");
     test_nn();
     test_conv(blas);
+    test_wino(blas);
     test_gemm(blas);
 #ifdef JB_CUDA_EMU
     test_emulation();

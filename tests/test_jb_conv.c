@@ -104,6 +104,32 @@ static void check_conv1d(int64_t T, int C, int OC, int k, int s, int p, int d, i
     free(x), free(w), free(b), free(wp), free(ws), free(out), free(init), free(want);
 }
 
+static void check_wino(int64_t T, int C, int OC, int d, int flags) {
+    float *x = rand_buf(T * C), *w = rand_buf((int64_t)OC * C * 3), *b = rand_buf(OC);
+    float *wg = malloc(sizeof(float) * (size_t)OC * C * 4);
+    jb_conv1d_pack_wino(wg, w, OC, C);
+    size_t nws = jb_conv1d_wino_ws_floats(T, C, OC, d);
+    float *ws = malloc(sizeof(float) * (nws + GUARD));
+    for (int i = 0; i < GUARD; i++) ws[nws + i] = GUARD_VAL;
+    float *out = malloc(sizeof(float) * (size_t)(T * OC + GUARD));
+    float *init = rand_buf(T * OC);
+    memcpy(out, init, sizeof(float) * (size_t)(T * OC));
+    for (int i = 0; i < GUARD; i++) out[T * OC + i] = GUARD_VAL;
+    double *want = malloc(sizeof(double) * (size_t)(T * OC));
+    ref_conv1d(want, x, T, C, w, b, OC, 3, 1, d, d, (flags & JB_CONV_RELU_IN) != 0);
+    for (int64_t i = 0; i < T * OC; i++) {
+        if (flags & JB_CONV_ACC) want[i] += init[i];
+        if ((flags & JB_CONV_RELU_OUT) && want[i] < 0) want[i] = 0;
+    }
+    jb_conv1d_wino(out, x, T, C, wg, b, OC, d, flags, ws);
+    double maxd;
+    int ok = close_to(out, want, T * OC, &maxd);
+    JB_CHECK(ok && guards_ok(out, T * OC) && guards_ok(ws, (int64_t)nws),
+             "winograd conv T=%lld C=%d OC=%d d=%d flags=%d: max|diff|=%.2g", (long long)T, C,
+             OC, d, flags, maxd);
+    free(x), free(w), free(b), free(wg), free(ws), free(out), free(init), free(want);
+}
+
 static void check_convt1d(int64_t T, int C, int OC, int k, int s, int p, int flags) {
     int64_t T_out = jb_convt1d_out_len(T, k, s, p);
     float *x = rand_buf(T * C), *w = rand_buf((int64_t)C * OC * k), *b = rand_buf(OC);
@@ -156,6 +182,13 @@ int main(void) {
         check_conv1d(2100, 4, 6, 4, 2, 1, 1, M);
         check_conv1d(1100, 8, 8, 1, 1, 0, 1, M | JB_CONV_ACC);
     }
+    check_wino(37, 3, 5, 1, 0);
+    check_wino(64, 8, 8, 9, JB_CONV_RELU_IN | JB_CONV_RELU_OUT);
+    check_wino(41, 8, 8, 27, JB_CONV_RELU_IN);            // dilation > T
+    check_wino(100, 4, 6, 3, JB_CONV_ACC);                  // T not a multiple of 2d
+    check_wino(1, 4, 4, 1, 0);                               // one sample
+    check_wino(3000, 16, 8, 81, JB_CONV_RELU_IN | JB_CONV_RELU_OUT);   // several blocks
+    check_wino(2500, 8, 16, 1, JB_CONV_ACC | JB_CONV_RELU_IN);
     for (int m = 0; m < 2; m++) {
         int M = methods[m];
         check_convt1d(32, 8, 8, 4, 2, 1, M);                              // decoder up, s=2

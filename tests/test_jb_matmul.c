@@ -180,7 +180,8 @@ int main(void) {
             // random shapes
             for (int i = 0; i < 12; i++)
                 check_case(kern, dt, irand(1, 17), irand(1, 300), irand(1, 300));
-            check_case(kern, dt, 300, 77, 129);   // large M: BLAS
+            check_case(kern, dt, 300, 77, 129);   // large M: BLAS, or the AVX-512 kernel
+            check_case(kern, dt, 40, 200, 1100);  // large M across threads
         }
         check_wt(1, 1920, 2048);
         for (int M = 1; M <= 17; M++) check_wt(M, irand(1, 200), irand(1, 150));

@@ -65,15 +65,16 @@ static void roundtrip(const jb_msg_t *m, const char *what, jb_msg_t *out) {
                  && out->offset == m->offset && out->count == m->count && out->batch == m->batch
                  && out->codebook == m->codebook && out->sample_rate == m->sample_rate
                  && out->audio_len == m->audio_len && out->seq == m->seq
-                 && out->credit == m->credit && out->code == m->code,
+                 && out->credit == m->credit && out->code == m->code
+                 && out->sample0 == m->sample0 && out->cols == m->cols,
              "%s: every integer field survives", what);
     JB_CHECK((!m->spec && !out->spec) || (m->spec && out->spec && !strcmp(m->spec, out->spec)),
              "%s: spec survives", what);
     JB_CHECK((!m->text && !out->text) || (m->text && out->text && !strcmp(m->text, out->text)),
              "%s: text survives", what);
     if (m->codes) {
-        size_t n = (size_t)m->batch * (size_t)m->count;
-        JB_CHECK(out->codes && memcmp(out->codes, m->codes, n * 4) == 0,
+        size_t n = jb_msg_payload_elems(m);
+        JB_CHECK(n > 0 && out->codes && memcmp(out->codes, m->codes, n * 4) == 0,
                  "%s: %zu codes survive", what, n);
     } else {
         JB_CHECK(!out->codes, "%s: no codes", what);
@@ -695,6 +696,197 @@ static void test_big(void) {
     jb_bytes_free(&fr);
 }
 
+
+// ---- additions to version 1: sample0 on codes, batch and info on end, align
+
+static void align_hdr(hb_t *h, int64_t batch, int64_t count, int64_t cols, uint64_t raw_len,
+                      const char *lyrics, int extra_keys) {
+    hb_start(h, 10 + extra_keys);
+    hb_str(h, "type", "align");
+    hb_uint(h, "v", 1);
+    hb_str(h, "job", "ja");
+    hb_uint(h, "level", 2);
+    hb_uint(h, "count", (uint64_t)count);
+    hb_uint(h, "batch", (uint64_t)batch);
+    hb_uint(h, "cols", (uint64_t)cols);
+    hb_str(h, "dtype", "i32");
+    hb_uint(h, "raw_len", raw_len);
+    hb_str(h, "lyrics", lyrics);
+}
+
+static void test_additions(void) {
+    jb_err_t err = {0};
+    jb_msg_t m, out;
+    jb_msg_init(&m);
+    jb_msg_init(&out);
+    jb_bytes_t hdr = {0}, pl = {0};
+
+    // codes with sample0: rows 2..3 of a job's samples.
+    m.type = JB_MSG_CODES;
+    jb_msg_set_job_id(&m, "j", &err);
+    m.level = 1;
+    m.offset = 64;
+    m.sample0 = 2;
+    int32_t *c = random_codes(2 * 50, 2048);
+    jb_msg_set_codes(&m, c, 2, 50, &err);
+    free(c);
+    roundtrip(&m, "codes with sample0", &out);
+    m.sample0 = INT32_MAX - 1;   // + batch 2 > INT32_MAX
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "sample0"),
+             "sample0 + batch past 2^31-1 refused (%s)", err.msg);
+    m.sample0 = -1;
+    JB_CHECK_OK(jb_wire_encode(&m, &hdr, &pl, &err), &err, "codes without sample0");
+    JB_CHECK(memmem(hdr.data, hdr.len, "sample0", 7) == NULL, "absent sample0 is not written");
+    jb_msg_clear(&m);
+
+    // end with batch and info (the labels a stage used).
+    m.type = JB_MSG_END;
+    jb_msg_set_job_id(&m, "j", &err);
+    m.level = 2;
+    m.offset = 1722;
+    m.batch = 3;
+    jb_msg_set_text(&m, "{\"artist_id\":77,\"genre_ids\":[5],\"dropped\":\"\xe2\x99\xaa\","
+                        "\"warnings\":[]}", &err);
+    roundtrip(&m, "end of level with batch and info", &out);
+    jb_msg_set_text(&m, "labels: 77", &err);
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "info"),
+             "end info that is not a JSON object refused (%s)", err.msg);
+    jb_msg_clear(&m);
+    m.type = JB_MSG_END;
+    jb_msg_set_job_id(&m, "j", &err);
+    m.sample0 = 0;
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "sample0"),
+             "sample0 on an end refused (%s)", err.msg);
+    jb_msg_clear(&m);
+    hb_t h;
+    end_hdr(&h, 1);
+    hb_str(&h, "msg", "why");
+    expect_fail(&h, NULL, 0, -1, (expect_t){"end with msg", JB_EFORMAT, "'msg' is not allowed"});
+    end_hdr(&h, 1);
+    hb_uint(&h, "batch", 0);
+    expect_fail(&h, NULL, 0, -1, (expect_t){"end with batch 0", JB_EFORMAT, "batch"});
+    end_hdr(&h, 1);
+    hb_str(&h, "info", "[1,2]");
+    expect_fail(&h, NULL, 0, -1, (expect_t){"end with array info", JB_EFORMAT, "JSON object"});
+    end_hdr(&h, 2);
+    hb_uint(&h, "batch", 4);
+    hb_str(&h, "info", "{\"artist_id\":1}");
+    JB_CHECK_OK(decode_hb(&h, NULL, 0, -1, &out, &err), &err, "hand-built end with info");
+    JB_CHECK(out.batch == 4 && out.text && strcmp(out.text, "{\"artist_id\":1}") == 0,
+             "end info and batch read");
+    hb_free(&h);
+
+    // align: (batch 2, count 3, cols 4) weights, lyrics of 4 characters (é is 2 bytes).
+    const char *lyr = "ab\xc3\xa9 ";
+    int32_t w[24];
+    for (int i = 0; i < 24; i++) w[i] = (int32_t)(rng() % 65536);
+    w[0] = 0;
+    w[1] = JB_WIRE_ALIGN_ONE;
+    m.type = JB_MSG_ALIGN;
+    jb_msg_set_job_id(&m, "j", &err);
+    m.level = 2;
+    JB_CHECK_OK(jb_msg_set_align(&m, w, 2, 3, 4, &err), &err, "set align");
+    jb_msg_set_text(&m, lyr, &err);
+    roundtrip(&m, "align", &out);
+    m.offset = 4096;   // optional: first token of the rows
+    roundtrip(&m, "align with offset", &out);
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == 0, "align encodes");
+    JB_CHECK_OK(jb_wire_decode(hdr.data, hdr.len, pl.data, pl.len, 16, &out, &err), &err,
+                "align: weights are not checked against the receiver's codebook");
+    m.codes[7] = 65536;
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "65536")
+                 && strstr(err.msg, "column 3"),
+             "a weight over 65535 refused naming its place (%s)", err.msg);
+    m.codes[7] = -1;
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1, "a negative weight refused");
+    m.codes[7] = 5;
+    jb_msg_set_text(&m, "abc", &err);
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "3 characters"),
+             "lyrics of 3 characters for 4 columns refused (%s)", err.msg);
+    jb_msg_set_text(&m, NULL, &err);
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "lyrics"),
+             "align without lyrics refused (%s)", err.msg);
+    jb_msg_set_text(&m, lyr, &err);
+    m.codebook = 2048;
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "codebook"),
+             "codebook on align refused");
+    m.codebook = -1;
+    m.cols = JB_WIRE_MAX_COLS + 1;
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "cols"),
+             "cols over the cap refused (%s)", err.msg);
+    JB_CHECK(jb_msg_set_align(&m, w, 1 << 20, 1 << 20, 1 << 10, &err) == -1,
+             "an alignment over the raw cap refused before allocating");
+    jb_msg_clear(&m);
+    m.type = JB_MSG_CODES;
+    jb_msg_set_job_id(&m, "j", &err);
+    m.level = 0;
+    m.offset = 0;
+    jb_msg_set_codes(&m, w, 1, 1, &err);
+    m.cols = 4;
+    JB_CHECK(jb_wire_encode(&m, &hdr, &pl, &err) == -1 && strstr(err.msg, "cols"),
+             "cols on codes refused (%s)", err.msg);
+    jb_msg_clear(&m);
+
+    // Hand-built align: the header of docs/wire.md, the payload from liblz4.
+    char lz[256];
+    int lz_n = LZ4_compress_default((const char *)w, lz, sizeof w, sizeof lz);
+    const uint8_t *p = (const uint8_t *)lz;
+    align_hdr(&h, 2, 3, 4, 96, lyr, 0);
+    JB_CHECK_OK(decode_hb(&h, p, (size_t)lz_n, 2048, &out, &err), &err, "hand-built align");
+    JB_CHECK(out.type == JB_MSG_ALIGN && out.batch == 2 && out.count == 3 && out.cols == 4
+                 && out.level == 2 && out.offset == -1 && out.text && !strcmp(out.text, lyr)
+                 && memcmp(out.codes, w, sizeof w) == 0,
+             "hand-built align: fields, lyrics and weights as built");
+    hb_free(&h);
+    align_hdr(&h, 2, 3, 4, 92, lyr, 0);
+    expect_fail(&h, p, (size_t)lz_n, -1, (expect_t){"align raw_len != batch*count*cols*4",
+                                                     JB_EFORMAT, "raw_len 92"});
+    align_hdr(&h, 2, 3, 5, 120, lyr, 0);
+    expect_fail(&h, p, (size_t)lz_n, -1, (expect_t){"align lyrics/cols mismatch", JB_EFORMAT,
+                                                     "5 alignment columns"});
+    align_hdr(&h, 2, 3, 4, 96, lyr, 0);
+    expect_fail(&h, NULL, 0, -1, (expect_t){"align without payload", JB_EFORMAT, "payload"});
+    align_hdr(&h, 2, 3, 4, 96, lyr, 1);
+    hb_uint(&h, "sample0", 1);
+    expect_fail(&h, p, (size_t)lz_n, -1, (expect_t){"align with sample0", JB_EFORMAT,
+                                                     "'sample0' is not allowed"});
+    hb_start(&h, 9);
+    hb_str(&h, "type", "align");
+    hb_uint(&h, "v", 1);
+    hb_str(&h, "job", "ja");
+    hb_uint(&h, "level", 2);
+    hb_uint(&h, "count", 3);
+    hb_uint(&h, "batch", 2);
+    hb_str(&h, "dtype", "i32");
+    hb_uint(&h, "raw_len", 96);
+    hb_str(&h, "lyrics", lyr);
+    expect_fail(&h, p, (size_t)lz_n, -1, (expect_t){"align without cols", JB_EFORMAT, "cols"});
+    // Huge dimensions whose product overflows 64 bits: refused, nothing allocated.
+    char *long_lyr = malloc(JB_WIRE_MAX_COLS + 1);
+    memset(long_lyr, 'a', JB_WIRE_MAX_COLS);
+    long_lyr[JB_WIRE_MAX_COLS] = 0;
+    align_hdr(&h, INT32_MAX, INT32_MAX, JB_WIRE_MAX_COLS, 96, long_lyr, 0);
+    expect_fail(&h, p, (size_t)lz_n, -1, (expect_t){"align of 2^82 weights", JB_EFORMAT,
+                                                     "over the cap"});
+    free(long_lyr);
+    w[5] = 70000;
+    lz_n = LZ4_compress_default((const char *)w, lz, sizeof w, sizeof lz);
+    align_hdr(&h, 2, 3, 4, 96, lyr, 0);
+    expect_fail(&h, p, (size_t)lz_n, -1, (expect_t){"align weight 70000", JB_EFORMAT,
+                                                     "70000"});
+    // lyrics is the align's text: refused on the other types.
+    end_hdr(&h, 1);
+    hb_str(&h, "lyrics", "x");
+    expect_fail(&h, NULL, 0, -1, (expect_t){"end with lyrics", JB_EFORMAT,
+                                             "'lyrics' is not allowed"});
+    JB_CHECK(strcmp(jb_msg_type_name(JB_MSG_ALIGN), "align") == 0, "align type name");
+    JB_CHECK(jb_wire_job_id_ok("a-b.c:d_1") && !jb_wire_job_id_ok("") && !jb_wire_job_id_ok("a b")
+                 && !jb_wire_job_id_ok(NULL), "jb_wire_job_id_ok");
+    jb_msg_clear(&out);
+    jb_bytes_free(&hdr);
+    jb_bytes_free(&pl);
+}
+
 int main(void) {
     test_roundtrips();
     test_hand_built();
@@ -702,5 +894,6 @@ int main(void) {
     test_bad_codes();
     test_frames();
     test_big();
+    test_additions();
     return jb_test_summary("test_jb_wire");
 }

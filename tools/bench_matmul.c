@@ -1,7 +1,7 @@
 // bench_matmul.c: speed of jb_matmul on the released transformer shapes.
 //
-//   jukebox-bench_matmul [--reps N] [--packed] [--config upsampler|5b|all] [--threads 1|2|12]
-//                        [--dtypes f32,bf16,f16] [--kernel c|avx2|avx512]
+//   jukebox-bench_matmul [--reps N] [--large] [--layout plain|packed|both] [--config upsampler|5b|all]
+//                        [--threads 1|2|12] [--dtypes f32,bf16,f16] [--kernel c|avx2|avx512]
 //
 // For each configuration, weight dtype, thread count and M (rows: samples in a
 // sampling step) it times one transformer layer's four products (attention
@@ -11,8 +11,10 @@
 // depth x (one layer) + the output projection (jb_matmul_wt, 2048 bins).
 // OpenBLAS's sgemm on the same f32 shapes with M rows is timed in the same run.
 // Enough copies of the layer's weights are cycled through that they never sit
-// in the caches. Every figure is the best of --reps runs (default 5): the
-// machine is shared, the best run is the one least disturbed.
+// in the caches. The machine is shared: every figure is the best of --reps
+// rounds (default 7), each round running every case once (and the bandwidth
+// loop), so that a busy spell of the neighbours does not spoil one case.
+// --large adds products of LARGE_M rows (priming), reported in GFLOP/s.
 #include <cblas.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -38,36 +40,31 @@ static float frand(void) {   // uniform in [-1, 1)
     return (float)((rng >> 40) * (1.0 / (1 << 23)) - 1.0);
 }
 
-// Best-of-reps read bandwidth in GB/s over a 512 MiB array with nt threads.
-static double read_bandwidth(int nt, int reps) {
-    size_t n = (size_t)512 << 20 >> 2;
-    float *a = jb_alloc(n * sizeof(float));
-    if (!a) return 0;
-#pragma omp parallel for num_threads(nt)
-    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 255);
+// Best-of-reps read bandwidth in GB/s over a (512 MiB) with nt threads.
+static double read_bandwidth(const float *a, size_t n, int nt, int reps) {
     double best = 1e30, sink = 0;
     for (int r = 0; r < reps; r++) {
         double t0 = now_s();
         double tot = 0;
 #pragma omp parallel num_threads(nt) reduction(+ : tot)
         {
-            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            // 8 independent sums: the adds never limit the loop, only memory does
+            __m256 s[8];
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) s[j] = _mm256_setzero_ps();
 #pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i += 32) {
-                s0 = _mm256_add_ps(s0, _mm256_load_ps(a + i));
-                s1 = _mm256_add_ps(s1, _mm256_load_ps(a + i + 8));
-                s2 = _mm256_add_ps(s2, _mm256_load_ps(a + i + 16));
-                s3 = _mm256_add_ps(s3, _mm256_load_ps(a + i + 24));
-            }
+            for (size_t i = 0; i < n; i += 64)
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) s[j] = _mm256_add_ps(s[j], _mm256_load_ps(a + i + 8 * j));
             float f[8];
-            _mm256_storeu_ps(f, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+            for (int j = 1; j < 8; j++) s[0] = _mm256_add_ps(s[0], s[j]);
+            _mm256_storeu_ps(f, s[0]);
             for (int i = 0; i < 8; i++) tot += f[i];
         }
         double t = now_s() - t0;
         sink += tot;
         if (t < best) best = t;
     }
-    jb_free(a);
     if (sink == 1.2345) printf(" ");
     return n * sizeof(float) / best / 1e9;
 }
@@ -115,13 +112,28 @@ static int has_item(const char *list, const char *name) {
     return 0;
 }
 
+// One measured case: what runs, and the best time over the rounds.
+typedef struct {
+    int kind;   // 0 jb_matmul, 1 jb_matmul_packed, 2 OpenBLAS sgemm (f32), 3 output projection
+    int di, t, M;
+    double best;
+} meas_t;
+
+#define LARGE_M 256
+
+static const jb_dtype_t DT[3] = {JB_F32, JB_BF16, JB_F16};
+static const char *DN[3] = {"f32", "bf16", "f16"};
+
 int main(int argc, char **argv) {
-    int reps = 5, cfg_mask = 1, thr_mask = 3, packed = 0;
+    int reps = 7, cfg_mask = 1, thr_mask = 3, layouts = 3, large = 0;
     const char *dtypes = "f32,bf16,f16";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--packed")) packed = 1;
-        else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+        else if (!strcmp(argv[i], "--large")) large = 1;
+        else if (!strcmp(argv[i], "--layout") && i + 1 < argc) {
+            const char *v = argv[++i];
+            layouts = !strcmp(v, "plain") ? 1 : !strcmp(v, "packed") ? 2 : 3;
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
             const char *v = argv[++i];
             cfg_mask = !strcmp(v, "all") ? 3 : !strcmp(v, "5b") ? 2 : 1;
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -136,128 +148,174 @@ int main(int argc, char **argv) {
             }
         } else {
             fprintf(stderr,
-                    "usage: %s [--reps N] [--packed] [--config upsampler|5b|all] [--threads 1|2|12] "
-                    "[--dtypes f32,bf16,f16] [--kernel c|avx2|avx512]\n",
+                    "usage: %s [--reps N] [--large] [--layout plain|packed|both] [--config upsampler|5b|all]"
+                    " [--threads 1|2|12] [--dtypes f32,bf16,f16] [--kernel c|avx2|avx512]\n",
                     argv[0]);
             return 64;
         }
     }
     if (reps < 1) reps = 1;
-    printf("kernel %s, best of %d runs\n", jb_matmul_kernel_name(), reps);
+    size_t bw_n = (size_t)512 << 20 >> 2;
+    float *bw_buf = jb_alloc(bw_n * sizeof(float));
+    if (!bw_buf) return 70;
+    for (size_t i = 0; i < bw_n; i++) bw_buf[i] = (float)(i & 255);
     double bw[3] = {0};
-    for (int t = 1; t <= 2; t++)
-        if (thr_mask & t) {
-            bw[t] = read_bandwidth(t, reps);
-            printf("machine read bandwidth, %d thread%s: %.1f GB/s\n", t, t > 1 ? "s" : "", bw[t]);
-        }
     static const int Ms[] = {1, 4, 16};
+    printf("kernel %s; every figure the best of %d rounds (each round runs every case once)\n",
+           jb_matmul_kernel_name(), reps);
+
     for (int ci = 0; ci < 2; ci++) {
         if (!(cfg_mask & (1 << ci))) continue;
         const config_t *c = &configs[ci];
         shape_t sh[4];
         layer_shapes(c, sh);
-        size_t layer_elems = 0, maxK = 0, maxN = 0;
+        size_t layer_elems = 0, maxK = c->width, maxN = c->bins;
         for (int i = 0; i < 4; i++) {
             layer_elems += (size_t)sh[i].K * sh[i].N;
             if ((size_t)sh[i].K > maxK) maxK = sh[i].K;
             if ((size_t)sh[i].N > maxN) maxN = sh[i].N;
         }
-        if (maxK < (size_t)c->width) maxK = (size_t)c->width;
-        if (maxN < (size_t)c->bins) maxN = (size_t)c->bins;
-        float *x = jb_alloc(sizeof(float) * 16 * maxK);
-        float *y = jb_alloc(sizeof(float) * 16 * maxN);
-        float *emb = jb_alloc(sizeof(float) * (size_t)c->bins * c->width);
-        for (size_t i = 0; i < 16 * maxK; i++) x[i] = frand();
-        fill_weights(emb, JB_F32, (size_t)c->bins * c->width);
-        printf("\n%s: width %d, depth %d; per layer K x N: %dx%d %dx%d %dx%d %dx%d "
-               "(%.1f M weights)\n",
-               c->name, c->width, c->depth, sh[0].K, sh[0].N, sh[1].K, sh[1].N, sh[2].K, sh[2].N,
-               sh[3].K, sh[3].N, layer_elems / 1e6);
-        printf("%-6s %-4s %3s %-12s %9s %8s %7s %12s %9s\n", "dtype", "thr", "M", "kernel",
-               "ms/layer", "GB/s", "%bw", "ms/step(est)", "bound ms");
-        for (int di = 0; di < 4; di++) {
-            // di 3: OpenBLAS sgemm on f32 weights, the comparison
-            jb_dtype_t dt = di == 0 || di == 3 ? JB_F32 : di == 1 ? JB_BF16 : JB_F16;
-            const char *dname = di == 0 || di == 3 ? "f32" : di == 1 ? "bf16" : "f16";
-            if (!has_item(dtypes, dname)) continue;
-            size_t es = jb_dtype_size(dt);
-            size_t layer_bytes = layer_elems * es;
-            // Cycle through copies: at least 256 MB of weights, past every cache.
-            int copies = (int)(((size_t)256 << 20) / layer_bytes) + 1;
-            void *w = jb_alloc(layer_bytes * copies);
-            if (!w) {
-                printf("%-6s: no memory for %d copies of the layer\n", dname, copies);
+        float *x = jb_alloc(sizeof(float) * LARGE_M * maxK);
+        float *y = jb_alloc(sizeof(float) * LARGE_M * maxN);
+        for (size_t i = 0; i < LARGE_M * maxK; i++) x[i] = frand();
+        // Copies of the weights (>= 256 MB of each kind) are cycled through so
+        // that every product reads its weights from memory, as in a real step.
+        size_t emb_elems = (size_t)c->bins * c->width;
+        int ecopies = (int)(((size_t)256 << 20) / (emb_elems * 4)) + 1;
+        float *emb = jb_alloc(sizeof(float) * emb_elems * ecopies);
+        if (emb) fill_weights(emb, JB_F32, emb_elems * ecopies);
+        void *w[3] = {0};
+        int copies[3] = {0};
+        jb_matmul_packed_t **pk[3] = {0};
+        for (int di = 0; di < 3; di++) {
+            if (!has_item(dtypes, DN[di])) continue;
+            size_t es = jb_dtype_size(DT[di]);
+            copies[di] = (int)(((size_t)256 << 20) / (layer_elems * es)) + 1;
+            w[di] = jb_alloc(layer_elems * es * copies[di]);
+            if (!w[di]) {
+                printf("%s: no memory for %d copies of a layer\n", DN[di], copies[di]);
                 continue;
             }
-            fill_weights(w, dt, layer_elems * copies);
-            // the same weights packed (jb_matmul_pack), when asked for
-            jb_matmul_packed_t **pk = NULL;
-            if (packed && di != 3) {
-                pk = calloc((size_t)copies * 4, sizeof(*pk));
-                const char *p = w;
-                for (int i = 0; pk && i < copies * 4; i++) {
-                    pk[i] = jb_matmul_pack(p, dt, sh[i % 4].K, sh[i % 4].N, NULL);
+            fill_weights(w[di], DT[di], layer_elems * copies[di]);
+            if (layouts & 2) {
+                pk[di] = calloc((size_t)copies[di] * 4, sizeof(**pk));
+                const char *p = w[di];
+                for (int i = 0; pk[di] && i < copies[di] * 4; i++) {
+                    pk[di][i] = jb_matmul_pack(p, DT[di], sh[i % 4].K, sh[i % 4].N, NULL);
                     p += (size_t)sh[i % 4].K * sh[i % 4].N * es;
                 }
             }
-            for (int t = 1; t <= 2; t++) {
-                if (!(thr_mask & t)) continue;
-                omp_set_num_threads(t);
-                openblas_set_num_threads(t);
-                // the output projection, 2048 bins x width, f32 (tied to the embedding)
-                double tout[17];
-                for (int mi = 0; mi < 3; mi++) {
-                    int M = Ms[mi];
-                    double best = 1e30;
-                    for (int r = 0; r < reps; r++) {
-                        double t0 = now_s();
-                        jb_matmul_wt(y, x, emb, M, c->width, c->bins);
-                        double dtm = now_s() - t0;
-                        if (dtm < best) best = dtm;
-                    }
-                    tout[M] = best;
-                }
-                char kname[32];
-                snprintf(kname, sizeof kname, "%s%s", jb_matmul_kernel_name(), pk ? "-packed" : "");
-                for (int mi = 0; mi < 3; mi++) {
-                    int M = Ms[mi];
-                    double best = 1e30;
-                    for (int r = 0; r < reps; r++) {
-                        double t0 = now_s();
-                        const char *p = w;
-                        for (int cp = 0; cp < copies; cp++)
-                            for (int i = 0; i < 4; i++) {
-                                if (di == 3)
-                                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M,
-                                                sh[i].N, sh[i].K, 1.0f, x, sh[i].K,
-                                                (const float *)p, sh[i].N, 0.0f, y, sh[i].N);
-                                else if (pk)
-                                    jb_matmul_packed(y, x, pk[cp * 4 + i], NULL, M);
-                                else
-                                    jb_matmul(y, x, p, dt, NULL, M, sh[i].K, sh[i].N);
-                                p += (size_t)sh[i].K * sh[i].N * es;
-                            }
-                        double dtm = (now_s() - t0) / copies;
-                        if (dtm < best) best = dtm;
-                    }
-                    double gbs = layer_bytes / best / 1e9;
-                    double step = best * c->depth + tout[M];
-                    double bound = (layer_bytes * c->depth + (double)c->bins * c->width * 4) /
-                                   (bw[t] * 1e9);
-                    printf("%-6s %-4d %3d %-12s %9.3f %8.1f %6.0f%% %12.1f %9.1f\n", dname, t, M,
-                           di == 3 ? "openblas" : kname, best * 1e3, gbs,
-                           bw[t] > 0 ? 100 * gbs / bw[t] : 0, step * 1e3, bound * 1e3);
-                    fflush(stdout);
+        }
+        // The cases.
+        meas_t ms[256];
+        int nm = 0;
+        for (int t = 1; t <= 2; t++) {
+            if (!(thr_mask & t)) continue;
+            for (int mi = 0; mi < 3; mi++) {
+                if (emb) ms[nm++] = (meas_t){3, 0, t, Ms[mi], 1e30};
+                if (w[0]) ms[nm++] = (meas_t){2, 0, t, Ms[mi], 1e30};
+                for (int di = 0; di < 3; di++) {
+                    if (!w[di]) continue;
+                    if (layouts & 1) ms[nm++] = (meas_t){0, di, t, Ms[mi], 1e30};
+                    if (pk[di]) ms[nm++] = (meas_t){1, di, t, Ms[mi], 1e30};
                 }
             }
-            if (pk)
-                for (int i = 0; i < copies * 4; i++) jb_matmul_packed_destroy(&pk[i]);
-            free(pk);
-            jb_free(w);
+            // priming / teacher forcing: 256 rows, bound by arithmetic (one copy is enough)
+            if (large) {
+                if (w[0]) ms[nm++] = (meas_t){2, 0, t, LARGE_M, 1e30};
+                for (int di = 0; di < 3; di++) {
+                    if (!w[di]) continue;
+                    if (layouts & 1) ms[nm++] = (meas_t){0, di, t, LARGE_M, 1e30};
+                    if (pk[di]) ms[nm++] = (meas_t){1, di, t, LARGE_M, 1e30};
+                }
+            }
+        }
+        for (int r = 0; r < reps; r++) {
+            for (int t = 1; t <= 2; t++) {
+                if (!(thr_mask & t)) continue;
+                double b = read_bandwidth(bw_buf, bw_n, t, 3);
+                if (b > bw[t]) bw[t] = b;
+            }
+            for (int i = 0; i < nm; i++) {
+                meas_t *m = &ms[i];
+                omp_set_num_threads(m->t);
+                openblas_set_num_threads(m->t);
+                double t0 = now_s(), dtm;
+                if (m->kind == 3) {
+                    for (int cp = 0; cp < ecopies; cp++)
+                        jb_matmul_wt(y, x, emb + cp * emb_elems, m->M, c->width, c->bins);
+                    dtm = (now_s() - t0) / ecopies;
+                } else {
+                    size_t es = jb_dtype_size(DT[m->di]);
+                    const char *p = w[m->di];
+                    int ncp = m->M == LARGE_M ? 1 : copies[m->di];
+                    for (int cp = 0; cp < ncp; cp++)
+                        for (int j = 0; j < 4; j++) {
+                            if (m->kind == 2)
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m->M,
+                                            sh[j].N, sh[j].K, 1.0f, x, sh[j].K,
+                                            (const float *)p, sh[j].N, 0.0f, y, sh[j].N);
+                            else if (m->kind == 1)
+                                jb_matmul_packed(y, x, pk[m->di][cp * 4 + j], NULL, m->M);
+                            else
+                                jb_matmul(y, x, p, DT[m->di], NULL, m->M, sh[j].K, sh[j].N);
+                            p += (size_t)sh[j].K * sh[j].N * es;
+                        }
+                    dtm = (now_s() - t0) / ncp;
+                }
+                if (dtm < m->best) m->best = dtm;
+            }
+        }
+        // Report.
+        printf("\n%s: width %d, depth %d; a layer's K x N: %dx%d %dx%d %dx%d %dx%d "
+               "(%.2f M weights); output projection %d x %d f32\n",
+               c->name, c->width, c->depth, sh[0].K, sh[0].N, sh[1].K, sh[1].N, sh[2].K, sh[2].N,
+               sh[3].K, sh[3].N, layer_elems / 1e6, c->bins, c->width);
+        for (int t = 1; t <= 2; t++)
+            if (thr_mask & t) printf("machine read bandwidth, %d thread%s: %.1f GB/s\n", t,
+                                     t > 1 ? "s" : "", bw[t]);
+        printf("%-5s %3s %3s %-15s %9s %7s %5s %13s %9s\n", "dtype", "thr", "M", "kernel",
+               "ms/layer", "GB/s", "%bw", "ms/step(est)", "bound ms");
+        for (int i = 0; i < nm; i++) {
+            const meas_t *m = &ms[i];
+            if (m->kind == 3) {
+                printf("%-5s %3d %3d %-15s %9.3f %7.1f %4.0f%%  (output projection, x·Wᵀ)\n",
+                       "f32", m->t, m->M, jb_matmul_kernel_name(), m->best * 1e3,
+                       emb_elems * 4 / m->best / 1e9, 100 * emb_elems * 4 / m->best / 1e9 / bw[m->t]);
+                continue;
+            }
+            if (m->M == LARGE_M) {
+                char kname[32];
+                snprintf(kname, sizeof kname, "%s",
+                         m->kind == 2 ? "openblas-sgemm" : m->kind == 1 ? "packed" : "jb_matmul");
+                printf("%-5s %3d %3d %-15s %9.3f %7s %5s  %.1f GFLOP/s\n", DN[m->di], m->t, m->M,
+                       kname, m->best * 1e3, "", "", 2.0 * m->M * layer_elems / m->best / 1e9);
+                continue;
+            }
+            double tout = 0;   // the output projection at the same M and threads
+            for (int j = 0; j < nm; j++)
+                if (ms[j].kind == 3 && ms[j].t == m->t && ms[j].M == m->M) tout = ms[j].best;
+            double bytes = (double)layer_elems * jb_dtype_size(DT[m->di]);
+            double gbs = bytes / m->best / 1e9;
+            double step = m->best * c->depth + tout;
+            double bound = (bytes * c->depth + emb_elems * 4.0) / (bw[m->t] * 1e9);
+            char kname[32];
+            snprintf(kname, sizeof kname, "%s", m->kind == 2 ? "openblas-sgemm" : jb_matmul_kernel_name());
+            if (m->kind == 1) strcat(kname, "-packed");
+            printf("%-5s %3d %3d %-15s %9.3f %7.1f %4.0f%% %13.1f %9.1f\n", DN[m->di], m->t, m->M,
+                   kname, m->best * 1e3, gbs, 100 * gbs / bw[m->t], step * 1e3, bound * 1e3);
+        }
+        fflush(stdout);
+        for (int di = 0; di < 3; di++) {
+            if (pk[di])
+                for (int i = 0; i < copies[di] * 4; i++) jb_matmul_packed_destroy(&pk[di][i]);
+            free(pk[di]);
+            jb_free(w[di]);
         }
         jb_free(x);
         jb_free(y);
         jb_free(emb);
     }
+    jb_free(bw_buf);
     return 0;
 }

@@ -23,6 +23,15 @@ JB_CUDA_KERNEL(k_col2im_t, jb_col2im_t_row,
                 int s, int p, int acc),
                (i, out, y, b, T_in, OC, k, s, p, acc))
 
+JB_CUDA_KERNEL(k_wino_in, jb_wino_in_tile,
+               (int64_t n, float *U, const float *x, const float *zrow, int64_t T, int C, int d,
+                int relu_in, int64_t nrow),
+               (i, U, x, zrow, T, C, d, relu_in, 0, nrow))
+JB_CUDA_KERNEL(k_wino_out, jb_wino_out_tile,
+               (int64_t n, float *y, const float *M, const float *b, int64_t T, int OC, int d,
+                int acc, int relu_out, int64_t nrow),
+               (i, y, M, b, T, OC, d, acc, relu_out, 0, nrow))
+
 static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 static cudaStream_t stream_of(void *cublas) {
@@ -52,6 +61,31 @@ extern "C" size_t jb_convt1d_cuda_ws_floats(int64_t T_in, int C, int OC, int k, 
                                             int flags) {
     if (flags & JB_CONV_DIRECT) return (size_t)((T_in + 2 * ((k + s - 1) / s) + 1) * C);
     return (size_t)(T_in * k * OC);
+}
+
+extern "C" size_t jb_conv1d_wino_cuda_ws_floats(int64_t T, int C, int OC, int d) {
+    int64_t nt = jb_wino_tiles(T, d);
+    return (size_t)(C + 4 * nt * (C + OC));
+}
+
+extern "C" int jb_conv1d_wino_cuda(void *cublas, float *out, const float *x, int64_t T, int C,
+                                   const float *wg, const float *b, int OC, int d, int flags,
+                                   float *ws) {
+    if (T <= 0) return 0;
+    cudaStream_t st = stream_of(cublas);
+    int64_t nt = jb_wino_tiles(T, d);   // all tiles in one block
+    float *zrow = ws, *U = ws + C, *M = U + 4 * nt * C;
+    if (cudaMemsetAsync(zrow, 0, sizeof(float) * C, st) != cudaSuccess) return -1;
+    JB_LAUNCH(k_wino_in, jb_cuda_blocks(nt), JB_CUDA_BLOCK, st, nt, U, x, (const float *)zrow, T,
+              C, d, (flags & JB_CONV_RELU_IN) != 0 ? 1 : 0, nt);
+    for (int i = 0; i < 4; i++)
+        if (sgemm_rm(cublas, (int)nt, OC, C, U + i * nt * C, C, wg + (int64_t)i * C * OC, OC, 0.0f,
+                     M + i * nt * OC, OC) != 0)
+            return -1;
+    JB_LAUNCH(k_wino_out, jb_cuda_blocks(nt), JB_CUDA_BLOCK, st, nt, out, (const float *)M, b, T,
+              OC, d, (flags & JB_CONV_ACC) != 0 ? 1 : 0, (flags & JB_CONV_RELU_OUT) != 0 ? 1 : 0,
+              nt);
+    return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
 extern "C" int jb_bias_act_cuda(float *y, const float *b, int64_t n, int C, int relu) {

@@ -26,6 +26,10 @@ static void check_accepted(const jb_msg_t *m) {
         if (!m->codes || m->batch < 1 || m->count < 1) __builtin_trap();
         for (int64_t i = 0; i < m->batch * m->count; i++)
             if (m->codes[i] < 0 || m->codes[i] >= CODEBOOK) __builtin_trap();
+    } else if (m->type == JB_MSG_ALIGN) {
+        if (!m->codes || m->cols < 1 || !m->text) __builtin_trap();
+        for (size_t i = 0; i < jb_msg_payload_elems(m); i++)
+            if (m->codes[i] < 0 || m->codes[i] > JB_WIRE_ALIGN_ONE) __builtin_trap();
     } else if (m->codes) {
         __builtin_trap();
     }
@@ -39,7 +43,9 @@ static void check_accepted(const jb_msg_t *m) {
     if (back.type != m->type || back.offset != m->offset || back.count != m->count
         || strcmp(back.job_id, m->job_id) != 0)
         __builtin_trap();
-    if (m->codes && memcmp(back.codes, m->codes, (size_t)(m->batch * m->count) * 4) != 0)
+    if (back.sample0 != m->sample0 || back.cols != m->cols || back.batch != m->batch)
+        __builtin_trap();
+    if (m->codes && memcmp(back.codes, m->codes, jb_msg_payload_elems(m) * 4) != 0)
         __builtin_trap();
     jb_msg_clear(&back);
     jb_bytes_free(&h);
@@ -131,6 +137,7 @@ static void write_seeds(const char *dir) {
         m.offset = 64 * lvl;
         m.codebook = lvl == 0 ? -1 : CODEBOOK;
         m.sample_rate = 44100;
+        m.sample0 = lvl == 1 ? 1 : -1;
         int64_t batch = lvl + 1, count = 16 << lvl;
         int32_t *c = malloc((size_t)(batch * count) * 4);
         for (int64_t i = 0; i < batch * count; i++) c[i] = (int32_t)((i * 37 + lvl) % CODEBOOK);
@@ -141,11 +148,22 @@ static void write_seeds(const char *dir) {
         seed(dir, name, &m, &stream);
         jb_msg_clear(&m);
     }
+    m.type = JB_MSG_ALIGN;
+    jb_msg_set_job_id(&m, "seed-1", &err);
+    m.level = 2;
+    int32_t w[2 * 4 * 5];
+    for (int i = 0; i < 40; i++) w[i] = (int32_t)((i * 4099) % (JB_WIRE_ALIGN_ONE + 1));
+    jb_msg_set_align(&m, w, 2, 4, 5, &err);
+    jb_msg_set_text(&m, "la l\xc3\xa0", &err);
+    seed(dir, "align", &m, &stream);
+    jb_msg_clear(&m);
     m.type = JB_MSG_END;
     jb_msg_set_job_id(&m, "seed-1", &err);
     m.level = 0;
     m.offset = 64;
+    m.batch = 1;
     m.audio_len = 904050;
+    jb_msg_set_text(&m, "{\"artist_id\":4,\"dropped\":\"\"}", &err);
     seed(dir, "end", &m, &stream);
     jb_msg_clear(&m);
     m.type = JB_MSG_ERROR;

@@ -12,6 +12,8 @@ int bench_vqvae(int argc, char **argv);
 
 // Monotonic clock, seconds.
 double bench_now(void);
+// CPU time of the whole process (all threads), seconds.
+double bench_cpu_now(void);
 // Peak resident set size of this process so far, MiB (getrusage).
 double bench_peak_rss_mib(void);
 // OpenMP and OpenBLAS threads.

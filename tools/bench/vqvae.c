@@ -16,11 +16,11 @@ static const double ref_encode = 0.39, ref_decode[3] = {0.18, 0.054, 0.056};
 
 static void usage(FILE *to) {
     fprintf(to,
-            "usage: jukebox-bench vqvae [--threads N] [--seconds S] [--conv im2col|direct|both]\n"
+            "usage: jukebox-bench vqvae [--threads N] [--seconds S] [--conv METHOD]\n"
             "                           [--window SAMPLES] [--repeat R]\n"
             "  --threads N   only N threads (default: 1, then 2)\n"
             "  --seconds S   seconds of audio to encode and decode (default 10)\n"
-            "  --conv M      convolution method: im2col, direct (default), or both\n"
+            "  --conv M      convolution method: im2col, direct, winograd (default), or all\n"
             "  --window W    samples per pass (default %d; longer audio is chunked)\n"
             "  --repeat R    runs per figure, the fastest is reported (default 1)\n",
             JB_VQVAE_DEFAULT_WINDOW);
@@ -33,29 +33,32 @@ static uint32_t next_u32(void) {
 }
 
 typedef struct {
-    double encode[JB_MAX_LEVELS], decode[JB_MAX_LEVELS];
+    double encode[JB_MAX_LEVELS], decode[JB_MAX_LEVELS];   // wall seconds
+    double encode_cpu[JB_MAX_LEVELS], decode_cpu[JB_MAX_LEVELS];   // CPU seconds, all threads
 } figures_t;
 
 static int run_once(jb_vqvae_t *vq, const float *audio, int64_t T, int32_t **codes,
                     float *out, figures_t *f, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     for (int L = 0; L < hp->levels; L++) {
-        double t0 = bench_now();
+        double t0 = bench_now(), c0 = bench_cpu_now();
         if (jb_vqvae_encode(vq, audio, 1, T, L, codes[L], 0, err)) return -1;
         f->encode[L] = bench_now() - t0;
+        f->encode_cpu[L] = bench_cpu_now() - c0;
     }
     for (int L = 0; L < hp->levels; L++) {
         int64_t TL = T / hp->hop_lengths[L];
         for (int64_t i = 0; i < TL; i++) codes[L][i] = (int32_t)(next_u32() % hp->l_bins);
-        double t0 = bench_now();
+        double t0 = bench_now(), c0 = bench_cpu_now();
         if (jb_vqvae_decode(vq, codes[L], 1, TL, L, out, 0, err)) return -1;
         f->decode[L] = bench_now() - t0;
+        f->decode_cpu[L] = bench_cpu_now() - c0;
     }
     return 0;
 }
 
 int bench_vqvae(int argc, char **argv) {
-    int only_threads = 0, repeat = 1, conv = 1;   // conv: 0 im2col, 1 direct, 2 both
+    int only_threads = 0, repeat = 1, conv = JB_VQVAE_DEFAULT_METHOD;   // 3: all
     double seconds = 10;
     int64_t window = 0;
     for (int i = 1; i < argc; i++) {
@@ -72,7 +75,11 @@ int bench_vqvae(int argc, char **argv) {
         } else if (!strcmp(a, "--repeat") && v) {
             repeat = atoi(v), i++;
         } else if (!strcmp(a, "--conv") && v) {
-            conv = !strcmp(v, "im2col") ? 0 : !strcmp(v, "direct") ? 1 : !strcmp(v, "both") ? 2 : -1;
+            conv = !strcmp(v, "im2col")     ? JB_VQVAE_IM2COL
+                   : !strcmp(v, "direct")   ? JB_VQVAE_DIRECT
+                   : !strcmp(v, "winograd") ? JB_VQVAE_WINOGRAD
+                   : !strcmp(v, "all")      ? 3
+                                            : -1;
             i++;
         } else {
             conv = -1;
@@ -124,14 +131,21 @@ int bench_vqvae(int argc, char **argv) {
            jb_vqvae_weight_bytes(vq) / 1048576.0, jb_vqvae_act_bytes(vq) / 1048576.0);
     printf("figures: seconds of compute per second of audio (lower is better); 'x orig' = "
            "the original's 1-thread best case / ours\n\n");
-    printf("%-7s %-7s %8s %8s %8s %8s %8s | %7s %7s %7s %7s\n", "conv", "threads", "enc-all",
+    printf("%-8s %-7s %8s %8s %8s %8s %8s | %7s %7s %7s %7s\n", "conv", "threads", "enc-all",
            "enc-L0", "dec-L0", "dec-L1", "dec-L2", "x orig", "x orig", "x orig", "x orig");
-    printf("%-7s %-7s %8s %8s %8s %8s %8s | %7s %7s %7s %7s\n", "", "", "", "", "", "", "", "enc",
+    printf("%-8s %-7s %8s %8s %8s %8s %8s | %7s %7s %7s %7s\n", "", "", "", "", "", "", "", "enc",
            "dec-L0", "dec-L1", "dec-L2");
+    printf("('cpu': CPU seconds of all threads per second of audio; on a busy machine the 1-thread\n"
+           " 'cpu' row is the better estimate of the wall time on an idle one)\n");
     int rc = 0;
-    for (int m = 0; m < 2 && !rc; m++) {
-        if (conv != 2 && conv != m) continue;
-        jb_vqvae_set_direct(vq, m);
+    static const char *const names[3] = {"im2col", "direct", "winograd"};
+    for (int m = 0; m < 3 && !rc; m++) {
+        if (conv != 3 && conv != m) continue;
+        if (jb_vqvae_set_method(vq, m, &err)) {
+            fprintf(stderr, "jukebox-bench vqvae: %s\n", err.msg);
+            rc = 70;
+            break;
+        }
         for (int th = 1; th <= 2 && !rc; th++) {
             if (only_threads && th != only_threads) continue;
             int n = only_threads ? only_threads : th;
@@ -145,18 +159,23 @@ int bench_vqvae(int argc, char **argv) {
                     break;
                 }
                 for (int L = 0; L < hp.levels; L++) {
-                    if (r == 0 || f.encode[L] < best.encode[L]) best.encode[L] = f.encode[L];
-                    if (r == 0 || f.decode[L] < best.decode[L]) best.decode[L] = f.decode[L];
+                    if (r == 0 || f.encode[L] < best.encode[L])
+                        best.encode[L] = f.encode[L], best.encode_cpu[L] = f.encode_cpu[L];
+                    if (r == 0 || f.decode[L] < best.decode[L])
+                        best.decode[L] = f.decode[L], best.decode_cpu[L] = f.decode_cpu[L];
                 }
             }
             if (rc) break;
-            double enc = 0;
-            for (int L = 0; L < hp.levels; L++) enc += best.encode[L];
-            printf("%-7s %-7d %8.4f %8.4f %8.4f %8.4f %8.4f | %6.1fx %6.1fx %6.1fx %6.1fx\n",
-                   m ? "direct" : "im2col", n, enc / secs, best.encode[0] / secs,
+            double enc = 0, enc_cpu = 0;
+            for (int L = 0; L < hp.levels; L++) enc += best.encode[L], enc_cpu += best.encode_cpu[L];
+            printf("%-8s %-2d %-4s %8.4f %8.4f %8.4f %8.4f %8.4f | %6.1fx %6.1fx %6.1fx %6.1fx\n",
+                   names[m], n, "wall", enc / secs, best.encode[0] / secs,
                    best.decode[0] / secs, best.decode[1] / secs, best.decode[2] / secs,
                    ref_encode / (enc / secs), ref_decode[0] / (best.decode[0] / secs),
                    ref_decode[1] / (best.decode[1] / secs), ref_decode[2] / (best.decode[2] / secs));
+            printf("%-8s %-2s %-4s %8.4f %8.4f %8.4f %8.4f %8.4f |\n", "", "", "cpu", enc_cpu / secs,
+                   best.encode_cpu[0] / secs, best.decode_cpu[0] / secs, best.decode_cpu[1] / secs,
+                   best.decode_cpu[2] / secs);
             fflush(stdout);
         }
     }

@@ -1,0 +1,298 @@
+// jb_collect.c: see jb_collect.h.
+#include "jb_collect.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jb_codes.h"
+#include "jb_log.h"
+#include "jb_outdir.h"
+#include "jb_progress.h"
+
+typedef struct cjob {
+    struct cjob *next;
+    char id[JB_WIRE_JOB_ID_MAX + 1];
+    jb_codes_t codes;
+    int inited;
+    char *labels[JB_CODES_MAX_LEVELS];
+    float *align;          // (batch, tokens, cols)
+    // The bottom level decoded as its codes arrive: audio0 (n_samples, cap0) holds
+    // the audio of codes [0, dec_upto), final (a margin of context was available).
+    float *audio0;
+    int64_t cap0, dec_upto;
+    int64_t align_tokens;
+    int align_cols;
+    char *align_lyrics;
+} cjob_t;
+
+static void cjob_free(cjob_t *j) {
+    if (!j) return;
+    if (j->inited) jb_codes_free(&j->codes);
+    for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) free(j->labels[l]);
+    free(j->align);
+    free(j->align_lyrics);
+    free(j->audio0);
+    free(j);
+}
+
+// Decodes bottom-level codes [dec_upto, upto) of every sample with `margin` codes of
+// context on each side where they exist, keeping only the middle: equal to decoding
+// the whole level at once (the VQ-VAE's chunked decode works the same way).
+static int decode_more(jb_vqvae_t *vq, cjob_t *j, int64_t upto, jb_err_t *err) {
+    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+    const int64_t hop = hp->hop_lengths[0], have = jb_codes_len(&j->codes, 0);
+    const int64_t margin = (jb_vqvae_margin(vq, 0, 1) + hop - 1) / hop;
+    const int n = j->codes.n_samples;
+    if (upto > have) upto = have;
+    if (upto <= j->dec_upto) return 0;
+    if (upto * hop > j->cap0) {   // grow the audio buffer (amortised doubling)
+        int64_t cap = j->cap0 ? j->cap0 : 65536;
+        while (cap < upto * hop) cap *= 2;
+        float *a = malloc(sizeof(float) * (size_t)cap * (size_t)n);
+        if (!a) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory for audio", j->id);
+        for (int k = 0; k < n && j->audio0; k++)
+            memcpy(a + (size_t)k * cap, j->audio0 + (size_t)k * j->cap0,
+                   sizeof(float) * (size_t)(j->dec_upto * hop));
+        free(j->audio0);
+        j->audio0 = a;
+        j->cap0 = cap;
+    }
+    int64_t s0 = j->dec_upto - margin > 0 ? j->dec_upto - margin : 0;
+    int64_t s1 = upto + margin < have ? upto + margin : have;
+    int32_t *codes = malloc(sizeof(int32_t) * (size_t)(s1 - s0));
+    float *out = malloc(sizeof(float) * (size_t)((s1 - s0) * hop));
+    int rc = 0;
+    if (!codes || !out) {
+        rc = jb_err_set(err, JB_ENOMEM, "job %s: out of memory for audio", j->id);
+    } else {
+        for (int k = 0; k < n && !rc; k++) {
+            memcpy(codes, jb_codes_row(&j->codes, 0, k) + s0, sizeof(int32_t) * (size_t)(s1 - s0));
+            if (jb_vqvae_decode(vq, codes, 1, s1 - s0, 0, out, 0, err)) {
+                rc = jb_err_prefix(err, "job %s sample %d", j->id, k);
+                break;
+            }
+            memcpy(j->audio0 + (size_t)k * j->cap0 + j->dec_upto * hop,
+                   out + (j->dec_upto - s0) * hop, sizeof(float) * (size_t)((upto - j->dec_upto) * hop));
+        }
+    }
+    free(codes);
+    free(out);
+    if (!rc) j->dec_upto = upto;
+    return rc;
+}
+
+static cjob_t *find(cjob_t *list, const char *id) {
+    for (; list; list = list->next)
+        if (!strcmp(list->id, id)) return list;
+    return NULL;
+}
+
+static void unlink_job(cjob_t **list, cjob_t *j) {
+    for (cjob_t **p = list; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            return;
+        }
+}
+
+static int failed(const jb_collect_opts_t *o, jb_collect_stats_t *st, const char *id, int level,
+                  int code, const char *why, jb_err_t *err) {
+    jb_log(JB_ERROR, "job=%s failed: %s", id, why);
+    st->jobs_failed++;
+    return jb_outdir_write_error(o->root, id, level, code, why, err);
+}
+
+// The number of samples comes with the first codes; the spec says it too.
+static int ensure_codes(cjob_t *j, const jb_msg_t *m, jb_err_t *err) {
+    if (j->inited) return 0;
+    int n = (int)(m->batch > 0 ? m->batch + (m->sample0 > 0 ? m->sample0 : 0) : 1);
+    json_t *spec = j->codes.spec ? json_loads(j->codes.spec, 0, NULL) : NULL;
+    json_t *ns = json_object_get(spec, "n_samples");
+    if (json_is_integer(ns) && json_integer_value(ns) > 0) n = (int)json_integer_value(ns);
+    json_decref(spec);
+    char *keep_spec = j->codes.spec;
+    j->codes.spec = NULL;
+    if (jb_codes_init(&j->codes, j->id, 3, n, m->codebook > 0 ? m->codebook : -1, err)) {
+        free(keep_spec);
+        return -1;
+    }
+    j->codes.spec = keep_spec;
+    j->inited = 1;
+    return 0;
+}
+
+int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o,
+                   jb_collect_stats_t *st, jb_err_t *err) {
+    cjob_t *jobs = NULL;
+    jb_msg_t m;
+    jb_msg_init(&m);
+    memset(st, 0, sizeof *st);
+    double t0 = -1;
+    int rc = -1, eof = 0;
+    for (;;) {
+        if (o->stop && *o->stop) {
+            rc = 0;
+            break;
+        }
+        if (o->max_jobs > 0 && st->jobs_done + st->jobs_failed >= o->max_jobs) {
+            rc = 0;
+            break;
+        }
+        jb_err_t rerr = {0};
+        jb_recv_t r = jb_endpoint_recv(in, &m, 200, &rerr);
+        if (r == JB_RECV_TIMEOUT) continue;
+        if (r == JB_RECV_BAD) {
+            jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
+            continue;
+        }
+        if (r == JB_RECV_ERROR) {
+            *err = rerr;
+            break;
+        }
+        if (r == JB_RECV_EOF) {
+            rc = 0;
+            eof = 1;
+            break;
+        }
+        if (t0 < 0) t0 = jb_now();
+        if (!m.job_id[0]) {   // heartbeats and the like: nothing to keep
+            jb_msg_clear(&m);
+            continue;
+        }
+        cjob_t *j = find(jobs, m.job_id);
+        if (!j && (m.type == JB_MSG_JOB || m.type == JB_MSG_CODES)) {
+            j = calloc(1, sizeof *j);
+            if (!j) {
+                jb_err_set(err, JB_ENOMEM, "out of memory");
+                break;
+            }
+            snprintf(j->id, sizeof j->id, "%s", m.job_id);
+            j->next = jobs;
+            jobs = j;
+        }
+        jb_err_t why = {0};
+        int bad = 0;
+        switch (m.type) {
+        case JB_MSG_JOB:
+            if (m.spec && !j->codes.spec && !j->inited) {
+                j->codes.spec = m.spec;   // taken over; ensure_codes keeps it
+                m.spec = NULL;
+            }
+            break;
+        case JB_MSG_CODES:
+            bad = ensure_codes(j, &m, &why) || jb_codes_apply(&j->codes, &m, &why);
+            if (!bad && m.level == 0) {
+                // Decode what has enough context on its right; in steps of at least
+                // ~1 s of audio so that the context is not decoded over and over.
+                const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+                int64_t hop = hp->hop_lengths[0];
+                int64_t margin = (jb_vqvae_margin(vq, 0, 1) + hop - 1) / hop;
+                int64_t ready = jb_codes_len(&j->codes, 0) - margin;
+                int64_t step = o->decode_step ? o->decode_step : hp->sr / hop;
+                if (o->decode_step >= 0 && ready - j->dec_upto >= step) {
+                    int first = j->dec_upto == 0;
+                    if (decode_more(vq, j, ready, err)) goto out;
+                    if (first && st->first_audio_s <= 0) {
+                        st->first_audio_s = jb_now() - t0;
+                        jb_log(JB_INFO, "job=%s first audio decoded %.2f s after the job started",
+                               j->id, st->first_audio_s);
+                    }
+                }
+            }
+            break;
+        case JB_MSG_END:
+            if (!j) break;
+            if (m.level >= 0 && m.level < JB_CODES_MAX_LEVELS && m.text) {
+                free(j->labels[m.level]);
+                j->labels[m.level] = strdup(m.text);
+            }
+            if (m.level >= 0) {
+                if (j->inited) bad = jb_codes_apply(&j->codes, &m, &why);
+                break;
+            }
+            {   // END(-1): the job is complete
+                unlink_job(&jobs, j);
+                if (!j->inited) {
+                    bad = failed(o, st, j->id, -1, 65, "the job ended without any codes", err);
+                } else {
+                    if (m.sample_rate > 0) j->codes.sample_rate = m.sample_rate;
+                    if (m.audio_len > 0) j->codes.audio_len = m.audio_len;
+                    if (j->dec_upto > 0 && decode_more(vq, j, jb_codes_len(&j->codes, 0), err))
+                        goto out;
+                    jb_outdir_job_t oj = {.codes = &j->codes, .alignment = j->align,
+                                          .align_tokens = j->align_tokens,
+                                          .align_cols = j->align_cols,
+                                          .align_lyrics = j->align_lyrics};
+                    for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) oj.labels[l] = j->labels[l];
+                    if (j->dec_upto > 0) {
+                        oj.audio[0] = j->audio0;
+                        oj.audio_len[0] = j->cap0;   // row stride; rows hold dec_upto * hop
+                    }
+                    char *dir = NULL;
+                    bad = jb_outdir_write(o->root, vq, &oj, &dir, err);
+                    if (!bad) {
+                        st->jobs_done++;
+                        st->total_s = jb_now() - t0;
+                        if (st->first_audio_s <= 0) st->first_audio_s = st->total_s;
+                        jb_log(JB_INFO, "job=%s written to %s (first audio %.2f s, all %.2f s "
+                               "after the job's first message)", j->id, dir, st->first_audio_s,
+                               st->total_s);
+                    }
+                    free(dir);
+                }
+                cjob_free(j);
+                jb_msg_clear(&m);
+                if (bad) goto out;
+                continue;
+            }
+        case JB_MSG_ALIGN:
+            if (!j || m.cols < 1 || m.batch < 1) break;
+            free(j->align);
+            free(j->align_lyrics);
+            j->align = malloc(sizeof(float) * (size_t)(m.batch * m.count * m.cols));
+            if (!j->align) {
+                jb_err_set(err, JB_ENOMEM, "out of memory");
+                goto out;
+            }
+            for (int64_t i = 0; i < m.batch * m.count * m.cols; i++)
+                j->align[i] = (float)m.codes[i] / (float)JB_WIRE_ALIGN_ONE;
+            j->align_tokens = m.count;
+            j->align_cols = (int)m.cols;
+            j->align_lyrics = m.text ? strdup(m.text) : NULL;
+            break;
+        case JB_MSG_ERROR:
+            if (j) {
+                unlink_job(&jobs, j);
+                cjob_free(j);
+            }
+            if (failed(o, st, m.job_id, m.level, (int)(m.code > 0 ? m.code : 70),
+                       m.text ? m.text : "failed upstream", err))
+                goto out;
+            break;
+        default: break;
+        }
+        if (bad && j) {   // bad codes for this job: an error record, keep serving
+            unlink_job(&jobs, j);
+            char id[sizeof j->id];
+            memcpy(id, j->id, sizeof id);
+            cjob_free(j);
+            if (failed(o, st, id, m.level, 65, why.msg, err)) goto out;
+        }
+        jb_msg_clear(&m);
+    }
+out:
+    jb_msg_clear(&m);
+    // Jobs the input left unfinished: an error record each, so none is lost silently.
+    // (Stopped by a signal, they are left to be redone instead.)
+    while (jobs) {
+        cjob_t *j = jobs;
+        jobs = j->next;
+        if (eof) {
+            jb_err_t e2 = {0};
+            failed(o, st, j->id, -1, 69, "the input ended before the job was complete", &e2);
+        }
+        cjob_free(j);
+    }
+    return rc;
+}

@@ -1,0 +1,129 @@
+// jb_stage_cli.c: the command line shared by the three prior stages (jb_stage.h).
+#include <getopt.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "jb_device.h"
+#include "jb_log.h"
+#include "jb_stage.h"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void usage(FILE *f, const char *stage, int level) {
+    const char *what = level == 2   ? "the top-level prior: samples top codes from labels, "
+                                      "lyrics and timing"
+                       : level == 1 ? "the middle upsampler: samples middle codes from top codes"
+                                    : "the bottom upsampler: samples bottom codes from middle codes";
+    fprintf(f,
+            "usage: jukebox-%s --model FILE [options]\n"
+            "\n"
+            "Stage of the Jukebox pipeline: %s.\n"
+            "Reads a job stream (jobs, codes of other levels), passes every message on and adds\n"
+            "this level's codes window by window, so the last stage holds every level.\n"
+            "\n"
+            "options:\n"
+            "  -m, --model FILE     prior model file (.safetensors) of level %d (required)\n"
+            "  -i, --in ENDPOINT    where messages come from (default '-': stdin)\n"
+            "  -o, --out ENDPOINT   where messages go (default '-': stdout)\n"
+            "                       ENDPOINT: '-', a file (a codes file), tcp://host:port or\n"
+            "                       ipc://path (ZeroMQ; an input binds, an output connects;\n"
+            "                       prefix '@' to bind, '>' to connect)\n"
+            "  -t, --threads N      compute threads (default: all cores)\n"
+            "  -b, --max-batch N    samples sampled together at most (default 16)\n"
+            "  -c, --max-chunk N    priming chunk capacity in tokens (default 64)\n"
+            "  -d, --device DEV     cpu, cuda or cuda:N (default cpu)\n"
+            "  -q, --quiet          errors only\n"
+            "  -v, --verbose        debug logging\n"
+            "  -h, --help           this text\n"
+            "\n"
+            "exit codes: 0 input ended and every job was passed on (or stopped by SIGTERM),\n"
+            "  64 bad usage, 65 bad input stream, 66 model missing, 69 device or peer\n"
+            "  unavailable, 70 internal error, 74 write failed. A job that is refused (bad\n"
+            "  spec, lengths out of the model's range) is reported downstream as an error\n"
+            "  record and does not stop the stage.\n",
+            stage, what, level);
+}
+
+int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
+    jb_stage_opts_t o = {.stage = stage, .level = level, .in = "-", .out = "-",
+                         .max_batch = 16, .max_chunk = 64, .stop = &g_stop};
+    const char *device = "cpu";
+    int threads = 0;
+    static const struct option longs[] = {
+        {"model", required_argument, 0, 'm'},   {"in", required_argument, 0, 'i'},
+        {"out", required_argument, 0, 'o'},     {"threads", required_argument, 0, 't'},
+        {"max-batch", required_argument, 0, 'b'}, {"max-chunk", required_argument, 0, 'c'},
+        {"device", required_argument, 0, 'd'},  {"quiet", no_argument, 0, 'q'},
+        {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    jb_log_set_stage(stage);
+    int c;
+    while ((c = getopt_long(argc, argv, "m:i:o:t:b:c:d:qvh", longs, NULL)) != -1) {
+        char *end = NULL;
+        switch (c) {
+        case 'm': o.model_path = optarg; break;
+        case 'i': o.in = optarg; break;
+        case 'o': o.out = optarg; break;
+        case 't':
+        case 'b':
+        case 'c': {
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > 4096) {
+                fprintf(stderr, "jukebox-%s: -%c %s: expected a positive integer\n", stage, c,
+                        optarg);
+                return 64;
+            }
+            if (c == 't') threads = (int)v;
+            else if (c == 'b') o.max_batch = (int)v;
+            else o.max_chunk = (int)v;
+            break;
+        }
+        case 'd': device = optarg; break;
+        case 'q': jb_log_set_level(JB_ERROR); break;
+        case 'v': jb_log_set_level(JB_DEBUG); break;
+        case 'h': usage(stdout, stage, level); return 0;
+        default: usage(stderr, stage, level); return 64;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "jukebox-%s: unexpected argument '%s' (see --help)\n", stage, argv[optind]);
+        return 64;
+    }
+    if (!o.model_path) {
+        fprintf(stderr, "jukebox-%s: --model is required (see --help)\n", stage);
+        return 64;
+    }
+    jb_err_t err = {0};
+    jb_device_t dev;
+    if (jb_device_parse(device, &dev, &err) || jb_device_open(&dev, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        return jb_err_exit_code(err.code);
+    }
+    if (threads > 0) {
+        omp_set_num_threads(threads);
+        openblas_set_num_threads(threads);
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;   // no SA_RESTART: a wait returns so the loop sees the flag
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (jb_stage_prior_run(&o, &err) != 0) {
+        if (err.code == JB_ECANCEL) {
+            jb_log(JB_INFO, "stopped by a signal");
+            return 0;
+        }
+        jb_log(JB_ERROR, "%s", err.msg);
+        return jb_err_exit_code(err.code);
+    }
+    return 0;
+}

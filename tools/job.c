@@ -1,0 +1,517 @@
+// jukebox-job: builds a job (the spec and the codes it continues from) and writes it
+// as the head of a job stream, the input of jukebox-prior-top.
+//
+//   jukebox-job sample   --artist A --genre G --lyrics-file L --seconds 20 | jukebox-prior-top ...
+//   jukebox-encoder prompt.wav | jukebox-job primed --prompt - --prompt-seconds 6 | ...
+//   jukebox-job continue --codes run/codes.jbc --pick 1 --seconds 40 | ...
+//   jukebox-job upsample --codes run/codes.jbc | ...
+//
+// The stream: JOB(spec), then for levels top..bottom the codes to continue from and
+// END(level), then END(-1) (docs/wire.md, "Job stream").
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jb_codes.h"
+#include "jb_hparams.h"
+#include "jb_job.h"
+#include "jb_log.h"
+#include "jb_safetensors.h"
+#include "jb_transport.h"
+
+#define LEVELS 3
+
+static void usage(FILE *f) {
+    fprintf(f,
+"usage: jukebox-job MODE [options]\n"
+"\n"
+"Writes a job stream (a job spec and the codes it continues from) for the stages.\n"
+"MODE: sample (ancestral), primed (continue an audio prompt), continue (extend saved\n"
+"codes of every level), upsample (sample the lower levels under saved top codes).\n"
+"\n"
+"labels:\n"
+"  --artist NAME          artist, looked up in each stage's vocabulary (v2: normalised)\n"
+"  --genre NAME           genre (v2: words looked up one by one)\n"
+"  --artist-id L=ID       explicit artist id for level L (0 bottom .. 2 top); repeatable\n"
+"  --genre-ids L=I,J      explicit genre ids for level L; repeatable\n"
+"  --lyrics TEXT          lyrics (UTF-8; cleaned to the model's vocabulary by the stage)\n"
+"  --lyrics-file FILE     lyrics from a file\n"
+"lengths:\n"
+"  --seconds S            seconds of audio to generate; for continue, the new length\n"
+"                         (default 24; upsample: the length of the saved top codes)\n"
+"  --total-seconds S      length of the whole song for the timing signal (default 240)\n"
+"  --prompt-seconds S     primed: seconds of the prompt to continue from (default 12)\n"
+"sampling (V or V0,V1,V2 for bottom, middle, top):\n"
+"  --samples N            samples to generate (default 1)\n"
+"  --temp V               temperature (default 0.99)\n"
+"  --top-k V              keep the V most likely codes (default 0: off; 1: greedy)\n"
+"  --top-p V              nucleus sampling (default 0: off)\n"
+"  --hop-fraction V       window hop as a fraction of the context (default 0.5,0.5,0.125)\n"
+"  --max-batch V          samples per batch (default 16,16,3)\n"
+"  --chunk V              priming chunk in tokens (default 32,32,16)\n"
+"  --seed N               random seed (default 0); the same seed gives the same codes\n"
+"inputs:\n"
+"  --prompt FILE          primed: the prompt's codes (jukebox-encoder output; '-' stdin)\n"
+"  --codes FILE           continue/upsample: a saved codes file (OUTDIR/codes.jbc)\n"
+"  --pick I,J             continue/upsample: which saved samples go on (default all)\n"
+"  --hops H0,H1,H2        audio samples per code of each level (default 8,32,128: the\n"
+"                         released VQ-VAE), or --vqvae FILE to read them from a model\n"
+"  --vqvae FILE           VQ-VAE model file (for its hop lengths and sample rate)\n"
+"  --check MODEL          also check the job against a prior model file (lengths inside\n"
+"                         its range, ids inside its tables, enough tokens for one\n"
+"                         context); repeatable: the front command checks all three\n"
+"other:\n"
+"  --spec FILE            start from a job spec JSON (options given here override it)\n"
+"  --id ID                job id (default job-<time>-<pid>)\n"
+"  -o, --out ENDPOINT     where the stream goes (default '-': stdout)\n"
+"  --print-spec           print the spec as JSON on stdout and exit\n"
+"  -q, --quiet            errors only\n"
+"  -h, --help             this text\n"
+"\n"
+"exit codes: 0 ok, 64 bad usage or invalid spec, 65 bad codes file, 66 missing file,\n"
+"  69 downstream gone, 74 write failed.\n");
+}
+
+static int parse_levels_d(const char *s, double *out) {
+    double v[3];
+    int n = sscanf(s, "%lf,%lf,%lf", &v[0], &v[1], &v[2]);
+    if (n == 1 && strchr(s, ',')) return -1;   // "1,2": neither one value nor three
+    if (n == 1) v[1] = v[2] = v[0];
+    else if (n != 3) return -1;
+    for (int i = 0; i < 3; i++) out[i] = v[i];
+    return 0;
+}
+
+static int parse_levels_i(const char *s, int *out) {
+    double d[3];
+    if (parse_levels_d(s, d)) return -1;
+    for (int i = 0; i < 3; i++) {
+        if (d[i] != floor(d[i]) || fabs(d[i]) > 1e9) return -1;
+        out[i] = (int)d[i];
+    }
+    return 0;
+}
+
+// "I,J,K" -> ints; returns count or -1.
+static int parse_list(const char *s, int *out, int max) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 1000000000 || n >= max) return -1;
+        out[n++] = (int)v;
+        if (*end == ',') p = end + 1;
+        else if (*end == '\0') p = end;
+        else return -1;
+    }
+    return n;
+}
+
+static char *read_text_file(const char *path, jb_err_t *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        jb_err_set(err, JB_ENOENT, "%s: cannot open", path);
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) break;
+        if (n + 1 >= cap) {
+            char *b = realloc(buf, cap * 2);
+            if (!b) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = b, cap *= 2;
+        }
+        size_t k = fread(buf + n, 1, cap - n - 1, f);
+        if (k == 0) break;
+        n += k;
+        if (n > (1u << 20)) {
+            fclose(f);
+            free(buf);
+            jb_err_set(err, JB_EINVAL, "%s: lyrics longer than 1 MiB", path);
+            return NULL;
+        }
+    }
+    fclose(f);
+    if (!buf) jb_err_set(err, JB_ENOMEM, "out of memory");
+    else buf[n] = 0;
+    return buf;
+}
+
+static int send_level_codes(jb_endpoint_t *out, const char *id, const jb_codes_t *c, int level,
+                            int64_t count, jb_err_t *err) {
+    jb_msg_t m;
+    jb_msg_init(&m);
+    int rc = 0;
+    if (count > 0) {
+        int64_t n = c->n_samples;
+        int32_t *rows = malloc(sizeof(int32_t) * (size_t)(n * count));
+        if (!rows) return jb_err_set(err, JB_ENOMEM, "out of memory");
+        for (int k = 0; k < n; k++)
+            memcpy(rows + (int64_t)k * count, jb_codes_row(c, level, k),
+                   sizeof(int32_t) * (size_t)count);
+        m.type = JB_MSG_CODES;
+        m.level = level;
+        m.offset = 0;
+        m.batch = n;
+        m.count = count;
+        m.codes = rows;
+        if (c->codebook > 0) m.codebook = c->codebook;
+        rc = jb_msg_set_job_id(&m, id, err) || jb_endpoint_send(out, &m, err);
+        jb_msg_clear(&m);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+static int send_end(jb_endpoint_t *out, const char *id, int level, jb_err_t *err) {
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_END;
+    m.level = level;
+    int rc = jb_msg_set_job_id(&m, id, err) || jb_endpoint_send(out, &m, err);
+    jb_msg_clear(&m);
+    return rc ? -1 : 0;
+}
+
+int main(int argc, char **argv) {
+    jb_log_set_stage("job");
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 64 : 0;
+    }
+    jb_err_t err = {0};
+    jb_job_t job;
+    jb_job_defaults(&job);
+    jb_job_mode_t mode;
+    const char *mode_name = argv[1];
+    if (!strcmp(mode_name, "sample")) mode_name = "ancestral";
+    if (jb_job_mode_parse(mode_name, &mode, &err)) {
+        fprintf(stderr, "jukebox-job: %s (modes: sample, primed, continue, upsample)\n", err.msg);
+        return 64;
+    }
+    enum { O_ARTIST = 256, O_GENRE, O_ARTIST_ID, O_GENRE_IDS, O_LYRICS, O_LYRICS_FILE, O_SECONDS,
+           O_TOTAL, O_PROMPT_SECONDS, O_SAMPLES, O_TEMP, O_TOPK, O_TOPP, O_HOP, O_BATCH, O_CHUNK,
+           O_SEED, O_PROMPT, O_CODES, O_PICK, O_HOPS, O_VQVAE, O_SPEC, O_ID, O_PRINT, O_CHECK };
+    static const struct option longs[] = {
+        {"artist", 1, 0, O_ARTIST}, {"genre", 1, 0, O_GENRE}, {"artist-id", 1, 0, O_ARTIST_ID},
+        {"genre-ids", 1, 0, O_GENRE_IDS}, {"lyrics", 1, 0, O_LYRICS},
+        {"lyrics-file", 1, 0, O_LYRICS_FILE}, {"seconds", 1, 0, O_SECONDS},
+        {"total-seconds", 1, 0, O_TOTAL}, {"prompt-seconds", 1, 0, O_PROMPT_SECONDS},
+        {"samples", 1, 0, O_SAMPLES}, {"temp", 1, 0, O_TEMP}, {"top-k", 1, 0, O_TOPK},
+        {"top-p", 1, 0, O_TOPP}, {"hop-fraction", 1, 0, O_HOP}, {"max-batch", 1, 0, O_BATCH},
+        {"chunk", 1, 0, O_CHUNK}, {"seed", 1, 0, O_SEED}, {"prompt", 1, 0, O_PROMPT},
+        {"codes", 1, 0, O_CODES}, {"pick", 1, 0, O_PICK}, {"hops", 1, 0, O_HOPS},
+        {"vqvae", 1, 0, O_VQVAE}, {"spec", 1, 0, O_SPEC}, {"id", 1, 0, O_ID},
+        {"check", 1, 0, O_CHECK},
+        {"out", 1, 0, 'o'}, {"print-spec", 0, 0, O_PRINT}, {"quiet", 0, 0, 'q'},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    const char *out_spec = "-", *prompt = NULL, *codes_path = NULL, *vqvae = NULL;
+    const char *spec_path = NULL, *id = NULL, *checks[8];
+    int n_checks = 0;
+    int hops[LEVELS] = {8, 32, 128}, sr = 44100, print_spec = 0;
+    int seconds_given = 0, rc = 64;
+    jb_codes_t codes = {0};   // the codes to continue from
+    int have_codes = 0;
+    int64_t prefix[LEVELS] = {0, 0, 0};
+    // Options are applied in two passes: --spec first, then everything else over it.
+    for (int pass = 0; pass < 2; pass++) {
+        optind = 2;
+        int c, idx = -1;
+        while ((c = getopt_long(argc, argv, "o:qh", longs, &idx)) != -1) {
+            if (c == '?') {
+                usage(stderr);
+                goto out;
+            }
+            if (pass == 0) {
+                if (c == O_SPEC) spec_path = optarg;
+                if (c == O_CODES) codes_path = optarg;
+                if (c == 'h') {
+                    usage(stdout);
+                    rc = 0;
+                    goto out;
+                }
+                continue;
+            }
+            int bad = 0;
+            char *end = NULL;
+            switch (c) {
+            case O_ARTIST: snprintf(job.artist, sizeof job.artist, "%s", optarg); break;
+            case O_GENRE: snprintf(job.genre, sizeof job.genre, "%s", optarg); break;
+            case O_ARTIST_ID:
+            case O_GENRE_IDS: {
+                int l = optarg[0] - '0';
+                if (l < 0 || l >= LEVELS || optarg[1] != '=') {
+                    bad = 1;
+                    break;
+                }
+                if (c == O_ARTIST_ID) {
+                    int v[1];
+                    bad = parse_list(optarg + 2, v, 1) != 1;
+                    if (!bad) job.artist_id[l] = v[0];
+                } else {
+                    int k = parse_list(optarg + 2, job.genre_ids[l], JB_JOB_MAX_GENRES);
+                    bad = k < 1;
+                    if (!bad) job.n_genre_ids[l] = k;
+                }
+                break;
+            }
+            case O_LYRICS:
+                free(job.lyrics);
+                job.lyrics = strdup(optarg);
+                break;
+            case O_LYRICS_FILE:
+                free(job.lyrics);
+                job.lyrics = read_text_file(optarg, &err);
+                if (!job.lyrics) {
+                    fprintf(stderr, "jukebox-job: %s\n", err.msg);
+                    rc = jb_err_exit_code(err.code);
+                    goto out;
+                }
+                break;
+            case O_SECONDS: job.sample_seconds = strtod(optarg, &end); bad = *end != 0; seconds_given = 1; break;
+            case O_TOTAL: job.total_seconds = strtod(optarg, &end); bad = *end != 0; break;
+            case O_PROMPT_SECONDS: job.prompt_seconds = strtod(optarg, &end); bad = *end != 0; break;
+            case O_SAMPLES: {
+                long v = strtol(optarg, &end, 10);
+                bad = *end != 0 || v < 1 || v > JB_JOB_MAX_SAMPLES;
+                job.n_samples = (int)v;
+                break;
+            }
+            case O_TEMP: bad = parse_levels_d(optarg, job.temp); break;
+            case O_TOPK: bad = parse_levels_i(optarg, job.top_k); break;
+            case O_TOPP: bad = parse_levels_d(optarg, job.top_p); break;
+            case O_HOP: bad = parse_levels_d(optarg, job.hop_fraction); break;
+            case O_BATCH: bad = parse_levels_i(optarg, job.max_batch_size); break;
+            case O_CHUNK: bad = parse_levels_i(optarg, job.chunk_size); break;
+            case O_SEED: job.seed = strtoull(optarg, &end, 10); bad = *end != 0 || optarg[0] == '-'; break;
+            case O_PROMPT: prompt = optarg; break;
+            case O_CODES: codes_path = optarg; break;
+            case O_PICK: {
+                int k = parse_list(optarg, job.pick, JB_JOB_MAX_PICK);
+                bad = k < 1;
+                job.n_pick = k;
+                break;
+            }
+            case O_HOPS: bad = parse_list(optarg, hops, LEVELS) != LEVELS; break;
+            case O_VQVAE: vqvae = optarg; break;
+            case O_CHECK:
+                bad = n_checks == 8;
+                if (!bad) checks[n_checks++] = optarg;
+                break;
+            case O_SPEC: break;
+            case O_ID: id = optarg; break;
+            case 'o': out_spec = optarg; break;
+            case O_PRINT: print_spec = 1; break;
+            case 'q': jb_log_set_level(JB_ERROR); break;
+            }
+            if (bad) {  // idx: the long option just parsed
+                fprintf(stderr, "jukebox-job: --%s %s: bad value (see --help)\n",
+                        idx >= 0 ? longs[idx].name : "?", optarg);
+                goto out;
+            }
+        }
+        if (pass == 0 && spec_path) {
+            json_error_t jerr;
+            json_t *js = json_load_file(spec_path, 0, &jerr);
+            if (!js || jb_job_from_json(js, &job, &err)) {
+                fprintf(stderr, "jukebox-job: %s: %s\n", spec_path, js ? err.msg : jerr.text);
+                json_decref(js);
+                rc = js ? 64 : 66;
+                goto out;
+            }
+            json_decref(js);
+        }
+        // continue / upsample: the saved run's spec is the base, as --spec would be:
+        // its labels, lyrics and settings go on unless options here change them.
+        if (pass == 0 && codes_path && (mode == JB_MODE_CONTINUE || mode == JB_MODE_UPSAMPLE)) {
+            if (jb_codes_load(&codes, codes_path, &err)) {
+                fprintf(stderr, "jukebox-job: %s\n", err.msg);
+                rc = jb_err_exit_code(err.code);
+                goto out;
+            }
+            have_codes = 1;
+            if (codes.spec) {
+                json_t *js = json_loads(codes.spec, 0, NULL);
+                if (js && jb_job_from_json(js, &job, &err) == 0) {
+                    job.n_pick = 0;
+                    snprintf(job.id, sizeof job.id, "job");   // a new run gets a new id
+                }
+                json_decref(js);
+            }
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "jukebox-job: unexpected argument '%s'\n", argv[optind]);
+        goto out;
+    }
+    job.mode = mode;
+    if (vqvae) {   // hop lengths and rate of the actual VQ-VAE
+        jb_st_t *st = jb_st_open(vqvae, &err);
+        json_t *hp = st ? jb_hparams_from_st(st, &err) : NULL;
+        jb_vqvae_hparams_t v;
+        int ok = hp && jb_vqvae_hparams_parse(hp, &v, &err) == 0 && v.levels == LEVELS;
+        json_decref(hp);
+        jb_st_close(&st);
+        if (!ok) {
+            fprintf(stderr, "jukebox-job: --vqvae %s: %s\n", vqvae,
+                    err.msg[0] ? err.msg : "not a 3-level VQ-VAE");
+            rc = err.code == JB_ENOENT ? 66 : 65;
+            goto out;
+        }
+        for (int l = 0; l < LEVELS; l++) hops[l] = v.hop_lengths[l];
+        sr = v.sr;
+    }
+    if (id) snprintf(job.id, sizeof job.id, "%s", id);
+    else if (!strcmp(job.id, "job")) {
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char stamp[32];
+        strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
+        snprintf(job.id, sizeof job.id, "job-%s-%ld", stamp, (long)getpid());
+    }
+
+    if (mode == JB_MODE_PRIMED || mode == JB_MODE_CONTINUE || mode == JB_MODE_UPSAMPLE) {
+        const char *path = mode == JB_MODE_PRIMED ? prompt : codes_path;
+        if (!path) {
+            fprintf(stderr, "jukebox-job: %s needs %s\n", jb_job_mode_name(mode),
+                    mode == JB_MODE_PRIMED ? "--prompt FILE (jukebox-encoder output)"
+                                           : "--codes FILE (a saved codes file)");
+            goto out;
+        }
+        if (!have_codes && jb_codes_load(&codes, path, &err)) {
+            fprintf(stderr, "jukebox-job: %s\n", err.msg);
+            rc = jb_err_exit_code(err.code);
+            goto out;
+        }
+        have_codes = 1;
+        if (codes.levels < LEVELS) {
+            fprintf(stderr, "jukebox-job: %s: codes of %d levels; a 3-level job needs all\n", path,
+                    codes.levels);
+            rc = 65;
+            goto out;
+        }
+        if (job.n_pick && jb_codes_pick(&codes, job.pick, job.n_pick, &err)) {
+            fprintf(stderr, "jukebox-job: %s: %s\n", path, err.msg);
+            goto out;
+        }
+        int64_t top_len = jb_codes_len(&codes, LEVELS - 1);
+        if (top_len < 1) {
+            fprintf(stderr, "jukebox-job: %s: no top-level codes (shorter than one top token)\n",
+                    path);
+            rc = 65;
+            goto out;
+        }
+        if (mode == JB_MODE_PRIMED) {
+            int64_t plen = llround(job.prompt_seconds * sr) / hops[2] * hops[2];
+            if (plen < hops[2]) {
+                fprintf(stderr, "jukebox-job: --prompt-seconds %g is shorter than one top-level "
+                        "token (%d samples)\n", job.prompt_seconds, hops[2]);
+                goto out;
+            }
+            for (int l = 0; l < LEVELS; l++) {
+                prefix[l] = plen / hops[l];
+                if (jb_codes_len(&codes, l) < prefix[l]) {
+                    fprintf(stderr, "jukebox-job: %s: the prompt has %lld codes at level %d, "
+                            "%g s needs %lld (is the audio shorter than --prompt-seconds?)\n",
+                            path, (long long)jb_codes_len(&codes, l), l, job.prompt_seconds,
+                            (long long)prefix[l]);
+                    rc = 65;
+                    goto out;
+                }
+            }
+            // One prompt for every sample, as sample.py's load_prompts repeats it.
+            if (codes.n_samples != job.n_samples) {
+                int pick[JB_JOB_MAX_SAMPLES];
+                for (int k = 0; k < job.n_samples; k++) pick[k] = k % codes.n_samples;
+                if (jb_codes_pick(&codes, pick, job.n_samples, &err)) {
+                    fprintf(stderr, "jukebox-job: %s\n", err.msg);
+                    goto out;
+                }
+            }
+        } else {
+            job.n_samples = codes.n_samples;
+            for (int l = 0; l < LEVELS; l++) prefix[l] = jb_codes_len(&codes, l);
+            double saved_s = (double)(top_len * hops[2]) / sr;
+            if (mode == JB_MODE_UPSAMPLE) {
+                prefix[0] = prefix[1] = 0;
+                job.sample_seconds = saved_s;
+            } else if (!seconds_given || job.sample_seconds <= saved_s) {
+                fprintf(stderr, "jukebox-job: continue: --seconds must be longer than the saved "
+                        "%.3f s\n", saved_s);
+                goto out;
+            }
+            job.n_pick = 0;   // applied here: the stages see only the picked samples
+        }
+    }
+    if (jb_job_validate(&job, &err)) {
+        fprintf(stderr, "jukebox-job: %s\n", err.msg);
+        goto out;
+    }
+    for (int i = 0; i < n_checks; i++) {   // the stages' own checks, before any work starts
+        jb_st_t *st = jb_st_open(checks[i], &err);
+        json_t *hp = st ? jb_hparams_from_st(st, &err) : NULL;
+        jb_prior_hparams_t ph;
+        int ok = hp && jb_prior_hparams_parse(hp, &ph, &err) == 0;
+        json_decref(hp);
+        jb_st_close(&st);
+        if (!ok) {
+            fprintf(stderr, "jukebox-job: --check %s: %s\n", checks[i], err.msg);
+            rc = err.code == JB_ENOENT ? 66 : 65;
+            goto out;
+        }
+        if (jb_job_validate_for_prior(&job, &ph, &err)) {
+            fprintf(stderr, "jukebox-job: %s (model %s)\n", err.msg, checks[i]);
+            goto out;
+        }
+    }
+    json_t *js = jb_job_to_json(&job);
+    char *text = js ? json_dumps(js, JSON_COMPACT) : NULL;
+    json_decref(js);
+    if (!text) {
+        fprintf(stderr, "jukebox-job: out of memory\n");
+        rc = 70;
+        goto out;
+    }
+    if (print_spec) {
+        puts(text);
+        free(text);
+        rc = 0;
+        goto out;
+    }
+    jb_endpoint_t *ep = jb_endpoint_open_out(out_spec, NULL, &err);
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_JOB;
+    int bad = !ep || jb_msg_set_job_id(&m, job.id, &err) || jb_msg_set_spec(&m, text, &err) ||
+              jb_endpoint_send(ep, &m, &err);
+    jb_msg_clear(&m);
+    free(text);
+    for (int l = LEVELS - 1; l >= 0 && !bad; l--)
+        bad = (have_codes && send_level_codes(ep, job.id, &codes, l, prefix[l], &err)) ||
+              send_end(ep, job.id, l, &err);
+    bad = bad || send_end(ep, job.id, -1, &err) || jb_endpoint_close(&ep, &err);
+    jb_endpoint_destroy(&ep);
+    if (bad) {
+        fprintf(stderr, "jukebox-job: %s\n", err.msg);
+        rc = jb_err_exit_code(err.code);
+        goto out;
+    }
+    jb_log(JB_INFO, "job=%s mode=%s samples=%d seconds=%g written", job.id,
+           jb_job_mode_name(job.mode), job.n_samples, job.sample_seconds);
+    rc = 0;
+out:
+    if (have_codes) jb_codes_free(&codes);
+    jb_job_free(&job);
+    return rc;
+}
