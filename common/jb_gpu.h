@@ -32,9 +32,10 @@ int jb_gpu_mem_info(size_t *free_b, size_t *total_b, jb_err_t *err);
 void *jb_gpu_blas_new(jb_err_t *err);
 void jb_gpu_blas_destroy(void *blas);
 
-// cuBLAS's column-major C = alpha·op(A)·op(B) + beta·C (cublasGemmEx): op(A) (m, k), op(B) (k, n),
-// C (m, n) float32; ta/tb 0: as is, 1: transposed; A and B float32, or both float16 or both
-// bfloat16 (then f32 accumulation, CUBLAS_COMPUTE_32F). All pointers device pointers.
+// cuBLAS's column-major C = alpha·op(A)·op(B) + beta·C (cublasGemmEx):
+// op(A) (m, k), op(B) (k, n), C (m, n) float32; ta/tb 0: as is, 1: transposed; A and B
+// float32, or both float16 or both bfloat16 (then f32 accumulation, CUBLAS_COMPUTE_32F).
+// All pointers device pointers.
 int jb_gpu_gemm(void *blas, int ta, int tb, int m, int n, int k, float alpha, const void *A,
                 jb_dtype_t at, int lda, const void *B, jb_dtype_t bt, int ldb, float beta,
                 float *C, int ldc, jb_err_t *err);

@@ -14,8 +14,9 @@
 // activations rounded to the same dtype (the tensor-core path), so those results differ from the
 // CPU's (which widens the weights) by the rounding of the activations.
 // Each cache has its own stream; a one-token pass (a sampling step) is one CUDA graph launch
-// (see jb_tcache_cuda_use_graph). Nothing crosses to the host during a pass; x stays on the device between passes
-// (jb_tcache_cuda_x); _forward_host is the convenience that copies x in and out.
+// (see jb_tcache_cuda_use_graph). Nothing crosses to the host during a pass; x stays on the
+// device between passes (jb_tcache_cuda_x); _forward_host is the convenience that copies x in
+// and out.
 //
 // Memory planning: jb_transformer_cuda_plan gives the bytes of the weights and of one sequence's
 // cache + working memory; _new and jb_tcache_cuda_new compare them with cudaMemGetInfo before

@@ -107,19 +107,20 @@ extern "C" int jb_conv1d_cuda(void *cublas, float *out, const float *x, int64_t 
         rc = sgemm_rm(cublas, (int)T_out, OC, C, x, C, wp, OC, beta, out, OC);
     } else if (flags & JB_CONV_DIRECT) {
         int64_t rows = (T_out - 1) * s + (int64_t)(k - 1) * d + 1;
-        JB_LAUNCH(k_pad_rows, jb_cuda_blocks(rows), JB_CUDA_BLOCK, st, rows, ws, x, T_in, C, (int64_t)p,
-                                                               relu_in);
+        JB_LAUNCH(k_pad_rows, jb_cuda_blocks(rows), JB_CUDA_BLOCK, st, rows, ws, x, T_in, C,
+                  (int64_t)p, relu_in);
         for (int j = 0; j < k && rc == 0; j++)
             rc = sgemm_rm(cublas, (int)T_out, OC, C, ws + (int64_t)j * d * C, s * C,
                           wp + (int64_t)j * C * OC, OC, j == 0 ? beta : 1.0f, out, OC);
     } else {
-        JB_LAUNCH(k_im2col, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, ws, x, T_in, C, k, s, p, d,
-                                                              relu_in);
+        JB_LAUNCH(k_im2col, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, ws, x, T_in, C, k, s,
+                  p, d, relu_in);
         rc = sgemm_rm(cublas, (int)T_out, OC, k * C, ws, k * C, wp, OC, beta, out, OC);
     }
     if (rc != 0 || cudaGetLastError() != cudaSuccess) return -1;
     int relu = (flags & JB_CONV_RELU_OUT) != 0;
-    if (b || relu) JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, b, OC, relu);
+    if (b || relu)
+        JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, b, OC, relu);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
@@ -152,13 +153,15 @@ extern "C" int jb_convt1d_cuda(void *cublas, float *out, const float *x, int64_t
         }
         int relu = (flags & JB_CONV_RELU_OUT) != 0;
         if (b || relu)
-            JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, b, OC, relu);
+            JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, b, OC,
+                      relu);
         return cudaGetLastError() == cudaSuccess ? 0 : -1;
     }
     if (sgemm_rm(cublas, (int)T_in, k * OC, C, x, C, wp, k * OC, 0.0f, ws, k * OC) != 0) return -1;
-    JB_LAUNCH(k_col2im_t, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, ws, b, T_in, OC, k, s, p,
-                                                            acc);
+    JB_LAUNCH(k_col2im_t, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, ws, b, T_in, OC,
+              k, s, p, acc);
     if (flags & JB_CONV_RELU_OUT)
-        JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, (const float *)0, OC, 1);
+        JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out,
+                  (const float *)0, OC, 1);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }

@@ -167,9 +167,9 @@ Sizes sizes_of(const jb_transformer_t *tf, int mc) {
     if (mc > hp->n_ctx) mc = hp->n_ctx;
     Sizes z;
     memset(&z, 0, sizeof z);
-    size_t W = (size_t)hp->width, S = (size_t)jb_transformer_n_state(tf),
-           M = (size_t)jb_transformer_n_mlp(tf), E = (size_t)(hp->encoder_dims > 0 ? hp->encoder_dims : 0),
-           R = (size_t)mc;
+    size_t W = (size_t)hp->width, S = (size_t)jb_transformer_n_state(tf);
+    size_t M = (size_t)jb_transformer_n_mlp(tf), R = (size_t)mc;
+    size_t E = (size_t)(hp->encoder_dims > 0 ? hp->encoder_dims : 0);
     for (int d = 0; d < hp->depth; d++) {
         z.kv += 2 * sizeof(float) * (size_t)jb_transformer_cache_cap(tf, d, mc) * S;
         int km = jb_transformer_keys_max(tf, d);
@@ -570,7 +570,8 @@ int jb_tcache_cuda_set_encoder(jb_tcache_cuda_t *c, const float *encoder_kv, jb_
 int jb_transformer_cuda_forward(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok,
                                 jb_err_t *err) {
     const jb_transformer_hp_t *hp = &dt->hp;
-    if (c->dt != dt) return jb_err_set(err, JB_EINVAL, "device cache belongs to another transformer");
+    if (c->dt != dt)
+        return jb_err_set(err, JB_EINVAL, "device cache belongs to another transformer");
     if (n_tok < 1 || n_tok > c->max_chunk || c->pos + n_tok > hp->n_ctx)
         return jb_err_set(err, JB_EINVAL, "device pass of %d tokens at position %d (chunk max %d, "
                           "n_ctx %d)", n_tok, c->pos, c->max_chunk, hp->n_ctx);

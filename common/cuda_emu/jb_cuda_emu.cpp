@@ -307,7 +307,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t st) {
     if (st && st->capturing) {
         std::lock_guard<std::mutex> lk(g_mu);
         for (size_t i = 0; i < g_capturing_streams.size(); i++)
-            if (g_capturing_streams[i] == st) g_capturing_streams.erase(g_capturing_streams.begin() + (long)i);
+            if (g_capturing_streams[i] == st)
+                g_capturing_streams.erase(g_capturing_streams.begin() + (long)i);
         g_captures--;
     }
     delete st;
@@ -330,7 +331,8 @@ cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *graph) {
     {
         std::lock_guard<std::mutex> lk(g_mu);
         for (size_t i = 0; i < g_capturing_streams.size(); i++)
-            if (g_capturing_streams[i] == st) g_capturing_streams.erase(g_capturing_streams.begin() + (long)i);
+            if (g_capturing_streams[i] == st)
+                g_capturing_streams.erase(g_capturing_streams.begin() + (long)i);
         g_captures--;
     }
     st->capturing = false;
