@@ -122,4 +122,15 @@ int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_
                     jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,
                     jb_err_t *err);
 
+// Another backend for a sampler's windows (jb_prior_cuda_attach: the GPU): once set, every
+// jb_prior_sample call on s (after its batch check) is fn(impl, N, y, ...) with the same
+// arguments and contract. fn NULL: back to the CPU. impl is borrowed.
+typedef int (*jb_prior_sample_backend_fn)(void *impl, int N, const int32_t *y,
+                                          const int32_t *z_cond, const int32_t *prime, int P,
+                                          int n_fill, int chunk_size, jb_prior_choose_fn choose,
+                                          void *user, int32_t *out, int *n_clamped,
+                                          jb_err_t *err);
+void jb_prior_sampler_set_backend(jb_prior_sampler_t *s, jb_prior_sample_backend_fn fn,
+                                  void *impl);
+
 #endif

@@ -29,6 +29,10 @@ jb_prior_cuda_t *jb_prior_cuda_new(const jb_prior_t *p, int max_batch, int max_c
                                    jb_err_t *err);
 void jb_prior_cuda_destroy(jb_prior_cuda_t **s_p);
 int jb_prior_cuda_max_batch(const jb_prior_cuda_t *s);
+// Make the CPU sampler s hand its windows to d (jb_prior_sampler_set_backend), so that code
+// written against jb_prior_sample (jb_sample.h, the stages) samples on the GPU. d must serve
+// s's prior and at least s's max_batch; it must outlive s's use. 0, or -1 + err.
+int jb_prior_cuda_attach(jb_prior_sampler_t *s, jb_prior_cuda_t *d, jb_err_t *err);
 
 // As jb_prior_sample (same arguments and results), the transformer on the device.
 int jb_prior_cuda_sample(jb_prior_cuda_t *s, int N, const int32_t *y, const int32_t *z_cond,

@@ -35,6 +35,7 @@ typedef struct {
     const char *out;          // output endpoint
     int max_batch;            // sampler capacity: samples sampled together (>= a job's batch)
     int max_chunk;            // priming chunk capacity
+    int cuda;                 // sample on the current CUDA device (a CUDA build, device opened)
     volatile sig_atomic_t *stop;
 } jb_stage_opts_t;
 

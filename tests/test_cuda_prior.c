@@ -81,6 +81,28 @@ static void run_case(const char *name) {
                 jb_free(prime), jb_free(pw);
             }
         }
+        // The CPU sampler's API with the device attached (what the stages do with --device).
+        if (s && cs) {
+            jb_prior_sampler_t *big = jb_prior_sampler_new(p, N + 1, chunk, &err);
+            JB_CHECK(big && jb_prior_cuda_attach(big, s, &err) == -1 && err.code == JB_ENOMEM,
+                     "%s: attaching to a sampler of a larger batch refused: %s", name, err.msg);
+            jb_prior_sampler_destroy(&big);
+            JB_CHECK(jb_prior_cuda_attach(cs, s, &err) == 0, "%s: attach (%s)", name, err.msg);
+#ifdef JB_CUDA_EMU
+            uint64_t l0 = jb_cuda_emu_launches();
+#endif
+            memset(got, 0xff, sizeof(int32_t) * (size_t)N * T);
+            int ok = jb_prior_sample(cs, N, y, NULL, NULL, 0, 0, 0, jb_prior_choose_greedy, NULL,
+                                     got, NULL, &err) == 0;
+            JB_CHECK(ok && same(got, want, (int64_t)N * T, &at),
+                     "%s: jb_prior_sample with the device attached == reference (%s)", name,
+                     err.msg);
+#ifdef JB_CUDA_EMU
+            JB_CHECK(jb_cuda_emu_launches() > l0 + (uint64_t)T, "%s: it ran on the device",
+                     name);
+#endif
+            jb_prior_sampler_set_backend(cs, NULL, NULL);
+        }
         jb_prior_sampler_destroy(&cs);
         jb_prior_cuda_destroy(&s);
         free(got), free(cpu);

@@ -164,6 +164,24 @@ fail:
 
 int jb_prior_cuda_max_batch(const jb_prior_cuda_t *s) { return s->max_batch; }
 
+static int backend(void *impl, int N, const int32_t *y, const int32_t *z_cond,
+                   const int32_t *prime, int P, int n_fill, int chunk_size,
+                   jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,
+                   jb_err_t *err) {
+    return jb_prior_cuda_sample((jb_prior_cuda_t *)impl, N, y, z_cond, prime, P, n_fill,
+                                chunk_size, choose, user, out, n_clamped, err);
+}
+
+int jb_prior_cuda_attach(jb_prior_sampler_t *s, jb_prior_cuda_t *d, jb_err_t *err) {
+    if (jb_prior_sampler_prior(s) != d->p)
+        return jb_err_set(err, JB_EINVAL, "device sampler serves another prior");
+    if (jb_prior_sampler_max_batch(s) > d->max_batch)
+        return jb_err_set(err, JB_ENOMEM, "device sampler holds batch %d, the sampler %d",
+                          d->max_batch, jb_prior_sampler_max_batch(s));
+    jb_prior_sampler_set_backend(s, backend, d);
+    return 0;
+}
+
 }  // extern "C"
 
 namespace {
