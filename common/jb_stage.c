@@ -164,10 +164,11 @@ static int build_labels(stage_t *s, job_t *j, jb_err_t *err) {
                 y64[4 + g] = g < j->spec.n_genre_ids[level] ? j->spec.genre_ids[level][g] : -1;
         for (int i = 0; i < L; i++) {
             if (y64[i] < INT32_MIN || y64[i] > INT32_MAX) {
+                long long bad = (long long)y64[i];
                 free(y64);
                 json_decref(used);
                 return jb_err_set(err, JB_EINVAL, "job %s level %d: label %d = %lld out of range",
-                                  j->spec.id, level, i, (long long)y64[i]);
+                                  j->spec.id, level, i, bad);
             }
             for (int k = 0; k < n; k++) j->y[(int64_t)k * L + i] = (int32_t)y64[i];
         }
