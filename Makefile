@@ -2,6 +2,11 @@
 #
 #   make              libjukebox + every executable (CPU)       -> build/bin/
 #   make CUDA=1       also the CUDA side of the kernel layer (nvcc)
+#                     (plain make builds the same .cu files as C++ against the CPU emulation
+#                     of CUDA, common/cuda_emu, into $(BUILD)/libjukebox-emu.a; tests/test_cuda_*.c
+#                     link it. See docs/cuda.md.)
+#   make test-gpu     on a machine with a GPU: CUDA=1 build (build-cuda/), the CUDA tests on
+#                     the GPU (with forward/step timings), the golden suite
 #   make test         build and run every test; ends with "N passed, N failed"
 #   make asan         the tests under AddressSanitizer + UBSan  (build-asan/)
 #   make golden       only the golden runner (GOLDEN=dir to point it elsewhere)
@@ -48,6 +53,26 @@ endif
 
 LIB := $(BUILD)/libjukebox.a
 
+# CUDA emulation: without CUDA=1 the .cu files are compiled as C++ against common/cuda_emu
+# (cuda_runtime.h / cublas_v2.h on the CPU) into a separate library linked by tests/test_cuda_*.
+# With CUDA=1 those tests link the real CUDA objects in $(LIB) instead.
+CXX      ?= g++
+EMU_LIB  := $(BUILD)/libjukebox-emu.a
+EMU_SRC  := $(wildcard common/cuda/*.cu) $(wildcard common/cuda_emu/*.cpp)
+EMU_OBJ  := $(EMU_SRC:%=$(BUILD)/emu/%.o)
+EMU_CXXFLAGS := -std=c++17 $(OPT) -g -fopenmp -march=x86-64-v3 -Wall -Wextra -Wno-unused-parameter \
+                -MMD -MP -DJB_CUDA_EMU -DJB_HAVE_CUDA=1 -Icommon/cuda_emu -Icommon -D_GNU_SOURCE
+ifeq ($(SAN),1)
+EMU_CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+ifeq ($(CUDA),1)
+CUDA_TEST_LIBS := $(LIB)
+CUDA_TEST_CPPFLAGS :=
+else
+CUDA_TEST_LIBS := $(EMU_LIB) $(LIB)
+CUDA_TEST_CPPFLAGS := -DJB_HAVE_CUDA=1 -DJB_CUDA_EMU -Icommon/cuda_emu
+endif
+
 # Stages: every .c in the stage's directory makes one executable.
 STAGES := encoder prior-top upsampler-mid upsampler-bottom decoder
 STAGE_BINS := $(foreach s,$(STAGES),$(if $(wildcard $(s)/*.c),$(BUILD)/bin/jukebox-$(s)))
@@ -60,8 +85,8 @@ TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 GOLDEN_SRC := $(wildcard tests/golden_*.c)
 GOLDEN_BIN := $(BUILD)/tests/golden-runner
 
-.PHONY: all test check asan golden fuzz demo install clean deps
-all: deps $(LIB) $(STAGE_BINS) $(TOOL_BINS)
+.PHONY: all test test-gpu check asan golden fuzz demo install clean deps
+all: deps $(LIB) $(STAGE_BINS) $(TOOL_BINS) $(if $(filter 1,$(CUDA)),,$(EMU_LIB))
 
 deps:
 	@scripts/deps.sh build
@@ -75,6 +100,14 @@ $(BUILD)/%.o: %.cu
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(LIB): $(COMMON_OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/emu/%.o: %
+	@mkdir -p $(dir $@)
+	$(CXX) -x c++ $(EMU_CXXFLAGS) -c $< -o $@
+
+$(EMU_LIB): $(EMU_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
@@ -101,6 +134,12 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
+# The CUDA tests: against the emulation (plain make) or the GPU (CUDA=1).
+$(BUILD)/tests/test_cuda_%.o: CPPFLAGS += $(CUDA_TEST_CPPFLAGS)
+$(BUILD)/tests/test_cuda_%: $(BUILD)/tests/test_cuda_%.o $(CUDA_TEST_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(CUDA_TEST_LIBS) $(LDLIBS) -lstdc++ -o $@
+
 $(GOLDEN_BIN): $(GOLDEN_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
@@ -110,6 +149,15 @@ test: all $(TEST_BINS) $(GOLDEN_BIN)
 	@BUILD=$(BUILD) GOLDEN=$(GOLDEN) tests/run_tests.sh
 
 check: test
+
+# For whoever has a GPU: everything built with nvcc into build-cuda/, the CUDA tests on the
+# device (test_cuda_transformer prints device forward/step timings), the golden suite.
+test-gpu:
+	$(MAKE) CUDA=1 BUILD=build-cuda all $(patsubst tests/%.c,build-cuda/tests/%,$(wildcard tests/test_cuda_*.c)) \
+		build-cuda/tests/golden-runner
+	set -e; for t in $(patsubst tests/%.c,build-cuda/tests/%,$(wildcard tests/test_cuda_*.c)); do \
+		JB_CUDA_TIMING=1 $$t; done
+	build-cuda/tests/golden-runner $(GOLDEN)
 
 asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 test
@@ -132,6 +180,6 @@ install: all
 	cp -r pipelines/. $(DESTDIR)$(PREFIX)/share/jukebox/pipelines/
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-cuda
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -72,6 +72,8 @@ struct jb_prior_sampler {
     int32_t *seq;     // (B, seq_len) joint ids
     int32_t *pick;    // (B)
     int32_t *tok;     // (B, n_tokens) lyric tokens for the encoder
+    jb_prior_sample_backend_fn backend;   // another backend (the GPU) or NULL
+    void *backend_impl;
 };
 
 // ---- loading --------------------------------------------------------------------
@@ -360,6 +362,10 @@ int jb_prior_cond_y(const jb_prior_t *p, const int32_t *y, int N, float *out, jb
         for (int c = 0; c < W; c++) o[c] = o[c] + e[c];
     }
     return 0;
+}
+void jb_prior_tables(const jb_prior_t *p, const float **x_emb, const float **pos_emb,
+                     const float **x_out) {
+    *x_emb = p->x_emb, *pos_emb = p->pos_emb, *x_out = p->x_out;
 }
 
 // Bin of a float32 position in [lo, hi) as the reference's RangeEmbedding computes it.
@@ -737,6 +743,11 @@ void jb_prior_sampler_destroy(jb_prior_sampler_t **s_p) {
 const jb_prior_t *jb_prior_sampler_prior(const jb_prior_sampler_t *s) { return s->p; }
 int jb_prior_sampler_max_batch(const jb_prior_sampler_t *s) { return s->max_batch; }
 
+void jb_prior_sampler_set_backend(jb_prior_sampler_t *s, jb_prior_sample_backend_fn fn,
+                                  void *impl) {
+    s->backend = fn, s->backend_impl = impl;
+}
+
 int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_t *z_cond,
                     const int32_t *prime, int P, int n_fill, int chunk_size,
                     jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,
@@ -745,6 +756,9 @@ int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_
     const jb_prior_info_t *in = &p->info;
     if (N < 1 || N > s->max_batch)
         return jb_err_set(err, JB_EINVAL, "batch %d outside [1, %d]", N, s->max_batch);
+    if (s->backend)
+        return s->backend(s->backend_impl, N, y, z_cond, prime, P, n_fill, chunk_size, choose,
+                          user, out, n_clamped, err);
     if (n_fill <= 0) n_fill = in->n_ctx;
     if (P < 0 || P > n_fill || n_fill > in->n_ctx || (P > 0 && !prime))
         return jb_err_set(err, JB_EINVAL, "prime of %d codes, %d to fill (window %d)", P, n_fill,

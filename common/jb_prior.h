@@ -62,6 +62,11 @@ void jb_prior_destroy(jb_prior_t **p_p);
 const jb_prior_info_t *jb_prior_info(const jb_prior_t *p);
 const jb_prior_hparams_t *jb_prior_hparams(const jb_prior_t *p);
 const jb_transformer_t *jb_prior_transformer(const jb_prior_t *p);
+// The embedding tables, for other backends (common/cuda/jb_prior.cu); float32, the prior's memory.
+// x_emb: (seq_bins, width) input embedding; pos_emb: (seq_len, width); x_out: (seq_bins, width)
+// output projection (x_emb itself when tied).
+void jb_prior_tables(const jb_prior_t *p, const float **x_emb, const float **pos_emb,
+                     const float **x_out);
 
 // ---- conditioning -----------------------------------------------------------
 
@@ -131,5 +136,15 @@ int jb_prior_sampler_bench_setup(jb_prior_sampler_t *s, int N, int pos, uint64_t
 // one token, the output projection, choose; appends the token and advances. out: (N).
 int jb_prior_sampler_step(jb_prior_sampler_t *s, jb_prior_choose_fn choose, void *user,
                           int32_t *out, jb_err_t *err);
+// Another backend for a sampler's windows (jb_prior_cuda_attach: the GPU): once set, every
+// jb_prior_sample call on s (after its batch check) is fn(impl, N, y, ...) with the same
+// arguments and contract. fn NULL: back to the CPU. impl is borrowed.
+typedef int (*jb_prior_sample_backend_fn)(void *impl, int N, const int32_t *y,
+                                          const int32_t *z_cond, const int32_t *prime, int P,
+                                          int n_fill, int chunk_size, jb_prior_choose_fn choose,
+                                          void *user, int32_t *out, int *n_clamped,
+                                          jb_err_t *err);
+void jb_prior_sampler_set_backend(jb_prior_sampler_t *s, jb_prior_sample_backend_fn fn,
+                                  void *impl);
 
 #endif

@@ -11,6 +11,9 @@
 #include "jb_labels.h"
 #include "jb_log.h"
 #include "jb_prior.h"
+#ifdef JB_HAVE_CUDA
+#include "jb_prior_cuda.h"
+#endif
 #include "jb_progress.h"
 #include "jb_rng.h"
 #include "jb_sample.h"
@@ -48,6 +51,9 @@ typedef struct {
     jb_st_t *st;                      // the model file again, for its vocabularies
     jb_labels_vocab_t *artists, *genres;
     jb_prior_sampler_t *sampler;
+#ifdef JB_HAVE_CUDA
+    jb_prior_cuda_t *dsampler;        // --device cuda: the sampler's windows run here
+#endif
     jb_endpoint_t *in, *out;
     job_t *jobs;
     int levels;                       // VQ-VAE levels (3)
@@ -542,7 +548,8 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     jb_msg_t m;
     jb_msg_init(&m);
     int rc = -1, input_open = 1;
-    jb_weights_opts_t wo = {o->weights, o->packed};
+    // On the GPU the weights are uploaded as stored: no packed CPU copy is needed.
+    jb_weights_opts_t wo = {o->weights, o->cuda ? 0 : o->packed};
     s.prior = jb_prior_new_opts(o->model_path, &wo, err);
     if (!s.prior) goto done;
     s.info = jb_prior_info(s.prior);
@@ -568,6 +575,18 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     s.sampler = jb_prior_sampler_new(s.prior, o->max_batch > 0 ? o->max_batch : 16,
                                      o->max_chunk > 0 ? o->max_chunk : 64, err);
     if (!s.sampler) goto done;
+    if (o->cuda) {
+#ifdef JB_HAVE_CUDA
+        s.dsampler = jb_prior_cuda_new(s.prior, jb_prior_sampler_max_batch(s.sampler),
+                                       o->max_chunk > 0 ? o->max_chunk : 64, 0, err);
+        if (!s.dsampler || jb_prior_cuda_attach(s.sampler, s.dsampler, err)) goto done;
+        jb_log(JB_INFO, "sampling on the GPU (batch up to %d)",
+               jb_prior_cuda_max_batch(s.dsampler));
+#else
+        jb_err_set(err, JB_EUNAVAIL, "this build has no CUDA support (rebuild with make CUDA=1)");
+        goto done;
+#endif
+    }
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     if (!(s.in = jb_endpoint_open_in(o->in, &eo, err))) goto done;
@@ -645,6 +664,9 @@ done:
     jb_endpoint_destroy(&s.out);
     jb_endpoint_destroy(&s.in);
     jb_prior_sampler_destroy(&s.sampler);
+#ifdef JB_HAVE_CUDA
+    jb_prior_cuda_destroy(&s.dsampler);
+#endif
     jb_labels_vocab_destroy(&s.artists);
     jb_labels_vocab_destroy(&s.genres);
     jb_st_close(&s.st);

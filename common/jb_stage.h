@@ -37,6 +37,7 @@ typedef struct {
     int max_chunk;            // priming chunk capacity
     int weights;              // JB_WEIGHTS_* (jb_transformer.h): matrix weights as stored or converted
     int packed;               // 1: matrix weights repacked for the sampling kernel (jb_matmul_pack)
+    int cuda;                 // sample on the current CUDA device (a CUDA build, device opened)
     volatile sig_atomic_t *stop;
 } jb_stage_opts_t;
 

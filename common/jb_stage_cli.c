@@ -131,6 +131,9 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         jb_log(JB_ERROR, "%s", err.msg);
         return jb_err_exit_code(err.code);
     }
+    o.cuda = dev.is_cuda;
+    if (dev.is_cuda) jb_log(JB_INFO, "device %s, %.1f GiB free", dev.name,
+                            (double)dev.mem_free / (1 << 30));
     if (threads > 0) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);

@@ -321,6 +321,35 @@ static int keys_max(const jb_transformer_t *tf, int kind) {
     }
 }
 
+static jb_transformer_lin_t lin_view(const lin_t *l, int K, int N) {
+    jb_transformer_lin_t v = {l->w, l->dt, l->b, K, N};
+    return v;
+}
+
+int jb_transformer_layer(const jb_transformer_t *tf, int d, jb_transformer_layer_t *out) {
+    if (d < 0 || d >= tf->hp.depth) return -1;
+    const layer_t *L = &tf->layers[d];
+    int W = tf->hp.width, S = tf->n_state, M = tf->n_mlp;
+    memset(out, 0, sizeof *out);
+    out->kind = L->kind;
+    out->ln0_g = L->ln0_g, out->ln0_b = L->ln0_b, out->ln1_g = L->ln1_g, out->ln1_b = L->ln1_b;
+    out->c_attn = lin_view(&L->c_attn, W, L->kind == 6 ? S : 3 * S);
+    if (L->kind == 6) out->c_enc_kv = lin_view(&L->c_enc_kv, W, 2 * S);
+    out->c_proj = lin_view(&L->c_proj, S, W);
+    out->fc = lin_view(&L->fc, W, M);
+    out->mlp_proj = lin_view(&L->mlp_proj, M, W);
+    return 0;
+}
+int jb_transformer_block_ctx(const jb_transformer_t *tf) { return tf->block_ctx; }
+int jb_transformer_n_mlp(const jb_transformer_t *tf) { return tf->n_mlp; }
+int jb_transformer_cache_cap(const jb_transformer_t *tf, int d, int max_chunk) {
+    if (max_chunk > tf->hp.n_ctx) max_chunk = tf->hp.n_ctx;
+    return cache_cap(tf, tf->layers[d].kind, max_chunk);
+}
+int jb_transformer_keys_max(const jb_transformer_t *tf, int d) {
+    return keys_max(tf, tf->layers[d].kind);
+}
+
 jb_tcache_t *jb_tcache_new(const jb_transformer_t *tf, int n_batch, int max_chunk, jb_err_t *err) {
     const jb_transformer_hp_t *hp = &tf->hp;
     if (n_batch <= 0 || max_chunk <= 0) {

@@ -83,6 +83,32 @@ int jb_transformer_layer_kind(const jb_transformer_t *tf, int d);
 // Key positions seen through a kind 7 layer: (prime_len / blocks + 1) · blocks.
 int jb_transformer_prime_keys(const jb_transformer_t *tf);
 
+// Read-only view of one layer's weights, for other backends (common/cuda/jb_transformer.cu).
+// Pointers are the transformer's (valid while it lives). w: (K, N) in dt; b: (N) float32.
+typedef struct {
+    const void *w;
+    jb_dtype_t dt;
+    const float *b;
+    int K, N;
+} jb_transformer_lin_t;
+typedef struct {
+    int kind;                                    // attn_func
+    const float *ln0_g, *ln0_b, *ln1_g, *ln1_b;  // (width)
+    jb_transformer_lin_t c_attn;    // (width, 3·S); kind 6: (width, S)
+    jb_transformer_lin_t c_enc_kv;  // kind 6 only: (width, 2·S); else w == NULL
+    jb_transformer_lin_t c_proj;    // (S, width)
+    jb_transformer_lin_t fc;        // (width, n_mlp)
+    jb_transformer_lin_t mlp_proj;  // (n_mlp, width)
+} jb_transformer_layer_t;
+// Layer d (0 <= d < depth) into *out; -1 when d is out of range.
+int jb_transformer_layer(const jb_transformer_t *tf, int d, jb_transformer_layer_t *out);
+int jb_transformer_block_ctx(const jb_transformer_t *tf);
+int jb_transformer_n_mlp(const jb_transformer_t *tf);
+// Key slots layer d keeps per sequence for passes of at most max_chunk tokens, and the most keys
+// one query of layer d sees (the softmax row length): the cache layout every backend shares.
+int jb_transformer_cache_cap(const jb_transformer_t *tf, int d, int max_chunk);
+int jb_transformer_keys_max(const jb_transformer_t *tf, int d);
+
 // A cache for n_batch sequences and passes of at most max_chunk tokens; all working memory of
 // a pass is allocated here, so passes never allocate. NULL + err.
 jb_tcache_t *jb_tcache_new(const jb_transformer_t *tf, int n_batch, int max_chunk, jb_err_t *err);

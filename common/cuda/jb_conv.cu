@@ -1,21 +1,12 @@
 // jb_conv.cu: the conv bodies of jb_conv.h on a GPU, one thread per index, products
 // through cuBLAS. All pointers are device pointers; cublas is a cublasHandle_t whose
-// stream the kernels also use.
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
+// stream the kernels also use. Written to the conventions of jb_cuda.h (JB_LAUNCH), so the
+// same source also builds against the CPU emulation of CUDA.
+#include "jb_cuda.h"
 
 extern "C" {
 #include "jb_conv.h"
 }
-
-#define JB_CUDA_BLOCK 256
-
-// One thread per index (a time row for the conv bodies): the __global__ wrapper of a JB_HD body.
-#define JB_CUDA_KERNEL(name, body, params, args)                                \
-    __global__ void name params {                                               \
-        int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;             \
-        if (i < n) body args;                                                   \
-    }
 
 JB_CUDA_KERNEL(k_im2col, jb_im2col_row,
                (int64_t n, float *col, const float *x, int64_t T_in, int C, int k, int s, int p,
@@ -40,10 +31,6 @@ JB_CUDA_KERNEL(k_wino_out, jb_wino_out_tile,
                (int64_t n, float *y, const float *M, const float *b, int64_t T, int OC, int d,
                 int acc, int relu_out, int64_t nrow),
                (i, y, M, b, T, OC, d, acc, relu_out, 0, nrow))
-
-static unsigned blocks_for(int64_t n) {
-    return (unsigned)((n + JB_CUDA_BLOCK - 1) / JB_CUDA_BLOCK);
-}
 
 static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
@@ -89,21 +76,21 @@ extern "C" int jb_conv1d_wino_cuda(void *cublas, float *out, const float *x, int
     int64_t nt = jb_wino_tiles(T, d);   // all tiles in one block
     float *zrow = ws, *U = ws + C, *M = U + 4 * nt * C;
     if (cudaMemsetAsync(zrow, 0, sizeof(float) * C, st) != cudaSuccess) return -1;
-    k_wino_in<<<blocks_for(nt), JB_CUDA_BLOCK, 0, st>>>(nt, U, x, zrow, T, C, d,
-                                                        (flags & JB_CONV_RELU_IN) != 0, nt);
+    JB_LAUNCH(k_wino_in, jb_cuda_blocks(nt), JB_CUDA_BLOCK, st, nt, U, x, (const float *)zrow, T,
+              C, d, (flags & JB_CONV_RELU_IN) != 0 ? 1 : 0, nt);
     for (int i = 0; i < 4; i++)
         if (sgemm_rm(cublas, (int)nt, OC, C, U + i * nt * C, C, wg + (int64_t)i * C * OC, OC, 0.0f,
                      M + i * nt * OC, OC) != 0)
             return -1;
-    k_wino_out<<<blocks_for(nt), JB_CUDA_BLOCK, 0, st>>>(nt, out, M, b, T, OC, d,
-                                                         (flags & JB_CONV_ACC) != 0,
-                                                         (flags & JB_CONV_RELU_OUT) != 0, nt);
+    JB_LAUNCH(k_wino_out, jb_cuda_blocks(nt), JB_CUDA_BLOCK, st, nt, out, (const float *)M, b, T,
+              OC, d, (flags & JB_CONV_ACC) != 0 ? 1 : 0, (flags & JB_CONV_RELU_OUT) != 0 ? 1 : 0,
+              nt);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
 extern "C" int jb_bias_act_cuda(float *y, const float *b, int64_t n, int C, int relu) {
     if (n <= 0 || (!b && !relu)) return 0;
-    k_bias_act<<<blocks_for(n / C), JB_CUDA_BLOCK>>>(n / C, y, b, C, relu);
+    JB_LAUNCH(k_bias_act, jb_cuda_blocks(n / C), JB_CUDA_BLOCK, 0, n / C, y, b, C, relu);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
@@ -120,19 +107,20 @@ extern "C" int jb_conv1d_cuda(void *cublas, float *out, const float *x, int64_t 
         rc = sgemm_rm(cublas, (int)T_out, OC, C, x, C, wp, OC, beta, out, OC);
     } else if (flags & JB_CONV_DIRECT) {
         int64_t rows = (T_out - 1) * s + (int64_t)(k - 1) * d + 1;
-        k_pad_rows<<<blocks_for(rows), JB_CUDA_BLOCK, 0, st>>>(rows, ws, x, T_in, C, (int64_t)p,
-                                                               relu_in);
+        JB_LAUNCH(k_pad_rows, jb_cuda_blocks(rows), JB_CUDA_BLOCK, st, rows, ws, x, T_in, C,
+                  (int64_t)p, relu_in);
         for (int j = 0; j < k && rc == 0; j++)
             rc = sgemm_rm(cublas, (int)T_out, OC, C, ws + (int64_t)j * d * C, s * C,
                           wp + (int64_t)j * C * OC, OC, j == 0 ? beta : 1.0f, out, OC);
     } else {
-        k_im2col<<<blocks_for(T_out), JB_CUDA_BLOCK, 0, st>>>(T_out, ws, x, T_in, C, k, s, p, d,
-                                                              relu_in);
+        JB_LAUNCH(k_im2col, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, ws, x, T_in, C, k, s,
+                  p, d, relu_in);
         rc = sgemm_rm(cublas, (int)T_out, OC, k * C, ws, k * C, wp, OC, beta, out, OC);
     }
     if (rc != 0 || cudaGetLastError() != cudaSuccess) return -1;
     int relu = (flags & JB_CONV_RELU_OUT) != 0;
-    if (b || relu) k_bias_act<<<blocks_for(T_out), JB_CUDA_BLOCK, 0, st>>>(T_out, out, b, OC, relu);
+    if (b || relu)
+        JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, b, OC, relu);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
@@ -145,7 +133,7 @@ extern "C" int jb_convt1d_cuda(void *cublas, float *out, const float *x, int64_t
     int acc = (flags & JB_CONV_ACC) != 0;
     if (flags & JB_CONV_DIRECT) {   // per output phase, as the CPU version (jb_conv.c)
         int64_t ml = (k + s - 1) / s, rows = T_in + 2 * ml + 1;
-        k_pad_rows<<<blocks_for(rows), JB_CUDA_BLOCK, 0, st>>>(rows, ws, x, T_in, C, ml, 0);
+        JB_LAUNCH(k_pad_rows, jb_cuda_blocks(rows), JB_CUDA_BLOCK, st, rows, ws, x, T_in, C, ml, 0);
         for (int r = 0; r < s; r++) {
             int64_t q_lo = -floor_div(r - p, s), q_hi = floor_div(T_out - 1 + p - r, s);
             if (q_hi < q_lo) continue;
@@ -165,13 +153,15 @@ extern "C" int jb_convt1d_cuda(void *cublas, float *out, const float *x, int64_t
         }
         int relu = (flags & JB_CONV_RELU_OUT) != 0;
         if (b || relu)
-            k_bias_act<<<blocks_for(T_out), JB_CUDA_BLOCK, 0, st>>>(T_out, out, b, OC, relu);
+            JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, b, OC,
+                      relu);
         return cudaGetLastError() == cudaSuccess ? 0 : -1;
     }
     if (sgemm_rm(cublas, (int)T_in, k * OC, C, x, C, wp, k * OC, 0.0f, ws, k * OC) != 0) return -1;
-    k_col2im_t<<<blocks_for(T_out), JB_CUDA_BLOCK, 0, st>>>(T_out, out, ws, b, T_in, OC, k, s, p,
-                                                            acc);
+    JB_LAUNCH(k_col2im_t, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out, ws, b, T_in, OC,
+              k, s, p, acc);
     if (flags & JB_CONV_RELU_OUT)
-        k_bias_act<<<blocks_for(T_out), JB_CUDA_BLOCK, 0, st>>>(T_out, out, (const float *)0, OC, 1);
+        JB_LAUNCH(k_bias_act, jb_cuda_blocks(T_out), JB_CUDA_BLOCK, st, T_out, out,
+                  (const float *)0, OC, 1);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }

@@ -11,7 +11,8 @@ int jb_cuda_device_open(int ordinal, char *name, size_t name_size, size_t *mem_f
     cudaError_t rc = cudaDriverGetVersion(&driver);
     if (rc != cudaSuccess || driver == 0)
         return jb_err_set(err, JB_EUNAVAIL, "cuda:%d: no NVIDIA driver found (%s)", ordinal,
-                          cudaGetErrorString(rc));
+                          rc != cudaSuccess ? cudaGetErrorString(rc)
+                                            : "the driver library is not installed or not loaded");
     cudaRuntimeGetVersion(&runtime);
     if (driver < runtime)
         return jb_err_set(err, JB_EUNAVAIL,

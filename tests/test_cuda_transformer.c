@@ -1,0 +1,205 @@
+// test_cuda_transformer.c: the device transformer (jb_transformer_cuda.h) against the CPU
+// transformer (jb_transformer.h) on the transformers of the golden prior cases
+// (tests/golden/prior_*/model.safetensors): the teacher-forced forward (one pass over the whole
+// sequence) and one-token steps must equal the CPU's full pass within the case's golden
+// tolerance (float32 weights; float16 weights: the device rounds activations to float16 for the
+// tensor-core product, so a tolerance from that rounding, stated below). Then memory planning:
+// with a small fake device memory (emulation) the weights or the cache are refused with
+// "needs X GiB, Y GiB free", and fit shrinks the batch.
+// Built against the CPU emulation of CUDA by plain make; against a GPU by make CUDA=1.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jb_prior.h"
+#include "jb_test.h"
+#include "jb_device.h"
+#include "jb_transformer.h"
+#include "jb_transformer_cuda.h"
+
+#ifdef JB_CUDA_EMU
+#include "jb_cuda_emu.h"
+#endif
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static uint64_t st = 11;
+static float frand(void) {
+    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((st >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
+}
+
+typedef struct {
+    const char *dir;
+    double rel, abs_;   // golden tolerance of the case (case.json "tolerance")
+    int half;           // float16 weights
+} case_t;
+
+static void run_case(const case_t *cs) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/model.safetensors",
+             getenv("GOLDEN") ? getenv("GOLDEN") : "tests/golden", cs->dir);
+    jb_err_t err = {0};
+    jb_prior_t *p = jb_prior_new(path, &err);
+    JB_CHECK(p != NULL, "%s: open (%s)", cs->dir, err.msg);
+    if (!p) return;
+    const jb_transformer_t *tf = jb_prior_transformer(p);
+    const jb_transformer_hp_t *hp = jb_transformer_hp(tf);
+    int N = 2, T = hp->n_ctx, W = hp->width, E = hp->encoder_dims;
+    size_t nx = (size_t)N * T * W;
+    float *x0 = malloc(sizeof(float) * nx), *ref = malloc(sizeof(float) * nx);
+    float *got = malloc(sizeof(float) * nx);
+    float *enc = E > 0 ? malloc(sizeof(float) * (size_t)N * E * W) : NULL;
+    for (size_t i = 0; i < nx; i++) x0[i] = frand();
+    for (int64_t i = 0; E > 0 && i < (int64_t)N * E * W; i++) enc[i] = frand();
+
+    // CPU: one pass over the whole sequence.
+    jb_tcache_t *cc = jb_tcache_new(tf, N, T, &err);
+    memcpy(ref, x0, sizeof(float) * nx);
+    int ok = cc && (!E || jb_tcache_set_encoder(cc, enc, &err) == 0) &&
+             jb_transformer_forward(tf, cc, ref, T, NULL, &err) == 0;
+    JB_CHECK(ok, "%s: CPU forward (%s)", cs->dir, err.msg);
+
+    jb_transformer_cuda_t *dt = jb_transformer_cuda_new(tf, &err);
+    JB_CHECK(dt != NULL, "%s: weights to the device (%s)", cs->dir, err.msg);
+    // float16 weights: the device multiplies activations rounded to float16 (rel 2^-11 each);
+    // over the depth that stays well below 1e-2 of the activations' scale.
+    double rel = cs->half ? 1e-2 : cs->rel, abs_ = cs->half ? 1e-2 : cs->abs_;
+    if (dt && ok) {
+        // Teacher-forced forward: one pass.
+        jb_tcache_cuda_t *dc = jb_tcache_cuda_new(dt, N, T, 0, &err);
+        JB_CHECK(dc != NULL, "%s: device cache (%s)", cs->dir, err.msg);
+        memcpy(got, x0, sizeof(float) * nx);
+        int fok = dc && (!E || jb_tcache_cuda_set_encoder(dc, enc, &err) == 0) &&
+                  jb_transformer_cuda_forward_host(dt, dc, got, T, &err) == 0;
+        JB_CHECK(fok, "%s: device forward (%s)", cs->dir, err.msg);
+        if (fok) {
+            double ma, mr;
+            JB_CHECK(jb_test_close(got, ref, (long)nx, rel, abs_, &ma, &mr),
+                     "%s: device forward vs CPU (rel %g abs %g): max abs %.3g", cs->dir, rel, abs_,
+                     ma);
+            int k6 = 0, k7 = 0;
+            for (int d = 0; d < hp->depth; d++) {
+                int k = jb_transformer_layer_kind(tf, d);
+                k6 += k == 6, k7 += k == 7;
+            }
+            printf("%s: forward (%d, %d, %d), %d layers (%d enc-dec, %d prime): max abs diff "
+                   "%.3g, max rel %.3g\n", cs->dir, N, T, W, hp->depth, k6, k7, ma, mr);
+        }
+        JB_CHECK(dc && jb_transformer_cuda_forward_host(dt, dc, got, 1, &err) == -1 &&
+                     err.code == JB_EINVAL,
+                 "%s: a pass past n_ctx refused (%s)", cs->dir, err.msg);
+        jb_tcache_cuda_destroy(&dc);
+
+        // Sampling: one-token steps (cache for passes of 1 token: the windowed layouts), as one
+        // CUDA graph per step (captured once, replayed) and launched kernel by kernel.
+        for (int graph = 1; graph >= 0; graph--) {
+            dc = jb_tcache_cuda_new(dt, N, 1, 0, &err);
+            JB_CHECK(dc != NULL, "%s: step cache (%s)", cs->dir, err.msg);
+            if (!dc) break;
+            jb_tcache_cuda_use_graph(dc, graph);
+            int sok = !E || jb_tcache_cuda_set_encoder(dc, enc, &err) == 0;
+            float *row = malloc(sizeof(float) * (size_t)N * W);
+            double worst = 0, t_ms = now_ms();
+            int close = 1;
+            for (int t = 0; sok && t < T; t++) {
+                for (int b = 0; b < N; b++)
+                    memcpy(row + (size_t)b * W, x0 + ((size_t)b * T + t) * W, sizeof(float) * W);
+                sok = jb_transformer_cuda_forward_host(dt, dc, row, 1, &err) == 0;
+                for (int b = 0; sok && b < N; b++) {
+                    double ma;
+                    close &= jb_test_close(row + (size_t)b * W, ref + ((size_t)b * T + t) * W, W,
+                                           rel, abs_, &ma, NULL);
+                    if (ma > worst) worst = ma;
+                }
+            }
+            t_ms = now_ms() - t_ms;
+            const char *how = graph ? "graph" : "kernel by kernel";
+            JB_CHECK(sok, "%s: device steps, %s (%s)", cs->dir, how, err.msg);
+            JB_CHECK(sok && close, "%s: %d one-token steps (%s) vs CPU full pass: max abs %.3g",
+                     cs->dir, T, how, worst);
+            long cap = -1, rep = -1;
+            jb_tcache_cuda_graph_stats(dc, &cap, &rep);
+            JB_CHECK(graph ? (cap == 1 && rep == T) : (cap == 0 && rep == 0),
+                     "%s: %s: %ld captures, %ld replays", cs->dir, how, cap, rep);
+            printf("%s: %d steps (%s): max abs diff %.3g\n", cs->dir, T, how, worst);
+            if (getenv("JB_CUDA_TIMING"))   // make test-gpu: wall time incl. the copies of x
+                printf("%s: %.3f ms per step (%s, batch %d, with host copies)\n", cs->dir,
+                       t_ms / T, how, N);
+            if (graph && sok) {   // after a reset the same graph serves position 0 again
+                for (int b = 0; b < N; b++)
+                    memcpy(row + (size_t)b * W, x0 + (size_t)b * T * W, sizeof(float) * W);
+                double ma = 1e30;
+                int rok = jb_tcache_cuda_reset(dc, &err) == 0 &&
+                          jb_transformer_cuda_forward_host(dt, dc, row, 1, &err) == 0 &&
+                          jb_test_close(row, ref, W, rel, abs_, &ma, NULL);
+                jb_tcache_cuda_graph_stats(dc, &cap, &rep);
+                JB_CHECK(rok && cap == 1 && rep == T + 1,
+                         "%s: after reset, position 0 by the same graph (max abs %.3g, %s)",
+                         cs->dir, ma, err.msg);
+            }
+            free(row);
+            jb_tcache_cuda_destroy(&dc);
+        }
+
+        // Memory planning.
+        jb_transformer_cuda_plan_t plan;
+        jb_transformer_cuda_plan(tf, T, &plan);
+        JB_CHECK(plan.weights > 0 && plan.per_sample > plan.kv_per_sample && plan.kv_per_sample > 0,
+                 "%s: plan: weights %zu B, %zu B per sequence (%zu B KV)", cs->dir, plan.weights,
+                 plan.per_sample, plan.kv_per_sample);
+#ifdef JB_CUDA_EMU
+        // Fake device memory: the weights already held + room for 2.5 sequences.
+        size_t old = jb_cuda_emu_set_mem(jb_cuda_emu_used() + plan.fixed + plan.per_sample * 5 / 2);
+        dc = jb_tcache_cuda_new(dt, 8, T, 0, &err);
+        JB_CHECK(!dc && err.code == JB_ENOMEM && strstr(err.msg, "needs") &&
+                     strstr(err.msg, "GiB free"),
+                 "%s: batch 8 in room for 2.5 refused: %s", cs->dir, err.msg);
+        dc = jb_tcache_cuda_new(dt, 8, T, 1, &err);
+        JB_CHECK(dc && jb_tcache_cuda_batch(dc) == 2, "%s: fit gives batch 2 (%d)", cs->dir,
+                 dc ? jb_tcache_cuda_batch(dc) : -1);
+        jb_tcache_cuda_destroy(&dc);
+        jb_cuda_emu_set_mem(jb_cuda_emu_used() + plan.weights / 2);
+        jb_transformer_cuda_t *dt2 = jb_transformer_cuda_new(tf, &err);
+        JB_CHECK(!dt2 && err.code == JB_ENOMEM && strstr(err.msg, "needs") &&
+                     strstr(err.msg, "GiB free"),
+                 "%s: weights in half their size refused: %s", cs->dir, err.msg);
+        jb_cuda_emu_set_mem(old);
+#endif
+    }
+    jb_transformer_cuda_destroy(&dt);
+    jb_tcache_destroy(&cc);
+    jb_prior_destroy(&p);
+    free(x0), free(ref), free(got), free(enc);
+}
+
+int main(void) {
+#ifndef JB_CUDA_EMU
+    {   // a real CUDA build: the device must be there (make test-gpu)
+        jb_device_t dev;
+        jb_err_t derr = {0};
+        int dok = jb_device_parse("cuda", &dev, &derr) == 0 && jb_device_open(&dev, &derr) == 0;
+        JB_CHECK(dok, "CUDA device: %s", derr.msg);
+        if (!dok) return jb_test_summary("test_cuda_transformer");
+        printf("device: %s, %.1f GiB free\n", dev.name, (double)dev.mem_free / (1 << 30));
+    }
+#endif
+    static const case_t cases[] = {
+        {"prior_top_5b_tiny", 1e-4, 2e-4, 0},
+        {"prior_top_5b_fp16w", 1e-4, 1e-4, 1},
+        {"prior_top_5b_lyrics_tiny", 1e-4, 2e-4, 0},
+        {"prior_top_1b_lyrics_tiny", 1e-4, 2e-4, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+#ifdef JB_CUDA_EMU
+    JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",
+             jb_cuda_emu_used());
+#endif
+    return jb_test_summary("test_cuda_transformer");
+}
