@@ -178,6 +178,9 @@ install: all
 	install -m 755 $(STAGE_BINS) $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
 	if [ -f pipelines/jukebox ]; then install -m 755 pipelines/jukebox $(DESTDIR)$(PREFIX)/bin/; fi
 	cp -r pipelines/. $(DESTDIR)$(PREFIX)/share/jukebox/pipelines/
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	for u in pipelines/systemd/*.service; do \
+		sed 's|@BINDIR@|$(PREFIX)/bin|' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
 
 clean:
 	rm -rf $(BUILD) build-asan build-cuda
