@@ -474,6 +474,25 @@ int main(int argc, char **argv) {
             fprintf(stderr, "jukebox-job: %s (model %s)\n", err.msg, checks[i]);
             goto out;
         }
+        // Codes to continue from must come from this model's VQ-VAE: same codebook,
+        // and level lengths in the ratio of its hop lengths.
+        if (have_codes && codes.codebook > 0 && codes.codebook != ph.vqvae.l_bins) {
+            fprintf(stderr, "jukebox-job: %s: codes of a %lld-entry codebook; model %s uses %d "
+                    "(codes from another model)\n", mode == JB_MODE_PRIMED ? prompt : codes_path,
+                    (long long)codes.codebook, checks[i], ph.vqvae.l_bins);
+            goto out;
+        }
+        for (int l = 0; have_codes && l + 1 < LEVELS && l + 1 < ph.vqvae.levels; l++) {
+            int64_t a = jb_codes_len(&codes, l), b = jb_codes_len(&codes, l + 1);
+            int64_t r = ph.vqvae.hop_lengths[l + 1] / ph.vqvae.hop_lengths[l];
+            if (a > 0 && b > 0 && a != b * r) {
+                fprintf(stderr, "jukebox-job: %s: %lld codes at level %d and %lld at level %d; "
+                        "model %s has %lld codes below each one above (codes from another "
+                        "model?)\n", mode == JB_MODE_PRIMED ? prompt : codes_path, (long long)a,
+                        l, (long long)b, l + 1, checks[i], (long long)r);
+                goto out;
+            }
+        }
     }
     json_t *js = jb_job_to_json(&job);
     char *text = js ? json_dumps(js, JSON_COMPACT) : NULL;

@@ -226,6 +226,11 @@ check "jukebox --stages/--listen: the run comes back (rc $rc)" "[ $rc = 0 ] && [
 check "networked run equals the local one" 'cmp -s "$T/front/net/s/codes.jbc" "$T/front/s/codes.jbc"'
 kill -TERM $p0 $p1 $p2 2>/dev/null; wait $p0 $p1 $p2 2>/dev/null; pids=()
 
+"$B/jukebox-encoder" -q -m tests/golden/vqvae_tiny/model.safetensors "$T/prompt_0.wav" > "$T/other2.jbc"
+$J upsample "$T/other2.jbc" --models $M --total-seconds 0.19 -q -o "$T/front/other" 2>"$T/other.err"; rc=$?
+check "codes of another model are refused before any work (exit 64)" \
+    "[ $rc = 64 ] && [ ! -e '$T/front/other' ] && grep -q 'another model' '$T/other.err'"
+
 echo "-- make install"
 make -s install PREFIX=/usr DESTDIR="$T/root" BUILD="$BUILD" >/dev/null 2>&1
 check "make install: executables, jukebox command, pipelines" \
