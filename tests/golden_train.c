@@ -33,8 +33,16 @@ static void tol_for(const golden_case_t *c, const char *section, const char *per
     double mx = 0;
     for (int64_t i = 0; i < n; i++) mx = fmax(mx, fabs(ref[i]));
     *rel = jnum(t, "rel", 1e-3);
+    // abs is a number, or a string "<k> * max|...|" meaning k times this tensor's max |ref|
     json_t *ja = json_object_get(t, "abs");
-    *abs = json_is_number(ja) ? json_number_value(ja) : 1e-6 * mx;
+    *abs = 1e-6 * mx;
+    if (json_is_number(ja)) {
+        *abs = json_number_value(ja);
+    } else if (json_is_string(ja)) {
+        char *end;
+        double k = strtod(json_string_value(ja), &end);
+        if (end != json_string_value(ja)) *abs = k * mx;
+    }
     if (json_is_object(pt)) {
         *rel = jnum(pt, "rel", *rel);
         *abs = jnum(pt, "abs", *abs);
