@@ -71,7 +71,7 @@ static int is_tied_x_out(const golden_case_t *c, const char *name) {
 
 // Adam fed with the stored gradients (E3): after1 and after3 within params_after_step.
 static void check_optimizer(const golden_case_t *c, golden_result_t *r, const jb_st_t *io,
-                            const jb_train_prior_t *tp, const float *our_grads, int64_t our_n) {
+                            const float *our_grads, int64_t our_n) {
     json_t *oj = json_object_get(c->json, "optimizer");
     json_t *set = json_object_get(oj, "settings"), *steps = json_object_get(oj, "steps");
     json_t *params = json_object_get(c->json, "parameters");
@@ -172,7 +172,6 @@ static void check_optimizer(const golden_case_t *c, golden_result_t *r, const jb
             jb_free(ref);
         }
     }
-    (void)tp;
     goto done;
 fail_err:
     golden_fail(r, "optimizer: %s", err.msg);
@@ -262,7 +261,7 @@ static int run_prior(const golden_case_t *c, golden_result_t *r) {
     if (json_object_get(c->json, "optimizer")) {
         int64_t ng;
         float *g = jb_train_prior_grads(tp, &ng);
-        check_optimizer(c, r, io, tp, g, ng);
+        check_optimizer(c, r, io, g, ng);
     }
     rc = 0;
 done:
