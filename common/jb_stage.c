@@ -57,6 +57,10 @@ typedef struct {
     jb_endpoint_t *in, *out;
     job_t *jobs;
     int levels;                       // VQ-VAE levels (3)
+    // Ids of the last jobs refused or failed here: their later messages (codes,
+    // alignment) are dropped, not passed on after the ERROR record.
+    char failed_ids[32][JB_WIRE_JOB_ID_MAX + 1];
+    int n_failed;
 } stage_t;
 
 static job_t *find_job(stage_t *s, const char *id) {
@@ -106,6 +110,7 @@ static int fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
              send_msg(s, &m, err);
     jb_msg_clear(&m);
     j->failed = 1;
+    snprintf(s->failed_ids[s->n_failed++ % 32], sizeof s->failed_ids[0], "%s", j->spec.id);
     return rc ? -1 : 0;
 }
 
@@ -501,10 +506,19 @@ static int advance(stage_t *s, job_t *j, jb_err_t *err) {
 
 // ---- messages ------------------------------------------------------------------------
 
+static int failed_before(const stage_t *s, const char *id) {
+    int n = s->n_failed < 32 ? s->n_failed : 32;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s->failed_ids[i], id)) return 1;
+    return 0;
+}
+
 static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     const int level = s->info->level;
     if (m->type == JB_MSG_JOB) return on_job(s, m, err);
     job_t *j = m->job_id[0] ? find_job(s, m->job_id) : NULL;
+    if (!j && m->job_id[0] && m->type != JB_MSG_ERROR && failed_before(s, m->job_id))
+        return 0;   // the job ended here with an ERROR record; drop what follows
     switch (m->type) {
     case JB_MSG_CODES:
     case JB_MSG_END: {
