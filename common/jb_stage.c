@@ -271,6 +271,28 @@ static int on_job(stage_t *s, jb_msg_t *m, jb_err_t *err) {
 
 // ---- this stage's level ----------------------------------------------------------
 
+// Sends codes [from, from + count) of this stage's level, every sample, as one CODES message.
+static int send_codes(stage_t *s, job_t *j, int from, int64_t count, jb_err_t *err) {
+    const int n = j->spec.n_samples;
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)(count * n));
+    if (!rows) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->spec.id);
+    for (int k = 0; k < n; k++)
+        memcpy(rows + (int64_t)k * count, j->zs + (int64_t)k * j->total + from,
+               sizeof(int32_t) * (size_t)count);
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_CODES;
+    m.level = s->info->level;
+    m.offset = from;
+    m.codebook = s->info->bins;
+    m.codes = rows;   // owned by m from here
+    m.batch = n;
+    m.count = count;
+    int rc = jb_msg_set_job_id(&m, j->spec.id, err) || send_msg(s, &m, err);
+    jb_msg_clear(&m);
+    return rc ? -1 : 0;
+}
+
 static int start_level(stage_t *s, job_t *j, jb_err_t *err) {
     const jb_prior_info_t *in = s->info;
     const int level = in->level, n = j->spec.n_samples;
@@ -290,29 +312,9 @@ static int start_level(stage_t *s, job_t *j, jb_err_t *err) {
     for (int k = 0; k < n && j->have > 0; k++)
         memcpy(j->zs + (int64_t)k * j->total, jb_codes_row(&j->codes, level, k),
                sizeof(int32_t) * (size_t)j->have);
-    if (j->have > 0) {   // the prefix of our level goes on first, from offset 0
-        int32_t *rows = malloc(sizeof(int32_t) * (size_t)n * (size_t)j->have);
-        if (!rows) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->spec.id);
-        for (int k = 0; k < n; k++)
-            memcpy(rows + (int64_t)k * j->have, j->zs + (int64_t)k * j->total,
-                   sizeof(int32_t) * (size_t)j->have);
-        jb_msg_t m;
-        jb_msg_init(&m);
-        m.type = JB_MSG_CODES;
-        m.level = level;
-        m.offset = 0;
-        m.codebook = in->bins;
-        m.codes = rows;
-        m.batch = n;
-        m.count = j->have;
-        jb_err_t serr = {0};
-        int rc = jb_msg_set_job_id(&m, j->spec.id, &serr) || send_msg(s, &m, &serr);
-        jb_msg_clear(&m);
-        if (rc) {
-            *err = serr;
-            err->code = JB_EIO;   // the output is gone: not the job's fault
-            return -1;
-        }
+    if (j->have > 0 && send_codes(s, j, 0, j->have, err)) {   // the prefix goes on first
+        err->code = JB_EIO;   // the output is gone: not the job's fault
+        return -1;
     }
     int hop = (int)(j->spec.hop_fraction[level] * in->n_ctx);
     if (j->have < j->total &&
@@ -445,26 +447,8 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
                          above, above_stride, j->y, j->lyrics, err))
         return jb_err_prefix(err, "job %s", j->spec.id);
     j->next_window++;
-    if (j->have > before) {   // the window's new codes, every sample
-        int64_t count = j->have - before;
-        int32_t *rows = malloc(sizeof(int32_t) * (size_t)(count * n));
-        if (!rows) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->spec.id);
-        for (int k = 0; k < n; k++)
-            memcpy(rows + (int64_t)k * count, j->zs + (int64_t)k * j->total + before,
-                   sizeof(int32_t) * (size_t)count);
-        jb_msg_t m;
-        jb_msg_init(&m);
-        m.type = JB_MSG_CODES;
-        m.level = level;
-        m.offset = before;
-        m.codebook = in->bins;
-        m.codes = rows;
-        m.batch = n;
-        m.count = count;
-        int rc = jb_msg_set_job_id(&m, j->spec.id, err) || send_msg(s, &m, err);
-        jb_msg_clear(&m);
-        if (rc) return -1;
-    }
+    if (j->have > before && send_codes(s, j, before, j->have - before, err))   // the new codes
+        return -1;
     jb_progress_update(&j->progress, j->have);
     return 0;
 }

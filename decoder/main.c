@@ -15,6 +15,17 @@
 static volatile int stop_flag;
 static void on_signal(int sig) { stop_flag = sig; }
 
+// SIGTERM / SIGINT: finish the file being written, drop unfinished jobs, exit 0.
+// No SA_RESTART, so a wait for input is interrupted at once.
+static void install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
 static void usage(FILE *f) {
     fprintf(f,
 "Usage: jukebox-decoder --model VQVAE.safetensors [options] -o AUDIO\n"
@@ -88,12 +99,7 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
         jb_log(JB_ERROR, "%s", err.msg);
         return jb_err_exit_code(err.code);
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    install_signals();
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;
@@ -245,14 +251,7 @@ int main(int argc, char **argv) {
         jb_vqvae_destroy(&vq);
         return 64;
     }
-    // SIGTERM / SIGINT: finish the file being written, drop unfinished jobs, exit 0.
-    // No SA_RESTART, so a wait for input is interrupted at once.
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    install_signals();
     o.stop = &stop_flag;
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
