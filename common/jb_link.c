@@ -129,6 +129,7 @@ void jb_link_default_opts(jb_link_opts_t *o) {
     o->credit = 16;
     o->backlog = 64;
     o->codebook = -1;
+    o->send_timeout_ms = -1;
 }
 
 const char *jb_link_address(const jb_link_t *l) { return l->address[0] ? l->address : l->spec; }
@@ -1176,13 +1177,19 @@ int jb_link_send(jb_link_t *l, const jb_msg_t *msg, jb_err_t *err) {
         return jb_err_set(err, JB_EINVAL, "link %s: only job stream messages with a job id "
                           "are sent (got %s)", l->name, jb_msg_type_name(msg->type));
     pthread_mutex_lock(&l->mu);
+    int64_t give_up = l->o.send_timeout_ms < 0 ? INT64_MAX : now_ms() + l->o.send_timeout_ms;
     while (backlog_locked(l) >= l->o.backlog) {
         if (stopped(l)) {
             pthread_mutex_unlock(&l->mu);
             return jb_err_set(err, JB_ECANCEL, "link %s: stopped while waiting to send",
                               l->name);
         }
-        wait_slice(l, 100);
+        if (now_ms() >= give_up) {
+            pthread_mutex_unlock(&l->mu);
+            return jb_err_set(err, JB_EUNAVAIL, "%s: no consumer took the messages within %d ms",
+                              jb_link_address(l), l->o.send_timeout_ms);
+        }
+        wait_slice(l, 20);
     }
     pjob_t *j = find_pjob(l, msg->job_id);
     if (!j) {

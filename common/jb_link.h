@@ -54,7 +54,7 @@ typedef void (*jb_link_done_fn)(void *user, const char *job_id);
 // this link's STATUS reply (stage, level, jobs in flight, tokens/s, last error ...).
 typedef char *(*jb_link_status_fn)(void *user);
 
-typedef struct {
+typedef struct jb_link_opts {
     jb_link_role_t role;
     const char *name;          // instance name (DEALER routing id); NULL: "<host>-<pid>"
     const char *stage;         // what this process is ("prior-top", "decoder", "job"), for peers
@@ -65,6 +65,8 @@ typedef struct {
                                // jb_link_send blocks beyond it
     int64_t codebook;          // consumer: codes must be below it (-1: only the header's)
     volatile sig_atomic_t *stop;   // when set, a blocked jb_link_send returns JB_ECANCEL
+    int send_timeout_ms;       // a blocked jb_link_send gives up after this (JB_EUNAVAIL);
+                               // -1 (default): waits for room
     jb_link_persist_fn persist;
     void *persist_user;
     jb_link_done_fn on_done;
