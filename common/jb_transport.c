@@ -135,6 +135,8 @@ static jb_recv_t zmq_recv_msg(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms,
     return jb_link_recv(ep->link, msg, timeout_ms, err);
 }
 
+int jb_endpoint_spec_is_link(const char *spec) { return spec && is_zmq_spec(spec); }
+
 jb_link_t *jb_endpoint_link(jb_endpoint_t *ep) { return ep && ep->kind == EP_ZMQ ? ep->link : NULL; }
 
 // ---------------------------------------------------------------- streams

@@ -72,6 +72,9 @@ jb_endpoint_t *jb_endpoint_open_out(const char *spec, const jb_endpoint_opts_t *
 jb_endpoint_t *jb_endpoint_from_fd(int fd, int is_out, int owns, const char *name,
                                    const jb_endpoint_opts_t *opts, jb_err_t *err);
 
+// Whether spec names a ZeroMQ endpoint (a reliable link), '@' / '>' prefix allowed.
+int jb_endpoint_spec_is_link(const char *spec);
+
 // The reliable link behind a ZeroMQ endpoint (jb_link.h), NULL for a stream. It
 // belongs to the endpoint (freed by close / destroy).
 jb_link_t *jb_endpoint_link(jb_endpoint_t *ep);
