@@ -3,7 +3,7 @@
 // endpoint must end in EOF or an error, never crash or loop, and every message
 // it hands out must obey the rules. Fuzz builds skip the frame checksum.
 //
-// fuzz-sources: common/jb_transport.c common/jb_wire.c common/jb_err.c
+// fuzz-sources: common/jb_transport.c common/jb_link.c common/jb_log.c common/jb_wire.c common/jb_err.c
 // fuzz-libs: -lzmq -lmsgpackc -llz4 -ljansson -lpthread
 #include <stdint.h>
 #include <stdio.h>

@@ -186,6 +186,22 @@ static void write_seeds(const char *dir) {
     jb_msg_set_text(&m, "{\"stage\":\"decoder\",\"queue\":0}", &err);
     seed(dir, "status", &m, &stream);
     jb_msg_clear(&m);
+    m.type = JB_MSG_STATUS;   // a request: no info
+    seed(dir, "status-request", &m, &stream);
+    jb_msg_clear(&m);
+    m.type = JB_MSG_HELLO;
+    jb_msg_set_text(&m, "{\"name\":\"mid-a\",\"role\":\"consumer\",\"want\":1}", &err);
+    m.credit = 16;
+    seed(dir, "hello", &m, &stream);
+    jb_msg_clear(&m);
+    const int link_types[3] = {JB_MSG_DONE, JB_MSG_CANCEL, JB_MSG_RELEASE};
+    const char *link_names[3] = {"done", "cancel", "release"};
+    for (int i = 0; i < 3; i++) {
+        m.type = link_types[i];
+        jb_msg_set_job_id(&m, "seed-1", &err);
+        seed(dir, link_names[i], &m, &stream);
+        jb_msg_clear(&m);
+    }
     write_file(dir, "stream-all", stream.data, stream.len, NULL, 0, NULL, 0);
     jb_bytes_free(&stream);
 }
