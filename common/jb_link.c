@@ -328,6 +328,16 @@ static void producer_pump(jb_link_t *l) {
             unacked[j->peer] -= j->sent - j->acked;
             j->sent = j->acked;
         }
+        if (j->n > 0 && j->acked == j->n && j->sent == j->n &&
+            t - j->last_tx > l->o.peer_timeout_ms) {
+            // Everything acked, no DONE yet: offer the last message again. The consumer
+            // acks it as held, or answers DONE when the job is finished (a DONE lost
+            // on a reconnecting connection is not waited for forever).
+            if (send_peer(l, j->peer, &j->m[j->n - 1].hdr, &j->m[j->n - 1].pl) == 0) {
+                l->st.resent++;
+                j->last_tx = t;
+            }
+        }
         while (j->sent < j->n && p->credit - unacked[j->peer] > 0) {
             if (send_peer(l, j->peer, &j->m[j->sent].hdr, &j->m[j->sent].pl)) break;
             if (j->sent < j->hi) l->st.resent++;

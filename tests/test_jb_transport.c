@@ -19,6 +19,7 @@
 
 #include "jb_test.h"
 #include "jb_link.h"
+#include "jb_log.h"
 #include "jb_transport.h"
 
 #define WAIT_MS 5000   // every wait is bounded: a broken transport fails, never hangs
@@ -503,6 +504,7 @@ static void test_zmq_bounds(void) {
 }
 
 int main(void) {
+    if (!getenv("JB_TEST_VERBOSE")) jb_log_set_level(JB_ERROR);   // link warnings on garbage
     test_pipe();
     test_file();
     test_zmq_stream("tcp://127.0.0.1:*", "tcp");

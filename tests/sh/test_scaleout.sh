@@ -7,7 +7,8 @@
 #     upsampler got work, outputs byte-identical to the same jobs through a shell pipe;
 #   - again, with one bottom upsampler killed (kill -9) as soon as it has a job: its
 #     twin finishes its jobs, outputs still identical;
-#   - SIGTERM: a stage hands its unfinished jobs back and exits 0.
+#   - again with SIGTERM instead: bottom-a hands its unfinished jobs back (RELEASE) and
+#     exits 0; outputs still identical.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -39,8 +40,8 @@ for i in $(seq 1 $N); do job "$i"; done |
     "$B/jukebox-decoder" -q -t 1 -m $M/vqvae.safetensors --outdir "$T/ref"
 check "shell pipe: $N run directories" "[ \$(ls '$T/ref' | wc -l) = $N ]"
 
-# run NAME [kill]: the networked pipeline; with kill, bottom-a is killed -9 as soon as it
-# has accepted a job. Sets dec (decoder pid) and the stage pids.
+# run NAME [SIG]: the networked pipeline; with SIG (KILL or TERM), bottom-a gets it as soon
+# as it has accepted a job. Sets dec (decoder pid) and the stage pids.
 run() {
     local name=$1 kill_one=${2:-}
     local L=$T/$name/log
@@ -66,15 +67,23 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))'))
         --in "@$p0" --out "@$p1" 2>"$L/top.log" & b2=$!
     pids+=($dec $b0a $b0b $b1a $b1b $b2)
     local rcs=""
-    for i in $(seq 1 $N); do
+    for i in $(seq 1 $((N - 1))); do
         job "$i" -o "$p0" --timeout 20000 "${LINK[@]}"; rcs="$rcs$?"
     done
+    if [ -z "$kill_one" ]; then   # the last one waits for DONE: its run is written by then
+        job $N -o "$p0" --timeout 20000 --wait "${LINK[@]}"; rcs="$rcs$?"
+        check "$name: jukebox-job --wait returns once the run directory is written" \
+            "[ -s '$T/$name/out/sj$N/codes.jbc' ]"
+    else
+        job $N -o "$p0" --timeout 20000 "${LINK[@]}"; rcs="$rcs$?"
+    fi
     check "$name: jukebox-job: every job acknowledged (exit codes $rcs)" "[ '$rcs' = '$(printf '0%.0s' $(seq 1 $N))' ]"
     if [ -n "$kill_one" ]; then
         for i in $(seq 1 200); do grep -q "accepted" "$L/bottom-a.log" && break; sleep 0.02; done
-        kill -9 $b0a
-        wait $b0a 2>/dev/null
-        check "$name: bottom-a killed (-9) with a job in hand" "grep -q accepted '$L/bottom-a.log'"
+        kill -$kill_one $b0a
+        wait $b0a 2>/dev/null; local krc=$?
+        check "$name: bottom-a got SIG$kill_one with a job in hand (rc $krc)" \
+            "grep -q accepted '$L/bottom-a.log' && { [ $kill_one = KILL ] || [ $krc = 0 ]; }"
     fi
     for i in $(seq 1 600); do kill -0 $dec 2>/dev/null || break; sleep 0.1; done
     wait $dec; local rc=$?
@@ -91,6 +100,13 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))'))
     check "$name: no other run directory (nothing written twice)" "[ \$(ls '$T/$name/out' | wc -l) = $N ]"
 }
 
+echo "-- jukebox-job with no stage listening"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+t0=$SECONDS
+job 1 -o "tcp://127.0.0.1:$port" --timeout 700 2>"$T/nobody.err"; rc=$?
+check "exit 69 when no stage answers (rc $rc, $((SECONDS - t0)) s)" "[ $rc = 69 ] && [ $((SECONDS - t0)) -le 5 ]"
+check "and says so: $(head -c 120 "$T/nobody.err")" "grep -q 'no stage answered' '$T/nobody.err'"
+
 echo "-- $N jobs through 1 top, 2 middle, 2 bottom, 1 decoder (tcp loopback)"
 run scale
 L=$T/scale/log
@@ -106,7 +122,7 @@ for p in $b0a $b0b $b1a $b1b $b2; do wait $p; r=$?; check "scale: stage $p exits
 pids=()
 
 echo "-- the same with bottom-a killed -9 in the middle"
-run kill9 kill
+run kill9 KILL
 L=$T/kill9/log
 # Every job bottom-a accepted and did not finish was finished by bottom-b.
 left=0; redone=0
@@ -120,6 +136,17 @@ check "kill9: a middle upsampler saw bottom-a die and moved its jobs" \
     "grep -q 'bottom-a is gone; the job goes to another one' '$L/mid-a.log' '$L/mid-b.log'"
 kill -TERM $b0b $b1a $b1b $b2
 for p in $b0b $b1a $b1b $b2; do wait $p; r=$?; check "kill9: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
+pids=()
+echo "-- the same with bottom-a stopped by SIGTERM in the middle (hand-back)"
+run term TERM
+L=$T/term/log
+n=$(grep -o 'handed back [0-9]*' "$L/bottom-a.log" | grep -o '[0-9]*$')
+check "term: bottom-a handed back ${n:-0} unfinished job(s) and exited 0" "grep -q 'stopped by a signal' '$L/bottom-a.log'"
+if [ "${n:-0}" -gt 0 ]; then
+    check "term: its producers reassigned them at once (RELEASE)" "grep -q 'handed back by bottom-a' '$L/mid-a.log' '$L/mid-b.log'"
+fi
+kill -TERM $b0b $b1a $b1b $b2
+for p in $b0b $b1a $b1b $b2; do wait $p; r=$?; check "term: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
 pids=()
 echo "test_scaleout: $((SECONDS - start)) s"
 echo "test_scaleout: $pass passed, $fail failed"
