@@ -1,8 +1,10 @@
 // test_jb_trainer.c: the data set (files found, sorted, labels attached by file and by id),
 // windows (deterministic, equal to the source slice they report, items drawn in proportion to
 // their length, zero padding), the bandwidth against the closed forms of a sine, the
-// vocabularies, the CSV's resume truncation, the plot's PNG header, and fresh prior files
-// (loaded by jb_prior_new and jb_train_prior_new; initial statistics; tied x_out; a step).
+// vocabularies (v2 and v3 keys), the CSV's resume truncation, the plot's PNG header, fresh
+// prior files (loaded by jb_prior_new and jb_train_prior_new; initial statistics; tied x_out;
+// a step), lyrics priors of both kinds among them, and the label of a training window (the
+// lyric window against hand-computed cases and the rule of labels.py written out here).
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>

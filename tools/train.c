@@ -8,7 +8,8 @@
 // model file (loadable by the stages) and RUN/optim.safetensors (Adam moments, the schedule
 // position, the data stream position), each written atomically; --resume continues from them
 // and a resumed run equals an uninterrupted one bit for bit (every random draw is a pure
-// function of the seed and the step).
+// function of the seed and the step). Lyrics top priors (both of the reference's kinds) get
+// the lyric tokens of each window as the reference's labeller picks them (jb_trainer_label).
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>

@@ -1,7 +1,10 @@
 #!/bin/bash
 # test_train.sh: jukebox-train end to end on a few seconds of audio made here with sox (tones
 # and a square wave, three files, two formats and rates) and a hand-written labels file:
-# a VQ-VAE, then a top prior and an upsampler on its codes. Checks with independent tools:
+# a VQ-VAE, then a top prior and an upsampler on its codes, then lyrics top priors of both
+# kinds (joint sequence, lyrics encoder) on songs with sung lyrics made by jukebox-mkdataset
+# (the loss formula checked in every metrics row, the vocabularies against a Python
+# transcription of the reference's rules, sampling with --lyrics). Checks with independent tools:
 # the loss goes down (awk over metrics.csv), the trained VQ-VAE reconstructs better than
 # the untrained one (python3 over the decoder's WAV), the files load in jukebox-encoder /
 # jukebox-decoder / jukebox-prior-top / jukebox-upsampler-mid, a resumed run equals an
@@ -186,6 +189,13 @@ EOF'
         check "$kind: jukebox-prior-top samples a job with --lyrics" \
             '[ $rc = 0 ] && "$B/jukebox-codes" info "$T/$kind.jbc" | grep -q "^level 2: 6[0-9] codes"'
     done
+    "$TR" prior "${LY[@]}" --preset toy_lyrics_5b --out "$T/lra" --steps 12
+    "$TR" prior "${LY[@]}" --preset toy_lyrics_5b --out "$T/lrb" --steps 7
+    "$TR" prior "${LY[@]}" --out "$T/lrb" --steps 12 --resume
+    check "toy_lyrics_5b: resumed 7 + 5 steps: model, optimiser state, metrics identical to 12" \
+        'cmp -s "$T/lra/prior_level_2.safetensors" "$T/lrb/prior_level_2.safetensors" &&
+         cmp -s "$T/lra/optim.safetensors" "$T/lrb/optim.safetensors" &&
+         cmp -s "$T/lra/metrics.csv" "$T/lrb/metrics.csv"'
     "$TR" prior "${LY[@]}" --out "$T/lyinit" --init "$T/toy_lyrics/prior_level_2.safetensors" \
         --steps 3; rc=$?
     check "--init with a trained lyrics prior continues it" \
