@@ -59,15 +59,19 @@ static const char *k_toy_prior =
 // Toy lyrics top priors, laid over the toy prior: the 1b_lyrics kind (one transformer over the
 // joint sequence of n_tokens lyric tokens then the codes, v3 labels and text) and the
 // 5b_lyrics kind (a separate lyrics encoder whose output the attn_func-6 layers attend to).
+// The lyric alignment the stages send comes from the last layer (toy_lyrics: dense, its
+// music queries' weights on the lyrics positions; toy_lyrics_5b: the attn_func-6 layer).
 static const char *k_toy_lyrics =
     "{\"use_tokens\": true, \"n_tokens\": 16, \"n_vocab\": 79, \"prime_loss_fraction\": 0.4,"
-    " \"single_enc_dec\": true, \"labels_v3\": true, \"max_bow_genre_size\": 1}";
+    " \"single_enc_dec\": true, \"labels_v3\": true, \"max_bow_genre_size\": 1,"
+    " \"alignment_layer\": 1, \"alignment_head\": 0}";
 static const char *k_toy_lyrics_5b =
     "{\"use_tokens\": true, \"n_tokens\": 16, \"n_vocab\": 80, \"prime_loss_fraction\": 0.4,"
     " \"single_enc_dec\": false, \"labels_v3\": false, \"prior_depth\": 4, \"attn_order\": 6,"
     " \"blocks\": 4, \"prime_width\": 32, \"prime_depth\": 2, \"prime_heads\": 2,"
     " \"prime_attn_order\": 0, \"prime_blocks\": null, \"prime_m_attn\": 0.25,"
-    " \"prime_m_mlp\": 1.0, \"prime_init_scale\": 1.0, \"prime_res_scale\": false}";
+    " \"prime_m_mlp\": 1.0, \"prime_init_scale\": 1.0, \"prime_res_scale\": false,"
+    " \"alignment_layer\": 3, \"alignment_head\": 0}";
 
 typedef struct {
     const char *cmd;

@@ -189,6 +189,22 @@ EOF'
         check "$kind: jukebox-prior-top samples a job with --lyrics" \
             '[ $rc = 0 ] && "$B/jukebox-codes" info "$T/$kind.jbc" | grep -q "^level 2: 6[0-9] codes"'
     done
+    # the whole pipeline: the lyrics top prior, the upsamplers trained above, the decoder
+    "$TR" prior "${PR[@]}" --level 0 --out "$T/up0" --steps 5 -q
+    M="$T/toy_lyrics/prior_level_2.safetensors"
+    "$B/jukebox-job" sample -q --id lyp --artist "Neon Drift" --genre electronic \
+        --lyrics "Sing, code & glow!" --seconds 0.2 --total-seconds 3 \
+        --vqvae "$T/vq/vqvae.safetensors" |
+        "$B/jukebox-prior-top" -q -t 1 -m "$M" |
+        "$B/jukebox-upsampler-mid" -q -t 1 -m "$T/up1/prior_level_1.safetensors" |
+        "$B/jukebox-upsampler-bottom" -q -t 1 -m "$T/up0/prior_level_0.safetensors" |
+        "$B/jukebox-decoder" -q -t 1 -m "$T/vq/vqvae.safetensors" --outdir "$T/lypipe"
+    st="${PIPESTATUS[*]}"
+    check "toy_lyrics through the pipeline with --lyrics: every process exits 0 ($st)" \
+        '[ "$st" = "0 0 0 0 0" ] && [ -s "$T/lypipe/lyp/level_0/sample_0.wav" ]'
+    check "toy_lyrics: lyric alignment picture; the lyrics cleaned by the v3 text processor" \
+        '[ -s "$T/lypipe/lyp/align_0.png" ] && grep -q "\"lyrics\": *\"Sing, code  glow!\"" "$T/lypipe/lyp/labels.json" &&
+         grep -q "\"lyrics_dropped\": *\"&\"" "$T/lypipe/lyp/labels.json"'
     "$TR" prior "${LY[@]}" --preset toy_lyrics_5b --out "$T/lra" --steps 12
     "$TR" prior "${LY[@]}" --preset toy_lyrics_5b --out "$T/lrb" --steps 7
     "$TR" prior "${LY[@]}" --out "$T/lrb" --steps 12 --resume
