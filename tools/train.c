@@ -859,6 +859,9 @@ static int train_prior(const opts_t *o) {
     if (in->n_tokens > 0 && !o->quiet)
         jb_log(JB_INFO, "lyrics: %lld tokens (v%d text), windows of %d tokens",
                (long long)n_lyric_chars, (int)version, in->n_tokens);
+    if (in->n_tokens > 0 && n_lyric_chars == 0)
+        jb_log(JB_WARN, "%s: no lyrics in the data set (labels.jsonl \"lyrics\"): the lyrics "
+               "prior learns windows of padding only", o->data);
     int64_t nw;
     float *W = jb_train_prior_weights(tp, &nw);
     (void)W;
