@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jb_device.h"
 #include "jb_safetensors.h"
 #include "jb_tensor.h"
 #include "jb_test.h"
@@ -168,6 +169,15 @@ done:
 }
 
 int main(void) {
+#ifndef JB_CUDA_EMU
+    {   // a real CUDA build: the device must be there (make test-gpu)
+        jb_device_t dev;
+        jb_err_t derr = {0};
+        int dok = jb_device_parse("cuda", &dev, &derr) == 0 && jb_device_open(&dev, &derr) == 0;
+        JB_CHECK(dok, "CUDA device: %s", derr.msg);
+        if (!dok) return jb_test_summary("test_cuda_vqvae");
+    }
+#endif
     run_case("vqvae_tiny");
     run_case("vqvae_real_shape");
 #ifdef JB_CUDA_EMU
