@@ -222,6 +222,14 @@ int jb_nn_cuda_softmax(float *x, int64_t rows, int n);
 int jb_nn_cuda_attn(float *out, float *w, const float *q, int q_stride, const float *kc,
                     const float *vc, jb_nn_attn_kind_t kind, int N, int rows, int H, int hd,
                     int cap, int t0, int w_cap, float scale);
+// Block-cooperative versions of jb_nn_cuda_layernorm / _softmax: one block of
+// JB_NN_ROW_THREADS threads per row, a shared-memory tree reduction with barriers (on a GPU a
+// row of 4800 values is then 256 threads' work instead of one's). stream: a cudaStream_t
+// (NULL: the legacy default stream). Same results up to the order of the sums.
+#define JB_NN_ROW_THREADS 256
+int jb_nn_cuda_layernorm_block(float *out, const float *x, const float *g, const float *b,
+                               int64_t rows, int C, float eps, void *stream);
+int jb_nn_cuda_softmax_block(float *x, int64_t rows, int n, void *stream);
 #endif
 
 #endif

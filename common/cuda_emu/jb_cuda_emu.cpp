@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <ucontext.h>
 
 #include <atomic>
 #include <map>
@@ -400,31 +401,158 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     return cudaSuccess;
 }
 
+namespace {
+
+bool bad_config(dim3 grid, dim3 block) {
+    uint64_t threads = (uint64_t)block.x * block.y * block.z;
+    return grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 ||
+           block.z == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
+           grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535;
+}
+
+void set_block(dim3 grid, dim3 block, int64_t bi) {
+    gridDim = grid;
+    blockDim = block;
+    blockIdx.x = (unsigned)(bi % grid.x);
+    blockIdx.y = (unsigned)((bi / grid.x) % grid.y);
+    blockIdx.z = (unsigned)(bi / ((int64_t)grid.x * grid.y));
+}
+
+// ---- block-cooperative launches: one coroutine per thread of a block ----------------------
+
+const size_t kFiberStack = (size_t)128 << 10;
+
+struct Fiber {
+    ucontext_t ctx;
+    int state;   // 0 runnable, 1 waiting at the barrier, 2 done
+    uint3 idx;
+};
+
+thread_local bool t_coop = false;         // inside a cooperative block
+thread_local bool t_barrier_misuse = false;   // __syncthreads reached in a plain launch
+thread_local ucontext_t t_sched;
+thread_local Fiber *t_cur = nullptr;
+thread_local const std::function<void()> *t_body = nullptr;
+thread_local std::vector<Fiber> t_fibers;
+thread_local std::vector<char> t_stacks;
+
+void fiber_main() {
+    (*t_body)();
+    t_cur->state = 2;   // returns to uc_link: the scheduler
+}
+
+// Runs one block, phase by phase between barriers; false on barrier divergence.
+bool run_block_coop(dim3 block, const std::function<void()> &body, uint64_t seed) {
+    unsigned n = block.x * block.y * block.z;
+    if (t_fibers.size() < n) t_fibers.resize(n);
+    if (t_stacks.size() < (size_t)n * kFiberStack) t_stacks.resize((size_t)n * kFiberStack);
+    t_body = &body;
+    for (unsigned i = 0; i < n; i++) {
+        Fiber &f = t_fibers[i];
+        f.state = 0;
+        f.idx.x = i % block.x, f.idx.y = (i / block.x) % block.y, f.idx.z = i / (block.x * block.y);
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = t_stacks.data() + (size_t)i * kFiberStack;
+        f.ctx.uc_stack.ss_size = kFiberStack;
+        f.ctx.uc_link = &t_sched;
+        makecontext(&f.ctx, fiber_main, 0);
+    }
+    std::vector<unsigned> order(n);
+    for (unsigned i = 0; i < n; i++) order[i] = i;
+    bool ok = true;
+    t_coop = true;
+    for (;;) {
+        for (unsigned i = n; i > 1; i--) {   // a new order for every phase (xorshift)
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            unsigned j = (unsigned)(seed % i);
+            unsigned t = order[i - 1];
+            order[i - 1] = order[j], order[j] = t;
+        }
+        for (unsigned k = 0; k < n; k++) {
+            Fiber &f = t_fibers[order[k]];
+            if (f.state != 0) continue;
+            threadIdx = f.idx;
+            t_cur = &f;
+            swapcontext(&t_sched, &f.ctx);
+        }
+        unsigned waiting = 0, done = 0;
+        for (unsigned i = 0; i < n; i++) waiting += t_fibers[i].state == 1, done += t_fibers[i].state == 2;
+        if (waiting == 0) break;
+        if (done > 0) {   // some threads left while others wait: divergent barrier
+            ok = false;
+            break;
+        }
+        for (unsigned i = 0; i < n; i++) t_fibers[i].state = 0;
+    }
+    t_coop = false;
+    t_cur = nullptr;
+    return ok;
+}
+
+}  // namespace
+
+void __syncthreads(void) {
+    if (!t_coop || !t_cur) {
+        t_barrier_misuse = true;
+        return;
+    }
+    t_cur->state = 1;
+    Fiber *me = t_cur;
+    swapcontext(&me->ctx, &t_sched);
+}
+
 void jb_emu_launch_body(dim3 grid, dim3 block, cudaStream_t st,
                         const std::function<void()> &body) {
     uint64_t threads = (uint64_t)block.x * block.y * block.z;
-    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 ||
-        block.z == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
-        grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
+    if (bad_config(grid, block)) {
         g_last = cudaErrorInvalidConfiguration;
         return;
     }
     auto run = [grid, block, threads, body] {
         g_launches++;
         int64_t nblocks = (int64_t)grid.x * grid.y * grid.z;
+        std::atomic<bool> misuse{false};
 #pragma omp parallel for schedule(static) if (nblocks * (int64_t)threads >= 4096)
         for (int64_t bi = 0; bi < nblocks; bi++) {
-            gridDim = grid;
-            blockDim = block;
-            blockIdx.x = (unsigned)(bi % grid.x);
-            blockIdx.y = (unsigned)((bi / grid.x) % grid.y);
-            blockIdx.z = (unsigned)(bi / ((int64_t)grid.x * grid.y));
+            set_block(grid, block, bi);
+            t_barrier_misuse = false;
             for (unsigned z = 0; z < block.z; z++)
                 for (unsigned y = 0; y < block.y; y++)
                     for (unsigned x = 0; x < block.x; x++) {
                         threadIdx.x = x, threadIdx.y = y, threadIdx.z = z;
                         body();
                     }
+            if (t_barrier_misuse) misuse = true;
+        }
+        if (misuse) {
+            fprintf(stderr, "jb_cuda_emu: a kernel reached __syncthreads in a plain launch "
+                            "(use JB_LAUNCH_COOP)\n");
+            g_last = cudaErrorLaunchFailure;
+        }
+    };
+    if (jb_emu_capture(st, run) == 0) run();
+}
+
+void jb_emu_launch_coop_body(dim3 grid, dim3 block, cudaStream_t st,
+                             const std::function<void()> &body) {
+    if (bad_config(grid, block)) {
+        g_last = cudaErrorInvalidConfiguration;
+        return;
+    }
+    auto run = [grid, block, body] {
+        uint64_t launch = ++g_launches;
+        int64_t nblocks = (int64_t)grid.x * grid.y * grid.z;
+        std::atomic<bool> diverged{false};
+#pragma omp parallel for schedule(static) if (nblocks >= 4)
+        for (int64_t bi = 0; bi < nblocks; bi++) {
+            set_block(grid, block, bi);
+            if (!run_block_coop(block, body, 0x9E3779B97F4A7C15ull * (launch + 1) + (uint64_t)bi))
+                diverged = true;
+        }
+        if (diverged) {
+            fprintf(stderr, "jb_cuda_emu: threads of a block left the kernel while others "
+                            "waited at __syncthreads (a barrier in divergent code)\n");
+            g_last = cudaErrorLaunchFailure;
         }
     };
     if (jb_emu_capture(st, run) == 0) run();
