@@ -74,6 +74,12 @@ int jb_tcache_cuda_reset(jb_tcache_cuda_t *c, jb_err_t *err);
 // again when the active batch changes), replayed for every later one; positions are read from
 // device memory, so the same graph serves every position. Off: launched kernel by kernel.
 void jb_tcache_cuda_use_graph(jb_tcache_cuda_t *c, int on);
+// LayerNorm by the block-cooperative kernel (jb_nn_cuda_layernorm_block: a block of 256
+// threads per row, shared-memory reductions) instead of one thread per row (default off: the
+// one-thread kernel is the configuration the golden runs use; the block kernel is what a
+// batch-1 step wants on a GPU — a row of 4800 values is one thread's serial work otherwise —
+// and is tested against the CPU under the emulation; its speed only a GPU can show).
+void jb_tcache_cuda_use_block_ln(jb_tcache_cuda_t *c, int on);
 // Graph captures and replays so far.
 void jb_tcache_cuda_graph_stats(const jb_tcache_cuda_t *c, long *captures, long *replays);
 int jb_tcache_cuda_set_batch(jb_tcache_cuda_t *c, int n, jb_err_t *err);

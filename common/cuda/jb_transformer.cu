@@ -160,6 +160,7 @@ struct jb_tcache_cuda {
     cudaStream_t st;
     cudaGraphExec_t graph;   // the captured one-token step for graph_n sequences
     int graph_n, use_graph;
+    int block_ln;            // LayerNorm by the block-cooperative kernel (a block per row)
     long captures, replays;
 };
 
@@ -420,6 +421,15 @@ int jb_tcache_cuda_reset(jb_tcache_cuda_t *c, jb_err_t *err) {
     return 0;
 }
 void jb_tcache_cuda_use_graph(jb_tcache_cuda_t *c, int on) { c->use_graph = on != 0; }
+
+void jb_tcache_cuda_use_block_ln(jb_tcache_cuda_t *c, int on) {
+    if (c->block_ln == (on != 0)) return;
+    c->block_ln = on != 0;
+    if (c->graph) {   // the captured step holds the other kernel
+        cudaGraphExecDestroy(c->graph);
+        c->graph = NULL;
+    }
+}
 void jb_tcache_cuda_graph_stats(const jb_tcache_cuda_t *c, long *captures, long *replays) {
     *captures = c->captures, *replays = c->replays;
 }
@@ -471,21 +481,34 @@ int bind_blas(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, jb_err_t *err) {
     return 0;
 }
 
+// out: (R, W) = LayerNorm of x: (R, W), on the cache's stream: one thread per row, or (block_ln)
+// one block of JB_NN_ROW_THREADS threads per row.
+int layernorm(jb_tcache_cuda_t *c, float *out, const float *x, const float *g, const float *b,
+              int R, int W, jb_err_t *err) {
+    if (c->block_ln) {
+        if (jb_nn_cuda_layernorm_block(out, x, g, b, R, W, 1e-5f, c->st))
+            return jb_err_set(err, JB_EUNAVAIL, "block LayerNorm launch: %s",
+                              cudaGetErrorString(cudaGetLastError()));
+        return 0;
+    }
+    JB_LAUNCH(k_ln, jb_cuda_blocks(R), JB_CUDA_BLOCK, c->st, (int64_t)R, out, x, g, b, W, 1e-5f);
+    JB_CUDA_LAUNCHED(err);
+    return 0;
+}
+
 // Issue one pass of n_tok tokens on c->st (positions from c->pos_dev, advanced at the end).
 int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_err_t *err) {
     const jb_transformer_hp_t *hp = &dt->hp;
     int N = c->n_active, W = hp->width, S = dt->S, H = hp->heads, hd = dt->hd;
     int R = N * n_tok;
     int64_t RW = (int64_t)R * W, RM = (int64_t)R * dt->M;
-    unsigned gRW = jb_cuda_blocks(RW), gR = jb_cuda_blocks(R), gRM = jb_cuda_blocks(RM);
+    unsigned gRW = jb_cuda_blocks(RW), gRM = jb_cuda_blocks(RM);
     cudaStream_t st = c->st;
     float *x = c->x;
     for (int d = 0; d < hp->depth; d++) {
         const DLayer &L = dt->layers[d];
         int cap = c->cap[d];
-        JB_LAUNCH(k_ln, gR, JB_CUDA_BLOCK, st, (int64_t)R, c->h, (const float *)x, L.ln0_g,
-                  L.ln0_b, W, 1e-5f);
-        JB_CUDA_LAUNCHED(err);
+        if (layernorm(c, c->h, x, L.ln0_g, L.ln0_b, R, W, err)) return -1;
         if (linear(dt, c, c->qkv, c->h, L.c_attn, R, err)) return -1;
         int q_stride = S;
         if (L.kind != 6) {
@@ -515,9 +538,7 @@ int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_e
             ln1_in = c->r;
         }
         JB_CUDA_LAUNCHED(err);
-        JB_LAUNCH(k_ln, gR, JB_CUDA_BLOCK, st, (int64_t)R, c->h, ln1_in, L.ln1_g, L.ln1_b, W,
-                  1e-5f);
-        JB_CUDA_LAUNCHED(err);
+        if (layernorm(c, c->h, ln1_in, L.ln1_g, L.ln1_b, R, W, err)) return -1;
         if (linear(dt, c, c->m, c->h, L.fc, R, err)) return -1;
         JB_LAUNCH(k_gelu, gRM, JB_CUDA_BLOCK, st, RM, c->m);
         JB_CUDA_LAUNCHED(err);

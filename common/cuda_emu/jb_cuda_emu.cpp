@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -422,40 +423,125 @@ void set_block(dim3 grid, dim3 block, int64_t bi) {
 
 const size_t kFiberStack = (size_t)128 << 10;
 
+// Context switches. glibc's swapcontext makes a system call (the signal mask) per switch, and
+// a block of 256 threads switches ~40 times per thread and barrier phase; on x86-64 a switch
+// of the callee-saved registers in user space replaces it (not under AddressSanitizer, which
+// has to see the stack changes: it intercepts swapcontext).
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define JB_EMU_ASM_SWITCH 1
+extern "C" void jb_emu_ctx_switch(void **save_sp, void *load_sp);
+__asm__(".text\n"
+        ".globl jb_emu_ctx_switch\n"
+        ".type jb_emu_ctx_switch,@function\n"
+        "jb_emu_ctx_switch:\n"
+        "    pushq %rbp\n"
+        "    pushq %rbx\n"
+        "    pushq %r12\n"
+        "    pushq %r13\n"
+        "    pushq %r14\n"
+        "    pushq %r15\n"
+        "    subq $8, %rsp\n"
+        "    stmxcsr (%rsp)\n"
+        "    fnstcw 4(%rsp)\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    ldmxcsr (%rsp)\n"
+        "    fldcw 4(%rsp)\n"
+        "    addq $8, %rsp\n"
+        "    popq %r15\n"
+        "    popq %r14\n"
+        "    popq %r13\n"
+        "    popq %r12\n"
+        "    popq %rbx\n"
+        "    popq %rbp\n"
+        "    ret\n"
+        ".size jb_emu_ctx_switch, .-jb_emu_ctx_switch\n");
+#endif
+
+// A thread of a cooperative block: a coroutine with its own stack, made once per CPU thread and
+// reused for every block (a finished body waits for the next one), so a block costs context
+// switches only.
 struct Fiber {
+#ifdef JB_EMU_ASM_SWITCH
+    void *sp;
+#else
     ucontext_t ctx;
-    int state;   // 0 runnable, 1 waiting at the barrier, 2 done
+#endif
+    int state;       // 0 runnable, 1 waiting at the barrier, 2 done
+    bool live;       // the coroutine exists and waits in fiber_main's loop
     uint3 idx;
+    std::unique_ptr<char[]> stack;
 };
 
-thread_local bool t_coop = false;         // inside a cooperative block
+thread_local bool t_coop = false;             // inside a cooperative block
 thread_local bool t_barrier_misuse = false;   // __syncthreads reached in a plain launch
+#ifdef JB_EMU_ASM_SWITCH
+thread_local void *t_sched_sp;
+#else
 thread_local ucontext_t t_sched;
+#endif
 thread_local Fiber *t_cur = nullptr;
 thread_local const std::function<void()> *t_body = nullptr;
-thread_local std::vector<Fiber> t_fibers;
-thread_local std::vector<char> t_stacks;
+thread_local std::vector<std::unique_ptr<Fiber>> t_fibers;
+
+// From the running fiber back to the scheduler.
+void to_scheduler(Fiber *me) {
+#ifdef JB_EMU_ASM_SWITCH
+    jb_emu_ctx_switch(&me->sp, t_sched_sp);
+#else
+    swapcontext(&me->ctx, &t_sched);
+#endif
+}
+
+// From the scheduler into fiber f.
+void to_fiber(Fiber *f) {
+#ifdef JB_EMU_ASM_SWITCH
+    jb_emu_ctx_switch(&t_sched_sp, f->sp);
+#else
+    swapcontext(&t_sched, &f->ctx);
+#endif
+}
 
 void fiber_main() {
-    (*t_body)();
-    t_cur->state = 2;   // returns to uc_link: the scheduler
+    for (;;) {
+        (*t_body)();
+        t_cur->state = 2;
+        to_scheduler(t_cur);   // resumed for the next block
+    }
+}
+
+void make_fiber(Fiber &f) {
+    if (!f.stack) f.stack.reset(new char[kFiberStack]);
+#ifdef JB_EMU_ASM_SWITCH
+    // The frame jb_emu_ctx_switch pops: mxcsr/x87 control word, r15..r12, rbx, rbp, then the
+    // return address fiber_main, entered with rsp = top - 8 as after a call (top 16-aligned).
+    uintptr_t top = ((uintptr_t)f.stack.get() + kFiberStack) & ~(uintptr_t)15;
+    uint64_t *q = (uint64_t *)top;
+    *--q = 0;                            // fiber_main's (never used) return address
+    *--q = (uint64_t)(uintptr_t)&fiber_main;
+    for (int r = 0; r < 6; r++) *--q = 0;   // rbp, rbx, r12, r13, r14, r15
+    *--q = 0x1F80ull | (0x037Full << 32);   // default MXCSR, x87 control word
+    f.sp = q;
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = kFiberStack;
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_main, 0);
+#endif
+    f.live = true;
 }
 
 // Runs one block, phase by phase between barriers; false on barrier divergence.
 bool run_block_coop(dim3 block, const std::function<void()> &body, uint64_t seed) {
     unsigned n = block.x * block.y * block.z;
-    if (t_fibers.size() < n) t_fibers.resize(n);
-    if (t_stacks.size() < (size_t)n * kFiberStack) t_stacks.resize((size_t)n * kFiberStack);
+    while (t_fibers.size() < n) t_fibers.emplace_back(new Fiber());
     t_body = &body;
     for (unsigned i = 0; i < n; i++) {
-        Fiber &f = t_fibers[i];
+        Fiber &f = *t_fibers[i];
+        if (!f.live) make_fiber(f);
         f.state = 0;
         f.idx.x = i % block.x, f.idx.y = (i / block.x) % block.y, f.idx.z = i / (block.x * block.y);
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = t_stacks.data() + (size_t)i * kFiberStack;
-        f.ctx.uc_stack.ss_size = kFiberStack;
-        f.ctx.uc_link = &t_sched;
-        makecontext(&f.ctx, fiber_main, 0);
     }
     std::vector<unsigned> order(n);
     for (unsigned i = 0; i < n; i++) order[i] = i;
@@ -469,20 +555,25 @@ bool run_block_coop(dim3 block, const std::function<void()> &body, uint64_t seed
             order[i - 1] = order[j], order[j] = t;
         }
         for (unsigned k = 0; k < n; k++) {
-            Fiber &f = t_fibers[order[k]];
+            Fiber &f = *t_fibers[order[k]];
             if (f.state != 0) continue;
             threadIdx = f.idx;
             t_cur = &f;
-            swapcontext(&t_sched, &f.ctx);
+            to_fiber(&f);
         }
         unsigned waiting = 0, done = 0;
-        for (unsigned i = 0; i < n; i++) waiting += t_fibers[i].state == 1, done += t_fibers[i].state == 2;
+        for (unsigned i = 0; i < n; i++) {
+            waiting += t_fibers[i]->state == 1;
+            done += t_fibers[i]->state == 2;
+        }
         if (waiting == 0) break;
         if (done > 0) {   // some threads left while others wait: divergent barrier
             ok = false;
+            for (unsigned i = 0; i < n; i++)   // abandon the waiting ones: made afresh next time
+                if (t_fibers[i]->state == 1) t_fibers[i]->live = false;
             break;
         }
-        for (unsigned i = 0; i < n; i++) t_fibers[i].state = 0;
+        for (unsigned i = 0; i < n; i++) t_fibers[i]->state = 0;
     }
     t_coop = false;
     t_cur = nullptr;
@@ -497,8 +588,7 @@ void __syncthreads(void) {
         return;
     }
     t_cur->state = 1;
-    Fiber *me = t_cur;
-    swapcontext(&me->ctx, &t_sched);
+    to_scheduler(t_cur);
 }
 
 void jb_emu_launch_body(dim3 grid, dim3 block, cudaStream_t st,
