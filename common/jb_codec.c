@@ -59,7 +59,8 @@ int jb_codec_attach_device(jb_vqvae_t *vq, int is_cuda, void **handle, jb_err_t 
     *handle = d;
     return 0;
 #else
-    return jb_err_set(err, JB_EUNAVAIL, "this build has no CUDA support (rebuild with make CUDA=1)");
+    return jb_err_set(err, JB_EUNAVAIL,
+                      "this build has no CUDA support (rebuild with make CUDA=1)");
 #endif
 }
 

@@ -72,10 +72,11 @@ static void run_case(const char *name) {
     int64_t T = xe->shape[1];
     float *x = jb_st_get_f32(io, "x", -1, NULL, &err);
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(dev);
-    float *a = malloc(sizeof(float) * (size_t)(N * T)), *b = malloc(sizeof(float) * (size_t)(N * T));
-    float *la = malloc(sizeof(float) * (size_t)(N * T) * hp->emb_width);
-    float *lb = malloc(sizeof(float) * (size_t)(N * T) * hp->emb_width);
-    int32_t *za = malloc(sizeof(int32_t) * (size_t)(N * T)), *zb = malloc(sizeof(int32_t) * (size_t)(N * T));
+    size_t nT = (size_t)N * (size_t)T;
+    float *a = malloc(sizeof(float) * nT), *b = malloc(sizeof(float) * nT);
+    float *la = malloc(sizeof(float) * nT * hp->emb_width);
+    float *lb = malloc(sizeof(float) * nT * hp->emb_width);
+    int32_t *za = malloc(sizeof(int32_t) * nT), *zb = malloc(sizeof(int32_t) * nT);
     for (int method = 0; method < 3; method++) {
         JB_CHECK_OK(jb_vqvae_set_method(cpu, method, &err), &err, "set_method cpu");
         JB_CHECK_OK(jb_vqvae_set_method(dev, method, &err), &err, "set_method dev");
@@ -134,7 +135,7 @@ static void run_case(const char *name) {
                      name, m, L, dr, rel, abs_tol);
             if (method == JB_VQVAE_DEFAULT_METHOD) {
                 // chunks of a quarter of the signal, each with its margins: the same results
-                int64_t chunk = T / 4 / hp->hop_lengths[hp->levels - 1] * hp->hop_lengths[hp->levels - 1];
+                int64_t top = hp->hop_lengths[hp->levels - 1], chunk = T / 4 / top * top;
                 if (chunk % hp->hop_lengths[L] == 0 && chunk > 0) {
                     ok = jb_vqvae_decode(dev, zs, N, TL, L, b, chunk, &err) == 0;
                     dd = ok ? max_abs_diff(b, a, N * T, &sc) : 1e30;
