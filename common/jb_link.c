@@ -658,7 +658,8 @@ static void reply_raw(jb_link_t *l, void *sock, const uint8_t *rid, size_t rid_l
 // One received message. sock_i: -1 ROUTER, else DEALER index. Lock held.
 // Returns a job id to report DONE for in done_id (producer) or "".
 static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
-                   const uint8_t *h, size_t hn, const uint8_t *pl, size_t pn, char *done_id) {
+                   const uint8_t *h, size_t hn, const uint8_t *pl, size_t pn, const char *from,
+                   char *done_id) {
     void *sock = sock_i < 0 ? l->router : l->dealer[sock_i];
     int pi = -1;
     if (sock_i < 0) pi = find_rid(l, rid, rid_len);
@@ -675,6 +676,8 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
                                   rid[i]);
         who[k] = '\0';
     } else snprintf(who, sizeof who, "peer at %s", l->address);
+    if (from && *from && strlen(who) + strlen(from) + 8 < sizeof who)
+        snprintf(who + strlen(who), sizeof who - strlen(who), " (from %s)", from);
     jb_msg_t m;
     jb_msg_init(&m);
     jb_err_t err = {0};
@@ -875,15 +878,18 @@ static void drain(jb_link_t *l, int sock_i, char done_ids[][JB_WIRE_JOB_ID_MAX +
         int base = sock_i < 0 ? 1 : 0;   // a ROUTER message starts with the routing id
         const uint8_t *rid = sock_i < 0 ? zmq_msg_data(&part[0]) : NULL;
         size_t rid_len = sock_i < 0 ? zmq_msg_size(&part[0]) : 0;
+        // The peer's network address, for log lines (libzmq metadata; may be absent).
+        const char *from = n > 0 ? zmq_msg_gets(&part[n > 3 ? 3 : n - 1], "Peer-Address") : NULL;
         if (r < 0 || n != base + 2) {
             l->st.bad++;
-            jb_log(JB_WARN, "link %s: a message of %d part%s dropped (expected header, payload)",
-                   l->name, n - base, n - base == 1 ? "" : "s");
+            jb_log(JB_WARN, "link %s: a message of %d part%s from %s dropped (expected header, "
+                   "payload)", l->name, n - base, n - base == 1 ? "" : "s",
+                   from ? from : "a peer");
         } else {
             char done[JB_WIRE_JOB_ID_MAX + 1] = "";
             handle(l, sock_i, rid, rid_len, zmq_msg_data(&part[base]),
                    zmq_msg_size(&part[base]), zmq_msg_data(&part[base + 1]),
-                   zmq_msg_size(&part[base + 1]), done);
+                   zmq_msg_size(&part[base + 1]), from, done);
             if (done[0] && *n_done < RECV_BATCH)
                 snprintf(done_ids[(*n_done)++], JB_WIRE_JOB_ID_MAX + 1, "%s", done);
         }

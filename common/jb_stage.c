@@ -753,7 +753,6 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     for (;;) {
         jb_service_watchdog();
         if (o->stop && *o->stop) {
-            hand_back(&s);
             jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
             goto done;
         }
@@ -817,6 +816,8 @@ done:
     jb_service_stopping();
     jb_msg_clear(&m);
     if (rc && err->code != JB_ECANCEL && err->msg[0]) note_error(&s, err->msg);
+    // Stopped (between windows, or while a send waited for room): hand back.
+    if (rc && err->code == JB_ECANCEL) hand_back(&s);
     jb_link_close(&s.control, 0);
     while (s.jobs) drop_job(&s, s.jobs);
     if (rc == 0 && s.out) {

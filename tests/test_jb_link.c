@@ -510,6 +510,50 @@ static void test_bounded_send(void) {
     jb_link_close(&p, 0);
 }
 
+static char *hook_status(void *user) {
+    (void)user;
+    return strdup("{\"stage\":\"unit\",\"tokens_per_s\":12.5}");
+}
+
+// --control: a bound endpoint answering STATUS only; the hook's keys are in the reply,
+// anything else sent there is dropped and counted.
+static void test_control(void) {
+    const char *e = ep("ctl");
+    jb_link_opts_t o;
+    jb_link_default_opts(&o);
+    o.role = JB_LINK_CONTROL;
+    o.name = "ctl";
+    o.heartbeat_ms = HB;
+    o.peer_timeout_ms = TIMEOUT;
+    o.status = hook_status;
+    jb_err_t err = {0};
+    jb_link_t *c = jb_link_open(e, &o, &err);
+    JB_CHECK(c != NULL, "control endpoint binds (%s)", err.msg);
+    if (!c) return;
+    char *info = NULL;
+    JB_CHECK(jb_link_query_status(e, 2000, &info, &err) == 0, "control: status reply");
+    json_t *j = info ? json_loads(info, 0, NULL) : NULL;
+    JB_CHECK(j && !strcmp(json_string_value(json_object_get(j, "stage")), "unit") &&
+                 json_real_value(json_object_get(j, "tokens_per_s")) == 12.5 &&
+                 !strcmp(json_string_value(json_object_get(j, "role")), "control"),
+             "control: the status hook's keys and the link's are in the reply");
+    json_decref(j);
+    free(info);
+    char to[400];
+    snprintf(to, sizeof to, ">%s", e);
+    jb_link_t *p = open_link(to, JB_LINK_PRODUCER, "intruder", 0, 0, NULL);
+    sleep_ms(3 * HB);
+    jb_link_stats_t st;
+    jb_link_stats(c, &st);
+    JB_CHECK(st.bad >= 1 && st.peers_known == 0, "control: a link's HELLO is refused (%lld)",
+             (long long)st.bad);
+    JB_CHECK(jb_link_query_status("ipc:///nonexistent/dir/x", 200, &info, &err) == -1 &&
+                 err.code == JB_EUNAVAIL,
+             "status query to nobody: unavailable after the timeout");
+    jb_link_close(&p, 0);
+    jb_link_close(&c, 0);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/jb_link_test.XXXXXX");
     if (!mkdtemp(g_dir)) return 1;
@@ -521,6 +565,7 @@ int main(void) {
     test_duplicates_and_takeover();
     test_garbage();
     test_bounded_send();
+    test_control();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd)) {}

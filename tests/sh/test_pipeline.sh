@@ -112,10 +112,11 @@ pids+=($dec)
 python3 - "${ports[0]}" <<'PY'
 import socket, struct, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-# ZMTP 3.0 greeting + READY for a PUSH socket, then a two-part message of junk.
+# ZMTP 3.0 greeting + READY for a DEALER socket (what connects to a link's ROUTER),
+# then a two-part message of junk: the link drops it and logs why.
 s.sendall(b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"NULL" + b"\0" * 16 + b"\x00" + b"\0" * 31)
 s.recv(64)
-ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x04PUSH"
+ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"
 s.sendall(b"\x04" + bytes([len(ready)]) + ready)
 s.sendall(b"\x01\x05junk!" + b"\x00\x03xyz")
 s.close()
