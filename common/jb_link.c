@@ -416,11 +416,12 @@ static void enqueue_cancel(jb_link_t *l, const char *id) {
     enqueue(l, q);
 }
 
-// The owner of c is gone and producer q sent the job too: q's copy takes over.
+// The owner of c is gone (or cancelled it) and producer q sent the job too: q's copy
+// takes over.
 static void take_over(jb_link_t *l, cjob_t *c, int q) {
-    jb_log(JB_WARN, "link %s: job=%s: its producer %s is gone; the copy from %s takes over",
-           l->name, c->id, c->owner >= 0 ? peer_label(&l->peers[c->owner]) : "?",
-           peer_label(&l->peers[q]));
+    jb_log(JB_WARN, "link %s: job=%s: its producer %s is gone or cancelled it; the copy from "
+           "%s takes over", l->name, c->id,
+           c->owner >= 0 ? peer_label(&l->peers[c->owner]) : "?", peer_label(&l->peers[q]));
     if (c->owner >= 0 && c->next_seq > 0) enqueue_cancel(l, c->id);
     c->owner = q;
     c->next_seq = 0;
@@ -822,13 +823,18 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
         l->st.cancels_rx++;
         {
             cjob_t *c = find_cjob(l, m.job_id);
-            if (c && c->owner == pi) {
+            if (c) c->senders &= ~(UINT64_C(1) << pi);
+            int q = -1;   // another live producer that sent the job: its copy takes over
+            for (int i = 0; c && i < MAX_PEERS && q < 0; i++)
+                if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
+            if (c && c->owner == pi && q >= 0) {
+                jb_log(JB_INFO, "link %s: job=%s cancelled by %s", l->name, c->id, p->name);
+                take_over(l, c, q);
+            } else if (c && c->owner == pi) {
                 jb_log(JB_INFO, "link %s: job=%s cancelled by %s", l->name, c->id, p->name);
                 bool had = c->next_seq > 0;
                 remove_cjob(l, c);
                 if (had) enqueue_cancel(l, m.job_id);
-            } else if (c) {
-                c->senders &= ~(UINT64_C(1) << pi);
             }
         }
         break;

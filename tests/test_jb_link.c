@@ -5,6 +5,7 @@
 // from two producers, take-over when a job's producer dies, garbage dropped, status
 // reply, a bounded send that blocks and unblocks (and honours the stop flag).
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -278,6 +279,7 @@ static void test_silent_consumer_and_return(void) {
     if (pipe(fds)) return;
     pid_t child = spawn_consumer(to, "c-child", fds[1]);
     close(fds[1]);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);   // every wait below is bounded
     jb_link_t *p = open_link(at, JB_LINK_PRODUCER, "prod2", 0, 0, NULL);
     JB_CHECK(p != NULL, "producer open");
     if (!p) goto out;
@@ -286,9 +288,10 @@ static void test_silent_consumer_and_return(void) {
     char buf[512] = "";
     ssize_t k = 0;
     int64_t end = now_ms() + 2000;
-    while (now_ms() < end && k < 3 * 5) {
+    while (now_ms() < end) {
         ssize_t r = read(fds[0], buf + k, sizeof buf - 1 - (size_t)k);
         if (r > 0) k += r;
+        else sleep_ms(5);
         buf[k] = '\0';
         if (strstr(buf, "end js 2")) break;
     }
@@ -314,6 +317,8 @@ static void test_silent_consumer_and_return(void) {
         if (r > 0) {
             k += r;
             buf[k] = '\0';
+        } else {
+            sleep_ms(5);
         }
     }
     JB_CHECK(strstr(buf, "cancel js") != NULL, "the returning consumer gets CANCEL of its job");
@@ -399,6 +404,40 @@ static void test_duplicates_and_takeover(void) {
     JB_CHECK(n == 4 && g[0].type == JB_MSG_CANCEL && !strcmp(g[0].job, "tk") && g[1].seq == 0 &&
                  g[3].seq == 2,
              "producer died: CANCEL, then the other copy from seq 0 (%d messages)", n);
+out:
+    jb_link_close(&c, 0);
+    jb_link_close(&p1, 0);
+    jb_link_close(&p2, 0);
+}
+
+// A job's owner cancels it (its own producer moved it, e.g. after a healed partition)
+// while another producer's copy was held as a duplicate: that copy takes over.
+static void test_cancel_hands_to_copy(void) {
+    const char *e1 = ep("x1"), *e2 = ep("x2");
+    char a1[400], a2[400], both[820];
+    snprintf(a1, sizeof a1, "@%s", e1);
+    snprintf(a2, sizeof a2, "@%s", e2);
+    snprintf(both, sizeof both, ">%s,>%s", e1, e2);
+    jb_link_t *p1 = open_link(a1, JB_LINK_PRODUCER, "xp1", 0, 0, NULL);
+    jb_link_t *p2 = open_link(a2, JB_LINK_PRODUCER, "xp2", 0, 0, NULL);
+    jb_link_t *c = open_link(both, JB_LINK_CONSUMER, "xc", 16, 0, NULL);
+    JB_CHECK(p1 && p2 && c, "links open");
+    if (!p1 || !p2 || !c) goto out;
+    JB_CHECK(wait_until(peers_alive_1, p1, 2000) && wait_until(peers_alive_1, p2, 2000),
+             "consumer connected to both producers");
+    send_job(p1, "cx", 3);
+    got_t g[16];
+    int n = recv_n(c, g, 16, 3, 2000);
+    send_job(p2, "cx", 3);
+    jb_err_t err = {0};
+    JB_CHECK(n == 3 && jb_link_flush(p2, 2000, 0, &err) == 0, "second copy held as duplicate");
+    jb_link_cancel(p1, "cx");
+    n = recv_n(c, g, 16, 4, 2000);
+    JB_CHECK(n == 4 && g[0].type == JB_MSG_CANCEL && g[1].seq == 0 && g[1].type == JB_MSG_JOB &&
+                 g[3].seq == 2,
+             "CANCEL from the owner: the other copy is delivered from seq 0 (%d messages)", n);
+    jb_link_done(c, "cx");
+    JB_CHECK(jb_link_flush(p2, 2000, 1, &err) == 0, "DONE reaches the new owner");
 out:
     jb_link_close(&c, 0);
     jb_link_close(&p1, 0);
@@ -563,6 +602,7 @@ int main(void) {
     test_silent_consumer_and_return();
     test_release();
     test_duplicates_and_takeover();
+    test_cancel_hands_to_copy();
     test_garbage();
     test_bounded_send();
     test_control();
