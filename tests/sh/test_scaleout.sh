@@ -121,6 +121,18 @@ kill -TERM $b0a $b0b $b1a $b1b $b2
 for p in $b0a $b0b $b1a $b1b $b2; do wait $p; r=$?; check "scale: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
 pids=()
 
+echo "-- a job sent again to a decoder whose run directory already has it: DONE at once"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$B/jukebox-decoder" -q -t 1 -m $M/vqvae.safetensors "${LINK[@]}" --in "tcp://127.0.0.1:$port" \
+    --outdir "$T/scale/out" & d=$!
+pids+=($d)
+job 1 -o "tcp://127.0.0.1:$port" --timeout 5000 --wait "${LINK[@]}"; rc=$?
+check "jukebox-job --wait gets DONE for an already written job (rc $rc)" "[ $rc = 0 ]"
+check "and nothing is written again" "[ \$(ls '$T/scale/out' | wc -l) = $N ]"
+kill -TERM $d; wait $d; rc=$?
+check "the decoder exits 0 on SIGTERM (rc $rc)" "[ $rc = 0 ]"
+pids=()
+
 echo "-- the same with bottom-a killed -9 in the middle"
 run kill9 KILL
 L=$T/kill9/log
