@@ -30,6 +30,7 @@ typedef struct {
     uint8_t rid[256];
     size_t rid_len;
     char name[NAME_LEN];       // from HELLO
+    char epoch[40];            // from HELLO: which run of that instance
     char role[16], stage[32];
     bool alive;                // a HELLO seen and not silent since
     int64_t last_seen, last_sent, last_hello;
@@ -78,6 +79,7 @@ typedef struct obox {
 struct jb_link {
     jb_link_opts_t o;
     char name[NAME_LEN], stage[32];
+    char epoch[40];
     char *spec;
     char address[256];
     char *ipc_files[MAX_DEALERS];   // bound ipc paths to unlink
@@ -210,8 +212,9 @@ static int send_ctl(jb_link_t *l, int pi, int type, const char *job, int64_t seq
 }
 
 static void send_hello(jb_link_t *l, int pi, int want) {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:i}", "name", l->name, "role", role_name(l->o.role),
-                          "stage", l->stage, "want", want);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", l->name, "role",
+                          role_name(l->o.role), "stage", l->stage, "want", want, "epoch",
+                          l->epoch);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (s) send_ctl(l, pi, JB_MSG_HELLO, NULL, -1, s);
@@ -714,6 +717,7 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
         const char *role = json_string_value(json_object_get(o, "role"));
         const char *stage = json_string_value(json_object_get(o, "stage"));
         int want = (int)json_integer_value(json_object_get(o, "want"));
+        const char *epoch = json_string_value(json_object_get(o, "epoch"));
         const char *need = l->o.role == JB_LINK_PRODUCER ? "consumer" : "producer";
         if (!name || !*name || !role || strcmp(role, need)) {
             l->st.bad++;
@@ -731,13 +735,37 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
         }
         peer_t *p = &l->peers[pi];
         bool renamed = p->name[0] && strcmp(p->name, name);
+        // Same name, another run (restarted without a spool): its streams are new ones.
+        bool restarted = !renamed && p->epoch[0] && epoch && strcmp(p->epoch, epoch);
         if (renamed && l->o.role == JB_LINK_PRODUCER) {
             // Another instance behind the same address: the old one is gone.
             for (pjob_t *j = l->pjobs; j; j = j->next)
                 if (j->peer == pi) unassign(l, j, false);
         }
+        if ((renamed || restarted) && l->o.role == JB_LINK_CONSUMER) {
+            // Another producer instance (or another run of it): what the old one sent is
+            // void (a regenerated stream interleaves differently). Another copy takes
+            // over, or the job is dropped until it comes again.
+            jb_log(JB_WARN, "link %s: %s %s", l->name, p->name,
+                   renamed ? "replaced by another instance" : "restarted");
+            for (cjob_t *c = l->cjobs, *next; c; c = next) {
+                next = c->next;
+                c->senders &= ~(UINT64_C(1) << pi);
+                if (c->owner != pi) continue;
+                int q = -1;
+                for (int i = 0; i < MAX_PEERS && q < 0; i++)
+                    if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
+                if (q >= 0) {
+                    take_over(l, c, q);
+                } else {
+                    if (c->next_seq > 0) enqueue_cancel(l, c->id);
+                    remove_cjob(l, c);
+                }
+            }
+        }
         bool was_alive = p->alive;
         snprintf(p->name, sizeof p->name, "%s", name);
+        if (epoch) snprintf(p->epoch, sizeof p->epoch, "%s", epoch);
         snprintf(p->role, sizeof p->role, "%s", role);
         snprintf(p->stage, sizeof p->stage, "%s", stage ? stage : "");
         json_decref(o);
@@ -746,6 +774,8 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
         if (m.credit >= 0) p->credit = m.credit;
         if (!was_alive)
             jb_log(JB_INFO, "link %s: %s %s (%s) joined", l->name, p->role, p->name, p->stage);
+        else if (restarted && l->o.role == JB_LINK_PRODUCER)
+            jb_log(JB_INFO, "link %s: consumer %s restarted", l->name, p->name);
         if (want) send_hello(l, pi, 0);
         if (l->o.role == JB_LINK_PRODUCER) producer_on_hello(l, pi);
         goto out;
@@ -754,8 +784,9 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
         // Not introduced (or declared dead): ask for a HELLO, drop the message.
         if (pi < 0 && sock_i < 0) {
             jb_bytes_t hb = {0};
-            json_t *o = json_pack("{s:s,s:s,s:s,s:i}", "name", l->name, "role",
-                                  role_name(l->o.role), "stage", l->stage, "want", 1);
+            json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", l->name, "role",
+                                  role_name(l->o.role), "stage", l->stage, "want", 1, "epoch",
+                                  l->epoch);
             char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
             json_decref(o);
             int64_t cr = l->o.role == JB_LINK_CONSUMER ? my_credit(l) : -1;
@@ -1111,6 +1142,15 @@ jb_link_t *jb_link_open(const char *spec, const jb_link_opts_t *o, jb_err_t *err
         snprintf(l->name, sizeof l->name, "%s-%ld", host, (long)getpid());
     }
     snprintf(l->stage, sizeof l->stage, "%s", o && o->stage ? o->stage : "");
+    if (o && o->epoch && *o->epoch) {
+        snprintf(l->epoch, sizeof l->epoch, "%s", o->epoch);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(l->epoch, sizeof l->epoch, "%lx.%lx.%lx", (unsigned long)ts.tv_sec,
+                 (unsigned long)ts.tv_nsec, (unsigned long)getpid());
+    }
+    l->o.epoch = NULL;
     if (!(l->spec = strdup(spec)) || pipe(l->wake)) {
         jb_err_set(err, JB_ENOMEM, "%s: out of memory or descriptors", spec);
         goto fail;

@@ -58,6 +58,11 @@ typedef struct jb_link_opts {
     jb_link_role_t role;
     const char *name;          // instance name (DEALER routing id); NULL: "<host>-<pid>"
     const char *stage;         // what this process is ("prior-top", "decoder", "job"), for peers
+    const char *epoch;         // which run of this instance its streams belong to (NULL: a
+                               // new one per open). A consumer voids what a producer of the
+                               // same name sent under another epoch (its restarted stream
+                               // may interleave differently). A spool that re-offers
+                               // out.jbc with the same seqs keeps its epoch in the spool.
     int heartbeat_ms;          // a heartbeat after this long without sending (default 1000)
     int peer_timeout_ms;       // a peer silent this long is dead (default 5000)
     int credit;                // consumer: input queue bound = credit announced (default 16)

@@ -55,8 +55,11 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))'))
     local p3a=tcp://127.0.0.1:${ports[4]} p3b=tcp://127.0.0.1:${ports[5]}
     "$B/jukebox-decoder" -t 1 -m $M/vqvae.safetensors --name dec "${LINK[@]}" \
         --in ">$p3a,>$p3b" --outdir "$T/$name/out" --jobs $N 2>"$L/dec.log" & dec=$!
-    "$B/jukebox-upsampler-bottom" -t 1 -m $M/prior_level_0.safetensors --name bottom-a \
-        "${LINK[@]}" --in ">$p2a,>$p2b" --out "@$p3a" 2>"$L/bottom-a.log" & b0a=$!
+    start_bottom_a() {
+        "$B/jukebox-upsampler-bottom" -t 1 -m $M/prior_level_0.safetensors --name bottom-a \
+            "${LINK[@]}" --in ">$p2a,>$p2b" --out "@$p3a" 2>>"$L/bottom-a.log" & b0a=$!
+    }
+    start_bottom_a
     "$B/jukebox-upsampler-bottom" -t 1 -m $M/prior_level_0.safetensors --name bottom-b \
         "${LINK[@]}" --in ">$p2a,>$p2b" --out "@$p3b" 2>"$L/bottom-b.log" & b0b=$!
     "$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors --name mid-a \
@@ -80,10 +83,16 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))'))
     check "$name: jukebox-job: every job acknowledged (exit codes $rcs)" "[ '$rcs' = '$(printf '0%.0s' $(seq 1 $N))' ]"
     if [ -n "$kill_one" ]; then
         for i in $(seq 1 200); do grep -q "accepted" "$L/bottom-a.log" && break; sleep 0.02; done
-        kill -$kill_one $b0a
+        local sig=$kill_one
+        [ $sig = RESTART ] && sig=KILL
+        kill -$sig $b0a
         wait $b0a 2>/dev/null; local krc=$?
-        check "$name: bottom-a got SIG$kill_one with a job in hand (rc $krc)" \
-            "grep -q accepted '$L/bottom-a.log' && { [ $kill_one = KILL ] || [ $krc = 0 ]; }"
+        check "$name: bottom-a got SIG$sig with a job in hand (rc $krc)" \
+            "grep -q accepted '$L/bottom-a.log' && { [ $sig = KILL ] || [ $krc = 0 ]; }"
+        if [ $kill_one = RESTART ]; then   # the same command again: it rejoins
+            start_bottom_a
+            pids+=($b0a)
+        fi
     fi
     for i in $(seq 1 600); do kill -0 $dec 2>/dev/null || break; sleep 0.1; done
     wait $dec; local rc=$?
@@ -149,6 +158,15 @@ check "kill9: a middle upsampler saw bottom-a die and moved its jobs" \
 kill -TERM $b0b $b1a $b1b $b2
 for p in $b0b $b1a $b1b $b2; do wait $p; r=$?; check "kill9: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
 pids=()
+echo "-- the same with bottom-a killed -9 and restarted at once with the same command"
+run restart RESTART
+L=$T/restart/log
+check "restart: bottom-a rejoined (the decoder saw a new run of it)" \
+    "grep -q 'bottom-a restarted' '$L/dec.log'"
+kill -TERM $b0a $b0b $b1a $b1b $b2
+for p in $b0a $b0b $b1a $b1b $b2; do wait $p; r=$?; check "restart: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
+pids=()
+
 echo "-- the same with bottom-a stopped by SIGTERM in the middle (hand-back)"
 run term TERM
 L=$T/term/log
