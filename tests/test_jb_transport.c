@@ -401,7 +401,15 @@ static void test_zmq_stream(const char *bind_spec, const char *what) {
              (long long)(st1.bad - st0.bad));
     r = jb_endpoint_recv(in, &m, 100, &err);
     JB_CHECK(r == JB_RECV_TIMEOUT, "%s: garbage never reaches the receiver", what);
-    jb_endpoint_t *out2 = jb_endpoint_open_out(addr, NULL, &err);
+    // Another producer instance: its own name (the writer's default name, <host>-<pid>,
+    // is this process's too; a second run under one name voids the first one's jobs).
+    jb_link_opts_t lo2;
+    jb_link_default_opts(&lo2);
+    lo2.name = "second-writer";
+    jb_endpoint_opts_t eo2;
+    jb_endpoint_default_opts(&eo2);
+    eo2.link = &lo2;
+    jb_endpoint_t *out2 = jb_endpoint_open_out(addr, &eo2, &err);
     snprintf(good.job_id, sizeof good.job_id, "t2");
     JB_CHECK(out2 && jb_endpoint_send(out2, &good, &err) == 0, "%s: send after garbage", what);
     r = jb_endpoint_recv(in, &m, WAIT_MS, &err);
