@@ -7,6 +7,14 @@
 // stops in the middle (the input ends) gets an error record too: nothing is lost
 // silently and no half-written run appears.
 //
+// With a spool (opts.spool, jb_spool.h) every message of a job goes to the job's in.jbc
+// before it is acted on, and the job's spool is removed once its run directory (or
+// error record) is in place. On start the spooled jobs are decoded again from their
+// in.jbc; what upstream sends again of them afterwards (the first in.jbc-count
+// messages of a job) is dropped. A job whose ROOT/<id> already exists is done: its
+// spool is removed and its messages dropped (no ROOT/<id>.1 copy). A job the input
+// leaves unfinished stays in the spool (stats.jobs_kept) instead of an error record.
+//
 // Thread rules: runs on the calling thread. Ownership: the caller keeps vq and in.
 #ifndef JB_COLLECT_H
 #define JB_COLLECT_H
@@ -14,6 +22,7 @@
 #include <signal.h>
 
 #include "jb_err.h"
+#include "jb_spool.h"
 #include "jb_transport.h"
 #include "jb_vqvae.h"
 
@@ -23,11 +32,13 @@ typedef struct {
     volatile sig_atomic_t *stop;   // polled while waiting
     int64_t decode_step;           // bottom codes decoded at a time as they stream in
                                    // (0: one second of audio; < 0: only at the end)
+    jb_spool_t *spool;             // or NULL (borrowed)
 } jb_collect_opts_t;
 
 typedef struct {
     int jobs_done;                 // run directories written
     int jobs_failed;               // error records written
+    int jobs_kept;                 // unfinished when the input ended: kept in the spool
     double first_audio_s;          // seconds from the first message to the first bottom-level
                                    // audio decoded (the decoder decodes as codes stream in)
     double total_s;                // seconds from the first message to the last run written

@@ -48,15 +48,22 @@ static void usage(FILE *f, const char *stage, int level) {
             "                       nearest even; bf16 halves the memory traffic of f32 files)\n"
             "      --packed 0|1     repack the matrix weights at load for the sampling kernel\n"
             "                       (default 1: faster steps, one private copy of the weights)\n"
+            "  -s, --spool DIR      keep every job's input and output in DIR (one directory\n"
+            "                       per job) so that a restarted stage resumes its jobs from\n"
+            "                       the last window it completed; one instance per DIR\n"
             "  -q, --quiet          errors only\n"
             "  -v, --verbose        debug logging\n"
             "  -h, --help           this text\n"
             "\n"
+            "SIGTERM or SIGINT: the window being sampled is finished (spooled and sent), then\n"
+            "the stage exits 0; with --spool its unfinished jobs resume on the next start.\n"
+            "\n"
             "exit codes: 0 input ended and every job was passed on (or stopped by SIGTERM),\n"
             "  64 bad usage, 65 bad input stream, 66 model missing, 69 device or peer\n"
-            "  unavailable, 70 internal error, 74 write failed. A job that is refused (bad\n"
-            "  spec, lengths out of the model's range) is reported downstream as an error\n"
-            "  record and does not stop the stage.\n",
+            "  unavailable (also: with --spool, the input ended in the middle of a job, which\n"
+            "  stays in the spool), 70 internal error, 74 write failed (a spool write too).\n"
+            "  A job that is refused (bad spec, lengths out of the model's range) is reported\n"
+            "  downstream as an error record and does not stop the stage.\n",
             stage, what, level);
 }
 
@@ -73,10 +80,11 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         {"device", required_argument, 0, 'd'},  {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
         {"weights", required_argument, 0, 'W'}, {"packed", required_argument, 0, 'P'},
+        {"spool", required_argument, 0, 's'},
         {0, 0, 0, 0}};
     jb_log_set_stage(stage);
     int c;
-    while ((c = getopt_long(argc, argv, "m:i:o:t:b:c:d:qvh", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:i:o:t:b:c:d:s:qvh", longs, NULL)) != -1) {
         char *end = NULL;
         switch (c) {
         case 'm': o.model_path = optarg; break;
@@ -97,6 +105,7 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
             break;
         }
         case 'd': device = optarg; break;
+        case 's': o.spool = optarg; break;
         case 'W':
             if ((o.weights = jb_weights_parse(optarg)) < 0) {
                 fprintf(stderr, "jukebox-%s: --weights %s: expected stored, bf16, f16 or f32\n",
