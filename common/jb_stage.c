@@ -78,6 +78,7 @@ typedef struct {
     int n_finished, cap_finished;
     // Replay of a spooled job: what on_message would send is captured here instead.
     int replaying;
+    int out_broken;          // a send or spool write failed: the stage stops (not the job's fault)
     jb_msg_t *cap;
     int n_cap, cap_cap;
 } stage_t;
@@ -187,11 +188,15 @@ static int capture(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
 // Every message out goes through here: with a spool, into the job's out.jbc first.
 static int send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
     if (s->replaying) return capture(s, m, err);
-    if (s->spool && m->job_id[0] && jb_spool_append(s->spool, m->job_id, JB_SPOOL_OUT, m, err))
+    if (s->spool && m->job_id[0] && jb_spool_append(s->spool, m->job_id, JB_SPOOL_OUT, m, err)) {
+        s->out_broken = 1;
         return jb_err_prefix(err, "%s: spool", s->o->stage);
-    if (jb_endpoint_send(s->out, m, err) != 0)
+    }
+    if (jb_endpoint_send(s->out, m, err) != 0) {
+        s->out_broken = 1;
         return jb_err_prefix(err, "%s: sending %s of job %s", s->o->stage,
                              jb_msg_type_name(m->type), m->job_id);
+    }
     return 0;
 }
 
@@ -591,14 +596,20 @@ static int advance(stage_t *s, job_t *j, jb_err_t *err) {
     if (j->failed) return 0;
     jb_err_t why = {0};
     if (j->prefix_done && !j->started) {
-        if (start_level(s, j, &why)) return fail_job(s, j, &why, err) ? -1 : 1;
+        if (start_level(s, j, &why)) {
+            if (s->out_broken) {   // the output is gone: not the job's fault
+                *err = why;
+                return -1;
+            }
+            return fail_job(s, j, &why, err) ? -1 : 1;
+        }
     }
     if (!j->started) return 0;
     if (!j->level_done && j->next_window >= j->n_windows) {
-        if (finish_level(s, j, err)) return -1;
+        if (finish_level(s, j, err)) return -1;   // (sending: fatal)
     } else if (window_ready(s, j)) {
         if (run_window(s, j, &why)) {
-            if (why.code == JB_ECANCEL) {
+            if (why.code == JB_ECANCEL || s->out_broken) {
                 *err = why;
                 return -1;
             }

@@ -152,7 +152,11 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     if (jb_stage_prior_run(&o, &err) != 0) {
-        if (err.code == JB_ECANCEL) {
+        // Stopped by a signal; or, once asked to stop, the next stage (stopped by the
+        // same signal) was gone before the last window could go to it: that window is
+        // in the spool (written before sending) and goes out on the next start.
+        if (err.code == JB_ECANCEL || (g_stop && err.code == JB_EUNAVAIL)) {
+            if (err.code != JB_ECANCEL) jb_log(JB_INFO, "%s", err.msg);
             jb_log(JB_INFO, "stopped by a signal");
             return 0;
         }
