@@ -5,8 +5,10 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "jb_codes.h"
+#include "jb_link.h"
 #include "jb_log.h"
 #include "jb_outdir.h"
 #include "jb_progress.h"
@@ -102,11 +104,20 @@ static void unlink_job(cjob_t **list, cjob_t *j) {
 static int spool_done(const jb_collect_opts_t *o, const char *id, jb_err_t *err);
 
 static int failed(const jb_collect_opts_t *o, jb_collect_stats_t *st, const char *id, int level,
-                  int code, const char *why, jb_err_t *err) {
+                  int code, const char *why, jb_link_t *link, jb_err_t *err) {
     jb_log(JB_ERROR, "job=%s failed: %s", id, why);
     st->jobs_failed++;
-    return jb_outdir_write_error(o->root, id, level, code, why, err) || spool_done(o, id, err)
-               ? -1 : 0;
+    if (jb_outdir_write_error(o->root, id, level, code, why, err)) return -1;
+    if (link) jb_link_done(link, id);   // the error record is the job's result
+    return spool_done(o, id, err);
+}
+
+// ROOT/<id> already there (a job redone after this decoder wrote it): done.
+static int already_written(const char *root, const char *id) {
+    char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", root, id);
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
 // The number of samples comes with the first codes; the spec says it too.
@@ -170,7 +181,7 @@ static int run_exists(const char *root, const char *id) {
 
 // The spooled jobs: those already written are done (spool removed); the others are
 // queued for decoding again.
-static int replay_load(const jb_collect_opts_t *o, replay_t *r, jb_err_t *err) {
+static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r, jb_err_t *err) {
     memset(r, 0, sizeof *r);
     if (!o->spool) return 0;
     int n = jb_spool_n_jobs(o->spool);
@@ -190,6 +201,7 @@ static int replay_load(const jb_collect_opts_t *o, replay_t *r, jb_err_t *err) {
         int before = r->n;
         if (jb_spool_read(o->spool, sj->id, JB_SPOOL_IN, take_msg, r, err)) return -1;
         sj->n_in = r->n - before;
+        if (link && jb_link_preload(link, sj->id, sj->n_in, err)) return -1;
         jb_log(JB_INFO, "job=%s resumed from the spool: %lld message(s)", sj->id,
                (long long)sj->n_in);
         r->n_jobs++;
@@ -199,9 +211,10 @@ static int replay_load(const jb_collect_opts_t *o, replay_t *r, jb_err_t *err) {
 
 // A message from upstream: 1 = drop it (a spooled job's message sent again, or a job
 // already written), 0 = take it (into the spool first), -1 = the spool write failed.
-static int spool_in(const jb_collect_opts_t *o, replay_t *r, cjob_t *jobs, jb_msg_t *m,
-                    jb_err_t *err) {
-    if (!o->spool || !m->job_id[0]) return 0;
+static int spool_in(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *r, cjob_t *jobs,
+                    jb_msg_t *m, jb_err_t *err) {
+    // Over a link the persist hook has spooled it and the link drops what is held.
+    if (!o->spool || !m->job_id[0] || jb_endpoint_link(in)) return 0;
     for (int i = 0; i < r->n_jobs; i++)
         if (!strcmp(r->jobs[i].id, m->job_id) && r->jobs[i].recv_n < r->jobs[i].n_in) {
             r->jobs[i].recv_n++;
@@ -217,6 +230,14 @@ static int spool_in(const jb_collect_opts_t *o, replay_t *r, cjob_t *jobs, jb_ms
     return 0;
 }
 
+int jb_collect_persist(void *user, const jb_msg_t *msg, jb_err_t *err) {
+    const jb_collect_opts_t *o = user;
+    if (!o->spool || !msg->job_id[0]) return 0;
+    if (o->spool_ready && !atomic_load(o->spool_ready))
+        return jb_err_set(err, JB_EUNAVAIL, "decoder: starting (replaying the spool)");
+    return jb_spool_append(o->spool, msg->job_id, JB_SPOOL_IN, msg, err);
+}
+
 static int spool_done(const jb_collect_opts_t *o, const char *id, jb_err_t *err) {
     return o->spool ? jb_spool_remove(o->spool, id, err) : 0;
 }
@@ -229,11 +250,13 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     memset(st, 0, sizeof *st);
     double t0 = -1;
     int rc = -1, eof = 0;
+    jb_link_t *link = jb_endpoint_link(in);   // NULL for a stream
     replay_t rp;
-    if (replay_load(o, &rp, err)) {
+    if (replay_load(o, link, &rp, err)) {
         replay_free(&rp);
         return -1;
     }
+    if (o->spool_ready) atomic_store(o->spool_ready, 1);
     jb_service_ready("model loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
@@ -254,7 +277,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
         } else {
             r = jb_endpoint_recv(in, &m, 200, &rerr);
             if (r == JB_RECV_MSG) {
-                int d = spool_in(o, &rp, jobs, &m, err);
+                int d = spool_in(o, in, &rp, jobs, &m, err);
                 if (d < 0) break;
                 if (d) {
                     jb_msg_clear(&m);
@@ -282,6 +305,22 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             continue;
         }
         cjob_t *j = find(jobs, m.job_id);
+        if (m.type == JB_MSG_CANCEL) {   // the link: this job went elsewhere
+            jb_log(JB_INFO, "job=%s cancelled by its producer", m.job_id);
+            if (j) {
+                unlink_job(&jobs, j);
+                cjob_free(j);
+            }
+            if (spool_done(o, m.job_id, err)) break;
+            jb_msg_clear(&m);
+            continue;
+        }
+        if (!j && link && m.type == JB_MSG_JOB && already_written(o->root, m.job_id)) {
+            jb_log(JB_INFO, "job=%s: %s/%s already written; done", m.job_id, o->root, m.job_id);
+            jb_link_done(link, m.job_id);
+            jb_msg_clear(&m);
+            continue;
+        }
         if (!j && (m.type == JB_MSG_JOB || m.type == JB_MSG_CODES)) {
             j = calloc(1, sizeof *j);
             if (!j) {
@@ -335,7 +374,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             {   // END(-1): the job is complete
                 unlink_job(&jobs, j);
                 if (!j->inited) {
-                    bad = failed(o, st, j->id, -1, 65, "the job ended without any codes", err);
+                    bad = failed(o, st, j->id, -1, 65, "the job ended without any codes", link, err);
                 } else {
                     if (m.sample_rate > 0) j->codes.sample_rate = m.sample_rate;
                     if (m.audio_len > 0) j->codes.audio_len = m.audio_len;
@@ -354,6 +393,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                     bad = jb_outdir_write(o->root, vq, &oj, &dir, err) ||
                           spool_done(o, j->id, err);
                     if (!bad) {
+                        if (link) jb_link_done(link, j->id);   // renamed into place: DONE
                         st->jobs_done++;
                         st->total_s = jb_now() - t0;
                         if (st->first_audio_s <= 0) st->first_audio_s = st->total_s;
@@ -389,7 +429,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                 cjob_free(j);
             }
             if (failed(o, st, m.job_id, m.level, (int)(m.code > 0 ? m.code : 70),
-                       m.text ? m.text : "failed upstream", err))
+                       m.text ? m.text : "failed upstream", link, err))
                 goto out;
             break;
         default: break;
@@ -399,7 +439,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             char id[sizeof j->id];
             memcpy(id, j->id, sizeof id);
             cjob_free(j);
-            if (failed(o, st, id, m.level, 65, why.msg, err)) goto out;
+            if (failed(o, st, id, m.level, 65, why.msg, link, err)) goto out;
         }
         jb_msg_clear(&m);
     }
@@ -416,7 +456,10 @@ out:
             st->jobs_kept++;
         } else if (eof) {
             jb_err_t e2 = {0};
-            failed(o, st, j->id, -1, 69, "the input ended before the job was complete", &e2);
+            failed(o, st, j->id, -1, 69, "the input ended before the job was complete", link,
+                   &e2);
+        } else if (link) {   // stopped: another decoder instance can take it now
+            jb_link_release(link, j->id);
         }
         cjob_free(j);
     }

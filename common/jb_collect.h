@@ -20,6 +20,7 @@
 #define JB_COLLECT_H
 
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "jb_err.h"
 #include "jb_spool.h"
@@ -33,7 +34,13 @@ typedef struct {
     int64_t decode_step;           // bottom codes decoded at a time as they stream in
                                    // (0: one second of audio; < 0: only at the end)
     jb_spool_t *spool;             // or NULL (borrowed)
+    atomic_int *spool_ready;       // with a spool over a link: set to 1 once the spooled
+                                   // jobs are replayed (jb_collect_persist refuses before)
 } jb_collect_opts_t;
+
+// A link input's persist hook (jb_link_opts_t.persist) for a decoder with a spool;
+// user: the jb_collect_opts_t given to jb_collect_run. Runs on the link's I/O thread.
+int jb_collect_persist(void *user, const jb_msg_t *msg, jb_err_t *err);
 
 typedef struct {
     int jobs_done;                 // run directories written

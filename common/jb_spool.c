@@ -2,6 +2,7 @@
 #include "jb_spool.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -32,6 +33,7 @@ struct jb_spool {
     int n_warnings;
     unsigned trash_n;
     jb_bytes_t hdr, payload;   // encode scratch
+    pthread_mutex_t mu;        // append / read / remove / count from several threads
 };
 
 const char *jb_spool_dir(const jb_spool_t *sp) { return sp->dir; }
@@ -50,11 +52,21 @@ static sjob_t *find(const jb_spool_t *sp, const char *id) {
     return NULL;
 }
 
-int jb_spool_has(const jb_spool_t *sp, const char *job_id) { return find(sp, job_id) != NULL; }
+int jb_spool_has(const jb_spool_t *sp, const char *job_id) {
+    jb_spool_t *w = (jb_spool_t *)sp;
+    pthread_mutex_lock(&w->mu);
+    int r = find(sp, job_id) != NULL;
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
 
 int64_t jb_spool_count(const jb_spool_t *sp, const char *job_id, jb_spool_file_t which) {
+    jb_spool_t *w = (jb_spool_t *)sp;
+    pthread_mutex_lock(&w->mu);
     const sjob_t *j = find(sp, job_id);
-    return j ? j->count[which] : 0;
+    int64_t n = j ? j->count[which] : 0;
+    pthread_mutex_unlock(&w->mu);
+    return n;
 }
 
 static int fsync_dir(const char *path, jb_err_t *err) {
@@ -246,6 +258,7 @@ jb_spool_t *jb_spool_open(const char *dir, jb_err_t *err) {
         return NULL;
     }
     sp->lock_fd = -1;
+    pthread_mutex_init(&sp->mu, NULL);
     DIR *d = NULL;
     if (mkdir_p(dir)) {
         jb_err_set(err, JB_EIO, "spool %s: cannot create the directory: %s", dir, strerror(errno));
@@ -319,6 +332,7 @@ void jb_spool_destroy(jb_spool_t **sp_p) {
     jb_bytes_free(&sp->hdr);
     jb_bytes_free(&sp->payload);
     free(sp->dir);
+    pthread_mutex_destroy(&sp->mu);
     free(sp);
     *sp_p = NULL;
 }
@@ -354,8 +368,19 @@ static int open_file(jb_spool_t *sp, sjob_t **jp, const char *id, int which, jb_
     return 0;
 }
 
+static int append_locked(jb_spool_t *sp, const char *job_id, jb_spool_file_t which,
+                         const jb_msg_t *msg, jb_err_t *err);
+
 int jb_spool_append(jb_spool_t *sp, const char *job_id, jb_spool_file_t which,
                     const jb_msg_t *msg, jb_err_t *err) {
+    pthread_mutex_lock(&sp->mu);
+    int rc = append_locked(sp, job_id, which, msg, err);
+    pthread_mutex_unlock(&sp->mu);
+    return rc;
+}
+
+static int append_locked(jb_spool_t *sp, const char *job_id, jb_spool_file_t which,
+                         const jb_msg_t *msg, jb_err_t *err) {
     if (id_ok(job_id, err)) return -1;
     if (which != JB_SPOOL_IN && which != JB_SPOOL_OUT)
         return jb_err_set(err, JB_EINVAL, "spool: bad file");
@@ -412,7 +437,11 @@ int jb_spool_append(jb_spool_t *sp, const char *job_id, jb_spool_file_t which,
 int jb_spool_read(const jb_spool_t *sp, const char *job_id, jb_spool_file_t which,
                   jb_frame_msg_fn fn, void *user, jb_err_t *err) {
     if (id_ok(job_id, err)) return -1;
+    jb_spool_t *w = (jb_spool_t *)sp;
+    pthread_mutex_lock(&w->mu);
     const sjob_t *j = find(sp, job_id);
+    int64_t size = j ? j->size[which] : 0;
+    pthread_mutex_unlock(&w->mu);
     if (!j) return 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/%s/%s", sp->dir, job_id, k_file[which]);
@@ -421,15 +450,24 @@ int jb_spool_read(const jb_spool_t *sp, const char *job_id, jb_spool_file_t whic
     int r = read_file(path, &buf, &len, err);
     if (r <= 0) return r;
     // Only the whole frames this spool counted (a failed append may have left a tail).
-    if (len > (size_t)j->size[which]) len = (size_t)j->size[which];
+    if (len > (size_t)size) len = (size_t)size;
     r = jb_frame_decode_all(buf, len, -1, fn, user, err);
     free(buf);
     if (r < 0) jb_err_prefix(err, "spool: %s", path);
     return r;
 }
 
+static int remove_locked(jb_spool_t *sp, const char *job_id, jb_err_t *err);
+
 int jb_spool_remove(jb_spool_t *sp, const char *job_id, jb_err_t *err) {
     if (id_ok(job_id, err)) return -1;
+    pthread_mutex_lock(&sp->mu);
+    int rc = remove_locked(sp, job_id, err);
+    pthread_mutex_unlock(&sp->mu);
+    return rc;
+}
+
+static int remove_locked(jb_spool_t *sp, const char *job_id, jb_err_t *err) {
     sjob_t *j = find(sp, job_id);
     if (!j) return 0;
     close_job(j);

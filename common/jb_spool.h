@@ -32,7 +32,9 @@
 //   ... on DONE:        jb_spool_remove(sp, id, &err);
 //   jb_spool_destroy(&sp);
 //
-// Thread rules: a spool belongs to one thread at a time (no internal locking).
+// Thread rules: append, read, count, has and remove may be called from several
+// threads (a link's I/O thread persists input while the stage thread writes output);
+// the listing (n_jobs, job_id, warnings) is for the thread that opened it, at start.
 // Ownership: strings returned are owned by the spool (valid until the job is
 // removed or the spool destroyed); messages passed in are borrowed.
 #ifndef JB_SPOOL_H

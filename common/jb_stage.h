@@ -24,9 +24,16 @@
 // the output is closed cleanly. Input that ends in the middle of a job leaves the
 // job in the spool (exit 69) instead of an error record.
 //
+// Over a reliable link (docs/reliability.md) a stage also: drops a job its producer
+// CANCELs (and cancels what it sent of it downstream); reports a job DONE upstream
+// when its downstream reported it DONE (or, with a stream output, when it finished
+// the job); on stop hands back (RELEASE) every job it has not finished and cancels
+// their partial output downstream, after finishing the window it was sampling.
+//
 // Thread rules: one stage per process; the loop runs on the calling thread
-// (sampling uses the OpenMP pool). stop is polled between windows and while
-// waiting for input: when set, the stage stops reading and returns JB_ECANCEL.
+// (sampling uses the OpenMP pool); the links' I/O threads run beside it. stop is
+// polled between windows and while waiting for input: when set, the stage stops
+// reading and returns JB_ECANCEL.
 #ifndef JB_STAGE_H
 #define JB_STAGE_H
 
@@ -54,6 +61,11 @@ typedef struct {
     volatile sig_atomic_t *stop;   // SIGTERM: the window being sampled is finished (spooled
                                    // and sent), then the stage returns JB_ECANCEL; the
                                    // rest of its jobs stay in the spool
+    // Reliable link (tcp:// / ipc:// endpoints; docs/reliability.md)
+    const char *name;         // instance name (NULL: <host>-<pid>)
+    int heartbeat_ms;         // 0: default 1000
+    int peer_timeout_ms;      // 0: default 5000
+    const char *control;      // bound endpoint answering STATUS requests, or NULL
 } jb_stage_opts_t;
 
 // Runs until the input ends (0), a fatal error (-1 + err), or stop (-1, JB_ECANCEL).
