@@ -7,6 +7,10 @@
 #   (a) kill -9 of one stage (top, middle, bottom, decoder in turn) once its spool holds
 #       windows of its level; the rest of the pipeline stops (broken pipes);
 #   (b) the whole pipeline stopped with SIGTERM in the middle of a job;
+#   (c) over the reliable link (tcp, one instance per stage, each with --name and a
+#       spool): the top prior, then the middle upsampler, killed -9 once its spool holds
+#       windows and restarted with the same command; the job (submitted once, acked by
+#       the top) completes byte-identical and every spool is emptied by DONE;
 #   then: a second instance on a spool in use is refused; a torn spool tail is cut off.
 set -u
 cd "$(dirname "$0")/../.."
@@ -151,6 +155,53 @@ k=$(resumed_at "$d/bot.log")
 check "bottom resumed at window ${k:-?} > 0" "[ -n '$k' ] && [ '$k' -gt 0 ]"
 check "every spool is empty afterwards" "spool_empty '$sp'"
 
+echo "-- (c) over the reliable link (tcp): one instance killed -9 and restarted with the same command"
+LINK=(--heartbeat 100 --peer-timeout 800)
+for victim in top mid; do
+    d=$T/link_$victim; sp=$d/sp; mkdir -p "$d"
+    ports=($(python3 -c 'import socket
+ss=[socket.socket() for _ in range(4)]
+[s.bind(("127.0.0.1",0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))'))
+    e0=tcp://127.0.0.1:${ports[0]} e1=tcp://127.0.0.1:${ports[1]}
+    e2=tcp://127.0.0.1:${ports[2]} e3=tcp://127.0.0.1:${ports[3]}
+    top_cmd() { exec "$B/jukebox-prior-top" -t 1 -m $M/prior_level_2.safetensors --name top "${LINK[@]}" \
+        --spool "$sp/top" --in "@$e0" --out "@$e1" 2>> "$d/top.log"; }
+    mid_cmd() { exec "$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors --name mid "${LINK[@]}" \
+        --spool "$sp/mid" --in ">$e1" --out "@$e2" 2>> "$d/mid.log"; }
+    "$B/jukebox-decoder" -t 1 -m $M/vqvae.safetensors --name dec "${LINK[@]}" --spool "$sp/dec" \
+        --in ">$e3" --outdir "$d/out" --jobs 1 2>> "$d/dec.log" & P_DEC=$!
+    "$B/jukebox-upsampler-bottom" -t 1 -m $M/prior_level_0.safetensors --name bot "${LINK[@]}" \
+        --spool "$sp/bot" --in ">$e2" --out "@$e3" 2>> "$d/bot.log" & P_BOT=$!
+    mid_cmd & P_MID=$!
+    top_cmd & P_TOP=$!
+    pids+=($P_DEC $P_BOT $P_MID $P_TOP)
+    [ $victim = top ] && { vp=$P_TOP; lvl=2; n=10; } || { vp=$P_MID; lvl=1; n=30; }
+    rm -f "$T/ready"
+    WATCH_READY=$T/ready python3 tests/sh/lib/spool_watch.py "$sp/$victim" rj $lvl $n $vp KILL 30 & w=$!
+    for i in $(seq 1 200); do [ -e "$T/ready" ] && break; sleep 0.01; done
+    "$B/jukebox-job" sample -q --id rj "${JOB[@]}" --vqvae $M/vqvae.safetensors -o "$e0" \
+        --timeout 20000 "${LINK[@]}"
+    jrc=$?
+    wait $w; killed=$?
+    wait $vp 2>/dev/null
+    check "link, $victim: job acked (rc $jrc), $victim killed -9 in the middle of it (watcher $killed)" \
+        "[ $jrc = 0 ] && [ $killed = 0 ]"
+    if [ $victim = top ]; then top_cmd & P_TOP=$!; else mid_cmd & P_MID=$!; fi
+    pids+=($P_TOP $P_MID)
+    for i in $(seq 1 600); do kill -0 $P_DEC 2>/dev/null || break; sleep 0.1; done
+    wait $P_DEC; rc=$?
+    check "link, $victim: the decoder wrote the job and exited 0 (rc $rc)" "[ $rc = 0 ]"
+    check "link, $victim: the run equals the reference byte for byte" "same_run '$d/out'"
+    k=$(resumed_at "$d/$victim.log")
+    check "link, $victim: restarted, it resumed at window ${k:-?} > 0" "[ -n '$k' ] && [ '$k' -gt 0 ]"
+    for i in $(seq 1 50); do spool_empty "$sp" && break; sleep 0.1; done
+    check "link, $victim: every spool is empty once DONE came back" "spool_empty '$sp'"
+    kill -TERM $P_TOP $P_MID $P_BOT 2>/dev/null
+    for p in $P_TOP $P_MID $P_BOT; do wait $p 2>/dev/null; done
+    pids=()
+done
+
 echo "-- a spool in use; a torn tail"
 mkdir -p "$T/busy"
 mkfifo "$T/busy/in"
@@ -176,5 +227,6 @@ wait_all
 check "a torn spool tail is cut off with a warning and the run completes ($RC)" \
     "[ '$RC' = '0 0 0 0' ] && grep -q 'cut off at byte' '$d/mid.log' && same_run '$d/out'"
 
+echo "test_resume: $SECONDS s"
 echo "test_resume: $pass passed, $fail failed"
 [ "$fail" = 0 ]
