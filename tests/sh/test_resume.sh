@@ -28,7 +28,7 @@ check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 
 # 8 samples and a short hop: many windows per level, so a job lasts long enough to be
 # interrupted in the middle (the demo model samples thousands of tokens a second).
-JOB=(--total-seconds 0.99 --seconds 0.99 --samples 8 --hop-fraction 0.125,0.0625,0.03125 --seed 7)
+JOB=(--total-seconds 0.99 --seconds 0.99 --samples 8 --hop-fraction 0.25,0.0625,0.03125 --seed 7)
 "$B/jukebox-job" sample -q --id rj "${JOB[@]}" --vqvae $M/vqvae.safetensors > "$T/job.jbc"
 
 # start IN DIR [spool]: the four stages over named pipes, in the background; pids in
