@@ -196,6 +196,7 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
             jb_log(JB_INFO, "job=%s already written to %s/%s; spool removed", sj->id, o->root,
                    sj->id);
             if (jb_spool_remove(o->spool, sj->id, err)) return -1;
+            if (link) jb_link_done(link, sj->id);
             continue;
         }
         int before = r->n;

@@ -37,6 +37,15 @@ struct jb_spool {
 };
 
 const char *jb_spool_dir(const jb_spool_t *sp) { return sp->dir; }
+
+char *jb_spool_instance_name(const jb_spool_t *sp, char *buf, size_t n) {
+    char host[256] = "host", *abs = realpath(sp->dir, NULL);
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(buf, n, "%s:%s", host, abs ? abs : sp->dir);
+    free(abs);
+    return buf;
+}
 int jb_spool_n_jobs(const jb_spool_t *sp) { return sp->n_jobs; }
 const char *jb_spool_job_id(const jb_spool_t *sp, int i) {
     return i >= 0 && i < sp->n_jobs ? sp->jobs[i].id : NULL;

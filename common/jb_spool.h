@@ -60,6 +60,11 @@ void jb_spool_destroy(jb_spool_t **sp_p);
 
 const char *jb_spool_dir(const jb_spool_t *sp);
 
+// The default instance name of a process with a spool: "<host>:<absolute spool path>"
+// (cut to fit; the same after a restart, so its link peers know it again). Writes at
+// most n bytes into buf; returns buf.
+char *jb_spool_instance_name(const jb_spool_t *sp, char *buf, size_t n);
+
 // Jobs present (listed on open, sorted by id; jobs appended to later follow in
 // the order they were created). jb_spool_job_id: i in [0, n), NULL otherwise.
 int jb_spool_n_jobs(const jb_spool_t *sp);
