@@ -6,7 +6,8 @@
 #                     of CUDA, common/cuda_emu, into $(BUILD)/libjukebox-emu.a; tests/test_cuda_*.c
 #                     link it. See docs/cuda.md.)
 #   make test-gpu     on a machine with a GPU: CUDA=1 build (build-cuda/), the CUDA tests on
-#                     the GPU (with forward/step timings), the golden suite
+#                     the GPU (with forward/step timings), the golden suite on the CPU and
+#                     (JB_GOLDEN_DEVICE=cuda) its vqvae/prior/pipeline cases on the GPU
 #   make test         build and run every test; ends with "N passed, N failed"
 #   make asan         the tests under AddressSanitizer + UBSan  (build-asan/)
 #   make golden       only the golden runner (GOLDEN=dir to point it elsewhere)
@@ -144,7 +145,18 @@ $(GOLDEN_BIN): $(GOLDEN_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
-test: all $(TEST_BINS) $(GOLDEN_BIN)
+# The golden runner through the device code (tests/golden_device.h): the same checkers built
+# with JB_HAVE_CUDA and linked like the CUDA tests (the emulation, or the GPU with CUDA=1); run
+# with JB_GOLDEN_DEVICE=cuda on the vqvae, prior and pipeline cases by tests/run_tests.sh.
+GOLDEN_CUDA_BIN := $(BUILD)/tests/golden-runner-cuda
+$(BUILD)/tests/cuda/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CUDA_TEST_CPPFLAGS) $(CFLAGS) -c $< -o $@
+$(GOLDEN_CUDA_BIN): $(GOLDEN_SRC:tests/%.c=$(BUILD)/tests/cuda/%.o) $(CUDA_TEST_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(filter %.o,$^) $(CUDA_TEST_LIBS) $(LDLIBS) -lstdc++ -o $@
+
+test: all $(TEST_BINS) $(GOLDEN_BIN) $(GOLDEN_CUDA_BIN)
 	@scripts/deps.sh test
 	@BUILD=$(BUILD) GOLDEN=$(GOLDEN) tests/run_tests.sh
 
@@ -154,10 +166,12 @@ check: test
 # device (test_cuda_transformer prints device forward/step timings), the golden suite.
 test-gpu:
 	$(MAKE) CUDA=1 BUILD=build-cuda all $(patsubst tests/%.c,build-cuda/tests/%,$(wildcard tests/test_cuda_*.c)) \
-		build-cuda/tests/golden-runner
+		build-cuda/tests/golden-runner build-cuda/tests/golden-runner-cuda
 	set -e; for t in $(patsubst tests/%.c,build-cuda/tests/%,$(wildcard tests/test_cuda_*.c)); do \
 		JB_CUDA_TIMING=1 $$t; done
 	build-cuda/tests/golden-runner $(GOLDEN)
+	JB_GOLDEN_DEVICE=cuda build-cuda/tests/golden-runner-cuda $(GOLDEN) \
+		$$(cd $(GOLDEN) && ls -d vqvae_* prior_* upsampler_* pipeline_* 2>/dev/null)
 
 asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 test

@@ -13,6 +13,10 @@
 #include "jb_safetensors.h"
 #include "jb_wire.h"
 
+#ifdef JB_HAVE_CUDA
+#include "jb_vqvae_cuda.h"
+#endif
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -36,6 +40,38 @@ jb_vqvae_t *jb_codec_load_vqvae(const char *path, int64_t max_window, jb_err_t *
         return NULL;
     }
     return vq;
+}
+
+int jb_codec_attach_device(jb_vqvae_t *vq, int is_cuda, void **handle, jb_err_t *err) {
+    *handle = NULL;
+    if (!is_cuda) return 0;
+#ifdef JB_HAVE_CUDA
+    jb_vqvae_cuda_plan_t pl;
+    jb_vqvae_cuda_plan(vq, &pl);
+    jb_vqvae_cuda_t *d = jb_vqvae_cuda_new(vq, err);
+    if (!d || jb_vqvae_cuda_attach(vq, d, err)) {
+        jb_vqvae_cuda_destroy(&d);
+        return -1;
+    }
+    jb_log(JB_INFO, "VQ-VAE on the device: %.3f GiB of weights, %.3f GiB of activations "
+           "(window %lld samples)", (double)pl.weights / (1 << 30), (double)pl.acts / (1 << 30),
+           (long long)jb_vqvae_max_window(vq));
+    *handle = d;
+    return 0;
+#else
+    return jb_err_set(err, JB_EUNAVAIL,
+                      "this build has no CUDA support (rebuild with make CUDA=1)");
+#endif
+}
+
+void jb_codec_detach_device(jb_vqvae_t *vq, void **handle) {
+    if (!handle || !*handle) return;
+#ifdef JB_HAVE_CUDA
+    jb_vqvae_cuda_t *d = *handle;
+    if (vq) jb_vqvae_cuda_attach(vq, NULL, NULL);
+    jb_vqvae_cuda_destroy(&d);
+#endif
+    *handle = NULL;
 }
 
 int64_t jb_codec_min_window(const jb_vqvae_t *vq) {

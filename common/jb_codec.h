@@ -44,6 +44,14 @@
 // Missing file: JB_ENOENT. NULL + err.
 jb_vqvae_t *jb_codec_load_vqvae(const char *path, int64_t max_window, jb_err_t *err);
 
+// --device of the encoder and decoder: with a CUDA device (dev opened by jb_device_open, a
+// CUDA build), uploads vq to it (jb_vqvae_cuda.h: needs vs free memory checked first) and
+// makes every later jb_vqvae_encode/_decode of vq run there; *handle is then the device
+// model, released by jb_codec_detach_device before vq is destroyed. A CPU device: nothing,
+// *handle NULL. In a CPU-only build a CUDA device is JB_EUNAVAIL. 0, or -1 + err.
+int jb_codec_attach_device(jb_vqvae_t *vq, int is_cuda, void **handle, jb_err_t *err);
+void jb_codec_detach_device(jb_vqvae_t *vq, void **handle);
+
 // Smallest max_window that lets every level be encoded and decoded in chunks: twice the
 // widest context margin plus one top hop (jb_vqvae_margin).
 int64_t jb_codec_min_window(const jb_vqvae_t *vq);

@@ -8,9 +8,11 @@
 //   - Include this header (it includes <cuda_runtime.h> and <cublas_v2.h>); include C headers
 //     of common/ inside extern "C" { }.
 //   - Kernels are one thread per flat index, no shared memory, no barriers, no warp intrinsics:
-//     JB_CUDA_KERNEL wraps a JB_HD body of jb_kernels.h. (No kernel of the project needs block
-//     cooperation; the LayerNorm/softmax/attention bodies are one thread per row. A kernel
-//     that would need it must be rewritten not to, or the emulation extended first.)
+//     JB_CUDA_KERNEL wraps a JB_HD body of jb_kernels.h — except block-cooperative kernels:
+//     static __shared__ arrays and __syncthreads() (no warp intrinsics, no dynamic shared
+//     memory, every thread of a block reaches every barrier), launched with JB_LAUNCH_COOP,
+//     which the emulation runs faithfully (one coroutine per thread, a real barrier). A
+//     __syncthreads reached in a JB_LAUNCH launch fails it under the emulation.
 //   - Launch with JB_LAUNCH(kernel, grid, block, stream, args...), never <<< >>>: under the
 //     emulation it becomes a loop over every block (OpenMP) and thread index, with the grid and
 //     block checked as the driver checks them (an invalid configuration is a launch error).
@@ -44,8 +46,12 @@ static inline unsigned jb_cuda_blocks(int64_t n) {
 #ifdef JB_CUDA_EMU
 #define JB_LAUNCH(kernel, grid, block, stream, ...) \
     jb_emu_launch(kernel, dim3(grid), dim3(block), (stream), __VA_ARGS__)
+#define JB_LAUNCH_COOP(kernel, grid, block, stream, ...) \
+    jb_emu_launch_coop(kernel, dim3(grid), dim3(block), (stream), __VA_ARGS__)
 #else
 #define JB_LAUNCH(kernel, grid, block, stream, ...) \
+    kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define JB_LAUNCH_COOP(kernel, grid, block, stream, ...) \
     kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #endif
 

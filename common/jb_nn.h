@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "jb_kernels.h"
+#include "jb_tensor.h"
 
 // ---- bodies --------------------------------------------------------------
 
@@ -105,15 +106,43 @@ JB_HD static inline int jb_nn_attn_keys(const jb_nn_attn_kind_t *k, int pos, int
     }
 }
 
+// Key/value cache rows in float32 or float16 (a device cache may keep them as f16): the
+// element type is chosen per row, outside the inner loops.
+// q · k over hd values of row kr (element offset off of kc)
+JB_HD static inline float jb_nn_kv_dot(const float *q, const void *kc, int64_t off, int hd,
+                                       int kv_f16) {
+    float s = 0;
+    if (kv_f16) {
+        const uint16_t *kr = (const uint16_t *)kc + off;
+        for (int d = 0; d < hd; d++) s += q[d] * jb_f16_to_f32(kr[d]);
+    } else {
+        const float *kr = (const float *)kc + off;
+        for (int d = 0; d < hd; d++) s += q[d] * kr[d];
+    }
+    return s;
+}
+// o += p · v over hd values of row off of vc
+JB_HD static inline void jb_nn_kv_axpy(float *o, float p, const void *vc, int64_t off, int hd,
+                                       int kv_f16) {
+    if (kv_f16) {
+        const uint16_t *vr = (const uint16_t *)vc + off;
+        for (int d = 0; d < hd; d++) o[d] += p * jb_f16_to_f32(vr[d]);
+    } else {
+        const float *vr = (const float *)vc + off;
+        for (int d = 0; d < hd; d++) o[d] += p * vr[d];
+    }
+}
+
 // Attention of one (batch n, query row r, head h), i = (n·rows + r)·H + h.
 //   out: (N, rows, S) head slice h written      q: (N, rows, S) (q_stride floats per row)
-//   kc, vc: (N, cap, S) caches; key position j lives in slot j % cap
+//   kc, vc: (N, cap, S) caches, float32 (kv_f16 0) or float16 (kv_f16 1); key position j
+//           lives in slot j % cap
 //   w: (N·rows·H, w_cap) scratch; receives the softmax weights of the row
 // S = n_state = H·hd; query row r is at position t0 + r. scale = 1/sqrt(hd).
-JB_HD static inline void jb_nn_attn_at(int64_t i, float *out, float *w, const float *q,
-                                       int q_stride, const float *kc, const float *vc,
-                                       jb_nn_attn_kind_t kind, int rows, int H, int hd, int cap,
-                                       int t0, int w_cap, float scale) {
+JB_HD static inline void jb_nn_attn_kv_at(int64_t i, float *out, float *w, const float *q,
+                                          int q_stride, const void *kc, const void *vc,
+                                          int kv_f16, jb_nn_attn_kind_t kind, int rows, int H,
+                                          int hd, int cap, int t0, int w_cap, float scale) {
     int h = (int)(i % H);
     int64_t nr = i / H;
     int r = (int)(nr % rows);
@@ -128,14 +157,11 @@ JB_HD static inline void jb_nn_attn_at(int64_t i, float *out, float *w, const fl
         for (int d = 0; d < hd; d++) o[d] = 0.0f;
         return;
     }
-    const float *kb = kc + n * (int64_t)cap * S + h * hd;
-    const float *vb = vc + n * (int64_t)cap * S + h * hd;
+    int64_t base = n * (int64_t)cap * S + h * hd;
     float m = -INFINITY;
     for (int e = 0; e < nk; e++) {
         int slot = (lo + e * step) % cap;
-        const float *kr = kb + (int64_t)slot * S;
-        float s = 0;
-        for (int d = 0; d < hd; d++) s += qr[d] * kr[d];
+        float s = jb_nn_kv_dot(qr, kc, base + (int64_t)slot * S, hd, kv_f16);
         s *= scale;
         wr[e] = s;
         m = s > m ? s : m;
@@ -149,10 +175,17 @@ JB_HD static inline void jb_nn_attn_at(int64_t i, float *out, float *w, const fl
     for (int d = 0; d < hd; d++) o[d] = 0.0f;
     for (int e = 0; e < nk; e++) {
         int slot = (lo + e * step) % cap;
-        const float *vr = vb + (int64_t)slot * S;
-        float p = wr[e];
-        for (int d = 0; d < hd; d++) o[d] += p * vr[d];
+        jb_nn_kv_axpy(o, wr[e], vc, base + (int64_t)slot * S, hd, kv_f16);
     }
+}
+
+// The same with float32 caches kc, vc: (N, cap, S).
+JB_HD static inline void jb_nn_attn_at(int64_t i, float *out, float *w, const float *q,
+                                       int q_stride, const float *kc, const float *vc,
+                                       jb_nn_attn_kind_t kind, int rows, int H, int hd, int cap,
+                                       int t0, int w_cap, float scale) {
+    jb_nn_attn_kv_at(i, out, w, q, q_stride, kc, vc, 0, kind, rows, H, hd, cap, t0, w_cap,
+                     scale);
 }
 
 // ---- CPU launchers (jb_nn.c) -----------------------------------------------
@@ -189,6 +222,14 @@ int jb_nn_cuda_softmax(float *x, int64_t rows, int n);
 int jb_nn_cuda_attn(float *out, float *w, const float *q, int q_stride, const float *kc,
                     const float *vc, jb_nn_attn_kind_t kind, int N, int rows, int H, int hd,
                     int cap, int t0, int w_cap, float scale);
+// Block-cooperative versions of jb_nn_cuda_layernorm / _softmax: one block of
+// JB_NN_ROW_THREADS threads per row, a shared-memory tree reduction with barriers (on a GPU a
+// row of 4800 values is then 256 threads' work instead of one's). stream: a cudaStream_t
+// (NULL: the legacy default stream). Same results up to the order of the sums.
+#define JB_NN_ROW_THREADS 256
+int jb_nn_cuda_layernorm_block(float *out, const float *x, const float *g, const float *b,
+                               int64_t rows, int C, float eps, void *stream);
+int jb_nn_cuda_softmax_block(float *x, int64_t rows, int n, void *stream);
 #endif
 
 #endif

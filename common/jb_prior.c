@@ -493,6 +493,26 @@ static int conditioner(const jb_prior_t *p, const int32_t *z_cond, int N, float 
     return rc;
 }
 
+int jb_prior_cond_view(const jb_prior_t *p, jb_prior_cond_view_t *v) {
+    if (!p->info.x_cond) return -1;
+    *v = (jb_prior_cond_view_t){
+        .bins = p->info.bins, .W = p->hp.width, .cw = p->c_width, .cm = p->c_mid,
+        .stages = p->c_stages, .stride = p->c_stride, .depth = p->hp.cond_depth,
+        .L0 = p->hp.n_ctx / p->info.cond_downsample, .res_scale = p->c_res_scale,
+        .x_emb = p->c_x_emb, .w0 = p->c_w0, .b0 = p->c_b0, .ln_g = p->c_ln_g, .ln_b = p->c_ln_b};
+    return 0;
+}
+
+void jb_prior_cond_res(const jb_prior_t *p, int i, int j, const float **w1, const float **b1,
+                       const float **w3, const float **b3, int *dilation) {
+    const cres_t *r = &p->c_stage[i].res[j];
+    *w1 = r->w1, *b1 = r->b1, *w3 = r->w3, *b3 = r->b3, *dilation = r->dilation;
+}
+
+void jb_prior_cond_up(const jb_prior_t *p, int i, const float **wt, const float **bt, int *co) {
+    *wt = p->c_stage[i].wt, *bt = p->c_stage[i].bt, *co = p->c_stage[i].co;
+}
+
 int jb_prior_cond_x(const jb_prior_t *p, const int32_t *y, const int32_t *z_cond, int N,
                     float *out, jb_err_t *err) {
     int64_t n = (int64_t)N * p->hp.n_ctx * p->hp.width;

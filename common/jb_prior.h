@@ -68,6 +68,28 @@ const jb_transformer_t *jb_prior_transformer(const jb_prior_t *p);
 void jb_prior_tables(const jb_prior_t *p, const float **x_emb, const float **pos_emb,
                      const float **x_out);
 
+// The upsamplers' Conditioner, for other backends (common/cuda/jb_prior.cu): embedding of the
+// level-above codes, conv k=3 (W -> cw), `stages` x (`depth` resnet blocks, then a transposed
+// conv up by `stride`), LayerNorm. Weights float32 packed (k, C_in, C_out) (jb_conv.h's
+// jb_conv1d layout; the transposed convs too, tap-major), the prior's memory.
+// A resnet block: a += res_scale · (conv1x1(relu(conv3_d(relu(a)) + b1)) + b3).
+typedef struct {
+    int bins, W, cw, cm, stages, stride, depth;
+    int L0;                      // positions in: n_ctx / cond_downsample (out: n_ctx)
+    float res_scale;
+    const float *x_emb;          // (bins, W)
+    const float *w0, *b0;        // (3, W, cw), (cw)
+    const float *ln_g, *ln_b;    // (W)
+} jb_prior_cond_view_t;
+// 0 and the view, or -1 when the prior has no conditioner.
+int jb_prior_cond_view(const jb_prior_t *p, jb_prior_cond_view_t *v);
+// Resnet block j of stage i: w1 (3, cw, cm), b1 (cm), w3 (1, cm, cw), b3 (cw); its dilation.
+void jb_prior_cond_res(const jb_prior_t *p, int i, int j, const float **w1, const float **b1,
+                       const float **w3, const float **b3, int *dilation);
+// The transposed conv of stage i: wt (2·stride, cw, co), bt (co), co = W for the last stage
+// else cw; kernel 2·stride, padding stride / 2.
+void jb_prior_cond_up(const jb_prior_t *p, int i, const float **wt, const float **bt, int *co);
+
 // ---- conditioning -----------------------------------------------------------
 
 // Start conditioning: artist embedding + sum of genre embeddings (ids < 0 skipped).

@@ -3,8 +3,10 @@
 //
 // The transformer weights, the input/positional embeddings and the output projection are
 // uploaded once (jb_prior_cuda_new); the key/value cache and activations live on the device.
-// Per window, the conditioning (label embedding, timing signal or upsampler conditioner, lyrics
-// encoder) is computed by the CPU functions of jb_prior.h once and uploaded. Per token, on the
+// Per window, the upsamplers' Conditioner (embedding of the level-above codes, conv stack with
+// resnets and transposed convs, LayerNorm: jb_prior_cond_view) runs on the device, its weights
+// uploaded once, only the codes going up; the other conditioning (label embedding, timing
+// signal, lyrics encoder) is computed by the CPU functions of jb_prior.h once and uploaded. Per token, on the
 // device: the input embedding (code embedding + position + conditioning), the one-token
 // transformer step (one CUDA graph), the output projection to logits; the logits (N × seq_bins
 // floats) come to the host for `choose` (top-k/top-p and the random draw stay on the CPU, as the
@@ -29,6 +31,11 @@ jb_prior_cuda_t *jb_prior_cuda_new(const jb_prior_t *p, int max_batch, int max_c
                                    jb_err_t *err);
 void jb_prior_cuda_destroy(jb_prior_cuda_t **s_p);
 int jb_prior_cuda_max_batch(const jb_prior_cuda_t *s);
+// The Conditioner on the device (what a window uses): z_cond: host (N, n_ctx /
+// cond_downsample) codes of the level above; out: host (N, n_ctx, width), as jb_prior_cond_x.
+// -1 + err for a prior without one, a code out of range or a device error.
+int jb_prior_cuda_cond_x(jb_prior_cuda_t *s, const int32_t *z_cond, int N, float *out,
+                         jb_err_t *err);
 // Make the CPU sampler s hand its windows to d (jb_prior_sampler_set_backend), so that code
 // written against jb_prior_sample (jb_sample.h, the stages) samples on the GPU. d must serve
 // s's prior and at least s's max_batch; it must outlive s's use. 0, or -1 + err.

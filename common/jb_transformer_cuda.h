@@ -32,6 +32,7 @@
 #include <stddef.h>
 
 #include "jb_err.h"
+#include "jb_tensor.h"
 #include "jb_transformer.h"
 
 typedef struct jb_transformer_cuda jb_transformer_cuda_t;
@@ -41,6 +42,7 @@ typedef struct {
     size_t weights;      // bytes of all weights on the device
     size_t per_sample;   // bytes of one sequence: key/value cache + activations + working memory
     size_t kv_per_sample;// of which the key/value cache
+    size_t per_sample_kv_f16;   // per_sample with a float16 key/value cache
     size_t fixed;        // bytes of a cache independent of the batch (alignment slack)
 } jb_transformer_cuda_plan_t;
 
@@ -58,6 +60,11 @@ void jb_transformer_cuda_destroy(jb_transformer_cuda_t **dt_p);
 // either way JB_ENOMEM "needs X GiB, Y GiB free" when not even one sequence fits.
 jb_tcache_cuda_t *jb_tcache_cuda_new(jb_transformer_cuda_t *dt, int n_batch, int max_chunk,
                                      int fit, jb_err_t *err);
+// The same with the key/value cache in kv_dtype: JB_F32 (as _new) or JB_F16 (half the cache
+// memory and the cache traffic of a step; keys and values rounded to float16 as they are
+// stored, the attention sums in float32 — results differ from the f32 cache by that rounding).
+jb_tcache_cuda_t *jb_tcache_cuda_new_kv(jb_transformer_cuda_t *dt, int n_batch, int max_chunk,
+                                        int fit, jb_dtype_t kv_dtype, jb_err_t *err);
 void jb_tcache_cuda_destroy(jb_tcache_cuda_t **c_p);
 int jb_tcache_cuda_batch(const jb_tcache_cuda_t *c);   // sequences allocated
 int jb_tcache_cuda_pos(const jb_tcache_cuda_t *c);
@@ -67,6 +74,12 @@ int jb_tcache_cuda_reset(jb_tcache_cuda_t *c, jb_err_t *err);
 // again when the active batch changes), replayed for every later one; positions are read from
 // device memory, so the same graph serves every position. Off: launched kernel by kernel.
 void jb_tcache_cuda_use_graph(jb_tcache_cuda_t *c, int on);
+// LayerNorm by the block-cooperative kernel (jb_nn_cuda_layernorm_block: a block of 256
+// threads per row, shared-memory reductions) instead of one thread per row (default off: the
+// one-thread kernel is the configuration the golden runs use; the block kernel is what a
+// batch-1 step wants on a GPU — a row of 4800 values is one thread's serial work otherwise —
+// and is tested against the CPU under the emulation; its speed only a GPU can show).
+void jb_tcache_cuda_use_block_ln(jb_tcache_cuda_t *c, int on);
 // Graph captures and replays so far.
 void jb_tcache_cuda_graph_stats(const jb_tcache_cuda_t *c, long *captures, long *replays);
 int jb_tcache_cuda_set_batch(jb_tcache_cuda_t *c, int n, jb_err_t *err);

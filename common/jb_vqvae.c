@@ -53,6 +53,8 @@ struct jb_vqvae {
     int64_t margin_dec[JB_MAX_LEVELS];
     int64_t max_window;                          // raw samples per pass
     int method;                                  // JB_VQVAE_IM2COL / _DIRECT / _WINOGRAD
+    const jb_vqvae_backend_t *backend;           // another backend for the windows, or NULL
+    void *backend_impl;
     // activations, sized once for max_window by a planning pass
     float *buf[3];                               // ping, pong (T, C) and resnet hidden (T, S)
     size_t cap[3];
@@ -252,12 +254,24 @@ static void compute_margins(jb_vqvae_t *vq) {
 
 // ---- forward passes -----------------------------------------------------------------
 
-// A pass either plans (records the largest buffer each op needs) or runs.
+// A pass either plans (records the largest buffer each op needs, and the ops themselves
+// when rec is set) or runs.
 typedef struct {
     jb_vqvae_t *vq;
     int plan;
     size_t need[3], need_ws;
+    jb_vqvae_op_t *rec;   // plan only: the convolutions in order (up to max_rec), or NULL
+    int n_rec, max_rec;
 } pass_t;
+
+static void record(pass_t *ps, int dst_idx, int src_idx, const conv_t *c, int flags) {
+    if (ps->rec && ps->n_rec < ps->max_rec)
+        ps->rec[ps->n_rec] = (jb_vqvae_op_t){
+            .src = src_idx, .dst = dst_idx, .flags = flags, .C = c->C, .OC = c->OC, .k = c->k,
+            .s = c->s, .p = c->p, .d = c->d, .transposed = c->transposed, .w = c->w, .b = c->b,
+            .wg = c->wg};
+    ps->n_rec++;
+}
 
 static float *bufp(pass_t *ps, int idx) { return ps->plan ? NULL : ps->vq->buf[idx]; }
 
@@ -268,9 +282,11 @@ static void need_ws(pass_t *ps, size_t n) {
     if (n > ps->need_ws) ps->need_ws = n;
 }
 
-// dst_idx (or out when dst_idx < 0) = conv(src: (T, C)); returns T_out.
-static int64_t op_conv(pass_t *ps, int dst_idx, float *out, const float *src, int64_t T,
-                       const conv_t *c, int flags) {
+// dst_idx (or out when dst_idx < 0) = conv(src: (T, C)); src is buffer src_idx (-1: the
+// pass's input); returns T_out.
+static int64_t op_conv(pass_t *ps, int dst_idx, float *out, int src_idx, const float *src,
+                       int64_t T, const conv_t *c, int flags) {
+    if (ps->plan) record(ps, dst_idx, src_idx, c, flags);
     if (c->transposed) {
         int64_t To = jb_convt1d_out_len(T, c->k, c->s, c->p);
         need(ps, dst_idx, (size_t)(To * c->OC));
@@ -311,8 +327,9 @@ static int64_t op_conv(pass_t *ps, int dst_idx, float *out, const float *src, in
 // Resnet1D on buf[idx]: (T, width), hidden in buf[2].
 static void op_resnet(pass_t *ps, int idx, int64_t T, const res_t *rs, int depth) {
     for (int j = 0; j < depth; j++) {
-        op_conv(ps, 2, NULL, bufp(ps, idx), T, &rs[j].conv3, JB_CONV_RELU_IN | JB_CONV_RELU_OUT);
-        op_conv(ps, idx, NULL, bufp(ps, 2), T, &rs[j].conv1, JB_CONV_ACC);
+        op_conv(ps, 2, NULL, idx, bufp(ps, idx), T, &rs[j].conv3,
+                JB_CONV_RELU_IN | JB_CONV_RELU_OUT);
+        op_conv(ps, idx, NULL, 2, bufp(ps, 2), T, &rs[j].conv1, JB_CONV_ACC);
     }
 }
 
@@ -324,24 +341,18 @@ static int64_t run_encoder(pass_t *ps, int L, const float *x, int64_t T, int *ou
         const block_t *b = &ps->vq->enc[L][l];
         for (int i = 0; i < b->down_t; i++) {
             int dst = idx == 0 ? 1 : 0;
-            T = op_conv(ps, dst, NULL, cur, T, &b->step[i], 0);
+            T = op_conv(ps, dst, NULL, idx, cur, T, &b->step[i], 0);
             idx = dst, cur = bufp(ps, idx);
             op_resnet(ps, idx, T, b->res[i], b->depth);
         }
         if (b->down_t) {
             int dst = idx == 0 ? 1 : 0;
-            T = op_conv(ps, dst, NULL, cur, T, &b->out, 0);
+            T = op_conv(ps, dst, NULL, idx, cur, T, &b->out, 0);
             idx = dst, cur = bufp(ps, idx);
         }
     }
     *out_idx = idx;
     return T;
-}
-
-static inline void sumsq_at(int64_t i, float *xx, const float *x, int C) {
-    float acc = 0.0f;
-    for (int c = 0; c < C; c++) acc += x[i * C + c] * x[i * C + c];
-    xx[i] = acc;
 }
 
 // codes: (T) = nearest rows of codebook L for e: (T, emb). Blocks of VQ_ROWS rows in
@@ -366,7 +377,7 @@ static void run_bottleneck(pass_t *ps, int L, const float *e, int64_t T, int32_t
         const float *x = e + r0 * C;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, C, 1.0f, x, C,
                     vq->codebook[L], C, 0.0f, dots, K);
-        for (int i = 0; i < n; i++) sumsq_at(i, xx, x, C);
+        for (int i = 0; i < n; i++) jb_vq_sumsq_row(i, xx, x, C);
         for (int i = 0; i < n; i++) jb_vq_argmin_at(i, codes + r0, dots, xx, vq->k_norm[L], K);
     }
 }
@@ -383,16 +394,16 @@ static int64_t run_decoder(pass_t *ps, int L, const int32_t *codes, int64_t T) {
         const block_t *b = &vq->dec[L][l];
         if (!b->down_t) continue;
         int dst = idx == 0 ? 1 : 0;
-        T = op_conv(ps, dst, NULL, bufp(ps, idx), T, &b->in, 0);
+        T = op_conv(ps, dst, NULL, idx, bufp(ps, idx), T, &b->in, 0);
         idx = dst;
         for (int i = 0; i < b->down_t; i++) {
             op_resnet(ps, idx, T, b->res[i], b->depth);
             dst = idx == 0 ? 1 : 0;
-            T = op_conv(ps, dst, NULL, bufp(ps, idx), T, &b->step[i], 0);
+            T = op_conv(ps, dst, NULL, idx, bufp(ps, idx), T, &b->step[i], 0);
             idx = dst;
         }
     }
-    return op_conv(ps, 2, NULL, bufp(ps, idx), T, &vq->dec_out[L], 0);
+    return op_conv(ps, 2, NULL, idx, bufp(ps, idx), T, &vq->dec_out[L], 0);
 }
 
 // ---- construction -------------------------------------------------------------------
@@ -525,6 +536,37 @@ int jb_vqvae_set_method(jb_vqvae_t *vq, int method, jb_err_t *err) {
     return alloc_acts(vq, err);   // the scratch differs between the methods
 }
 
+// ---- the view for other backends -------------------------------------------------------
+
+int jb_vqvae_ops(const jb_vqvae_t *vq, int level, int decode, jb_vqvae_op_t *ops, int max,
+                 int *out_buf, jb_err_t *err) {
+    if (level < 0 || level >= vq->hp.levels)
+        return jb_err_set(err, JB_EINVAL, "vqvae: level %d of %d", level, vq->hp.levels);
+    // a planning pass at the largest window records the ops (and changes nothing in vq)
+    pass_t ps = {.vq = (jb_vqvae_t *)vq, .plan = 1, .rec = ops, .max_rec = ops ? max : 0};
+    int idx = 2;
+    if (decode) run_decoder(&ps, level, NULL, vq->max_window / vq->hp.hop_lengths[level]);
+    else run_encoder(&ps, level, NULL, vq->max_window, &idx);
+    if (out_buf) *out_buf = idx;
+    return ps.n_rec;
+}
+
+const float *jb_vqvae_weights(const jb_vqvae_t *vq, size_t *n) {
+    *n = vq->n_weights;
+    return vq->weights;
+}
+
+void jb_vqvae_codebook(const jb_vqvae_t *vq, int level, const float **codebook,
+                       const float **k_norm) {
+    *codebook = vq->codebook[level], *k_norm = vq->k_norm[level];
+}
+
+int jb_vqvae_method(const jb_vqvae_t *vq) { return vq->method; }
+
+void jb_vqvae_set_backend(jb_vqvae_t *vq, const jb_vqvae_backend_t *be, void *impl) {
+    vq->backend = be, vq->backend_impl = be ? impl : NULL;
+}
+
 // ---- chunked drivers -----------------------------------------------------------------
 
 // Chunk length (raw samples) for a signal of T samples with `margin` context per side.
@@ -613,14 +655,22 @@ static int encode(jb_vqvae_t *vq, const float *audio, int N, int64_t T, int leve
             int64_t c1 = c0 + chunk < T ? c0 + chunk : T;
             int64_t w0 = c0 - margin > 0 ? c0 - margin : 0;
             int64_t w1 = c1 + margin < T ? c1 + margin : T;
+            int64_t skip = (c0 - w0) / hop;
+            int64_t first = (int64_t)n * (T / hop) + c0 / hop;
+            if (vq->backend) {
+                if (vq->backend->encode(vq->backend_impl, level, audio + (int64_t)n * T + w0,
+                                        w1 - w0, skip, (c1 - c0) / hop,
+                                        codes ? codes + first : NULL,
+                                        codes ? NULL : latents + first * hp->emb_width, err))
+                    return -1;
+                continue;
+            }
             int idx;
             int64_t Tl = run_encoder(&ps, level, audio + (int64_t)n * T + w0, w1 - w0, &idx);
-            int64_t skip = (c0 - w0) / hop;
             if (Tl != (w1 - w0) / hop)
                 return jb_err_set(err, JB_EINTERNAL, "vqvae encode: %lld rows for a %lld window",
                                   (long long)Tl, (long long)(w1 - w0));
             const float *rows = vq->buf[idx] + skip * hp->emb_width;
-            int64_t first = (int64_t)n * (T / hop) + c0 / hop;
             if (codes)
                 run_bottleneck(&ps, level, rows, (c1 - c0) / hop, codes + first);
             else
@@ -657,6 +707,13 @@ static int decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int 
             int64_t c1 = c0 + chunk < T ? c0 + chunk : T;
             int64_t w0 = c0 - margin > 0 ? c0 - margin : 0;
             int64_t w1 = c1 + margin < T ? c1 + margin : T;
+            if (vq->backend) {
+                const int32_t *wc = codes + (int64_t)n * T_L + w0 / hop;
+                if (vq->backend->decode(vq->backend_impl, level, wc, (w1 - w0) / hop, c0 - w0,
+                                        c1 - c0, audio + (int64_t)n * T + c0, err))
+                    return -1;
+                continue;
+            }
             const float *wout = vq->buf[2];
             int64_t To = run_decoder(&ps, level, codes + (int64_t)n * T_L + w0 / hop,
                                      (w1 - w0) / hop);

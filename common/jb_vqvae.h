@@ -83,7 +83,58 @@ int jb_vqvae_encode_latents(jb_vqvae_t *vq, const float *audio, int N, int64_t T
 int jb_vqvae_decode(jb_vqvae_t *vq, const int32_t *codes, int N, int64_t T_L, int level,
                     float *audio, int64_t chunk, jb_err_t *err);
 
+// ---- other backends (common/cuda/jb_vqvae.cu: the GPU) ---------------------------
+// A read-only view of the model for a backend that runs the same passes elsewhere.
+
+// One convolution of a pass, in order: buffer dst = conv(buffer src), as jb_conv1d /
+// jb_convt1d (jb_conv.h) with the weights packed as there.
+typedef struct {
+    int src, dst;     // activation buffers 0..2 (each (T, channels)); src -1: the pass's input
+    int flags;        // JB_CONV_RELU_IN / _RELU_OUT / _ACC (the method's flags not included)
+    int C, OC, k, s, p, d, transposed;
+    const float *w;   // conv (k, C, OC), transposed (C, k, OC); inside jb_vqvae_weights
+    const float *b;   // (OC)
+    const float *wg;  // (4, C, OC) Winograd weights (the resnets' k=3 convs), else NULL
+} jb_vqvae_op_t;
+
+// The ops of encoders.L (decode 0: input audio (T, 1), output the latents (T / hop, emb) in
+// buffer *out_buf) or decoders.L (decode 1: input the codebook rows of the codes, (T_L, emb),
+// in buffer 0; output the audio (T, 1) in buffer 2, *out_buf = 2). Writes at most max ops;
+// returns how many there are (call with ops NULL to count), -1 + err for a bad level.
+int jb_vqvae_ops(const jb_vqvae_t *vq, int level, int decode, jb_vqvae_op_t *ops, int max,
+                 int *out_buf, jb_err_t *err);
+// Every weight (float32, one allocation of *n floats) — the ops' w/b/wg and the codebooks
+// point inside it.
+const float *jb_vqvae_weights(const jb_vqvae_t *vq, size_t *n);
+// Codebook of level L: (l_bins, emb); its squared row norms k_norm: (l_bins).
+void jb_vqvae_codebook(const jb_vqvae_t *vq, int level, const float **codebook,
+                       const float **k_norm);
+int jb_vqvae_method(const jb_vqvae_t *vq);
+
+// A backend's window functions. The CPU drivers (jb_vqvae_encode/_decode) keep the checks,
+// the chunking and the loop over items, and hand every window to these:
+//   encode: audio: host (T) one item's window; writes rows [skip, skip + n) of the level's
+//           output: codes (n), or latents (n, emb) when codes is NULL;
+//   decode: codes: host (T_L) one item's window (checked in range); writes samples
+//           [skip, skip + n) of the window's audio into audio (n).
+// 0, or -1 + err.
+typedef struct {
+    int (*encode)(void *impl, int level, const float *audio, int64_t T, int64_t skip, int64_t n,
+                  int32_t *codes, float *latents, jb_err_t *err);
+    int (*decode)(void *impl, int level, const int32_t *codes, int64_t T_L, int64_t skip,
+                  int64_t n, float *audio, jb_err_t *err);
+} jb_vqvae_backend_t;
+// Hand the windows of vq to be (both borrowed; NULL: back to the CPU).
+void jb_vqvae_set_backend(jb_vqvae_t *vq, const jb_vqvae_backend_t *be, void *impl);
+
 // ---- kernel bodies ------------------------------------------------------------
+
+// xx[i] = ‖x_i‖² for x: (T, C)
+JB_HD static inline void jb_vq_sumsq_row(int64_t i, float *xx, const float *x, int C) {
+    float acc = 0.0f;
+    for (int c = 0; c < C; c++) acc += x[i * C + c] * x[i * C + c];
+    xx[i] = acc;
+}
 
 // Row t of out: (T, C) = row codes[t] of codebook: (K, C)
 JB_HD static inline void jb_vq_lookup_row(int64_t t, float *out, const float *codebook,

@@ -58,7 +58,7 @@ static void usage(FILE *f) {
 "                            DONE upstream once its run directory is in place (or its\n"
 "                            error.json written); a job whose ROOT/<id> exists is DONE at\n"
 "                            once. See docs/reliability.md.\n"
-"  -d, --device DEV          cpu, cuda or cuda:N (default cpu).\n"
+"  -d, --device DEV          cpu, cuda or cuda:N (default cpu): where the VQ-VAE runs.\n"
 "  -o, --out FILE            audio file to write (or --outdir). The extension picks the format:\n"
 "                            .wav (16-bit PCM; see --float) or .flac (16-bit); \"-\" writes a\n"
 "                            WAV to stdout. The name may hold {job}, {sample} and {level};\n"
@@ -93,10 +93,10 @@ static void usage(FILE *f) {
 "Exit codes: 0 every job written (or stopped by SIGTERM/SIGINT); 64 bad usage (also: two\n"
 "jobs would write the same file); 65 bad input data (a corrupt or truncated codes stream,\n"
 "codes for another model, a missing level, a job that failed upstream; a model file that\n"
-"is not a VQ-VAE); 66 codes or model file missing; 69 ZeroMQ peer unavailable (or,\n"
-"with --spool, the input ended in the middle of a job: kept for a restart); 70 internal\n"
-"error or out of memory; 74 writing the audio failed. No partial output file is left on\n"
-"failure.\n"
+"is not a VQ-VAE); 66 codes or model file missing; 69 ZeroMQ peer or the device unusable\n"
+"(or, with --spool, the input ended in the middle of a job: kept for a restart); 70\n"
+"internal error or out of memory (also of device memory); 74 writing the audio failed.\n"
+"No partial output file is left on failure.\n"
 "\n"
 "Example: jukebox-decoder -m vqvae.safetensors < song.jbc -o song.wav\n"
 "         jukebox-encoder -m vqvae.safetensors song.flac | jukebox-decoder -m \\\n"
@@ -120,7 +120,8 @@ static char *control_status(void *user) {
 
 // --outdir: the pipeline's last stage (jb_collect).
 static int run_outdir(const char *model, const char *in, const char *root, int max_jobs,
-                      int threads, long long window, long long decode_step, const char *spool) {
+                      int threads, long long window, long long decode_step, int cuda,
+                      const char *spool) {
     jb_err_t err = {0};
     if (threads) jb_codec_set_threads(threads);
     jb_vqvae_t *vq = jb_codec_load_vqvae(model, window, &err);
@@ -128,11 +129,18 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
         jb_log(JB_ERROR, "%s", err.msg);
         return jb_err_exit_code(err.code);
     }
+    void *on_dev = NULL;
+    if (jb_codec_attach_device(vq, cuda, &on_dev, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        jb_vqvae_destroy(&vq);
+        return jb_err_exit_code(err.code);
+    }
     install_signals();
     jb_spool_t *sp = NULL;
     if (spool) {
         if (!(sp = jb_spool_open(spool, &err))) {
             jb_log(JB_ERROR, "%s", err.msg);
+            jb_codec_detach_device(vq, &on_dev);
             jb_vqvae_destroy(&vq);
             return jb_err_exit_code(err.code);
         }
@@ -167,6 +175,7 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
             jb_log(JB_ERROR, "%s", err.msg);
             jb_endpoint_destroy(&ep);
             jb_spool_destroy(&sp);
+            jb_codec_detach_device(vq, &on_dev);
             jb_vqvae_destroy(&vq);
             return jb_err_exit_code(err.code);
         }
@@ -192,6 +201,7 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     g_in_link = NULL;
     jb_endpoint_destroy(&ep);   // a link input: the last DONEs get up to 1 s to leave
     jb_spool_destroy(&sp);
+    jb_codec_detach_device(vq, &on_dev);
     jb_vqvae_destroy(&vq);
     return rc;
 }
@@ -319,7 +329,8 @@ int main(int argc, char **argv) {
         return 64;
     }
     if (outdir)
-        return run_outdir(model, in, outdir, max_jobs, threads, window, decode_step, spool);
+        return run_outdir(model, in, outdir, max_jobs, threads, window, decode_step, dev.is_cuda,
+                          spool);
     jb_codec_decode_opts_t o = {.level = level, .out = out, .format = JB_AUDIO_AUTO};
     if (want_float && want_flac) {
         fprintf(stderr, "jukebox-decoder: --float and --flac exclude each other\n");
@@ -354,6 +365,12 @@ int main(int argc, char **argv) {
         jb_vqvae_destroy(&vq);
         return 64;
     }
+    void *on_dev = NULL;
+    if (jb_codec_attach_device(vq, dev.is_cuda, &on_dev, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        jb_vqvae_destroy(&vq);
+        return jb_err_exit_code(err.code);
+    }
     install_signals();
     o.stop = &stop_flag;
     jb_endpoint_opts_t eo;
@@ -377,6 +394,7 @@ int main(int argc, char **argv) {
         rc = jb_err_exit_code(JB_EFORMAT);
     }
     jb_endpoint_destroy(&ep);
+    jb_codec_detach_device(vq, &on_dev);
     jb_vqvae_destroy(&vq);
     return rc;
 }

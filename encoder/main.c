@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "jb_codec.h"
+#include "jb_device.h"
 #include "jb_log.h"
 
 static void usage(FILE *f) {
@@ -29,6 +30,7 @@ static void usage(FILE *f) {
 "                            level; 0 = bottom, hop 8; 1 = middle, hop 32; 2 = top, hop 128).\n"
 "  -j, --job ID              job id carried by every message (default: the file name\n"
 "                            without extension; characters outside [A-Za-z0-9._:-] become _).\n"
+"  -d, --device DEV          cpu, cuda or cuda:N (default cpu): where the VQ-VAE runs.\n"
 "  -t, --threads N           compute threads (OpenMP and OpenBLAS; default: their own).\n"
 "  -w, --window SAMPLES      largest pass of the VQ-VAE in samples (default 524288, ~12 s;\n"
 "                            at least 2 x the widest context + 128: 92288 for the released\n"
@@ -47,7 +49,8 @@ static void usage(FILE *f) {
 "\n"
 "Exit codes: 0 done; 64 bad usage; 65 bad input data (corrupt, truncated, empty or\n"
 "unsupported audio; a model file that is not a VQ-VAE); 66 audio or model file missing;\n"
-"69 ZeroMQ peer unavailable or reader of the pipe gone; 70 internal error or out of memory;\n"
+"69 ZeroMQ peer unavailable or reader of the pipe gone, or the device unusable (no CUDA\n"
+"build, driver or GPU; not enough device memory is 70); 70 internal error or out of memory;\n"
 "74 writing the codes failed.\n"
 "\n"
 "Example: jukebox-encoder -m vqvae.safetensors song.wav > song.jbc\n");
@@ -55,6 +58,7 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     const char *in = NULL, *out = "-", *model = NULL, *levels = NULL, *job = NULL;
+    const char *device = "cpu";
     int threads = 0;
     long long window = 0;
     jb_log_set_stage("encoder");
@@ -64,17 +68,18 @@ int main(int argc, char **argv) {
         {"job", required_argument, 0, 'j'},     {"threads", required_argument, 0, 't'},
         {"window", required_argument, 0, 'w'},  {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"device", required_argument, 0, 'd'},  {0, 0, 0, 0},
     };
     int c;
     char *end;
-    while ((c = getopt_long(argc, argv, "i:o:m:l:j:t:w:qvh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "i:o:m:l:j:t:w:d:qvh", opts, NULL)) != -1) {
         switch (c) {
         case 'i': in = optarg; break;
         case 'o': out = optarg; break;
         case 'm': model = optarg; break;
         case 'l': levels = optarg; break;
         case 'j': job = optarg; break;
+        case 'd': device = optarg; break;
         case 't':
             threads = (int)strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) {
@@ -121,6 +126,11 @@ int main(int argc, char **argv) {
                 JB_WIRE_JOB_ID_MAX);
         return 64;
     }
+    jb_device_t dev;
+    if (jb_device_parse(device, &dev, &err) || jb_device_open(&dev, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        return jb_err_exit_code(err.code);
+    }
     if (threads) jb_codec_set_threads(threads);
     jb_vqvae_t *vq = jb_codec_load_vqvae(model, window, &err);
     if (!vq) {
@@ -139,6 +149,12 @@ int main(int argc, char **argv) {
         jb_vqvae_destroy(&vq);
         return 64;
     }
+    void *on_dev = NULL;
+    if (jb_codec_attach_device(vq, dev.is_cuda, &on_dev, &err)) {
+        jb_log(JB_ERROR, "%s", err.msg);
+        jb_vqvae_destroy(&vq);
+        return jb_err_exit_code(err.code);
+    }
     jb_endpoint_t *ep = jb_endpoint_open_out(out, NULL, &err);
     int rc = 0;
     if (!ep || jb_codec_encode_file(vq, in, job, mask, ep, &err) ||
@@ -147,6 +163,7 @@ int main(int argc, char **argv) {
         rc = jb_err_exit_code(err.code);
         jb_endpoint_destroy(&ep);   // removes a half-written codes file
     }
+    jb_codec_detach_device(vq, &on_dev);
     jb_vqvae_destroy(&vq);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "golden.h"
+#include "golden_device.h"
 #include "jb_labels.h"
 #include "jb_prior.h"
 #include "jb_safetensors.h"
@@ -109,12 +110,14 @@ static int run(const golden_case_t *c, golden_result_t *r, jb_st_t *io, jb_prior
         snprintf(name, sizeof name, "labels.y.%d", level);
         int32_t *y = jb_st_get_i32(io, name, -1, NULL, &err);
         jb_prior_sampler_t *s = jb_prior_sampler_new(p, o.max_batch_size, o.chunk_size, &err);
+        void *dev = NULL;
         int out_len = 0;
-        int e = !s || (in->labels && !y) ||
+        int e = !s || golden_prior_device(s, &dev, &err) || (in->labels && !y) ||
                 jb_sample_level(s, &o, N, total, zs[level], stride, have,
                                 level + 1 < LEVELS ? zs[level + 1] : NULL,
                                 level + 1 < LEVELS ? len[level + 1] : 0, y, lyrics, &out_len,
                                 &err);
+        golden_prior_release(s, &dev);
         jb_prior_sampler_destroy(&s);
         jb_free(y);
         if (e) {
@@ -169,6 +172,7 @@ int golden_run_pipeline(const golden_case_t *c, golden_result_t *r) {
     jb_err_t err = {0};
     jb_prior_t *priors[LEVELS] = {0};
     jb_vqvae_t *vq = NULL;
+    void *dev = NULL;
     jb_st_t *vst = NULL;
     int rc = -1;
     jb_st_t *io = jb_st_open(golden_path(c, "io.safetensors"), &err);
@@ -185,12 +189,13 @@ int golden_run_pipeline(const golden_case_t *c, golden_result_t *r) {
         }
     }
     if (!(vst = jb_st_open(golden_path(c, "vqvae.safetensors"), &err)) ||
-        !(vq = jb_vqvae_new(vst, 0, &err))) {
+        !(vq = jb_vqvae_new(vst, 0, &err)) || golden_vqvae_device(vq, &dev, &err)) {
         golden_fail(r, "vqvae: %s", err.msg);
         goto done;
     }
     if (run(c, r, io, priors, vq, 0) == 0 && run(c, r, io, priors, vq, 1) == 0) rc = 0;
 done:
+    golden_vqvae_release(vq, &dev);
     jb_vqvae_destroy(&vq);
     jb_st_close(&vst);
     for (int l = 0; l < LEVELS; l++) jb_prior_destroy(&priors[l]);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "golden.h"
+#include "golden_device.h"
 #include "jb_prior.h"
 #include "jb_safetensors.h"
 
@@ -27,6 +28,7 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
     int rc = -1;
     jb_prior_t *p = NULL;
     jb_prior_sampler_t *s = NULL;
+    void *dev = NULL;
     float *buf = NULL, *attn = NULL, *ref = NULL;
     int32_t *z = NULL, *zc = NULL, *y = NULL, *tok = NULL, *prime = NULL;
     jb_st_t *io = jb_st_open(golden_path(c, "io.safetensors"), &err);
@@ -121,7 +123,7 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
     int chunk = (int)json_integer_value(json_object_get(c->json, "chunk_size"));
     s = jb_prior_sampler_new(p, N, chunk, &err);
     int32_t *got = malloc(sizeof(int32_t) * (size_t)N * T);
-    if (!s || !got) {
+    if (!s || !got || golden_prior_device(s, &dev, &err)) {
         free(got);
         golden_fail(r, "sampler: %s", err.msg);
         goto done;
@@ -157,6 +159,7 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
     free(got);
     rc = 0;
 done:
+    golden_prior_release(s, &dev);
     jb_prior_sampler_destroy(&s);
     jb_prior_destroy(&p);
     jb_st_close(&io);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "golden.h"
+#include "golden_device.h"
 #include "jb_safetensors.h"
 #include "jb_tensor.h"
 #include "jb_vqvae.h"
@@ -14,8 +15,9 @@ int golden_run_vqvae(const golden_case_t *c, golden_result_t *r) {
     jb_st_t *model = jb_st_open(golden_path(c, "model.safetensors"), &err);
     jb_st_t *io = model ? jb_st_open(golden_path(c, "io.safetensors"), &err) : NULL;
     jb_vqvae_t *vq = io ? jb_vqvae_new(model, 0, &err) : NULL;
+    void *dev = NULL;
     float *x = NULL;
-    if (!vq) {
+    if (!vq || golden_vqvae_device(vq, &dev, &err)) {
         golden_fail(r, "%s", err.msg);
         goto done;
     }
@@ -88,6 +90,7 @@ int golden_run_vqvae(const golden_case_t *c, golden_result_t *r) {
     }
 done:
     jb_free(x);
+    golden_vqvae_release(vq, &dev);
     jb_vqvae_destroy(&vq);
     jb_st_close(&io);
     jb_st_close(&model);

@@ -43,6 +43,13 @@ done
 if [ -x "$BUILD/tests/golden-runner" ]; then
     run_one golden "$BUILD/tests/golden-runner" "$GOLDEN"
 fi
+if [ -x "$BUILD/tests/golden-runner-cuda" ]; then
+    # the vqvae, prior and pipeline cases again through the device code (VQ-VAE, samplers and
+    # Conditioner on CUDA; against the CPU emulation of CUDA in a plain build)
+    dev_cases=$(cd "$GOLDEN" && ls -d vqvae_* prior_* upsampler_* pipeline_* 2>/dev/null)
+    run_one golden-cuda env JB_GOLDEN_DEVICE=cuda "$BUILD/tests/golden-runner-cuda" "$GOLDEN" \
+        $dev_cases
+fi
 for s in tests/sh/test_*.sh; do
     [ -f "$s" ] || continue
     run_one "$(basename "$s")" bash "$s"

@@ -352,6 +352,39 @@ static void test_emulation(void) {
 }
 #endif
 
+// The block-cooperative row kernels (shared memory, barriers; under the emulation one coroutine
+// per thread) against the CPU bodies: rows shorter than a block, not a multiple of it, and a
+// prior's width; in place for LayerNorm.
+static void test_block(void) {
+    static const int shapes[][2] = {{5, 1}, {3, 37}, {7, 256}, {4, 300}, {2, 4800}, {65, 64}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int rows = shapes[k][0], C = shapes[k][1];
+        int64_t n = (int64_t)rows * C;
+        float *x = rnd(n), *g = rnd(C), *b = rnd(C), *out = rnd(n);
+        for (int64_t i = 0; i < n; i++) x[i] = 3.0f * x[i] + 0.5f;   // a mean away from 0
+        float *dx = dev_of(x, n), *dg = dev_of(g, C), *db = dev_of(b, C), *dout = dev_of(out, n);
+        char what[96];
+        jb_nn_layernorm(out, x, g, b, rows, C, 1e-5f);
+        JB_CHECK(jb_nn_cuda_layernorm_block(dout, dx, dg, db, rows, C, 1e-5f, NULL) == 0,
+                 "block layernorm launch (%d x %d)", rows, C);
+        snprintf(what, sizeof what, "block layernorm %d x %d", rows, C);
+        cmp(what, dout, out, n, 1e-6, 1e-6);
+        JB_CHECK(jb_nn_cuda_layernorm_block(dx, dx, dg, db, rows, C, 1e-5f, NULL) == 0,
+                 "block layernorm in place launch");
+        snprintf(what, sizeof what, "block layernorm in place %d x %d", rows, C);
+        cmp(what, dx, out, n, 1e-6, 1e-6);
+        float *sm = malloc(sizeof(float) * (size_t)(n + NG));
+        memcpy(sm, x, sizeof(float) * (size_t)(n + NG));
+        float *dsm = dev_of(sm, n);
+        jb_nn_softmax(sm, rows, C);
+        JB_CHECK(jb_nn_cuda_softmax_block(dsm, rows, C, NULL) == 0, "block softmax launch");
+        snprintf(what, sizeof what, "block softmax %d x %d", rows, C);
+        cmp(what, dsm, sm, n, 1e-5, 1e-7);
+        jb_gpu_free(dx), jb_gpu_free(dg), jb_gpu_free(db), jb_gpu_free(dout), jb_gpu_free(dsm);
+        free(x), free(g), free(b), free(out), free(sm);
+    }
+}
+
 int main(void) {
 #ifndef JB_CUDA_EMU
     {   // a real CUDA build: the device must be there (make test-gpu)
@@ -368,6 +401,7 @@ int main(void) {
     JB_CHECK(blas != NULL, "cuBLAS handle (%s)", err.msg);
     if (!blas) return jb_test_summary("test_cuda_kernels");
     test_nn();
+    test_block();
     test_conv(blas);
     test_wino(blas);
     test_gemm(blas);

@@ -5,6 +5,7 @@
 // same codes as the CPU sampler (jb_prior_sample).
 // Built against the CPU emulation of CUDA by plain make; against a GPU by make CUDA=1.
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ static void run_case(const char *name) {
     {
         int N = (int)eg->shape[0], T = (int)eg->shape[1];
         int32_t *y = ey ? jb_st_get_i32(io, "y", -1, NULL, &err) : NULL;
+        int32_t *zc = jb_st_find(io, "z_cond") ? jb_st_get_i32(io, "z_cond", -1, NULL, &err) : NULL;
         int32_t *want = jb_st_get_i32(io, "greedy", -1, NULL, &err);
         int32_t *got = malloc(sizeof(int32_t) * (size_t)N * T);
         int32_t *cpu = malloc(sizeof(int32_t) * (size_t)N * T);
@@ -56,14 +58,40 @@ static void run_case(const char *name) {
         JB_CHECK(s != NULL, "%s: device sampler (%s)", name, err.msg);
         jb_prior_sampler_t *cs = jb_prior_sampler_new(p, N, chunk, &err);
         int64_t at = -1;
+        if (s && cs && zc) {   // an upsampler: the Conditioner on the device
+            int64_t nx = (int64_t)N * T * jb_prior_info(p)->width;
+            float *dx = malloc(sizeof(float) * (size_t)nx), *cx = malloc(sizeof(float) * (size_t)nx);
+            float *rx = jb_st_get_f32(io, "cond.x", -1, NULL, &err);
+            int ok = dx && cx && rx && jb_prior_cuda_cond_x(s, zc, N, dx, &err) == 0 &&
+                     jb_prior_cond_x(p, y, zc, N, cx, &err) == 0;
+            JB_CHECK(ok, "%s: conditioner on the device (%s)", name, err.msg);
+            double dc = 0, dr = 0, sc = 0;
+            for (int64_t i = 0; ok && i < nx; i++) {
+                double a = fabs((double)dx[i] - cx[i]), b = fabs((double)dx[i] - rx[i]);
+                if (a > dc || a != a) dc = a;
+                if (b > dr || b != b) dr = b;
+                if (fabs(rx[i]) > sc) sc = fabs(rx[i]);
+            }
+            JB_CHECK(ok && dc <= 1e-5 * sc, "%s: device cond.x vs CPU max abs %.3g (scale %.3g)",
+                     name, dc, sc);
+            JB_CHECK(ok && dr <= 7e-5, "%s: device cond.x vs reference max abs %.3g (tolerance "
+                     "abs 7e-5 + rel 1e-4)", name, dr);
+            zc[1] = jb_prior_info(p)->bins;   // an out-of-range code is refused, naming it
+            JB_CHECK(jb_prior_cuda_cond_x(s, zc, N, dx, &err) == -1 && strstr(err.msg, "outside"),
+                     "%s: bad conditioning code refused (%s)", name, err.msg);
+            err = (jb_err_t){0};
+            jb_free(rx), free(dx), free(cx);
+            jb_free(zc);
+            zc = jb_st_get_i32(io, "z_cond", -1, NULL, &err);
+        }
         if (s && cs) {
-            int ok = jb_prior_cuda_sample(s, N, y, NULL, NULL, 0, 0, 0, jb_prior_choose_greedy,
+            int ok = jb_prior_cuda_sample(s, N, y, zc, NULL, 0, 0, 0, jb_prior_choose_greedy,
                                           NULL, got, NULL, &err) == 0;
             JB_CHECK(ok, "%s: device greedy (%s)", name, err.msg);
             JB_CHECK(ok && same(got, want, (int64_t)N * T, &at),
                      "%s: device greedy == reference (%d x %d codes; first difference at %lld)",
                      name, N, T, (long long)at);
-            ok = jb_prior_sample(cs, N, y, NULL, NULL, 0, 0, 0, jb_prior_choose_greedy, NULL, cpu,
+            ok = jb_prior_sample(cs, N, y, zc, NULL, 0, 0, 0, jb_prior_choose_greedy, NULL, cpu,
                                  NULL, &err) == 0;
             JB_CHECK(ok && same(got, cpu, (int64_t)N * T, &at), "%s: device greedy == CPU greedy",
                      name);
@@ -72,7 +100,7 @@ static void run_case(const char *name) {
                 int32_t *prime = jb_st_get_i32(io, "prime", -1, NULL, &err);
                 int32_t *pw = jb_st_get_i32(io, "primed_greedy", -1, NULL, &err);
                 ok = prime && pw &&
-                     jb_prior_cuda_sample(s, N, y, NULL, prime, P, 0, chunk,
+                     jb_prior_cuda_sample(s, N, y, zc, prime, P, 0, chunk,
                                           jb_prior_choose_greedy, NULL, got, NULL, &err) == 0;
                 JB_CHECK(ok, "%s: device primed (%s)", name, err.msg);
                 JB_CHECK(ok && same(got, pw, (int64_t)N * T, &at),
@@ -92,7 +120,7 @@ static void run_case(const char *name) {
             uint64_t l0 = jb_cuda_emu_launches();
 #endif
             memset(got, 0xff, sizeof(int32_t) * (size_t)N * T);
-            int ok = jb_prior_sample(cs, N, y, NULL, NULL, 0, 0, 0, jb_prior_choose_greedy, NULL,
+            int ok = jb_prior_sample(cs, N, y, zc, NULL, 0, 0, 0, jb_prior_choose_greedy, NULL,
                                      got, NULL, &err) == 0;
             JB_CHECK(ok && same(got, want, (int64_t)N * T, &at),
                      "%s: jb_prior_sample with the device attached == reference (%s)", name,
@@ -106,7 +134,7 @@ static void run_case(const char *name) {
         jb_prior_sampler_destroy(&cs);
         jb_prior_cuda_destroy(&s);
         free(got), free(cpu);
-        jb_free(y), jb_free(want);
+        jb_free(y), jb_free(want), jb_free(zc);
     }
 done:
     jb_st_close(&io);
@@ -125,7 +153,8 @@ int main(void) {
     }
 #endif
     const char *cases[] = {"prior_top_5b_tiny", "prior_top_5b_fp16w", "prior_top_5b_lyrics_tiny",
-                           "prior_top_1b_lyrics_tiny"};
+                           "prior_top_1b_lyrics_tiny", "upsampler_mid_tiny",
+                           "upsampler_bottom_tiny"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(cases[i]);
 #ifdef JB_CUDA_EMU
     JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",

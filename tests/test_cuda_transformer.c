@@ -39,6 +39,7 @@ typedef struct {
     const char *dir;
     double rel, abs_;   // golden tolerance of the case (case.json "tolerance")
     int half;           // float16 weights
+    int block_ln;       // also check the block-cooperative LayerNorm
 } case_t;
 
 static void run_case(const case_t *cs) {
@@ -148,9 +149,111 @@ static void run_case(const case_t *cs) {
             jb_tcache_cuda_destroy(&dc);
         }
 
+        // A float16 key/value cache: one-token steps (graph) and the teacher-forced pass against
+        // the CPU's float32 pass. Keys and values are rounded to float16 (rel 2^-11) as they are
+        // stored; through the depth that stays within 1e-2 abs of activations of scale ~1-10
+        // (the tolerance of the float16-weight case).
+        for (int steps = 1; steps >= 0; steps--) {
+            err = (jb_err_t){0};
+            jb_tcache_cuda_t *hc = jb_tcache_cuda_new_kv(dt, N, steps ? 1 : T, 0, JB_F16, &err);
+            JB_CHECK(hc != NULL, "%s: f16 key/value cache (%s)", cs->dir, err.msg);
+            if (!hc) break;
+            int hok = !E || jb_tcache_cuda_set_encoder(hc, enc, &err) == 0;
+            double worst = 0;
+            int close = 1;
+            float *row = malloc(sizeof(float) * nx);
+            if (steps) {
+                for (int t = 0; hok && t < T; t++) {
+                    for (int b = 0; b < N; b++)
+                        memcpy(row + (size_t)b * W, x0 + ((size_t)b * T + t) * W,
+                               sizeof(float) * W);
+                    hok = jb_transformer_cuda_forward_host(dt, hc, row, 1, &err) == 0;
+                    for (int b = 0; hok && b < N; b++) {
+                        double ma;
+                        close &= jb_test_close(row + (size_t)b * W,
+                                               ref + ((size_t)b * T + t) * W, W, 1e-2, 1e-2,
+                                               &ma, NULL);
+                        if (ma > worst) worst = ma;
+                    }
+                }
+            } else {
+                memcpy(row, x0, sizeof(float) * nx);
+                hok = hok && jb_transformer_cuda_forward_host(dt, hc, row, T, &err) == 0;
+                close = hok && jb_test_close(row, ref, (long)nx, 1e-2, 1e-2, &worst, NULL);
+            }
+            const char *how = steps ? "one-token steps" : "forward";
+            JB_CHECK(hok && close, "%s: f16 key/value cache, %s vs CPU f32: max abs %.3g "
+                     "(tolerance 1e-2 abs + 1e-2 rel; %s)", cs->dir, how, worst, err.msg);
+            if (!cs->half)   // the rounding shows (the f16 path ran), unlike the f32 cache's
+                JB_CHECK(worst > 1e-6, "%s: f16 cache %s differs from f32 (max abs %.3g)",
+                         cs->dir, how, worst);
+            printf("%s: f16 key/value cache, %s: max abs diff %.3g vs the CPU\n", cs->dir, how,
+                   worst);
+            free(row);
+            jb_tcache_cuda_destroy(&hc);
+        }
+
+        // LayerNorm by the block-cooperative kernel (one coroutine per thread under the
+        // emulation, so only the first positions): a 12-token pass, then 12 one-token steps as
+        // graphs, against the CPU's full pass (causal: its first positions are the same).
+        if (cs->block_ln) {
+            int P = T < 12 ? T : 12;
+            float *row = malloc(sizeof(float) * nx);
+            double worst = 0, ma = 0;
+            int close = 1;
+            jb_tcache_cuda_t *bc = jb_tcache_cuda_new(dt, N, P, 0, &err);
+            int bok = bc != NULL;
+            if (bc) {
+                jb_tcache_cuda_use_block_ln(bc, 1);
+                bok = !E || jb_tcache_cuda_set_encoder(bc, enc, &err) == 0;
+                for (int b = 0; b < N; b++)
+                    memcpy(row + (size_t)b * P * W, x0 + (size_t)b * T * W, sizeof(float) * P * W);
+                bok = bok && jb_transformer_cuda_forward_host(dt, bc, row, P, &err) == 0;
+                for (int b = 0; bok && b < N; b++) {
+                    close &= jb_test_close(row + (size_t)b * P * W, ref + (size_t)b * T * W,
+                                           (long)P * W, rel, abs_, &ma, NULL);
+                    if (ma > worst) worst = ma;
+                }
+                jb_tcache_cuda_destroy(&bc);
+            }
+            JB_CHECK(bok && close, "%s: block LayerNorm, %d-token pass vs CPU: max abs %.3g (%s)",
+                     cs->dir, P, worst, err.msg);
+            worst = 0, close = 1;
+            bc = jb_tcache_cuda_new(dt, N, 1, 0, &err);
+            bok = bc != NULL;
+            if (bc) {
+                jb_tcache_cuda_use_block_ln(bc, 1);
+                bok = !E || jb_tcache_cuda_set_encoder(bc, enc, &err) == 0;
+                for (int t = 0; bok && t < P; t++) {
+                    for (int b = 0; b < N; b++)
+                        memcpy(row + (size_t)b * W, x0 + ((size_t)b * T + t) * W,
+                               sizeof(float) * W);
+                    bok = jb_transformer_cuda_forward_host(dt, bc, row, 1, &err) == 0;
+                    for (int b = 0; bok && b < N; b++) {
+                        close &= jb_test_close(row + (size_t)b * W,
+                                               ref + ((size_t)b * T + t) * W, W, rel, abs_,
+                                               &ma, NULL);
+                        if (ma > worst) worst = ma;
+                    }
+                }
+                long cap = -1, rep = -1;
+                jb_tcache_cuda_graph_stats(bc, &cap, &rep);
+                JB_CHECK(cap == 1 && rep == P, "%s: block LayerNorm steps as one graph (%ld "
+                         "captures, %ld replays)", cs->dir, cap, rep);
+                jb_tcache_cuda_destroy(&bc);
+            }
+            JB_CHECK(bok && close, "%s: block LayerNorm, %d one-token steps (graph) vs CPU: max "
+                     "abs %.3g (%s)", cs->dir, P, worst, err.msg);
+            printf("%s: block LayerNorm: max abs diff %.3g vs the CPU\n", cs->dir, worst);
+            free(row);
+        }
+
         // Memory planning.
         jb_transformer_cuda_plan_t plan;
         jb_transformer_cuda_plan(tf, T, &plan);
+        JB_CHECK(plan.per_sample_kv_f16 == plan.per_sample - plan.kv_per_sample / 2,
+                 "%s: plan: an f16 key/value cache halves the cache (%zu of %zu B per sequence)",
+                 cs->dir, plan.per_sample_kv_f16, plan.per_sample);
         JB_CHECK(plan.weights > 0 && plan.per_sample > plan.kv_per_sample && plan.kv_per_sample > 0,
                  "%s: plan: weights %zu B, %zu B per sequence (%zu B KV)", cs->dir, plan.weights,
                  plan.per_sample, plan.kv_per_sample);
@@ -191,10 +294,10 @@ int main(void) {
     }
 #endif
     static const case_t cases[] = {
-        {"prior_top_5b_tiny", 1e-4, 2e-4, 0},
-        {"prior_top_5b_fp16w", 1e-4, 1e-4, 1},
-        {"prior_top_5b_lyrics_tiny", 1e-4, 2e-4, 0},
-        {"prior_top_1b_lyrics_tiny", 1e-4, 2e-4, 0},
+        {"prior_top_5b_tiny", 1e-4, 2e-4, 0, 1},
+        {"prior_top_5b_fp16w", 1e-4, 1e-4, 1, 0},
+        {"prior_top_5b_lyrics_tiny", 1e-4, 2e-4, 0, 0},
+        {"prior_top_1b_lyrics_tiny", 1e-4, 2e-4, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
 #ifdef JB_CUDA_EMU

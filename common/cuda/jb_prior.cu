@@ -5,7 +5,9 @@
 #include "jb_cuda.h"
 
 extern "C" {
+#include "jb_conv.h"
 #include "jb_gpu.h"
+#include "jb_nn.h"
 #include "jb_prior_cuda.h"
 #include "jb_tensor.h"
 #include "jb_transformer_cuda.h"
@@ -53,6 +55,35 @@ JB_CUDA_KERNEL(k_add_cond, add_cond_at,
 JB_CUDA_KERNEL(k_put_pick, put_pick_at,
                (int64_t n, int32_t *seq, const int32_t *pick, int S, int t), (i, seq, pick, S, t))
 
+// y[i] += a · x[i] (the Conditioner's scaled residual)
+JB_HD inline void axpy_at(int64_t i, float *y, float a, const float *x) { y[i] += a * x[i]; }
+
+JB_CUDA_KERNEL(k_axpy, axpy_at, (int64_t n, float *y, float a, const float *x), (i, y, a, x))
+JB_CUDA_KERNEL(k_embed, jb_nn_embed_at,
+               (int64_t n, float *out, const float *table, const int32_t *ids, int C, int V),
+               (i, out, table, ids, C, V))
+JB_CUDA_KERNEL(k_layernorm, jb_nn_layernorm_at,
+               (int64_t n, float *out, const float *x, const float *g, const float *b, int C,
+                float eps),
+               (i, out, x, g, b, C, eps))
+JB_CUDA_KERNEL(k_col2im_t, jb_col2im_t_row,
+               (int64_t n, float *out, const float *y, const float *b, int64_t T_in, int OC, int k,
+                int s, int p, int acc),
+               (i, out, y, b, T_in, OC, k, s, p, acc))
+
+// The Conditioner on the device: weights (one allocation) and working memory.
+struct cond_dev {
+    jb_prior_cond_view_t v;
+    void *wmem, *amem;
+    const float *x_emb, *w0, *b0, *ln_g, *ln_b;
+    const float **w1, **b1, **w3, **b3;   // [stage * depth + j]
+    int *dil;
+    const float **wt, **bt;               // [stage]
+    int *co;
+    float *a, *b, *c, *ws, *y;            // (n_ctx, maxc) x3, conv scratch, up-conv columns
+    int32_t *z;                           // (B, L0)
+};
+
 }  // namespace
 
 struct jb_prior_cuda {
@@ -66,10 +97,154 @@ struct jb_prior_cuda {
     float *x_emb, *pos_emb, *x_out;   // device (seq_bins, W), (seq_len, W), (seq_bins, W)
     float *cond_y, *cond_x, *logits;  // device (B, W), (B, n_ctx, W), (B, seq_bins)
     int32_t *seq, *pick;              // device (B, seq_len), (B)
+    cond_dev *cond;             // the upsamplers' Conditioner, or NULL
     // host
     float *h_cond_y, *h_cond_x, *h_logits, *h_enc;
     int32_t *h_seq, *h_pick, *h_tok;
 };
+
+namespace {
+
+// Conditioner weights into one device allocation, working memory for max_batch windows.
+int cond_setup(jb_prior_cuda_t *s, jb_err_t *err) {
+    cond_dev *cd = (cond_dev *)calloc(1, sizeof *cd);
+    if (!cd) return jb_err_set(err, JB_ENOMEM, "out of memory");
+    s->cond = cd;
+    jb_prior_cond_view_t &v = cd->v;
+    jb_prior_cond_view(s->p, &v);
+    int n_ctx = jb_prior_info(s->p)->n_ctx, SD = v.stages * v.depth, k = 2 * v.stride;
+    cd->w1 = (const float **)calloc((size_t)(4 * SD + 2 * v.stages) + 1, sizeof(float *));
+    cd->dil = (int *)calloc((size_t)SD + 1, sizeof(int));
+    cd->co = (int *)calloc((size_t)v.stages + 1, sizeof(int));
+    if (!cd->w1 || !cd->dil || !cd->co) return jb_err_set(err, JB_ENOMEM, "out of memory");
+    cd->b1 = cd->w1 + SD, cd->w3 = cd->b1 + SD, cd->b3 = cd->w3 + SD, cd->wt = cd->b3 + SD;
+    cd->bt = cd->wt + v.stages;
+    // host pointers and sizes (floats) of every tensor, in upload order
+    const int nt = 5 + 4 * SD + 2 * v.stages;
+    const float **src = (const float **)malloc(sizeof(float *) * nt);
+    const float ***dst = (const float ***)malloc(sizeof(float **) * nt);
+    size_t *cnt = (size_t *)malloc(sizeof(size_t) * nt);
+    if (!src || !dst || !cnt) {
+        free(src), free(dst), free(cnt);
+        return jb_err_set(err, JB_ENOMEM, "out of memory");
+    }
+    int q = 0;
+    auto add = [&](const float *h, const float **d, size_t n) {
+        src[q] = h, dst[q] = d, cnt[q] = n, q++;
+    };
+    size_t W = (size_t)v.W, cw = (size_t)v.cw, cm = (size_t)v.cm;
+    add(v.x_emb, &cd->x_emb, (size_t)v.bins * W);
+    add(v.w0, &cd->w0, 3 * W * cw);
+    add(v.b0, &cd->b0, cw);
+    add(v.ln_g, &cd->ln_g, W);
+    add(v.ln_b, &cd->ln_b, W);
+    int L = v.L0;
+    size_t maxc = W > cw ? W : cw, ws = (size_t)v.L0 * 3 * W, ycols = 0;
+    if (cm > maxc) maxc = cm;
+    for (int i = 0; i < v.stages; i++) {
+        for (int j = 0; j < v.depth; j++) {
+            int r = i * v.depth + j;
+            const float *w1, *b1, *w3, *b3;
+            jb_prior_cond_res(s->p, i, j, &w1, &b1, &w3, &b3, &cd->dil[r]);
+            add(w1, &cd->w1[r], 3 * cw * cm), add(b1, &cd->b1[r], cm);
+            add(w3, &cd->w3[r], cm * cw), add(b3, &cd->b3[r], cw);
+        }
+        if ((size_t)L * 3 * cw > ws) ws = (size_t)L * 3 * cw;
+        const float *wt, *bt;
+        jb_prior_cond_up(s->p, i, &wt, &bt, &cd->co[i]);
+        add(wt, &cd->wt[i], (size_t)k * cw * cd->co[i]), add(bt, &cd->bt[i], (size_t)cd->co[i]);
+        if ((size_t)L * k * cd->co[i] > ycols) ycols = (size_t)L * k * cd->co[i];
+        L = (L - 1) * v.stride - 2 * (v.stride / 2) + k;
+    }
+    size_t wbytes = 0;
+    for (int i = 0; i < q; i++) wbytes += (cnt[i] * 4 + 255) / 256 * 256;
+    size_t act[5] = {(size_t)n_ctx * maxc, (size_t)n_ctx * maxc, (size_t)n_ctx * maxc, ws, ycols};
+    size_t abytes = (size_t)s->max_batch * v.L0 * 4 + 256;
+    for (int i = 0; i < 5; i++) abytes += (act[i] * 4 + 255) / 256 * 256;
+    size_t fr = 0, tot = 0;
+    int rc = jb_gpu_mem_info(&fr, &tot, err);
+    if (!rc && wbytes + abytes > fr)
+        rc = jb_err_set(err, JB_ENOMEM, "conditioner on the device: needs %.3f GiB, %.3f GiB free",
+                        (double)(wbytes + abytes) / (1 << 30), (double)fr / (1 << 30));
+    if (!rc && !(cd->wmem = jb_gpu_alloc(wbytes, err))) rc = -1;
+    if (!rc && !(cd->amem = jb_gpu_alloc(abytes, err))) rc = -1;
+    char *p = (char *)cd->wmem;
+    for (int i = 0; i < q && !rc; i++) {
+        rc = jb_gpu_upload(p, src[i], cnt[i] * 4, err);
+        *dst[i] = (const float *)p;
+        p += (cnt[i] * 4 + 255) / 256 * 256;
+    }
+    free(src), free(dst), free(cnt);
+    if (rc) return -1;
+    p = (char *)cd->amem;
+    float **bufs[5] = {&cd->a, &cd->b, &cd->c, &cd->ws, &cd->y};
+    for (int i = 0; i < 5; i++) *bufs[i] = (float *)p, p += (act[i] * 4 + 255) / 256 * 256;
+    cd->z = (int32_t *)p;
+    return 0;
+}
+
+// cond_x (device, (N, n_ctx, W)) = the Conditioner on z_cond: host (N, L0), range-checked here.
+int cond_run(jb_prior_cuda_t *s, const int32_t *z_cond, int N, jb_err_t *err) {
+    cond_dev *cd = s->cond;
+    const jb_prior_cond_view_t &v = cd->v;
+    int n_ctx = jb_prior_info(s->p)->n_ctx, k = 2 * v.stride;
+    for (int n = 0; n < N; n++)
+        for (int t = 0; t < v.L0; t++) {
+            int32_t z = z_cond[(int64_t)n * v.L0 + t];
+            if (z < 0 || z >= v.bins)
+                return jb_err_set(err, JB_EINVAL, "sample %d: conditioning code %d at %d outside "
+                                  "[0, %d)", n, z, t, v.bins);
+        }
+    JB_CUDA_CHECK(cudaMemcpyAsync(cd->z, z_cond, sizeof(int32_t) * (size_t)N * v.L0,
+                                  cudaMemcpyHostToDevice, s->st), err);
+    const char *what = "conditioner on the device: a launch or cuBLAS call failed";
+    for (int n = 0; n < N; n++) {
+        float *a = cd->a, *b = cd->b, *c = cd->c;
+        int64_t L = v.L0;
+        JB_LAUNCH(k_embed, jb_cuda_blocks(L * v.W), JB_CUDA_BLOCK, s->st, L * v.W, c, cd->x_emb,
+                  (const int32_t *)(cd->z + (int64_t)n * v.L0), v.W, v.bins);
+        if (jb_conv1d_cuda(s->blas, a, c, L, v.W, cd->w0, cd->b0, v.cw, 3, 1, 1, 1, 0, cd->ws))
+            return jb_err_set(err, JB_EUNAVAIL, "%s (%s)", what,
+                              cudaGetErrorString(cudaGetLastError()));
+        for (int i = 0; i < v.stages; i++) {
+            for (int j = 0; j < v.depth; j++) {
+                int r = i * v.depth + j, d = cd->dil[r];
+                if (jb_conv1d_cuda(s->blas, b, a, L, v.cw, cd->w1[r], cd->b1[r], v.cm, 3, 1, d, d,
+                                   JB_CONV_RELU_IN | JB_CONV_RELU_OUT, cd->ws) ||
+                    jb_conv1d_cuda(s->blas, c, b, L, v.cm, cd->w3[r], cd->b3[r], v.cw, 1, 1, 0, 1,
+                                   0, cd->ws))
+                    return jb_err_set(err, JB_EUNAVAIL, "%s (%s)", what,
+                                      cudaGetErrorString(cudaGetLastError()));
+                JB_LAUNCH(k_axpy, jb_cuda_blocks(L * v.cw), JB_CUDA_BLOCK, s->st, L * v.cw, a,
+                          v.res_scale, (const float *)c);
+            }
+            // transposed conv: columns y (L, k, co) = a · wt_j per tap, then the gather
+            int co = cd->co[i];
+            const float one = 1.0f, zero = 0.0f;
+            for (int j = 0; j < k; j++)
+                JB_CUBLAS_CHECK(cublasSgemm(s->blas, CUBLAS_OP_N, CUBLAS_OP_N, co, (int)L, v.cw,
+                                            &one, cd->wt[i] + (int64_t)j * v.cw * co, co, a, v.cw,
+                                            &zero, cd->y + (int64_t)j * co, k * co),
+                                err);
+            int64_t Lo = (L - 1) * v.stride - 2 * (v.stride / 2) + k;
+            JB_LAUNCH(k_col2im_t, jb_cuda_blocks(Lo), JB_CUDA_BLOCK, s->st, Lo, b,
+                      (const float *)cd->y, cd->bt[i], L, co, k, v.stride, v.stride / 2, 0);
+            L = Lo;
+            float *tmp = a;
+            a = b, b = tmp;
+        }
+        if (L != n_ctx)
+            return jb_err_set(err, JB_EINTERNAL, "conditioner: %lld positions, expected %d",
+                              (long long)L, n_ctx);
+        JB_LAUNCH(k_layernorm, jb_cuda_blocks(L), JB_CUDA_BLOCK, s->st, L,
+                  s->cond_x + (int64_t)n * n_ctx * v.W, (const float *)a, cd->ln_g, cd->ln_b, v.W,
+                  1e-5f);
+        JB_CUDA_LAUNCHED(err);
+    }
+    return 0;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -80,6 +255,11 @@ void jb_prior_cuda_destroy(jb_prior_cuda_t **s_p) {
     jb_transformer_cuda_destroy(&s->dt);
     jb_gpu_blas_destroy(s->blas);
     jb_gpu_free(s->dmem);
+    if (s->cond) {
+        jb_gpu_free(s->cond->wmem), jb_gpu_free(s->cond->amem);
+        free(s->cond->w1), free(s->cond->dil), free(s->cond->co);   // w1 holds every pointer array
+        free(s->cond);
+    }
     free(s->h_cond_y), free(s->h_cond_x), free(s->h_logits), free(s->h_enc);
     free(s->h_seq), free(s->h_pick), free(s->h_tok);
     free(s);
@@ -139,6 +319,7 @@ jb_prior_cuda_t *jb_prior_cuda_new(const jb_prior_t *p, int max_batch, int max_c
         jb_err_set(err, JB_EUNAVAIL, "cublasSetStream failed");
         goto fail;
     }
+    if (in->x_cond && cond_setup(s, err)) goto fail;
     {
         size_t B = (size_t)s->max_batch;
         s->h_cond_y = (float *)malloc(sizeof(float) * B * W);
@@ -163,6 +344,19 @@ fail:
 }
 
 int jb_prior_cuda_max_batch(const jb_prior_cuda_t *s) { return s->max_batch; }
+
+int jb_prior_cuda_cond_x(jb_prior_cuda_t *s, const int32_t *z_cond, int N, float *out,
+                         jb_err_t *err) {
+    const jb_prior_info_t *in = jb_prior_info(s->p);
+    if (!s->cond) return jb_err_set(err, JB_EINVAL, "this prior has no conditioner");
+    if (N < 1 || N > s->max_batch)
+        return jb_err_set(err, JB_EINVAL, "batch %d outside [1, %d]", N, s->max_batch);
+    if (cond_run(s, z_cond, N, err)) return -1;
+    JB_CUDA_CHECK(cudaMemcpyAsync(out, s->cond_x, sizeof(float) * (size_t)N * in->n_ctx *
+                                  in->width, cudaMemcpyDeviceToHost, s->st), err);
+    JB_CUDA_CHECK(cudaStreamSynchronize(s->st), err);
+    return 0;
+}
 
 static int backend(void *impl, int N, const int32_t *y, const int32_t *z_cond,
                    const int32_t *prime, int P, int n_fill, int chunk_size,
@@ -243,16 +437,17 @@ int jb_prior_cuda_sample(jb_prior_cuda_t *s, int N, const int32_t *y, const int3
             sq[off + t] = z + (off ? in->n_vocab : 0);
         }
     }
-    if (jb_prior_cond_y(p, y, N, s->h_cond_y, err) ||
-        jb_prior_cond_x(p, y, z_cond, N, s->h_cond_x, err))
+    if (jb_prior_cond_y(p, y, N, s->h_cond_y, err)) return -1;
+    if (s->cond ? cond_run(s, z_cond, N, err) : jb_prior_cond_x(p, y, z_cond, N, s->h_cond_x, err))
         return -1;
     size_t nW = (size_t)N * W;
     JB_CUDA_CHECK(cudaMemcpyAsync(s->seq, s->h_seq, sizeof(int32_t) * (size_t)N * S,
                                   cudaMemcpyHostToDevice, s->st), err);
     JB_CUDA_CHECK(cudaMemcpyAsync(s->cond_y, s->h_cond_y, sizeof(float) * nW,
                                   cudaMemcpyHostToDevice, s->st), err);
-    JB_CUDA_CHECK(cudaMemcpyAsync(s->cond_x, s->h_cond_x, sizeof(float) * nW * in->n_ctx,
-                                  cudaMemcpyHostToDevice, s->st), err);
+    if (!s->cond)
+        JB_CUDA_CHECK(cudaMemcpyAsync(s->cond_x, s->h_cond_x, sizeof(float) * nW * in->n_ctx,
+                                      cudaMemcpyHostToDevice, s->st), err);
     if (jb_tcache_cuda_set_batch(s->cache, N, err) || jb_tcache_cuda_reset(s->cache, err))
         return -1;
     if (in->lyrics == JB_PRIOR_LYRICS_ENCODER) {

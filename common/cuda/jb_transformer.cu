@@ -21,25 +21,31 @@ size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // ---- bodies (one index each) ----------------------------------------------------------------
 
+// Element idx of a cache of float32 (kv_f16 0) or float16 (kv_f16 1, rounded to nearest even).
+JB_HD inline void kv_put(void *c, int64_t idx, float x, int kv_f16) {
+    if (kv_f16) ((uint16_t *)c)[idx] = jb_f32_to_f16(x);
+    else ((float *)c)[idx] = x;
+}
+
 // Keys and values of a pass into the cache: i over (N, n_tok, S). qkv: (N, n_tok, 3S);
 // k, v: (N, cap, S). Kind 7 keeps only positions < cap.
-JB_HD inline void kv_store_at(int64_t i, float *k, float *v, const float *qkv, int n_tok, int S,
-                              int cap, int t0, int prime_only) {
+JB_HD inline void kv_store_at(int64_t i, void *k, void *v, const float *qkv, int n_tok, int S,
+                              int cap, int t0, int prime_only, int kv_f16) {
     int64_t s = i % S, br = i / S;
     int64_t r = br % n_tok, b = br / n_tok;
     int p = t0 + (int)r;
     if (prime_only && p >= cap) return;
     int64_t dst = (b * cap + p % cap) * S + s;
     const float *src = qkv + br * 3 * S;
-    k[dst] = src[S + s];
-    v[dst] = src[2 * S + s];
+    kv_put(k, dst, src[S + s], kv_f16);
+    kv_put(v, dst, src[2 * S + s], kv_f16);
 }
 
 // c_enc_kv output (rows, 2S) split into keys and values (rows, S) each.
-JB_HD inline void enc_split_at(int64_t i, float *k, float *v, const float *enc, int S) {
+JB_HD inline void enc_split_at(int64_t i, void *k, void *v, const float *enc, int S, int kv_f16) {
     int64_t r = i / S, s = i % S;
-    k[i] = enc[r * 2 * S + s];
-    v[i] = enc[r * 2 * S + S + s];
+    kv_put(k, i, enc[r * 2 * S + s], kv_f16);
+    kv_put(v, i, enc[r * 2 * S + S + s], kv_f16);
 }
 
 // res_scale residuals: r = x + s·t, then x = x + s·(t + r) (r reused for the MLP output).
@@ -57,8 +63,9 @@ JB_HD inline void to_bf16_at(int64_t i, uint16_t *out, const float *x) {
     out[i] = jb_f32_to_bf16(x[i]);
 }
 
-JB_CUDA_KERNEL(k_enc_split, enc_split_at, (int64_t n, float *k, float *v, const float *enc, int S),
-               (i, k, v, enc, S))
+JB_CUDA_KERNEL(k_enc_split, enc_split_at,
+               (int64_t n, void *k, void *v, const float *enc, int S, int kv_f16),
+               (i, k, v, enc, S, kv_f16))
 JB_CUDA_KERNEL(k_res_half, res_half_at, (int64_t n, float *r, const float *x, const float *t,
                                          float s),
                (i, r, x, t, s))
@@ -83,16 +90,18 @@ JB_CUDA_KERNEL(k_bias, jb_nn_add_bcast_at, (int64_t n, float *y, const float *a,
 // Kernels that read the position from device memory, so that one captured step serves every
 // position: attention, the key/value scatter, and the position's advance.
 __global__ void k_attn_pos(int64_t n, float *out, float *w, const float *q, int q_stride,
-                           const float *kc, const float *vc, jb_nn_attn_kind_t kind, int rows,
-                           int H, int hd, int cap, const int *pos, int w_cap, float scale) {
+                           const void *kc, const void *vc, int kv_f16, jb_nn_attn_kind_t kind,
+                           int rows, int H, int hd, int cap, const int *pos, int w_cap,
+                           float scale) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) jb_nn_attn_at(i, out, w, q, q_stride, kc, vc, kind, rows, H, hd, cap, *pos, w_cap,
-                             scale);
+    if (i < n)
+        jb_nn_attn_kv_at(i, out, w, q, q_stride, kc, vc, kv_f16, kind, rows, H, hd, cap, *pos,
+                         w_cap, scale);
 }
-__global__ void k_kv_store_pos(int64_t n, float *k, float *v, const float *qkv, int n_tok, int S,
-                               int cap, const int *pos, int prime_only) {
+__global__ void k_kv_store_pos(int64_t n, void *k, void *v, const float *qkv, int n_tok, int S,
+                               int cap, const int *pos, int prime_only, int kv_f16) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) kv_store_at(i, k, v, qkv, n_tok, S, cap, *pos, prime_only);
+    if (i < n) kv_store_at(i, k, v, qkv, n_tok, S, cap, *pos, prime_only, kv_f16);
 }
 __global__ void k_pos_add(int64_t n, int *pos, int d) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -140,7 +149,8 @@ struct jb_tcache_cuda {
     jb_transformer_cuda_t *dt;
     int N, n_active, max_chunk, pos, w_cap;
     int *cap;          // (depth)
-    float **k, **v;    // (depth) device (N, cap, S)
+    void **k, **v;     // (depth) device (N, cap, S), float32 or (kv_f16) float16
+    int kv_f16;
     float *x, *h, *qkv, *a, *t, *r, *m, *w, *enc, *enc_in;
     uint16_t *half;    // activations rounded for f16/bf16 products
     size_t half_elems;
@@ -150,6 +160,7 @@ struct jb_tcache_cuda {
     cudaStream_t st;
     cudaGraphExec_t graph;   // the captured one-token step for graph_n sequences
     int graph_n, use_graph;
+    int block_ln;            // LayerNorm by the block-cooperative kernel (a block per row)
     long captures, replays;
 };
 
@@ -162,7 +173,7 @@ struct Sizes {
     int w_cap;
 };
 
-Sizes sizes_of(const jb_transformer_t *tf, int mc) {
+Sizes sizes_of(const jb_transformer_t *tf, int mc, size_t kv_esz) {
     const jb_transformer_hp_t *hp = jb_transformer_hp(tf);
     if (mc > hp->n_ctx) mc = hp->n_ctx;
     Sizes z;
@@ -171,7 +182,7 @@ Sizes sizes_of(const jb_transformer_t *tf, int mc) {
     size_t M = (size_t)jb_transformer_n_mlp(tf), R = (size_t)mc;
     size_t E = (size_t)(hp->encoder_dims > 0 ? hp->encoder_dims : 0);
     for (int d = 0; d < hp->depth; d++) {
-        z.kv += 2 * sizeof(float) * (size_t)jb_transformer_cache_cap(tf, d, mc) * S;
+        z.kv += 2 * kv_esz * (size_t)jb_transformer_cache_cap(tf, d, mc) * S;
         int km = jb_transformer_keys_max(tf, d);
         if (km > z.w_cap) z.w_cap = km;
     }
@@ -208,9 +219,10 @@ void jb_transformer_cuda_plan(const jb_transformer_t *tf, int max_chunk,
         plan->weights += lin_bytes(L.c_attn) + lin_bytes(L.c_enc_kv) + lin_bytes(L.c_proj) +
                          lin_bytes(L.fc) + lin_bytes(L.mlp_proj);
     }
-    Sizes z = sizes_of(tf, max_chunk);
+    Sizes z = sizes_of(tf, max_chunk, sizeof(float));
     plan->per_sample = per_sample(z);
     plan->kv_per_sample = z.kv;
+    plan->per_sample_kv_f16 = per_sample(sizes_of(tf, max_chunk, sizeof(uint16_t)));
     plan->fixed = fixed_bytes(hp->depth);
 }
 
@@ -303,13 +315,20 @@ void jb_transformer_cuda_destroy(jb_transformer_cuda_t **dt_p) {
 
 jb_tcache_cuda_t *jb_tcache_cuda_new(jb_transformer_cuda_t *dt, int n_batch, int max_chunk,
                                      int fit, jb_err_t *err) {
+    return jb_tcache_cuda_new_kv(dt, n_batch, max_chunk, fit, JB_F32, err);
+}
+
+jb_tcache_cuda_t *jb_tcache_cuda_new_kv(jb_transformer_cuda_t *dt, int n_batch, int max_chunk,
+                                        int fit, jb_dtype_t kv_dtype, jb_err_t *err) {
     const jb_transformer_hp_t *hp = &dt->hp;
-    if (n_batch <= 0 || max_chunk <= 0) {
-        jb_err_set(err, JB_EINVAL, "device cache: batch %d, chunk %d", n_batch, max_chunk);
+    if (n_batch <= 0 || max_chunk <= 0 || (kv_dtype != JB_F32 && kv_dtype != JB_F16)) {
+        jb_err_set(err, JB_EINVAL, "device cache: batch %d, chunk %d, key/value dtype %d",
+                   n_batch, max_chunk, (int)kv_dtype);
         return NULL;
     }
     if (max_chunk > hp->n_ctx) max_chunk = hp->n_ctx;
-    Sizes z = sizes_of(dt->tf, max_chunk);
+    size_t kv_esz = kv_dtype == JB_F16 ? sizeof(uint16_t) : sizeof(float);
+    Sizes z = sizes_of(dt->tf, max_chunk, kv_esz);
     size_t ps = per_sample(z), fixed = fixed_bytes(hp->depth);
     size_t free_b = 0, total_b = 0;
     if (jb_gpu_mem_info(&free_b, &total_b, err)) return NULL;
@@ -331,11 +350,12 @@ jb_tcache_cuda_t *jb_tcache_cuda_new(jb_transformer_cuda_t *dt, int n_batch, int
         return NULL;
     }
     c->dt = dt, c->N = n_batch, c->n_active = n_batch, c->max_chunk = max_chunk, c->w_cap = z.w_cap;
+    c->kv_f16 = kv_dtype == JB_F16;
     c->half_elems = z.half_elems * (size_t)n_batch;
     int D = hp->depth;
     c->cap = (int *)calloc((size_t)D, sizeof(int));
-    c->k = (float **)calloc((size_t)D, sizeof(float *));
-    c->v = (float **)calloc((size_t)D, sizeof(float *));
+    c->k = (void **)calloc((size_t)D, sizeof(void *));
+    c->v = (void **)calloc((size_t)D, sizeof(void *));
     if (!c->cap || !c->k || !c->v) {
         jb_err_set(err, JB_ENOMEM, "out of memory");
         jb_tcache_cuda_destroy(&c);
@@ -355,9 +375,9 @@ jb_tcache_cuda_t *jb_tcache_cuda_new(jb_transformer_cuda_t *dt, int n_batch, int
     };
     for (int d = 0; d < D; d++) {
         c->cap[d] = jb_transformer_cache_cap(dt->tf, d, max_chunk);
-        size_t one = sizeof(float) * (size_t)c->cap[d] * S;
-        c->k[d] = (float *)take(one);
-        c->v[d] = (float *)take(one);
+        size_t one = kv_esz * (size_t)c->cap[d] * S;
+        c->k[d] = take(one);
+        c->v[d] = take(one);
     }
     c->x = (float *)take(z.x), c->h = (float *)take(z.h), c->qkv = (float *)take(z.qkv);
     c->a = (float *)take(z.a), c->t = (float *)take(z.t), c->r = (float *)take(z.r);
@@ -401,6 +421,15 @@ int jb_tcache_cuda_reset(jb_tcache_cuda_t *c, jb_err_t *err) {
     return 0;
 }
 void jb_tcache_cuda_use_graph(jb_tcache_cuda_t *c, int on) { c->use_graph = on != 0; }
+
+void jb_tcache_cuda_use_block_ln(jb_tcache_cuda_t *c, int on) {
+    if (c->block_ln == (on != 0)) return;
+    c->block_ln = on != 0;
+    if (c->graph) {   // the captured step holds the other kernel
+        cudaGraphExecDestroy(c->graph);
+        c->graph = NULL;
+    }
+}
 void jb_tcache_cuda_graph_stats(const jb_tcache_cuda_t *c, long *captures, long *replays) {
     *captures = c->captures, *replays = c->replays;
 }
@@ -452,21 +481,34 @@ int bind_blas(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, jb_err_t *err) {
     return 0;
 }
 
+// out: (R, W) = LayerNorm of x: (R, W), on the cache's stream: one thread per row, or (block_ln)
+// one block of JB_NN_ROW_THREADS threads per row.
+int layernorm(jb_tcache_cuda_t *c, float *out, const float *x, const float *g, const float *b,
+              int R, int W, jb_err_t *err) {
+    if (c->block_ln) {
+        if (jb_nn_cuda_layernorm_block(out, x, g, b, R, W, 1e-5f, c->st))
+            return jb_err_set(err, JB_EUNAVAIL, "block LayerNorm launch: %s",
+                              cudaGetErrorString(cudaGetLastError()));
+        return 0;
+    }
+    JB_LAUNCH(k_ln, jb_cuda_blocks(R), JB_CUDA_BLOCK, c->st, (int64_t)R, out, x, g, b, W, 1e-5f);
+    JB_CUDA_LAUNCHED(err);
+    return 0;
+}
+
 // Issue one pass of n_tok tokens on c->st (positions from c->pos_dev, advanced at the end).
 int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_err_t *err) {
     const jb_transformer_hp_t *hp = &dt->hp;
     int N = c->n_active, W = hp->width, S = dt->S, H = hp->heads, hd = dt->hd;
     int R = N * n_tok;
     int64_t RW = (int64_t)R * W, RM = (int64_t)R * dt->M;
-    unsigned gRW = jb_cuda_blocks(RW), gR = jb_cuda_blocks(R), gRM = jb_cuda_blocks(RM);
+    unsigned gRW = jb_cuda_blocks(RW), gRM = jb_cuda_blocks(RM);
     cudaStream_t st = c->st;
     float *x = c->x;
     for (int d = 0; d < hp->depth; d++) {
         const DLayer &L = dt->layers[d];
         int cap = c->cap[d];
-        JB_LAUNCH(k_ln, gR, JB_CUDA_BLOCK, st, (int64_t)R, c->h, (const float *)x, L.ln0_g,
-                  L.ln0_b, W, 1e-5f);
-        JB_CUDA_LAUNCHED(err);
+        if (layernorm(c, c->h, x, L.ln0_g, L.ln0_b, R, W, err)) return -1;
         if (linear(dt, c, c->qkv, c->h, L.c_attn, R, err)) return -1;
         int q_stride = S;
         if (L.kind != 6) {
@@ -474,14 +516,15 @@ int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_e
             int64_t n = (int64_t)R * S;
             JB_LAUNCH(k_kv_store_pos, jb_cuda_blocks(n), JB_CUDA_BLOCK, st, n, c->k[d], c->v[d],
                       (const float *)c->qkv, n_tok, S, cap, (const int *)c->pos_dev,
-                      L.kind == 7 ? 1 : 0);
+                      L.kind == 7 ? 1 : 0, c->kv_f16);
             JB_CUDA_LAUNCHED(err);
         }
         jb_nn_attn_kind_t kind = {L.kind, dt->block_ctx, hp->encoder_dims, dt->prime_keys};
         int64_t na = (int64_t)R * H;
         JB_LAUNCH(k_attn_pos, jb_cuda_blocks(na), JB_CUDA_BLOCK, st, na, c->a, c->w,
-                  (const float *)c->qkv, q_stride, (const float *)c->k[d],
-                  (const float *)c->v[d], kind, n_tok, H, hd, cap, (const int *)c->pos_dev,
+                  (const float *)c->qkv, q_stride, (const void *)c->k[d],
+                  (const void *)c->v[d], c->kv_f16, kind, n_tok, H, hd, cap,
+                  (const int *)c->pos_dev,
                   c->w_cap, dt->scale);
         JB_CUDA_LAUNCHED(err);
         if (linear(dt, c, c->t, c->a, L.c_proj, R, err)) return -1;
@@ -495,9 +538,7 @@ int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_e
             ln1_in = c->r;
         }
         JB_CUDA_LAUNCHED(err);
-        JB_LAUNCH(k_ln, gR, JB_CUDA_BLOCK, st, (int64_t)R, c->h, ln1_in, L.ln1_g, L.ln1_b, W,
-                  1e-5f);
-        JB_CUDA_LAUNCHED(err);
+        if (layernorm(c, c->h, ln1_in, L.ln1_g, L.ln1_b, R, W, err)) return -1;
         if (linear(dt, c, c->m, c->h, L.fc, R, err)) return -1;
         JB_LAUNCH(k_gelu, gRM, JB_CUDA_BLOCK, st, RM, c->m);
         JB_CUDA_LAUNCHED(err);
@@ -560,7 +601,7 @@ int jb_tcache_cuda_set_encoder(jb_tcache_cuda_t *c, const float *encoder_kv, jb_
         if (linear(dt, c, c->enc, c->enc_in, L.c_enc_kv, rows, err)) return -1;
         int64_t n = (int64_t)rows * S;
         JB_LAUNCH(k_enc_split, jb_cuda_blocks(n), JB_CUDA_BLOCK, c->st, n, c->k[d], c->v[d],
-                  (const float *)c->enc, S);
+                  (const float *)c->enc, S, c->kv_f16);
         JB_CUDA_LAUNCHED(err);
     }
     JB_CUDA_CHECK(cudaStreamSynchronize(c->st), err);

@@ -10,6 +10,17 @@
 //   launches        = jb_emu_launch (JB_LAUNCH): the grid and block are checked as the driver
 //                     checks them, then the kernel runs for every block (OpenMP) and every
 //                     thread index, threadIdx/blockIdx/blockDim/gridDim being thread-locals.
+//                     Such a launch may not reach __syncthreads (the launch then fails with
+//                     cudaErrorLaunchFailure: its threads ran one after the other).
+//   block-cooperative launches = jb_emu_launch_coop (JB_LAUNCH_COOP): the threads of a block
+//                     are coroutines (ucontext, one stack each) on one CPU thread, so
+//                     __shared__ variables (static thread_local here) are the block's and
+//                     __syncthreads() is a real barrier: every thread runs up to the barrier
+//                     (in a shuffled order, different per phase and block, so that a read of
+//                     another thread's shared write without a barrier between shows), then
+//                     all continue. Threads that leave the kernel while others wait at a
+//                     barrier (a barrier in divergent code) fail the launch
+//                     (cudaErrorLaunchFailure).
 //   streams, events = synchronous: work runs when issued, in issue order.
 //   graphs          = stream capture records every launch, cuBLAS call, async copy and memset
 //                     issued on the capturing stream (with its arguments, as the GPU records
@@ -36,6 +47,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __shared__ static thread_local
 
 #define CUDART_VERSION 12000
 
@@ -161,6 +173,19 @@ inline void jb_emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, cudaStrea
                           A... args) {
     jb_emu_launch_body(grid, block, st, [=]() { kernel(args...); });
 }
+
+// The same with every block's threads as coroutines and __syncthreads as a barrier.
+void jb_emu_launch_coop_body(dim3 grid, dim3 block, cudaStream_t st,
+                             const std::function<void()> &body);
+
+template <typename... P, typename... A>
+inline void jb_emu_launch_coop(void (*kernel)(P...), dim3 grid, dim3 block, cudaStream_t st,
+                               A... args) {
+    jb_emu_launch_coop_body(grid, block, st, [=]() { kernel(args...); });
+}
+
+// Block barrier: see above.
+void __syncthreads(void);
 
 // Work issued on stream st: recorded when st is capturing (returns 1: do not run it now),
 // refused when a capture is active and st is the legacy stream (returns -1, the capture is

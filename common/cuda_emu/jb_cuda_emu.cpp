@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <ucontext.h>
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -400,31 +402,247 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     return cudaSuccess;
 }
 
+namespace {
+
+bool bad_config(dim3 grid, dim3 block) {
+    uint64_t threads = (uint64_t)block.x * block.y * block.z;
+    return grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 ||
+           block.z == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
+           grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535;
+}
+
+void set_block(dim3 grid, dim3 block, int64_t bi) {
+    gridDim = grid;
+    blockDim = block;
+    blockIdx.x = (unsigned)(bi % grid.x);
+    blockIdx.y = (unsigned)((bi / grid.x) % grid.y);
+    blockIdx.z = (unsigned)(bi / ((int64_t)grid.x * grid.y));
+}
+
+// ---- block-cooperative launches: one coroutine per thread of a block ----------------------
+
+const size_t kFiberStack = (size_t)128 << 10;
+
+// Context switches. glibc's swapcontext makes a system call (the signal mask) per switch, and
+// a block of 256 threads switches ~40 times per thread and barrier phase; on x86-64 a switch
+// of the callee-saved registers in user space replaces it (not under AddressSanitizer, which
+// has to see the stack changes: it intercepts swapcontext).
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define JB_EMU_ASM_SWITCH 1
+extern "C" void jb_emu_ctx_switch(void **save_sp, void *load_sp);
+__asm__(".text\n"
+        ".globl jb_emu_ctx_switch\n"
+        ".type jb_emu_ctx_switch,@function\n"
+        "jb_emu_ctx_switch:\n"
+        "    pushq %rbp\n"
+        "    pushq %rbx\n"
+        "    pushq %r12\n"
+        "    pushq %r13\n"
+        "    pushq %r14\n"
+        "    pushq %r15\n"
+        "    subq $8, %rsp\n"
+        "    stmxcsr (%rsp)\n"
+        "    fnstcw 4(%rsp)\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    ldmxcsr (%rsp)\n"
+        "    fldcw 4(%rsp)\n"
+        "    addq $8, %rsp\n"
+        "    popq %r15\n"
+        "    popq %r14\n"
+        "    popq %r13\n"
+        "    popq %r12\n"
+        "    popq %rbx\n"
+        "    popq %rbp\n"
+        "    ret\n"
+        ".size jb_emu_ctx_switch, .-jb_emu_ctx_switch\n");
+#endif
+
+// A thread of a cooperative block: a coroutine with its own stack, made once per CPU thread and
+// reused for every block (a finished body waits for the next one), so a block costs context
+// switches only.
+struct Fiber {
+#ifdef JB_EMU_ASM_SWITCH
+    void *sp;
+#else
+    ucontext_t ctx;
+#endif
+    int state;       // 0 runnable, 1 waiting at the barrier, 2 done
+    bool live;       // the coroutine exists and waits in fiber_main's loop
+    uint3 idx;
+    std::unique_ptr<char[]> stack;
+};
+
+thread_local bool t_coop = false;             // inside a cooperative block
+thread_local bool t_barrier_misuse = false;   // __syncthreads reached in a plain launch
+#ifdef JB_EMU_ASM_SWITCH
+thread_local void *t_sched_sp;
+#else
+thread_local ucontext_t t_sched;
+#endif
+thread_local Fiber *t_cur = nullptr;
+thread_local const std::function<void()> *t_body = nullptr;
+thread_local std::vector<std::unique_ptr<Fiber>> t_fibers;
+
+// From the running fiber back to the scheduler.
+void to_scheduler(Fiber *me) {
+#ifdef JB_EMU_ASM_SWITCH
+    jb_emu_ctx_switch(&me->sp, t_sched_sp);
+#else
+    swapcontext(&me->ctx, &t_sched);
+#endif
+}
+
+// From the scheduler into fiber f.
+void to_fiber(Fiber *f) {
+#ifdef JB_EMU_ASM_SWITCH
+    jb_emu_ctx_switch(&t_sched_sp, f->sp);
+#else
+    swapcontext(&t_sched, &f->ctx);
+#endif
+}
+
+void fiber_main() {
+    for (;;) {
+        (*t_body)();
+        t_cur->state = 2;
+        to_scheduler(t_cur);   // resumed for the next block
+    }
+}
+
+void make_fiber(Fiber &f) {
+    if (!f.stack) f.stack.reset(new char[kFiberStack]);
+#ifdef JB_EMU_ASM_SWITCH
+    // The frame jb_emu_ctx_switch pops: mxcsr/x87 control word, r15..r12, rbx, rbp, then the
+    // return address fiber_main, entered with rsp = top - 8 as after a call (top 16-aligned).
+    uintptr_t top = ((uintptr_t)f.stack.get() + kFiberStack) & ~(uintptr_t)15;
+    uint64_t *q = (uint64_t *)top;
+    *--q = 0;                            // fiber_main's (never used) return address
+    *--q = (uint64_t)(uintptr_t)&fiber_main;
+    for (int r = 0; r < 6; r++) *--q = 0;   // rbp, rbx, r12, r13, r14, r15
+    *--q = 0x1F80ull | (0x037Full << 32);   // default MXCSR, x87 control word
+    f.sp = q;
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = kFiberStack;
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_main, 0);
+#endif
+    f.live = true;
+}
+
+// Runs one block, phase by phase between barriers; false on barrier divergence.
+bool run_block_coop(dim3 block, const std::function<void()> &body, uint64_t seed) {
+    unsigned n = block.x * block.y * block.z;
+    while (t_fibers.size() < n) t_fibers.emplace_back(new Fiber());
+    t_body = &body;
+    for (unsigned i = 0; i < n; i++) {
+        Fiber &f = *t_fibers[i];
+        if (!f.live) make_fiber(f);
+        f.state = 0;
+        f.idx.x = i % block.x, f.idx.y = (i / block.x) % block.y, f.idx.z = i / (block.x * block.y);
+    }
+    std::vector<unsigned> order(n);
+    for (unsigned i = 0; i < n; i++) order[i] = i;
+    bool ok = true;
+    t_coop = true;
+    for (;;) {
+        for (unsigned i = n; i > 1; i--) {   // a new order for every phase (xorshift)
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            unsigned j = (unsigned)(seed % i);
+            unsigned t = order[i - 1];
+            order[i - 1] = order[j], order[j] = t;
+        }
+        for (unsigned k = 0; k < n; k++) {
+            Fiber &f = *t_fibers[order[k]];
+            if (f.state != 0) continue;
+            threadIdx = f.idx;
+            t_cur = &f;
+            to_fiber(&f);
+        }
+        unsigned waiting = 0, done = 0;
+        for (unsigned i = 0; i < n; i++) {
+            waiting += t_fibers[i]->state == 1;
+            done += t_fibers[i]->state == 2;
+        }
+        if (waiting == 0) break;
+        if (done > 0) {   // some threads left while others wait: divergent barrier
+            ok = false;
+            for (unsigned i = 0; i < n; i++)   // abandon the waiting ones: made afresh next time
+                if (t_fibers[i]->state == 1) t_fibers[i]->live = false;
+            break;
+        }
+        for (unsigned i = 0; i < n; i++) t_fibers[i]->state = 0;
+    }
+    t_coop = false;
+    t_cur = nullptr;
+    return ok;
+}
+
+}  // namespace
+
+void __syncthreads(void) {
+    if (!t_coop || !t_cur) {
+        t_barrier_misuse = true;
+        return;
+    }
+    t_cur->state = 1;
+    to_scheduler(t_cur);
+}
+
 void jb_emu_launch_body(dim3 grid, dim3 block, cudaStream_t st,
                         const std::function<void()> &body) {
     uint64_t threads = (uint64_t)block.x * block.y * block.z;
-    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 ||
-        block.z == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
-        grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
+    if (bad_config(grid, block)) {
         g_last = cudaErrorInvalidConfiguration;
         return;
     }
     auto run = [grid, block, threads, body] {
         g_launches++;
         int64_t nblocks = (int64_t)grid.x * grid.y * grid.z;
+        std::atomic<bool> misuse{false};
 #pragma omp parallel for schedule(static) if (nblocks * (int64_t)threads >= 4096)
         for (int64_t bi = 0; bi < nblocks; bi++) {
-            gridDim = grid;
-            blockDim = block;
-            blockIdx.x = (unsigned)(bi % grid.x);
-            blockIdx.y = (unsigned)((bi / grid.x) % grid.y);
-            blockIdx.z = (unsigned)(bi / ((int64_t)grid.x * grid.y));
+            set_block(grid, block, bi);
+            t_barrier_misuse = false;
             for (unsigned z = 0; z < block.z; z++)
                 for (unsigned y = 0; y < block.y; y++)
                     for (unsigned x = 0; x < block.x; x++) {
                         threadIdx.x = x, threadIdx.y = y, threadIdx.z = z;
                         body();
                     }
+            if (t_barrier_misuse) misuse = true;
+        }
+        if (misuse) {
+            fprintf(stderr, "jb_cuda_emu: a kernel reached __syncthreads in a plain launch "
+                            "(use JB_LAUNCH_COOP)\n");
+            g_last = cudaErrorLaunchFailure;
+        }
+    };
+    if (jb_emu_capture(st, run) == 0) run();
+}
+
+void jb_emu_launch_coop_body(dim3 grid, dim3 block, cudaStream_t st,
+                             const std::function<void()> &body) {
+    if (bad_config(grid, block)) {
+        g_last = cudaErrorInvalidConfiguration;
+        return;
+    }
+    auto run = [grid, block, body] {
+        uint64_t launch = ++g_launches;
+        int64_t nblocks = (int64_t)grid.x * grid.y * grid.z;
+        std::atomic<bool> diverged{false};
+#pragma omp parallel for schedule(static) if (nblocks >= 4)
+        for (int64_t bi = 0; bi < nblocks; bi++) {
+            set_block(grid, block, bi);
+            if (!run_block_coop(block, body, 0x9E3779B97F4A7C15ull * (launch + 1) + (uint64_t)bi))
+                diverged = true;
+        }
+        if (diverged) {
+            fprintf(stderr, "jb_cuda_emu: threads of a block left the kernel while others "
+                            "waited at __syncthreads (a barrier in divergent code)\n");
+            g_last = cudaErrorLaunchFailure;
         }
     };
     if (jb_emu_capture(st, run) == 0) run();

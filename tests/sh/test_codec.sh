@@ -184,5 +184,17 @@ for o in --in --out --model --level --float --flac --threads --window --quiet --
     grep -q -- "$o" "$T/last.out" || bad "decoder --help does not mention $o"
 done
 
+# ---- --device: a build or machine without a usable GPU says so (exit 69) before any work;
+# a device that does not exist or a bad spelling is bad usage of another kind
+if ! nvidia-smi >/dev/null 2>&1; then
+    expect_rc "encoder --device cuda without a GPU" 69 "$ENC" -m "$TINY" -q --device cuda "$T/speech.wav" -o "$T/dev.jbc"
+    check "  ... says why (CUDA build / driver / device)" grep -qiE "cuda|driver|device" "$T/last.err"
+    check "  ... and leaves no codes file" test ! -e "$T/dev.jbc"
+    expect_rc "decoder --device cuda:1 without a GPU" 69 "$DEC" -m "$TINY" -q --device cuda:1 --in "$T/speech.jbc" -o "$T/dev.wav"
+    check "  ... and leaves no audio file" test ! -e "$T/dev.wav"
+fi
+expect_rc "encoder --device tpu" 64 "$ENC" -m "$TINY" -q --device tpu "$T/speech.wav" -o "$T/dev.jbc"
+expect_rc "encoder --device cpu" 0 "$ENC" -m "$TINY" -q --device cpu "$T/speech.wav" -o "$T/dev.jbc"
+
 echo "test_codec: $pass passed, $fail failed"
 [ "$fail" = 0 ]
