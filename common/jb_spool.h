@@ -25,7 +25,8 @@
 // job either whole or gone, never half.
 //
 //   jb_spool_t *sp = jb_spool_open("/var/spool/jukebox/top", &err);
-//   for (int i = 0; i < jb_spool_n_warnings(sp); i++) jb_log(JB_WARN, "%s", jb_spool_warning(sp, i));
+//   for (int i = 0; i < jb_spool_n_warnings(sp); i++)
+//       jb_log(JB_WARN, "%s", jb_spool_warning(sp, i));
 //   for (int i = 0; i < jb_spool_n_jobs(sp); i++) replay(jb_spool_job_id(sp, i));
 //   ... on each input:  if (jb_spool_append(sp, id, JB_SPOOL_IN, &m, &err)) don't ack;
 //   ... each output:    if (jb_spool_append(sp, id, JB_SPOOL_OUT, &m, &err)) don't send;

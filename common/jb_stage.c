@@ -1038,7 +1038,8 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     jb_link_default_opts(&lo);
     lo.name = o->name;
     char spool_name[200];   // with a spool, the default name survives a restart
-    if (!lo.name && s.spool) lo.name = jb_spool_instance_name(s.spool, spool_name, sizeof spool_name);
+    if (!lo.name && s.spool)
+        lo.name = jb_spool_instance_name(s.spool, spool_name, sizeof spool_name);
     lo.stage = o->stage;
     if (o->heartbeat_ms > 0) lo.heartbeat_ms = o->heartbeat_ms;
     if (o->peer_timeout_ms > 0) lo.peer_timeout_ms = o->peer_timeout_ms;
@@ -1077,7 +1078,8 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
             jb_err_set(err, JB_ENOMEM, "out of memory");
             goto done;
         }
-        for (int i = 0; i < n; i++) snprintf(ids[i], sizeof ids[i], "%s", jb_spool_job_id(s.spool, i));
+        for (int i = 0; i < n; i++)
+            snprintf(ids[i], sizeof ids[i], "%s", jb_spool_job_id(s.spool, i));
         for (int i = 0; i < n; i++)
             if (replay_job(&s, ids[i], err)) {
                 free(ids);

@@ -148,7 +148,8 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
             jb_log(JB_WARN, "%s", jb_spool_warning(sp, i));
     }
     static char spool_name[200];   // with a spool, the default name survives a restart
-    if (sp && !g_link.name) g_link.name = jb_spool_instance_name(sp, spool_name, sizeof spool_name);
+    if (sp && !g_link.name)
+        g_link.name = jb_spool_instance_name(sp, spool_name, sizeof spool_name);
     static atomic_int spool_ready;
     jb_collect_opts_t co = {.root = root, .max_jobs = max_jobs, .stop = &stop_flag,
                             .decode_step = decode_step, .spool = sp, .spool_ready = &spool_ready};

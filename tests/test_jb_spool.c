@@ -82,7 +82,8 @@ static void test_append_reopen(void) {
     make_codes(&m2, "j2", 1, 0, 4);
     JB_CHECK_OK(jb_spool_append(sp, "j2", JB_SPOOL_OUT, &m2, &err), &err, "append to a 2nd job");
     jb_msg_clear(&m2);
-    JB_CHECK(jb_spool_count(sp, "j1", JB_SPOOL_IN) == 4 && jb_spool_count(sp, "j1", JB_SPOOL_OUT) == 2,
+    JB_CHECK(jb_spool_count(sp, "j1", JB_SPOOL_IN) == 4 &&
+                 jb_spool_count(sp, "j1", JB_SPOOL_OUT) == 2,
              "counts 4 in, 2 out");
     JB_CHECK(jb_spool_n_jobs(sp) == 2 && jb_spool_has(sp, "j2"), "two jobs listed");
     jb_msg_t bad;
@@ -215,7 +216,8 @@ static void test_torn_tail(void) {
     snprintf(path, sizeof path, "%s/t1/out.jbc", dir);
     jb_codes_t c;
     int r = jb_codes_load(&c, path, &err);
-    JB_CHECK(r == -1 && strstr(err.msg, "end message"), "jb_codes_load parses every frame and wants the END: %s",
+    JB_CHECK(r == -1 && strstr(err.msg, "end message"),
+             "jb_codes_load parses every frame and wants the END: %s",
              err.msg);
 }
 
