@@ -51,6 +51,8 @@ typedef struct job {
     int64_t n_in;            // messages of this job in in.jbc
     int64_t recv_n;          // messages of this job received from upstream in this run: the
                              // first n_in of them (resent after a restart) are dropped
+    uint32_t *in_sum;        // (n_in) checksums of the spooled inputs (pipe input after a
+                             // restart): a resent message must be the same
     int *gen;                // (n_gen) type * 256 + level + 1 of the messages this stage had
                              // generated before a restart (in out.jbc): not sent again
     int n_gen, gen_idx;
@@ -214,6 +216,7 @@ static void job_free(job_t *j) {
     free(j->lyrics);
     free(j->labels_json);
     free(j->gen);
+    free(j->in_sum);
     jb_codes_free(&j->mine);
     free(j);
 }
@@ -824,6 +827,20 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
 
 // ---- spool: accepting input, replaying a job after a restart ---------------------------
 
+// Checksum of a message's encoding (the link's seq and credit aside).
+static uint32_t msg_sum(const jb_msg_t *m) {
+    jb_msg_t x = *m;
+    x.seq = x.credit = -1;
+    jb_bytes_t h = {0}, p = {0};
+    jb_err_t e;
+    uint32_t c = 0;
+    if (!jb_wire_encode(&x, &h, &p, &e))
+        c = jb_frame_crc32(jb_frame_crc32(0, h.data, h.len), p.data, p.len);
+    jb_bytes_free(&h);
+    jb_bytes_free(&p);
+    return c;
+}
+
 // One input message: a spooled job's message goes to in.jbc before it is acted on;
 // what upstream resends of a job already in the spool is dropped.
 static int accept_msg(stage_t *s, jb_msg_t *m, jb_err_t *err) {
@@ -831,6 +848,14 @@ static int accept_msg(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     if (!s->spool || !m->job_id[0] || s->in_link) return on_message(s, m, err);
     job_t *j = find_job(s, m->job_id);
     if (j && j->recv_n < j->n_in) {   // resent after a restart: in.jbc has it
+        if (j->in_sum && !j->failed && msg_sum(m) != j->in_sum[j->recv_n]) {
+            jb_err_t why;
+            jb_err_set(&why, JB_EFORMAT, "after the restart, upstream's message %lld of the job "
+                       "differs from the one in the spool (another job under the same id, or "
+                       "another model upstream?)", (long long)j->recv_n);
+            j->recv_n++;
+            return fail_job(s, j, &why, err);
+        }
         j->recv_n++;
         return 0;
     }
@@ -900,6 +925,7 @@ static int same_msg(const jb_msg_t *a, const jb_msg_t *b) {
 //   4. the captured messages past the last match (received, never forwarded) go now.
 static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
     msgs_t out = {0}, in = {0};
+    uint32_t *sums = NULL;   // (in.n) checksums of the spooled inputs
     int rc = -1;
     if (jb_spool_read(s->spool, id, JB_SPOOL_OUT, take_msg, &out, err) ||
         jb_spool_read(s->spool, id, JB_SPOOL_IN, take_msg, &in, err)) {
@@ -911,6 +937,13 @@ static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
             jb_err_prefix(err, "%s: resending job %s", s->o->stage, id);
             goto done;
         }
+    if (!s->in_link && in.n > 0) {
+        if (!(sums = malloc(sizeof(uint32_t) * (size_t)in.n))) {
+            jb_err_set(err, JB_ENOMEM, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < in.n; i++) sums[i] = msg_sum(&in.v[i]);
+    }
     s->replaying = 1;
     for (int i = 0; i < in.n; i++)
         if (on_message(s, &in.v[i], err)) {
@@ -925,6 +958,8 @@ static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
         j->n_in = in.n;
         j->recv_n = 0;
         j->resumed = 1;
+        j->in_sum = sums;   // a pipe: what upstream resends is checked against these
+        sums = NULL;
         j->gen = malloc(sizeof(int) * (size_t)(out.n ? out.n : 1));
         if (!j->gen) {
             jb_err_set(err, JB_ENOMEM, "out of memory");
@@ -964,6 +999,7 @@ done:
     s->n_cap = 0;
     msgs_free(&out);
     msgs_free(&in);
+    free(sums);
     return rc;
 }
 

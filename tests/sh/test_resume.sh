@@ -28,8 +28,8 @@ check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 
 # 8 samples and a short hop: many windows per level, so a job lasts long enough to be
 # interrupted in the middle (the demo model samples thousands of tokens a second).
-JOB=(--total-seconds 0.99 --seconds 0.99 --samples 8 --hop-fraction 0.25,0.0625,0.03125 --seed 7)
-"$B/jukebox-job" sample -q --id rj "${JOB[@]}" --vqvae $M/vqvae.safetensors > "$T/job.jbc"
+JOB=(--total-seconds 0.99 --seconds 0.99 --samples 8 --hop-fraction 0.25,0.0625,0.03125)
+"$B/jukebox-job" sample -q --id rj "${JOB[@]}" --seed 7 --vqvae $M/vqvae.safetensors > "$T/job.jbc"
 
 # start IN DIR [spool]: the four stages over named pipes, in the background; pids in
 # P_TOP P_MID P_BOT P_DEC, logs in DIR/*.log, runs in DIR/out. The job stream IN goes
@@ -180,7 +180,7 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))'))
     rm -f "$T/ready"
     WATCH_READY=$T/ready python3 tests/sh/lib/spool_watch.py "$sp/$victim" rj $lvl $n $vp KILL 30 & w=$!
     for i in $(seq 1 200); do [ -e "$T/ready" ] && break; sleep 0.01; done
-    "$B/jukebox-job" sample -q --id rj "${JOB[@]}" --vqvae $M/vqvae.safetensors -o "$e0" \
+    "$B/jukebox-job" sample -q --id rj "${JOB[@]}" --seed 7 --vqvae $M/vqvae.safetensors -o "$e0" \
         --timeout 20000 "${LINK[@]}"
     jrc=$?
     wait $w; killed=$?
@@ -226,6 +226,24 @@ feed
 wait_all
 check "a torn spool tail is cut off with a warning and the run completes ($RC)" \
     "[ '$RC' = '0 0 0 0' ] && grep -q 'cut off at byte' '$d/mid.log' && same_run '$d/out'"
+
+# Restarted on another job under the same id (another seed): what upstream resends
+# differs from the spool; the job ends with an error record instead of mixing the two.
+d=$T/other; mkdir -p "$d"
+for seed in 7 8; do
+    "$B/jukebox-job" sample -q --id rj "${JOB[@]}" --seed $seed --vqvae $M/vqvae.safetensors |
+        "$B/jukebox-prior-top" -q -t 1 -m $M/prior_level_2.safetensors > "$d/top_$seed.jbc"
+done
+"$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors --spool "$d/sp" \
+    < "$d/top_7.jbc" > "$d/mid1.jbc" 2> "$d/mid1.log" & p=$!
+pids+=($p)
+rm -f "$T/ready"
+python3 tests/sh/lib/spool_watch.py "$d/sp" rj 1 30 $p KILL 30; killed=$?
+wait $p 2>/dev/null
+"$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors --spool "$d/sp" \
+    < "$d/top_8.jbc" > "$d/mid2.jbc" 2> "$d/mid2.log"; rc=$?
+check "another job under a spooled job's id is refused, not mixed in (watcher $killed, rc $rc)" \
+    "[ $killed = 0 ] && [ $rc = 0 ] && grep -q 'differs from the one in the spool' '$d/mid2.log'"
 
 echo "test_resume: $SECONDS s"
 echo "test_resume: $pass passed, $fail failed"
