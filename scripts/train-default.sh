@@ -96,9 +96,12 @@ step_eval() {
     local E="$WORK/eval" V="$MODELS/vqvae.safetensors"
     mkdir -p "$E"
     "$B/jukebox-eval" vqvae --vqvae "$V" --data "$WORK/heldout" --json "$E/vqvae.json" | tee "$E/vqvae.txt"
-    for L in 2 1 0; do
+    local runs=(bottom mid top)
+    for L in 2 1 0; do   # the training codes from jukebox-train's cache when it is there
+        local c="$WORK/runs/${runs[$L]}/codes.safetensors" tc=()
+        [ -f "$c" ] && tc=(--train-codes "$c")
         "$B/jukebox-eval" prior --prior "$MODELS/prior_level_$L.safetensors" --vqvae "$V" \
-            --train "$WORK/train" --data "$WORK/heldout" --json "$E/prior_$L.json" |
+            --train "$WORK/train" "${tc[@]}" --data "$WORK/heldout" --json "$E/prior_$L.json" |
             tee "$E/prior_$L.txt"
     done
     local G="$E/generated"

@@ -34,7 +34,8 @@ static void usage(FILE *f) {
     fprintf(f,
 "usage: jukebox-eval vqvae --vqvae VQ.safetensors --data DIR [--json OUT]\n"
 "       jukebox-eval prior --prior PRIOR.safetensors --vqvae VQ.safetensors --train DIR\n"
-"                          --data DIR [--batch B] [--json OUT]\n"
+"                          --data DIR [--train-codes RUN/codes.safetensors] [--batch B]\n"
+"                          [--json OUT]\n"
 "       jukebox-eval genre --train DIR --test DIR [--test DIR ...] [--sr HZ] [--json OUT]\n"
 "       jukebox-eval spectrogram --in AUDIO --out PNG [--sr HZ] [--range DB] [--scale N]\n"
 "\n"
@@ -48,7 +49,8 @@ static void usage(FILE *f) {
 "               n_ctx codes from the start of each song, with the song's artist, genre and\n"
 "               timing, and the level above's codes for an upsampler), against the unigram\n"
 "               baseline of --train's codes (add-one smoothed histogram): its entropy and\n"
-"               the cross-entropy of --data's codes under it\n"
+"               the cross-entropy of --data's codes under it (--train-codes: the training\n"
+"               codes from jukebox-train's cache of that data set instead of encoding)\n"
 "  genre        a nearest-centroid genre classifier on log-mel statistics (64 HTK mel bands,\n"
 "               per-band mean and std of the dB energies, standardised), fitted on --train's\n"
 "               songs; its accuracy on each --test directory (labels give the true genre)\n"
@@ -197,8 +199,34 @@ static int run_batch(jb_train_prior_t *tp, const int32_t *z, const int32_t *zc, 
     return 0;
 }
 
+// Codes of level L of every song of d from a jukebox-train cache (RUN/codes.safetensors:
+// tensor "i.L" for the i-th file in name order), instead of encoding them again.
+static int cached_codes(const char *path, const jb_trainer_data_t *d, int L, int32_t **z,
+                        int64_t *n, jb_err_t *err) {
+    jb_st_t *st = jb_st_open(path, err);
+    if (!st) return -1;
+    for (int i = 0; i < d->n_items; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%d.%d", i, L);
+        const jb_st_entry_t *e = jb_st_find(st, key);
+        if (!e || e->ndim != 1) {
+            jb_st_close(&st);
+            return jb_err_set(err, JB_EFORMAT, "%s: no codes '%s' (file %d, level %d)", path,
+                              key, i, L);
+        }
+        n[i] = e->shape[0];
+        if (!(z[i] = jb_st_get_i32(st, key, 1, e->shape, err))) {
+            jb_st_close(&st);
+            return -1;
+        }
+    }
+    jb_st_close(&st);
+    return 0;
+}
+
 static int cmd_prior(const char *prior_path, const char *vq_path, const char *train,
-                     const char *data, int batch, const char *json_out) {
+                     const char *train_codes, const char *data, int batch,
+                     const char *json_out) {
     jb_err_t err = {0};
     int rc = 70;
     jb_trainer_data_t *dt = NULL, *dh = NULL;
@@ -240,7 +268,10 @@ static int cmd_prior(const char *prior_path, const char *vq_path, const char *tr
     nc = calloc((size_t)dh->n_items, sizeof *nc);
     counts = calloc((size_t)K, sizeof *counts);
     if (!zt || !zh || !zc || !nt || !nh || !nc || !counts) goto oom;
-    if (encode_all(vq, dt, L, zt, nt, &err) || encode_all(vq, dh, L, zh, nh, &err)) goto fail;
+    if ((train_codes ? cached_codes(train_codes, dt, L, zt, nt, &err)
+                     : encode_all(vq, dt, L, zt, nt, &err)) ||
+        encode_all(vq, dh, L, zh, nh, &err))
+        goto fail;
     if (in->x_cond && encode_all(vq, dh, L + 1, zc, nc, &err)) goto fail;
 
     // unigram baseline
@@ -493,16 +524,16 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     const char *vq = NULL, *prior = NULL, *train = NULL, *data = NULL, *json = NULL;
-    const char *in = NULL, *out = NULL, *tests[MAX_TESTS];
+    const char *in = NULL, *out = NULL, *codes = NULL, *tests[MAX_TESTS];
     int n_tests = 0, sr = 44100, batch = 8, scale = 3;
     double range = 80;
     enum { O_VQ = 256, O_PRIOR, O_TRAIN, O_DATA, O_TEST, O_JSON, O_SR, O_BATCH, O_IN, O_RANGE,
-           O_SCALE };
+           O_SCALE, O_CODES };
     static const struct option lo[] = {
         {"vqvae", 1, 0, O_VQ}, {"prior", 1, 0, O_PRIOR}, {"train", 1, 0, O_TRAIN},
         {"data", 1, 0, O_DATA}, {"test", 1, 0, O_TEST}, {"json", 1, 0, O_JSON},
         {"sr", 1, 0, O_SR}, {"batch", 1, 0, O_BATCH}, {"in", 1, 0, O_IN}, {"out", 1, 0, 'o'},
-        {"range", 1, 0, O_RANGE}, {"scale", 1, 0, O_SCALE}, {"quiet", 0, 0, 'q'},
+        {"range", 1, 0, O_RANGE}, {"scale", 1, 0, O_SCALE}, {"train-codes", 1, 0, O_CODES}, {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 2;
     int c;
@@ -526,6 +557,7 @@ int main(int argc, char **argv) {
         case 'o': out = optarg; break;
         case O_RANGE: range = atof(optarg); break;
         case O_SCALE: scale = atoi(optarg); break;
+        case O_CODES: codes = optarg; break;
         case 'q': jb_log_set_level(JB_WARN); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 64;
@@ -537,7 +569,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "vqvae") && vq && data) return cmd_vqvae(vq, data, json);
     if (!strcmp(cmd, "prior") && prior && vq && train && data)
-        return cmd_prior(prior, vq, train, data, batch, json);
+        return cmd_prior(prior, vq, train, codes, data, batch, json);
     if (!strcmp(cmd, "genre") && train && n_tests > 0)
         return cmd_genre(train, tests, n_tests, sr, json);
     if (!strcmp(cmd, "spectrogram") && in && out) return cmd_spectrogram(in, out, sr, range, scale);
