@@ -4,20 +4,25 @@
 # VQ-VAE, the top prior (artist, genre and timing conditioning), the middle and bottom
 # upsamplers, then the evaluation (jukebox-eval) and a spectrogram of a generated song.
 #
-#   scripts/train-default.sh [STEP...]     STEP: data vqvae top mid bottom install eval
-#                                          (default: all of them, in that order)
+#   scripts/train-default.sh [STEP...]     STEP: data vqvae priors install eval (the default,
+#                                          in that order); priors = top, mid and bottom at
+#                                          the same time, each also a step of its own
 #
 # Environment: WORK (default data/default-model: data set, runs, evaluation; not committed),
-# MODELS (default models/default: where `install` copies the model files), THREADS (2).
+# MODELS (default models/default: where `install` copies the model files), THREADS (2: the
+# VQ-VAE and the evaluation), PRIOR_THREADS (1 a prior).
 # Every step is deterministic from the seeds below; the training steps resume from their
 # checkpoint when run again with more steps (jukebox-train --resume). The default model was
 # made with exactly these settings on the shared 2-core machine (docs/default_model.md has
-# the times): the top prior and the upsamplers were trained at the same time, 1 thread each.
+# the times): the three priors were trained at the same time, 1 thread each; their step
+# counts are what fitted in the hour (each run was stopped right after that checkpoint,
+# which equals a run of that many steps: the learning rate is constant after the warm-up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-data/default-model}
 MODELS=${MODELS:-models/default}
 THREADS=${THREADS:-2}
+PRIOR_THREADS=${PRIOR_THREADS:-1}
 B=build/bin
 
 # ---- settings -----------------------------------------------------------------------------
@@ -26,9 +31,9 @@ SONGS=160           # 8 genres x 4 artists x 5 songs; song i: genre i % 8, artis
 SECONDS_=10         # seconds a song
 HELDOUT_FROM=128    # songs 128..159 (the 5th song of every artist) are held out
 VQ_STEPS=1800       # VQ-VAE: batch 2 x 8192 samples
-TOP_STEPS=12000     # top prior: batch 8 x 256 codes (2.97 s)
-MID_STEPS=15000     # upsamplers: batch 16 x 128 codes
-BOTTOM_STEPS=15000
+TOP_STEPS=6500      # top prior: batch 8 x 256 codes (2.97 s)
+MID_STEPS=9500      # upsamplers: batch 16 x 128 codes
+BOTTOM_STEPS=8000
 TRAIN_SEED=1
 
 mkdir -p "$WORK/hp"
@@ -77,7 +82,7 @@ train_vqvae() {
 train_prior() {   # level run hparams steps
     "$B/jukebox-train" prior --level "$1" --vqvae "$WORK/runs/vq/vqvae.safetensors" \
         --data "$WORK/train" --out "$WORK/runs/$2" --hparams "$WORK/hp/$3" --steps "$4" \
-        --save-every 500 --log-every 100 --threads "$THREADS" --seed $TRAIN_SEED \
+        --save-every 500 --log-every 100 --threads "$PRIOR_THREADS" --seed $TRAIN_SEED \
         $(resume_flag "$WORK/runs/$2")
 }
 
@@ -127,12 +132,18 @@ step_eval() {
         --out "$E/spectrogram-jazz.png"
 }
 
-steps=${*:-data vqvae top mid bottom install eval}
+steps=${*:-data vqvae priors install eval}
 make -s "$B/jukebox-train" "$B/jukebox-eval" "$B/jukebox-mkdataset" all
 for s in $steps; do
     case $s in
         data) step_data ;;
         vqvae) train_vqvae ;;
+        priors)
+            train_prior 2 top top.json $TOP_STEPS > "$WORK/top.log" 2>&1 & p2=$!
+            train_prior 1 mid up.json $MID_STEPS > "$WORK/mid.log" 2>&1 & p1=$!
+            train_prior 0 bottom up.json $BOTTOM_STEPS > "$WORK/bottom.log" 2>&1 & p0=$!
+            wait $p2 && wait $p1 && wait $p0 ||
+                { echo "train-default.sh: a prior failed (see $WORK/*.log)" >&2; exit 70; } ;;
         top) train_prior 2 top top.json $TOP_STEPS ;;
         mid) train_prior 1 mid up.json $MID_STEPS ;;
         bottom) train_prior 0 bottom up.json $BOTTOM_STEPS ;;
