@@ -50,6 +50,7 @@ typedef struct {
     const char *out;
     const char *soundfont;
     int songs;
+    int first;            // index of the first song (--first)
     double seconds;
     uint64_t seed;
     int genres[64];
@@ -424,7 +425,8 @@ static int write_wav(const char *path, const float *x, int64_t n, char *why, siz
 
 static double ms(double t) { return round(t * 1000.0) / 1000.0; }
 
-// One song, start to end; the label line goes to run->labels[i]. Returns an exit code.
+// One song, start to end; the label line goes to run->labels[i - first]. Returns an exit
+// code.
 static int make_song(run_t *run, band_t *band, int i) {
     const opts_t *o = run->o;
     double t0 = now_s();
@@ -519,8 +521,8 @@ static int make_song(run_t *run, band_t *band, int i) {
     json_object_set_new(obj, "key", json_string(jb_compose_pitch_name(s->tonic)));
     json_object_set_new(obj, "mode", json_string(s->mode));
     json_object_set_new(obj, "voice", json_string(o->vocals ? s->voice : ""));
-    run->labels[i] = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
-    if (!run->labels[i]) {
+    run->labels[i - o->first] = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    if (!run->labels[i - o->first]) {
         fail_run(run, EX_SOFTWARE_, "song %s: out of memory", id);
         goto done;
     }
@@ -551,7 +553,7 @@ static void *worker(void *arg) {
         if (atomic_load(&run->failed)) break;
         int i = atomic_fetch_add(&run->next, 1);
         if (i >= run->o->songs) break;
-        if (make_song(run, &band, i) != EX_OK_) break;
+        if (make_song(run, &band, run->o->first + i) != EX_OK_) break;
     }
     band_destroy(&band);
     return NULL;
@@ -612,6 +614,8 @@ static void usage(FILE *f) {
             "  -o, --out DIR        output directory (created): DIR/audio/<id>.wav (44.1 kHz mono\n"
             "                       16-bit) and DIR/labels.jsonl\n"
             "  -n, --songs N        number of songs (default 24); genres rotate, then artists\n"
+            "      --first I        render songs I .. I+N-1 of the run (default 0): the same\n"
+            "                       files as a run of I+N songs would write for them\n"
             "  -s, --seconds S      length of each song in seconds, (0, 3600] (default 10)\n"
             "      --seed N         master seed, 0 .. 2^63-1 (default 1)\n"
             "  -g, --genres LIST    comma-separated genres to use (default all; see --list)\n"
@@ -645,13 +649,13 @@ int main(int argc, char **argv) {
                 .n_genres = 0, .threads = 0, .vocals = 1};
     const char *genres = NULL;
     int list = 0;
-    enum { OPT_SEED = 256, OPT_NOVOC, OPT_SF, OPT_LIST };
+    enum { OPT_SEED = 256, OPT_NOVOC, OPT_SF, OPT_LIST, OPT_FIRST };
     static const struct option LONG[] = {
         {"out", required_argument, 0, 'o'},      {"songs", required_argument, 0, 'n'},
         {"seconds", required_argument, 0, 's'},  {"seed", required_argument, 0, OPT_SEED},
         {"genres", required_argument, 0, 'g'},   {"threads", required_argument, 0, 'j'},
         {"no-vocals", no_argument, 0, OPT_NOVOC}, {"soundfont", required_argument, 0, OPT_SF},
-        {"list", no_argument, 0, OPT_LIST},      {"quiet", no_argument, 0, 'q'},
+        {"first", required_argument, 0, OPT_FIRST}, {"list", no_argument, 0, OPT_LIST},      {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     int c;
     opterr = 0;
@@ -678,6 +682,10 @@ int main(int argc, char **argv) {
             break;
         case OPT_NOVOC: o.vocals = 0; break;
         case OPT_SF: o.soundfont = optarg; break;
+        case OPT_FIRST:
+            if (parse_u64(optarg, &u) < 0 || u > 1000000) goto bad_value;
+            o.first = (int)u;
+            break;
         case OPT_LIST: list = 1; break;
         case 'q': jb_log_set_level(JB_WARN); break;
         case 'h': usage(stdout); return EX_OK_;

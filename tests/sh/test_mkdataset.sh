@@ -100,6 +100,12 @@ run --out "$T/c" --songs $N --seconds $S --seed $SEED --threads 3
 check "same seed with --threads 3: byte-identical" same_dir "$T/a" "$T/c" $N
 run --out "$T/p" --songs 3 --seconds $S --seed $SEED --threads 2
 check "a smaller run renders the same first songs" same_dir "$T/a" "$T/p" 3
+run --out "$T/f" --first 2 --songs 2 --seconds $S --seed $SEED --threads 2
+check "--first 2 --songs 2 renders songs 2 and 3 of the run, labels too" bash -c "
+    cmp -s <(sed -n 3,4p '$T/a/labels.jsonl') '$T/f/labels.jsonl' &&
+    cmp -s '$T/a/audio/song00002.wav' '$T/f/audio/song00002.wav' &&
+    cmp -s '$T/a/audio/song00003.wav' '$T/f/audio/song00003.wav' &&
+    [ ! -e '$T/f/audio/song00000.wav' ]"
 
 run --out "$T/d" --songs $N --seconds $S --seed $((SEED + 1)) --threads 2
 ndiff=0
@@ -164,7 +170,7 @@ check "artists of a genre differ in spectrum (between > 1.5 x within)" \
 
 # Usage errors: 64.
 for args in "--songs 0" "--songs x" "--seconds 0" "--seconds -1" "--seconds 5000" \
-    "--threads 0" "--threads 65" "--seed -3" "--seed 9223372036854775808" "--genres nosuch" "--genres rock,,x" "--bogus" \
+    "--threads 0" "--threads 65" "--first -1" "--first x" "--seed -3" "--seed 9223372036854775808" "--genres nosuch" "--genres rock,,x" "--bogus" \
     "extra-arg"; do
     # shellcheck disable=SC2086
     "$BIN" --out "$T/u" $args >/dev/null 2>&1
@@ -176,7 +182,7 @@ rc=$?; check "no --out exits 64 (got $rc)" [ $rc = 64 ]
 "$BIN" --help >"$T/help" 2>&1
 rc=$?
 check "--help exits 0 and names every option and exit code" bash -c "[ $rc = 0 ] &&
-    for w in --out --songs --seconds --seed --genres --threads --no-vocals --soundfont --list \
+    for w in --out --songs --first --seconds --seed --genres --threads --no-vocals --soundfont --list \
         --quiet 64 65 66 69 70 73 74; do grep -q -- \"\$w\" '$T/help' || exit 1; done"
 
 # Output that cannot be created: 73. (Runs as root too: a path under a regular file.)
