@@ -166,7 +166,7 @@ int main(int argc, char **argv) {
         }
         double left = end - now_s();
         if (left <= 0) {
-            fprintf(stderr, "jukebox-launch: %s (pid %ld) not ready after %.0f s; left running\n",
+            fprintf(stderr, "jukebox-launch: %s (pid %ld) not ready after %g s; left running\n",
                     argv[optind], (long)pid, timeout);
             rc = 75;
             break;
