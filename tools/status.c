@@ -5,7 +5,7 @@
 //   jukebox-status --json EP...                              the raw replies, one a line
 //
 // Each endpoint is a stage's --control endpoint (or any endpoint a stage binds). A
-// STATUS request (wire type `status`, `info` "{}") goes to it over a ZeroMQ DEALER
+// STATUS request (wire type `status` without `info`) goes to it over a ZeroMQ DEALER
 // socket; the reply is a `status` message whose `info` JSON says: stage, instance,
 // level, pid, uptime, jobs in flight (id, window k of n), input queue depth, output
 // backlog, tokens/s over the last minute, the last error (time, text) and the peers.
@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <msgpack.h>
 #include <zmq.h>
 
 #include "jb_log.h"
@@ -126,23 +127,26 @@ static void last_error(json_t *info, char *buf, size_t cap) {
     }
 }
 
+// The request: a status message without info (docs/wire.md: "status without info is a
+// request"), header {"type": "status", "v": 1} and an empty payload part.
 static int send_request(void *sock, jb_err_t *err) {
-    jb_msg_t m;
-    jb_msg_init(&m);
-    m.type = JB_MSG_STATUS;
-    jb_bytes_t hdr = {0}, pay = {0};
-    int rc = -1;
-    if (jb_msg_set_text(&m, "{}", err) || jb_wire_encode(&m, &hdr, &pay, err)) goto done;
-    if (zmq_send(sock, hdr.data, hdr.len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send(sock, "", 0, ZMQ_DONTWAIT) < 0) {
-        jb_err_set(err, JB_EUNAVAIL, "send: %s", zmq_strerror(zmq_errno()));
-        goto done;
-    }
-    rc = 0;
-done:
-    jb_msg_clear(&m);
-    jb_bytes_free(&hdr);
-    jb_bytes_free(&pay);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str(&pk, 4);
+    msgpack_pack_str_body(&pk, "type", 4);
+    msgpack_pack_str(&pk, 6);
+    msgpack_pack_str_body(&pk, "status", 6);
+    msgpack_pack_str(&pk, 1);
+    msgpack_pack_str_body(&pk, "v", 1);
+    msgpack_pack_uint8(&pk, 1);
+    int rc = 0;
+    if (zmq_send(sock, sb.data, sb.size, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(sock, "", 0, ZMQ_DONTWAIT) < 0)
+        rc = jb_err_set(err, JB_EUNAVAIL, "send: %s", zmq_strerror(zmq_errno()));
+    msgpack_sbuffer_destroy(&sb);
     return rc;
 }
 

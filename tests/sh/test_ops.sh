@@ -114,7 +114,7 @@ python3 tests/sh/lib/zmtp.py status-server "$sp" "$info" > "$T/server.txt" 2>&1 
 sleep 0.5
 pipelines/jukebox status --peers --timeout 3000 "tcp://127.0.0.1:$sp" "tcp://127.0.0.1:$((sp + 1))" > "$T/st.txt"; rc=$?
 wait $srv
-check "the request is a status message with an empty payload part" "grep -q 'request ok' '$T/server.txt'"
+check "the request is a status message without info, with an empty payload part" "grep -q 'request ok' '$T/server.txt'"
 check "exit 69: one endpoint did not answer (rc $rc)" "[ $rc = 69 ]"
 check "summary line per stage" "grep -q '^upsampler-mid: 1 instance, 1 job in flight, queue 2, 123.4 tokens/s' '$T/st.txt'"
 check "instance row: name, pid, uptime, queue, backlog, tokens/s, job window, last error" \

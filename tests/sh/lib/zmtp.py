@@ -110,7 +110,8 @@ def status_server(port, info):
     handshake(c, b"ROUTER", as_server=True)
     parts = recv_message(c)
     # The request: a status header (msgpack map with "type": "status") and an empty part.
-    ok = len(parts) == 2 and mp_str("status") in parts[0] and parts[1] == b""
+    ok = (len(parts) == 2 and mp_str("status") in parts[0] and mp_str("info") not in parts[0]
+          and parts[1] == b"")
     print("request ok" if ok else "request unexpected: %r" % parts, flush=True)
     hdr = mp_map({"type": "status", "v": 1, "info": info})
     c.sendall(frame(hdr, more=True) + frame(b""))
