@@ -64,6 +64,22 @@ static json_t *member(json_t *obj, const char *const *names) {
 }
 #define MEMBER(obj, ...) member(obj, (const char *const[]){__VA_ARGS__, NULL})
 
+// A stage's reply (--control) holds its own keys at the top and each link's status under
+// "in" and "out"; a link endpoint's reply holds the link's keys at the top. A value is
+// looked up at the top, then under sub1, then under sub2 (either may be NULL).
+static json_t *deep(json_t *info, const char *sub1, const char *sub2, const char *const *names) {
+    json_t *v = member(info, names);
+    if (!v && sub1) v = member(json_object_get(info, sub1), names);
+    if (!v && sub2) v = member(json_object_get(info, sub2), names);
+    return v;
+}
+#define DEEP(obj, s1, s2, ...) deep(obj, s1, s2, (const char *const[]){__VA_ARGS__, NULL})
+#define INSTANCE(i) str(DEEP(i, "in", "out", "instance", "name"), "?")
+#define UPTIME(i) num(DEEP(i, "in", "out", "uptime_s", "uptime"), -1)
+#define QUEUE(i) num(DEEP(i, "in", NULL, "queue", "input_queue", "queue_depth"), 0)
+#define BACKLOG(i) num(DEEP(i, "out", NULL, "backlog", "output_backlog"), 0)
+#define TOKENS_S(i) num(MEMBER(i, "tokens_per_s", "tokens_s"), 0)
+
 static double num(json_t *v, double dflt) { return json_is_number(v) ? json_number_value(v) : dflt; }
 static const char *str(json_t *v, const char *dflt) { return json_is_string(v) ? json_string_value(v) : dflt; }
 
@@ -71,13 +87,13 @@ static const char *stage_of(json_t *info) { return str(MEMBER(info, "stage"), "?
 
 // Jobs in flight: an array of {id, window, windows} (or of ids), or a count.
 static int jobs_count(json_t *info) {
-    json_t *j = MEMBER(info, "jobs", "jobs_in_flight");
+    json_t *j = MEMBER(info, "jobs_in_flight", "jobs");
     if (json_is_array(j)) return (int)json_array_size(j);
     return (int)num(j, 0);
 }
 
 static void jobs_text(json_t *info, char *buf, size_t cap) {
-    json_t *j = MEMBER(info, "jobs", "jobs_in_flight");
+    json_t *j = MEMBER(info, "jobs_in_flight", "jobs");
     buf[0] = '\0';
     if (!json_is_array(j)) {
         snprintf(buf, cap, "%d", (int)num(j, 0));
@@ -113,15 +129,24 @@ static void duration(double s, char *buf, size_t cap) {
     else snprintf(buf, cap, "%dd%02dh", (int)s / 86400, (int)s / 3600 % 24);
 }
 
-// The last error: an object {time, text} or a string; "-" when none.
+// The last error: an object {time or ago_s / ago_ms, text} or a string; the stage's
+// own, else its input link's, else its output link's; "-" when none.
 static void last_error(json_t *info, char *buf, size_t cap) {
-    json_t *e = MEMBER(info, "last_error", "error");
+    json_t *e = DEEP(info, "in", "out", "last_error", "error");
     if (json_is_string(e)) {
         snprintf(buf, cap, "%s", json_string_value(e));
     } else if (json_is_object(e)) {
         const char *t = str(MEMBER(e, "time"), NULL), *m = str(MEMBER(e, "text", "msg"), "?");
-        if (t) snprintf(buf, cap, "%s %s", t, m);
-        else snprintf(buf, cap, "%s", m);
+        json_t *ago_s = MEMBER(e, "ago_s"), *ago_ms = MEMBER(e, "ago_ms");
+        char when[32];
+        if (ago_s || ago_ms) {
+            duration(ago_s ? num(ago_s, 0) : num(ago_ms, 0) / 1000, when, sizeof when);
+            snprintf(buf, cap, "%s ago: %s", when, m);
+        } else if (t) {
+            snprintf(buf, cap, "%s %s", t, m);
+        } else {
+            snprintf(buf, cap, "%s", m);
+        }
     } else {
         snprintf(buf, cap, "-");
     }
@@ -253,23 +278,28 @@ static int by_stage(const void *a, const void *b) {
     if (r) return r;
     r = strcmp(stage_of(x->info), stage_of(y->info));
     if (r) return r;
-    return strcmp(str(MEMBER(x->info, "instance", "name"), ""),
-                  str(MEMBER(y->info, "instance", "name"), ""));
+    return strcmp(INSTANCE(x->info), INSTANCE(y->info));
 }
 
-static void print_peers(json_t *info) {
-    json_t *peers = MEMBER(info, "peers");
+static void print_peer_list(json_t *peers, const char *side) {
     size_t i;
     json_t *p;
     if (!json_is_array(peers)) return;
     json_array_foreach(peers, i, p) {
         char seen[32] = "-";
-        json_t *ms = MEMBER(p, "last_seen_ms", "seen_ms");
+        json_t *ms = MEMBER(p, "last_seen_ms", "seen_ms"), *alive = MEMBER(p, "alive");
         if (ms) snprintf(seen, sizeof seen, "%.0f ms ago", num(ms, 0));
-        printf("      peer %-22s %-9s credit %-4d last seen %s\n",
+        printf("      %speer %-22s %-9s credit %-4d last seen %s%s\n", side,
                str(MEMBER(p, "name", "instance"), "?"), str(MEMBER(p, "role"), "?"),
-               (int)num(MEMBER(p, "credit"), -1), seen);
+               (int)num(MEMBER(p, "credit"), -1), seen,
+               json_is_false(alive) ? " (dead)" : "");
     }
+}
+
+static void print_peers(json_t *info) {
+    print_peer_list(MEMBER(info, "peers"), "");
+    print_peer_list(json_object_get(json_object_get(info, "in"), "peers"), "in:  ");
+    print_peer_list(json_object_get(json_object_get(info, "out"), "peers"), "out: ");
 }
 
 static void print_tables(query_t *qs, int nq, int peers) {
@@ -280,8 +310,8 @@ static void print_tables(query_t *qs, int nq, int peers) {
         double queue = 0, tps = 0;
         for (; j < nq && qs[j].info && !strcmp(stage_of(qs[j].info), stage); j++) {
             jobs += jobs_count(qs[j].info);
-            queue += num(MEMBER(qs[j].info, "queue", "input_queue", "queue_depth"), 0);
-            tps += num(MEMBER(qs[j].info, "tokens_per_s", "tokens_s"), 0);
+            queue += QUEUE(qs[j].info);
+            tps += TOKENS_S(qs[j].info);
         }
         printf("%s: %d instance%s, %d job%s in flight, queue %.0f, %.1f tokens/s\n", stage, j - i,
                j - i == 1 ? "" : "s", jobs, jobs == 1 ? "" : "s", queue, tps);
@@ -290,14 +320,12 @@ static void print_tables(query_t *qs, int nq, int peers) {
         for (; i < j; i++) {
             json_t *in = qs[i].info;
             char up[32], jt[256], le[256];
-            duration(num(MEMBER(in, "uptime_s", "uptime"), -1), up, sizeof up);
+            duration(UPTIME(in), up, sizeof up);
             jobs_text(in, jt, sizeof jt);
             last_error(in, le, sizeof le);
             printf("  %-16s %-8d %-7s %-5d %-7d %-9.1f %-28s %s\n",
-                   str(MEMBER(in, "instance", "name"), "?"), (int)num(MEMBER(in, "pid"), 0), up,
-                   (int)num(MEMBER(in, "queue", "input_queue", "queue_depth"), 0),
-                   (int)num(MEMBER(in, "backlog", "output_backlog"), 0),
-                   num(MEMBER(in, "tokens_per_s", "tokens_s"), 0), jt, le);
+                   INSTANCE(in), (int)num(DEEP(in, "in", "out", "pid"), 0), up, (int)QUEUE(in),
+                   (int)BACKLOG(in), TOKENS_S(in), jt, le);
             if (peers) print_peers(in);
         }
     }

@@ -127,6 +127,19 @@ sleep 0.5
 wait $srv
 check "--json: the reply with its endpoint (rc $rc)" \
     "[ $rc = 0 ] && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d[\"instance\"]==\"d0\" and d[\"endpoint\"].endswith(\"$sp\")' '$T/sj.txt'"
+# A stage's --control reply: its own keys on top, each link's status under "in" / "out".
+python3 tests/sh/lib/zmtp.py status-server "$sp" '{"stage":"upsampler-bottom","level":0,"pid":77,
+"jobs_in_flight":[{"id":"a","window":2,"windows":8}],"tokens_per_s":55.5,
+"in":{"instance":"bottom-0","uptime_s":12.5,"queue":3,"backlog":0,"last_error":{"text":"bad peer","ago_ms":4000},
+"peers":[{"name":"mid-0","role":"producer","alive":true,"credit":0,"last_seen_ms":100}]},
+"out":{"instance":"bottom-0","backlog":7,"peers":[{"name":"decoder-0","role":"consumer","alive":false,"credit":16,"last_seen_ms":9000}]}}' >/dev/null 2>&1 & srv=$!
+sleep 0.5
+"$B/jukebox-status" --peers "tcp://127.0.0.1:$sp" > "$T/sc.txt"; rc=$?
+wait $srv
+check "a control reply: instance, uptime, queue from the input link, backlog from the output (rc $rc)" \
+    "[ $rc = 0 ] && grep -qE '^  bottom-0 +77 +12s +3 +7 +55.5 +a 2/8 +4s ago: bad peer' '$T/sc.txt'"
+check "a control reply: the peers of both links, a dead one marked" \
+    "grep -qE 'in:  peer mid-0 +producer' '$T/sc.txt' && grep -qE 'out: peer decoder-0 .*\(dead\)' '$T/sc.txt'"
 "$B/jukebox-status" --state "$T/none" >/dev/null 2>&1; rc=$?
 check "no endpoints and no state: exit 64" "[ $rc = 64 ]"
 
