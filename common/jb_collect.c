@@ -4,8 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "jb_codes.h"
+#include "jb_link.h"
 #include "jb_log.h"
 #include "jb_outdir.h"
 #include "jb_progress.h"
@@ -99,10 +101,20 @@ static void unlink_job(cjob_t **list, cjob_t *j) {
 }
 
 static int failed(const jb_collect_opts_t *o, jb_collect_stats_t *st, const char *id, int level,
-                  int code, const char *why, jb_err_t *err) {
+                  int code, const char *why, jb_link_t *link, jb_err_t *err) {
     jb_log(JB_ERROR, "job=%s failed: %s", id, why);
     st->jobs_failed++;
-    return jb_outdir_write_error(o->root, id, level, code, why, err);
+    if (jb_outdir_write_error(o->root, id, level, code, why, err)) return -1;
+    if (link) jb_link_done(link, id);   // the error record is the job's result
+    return 0;
+}
+
+// ROOT/<id> already there (a job redone after this decoder wrote it): done.
+static int already_written(const char *root, const char *id) {
+    char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", root, id);
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
 // The number of samples comes with the first codes; the spec says it too.
@@ -132,6 +144,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     memset(st, 0, sizeof *st);
     double t0 = -1;
     int rc = -1, eof = 0;
+    jb_link_t *link = jb_endpoint_link(in);   // NULL for a stream
     jb_service_ready("model loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
@@ -165,6 +178,21 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             continue;
         }
         cjob_t *j = find(jobs, m.job_id);
+        if (m.type == JB_MSG_CANCEL) {   // the link: this job went elsewhere
+            jb_log(JB_INFO, "job=%s cancelled by its producer", m.job_id);
+            if (j) {
+                unlink_job(&jobs, j);
+                cjob_free(j);
+            }
+            jb_msg_clear(&m);
+            continue;
+        }
+        if (!j && link && m.type == JB_MSG_JOB && already_written(o->root, m.job_id)) {
+            jb_log(JB_INFO, "job=%s: %s/%s already written; done", m.job_id, o->root, m.job_id);
+            jb_link_done(link, m.job_id);
+            jb_msg_clear(&m);
+            continue;
+        }
         if (!j && (m.type == JB_MSG_JOB || m.type == JB_MSG_CODES)) {
             j = calloc(1, sizeof *j);
             if (!j) {
@@ -218,7 +246,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             {   // END(-1): the job is complete
                 unlink_job(&jobs, j);
                 if (!j->inited) {
-                    bad = failed(o, st, j->id, -1, 65, "the job ended without any codes", err);
+                    bad = failed(o, st, j->id, -1, 65, "the job ended without any codes", link, err);
                 } else {
                     if (m.sample_rate > 0) j->codes.sample_rate = m.sample_rate;
                     if (m.audio_len > 0) j->codes.audio_len = m.audio_len;
@@ -236,6 +264,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                     char *dir = NULL;
                     bad = jb_outdir_write(o->root, vq, &oj, &dir, err);
                     if (!bad) {
+                        if (link) jb_link_done(link, j->id);   // renamed into place: DONE
                         st->jobs_done++;
                         st->total_s = jb_now() - t0;
                         if (st->first_audio_s <= 0) st->first_audio_s = st->total_s;
@@ -271,7 +300,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                 cjob_free(j);
             }
             if (failed(o, st, m.job_id, m.level, (int)(m.code > 0 ? m.code : 70),
-                       m.text ? m.text : "failed upstream", err))
+                       m.text ? m.text : "failed upstream", link, err))
                 goto out;
             break;
         default: break;
@@ -281,7 +310,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             char id[sizeof j->id];
             memcpy(id, j->id, sizeof id);
             cjob_free(j);
-            if (failed(o, st, id, m.level, 65, why.msg, err)) goto out;
+            if (failed(o, st, id, m.level, 65, why.msg, link, err)) goto out;
         }
         jb_msg_clear(&m);
     }
@@ -294,7 +323,10 @@ out:
         jobs = j->next;
         if (eof) {
             jb_err_t e2 = {0};
-            failed(o, st, j->id, -1, 69, "the input ended before the job was complete", &e2);
+            failed(o, st, j->id, -1, 69, "the input ended before the job was complete", link,
+                   &e2);
+        } else if (link) {   // stopped: another decoder instance can take it now
+            jb_link_release(link, j->id);
         }
         cjob_free(j);
     }

@@ -2,13 +2,16 @@
 #include "jb_stage.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jb_codes.h"
 #include "jb_job.h"
 #include "jb_labels.h"
+#include "jb_link.h"
 #include "jb_log.h"
 #include "jb_prior.h"
 #ifdef JB_HAVE_CUDA
@@ -61,7 +64,103 @@ typedef struct {
     // alignment) are dropped, not passed on after the ERROR record.
     char failed_ids[32][JB_WIRE_JOB_ID_MAX + 1];
     int n_failed;
+    // Reliable link (NULL for streams) and the status the links' I/O threads report.
+    jb_link_t *in_link, *out_link, *control;
+    pthread_mutex_t status_mu;
+    char *status;                     // JSON object text: stage, jobs, tokens/s, last error
+    char last_error[512];
+    double last_error_t;
+    double rate_t[64];                // (time, tokens emitted so far) after each window
+    int64_t rate_tok[64], tokens;
+    int n_rate;
 } stage_t;
+
+// ---- status (read by the links' I/O threads) ---------------------------------------
+
+static void update_status(stage_t *s) {
+    json_t *o = json_object();
+    if (!o) return;
+    double now = jb_now();
+    json_object_set_new(o, "stage", json_string(s->o->stage));
+    json_object_set_new(o, "level", json_integer(s->info ? s->info->level : s->o->level));
+    json_object_set_new(o, "pid", json_integer(getpid()));
+    json_t *jobs = json_array();
+    for (job_t *j = s->jobs; j; j = j->next)
+        json_array_append_new(jobs, json_pack("{s:s,s:i,s:i,s:i,s:i,s:b}", "id", j->spec.id,
+                                              "window", j->next_window, "windows", j->n_windows,
+                                              "tokens", j->have, "total", j->total, "started",
+                                              j->started));
+    json_object_set_new(o, "jobs_in_flight", jobs);
+    // Tokens per second over the last minute (windows finished in it).
+    double tps = 0;
+    int n = s->n_rate < 64 ? s->n_rate : 64;
+    if (n > 0) {
+        int last = (s->n_rate - 1) % 64, first = last;
+        for (int k = 1; k < n; k++) {
+            int i = (s->n_rate - 1 - k) % 64;
+            if (now - s->rate_t[i] > 60) break;
+            first = i;
+        }
+        double dt = now - s->rate_t[first];
+        if (first != last && dt > 0) tps = (double)(s->rate_tok[last] - s->rate_tok[first]) / dt;
+        if (now - s->rate_t[last] > 60) tps = 0;
+    }
+    json_object_set_new(o, "tokens_per_s", json_real(tps));
+    json_object_set_new(o, "tokens_total", json_integer(s->tokens));
+    if (s->last_error[0])
+        json_object_set_new(o, "last_error", json_pack("{s:s,s:f}", "text", s->last_error,
+                                                       "ago_s", now - s->last_error_t));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    pthread_mutex_lock(&s->status_mu);
+    free(s->status);
+    s->status = text;
+    pthread_mutex_unlock(&s->status_mu);
+}
+
+static char *stage_status(void *user) {
+    stage_t *s = user;
+    pthread_mutex_lock(&s->status_mu);
+    char *t = s->status ? strdup(s->status) : NULL;
+    pthread_mutex_unlock(&s->status_mu);
+    return t;
+}
+
+// --control: the stage's status plus both links'.
+static char *control_status(void *user) {
+    stage_t *s = user;
+    char *base = stage_status(s);
+    json_t *o = base ? json_loads(base, 0, NULL) : json_object();
+    free(base);
+    if (!o) return NULL;
+    jb_link_t *links[2] = {s->in_link, s->out_link};
+    const char *names[2] = {"in", "out"};
+    for (int i = 0; i < 2; i++) {
+        if (!links[i]) continue;
+        char *t = jb_link_status_json(links[i]);
+        json_t *lj = t ? json_loads(t, 0, NULL) : NULL;
+        free(t);
+        if (lj) {
+            json_object_del(lj, "jobs_in_flight");   // the stage's own keys, already above
+            json_object_del(lj, "stage");
+            json_object_set_new(o, names[i], lj);
+        }
+    }
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+// The output link's consumer reported a job DONE: so is it here (DONE flows upstream).
+static void stage_on_done(void *user, const char *job_id) {
+    stage_t *s = user;
+    if (s->in_link) jb_link_done(s->in_link, job_id);
+}
+
+static void note_error(stage_t *s, const char *text) {
+    snprintf(s->last_error, sizeof s->last_error, "%s", text);
+    s->last_error_t = jb_now();
+}
 
 static job_t *find_job(stage_t *s, const char *id) {
     for (job_t *j = s->jobs; j; j = j->next)
@@ -101,6 +200,7 @@ static int send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
 // Refuse or abandon a job: an ERROR record downstream, then forget it.
 static int fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
     jb_log(JB_ERROR, "job=%s level=%d refused: %s", j->spec.id, s->info->level, why->msg);
+    note_error(s, why->msg);
     jb_msg_t m;
     jb_msg_init(&m);
     m.type = JB_MSG_ERROR;
@@ -111,6 +211,7 @@ static int fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
     jb_msg_clear(&m);
     j->failed = 1;
     snprintf(s->failed_ids[s->n_failed++ % 32], sizeof s->failed_ids[0], "%s", j->spec.id);
+    if (!rc && s->in_link && !s->out_link) jb_link_done(s->in_link, j->spec.id);
     return rc ? -1 : 0;
 }
 
@@ -449,6 +550,10 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     j->next_window++;
     if (j->have > before && send_codes(s, j, before, j->have - before, err))   // the new codes
         return -1;
+    s->tokens += (int64_t)(j->have - before) * n;
+    s->rate_t[s->n_rate % 64] = jb_now();
+    s->rate_tok[s->n_rate % 64] = s->tokens;
+    s->n_rate++;
     jb_progress_update(&j->progress, j->have);
     return 0;
 }
@@ -482,6 +587,9 @@ static int advance(stage_t *s, job_t *j, jb_err_t *err) {
         jb_msg_clear(&m);
         if (rc) return -1;
         jb_log(JB_INFO, "job=%s level=%d done", j->spec.id, s->info->level);
+        // A stream output holds the job now: done here. (A link output reports DONE
+        // when its consumer does: stage_on_done.)
+        if (s->in_link && !s->out_link) jb_link_done(s->in_link, j->spec.id);
         drop_job(s, j);
         return 1;
     }
@@ -499,6 +607,14 @@ static int failed_before(const stage_t *s, const char *id) {
 
 static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     const int level = s->info->level;
+    if (m->type == JB_MSG_CANCEL) {   // the link: this job went elsewhere
+        job_t *c = find_job(s, m->job_id);
+        jb_log(JB_INFO, "job=%s level=%d cancelled by its producer%s", m->job_id, level,
+               c ? "; dropped" : "");
+        if (c) drop_job(s, c);
+        if (s->out_link) jb_link_cancel(s->out_link, m->job_id);
+        return 0;
+    }
     if (m->type == JB_MSG_JOB) return on_job(s, m, err);
     job_t *j = m->job_id[0] ? find_job(s, m->job_id) : NULL;
     if (!j && m->job_id[0] && m->type != JB_MSG_ERROR && failed_before(s, m->job_id))
@@ -535,14 +651,34 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
             jb_log(JB_WARN, "job=%s failed upstream: %s", m->job_id, m->text ? m->text : "");
             drop_job(s, j);
         }
-        return send_msg(s, m, err);
+        if (send_msg(s, m, err)) return -1;
+        if (s->in_link && !s->out_link) jb_link_done(s->in_link, m->job_id);
+        return 0;
     default:
         return send_msg(s, m, err);
     }
 }
 
+// SIGTERM over a link: take no new work, hand back every job not finished here
+// (its producer gives it to another instance at once) and cancel what was sent of it
+// downstream; give the messages of finished jobs up to 2 s to be acked.
+static void hand_back(stage_t *s) {
+    if (!s->in_link && !s->out_link) return;
+    if (s->in_link) jb_link_pause(s->in_link);
+    int n = 0;
+    for (job_t *j = s->jobs; j; j = j->next) {
+        if (s->in_link) jb_link_release(s->in_link, j->spec.id);
+        if (s->out_link) jb_link_cancel(s->out_link, j->spec.id);
+        n++;
+    }
+    if (n) jb_log(JB_INFO, "handed back %d unfinished job(s)", n);
+    jb_err_t e = {0};
+    if (s->out_link && jb_link_flush(s->out_link, 2000, 0, &e))
+        jb_log(JB_WARN, "%s", e.msg);
+}
+
 int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
-    stage_t s = {.o = o};
+    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER};
     jb_msg_t m;
     jb_msg_init(&m);
     int rc = -1, input_open = 1;
@@ -585,16 +721,39 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
         goto done;
 #endif
     }
+    jb_link_opts_t lo;
+    jb_link_default_opts(&lo);
+    lo.name = o->name;
+    lo.stage = o->stage;
+    if (o->heartbeat_ms > 0) lo.heartbeat_ms = o->heartbeat_ms;
+    if (o->peer_timeout_ms > 0) lo.peer_timeout_ms = o->peer_timeout_ms;
+    lo.stop = o->stop;
+    lo.status = stage_status;
+    lo.status_user = &s;
+    update_status(&s);
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
+    eo.link = &lo;
     if (!(s.in = jb_endpoint_open_in(o->in, &eo, err))) goto done;
+    s.in_link = jb_endpoint_link(s.in);
+    lo.on_done = stage_on_done;
+    lo.done_user = &s;
     if (!(s.out = jb_endpoint_open_out(o->out, &eo, err))) goto done;
+    s.out_link = jb_endpoint_link(s.out);
+    if (o->control) {
+        jb_link_opts_t co = lo;
+        co.role = JB_LINK_CONTROL;
+        co.on_done = NULL;
+        co.status = control_status;
+        if (!(s.control = jb_link_open(o->control, &co, err))) goto done;
+    }
     jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s", s.info->level, o->model_path,
            jb_endpoint_address(s.in), jb_endpoint_address(s.out));
     jb_service_ready("weights loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
         if (o->stop && *o->stop) {
+            hand_back(&s);
             jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
             goto done;
         }
@@ -610,6 +769,7 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
                 int mrc = on_message(&s, &m, err);
                 jb_msg_clear(&m);
                 if (mrc) goto done;
+                update_status(&s);
                 continue;   // drain input first: forwarding stays prompt
             } else if (r == JB_RECV_EOF) {
                 input_open = 0;
@@ -631,6 +791,7 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
             if (a < 0) goto done;
             worked = a;
         }
+        if (worked) update_status(&s);
         // Failed jobs are forgotten once their ERROR is out.
         for (job_t *j = s.jobs, *next; j; j = next) {
             next = j->next;
@@ -655,6 +816,8 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
 done:
     jb_service_stopping();
     jb_msg_clear(&m);
+    if (rc && err->code != JB_ECANCEL && err->msg[0]) note_error(&s, err->msg);
+    jb_link_close(&s.control, 0);
     while (s.jobs) drop_job(&s, s.jobs);
     if (rc == 0 && s.out) {
         if (jb_endpoint_close(&s.out, err)) rc = -1;
@@ -669,5 +832,7 @@ done:
     jb_labels_vocab_destroy(&s.genres);
     jb_st_close(&s.st);
     jb_prior_destroy(&s.prior);
+    free(s.status);
+    pthread_mutex_destroy(&s.status_mu);
     return rc;
 }

@@ -12,9 +12,16 @@
 // another model, ...) is refused before any work: the stage emits ERROR for it
 // and drops its later messages; the stage keeps serving other jobs.
 //
+// Over a reliable link (docs/reliability.md) a stage also: drops a job its producer
+// CANCELs (and cancels what it sent of it downstream); reports a job DONE upstream
+// when its downstream reported it DONE (or, with a stream output, when it finished
+// the job); on stop hands back (RELEASE) every job it has not finished and cancels
+// their partial output downstream, after finishing the window it was sampling.
+//
 // Thread rules: one stage per process; the loop runs on the calling thread
-// (sampling uses the OpenMP pool). stop is polled between windows and while
-// waiting for input: when set, the stage stops reading and returns JB_ECANCEL.
+// (sampling uses the OpenMP pool); the links' I/O threads run beside it. stop is
+// polled between windows and while waiting for input: when set, the stage stops
+// reading and returns JB_ECANCEL.
 #ifndef JB_STAGE_H
 #define JB_STAGE_H
 
@@ -39,6 +46,11 @@ typedef struct {
     int packed;               // 1: matrix weights repacked for the sampling kernel (jb_matmul_pack)
     int cuda;                 // sample on the current CUDA device (a CUDA build, device opened)
     volatile sig_atomic_t *stop;
+    // Reliable link (tcp:// / ipc:// endpoints; docs/reliability.md)
+    const char *name;         // instance name (NULL: <host>-<pid>)
+    int heartbeat_ms;         // 0: default 1000
+    int peer_timeout_ms;      // 0: default 5000
+    const char *control;      // bound endpoint answering STATUS requests, or NULL
 } jb_stage_opts_t;
 
 // Runs until the input ends (0), a fatal error (-1 + err), or stop (-1, JB_ECANCEL).

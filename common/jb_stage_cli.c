@@ -38,7 +38,9 @@ static void usage(FILE *f, const char *stage, int level) {
             "  -o, --out ENDPOINT   where messages go (default '-': stdout)\n"
             "                       ENDPOINT: '-', a file (a codes file), tcp://host:port or\n"
             "                       ipc://path (ZeroMQ; an input binds, an output connects;\n"
-            "                       prefix '@' to bind, '>' to connect)\n"
+            "                       prefix '@' to bind, '>' to connect; several addresses,\n"
+            "                       comma-separated, for several instances above or below).\n"
+            "                       ZeroMQ endpoints are reliable links: docs/reliability.md\n"
             "  -t, --threads N      compute threads (default: all cores)\n"
             "  -b, --max-batch N    samples sampled together at most (default 16)\n"
             "  -c, --max-chunk N    priming chunk capacity in tokens (default 64)\n"
@@ -48,9 +50,19 @@ static void usage(FILE *f, const char *stage, int level) {
             "                       nearest even; bf16 halves the memory traffic of f32 files)\n"
             "      --packed 0|1     repack the matrix weights at load for the sampling kernel\n"
             "                       (default 1: faster steps, one private copy of the weights)\n"
+            "      --name NAME      instance name on the links (default <host>-<pid>); give a\n"
+            "                       restarted instance the same name so its peers know it\n"
+            "      --heartbeat MS   link: heartbeat after MS without sending (default 1000)\n"
+            "      --peer-timeout MS  link: a peer silent this long is dead; its jobs go to\n"
+            "                       another instance (default 5000)\n"
+            "      --control EP     also bind EP (tcp:// or ipc://) to answer status queries\n"
+            "                       (jukebox status EP)\n"
             "  -q, --quiet          errors only\n"
             "  -v, --verbose        debug logging\n"
             "  -h, --help           this text\n"
+            "\n"
+            "signals: SIGTERM or SIGINT: the window being sampled is finished, then (over a link)\n"
+            "  every unfinished job is handed back to its producer; exit 0.\n"
             "\n"
             "exit codes: 0 input ended and every job was passed on (or stopped by SIGTERM),\n"
             "  64 bad usage, 65 bad input stream, 66 model missing, 69 device or peer\n"
@@ -73,6 +85,8 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         {"device", required_argument, 0, 'd'},  {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
         {"weights", required_argument, 0, 'W'}, {"packed", required_argument, 0, 'P'},
+        {"name", required_argument, 0, 'N'},    {"heartbeat", required_argument, 0, 'H'},
+        {"peer-timeout", required_argument, 0, 'T'}, {"control", required_argument, 0, 'C'},
         {0, 0, 0, 0}};
     jb_log_set_stage(stage);
     int c;
@@ -97,6 +111,20 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
             break;
         }
         case 'd': device = optarg; break;
+        case 'N': o.name = optarg; break;
+        case 'C': o.control = optarg; break;
+        case 'H':
+        case 'T': {
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > 86400000) {
+                fprintf(stderr, "jukebox-%s: --%s %s: expected milliseconds\n", stage,
+                        c == 'H' ? "heartbeat" : "peer-timeout", optarg);
+                return 64;
+            }
+            if (c == 'H') o.heartbeat_ms = (int)v;
+            else o.peer_timeout_ms = (int)v;
+            break;
+        }
         case 'W':
             if ((o.weights = jb_weights_parse(optarg)) < 0) {
                 fprintf(stderr, "jukebox-%s: --weights %s: expected stored, bf16, f16 or f32\n",
@@ -119,6 +147,11 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
     }
     if (optind < argc) {
         fprintf(stderr, "jukebox-%s: unexpected argument '%s' (see --help)\n", stage, argv[optind]);
+        return 64;
+    }
+    if ((o.heartbeat_ms || o.peer_timeout_ms) &&
+        (o.peer_timeout_ms ? o.peer_timeout_ms : 5000) <= (o.heartbeat_ms ? o.heartbeat_ms : 1000)) {
+        fprintf(stderr, "jukebox-%s: --peer-timeout must be longer than --heartbeat\n", stage);
         return 64;
     }
     if (!o.model_path) {

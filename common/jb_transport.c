@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <zmq.h>
+#include "jb_link.h"
 
 #define READ_CHUNK (64 * 1024)
 
@@ -40,8 +40,7 @@ struct jb_endpoint {
     char *tmp_path;         // output file being written; renamed to final_path on close
     char *final_path;
     // ZeroMQ
-    void *zctx, *zsock;
-    bool bound;
+    jb_link_t *link;
     char address[256];
 };
 
@@ -50,6 +49,7 @@ void jb_endpoint_default_opts(jb_endpoint_opts_t *opts) {
     opts->send_timeout_ms = -1;
     opts->linger_ms = 10000;
     opts->codebook = -1;
+    opts->link = NULL;
 }
 
 const char *jb_endpoint_address(const jb_endpoint_t *ep) {
@@ -80,18 +80,7 @@ static int ep_fail(jb_endpoint_t *ep, jb_err_t *err) {
 void jb_endpoint_destroy(jb_endpoint_t **ep_p) {
     if (!ep_p || !*ep_p) return;
     jb_endpoint_t *ep = *ep_p;
-    if (ep->zsock) {
-        if (ep->is_out) {
-            int linger = 0;   // destroy drops the queue; close waits for it
-            zmq_setsockopt(ep->zsock, ZMQ_LINGER, &linger, sizeof linger);
-        }
-        zmq_close(ep->zsock);
-    }
-    if (ep->zctx) zmq_ctx_term(ep->zctx);
-    // libzmq leaves a bound ipc socket's file behind; it is ours, so remove it
-    // ("ipc://@name" is an abstract socket: no file).
-    if (ep->bound && strncmp(ep->address, "ipc://", 6) == 0 && ep->address[6] != '@')
-        unlink(ep->address + 6);
+    jb_link_close(&ep->link, ep->is_out ? 0 : 1000);   // removes a bound ipc file
     if (ep->owns_fd && ep->fd >= 0) close(ep->fd);
     if (ep->tmp_path) unlink(ep->tmp_path);
     free(ep->tmp_path);
@@ -116,123 +105,39 @@ static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_
     jb_endpoint_t *ep = ep_alloc(spec, is_out, opts, err);
     if (!ep) return NULL;
     ep->kind = EP_ZMQ;
-    bool bind = !is_out;
-    const char *addr = spec;
-    if (*addr == '@' || *addr == '>') bind = *addr++ == '@';
     if (ep->opts.hwm < 1) {
         jb_err_set(err, JB_EINVAL, "%s: hwm must be at least 1", spec);
         goto fail;
     }
-    ep->zctx = zmq_ctx_new();
-    if (!ep->zctx) {
-        jb_err_set(err, JB_EUNAVAIL, "%s: zmq_ctx_new: %s", spec, zmq_strerror(errno));
-        goto fail;
-    }
-    ep->zsock = zmq_socket(ep->zctx, is_out ? ZMQ_PUSH : ZMQ_PULL);
-    if (!ep->zsock) {
-        jb_err_set(err, JB_EUNAVAIL, "%s: zmq_socket: %s", spec, zmq_strerror(errno));
-        goto fail;
-    }
-    int hwm = ep->opts.hwm, linger = ep->opts.linger_ms, sndtimeo = ep->opts.send_timeout_ms;
-    // Immediate: queue only to peers actually connected, so a send with no
-    // downstream waits (and times out) instead of piling up for a peer that may
-    // never come.
-    int one = 1;
-    // A peer that sends a part bigger than any valid one is disconnected by libzmq
-    // before the part is buffered, so garbage cannot exhaust memory.
-    int64_t maxmsg = JB_WIRE_MAX_PAYLOAD > JB_WIRE_MAX_HEADER ? JB_WIRE_MAX_PAYLOAD
-                                                              : JB_WIRE_MAX_HEADER;
-    if (zmq_setsockopt(ep->zsock, is_out ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof hwm)
-        || zmq_setsockopt(ep->zsock, ZMQ_LINGER, &linger, sizeof linger)
-        || (is_out && zmq_setsockopt(ep->zsock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo))
-        || (is_out && zmq_setsockopt(ep->zsock, ZMQ_IMMEDIATE, &one, sizeof one))
-        || (!is_out && zmq_setsockopt(ep->zsock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg))) {
-        jb_err_set(err, JB_EUNAVAIL, "%s: zmq_setsockopt: %s", spec, zmq_strerror(errno));
-        goto fail;
-    }
-    if ((bind ? zmq_bind : zmq_connect)(ep->zsock, addr)) {
-        jb_err_set(err, errno == EINVAL || errno == EPROTONOSUPPORT ? JB_EINVAL : JB_EUNAVAIL,
-                   "%s: cannot %s: %s", spec, bind ? "bind" : "connect", zmq_strerror(errno));
-        goto fail;
-    }
-    ep->bound = bind;
-    size_t alen = sizeof ep->address;
-    if (zmq_getsockopt(ep->zsock, ZMQ_LAST_ENDPOINT, ep->address, &alen) || !ep->address[0])
-        snprintf(ep->address, sizeof ep->address, "%s", addr);
+    jb_link_opts_t lo;
+    if (ep->opts.link) lo = *ep->opts.link;
+    else jb_link_default_opts(&lo);
+    lo.role = is_out ? JB_LINK_PRODUCER : JB_LINK_CONSUMER;
+    if (!ep->opts.link || lo.credit <= 0) lo.credit = ep->opts.hwm;
+    if (!ep->opts.link || lo.backlog <= 0) lo.backlog = ep->opts.hwm;
+    if (!ep->opts.link || lo.codebook < 0) lo.codebook = ep->opts.codebook;
+    if (!ep->opts.link) lo.send_timeout_ms = ep->opts.send_timeout_ms;
+    ep->link = jb_link_open(spec, &lo, err);
+    if (!ep->link) goto fail;
+    snprintf(ep->address, sizeof ep->address, "%s", jb_link_address(ep->link));
     return ep;
 fail:
     jb_endpoint_destroy(&ep);
     return NULL;
 }
 
-static int zmq_send_msg(jb_endpoint_t *ep, jb_err_t *err) {
-    int r = zmq_send(ep->zsock, ep->hdr.data, ep->hdr.len, ZMQ_SNDMORE);
-    if (r < 0) {
-        if (errno == EINTR)
-            return jb_err_set(err, JB_ECANCEL, "%s: interrupted before sending", ep->address);
-        if (errno == EAGAIN)
-            return jb_err_set(err, JB_EUNAVAIL, "%s: no peer took the message within %d ms",
-                              ep->address, ep->opts.send_timeout_ms);
-        return jb_err_set(err, JB_EUNAVAIL, "%s: send: %s", ep->address, zmq_strerror(errno));
-    }
-    // The parts after the first are taken whole by libzmq (atomic multipart);
-    // only EINTR can interrupt them, and then the same part is sent again.
-    do r = zmq_send(ep->zsock, ep->payload.len ? ep->payload.data : (const void *)"",
-                    ep->payload.len, 0);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        jb_err_set(err, JB_EUNAVAIL, "%s: send: %s", ep->address, zmq_strerror(errno));
-        return ep_fail(ep, err);
-    }
-    return 0;
+static int zmq_send_msg(jb_endpoint_t *ep, const jb_msg_t *msg, jb_err_t *err) {
+    return jb_link_send(ep->link, msg, err);
 }
 
 static jb_recv_t zmq_recv_msg(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms,
                               jb_err_t *err) {
-    zmq_pollitem_t item = {.socket = ep->zsock, .events = ZMQ_POLLIN};
-    int r = zmq_poll(&item, 1, timeout_ms < 0 ? -1 : timeout_ms);
-    if (r < 0) {
-        if (errno == EINTR) return JB_RECV_TIMEOUT;
-        jb_err_set(err, JB_EUNAVAIL, "%s: poll: %s", ep->address, zmq_strerror(errno));
-        return JB_RECV_ERROR;
-    }
-    if (r == 0) return JB_RECV_TIMEOUT;
-    zmq_msg_t part[3];   // header, payload, and any further part (dropped)
-    for (int i = 0; i < 3; i++) zmq_msg_init(&part[i]);
-    int n = 0, more = 1;
-    jb_recv_t res = JB_RECV_BAD;
-    while (more) {
-        zmq_msg_t *p = &part[n < 2 ? n : 2];
-        // Parts of one message arrive together, so only the first read could wait.
-        do r = zmq_msg_recv(p, ep->zsock, n == 0 ? ZMQ_DONTWAIT : 0);
-        while (r < 0 && errno == EINTR);
-        if (r < 0) {
-            if (n == 0 && errno == EAGAIN) {   // nothing after all
-                res = JB_RECV_TIMEOUT;
-                goto done;
-            }
-            jb_err_set(err, JB_EUNAVAIL, "%s: recv: %s", ep->address, zmq_strerror(errno));
-            res = JB_RECV_ERROR;
-            goto done;
-        }
-        n++;
-        more = zmq_msg_more(p);
-    }
-    if (n != 2) {
-        jb_err_set(err, JB_EFORMAT, "%s: message of %d part%s, expected 2 (header, payload)",
-                   ep->address, n, n == 1 ? "" : "s");
-        goto done;
-    }
-    if (jb_wire_decode(zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), zmq_msg_data(&part[1]),
-                       zmq_msg_size(&part[1]), ep->opts.codebook, msg, err)) {
-        jb_err_prefix(err, "%s", ep->address);
-        goto done;
-    }
-    res = JB_RECV_MSG;
-done:
-    for (int i = 0; i < 3; i++) zmq_msg_close(&part[i]);
-    return res;
+    return jb_link_recv(ep->link, msg, timeout_ms, err);
 }
+
+int jb_endpoint_spec_is_link(const char *spec) { return spec && is_zmq_spec(spec); }
+
+jb_link_t *jb_endpoint_link(jb_endpoint_t *ep) { return ep && ep->kind == EP_ZMQ ? ep->link : NULL; }
 
 // ---------------------------------------------------------------- streams
 
@@ -458,9 +363,10 @@ int jb_endpoint_send(jb_endpoint_t *ep, const jb_msg_t *msg, jb_err_t *err) {
         *err = ep->broken_err;
         return -1;
     }
+    if (ep->kind == EP_ZMQ) return zmq_send_msg(ep, msg, err);   // the link encodes
     if (jb_wire_encode(msg, &ep->hdr, &ep->payload, err))
         return jb_err_prefix(err, "%s", ep->name);
-    return ep->kind == EP_ZMQ ? zmq_send_msg(ep, err) : stream_send(ep, err);
+    return stream_send(ep, err);
 }
 
 jb_recv_t jb_endpoint_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, jb_err_t *err) {
@@ -484,10 +390,9 @@ int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err) {
     if (ep->is_out && ep->broken) {
         *err = ep->broken_err;
         rc = -1;
-    } else if (ep->zsock) {
-        // zmq_close keeps the socket's queue for linger_ms; zmq_ctx_term waits for it.
-        zmq_close(ep->zsock);
-        ep->zsock = NULL;
+    } else if (ep->link) {
+        if (ep->is_out && jb_link_flush(ep->link, ep->opts.linger_ms, 0, err)) rc = -1;
+        jb_link_close(&ep->link, 1000);
     } else if (ep->tmp_path) {
         int e = fsync(ep->fd) ? errno : 0;
         if (close(ep->fd) && !e) e = errno;

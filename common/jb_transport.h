@@ -9,11 +9,12 @@
 //   "ipc://path"        ZeroMQ over a Unix socket
 // A ZeroMQ input binds and an output connects (downstream listens, upstream dials);
 // a leading '@' forces bind and '>' forces connect ("@tcp://*:5555", ">ipc://x").
-// ZeroMQ sockets are PUSH (output) / PULL (input): a pipeline where several
-// upstream instances may feed one input and one output fans out round-robin.
-// Queues are bounded (opts.hwm messages each way), so a slow reader slows the writer.
-// The reliable pattern of issue 5 (ROUTER/DEALER with acks, heartbeats and credit)
-// will be another socket kind in jb_endpoint_opts_t behind the same calls.
+// A ZeroMQ endpoint is a reliable link (jb_link.h, docs/reliability.md): an output is a
+// producer, an input a consumer; several comma-separated addresses may be given
+// ("'>tcp://a:5601,>tcp://b:5601'"). Messages of one job go to one consumer, are acked,
+// kept by the producer until the job is DONE, and resent to another consumer when
+// theirs dies. Queues are bounded (opts.hwm: the input's credit and the output's unsent
+// backlog), so a slow reader slows the writer. A link input never reports EOF.
 //
 //   jb_endpoint_opts_t o; jb_endpoint_default_opts(&o);
 //   jb_endpoint_t *in = jb_endpoint_open_in("-", &o, &err);
@@ -42,12 +43,18 @@
 #include "jb_wire.h"
 
 typedef struct jb_endpoint jb_endpoint_t;   // opaque
+typedef struct jb_link jb_link_t;           // jb_link.h
+struct jb_link_opts;
 
 typedef struct {
-    int hwm;              // ZeroMQ: messages queued in each direction (default 16)
+    int hwm;              // ZeroMQ: input credit / output unsent backlog (default 16)
     int send_timeout_ms;  // ZeroMQ: send waits this long for room, -1 = forever (default)
-    int linger_ms;        // ZeroMQ: close waits this long to deliver queued output (10000)
+    int linger_ms;        // ZeroMQ: close waits this long for the output to be acked (10000)
     int64_t codebook;     // input: codes must be below this (-1 = only the header's)
+    // ZeroMQ: the link's options (name, heartbeat, hooks ...; jb_link.h), or NULL for
+    // the defaults. role comes from the direction; credit / backlog from hwm, and
+    // codebook from above, unless the template sets them (> 0 / >= 0).
+    const struct jb_link_opts *link;
 } jb_endpoint_opts_t;
 
 void jb_endpoint_default_opts(jb_endpoint_opts_t *opts);
@@ -64,6 +71,13 @@ jb_endpoint_t *jb_endpoint_open_out(const char *spec, const jb_endpoint_opts_t *
 // when is_out, else input. owns: destroy closes fd. name: for messages (copied).
 jb_endpoint_t *jb_endpoint_from_fd(int fd, int is_out, int owns, const char *name,
                                    const jb_endpoint_opts_t *opts, jb_err_t *err);
+
+// Whether spec names a ZeroMQ endpoint (a reliable link), '@' / '>' prefix allowed.
+int jb_endpoint_spec_is_link(const char *spec);
+
+// The reliable link behind a ZeroMQ endpoint (jb_link.h), NULL for a stream. It
+// belongs to the endpoint (freed by close / destroy).
+jb_link_t *jb_endpoint_link(jb_endpoint_t *ep);
 
 // Resolved address (ZeroMQ: "tcp://127.0.0.1:40123" after binding "tcp://127.0.0.1:*"),
 // or the spec. Valid until destroy.
@@ -92,12 +106,12 @@ typedef enum {
 jb_recv_t jb_endpoint_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, jb_err_t *err);
 
 // Finishes an output: file -> fsync and rename to its name; ZeroMQ -> waits up to
-// linger_ms for queued messages to leave. Frees the endpoint and sets *ep_p NULL
+// linger_ms for every message to be acked (JB_EUNAVAIL when not). Frees the endpoint and sets *ep_p NULL
 // either way. 0 / -1 + err (an output file that failed is removed, not renamed).
 int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err);
 
-// Frees without finishing: an output file's temporary is removed, ZeroMQ queues
-// are dropped. Accepts NULL and *ep_p == NULL.
+// Frees without finishing: an output file's temporary is removed, ZeroMQ data queues
+// are dropped (an input's last DONE / RELEASE get up to 1 s to leave). Accepts NULL and *ep_p == NULL.
 void jb_endpoint_destroy(jb_endpoint_t **ep_p);
 
 #endif

@@ -49,7 +49,8 @@ static int bytes_append(jb_bytes_t *b, const void *data, size_t len) {
 static const char *const type_names[JB_MSG_TYPE_COUNT] = {
     [JB_MSG_JOB] = "job",     [JB_MSG_CODES] = "codes",         [JB_MSG_END] = "end",
     [JB_MSG_ERROR] = "error", [JB_MSG_ACK] = "ack",             [JB_MSG_HEARTBEAT] = "heartbeat",
-    [JB_MSG_STATUS] = "status", [JB_MSG_ALIGN] = "align",
+    [JB_MSG_STATUS] = "status", [JB_MSG_ALIGN] = "align",      [JB_MSG_HELLO] = "hello",
+    [JB_MSG_DONE] = "done",   [JB_MSG_CANCEL] = "cancel",       [JB_MSG_RELEASE] = "release",
 };
 
 const char *jb_msg_type_name(int type) {
@@ -157,7 +158,10 @@ enum {
 
 #define T(x) (1u << (x))
 #define ALL (T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK) \
-             | T(JB_MSG_HEARTBEAT) | T(JB_MSG_STATUS) | T(JB_MSG_ALIGN))
+             | T(JB_MSG_HEARTBEAT) | T(JB_MSG_STATUS) | T(JB_MSG_ALIGN) | T(JB_MSG_HELLO) \
+             | LINKJOB)
+// Link messages about one job (reliable link: done, cancel, release).
+#define LINKJOB (T(JB_MSG_DONE) | T(JB_MSG_CANCEL) | T(JB_MSG_RELEASE))
 #define PAYLOAD (T(JB_MSG_CODES) | T(JB_MSG_ALIGN))
 
 typedef struct {
@@ -169,9 +173,9 @@ static const key_rule_t key_rules[K_COUNT_KEYS] = {
     [K_TYPE] = {"type", ALL, ALL},
     [K_V] = {"v", ALL, ALL},
     [K_JOB] = {"job", T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR)
-                          | T(JB_MSG_ACK) | T(JB_MSG_ALIGN),
+                          | T(JB_MSG_ACK) | T(JB_MSG_ALIGN) | LINKJOB,
                T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK)
-                   | T(JB_MSG_ALIGN)},
+                   | T(JB_MSG_ALIGN) | LINKJOB},
     [K_LEVEL] = {"level", PAYLOAD,
                  PAYLOAD | T(JB_MSG_END) | T(JB_MSG_ERROR) | T(JB_MSG_ACK)},
     [K_OFFSET] = {"offset", T(JB_MSG_CODES),
@@ -184,11 +188,13 @@ static const key_rule_t key_rules[K_COUNT_KEYS] = {
     [K_RATE] = {"rate", 0, T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END)},
     [K_AUDIO_LEN] = {"audio_len", 0, T(JB_MSG_JOB) | T(JB_MSG_CODES) | T(JB_MSG_END)},
     [K_SEQ] = {"seq", T(JB_MSG_ACK), ALL},
-    [K_CREDIT] = {"credit", 0, T(JB_MSG_ACK) | T(JB_MSG_HEARTBEAT)},
+    [K_CREDIT] = {"credit", 0, T(JB_MSG_ACK) | T(JB_MSG_HEARTBEAT) | T(JB_MSG_HELLO)},
     [K_CODE] = {"code", 0, T(JB_MSG_ERROR)},
     [K_SPEC] = {"spec", T(JB_MSG_JOB), T(JB_MSG_JOB)},
     [K_MSG] = {"msg", T(JB_MSG_ERROR), T(JB_MSG_ERROR)},
-    [K_INFO] = {"info", T(JB_MSG_STATUS), T(JB_MSG_STATUS) | T(JB_MSG_END)},
+    // status without info is a status request (the reply carries info).
+    [K_INFO] = {"info", 0, T(JB_MSG_STATUS) | T(JB_MSG_END) | T(JB_MSG_HELLO)
+                               | T(JB_MSG_HEARTBEAT) | LINKJOB},
     [K_SAMPLE0] = {"sample0", 0, T(JB_MSG_CODES)},
     [K_COLS] = {"cols", T(JB_MSG_ALIGN), T(JB_MSG_ALIGN)},
     [K_LYRICS] = {"lyrics", T(JB_MSG_ALIGN), T(JB_MSG_ALIGN)},

@@ -63,6 +63,11 @@ typedef enum {
     JB_MSG_STATUS,     // a stage's status: text is a JSON object (later)
     JB_MSG_ALIGN,      // lyric alignment of a job: level, batch, count, cols + payload of
                        // weights round(w * 65535); text = the lyrics, one character a column
+    // The reliable link (jb_link.h, docs/reliability.md):
+    JB_MSG_HELLO,      // a peer introduces itself: text = {"name","role","stage","want"}, credit
+    JB_MSG_DONE,       // job finished at the end of the pipeline: the producer may forget it
+    JB_MSG_CANCEL,     // producer -> consumer: drop this job, it went elsewhere
+    JB_MSG_RELEASE,    // consumer -> producer: job handed back, give it to another consumer
     JB_MSG_TYPE_COUNT
 } jb_msg_type_t;
 
@@ -81,11 +86,13 @@ typedef struct {
     int64_t codebook;       // codebook size: every code is in [0, codebook)
     int64_t sample_rate;    // Hz of the audio the codes stand for
     int64_t audio_len;      // true audio length in samples before padding (to trim)
-    int64_t seq;            // sender's sequence number (acks)
-    int64_t credit;         // ack: messages the receiver can take more
+    int64_t seq;            // sender's sequence number (acks); on the link: index of the
+                            // message in its job's stream from this producer
+    int64_t credit;         // ack, heartbeat, hello: messages the receiver can take more
     int64_t code;           // error: sysexits value, jb_err_exit_code() (65 bad data, ...)
     char *spec;             // job: JSON object text, owned
-    char *text;             // error: message (UTF-8); status, end: JSON object text;
+    char *text;             // error: message (UTF-8); status, end, hello, heartbeat, done,
+                            // cancel, release: JSON object text (info);
                             // align: the lyrics, exactly cols characters; owned
     int32_t *codes;         // codes: (batch, count) row-major; align: (batch, count, cols)
                             // weights in [0, JB_WIRE_ALIGN_ONE]; owned
@@ -103,7 +110,8 @@ void jb_bytes_free(jb_bytes_t *b);
 void jb_msg_init(jb_msg_t *msg);
 // Frees spec, text, codes and re-initialises. Accepts NULL.
 void jb_msg_clear(jb_msg_t *msg);
-// "job", "codes", "end", "error", "ack", "heartbeat", "status", "align"; "?" otherwise.
+// "job", "codes", "end", "error", "ack", "heartbeat", "status", "align", "hello", "done",
+// "cancel", "release"; "?" otherwise.
 const char *jb_msg_type_name(int type);
 // Whether job_id is a valid job id (1..JB_WIRE_JOB_ID_MAX of [A-Za-z0-9._:-]).
 int jb_wire_job_id_ok(const char *job_id);

@@ -10,6 +10,7 @@
 #include "jb_codec.h"
 #include "jb_collect.h"
 #include "jb_device.h"
+#include "jb_link.h"
 #include "jb_log.h"
 
 static volatile int stop_flag;
@@ -45,6 +46,14 @@ static void usage(FILE *f) {
 "      --decode-step N       with --outdir: decode the bottom level N codes at a time as\n"
 "                            they stream in (default: one second of audio; 0: only when\n"
 "                            the job is complete).\n"
+"      --name NAME           instance name on a link (default <host>-<pid>).\n"
+"      --heartbeat MS        link: heartbeat after MS without sending (default 1000).\n"
+"      --peer-timeout MS     link: a peer silent this long is dead (default 5000).\n"
+"      --control EP          also bind EP to answer status queries (jukebox status).\n"
+"                            Over a link (tcp://, ipc://) the decoder reports each job\n"
+"                            DONE upstream once its run directory is in place (or its\n"
+"                            error.json written); a job whose ROOT/<id> exists is DONE at\n"
+"                            once. See docs/reliability.md.\n"
 "  -d, --device DEV          cpu, cuda or cuda:N (default cpu).\n"
 "  -o, --out FILE            audio file to write (or --outdir). The extension picks the format:\n"
 "                            .wav (16-bit PCM; see --float) or .flac (16-bit); \"-\" writes a\n"
@@ -89,6 +98,21 @@ static void usage(FILE *f) {
 "             vqvae.safetensors --level 2 -o preview.wav\n");
 }
 
+static jb_link_opts_t g_link;    // --name, --heartbeat, --peer-timeout
+static const char *g_control;    // --control EP
+static jb_link_t *g_in_link;     // for the control endpoint's status
+
+static char *decoder_status(void *user) {
+    (void)user;
+    return strdup("{\"stage\":\"decoder\"}");
+}
+
+static char *control_status(void *user) {
+    (void)user;
+    char *t = g_in_link ? jb_link_status_json(g_in_link) : NULL;
+    return t ? t : strdup("{\"stage\":\"decoder\"}");
+}
+
 // --outdir: the pipeline's last stage (jb_collect).
 static int run_outdir(const char *model, const char *in, const char *root, int max_jobs,
                       int threads, long long window, long long decode_step) {
@@ -103,7 +127,24 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;
+    g_link.stage = "decoder";
+    g_link.stop = (volatile sig_atomic_t *)&stop_flag;
+    g_link.status = decoder_status;
+    eo.link = &g_link;
     jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
+    g_in_link = ep ? jb_endpoint_link(ep) : NULL;
+    jb_link_t *control = NULL;
+    if (ep && g_control) {
+        jb_link_opts_t co = g_link;
+        co.role = JB_LINK_CONTROL;
+        co.status = control_status;
+        if (!(control = jb_link_open(g_control, &co, &err))) {
+            jb_log(JB_ERROR, "%s", err.msg);
+            jb_endpoint_destroy(&ep);
+            jb_vqvae_destroy(&vq);
+            return jb_err_exit_code(err.code);
+        }
+    }
     jb_collect_opts_t co = {.root = root, .max_jobs = max_jobs, .stop = &stop_flag,
                             .decode_step = decode_step};
     jb_collect_stats_t st;
@@ -119,7 +160,9 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
         jb_log(JB_INFO, "%d job(s) written under %s; first audio %.2f s, all %.2f s after the "
                "first message", st.jobs_done, root, st.first_audio_s, st.total_s);
     }
-    jb_endpoint_destroy(&ep);
+    jb_link_close(&control, 0);
+    g_in_link = NULL;
+    jb_endpoint_destroy(&ep);   // a link input: the last DONEs get up to 1 s to leave
     jb_vqvae_destroy(&vq);
     return rc;
 }
@@ -130,7 +173,9 @@ int main(int argc, char **argv) {
     const char *outdir = NULL, *device = "cpu";
     long long window = 0;
     jb_log_set_stage("decoder");
-    enum { OPT_FLOAT = 1000, OPT_FLAC, OPT_OUTDIR, OPT_JOBS, OPT_STEP };
+    enum { OPT_FLOAT = 1000, OPT_FLAC, OPT_OUTDIR, OPT_JOBS, OPT_STEP, OPT_NAME, OPT_HB,
+           OPT_PEER, OPT_CONTROL };
+    jb_link_default_opts(&g_link);
     long long decode_step = 0;
     static const struct option opts[] = {
         {"in", required_argument, 0, 'i'},     {"out", required_argument, 0, 'o'},
@@ -138,6 +183,9 @@ int main(int argc, char **argv) {
         {"float", no_argument, 0, OPT_FLOAT},  {"flac", no_argument, 0, OPT_FLAC},
         {"outdir", required_argument, 0, OPT_OUTDIR}, {"jobs", required_argument, 0, OPT_JOBS},
         {"decode-step", required_argument, 0, OPT_STEP},
+        {"name", required_argument, 0, OPT_NAME}, {"heartbeat", required_argument, 0, OPT_HB},
+        {"peer-timeout", required_argument, 0, OPT_PEER},
+        {"control", required_argument, 0, OPT_CONTROL},
         {"device", required_argument, 0, 'd'},
         {"threads", required_argument, 0, 't'}, {"window", required_argument, 0, 'w'},
         {"quiet", no_argument, 0, 'q'},        {"verbose", no_argument, 0, 'v'},
@@ -169,6 +217,20 @@ int main(int argc, char **argv) {
             }
             break;
         case 'd': device = optarg; break;
+        case OPT_NAME: g_link.name = optarg; break;
+        case OPT_CONTROL: g_control = optarg; break;
+        case OPT_HB:
+        case OPT_PEER: {
+            long v = strtol(optarg, &end, 10);
+            if (*end || !*optarg || v < 1 || v > 86400000) {
+                fprintf(stderr, "jukebox-decoder: --%s: expected milliseconds, got '%s'\n",
+                        c == OPT_HB ? "heartbeat" : "peer-timeout", optarg);
+                return 64;
+            }
+            if (c == OPT_HB) g_link.heartbeat_ms = (int)v;
+            else g_link.peer_timeout_ms = (int)v;
+            break;
+        }
         case OPT_STEP:
             decode_step = strtoll(optarg, &end, 10);
             if (*end || !*optarg || decode_step < 0) {
@@ -208,6 +270,10 @@ int main(int argc, char **argv) {
                 : !model      ? "--model is required"
                 : out && outdir ? "-o and --outdir exclude each other"
                               : "-o AUDIO (or --outdir ROOT) is required");
+        return 64;
+    }
+    if (g_link.peer_timeout_ms <= g_link.heartbeat_ms) {
+        fprintf(stderr, "jukebox-decoder: --peer-timeout must be longer than --heartbeat\n");
         return 64;
     }
     jb_err_t err = {0};

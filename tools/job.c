@@ -21,6 +21,7 @@
 #include "jb_job.h"
 #include "jb_log.h"
 #include "jb_safetensors.h"
+#include "jb_link.h"
 #include "jb_transport.h"
 
 #define LEVELS 3
@@ -67,13 +68,22 @@ static void usage(FILE *f) {
 "other:\n"
 "  --spec FILE            start from a job spec JSON (options given here override it)\n"
 "  --id ID                job id (default job-<time>-<pid>)\n"
-"  -o, --out ENDPOINT     where the stream goes (default '-': stdout)\n"
+"  -o, --out ENDPOINT     where the stream goes (default '-': stdout); tcp://HOST:PORT or\n"
+"                         ipc://PATH: submit to the top prior's bound input over the\n"
+"                         reliable link (docs/reliability.md); exit 0 once a stage\n"
+"                         acknowledged every message of the job\n"
+"  --timeout MS           link: give up (exit 69) when no stage acknowledged the job\n"
+"                         within MS (default 10000)\n"
+"  --wait                 link: also wait until the job is DONE (its run directory\n"
+"                         written by the decoder)\n"
+"  --name NAME            link: instance name (default <host>-<pid>)\n"
+"  --heartbeat MS, --peer-timeout MS   link timing (default 1000, 5000)\n"
 "  --print-spec           print the spec as JSON on stdout and exit\n"
 "  -q, --quiet            errors only\n"
 "  -h, --help             this text\n"
 "\n"
 "exit codes: 0 ok, 64 bad usage or invalid spec, 65 bad codes file, 66 missing file,\n"
-"  69 downstream gone, 74 write failed.\n");
+"  69 downstream gone or no stage acknowledged the job in time, 74 write failed.\n");
 }
 
 static int parse_levels_d(const char *s, double *out) {
@@ -201,7 +211,8 @@ int main(int argc, char **argv) {
     }
     enum { O_ARTIST = 256, O_GENRE, O_ARTIST_ID, O_GENRE_IDS, O_LYRICS, O_LYRICS_FILE, O_SECONDS,
            O_TOTAL, O_PROMPT_SECONDS, O_SAMPLES, O_TEMP, O_TOPK, O_TOPP, O_HOP, O_BATCH, O_CHUNK,
-           O_SEED, O_PROMPT, O_CODES, O_PICK, O_HOPS, O_VQVAE, O_SPEC, O_ID, O_PRINT, O_CHECK };
+           O_SEED, O_PROMPT, O_CODES, O_PICK, O_HOPS, O_VQVAE, O_SPEC, O_ID, O_PRINT, O_CHECK,
+           O_TIMEOUT, O_WAIT, O_NAME, O_HEARTBEAT, O_PEER_TIMEOUT };
     static const struct option longs[] = {
         {"artist", 1, 0, O_ARTIST}, {"genre", 1, 0, O_GENRE}, {"artist-id", 1, 0, O_ARTIST_ID},
         {"genre-ids", 1, 0, O_GENRE_IDS}, {"lyrics", 1, 0, O_LYRICS},
@@ -212,7 +223,9 @@ int main(int argc, char **argv) {
         {"chunk", 1, 0, O_CHUNK}, {"seed", 1, 0, O_SEED}, {"prompt", 1, 0, O_PROMPT},
         {"codes", 1, 0, O_CODES}, {"pick", 1, 0, O_PICK}, {"hops", 1, 0, O_HOPS},
         {"vqvae", 1, 0, O_VQVAE}, {"spec", 1, 0, O_SPEC}, {"id", 1, 0, O_ID},
-        {"check", 1, 0, O_CHECK},
+        {"check", 1, 0, O_CHECK}, {"timeout", 1, 0, O_TIMEOUT}, {"wait", 0, 0, O_WAIT},
+        {"name", 1, 0, O_NAME}, {"heartbeat", 1, 0, O_HEARTBEAT},
+        {"peer-timeout", 1, 0, O_PEER_TIMEOUT},
         {"out", 1, 0, 'o'}, {"print-spec", 0, 0, O_PRINT}, {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *out_spec = "-", *prompt = NULL, *codes_path = NULL, *vqvae = NULL;
@@ -220,6 +233,10 @@ int main(int argc, char **argv) {
     int n_checks = 0;
     int hops[LEVELS] = {8, 32, 128}, sr = 44100, print_spec = 0;
     int seconds_given = 0, rc = 64;
+    int timeout_ms = 10000, wait_done = 0;
+    jb_link_opts_t lo;   // -o tcp:// or ipc://: the reliable link's options
+    jb_link_default_opts(&lo);
+    lo.stage = "job";
     jb_codes_t codes = {0};   // the codes to continue from
     int have_codes = 0;
     int64_t prefix[LEVELS] = {0, 0, 0};
@@ -311,6 +328,19 @@ int main(int argc, char **argv) {
             case O_SPEC: break;
             case O_ID: id = optarg; break;
             case 'o': out_spec = optarg; break;
+            case O_TIMEOUT:
+            case O_HEARTBEAT:
+            case O_PEER_TIMEOUT: {
+                char *e = NULL;
+                long v = strtol(optarg, &e, 10);
+                bad = !*optarg || *e || v < 1 || v > 86400000;
+                if (!bad && c == O_TIMEOUT) timeout_ms = (int)v;
+                if (!bad && c == O_HEARTBEAT) lo.heartbeat_ms = (int)v;
+                if (!bad && c == O_PEER_TIMEOUT) lo.peer_timeout_ms = (int)v;
+                break;
+            }
+            case O_WAIT: wait_done = 1; break;
+            case O_NAME: lo.name = optarg; break;
             case O_PRINT: print_spec = 1; break;
             case 'q': jb_log_set_level(JB_ERROR); break;
             }
@@ -508,7 +538,16 @@ int main(int argc, char **argv) {
         rc = 0;
         goto out;
     }
-    jb_endpoint_t *ep = jb_endpoint_open_out(out_spec, NULL, &err);
+    if (lo.peer_timeout_ms <= lo.heartbeat_ms) {
+        fprintf(stderr, "jukebox-job: --peer-timeout must be longer than --heartbeat\n");
+        goto out;
+    }
+    jb_endpoint_opts_t eo;
+    jb_endpoint_default_opts(&eo);
+    eo.link = &lo;
+    eo.linger_ms = timeout_ms;   // close: every message acked within this
+    lo.send_timeout_ms = timeout_ms;
+    jb_endpoint_t *ep = jb_endpoint_open_out(out_spec, &eo, &err);
     jb_msg_t m;
     jb_msg_init(&m);
     m.type = JB_MSG_JOB;
@@ -519,10 +558,23 @@ int main(int argc, char **argv) {
     for (int l = LEVELS - 1; l >= 0 && !bad; l--)
         bad = (have_codes && send_level_codes(ep, job.id, &codes, l, prefix[l], &err)) ||
               send_end(ep, job.id, l, &err);
-    bad = bad || send_end(ep, job.id, -1, &err) || jb_endpoint_close(&ep, &err);
+    bad = bad || send_end(ep, job.id, -1, &err);
+    if (!bad && jb_endpoint_link(ep)) {
+        // Acknowledged by a stage: it holds the job from here (and its producer's
+        // retention), so this process may go. --wait: until the pipeline finished it.
+        bad = jb_link_flush(jb_endpoint_link(ep), timeout_ms, 0, &err);
+        if (!bad) jb_log(JB_INFO, "job=%s acknowledged by the first stage", job.id);
+        if (!bad && wait_done) bad = jb_link_flush(jb_endpoint_link(ep), -1, 1, &err);
+        if (!bad && wait_done) jb_log(JB_INFO, "job=%s done", job.id);
+    }
+    bad = bad || jb_endpoint_close(&ep, &err);
     jb_endpoint_destroy(&ep);
     if (bad) {
-        fprintf(stderr, "jukebox-job: %s\n", err.msg);
+        if (err.code == JB_EUNAVAIL && jb_endpoint_spec_is_link(out_spec))
+            fprintf(stderr, "jukebox-job: %s (is a jukebox-prior-top listening there? see "
+                    "jukebox status)\n", err.msg);
+        else
+            fprintf(stderr, "jukebox-job: %s\n", err.msg);
         rc = jb_err_exit_code(err.code);
         goto out;
     }

@@ -1,0 +1,528 @@
+// test_jb_link.c: the reliable link (common/jb_link.h) in-process over ipc:// in a
+// temporary directory, with short heartbeats: credit, job affinity, acks and
+// retention until DONE, reassignment of a silent consumer's jobs, CANCEL to a returning
+// consumer (a child process stopped with SIGSTOP and continued), RELEASE, duplicates
+// from two producers, take-over when a job's producer dies, garbage dropped, status
+// reply, a bounded send that blocks and unblocks (and honours the stop flag).
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "jb_link.h"
+#include "jb_log.h"
+#include "jb_test.h"
+
+#define HB 40
+#define TIMEOUT 300
+
+static char g_dir[256];
+static int g_n;
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+}
+
+static const char *ep(const char *name) {
+    static char buf[8][320];
+    char *b = buf[g_n++ % 8];
+    snprintf(b, 320, "ipc://%s/%s", g_dir, name);
+    return b;
+}
+
+// on_done hook: records the job ids reported DONE.
+typedef struct {
+    pthread_mutex_t mu;
+    char ids[32][64];
+    int n;
+} done_log_t;
+
+static void on_done(void *user, const char *id) {
+    done_log_t *d = user;
+    pthread_mutex_lock(&d->mu);
+    if (d->n < 32) snprintf(d->ids[d->n++], 64, "%s", id);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static int done_count(done_log_t *d, const char *id) {
+    pthread_mutex_lock(&d->mu);
+    int k = 0;
+    for (int i = 0; i < d->n; i++) k += !strcmp(d->ids[i], id);
+    pthread_mutex_unlock(&d->mu);
+    return k;
+}
+
+static jb_link_t *open_link(const char *spec, jb_link_role_t role, const char *name, int credit,
+                            int backlog, done_log_t *d) {
+    jb_link_opts_t o;
+    jb_link_default_opts(&o);
+    o.role = role;
+    o.name = name;
+    o.stage = "test";
+    o.heartbeat_ms = HB;
+    o.peer_timeout_ms = TIMEOUT;
+    if (credit) o.credit = credit;
+    if (backlog) o.backlog = backlog;
+    if (d) {
+        o.on_done = on_done;
+        o.done_user = d;
+    }
+    jb_err_t err = {0};
+    jb_link_t *l = jb_link_open(spec, &o, &err);
+    if (!l) printf("  open %s: %s\n", spec, err.msg);
+    return l;
+}
+
+static int send_job(jb_link_t *p, const char *id, int n_msgs) {
+    jb_err_t err = {0};
+    for (int i = 0; i < n_msgs; i++) {
+        jb_msg_t m;
+        jb_msg_init(&m);
+        m.type = i == 0 ? JB_MSG_JOB : i == n_msgs - 1 ? JB_MSG_END : JB_MSG_CODES;
+        int rc = jb_msg_set_job_id(&m, id, &err);
+        if (m.type == JB_MSG_JOB) rc = rc || jb_msg_set_spec(&m, "{}", &err);
+        if (m.type == JB_MSG_CODES) {
+            int32_t c[2] = {i, i + 1};
+            m.level = 0;
+            m.offset = 2 * (i - 1);
+            rc = rc || jb_msg_set_codes(&m, c, 1, 2, &err);
+        }
+        rc = rc || jb_link_send(p, &m, &err);
+        jb_msg_clear(&m);
+        if (rc) {
+            printf("  send %s: %s\n", id, err.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// Receives until want messages came or ms passed. Records (job, seq, type) strings.
+typedef struct {
+    char job[64];
+    int64_t seq;
+    int type;
+} got_t;
+
+static int recv_n(jb_link_t *c, got_t *g, int cap, int want, int ms) {
+    int n = 0;
+    int64_t end = now_ms() + ms;
+    jb_msg_t m;
+    jb_msg_init(&m);
+    while (n < want && now_ms() < end) {
+        jb_err_t err = {0};
+        if (jb_link_recv(c, &m, 20, &err) != JB_RECV_MSG) continue;
+        if (n < cap) {
+            snprintf(g[n].job, 64, "%s", m.job_id);
+            g[n].seq = m.seq;
+            g[n].type = m.type;
+        }
+        n++;
+    }
+    jb_msg_clear(&m);
+    return n;
+}
+
+static int wait_until(int (*cond)(void *), void *arg, int ms) {
+    int64_t end = now_ms() + ms;
+    while (now_ms() < end) {
+        if (cond(arg)) return 1;
+        sleep_ms(10);
+    }
+    return cond(arg);
+}
+
+static int peers_alive_2(void *a) {
+    jb_link_stats_t st;
+    jb_link_stats(a, &st);
+    return st.peers_alive >= 2;
+}
+static int peers_alive_1(void *a) {
+    jb_link_stats_t st;
+    jb_link_stats(a, &st);
+    return st.peers_alive >= 1;
+}
+
+// ---------------------------------------------------------------- tests
+
+static void test_credit_affinity_acks_done(void) {
+    done_log_t d = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    const char *pe = ep("p1");
+    char at[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    jb_link_t *p = open_link(at, JB_LINK_PRODUCER, "prod", 0, 0, &d);
+    snprintf(at, sizeof at, ">%s", pe);
+    jb_link_t *c1 = open_link(at, JB_LINK_CONSUMER, "c1", 3, 0, NULL);
+    jb_link_t *c2 = open_link(at, JB_LINK_CONSUMER, "c2", 3, 0, NULL);
+    JB_CHECK(p && c1 && c2, "links open");
+    if (!p || !c1 || !c2) goto out;
+    JB_CHECK(wait_until(peers_alive_2, p, 2000), "producer sees both consumers");
+    // Credit: 4 jobs of 4 messages; nobody reads: each consumer gets at most its credit.
+    const char *jobs[4] = {"ja", "jb", "jc", "jd"};
+    for (int i = 0; i < 4; i++) send_job(p, jobs[i], 4);
+    sleep_ms(300);
+    jb_link_stats_t s1, s2, sp;
+    jb_link_stats(c1, &s1);
+    jb_link_stats(c2, &s2);
+    jb_link_stats(p, &sp);
+    JB_CHECK(s1.queue <= 3 && s2.queue <= 3, "credit respected: queues %d, %d <= 3", s1.queue,
+             s2.queue);
+    JB_CHECK(s1.queue >= 1 && s2.queue >= 1, "both consumers got work (%d, %d)", s1.queue,
+             s2.queue);
+    JB_CHECK(sp.backlog == 16 - s1.queue - s2.queue, "the rest waits at the producer (%d)",
+             sp.backlog);
+    // Read everything: affinity (each job on one consumer), order, both busy.
+    got_t g1[32], g2[32];
+    int n1 = 0, n2 = 0;
+    int64_t end = now_ms() + 3000;
+    while (n1 + n2 < 16 && now_ms() < end) {
+        n1 += recv_n(c1, g1 + n1, 32 - n1, 16, 20);
+        n2 += recv_n(c2, g2 + n2, 32 - n2, 16, 20);
+    }
+    JB_CHECK(n1 + n2 == 16, "all 16 messages delivered once (%d + %d)", n1, n2);
+    int where[4] = {0, 0, 0, 0}, ok_order = 1;
+    int64_t next[4] = {0, 0, 0, 0};
+    for (int k = 0; k < n1 + n2; k++) {
+        got_t *g = k < n1 ? &g1[k] : &g2[k - n1];
+        int who = k < n1 ? 1 : 2;
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(g->job, jobs[i])) {
+                if (where[i] && where[i] != who) where[i] = -1;
+                else if (!where[i]) where[i] = who;
+                if (g->seq != next[i]++) ok_order = 0;
+            }
+    }
+    JB_CHECK(where[0] > 0 && where[1] > 0 && where[2] > 0 && where[3] > 0,
+             "job affinity: every job on one consumer (%d %d %d %d)", where[0], where[1],
+             where[2], where[3]);
+    JB_CHECK(ok_order, "each job's messages in seq order 0, 1, 2, 3");
+    JB_CHECK(n1 >= 4 && n2 >= 4, "both consumers got jobs (%d, %d messages)", n1, n2);
+    jb_err_t err = {0};
+    JB_CHECK(jb_link_flush(p, 2000, 0, &err) == 0, "every message acked (%s)", err.msg);
+    jb_link_stats(p, &sp);
+    JB_CHECK(sp.jobs == 4 && sp.retained_bytes > 0, "retained until DONE (%d jobs, %lld bytes)",
+             sp.jobs, (long long)sp.retained_bytes);
+    JB_CHECK(jb_link_flush(p, 150, 1, &err) == -1 && err.code == JB_EUNAVAIL,
+             "flush for DONE times out while jobs are open");
+    // DONE frees retention and reaches the hook.
+    for (int i = 0; i < 4; i++) jb_link_done(where[i] == 1 ? c1 : c2, jobs[i]);
+    JB_CHECK(jb_link_flush(p, 2000, 1, &err) == 0, "DONE of every job reaches the producer");
+    jb_link_stats(p, &sp);
+    JB_CHECK(sp.jobs == 0 && sp.retained_bytes == 0, "nothing retained after DONE");
+    for (int i = 0; i < 50 && d.n < 4; i++) sleep_ms(10);
+    JB_CHECK(done_count(&d, "ja") == 1 && done_count(&d, "jd") == 1, "on_done called per job");
+    // Status reply.
+    char *info = NULL;
+    JB_CHECK(jb_link_query_status(pe, 2000, &info, &err) == 0, "status reply (%s)", err.msg);
+    json_t *o = info ? json_loads(info, 0, NULL) : NULL;
+    JB_CHECK(o && !strcmp(json_string_value(json_object_get(o, "instance")), "prod") &&
+                 !strcmp(json_string_value(json_object_get(o, "role")), "producer"),
+             "status names the instance and role");
+    json_t *peers = json_object_get(o, "peers");
+    int seen = 0;
+    for (size_t i = 0; i < json_array_size(peers); i++) {
+        const char *nm = json_string_value(json_object_get(json_array_get(peers, i), "name"));
+        seen += nm && (!strcmp(nm, "c1") || !strcmp(nm, "c2"));
+    }
+    JB_CHECK(seen == 2, "status lists both consumers as peers");
+    JB_CHECK(json_integer_value(json_object_get(json_object_get(o, "stats"), "done_rx")) == 4,
+             "status counts 4 DONE");
+    json_decref(o);
+    free(info);
+out:
+    jb_link_close(&c1, 0);
+    jb_link_close(&c2, 0);
+    jb_link_close(&p, 0);
+}
+
+// A consumer in a child process: receives, reports on a pipe, can be SIGSTOPped.
+// Writes one line per message: "<type> <job> <seq>\n".
+static pid_t spawn_consumer(const char *spec, const char *name, int fd_out) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    jb_link_t *c = open_link(spec, JB_LINK_CONSUMER, name, 16, 0, NULL);
+    if (!c) _exit(2);
+    jb_msg_t m;
+    jb_msg_init(&m);
+    for (;;) {
+        jb_err_t err = {0};
+        if (jb_link_recv(c, &m, 100, &err) != JB_RECV_MSG) continue;
+        char line[128];
+        int n = snprintf(line, sizeof line, "%s %s %lld\n", jb_msg_type_name(m.type), m.job_id,
+                         (long long)m.seq);
+        if (write(fd_out, line, (size_t)n) < 0) _exit(3);
+    }
+}
+
+static void test_silent_consumer_and_return(void) {
+    const char *pe = ep("p2");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    int fds[2];
+    if (pipe(fds)) return;
+    pid_t child = spawn_consumer(to, "c-child", fds[1]);
+    close(fds[1]);
+    jb_link_t *p = open_link(at, JB_LINK_PRODUCER, "prod2", 0, 0, NULL);
+    JB_CHECK(p != NULL, "producer open");
+    if (!p) goto out;
+    JB_CHECK(wait_until(peers_alive_1, p, 3000), "child consumer joined");
+    send_job(p, "js", 3);
+    char buf[512] = "";
+    ssize_t k = 0;
+    int64_t end = now_ms() + 2000;
+    while (now_ms() < end && k < 3 * 5) {
+        ssize_t r = read(fds[0], buf + k, sizeof buf - 1 - (size_t)k);
+        if (r > 0) k += r;
+        buf[k] = '\0';
+        if (strstr(buf, "end js 2")) break;
+    }
+    buf[k] = '\0';
+    JB_CHECK(strstr(buf, "job js 0") && strstr(buf, "end js 2"), "child got the job");
+    kill(child, SIGSTOP);
+    jb_link_t *c2 = open_link(to, JB_LINK_CONSUMER, "c-twin", 16, 0, NULL);
+    int64_t t0 = now_ms();
+    got_t g[8];
+    int n = recv_n(c2, g, 8, 3, 3000);
+    int64_t dt = now_ms() - t0;
+    JB_CHECK(n == 3 && g[0].seq == 0 && g[2].seq == 2 && !strcmp(g[0].job, "js"),
+             "silent consumer's job resent whole to its twin (%d messages in %lld ms)", n,
+             (long long)dt);
+    JB_CHECK(dt >= TIMEOUT / 2, "not before the peer timeout (%lld ms)", (long long)dt);
+    // The stopped consumer comes back: its job went elsewhere, so it gets CANCEL.
+    kill(child, SIGCONT);
+    k = 0;
+    buf[0] = '\0';
+    end = now_ms() + 3000;
+    while (now_ms() < end && !strstr(buf, "cancel js")) {
+        ssize_t r = read(fds[0], buf + k, sizeof buf - 1 - (size_t)k);
+        if (r > 0) {
+            k += r;
+            buf[k] = '\0';
+        }
+    }
+    JB_CHECK(strstr(buf, "cancel js") != NULL, "the returning consumer gets CANCEL of its job");
+    jb_link_stats_t st;
+    jb_link_stats(p, &st);
+    JB_CHECK(st.reassigned >= 1 && st.cancels_tx >= 1, "producer counts reassignment and cancel");
+    jb_link_close(&c2, 0);
+    jb_link_close(&p, 0);
+out:
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    close(fds[0]);
+}
+
+static void test_release(void) {
+    const char *pe = ep("p3");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    jb_link_t *p = open_link(at, JB_LINK_PRODUCER, "prod3", 0, 0, NULL);
+    jb_link_t *c1 = open_link(to, JB_LINK_CONSUMER, "r1", 16, 0, NULL);
+    JB_CHECK(p && c1, "links open");
+    if (!p || !c1) goto out;
+    JB_CHECK(wait_until(peers_alive_1, p, 2000), "consumer joined");
+    send_job(p, "rel", 3);
+    got_t g[8];
+    JB_CHECK(recv_n(c1, g, 8, 3, 2000) == 3, "first consumer got the job");
+    jb_link_t *c2 = open_link(to, JB_LINK_CONSUMER, "r2", 16, 0, NULL);
+    JB_CHECK(wait_until(peers_alive_2, p, 2000), "second consumer joined");
+    jb_link_pause(c1);
+    sleep_ms(2 * HB);
+    int64_t t0 = now_ms();
+    jb_link_release(c1, "rel");
+    int n = recv_n(c2, g, 8, 3, 2000);
+    int64_t dt = now_ms() - t0;
+    JB_CHECK(n == 3 && g[0].seq == 0, "released job resent whole to the other consumer");
+    JB_CHECK(dt < TIMEOUT, "at once, before any timeout (%lld ms)", (long long)dt);
+    jb_link_close(&c2, 0);
+out:
+    jb_link_close(&c1, 0);
+    jb_link_close(&p, 0);
+}
+
+// Two producers send the same job (after a partition both worked on it): one copy is
+// processed, DONE goes to both. Then a producer that dies mid-job: the other's copy
+// takes over (CANCEL delivered, then the job from seq 0).
+static void test_duplicates_and_takeover(void) {
+    done_log_t d1 = {.mu = PTHREAD_MUTEX_INITIALIZER}, d2 = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    const char *e1 = ep("q1"), *e2 = ep("q2");
+    char a1[400], a2[400], both[820];
+    snprintf(a1, sizeof a1, "@%s", e1);
+    snprintf(a2, sizeof a2, "@%s", e2);
+    snprintf(both, sizeof both, ">%s,>%s", e1, e2);
+    jb_link_t *p1 = open_link(a1, JB_LINK_PRODUCER, "up1", 0, 0, &d1);
+    jb_link_t *p2 = open_link(a2, JB_LINK_PRODUCER, "up2", 0, 0, &d2);
+    jb_link_t *c = open_link(both, JB_LINK_CONSUMER, "down", 16, 0, NULL);
+    JB_CHECK(p1 && p2 && c, "links open");
+    if (!p1 || !p2 || !c) goto out;
+    JB_CHECK(wait_until(peers_alive_1, p1, 2000) && wait_until(peers_alive_1, p2, 2000),
+             "consumer connected to both producers");
+    send_job(p1, "dup", 3);
+    got_t g[16];
+    int n = recv_n(c, g, 16, 3, 2000);
+    send_job(p2, "dup", 3);
+    n += recv_n(c, g + n, 16 - n, 6, 400);
+    JB_CHECK(n == 3, "a job from two producers is delivered once (%d messages)", n);
+    jb_err_t err = {0};
+    JB_CHECK(jb_link_flush(p2, 2000, 0, &err) == 0, "the duplicate copy is acked");
+    jb_link_done(c, "dup");
+    JB_CHECK(jb_link_flush(p1, 2000, 1, &err) == 0 && jb_link_flush(p2, 2000, 1, &err) == 0,
+             "DONE goes to both producers");
+    for (int i = 0; i < 50 && done_count(&d1, "dup") + done_count(&d2, "dup") < 2; i++)
+        sleep_ms(10);   // the hook runs on the I/O thread just after the job is forgotten
+    JB_CHECK(done_count(&d1, "dup") == 1 && done_count(&d2, "dup") == 1, "both hooks called");
+    // Take-over: p1 sends 2 of 3 messages, p2 the whole job, then p1 dies.
+    send_job(p1, "tk", 2);   // job, end: as if the rest never came
+    n = recv_n(c, g, 16, 2, 2000);
+    JB_CHECK(n == 2, "first copy's messages delivered");
+    send_job(p2, "tk", 3);
+    sleep_ms(100);
+    jb_link_close(&p1, 0);
+    n = recv_n(c, g, 16, 4, 3000);
+    JB_CHECK(n == 4 && g[0].type == JB_MSG_CANCEL && !strcmp(g[0].job, "tk") && g[1].seq == 0 &&
+                 g[3].seq == 2,
+             "producer died: CANCEL, then the other copy from seq 0 (%d messages)", n);
+out:
+    jb_link_close(&c, 0);
+    jb_link_close(&p1, 0);
+    jb_link_close(&p2, 0);
+}
+
+static void test_garbage(void) {
+    const char *pe = ep("g");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    jb_link_t *c = open_link(at, JB_LINK_CONSUMER, "gc", 16, 0, NULL);
+    JB_CHECK(c != NULL, "consumer open");
+    if (!c) return;
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+    zmq_connect(s, pe);
+    sleep_ms(50);
+    zmq_send(s, "junk", 4, 0);                       // one part
+    zmq_send(s, "\x81\xa4type", 6, ZMQ_SNDMORE);     // truncated MessagePack
+    zmq_send(s, "", 0, 0);
+    zmq_send(s, "a", 1, ZMQ_SNDMORE);                // three parts
+    zmq_send(s, "b", 1, ZMQ_SNDMORE);
+    zmq_send(s, "c", 1, 0);
+    // A well-formed data message from a peer that never said HELLO.
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_END;
+    m.seq = 0;
+    strcpy(m.job_id, "x");
+    jb_bytes_t h = {0}, pl = {0};
+    jb_err_t err = {0};
+    jb_wire_encode(&m, &h, &pl, &err);
+    zmq_send(s, h.data, h.len, ZMQ_SNDMORE);
+    zmq_send(s, "", 0, 0);
+    jb_bytes_free(&h);
+    jb_bytes_free(&pl);
+    sleep_ms(300);
+    jb_link_stats_t st;
+    jb_link_stats(c, &st);
+    JB_CHECK(st.bad >= 4 && st.rx == 0, "garbage dropped and counted (%lld)", (long long)st.bad);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    // Still serving.
+    jb_link_t *p = open_link(to, JB_LINK_PRODUCER, "gp", 0, 0, NULL);
+    send_job(p, "after", 2);
+    got_t g[4];
+    JB_CHECK(recv_n(c, g, 4, 2, 2000) == 2, "the link keeps serving after garbage");
+    jb_link_close(&p, 0);
+    jb_link_close(&c, 0);
+}
+
+typedef struct {
+    jb_link_t *p;
+    volatile int done;
+    int rc;
+    jb_err_t err;
+} sender_t;
+
+static void *sender(void *a) {
+    sender_t *s = a;
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_END;
+    strcpy(m.job_id, "bound");
+    s->rc = jb_link_send(s->p, &m, &s->err);
+    s->done = 1;
+    return NULL;
+}
+
+static void test_bounded_send(void) {
+    const char *pe = ep("b");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    volatile sig_atomic_t stop = 0;
+    jb_link_opts_t o;
+    jb_link_default_opts(&o);
+    o.role = JB_LINK_PRODUCER;
+    o.name = "bp";
+    o.heartbeat_ms = HB;
+    o.peer_timeout_ms = TIMEOUT;
+    o.backlog = 4;
+    o.stop = &stop;
+    jb_err_t err = {0};
+    jb_link_t *p = jb_link_open(at, &o, &err);
+    JB_CHECK(p != NULL, "producer open");
+    if (!p) return;
+    send_job(p, "fill", 4);   // backlog full: no consumer
+    sender_t s = {.p = p};
+    pthread_t th;
+    pthread_create(&th, NULL, sender, &s);
+    sleep_ms(200);
+    JB_CHECK(!s.done, "send blocks while the backlog is full");
+    jb_link_t *c = open_link(to, JB_LINK_CONSUMER, "bc", 16, 0, NULL);
+    for (int i = 0; i < 200 && !s.done; i++) sleep_ms(10);
+    JB_CHECK(s.done && s.rc == 0, "send unblocks once a consumer takes messages");
+    pthread_join(th, NULL);
+    jb_link_close(&c, 0);
+    // No consumer again: a blocked send returns on the stop flag.
+    send_job(p, "fill2", 4);
+    sender_t s2 = {.p = p};
+    pthread_create(&th, NULL, sender, &s2);
+    sleep_ms(100);
+    stop = 1;
+    for (int i = 0; i < 100 && !s2.done; i++) sleep_ms(10);
+    JB_CHECK(s2.done && s2.rc == -1 && s2.err.code == JB_ECANCEL,
+             "a blocked send returns JB_ECANCEL on the stop flag");
+    pthread_join(th, NULL);
+    jb_link_close(&p, 0);
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/jb_link_test.XXXXXX");
+    if (!mkdtemp(g_dir)) return 1;
+    if (!getenv("JB_TEST_VERBOSE")) jb_log_set_level(JB_ERROR);
+    signal(SIGPIPE, SIG_IGN);
+    test_credit_affinity_acks_done();
+    test_silent_consumer_and_return();
+    test_release();
+    test_duplicates_and_takeover();
+    test_garbage();
+    test_bounded_send();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd)) {}
+    return jb_test_summary("test_jb_link");
+}
