@@ -15,7 +15,7 @@ M=${M:-$PWD/models/default}
 # one sample at a time with -b 1) that a kill lands in the middle of one.
 FJ_STAGE_ARGS="-b 1"
 fj_args() {
-    echo "--total-seconds 0.95 --seconds 0.95 --samples 3 --hop-fraction 0.125 --seed $1"
+    echo "--total-seconds 0.95 --seconds 0.95 --samples 4 --hop-fraction 0.125 --seed $1"
 }
 fj_refs() {
     local n=$1 dir=$2 i
@@ -64,6 +64,28 @@ fj_compare() {
 }
 fj_summary() {
     echo "faults: test=$1 jobs=$2 faults=$3 lost=$fj_lost differing=$fj_diff"
+}
+# fj_jobs_of ENDPOINT: jobs in flight at a stage instance (its control endpoint), or -1
+fj_jobs_of() {
+    "$B/jukebox-status" --json --timeout 500 "$1" 2>/dev/null |
+        python3 -c 'import json, sys
+try:
+    d = json.loads(sys.stdin.readline()); print(len(d.get("jobs_in_flight", d.get("jobs", []))))
+except Exception:
+    print(-1)'
+}
+# fj_busy_victim STATE NAME...: a random one of the instances holding a job (asked at
+# their control endpoints, from local-services.sh's endpoints file); any if none does
+fj_busy_victim() {
+    local state=$1 eps=() n busy; shift
+    for n in "$@"; do eps+=("$(awk -v n="$n" '$1 == "control" && $2 == n {print $3}' "$state/endpoints")"); done
+    mapfile -t busy < <("$B/jukebox-status" --json --timeout 500 "${eps[@]}" 2>/dev/null |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    d = json.loads(line)
+    if len(d.get("jobs_in_flight", d.get("jobs", []))) > 0:
+        print(d.get("instance") or d.get("in", {}).get("instance", ""))')
+    if [ ${#busy[@]} -gt 0 ]; then fj_pick "${busy[@]}"; else fj_pick "$@"; fi
 }
 fj_pick() { local a=("$@"); echo "${a[RANDOM % ${#a[@]}]}"; }
 fj_alive() { [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
