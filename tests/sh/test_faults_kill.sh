@@ -14,7 +14,7 @@ B=$PWD/$BUILD/bin
 T=$(mktemp -d /tmp/jb_faults_kill.XXXXXX)
 LS=pipelines/local-services.sh
 . tests/sh/lib/faults.sh
-cleanup() { $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; rm -rf "$T"; }
+cleanup() { $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
 trap cleanup EXIT
 pass=0; fail=0
 check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }

@@ -34,7 +34,7 @@ fj_submit() {
     for i in $(seq 1 "$n"); do
         # shellcheck disable=SC2046
         "$B/jukebox-job" sample -q --id "fj$i" $(fj_args "$i") --vqvae "$M/vqvae.safetensors" \
-            -o "$ep" & fj_pids+=($!)
+            --wait --heartbeat 200 --peer-timeout 1000 -o "$ep" & fj_pids+=($!)
     done
 }
 fj_wait() {
