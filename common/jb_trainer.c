@@ -16,6 +16,7 @@
 #include "jb_rng.h"
 #include "jb_safetensors.h"
 #include "jb_stft.h"
+#include "jb_text.h"
 #include "jb_transformer.h"
 
 // ---- data set ------------------------------------------------------------------------------
@@ -273,22 +274,33 @@ static char *names_json(char **v, int n) {
     return s;
 }
 
-int jb_trainer_vocabs(const jb_trainer_data_t *d, char **artists_json, char **genres_json,
-                      int *n_artists, int *n_genres, jb_err_t *err) {
+int jb_trainer_vocabs(const jb_trainer_data_t *d, jb_text_vocab_t version, char **artists_json,
+                      char **genres_json, int *n_artists, int *n_genres, jb_err_t *err) {
     char **a = NULL, **g = NULL;
     int na = 0, ca = 0, ng = 0, cg = 0, rc = -1;
     *artists_json = *genres_json = NULL;
+    if (version != JB_TEXT_V2 && version != JB_TEXT_V3)
+        return jb_err_set(err, JB_EINVAL, "vocabularies: unknown label version %d", (int)version);
     for (int i = 0; i < d->n_items; i++) {
         const jb_trainer_item_t *it = &d->items[i];
         if (!it->artist) continue;
-        char *an = jb_labels_norm(it->artist, err), *gn = jb_labels_norm(it->genre, err);
+        char *an, *gn;
+        if (version == JB_TEXT_V2) {
+            an = jb_labels_norm(it->artist, err), gn = jb_labels_norm(it->genre, err);
+        } else {
+            an = jb_text_lower(it->artist, strlen(it->artist), NULL, NULL, err);
+            gn = jb_text_lower(it->genre, strlen(it->genre), NULL, NULL, err);
+        }
         if (!an || !gn) {
             free(an), free(gn);
             goto done;
         }
         int bad = *an && add_name(&a, &na, &ca, an);
-        for (char *w = strtok(gn, "_"); w && !bad; w = strtok(NULL, "_"))
-            bad = add_name(&g, &ng, &cg, w);
+        if (version == JB_TEXT_V3)
+            bad = bad || (*gn && add_name(&g, &ng, &cg, gn));
+        else
+            for (char *w = strtok(gn, "_"); w && !bad; w = strtok(NULL, "_"))
+                bad = add_name(&g, &ng, &cg, w);
         free(an), free(gn);
         if (bad) {
             jb_err_set(err, JB_ENOMEM, "out of memory");
@@ -310,6 +322,26 @@ done:
     for (int i = 0; i < ng; i++) free(g[i]);
     free(a), free(g);
     return rc;
+}
+
+int jb_trainer_label(int64_t total_length, int64_t offset, int64_t sample_length, int32_t artist,
+                     const int32_t *genres, int n_genres, int max_genre_words,
+                     const int32_t *full, int n_full, int n_tokens, int32_t *y, jb_err_t *err) {
+    if (total_length < 0 || total_length > INT32_MAX || offset < 0 || offset > INT32_MAX ||
+        sample_length < 0 || sample_length > INT32_MAX)
+        return jb_err_set(err, JB_EINVAL, "label: total_length %lld, offset %lld, sample_length "
+                          "%lld outside int32", (long long)total_length, (long long)offset,
+                          (long long)sample_length);
+    if (n_genres < 0 || n_genres > max_genre_words)
+        return jb_err_set(err, JB_EINVAL, "label: %d genre words, at most %d", n_genres,
+                          max_genre_words);
+    y[0] = (int32_t)total_length, y[1] = (int32_t)offset, y[2] = (int32_t)sample_length;
+    y[3] = artist;
+    for (int g = 0; g < max_genre_words; g++) y[4 + g] = g < n_genres ? genres[g] : -1;
+    if (n_tokens <= 0) return 0;
+    static const int32_t none[1] = {0};
+    return jb_labels_lyric_window(n_full > 0 ? full : none, n_full, n_tokens, total_length,
+                                  offset, sample_length, y + 4 + max_genre_words, NULL, err);
 }
 
 // ---- fresh prior ---------------------------------------------------------------------------
@@ -352,20 +384,28 @@ static int put(pinit_t *pi, const char *name, int kind, double a, int ndim, int6
     return jb_st_writer_add(pi->w, name, JB_F32, ndim, shape, b, pi->err);
 }
 
-static int put_transformer(pinit_t *pi, const char *prefix, const jb_prior_hparams_t *hp,
-                           double init_scale) {
-    int W = hp->width, S = (int)(hp->m_attn * W), M = (int)(hp->m_mlp * W);
-    double std = 0.02 * init_scale;
+// A transformer's blocks (transformer.py Transformer of ResAttnBlocks): width W, depth D,
+// attention width m_attn·W and MLP width m_mlp·W, the attention kind of each layer from
+// attn_order (kind 6, attending to the lyrics encoder, has queries c_attn (W, S) and keys and
+// values c_enc_kv (W, 2S)); Conv1D weights N(0, std), biases 0, LayerNorm 1/0.
+static int put_transformer(pinit_t *pi, const char *prefix, int W, int D, double m_attn,
+                           double m_mlp, int attn_order, double std) {
+    int S = (int)(m_attn * W), M = (int)(m_mlp * W);
     char nm[256];
-    for (int d = 0; d < hp->depth; d++) {
+    for (int d = 0; d < D; d++) {
+        int enc = jb_transformer_attn_func(attn_order, d) == 6;
 #define T2(sfx, kind, a, r, c)                                                       \
     snprintf(nm, sizeof nm, "%s_attn_mods.%d.%s", prefix, d, sfx);                  \
     if (put(pi, nm, kind, a, 2, r, c, 0)) return -1;
 #define T1(sfx, kind, r)                                                             \
     snprintf(nm, sizeof nm, "%s_attn_mods.%d.%s", prefix, d, sfx);                  \
     if (put(pi, nm, kind, 0, 1, r, 0, 0)) return -1;
-        T2("attn.c_attn.w", INIT_NORMAL, std, W, 3 * S)
-        T1("attn.c_attn.b", INIT_ZEROS, 3 * S)
+        T2("attn.c_attn.w", INIT_NORMAL, std, W, enc ? S : 3 * S)
+        T1("attn.c_attn.b", INIT_ZEROS, enc ? S : 3 * S)
+        if (enc) {
+            T2("attn.c_enc_kv.w", INIT_NORMAL, std, W, 2 * S)
+            T1("attn.c_enc_kv.b", INIT_ZEROS, 2 * S)
+        }
         T2("attn.c_proj.w", INIT_NORMAL, std, S, W)
         T1("attn.c_proj.b", INIT_ZEROS, W)
         T1("ln_0.weight", INIT_ONES, W)
@@ -387,20 +427,28 @@ int jb_trainer_prior_init(const json_t *hpj, uint64_t seed, const char *path,
                           int n_meta, jb_err_t *err) {
     jb_prior_hparams_t hp;
     if (jb_prior_hparams_parse(hpj, &hp, err)) return jb_err_prefix(err, "prior hparams");
-    if (hp.use_tokens)
-        return jb_err_set(err, JB_EUNSUP, "a fresh lyrics prior is not supported: start it "
-                          "from a model file (--init)");
+    // lyrics: the joint sequence (single_enc_dec, 1b_lyrics) or the separate encoder
+    // (5b_lyrics), as SimplePrior decides; the lyric tokens are part of y (labels).
+    int joint = hp.single_enc_dec, enc = !joint && hp.use_tokens && hp.n_tokens > 0;
+    if ((joint || enc) && (hp.n_tokens <= 0 || hp.n_tokens % 2 || hp.n_vocab <= 0 || !hp.labels))
+        return jb_err_set(err, JB_EINVAL, "lyrics prior: n_tokens %d (even, > 0), n_vocab %d "
+                          "(> 0) and labels (%d) needed", hp.n_tokens, hp.n_vocab, hp.labels);
     if (hp.level < 0 || hp.level >= hp.vqvae.levels)
         return jb_err_set(err, JB_EINVAL, "prior level %d: the VQ-VAE has %d levels", hp.level,
                           hp.vqvae.levels);
     for (int d = 0; d < hp.depth; d++) {
         int k = jb_transformer_attn_func(hp.attn_order, d);
-        if (k == 6 || k == 7)
-            return jb_err_set(err, JB_EUNSUP, "attn_order %d needs lyrics", hp.attn_order);
+        if ((k == 6 && !enc) || (k == 7 && !joint))
+            return jb_err_set(err, JB_EUNSUP, "attn_order %d layer %d: attn_func %d needs %s",
+                              hp.attn_order, d, k, k == 6 ? "the lyrics encoder (use_tokens, "
+                              "not single_enc_dec)" : "the joint lyrics sequence (single_enc_dec)");
     }
-    double init_scale = 1.0;
+    double init_scale = 1.0, prime_init_scale = 1.0;
     jb_hp_double_or(hpj, "init_scale", 1.0, &init_scale, NULL);
-    int W = hp.width, B = hp.vqvae.l_bins, top = hp.level == hp.vqvae.levels - 1;
+    jb_hp_double_or(hpj, "prime_init_scale", 1.0, &prime_init_scale, NULL);
+    int W = hp.width, top = hp.level == hp.vqvae.levels - 1;
+    int B = hp.vqvae.l_bins + (joint ? hp.n_vocab : 0);           // x_emb rows (joint vocabulary)
+    int S = hp.n_ctx + (joint ? hp.n_tokens : 0);                 // positions
     pinit_t pi = {0};
     pi.seed = seed, pi.err = err;
     int rc = -1;
@@ -421,7 +469,7 @@ int jb_trainer_prior_init(const json_t *hpj, uint64_t seed, const char *path,
         const char *pre = "conditioner_blocks.0.";
         char nm[256];
         snprintf(nm, sizeof nm, "%sx_emb.weight", pre);
-        if (put(&pi, nm, INIT_NORMAL, 0.02 * init_scale, 2, B, W, 0)) goto done;
+        if (put(&pi, nm, INIT_NORMAL, 0.02 * init_scale, 2, hp.vqvae.l_bins, W, 0)) goto done;
         snprintf(nm, sizeof nm, "%scond.model.0.weight", pre);
         if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt(W * 3.0), 3, cw, W, 3)) goto done;
         snprintf(nm, sizeof nm, "%scond.model.0.bias", pre);
@@ -460,13 +508,31 @@ int jb_trainer_prior_init(const json_t *hpj, uint64_t seed, const char *path,
                 goto done;
         }
     }
+    if (enc) {   // the lyrics encoder: prime_prior (only_encode), its projection and LayerNorm
+        int pw = hp.prime_width, P = hp.n_tokens, V = hp.n_vocab;
+        double ps = 0.02 * prime_init_scale;
+        if (put(&pi, "prime_prior.start_token", INIT_NORMAL, ps, 2, 1, pw, 0) ||
+            put(&pi, "prime_prior.x_emb.weight", INIT_NORMAL, ps, 2, V, pw, 0) ||
+            put(&pi, "prime_prior.pos_emb.pos_emb", INIT_NORMAL, 0.01 * prime_init_scale, 2, P,
+                pw, 0) ||
+            put_transformer(&pi, "prime_prior.transformer.", pw, hp.prime_depth,
+                            hp.prime_m_attn, hp.prime_m_mlp, hp.prime_attn_order, ps) ||
+            put(&pi, "prime_state_proj.w", INIT_NORMAL, ps, 2, pw, W, 0) ||
+            put(&pi, "prime_state_proj.b", INIT_ZEROS, 0, 1, W, 0, 0) ||
+            put(&pi, "prime_state_ln.weight", INIT_ONES, 0, 1, W, 0, 0) ||
+            put(&pi, "prime_state_ln.bias", INIT_ZEROS, 0, 1, W, 0, 0) ||
+            put(&pi, "prime_x_out.weight", INIT_NORMAL, 0.02 * init_scale, 2, V, W, 0))
+            goto done;
+    }
     int xe_idx = pi.n;
     if (put(&pi, "prior.x_emb.weight", INIT_NORMAL, 0.02 * init_scale, 2, B, W, 0)) goto done;
     if (!hp.labels && put(&pi, "prior.start_token", INIT_NORMAL, 0.02 * init_scale, 2, 1, W, 0))
         goto done;
-    if (put(&pi, "prior.pos_emb.pos_emb", INIT_NORMAL, 0.01 * init_scale, 2, hp.n_ctx, W, 0))
+    if (put(&pi, "prior.pos_emb.pos_emb", INIT_NORMAL, 0.01 * init_scale, 2, S, W, 0))
         goto done;
-    if (put_transformer(&pi, "prior.transformer.", &hp, init_scale)) goto done;
+    if (put_transformer(&pi, "prior.transformer.", W, hp.depth, hp.m_attn, hp.m_mlp,
+                        hp.attn_order, 0.02 * init_scale))
+        goto done;
     if (hp.merged_decoder) {
         if (put(&pi, "prior.x_out.weight", INIT_NORMAL, 0.02 * init_scale, 2, B, W, 0)) goto done;
     } else {   // tied: the file keeps a copy of x_emb under the x_out name, as released files

@@ -64,12 +64,29 @@ void jb_trainer_data_window(const jb_trainer_data_t *d, uint64_t seed, uint64_t 
 int jb_trainer_bandwidth(const jb_trainer_data_t *d, int64_t T, int n_windows, uint64_t seed,
                          double *l1, double *l2, double *spec, jb_err_t *err);
 
-// Artist and genre vocabularies of the labels (v2 normalisation, jb_labels_norm): ids from 1
-// in order of the sorted names, 0 left for "unknown"; genres split into words at '_' after
-// normalising, one id per word. JSON object texts {"name": id} (new strings, free()).
+// Artist and genre vocabularies of the labels, keyed as the labeller of that version looks
+// names up (jb_labels_artist_id / _genre_ids): v2 (JB_TEXT_V2) normalises (jb_labels_norm)
+// and splits genres into words at '_', one id per word; v3 lower-cases (Python's str.lower)
+// and keeps a genre whole. Ids from 1 in order of the sorted keys, 0 left for "unknown";
+// empty names get no entry. JSON object texts {"name": id} (new strings, free()).
 // *n_artists / *n_genres: the tables' rows (max id + 1).
-int jb_trainer_vocabs(const jb_trainer_data_t *d, char **artists_json, char **genres_json,
-                      int *n_artists, int *n_genres, jb_err_t *err);
+int jb_trainer_vocabs(const jb_trainer_data_t *d, jb_text_vocab_t version, char **artists_json,
+                      char **genres_json, int *n_artists, int *n_genres, jb_err_t *err);
+
+// The label vector of one training window, as the reference's data set makes it
+// (FilesAudioDataset.get_song_chunk → Labeller.get_label):
+//   y = [total_length, offset, sample_length, artist, genre ids padded with -1 to
+//        max_genre_words, the n_tokens lyric tokens of this window]
+// with the window picked from the song's full_tokens by get_relevant_lyric_tokens(full,
+// n_tokens, total_length, offset, sample_length) in double precision
+// (jb_labels_lyric_window; lyrics shorter than n_tokens are left-padded with 0).
+// y: (4 + max_genre_words + n_tokens) out; genres: (n_genres) ids, n_genres <= max_genre_words;
+// full: (n_full) tokens (may be NULL when n_full is 0). Lengths in samples. -1 + err
+// (JB_EINVAL) for values outside int32, too many genres, or an offset outside
+// [0, total_length) with lyrics of n_tokens or more.
+int jb_trainer_label(int64_t total_length, int64_t offset, int64_t sample_length, int32_t artist,
+                     const int32_t *genres, int n_genres, int max_genre_words,
+                     const int32_t *full, int n_full, int n_tokens, int32_t *y, jb_err_t *err);
 
 // A fresh prior model file of the hyper-parameters hp (a complete prior dictionary with its
 // "vqvae" entry) at path, written atomically: every tensor jb_train_prior_new loads, named as
@@ -77,7 +94,10 @@ int jb_trainer_vocabs(const jb_trainer_data_t *d, char **artists_json, char **ge
 // init_scale), position embeddings N(0, 0.01), LayerNorm 1/0, biases 0, the Conditioner's
 // convolutions as PyTorch's default), from a counter-based stream of seed. meta_keys/values:
 // extra __metadata__ pairs (the "artists"/"genres" vocabularies), n_meta of them.
-// Lyrics models (use_tokens) are refused (JB_EUNSUP): start those from a model file.
+// Lyrics priors (use_tokens, with labels): the joint sequence (single_enc_dec: x_emb of
+// n_vocab + l_bins rows, pos_emb of n_tokens + n_ctx) or the separate lyrics encoder
+// (prime_prior.* of prime_width, scaled by prime_init_scale; prime_state_proj, prime_state_ln,
+// prime_x_out; c_enc_kv in the layers of attn_func 6).
 int jb_trainer_prior_init(const json_t *hp, uint64_t seed, const char *path,
                           const char *const *meta_keys, const char *const *meta_values,
                           int n_meta, jb_err_t *err);

@@ -1,8 +1,10 @@
 // test_jb_trainer.c: the data set (files found, sorted, labels attached by file and by id),
 // windows (deterministic, equal to the source slice they report, items drawn in proportion to
 // their length, zero padding), the bandwidth against the closed forms of a sine, the
-// vocabularies, the CSV's resume truncation, the plot's PNG header, and fresh prior files
-// (loaded by jb_prior_new and jb_train_prior_new; initial statistics; tied x_out; a step).
+// vocabularies (v2 and v3 keys), the CSV's resume truncation, the plot's PNG header, fresh
+// prior files (loaded by jb_prior_new and jb_train_prior_new; initial statistics; tied x_out;
+// a step), lyrics priors of both kinds among them, and the label of a training window (the
+// lyric window against hand-computed cases and the rule of labels.py written out here).
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -76,8 +78,10 @@ static void test_prior_init(const char *model, const char *what) {
         jb_st_close(&st);
         const jb_prior_info_t *in = jb_train_prior_info(tp);
         int32_t z[2 * 512] = {0}, zc[2 * 512] = {0}, y[2 * 64];
+        int LL = in->label_len, P = in->n_tokens;
         for (int i = 0; i < 2 * in->n_ctx; i++) z[i] = (i * 7) % in->bins;
-        for (int i = 0; i < 2 * in->label_len; i++) y[i] = i % in->label_len >= 4 ? -1 : 0;
+        for (int i = 0; i < 2 * LL; i++)   // no genre words; lyric tokens spread over the vocabulary
+            y[i] = i % LL >= LL - P ? (i * 5) % in->n_vocab : i % LL >= 4 ? -1 : 0;
         for (int b = 0; b < 2 && in->labels; b++) {
             y[b * in->label_len + 0] = 4 * in->sample_length;
             y[b * in->label_len + 2] = in->sample_length;
@@ -86,18 +90,102 @@ static void test_prior_init(const char *model, const char *what) {
         jb_train_prior_loss_t L;
         JB_CHECK_OK(jb_train_prior_step(tp, z, in->x_cond ? zc : NULL, in->labels ? y : NULL, 2,
                                         &L, NULL, &err), &err, "a step on the fresh prior");
-        // near-uniform logits at initialisation: loss close to log2(bins)
-        double u = log2(in->bins);
-        JB_CHECK(fabs(L.loss - u) < 0.1 * u, "%s: initial loss %.3f bits ~ log2(%d) = %.3f",
-                 what, L.loss, in->bins, u);
+        // near-uniform logits at initialisation: each cross-entropy close to log2 of its
+        // number of classes (music: seq_bins; lyrics: the joint vocabulary or n_vocab)
+        double u = log2(in->seq_bins);
+        JB_CHECK(fabs(L.gen_loss - u) < 0.1 * u, "%s: initial music loss %.3f bits ~ log2(%d) = "
+                 "%.3f", what, L.gen_loss, in->seq_bins, u);
+        if (in->lyrics) {
+            int V = in->lyrics == JB_PRIOR_LYRICS_JOINT ? in->seq_bins : in->n_vocab;
+            double up = log2(V);
+            JB_CHECK(fabs(L.prime_loss - up) < 0.1 * up, "%s: initial lyrics loss %.3f bits ~ "
+                     "log2(%d) = %.3f", what, L.prime_loss, V, up);
+        }
+        if (in->lyrics == JB_PRIOR_LYRICS_ENCODER) {   // prime_prior scaled by prime_init_scale
+            double ps = 1.0;
+            jb_hp_double_or(hp, "prime_init_scale", 1.0, &ps, NULL);
+            const jb_train_param_t *pe = jb_train_prior_find(tp, "prime_prior.x_emb.weight");
+            const jb_train_param_t *kv =
+                jb_train_prior_find(tp, "prior.transformer._attn_mods.18.attn.c_enc_kv.w");
+            double sp2 = pe ? stddev(pe->w, pe->numel) : 0, sk = kv ? stddev(kv->w, kv->numel) : 0;
+            JB_CHECK(pe && fabs(sp2 - 0.02 * ps) < 0.003, "%s: prime_prior.x_emb std %.4f ~ %.3f",
+                     what, sp2, 0.02 * ps);
+            JB_CHECK(kv && fabs(sk - 0.02) < 0.004, "%s: c_enc_kv of the attn_func-6 layer, std "
+                     "%.4f ~ 0.02", what, sk);
+        }
     }
     jb_train_prior_destroy(&tp);
-    // a lyrics model is refused
-    json_object_set_new(hp, "use_tokens", json_true());
-    json_object_set_new(hp, "n_tokens", json_integer(8));
-    JB_CHECK(jb_trainer_prior_init(hp, 7, path, NULL, NULL, 0, &err) == -1 &&
-             err.code == JB_EUNSUP, "%s: a fresh lyrics prior is refused (%s)", what, err.msg);
+    if (!json_is_true(json_object_get(hp, "use_tokens"))) {   // attn_func 7 needs lyrics
+        json_object_set_new(hp, "attn_order", json_integer(12));
+        json_object_set_new(hp, "blocks", json_integer(4));
+        json_object_set_new(hp, "prior_depth", json_integer(16));
+        JB_CHECK(jb_trainer_prior_init(hp, 7, path, NULL, NULL, 0, &err) == -1 &&
+                 err.code == JB_EUNSUP, "%s: attn_order 12 without lyrics refused (%s)", what,
+                 err.msg);
+    } else {   // a lyrics prior needs labels (its tokens are part of y)
+        json_object_set_new(hp, "labels", json_false());
+        JB_CHECK(jb_trainer_prior_init(hp, 7, path, NULL, NULL, 0, &err) == -1 &&
+                 err.code == JB_EINVAL, "%s: lyrics without labels refused (%s)", what, err.msg);
+    }
     json_decref(hp);
+}
+
+// The reference's lyric window for a training window (jukebox/data/labels.py,
+// get_relevant_lyric_tokens), written out here from its text, in double precision.
+static void ref_window(const int32_t *full, int n_full, int n_tokens, double total, double offset,
+                       double duration, int32_t *out) {
+    if (n_full < n_tokens) {
+        for (int i = 0; i < n_tokens; i++)
+            out[i] = i < n_tokens - n_full ? 0 : full[i - (n_tokens - n_full)];
+        return;
+    }
+    long mid = (long)(n_full * (offset + duration / 2.0) / total);
+    if (mid < n_tokens / 2) mid = n_tokens / 2;
+    if (mid > n_full - n_tokens / 2) mid = n_full - n_tokens / 2;
+    for (int i = 0; i < n_tokens; i++) out[i] = full[mid - n_tokens / 2 + i];
+}
+
+static void test_label(void) {
+    jb_err_t err = {0};
+    int32_t full[40], y[4 + 2 + 8], g[1] = {5};
+    for (int i = 0; i < 40; i++) full[i] = 100 + i;
+    // hand-computed: 40 tokens, windows of 8, a song of 176400 samples, 4096-sample windows
+    //   offset 0:      int(40 * 2048 / 176400) = 0 -> clamped to 4: tokens 0..7
+    //   offset 50000:  int(40 * 52048 / 176400) = int(11.80) = 11: tokens 7..14
+    //   offset 88200:  int(40 * 90248 / 176400) = int(20.46) = 20: tokens 16..23
+    //   offset 172304: int(40 * 174352 / 176400) = int(39.54) = 39 -> clamped to 36: 32..39
+    static const int64_t offs[4] = {0, 50000, 88200, 172304};
+    static const int first[4] = {0, 7, 16, 32};
+    for (int k = 0; k < 4; k++) {
+        JB_CHECK_OK(jb_trainer_label(176400, offs[k], 4096, 3, g, 1, 2, full, 40, 8, y, &err),
+                    &err, "label");
+        int ok = y[0] == 176400 && y[1] == offs[k] && y[2] == 4096 && y[3] == 3 && y[4] == 5 &&
+                 y[5] == -1;
+        for (int i = 0; i < 8; i++) ok &= y[6 + i] == 100 + first[k] + i;
+        JB_CHECK(ok, "label at offset %lld: [total, offset, length, artist, genre, -1] and "
+                 "lyric tokens %d..%d", (long long)offs[k], first[k], first[k] + 7);
+    }
+    // an exact midpoint: 40 * (150 + 100) / 1000 = 10 -> tokens 6..13
+    JB_CHECK_OK(jb_trainer_label(1000, 150, 200, 0, NULL, 0, 2, full, 40, 8, y, &err), &err, "l");
+    JB_CHECK(y[4] == -1 && y[5] == -1 && y[6] == 106 && y[13] == 113,
+             "integer midpoint 10: tokens 6..13, no genre words (-1 -1)");
+    // lyrics shorter than the window: left-padded with 0
+    JB_CHECK_OK(jb_trainer_label(1000, 900, 200, 0, g, 1, 2, full, 5, 8, y, &err), &err, "l");
+    JB_CHECK(y[6] == 0 && y[7] == 0 && y[8] == 0 && y[9] == 100 && y[13] == 104,
+             "5 tokens in a window of 8: three 0s then the tokens");
+    // every offset of a song against the rule written out from labels.py
+    int32_t r[8];
+    int all = 1;
+    for (int64_t off = 0; off + 4096 <= 176400 && all; off += 128) {
+        jb_trainer_label(176400, off, 4096, 0, NULL, 0, 2, full, 37, 8, y, &err);
+        ref_window(full, 37, 8, 176400, (double)off, 4096, r);
+        all &= !memcmp(y + 6, r, sizeof r);
+    }
+    JB_CHECK(all, "every window start (hop 128) of a song: the reference's window");
+    JB_CHECK(jb_trainer_label(1000, 1000, 200, 0, NULL, 0, 2, full, 40, 8, y, &err) == -1 &&
+             err.code == JB_EINVAL, "offset at the song's end: refused (%s)", err.msg);
+    JB_CHECK(jb_trainer_label(1000, 0, 200, 0, g, 3, 2, full, 40, 8, y, &err) == -1,
+             "more genre words than max_genre_words: refused");
 }
 
 int main(void) {
@@ -169,11 +257,17 @@ int main(void) {
     // vocabularies
     char *aj = NULL, *gj = NULL;
     int na = 0, ng = 0;
-    JB_CHECK_OK(jb_trainer_vocabs(d, &aj, &gj, &na, &ng, &err), &err, "vocabs");
+    JB_CHECK_OK(jb_trainer_vocabs(d, JB_TEXT_V2, &aj, &gj, &na, &ng, &err), &err, "vocabs");
     JB_CHECK(aj && !strcmp(aj, "{\"sine_duo\":1,\"square_one\":2}") && na == 3,
              "artist vocabulary normalised, ids from 1: %s", aj ? aj : "");
     JB_CHECK(gj && !strcmp(gj, "{\"ambient\":1,\"chip\":2,\"tune\":3}") && ng == 4,
              "genre words: %s", gj ? gj : "");
+    free(aj), free(gj);
+    JB_CHECK_OK(jb_trainer_vocabs(d, JB_TEXT_V3, &aj, &gj, &na, &ng, &err), &err, "vocabs v3");
+    JB_CHECK(aj && !strcmp(aj, "{\"sine duo\":1,\"square one\":2}") && na == 3,
+             "v3 artist vocabulary: lower-cased names: %s", aj ? aj : "");
+    JB_CHECK(gj && !strcmp(gj, "{\"ambient\":1,\"chip tune\":2}") && ng == 3,
+             "v3 genres: whole lower-cased names: %s", gj ? gj : "");
     free(aj), free(gj);
     jb_trainer_data_destroy(&d);
     JB_CHECK(d == NULL, "destroy nulls the pointer");
@@ -234,6 +328,9 @@ int main(void) {
 
     test_prior_init("models/default/prior_level_2.safetensors", "top");
     test_prior_init("models/default/prior_level_1.safetensors", "upsampler");
+    test_prior_init("tests/golden/train_prior_lyrics_tiny/model.safetensors", "lyrics_encoder");
+    test_prior_init("tests/golden/train_prior_1b_tiny/model.safetensors", "lyrics_joint");
+    test_label();
 
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

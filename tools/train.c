@@ -8,7 +8,8 @@
 // model file (loadable by the stages) and RUN/optim.safetensors (Adam moments, the schedule
 // position, the data stream position), each written atomically; --resume continues from them
 // and a resumed run equals an uninterrupted one bit for bit (every random draw is a pure
-// function of the seed and the step).
+// function of the seed and the step). Lyrics top priors (both of the reference's kinds) get
+// the lyric tokens of each window as the reference's labeller picks them (jb_trainer_label).
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
@@ -55,6 +56,22 @@ static const char *k_toy_prior =
     " \"cond_dilation_growth_rate\": 3, \"cond_dilation_cycle\": null, \"cond_res_scale\": false,"
     " \"cond_c_res\": 0, \"lr\": 0.001, \"lr_warmup\": 5.0, \"bs\": 8,"
     " \"alignment_layer\": null, \"alignment_head\": null}";
+// Toy lyrics top priors, laid over the toy prior: the 1b_lyrics kind (one transformer over the
+// joint sequence of n_tokens lyric tokens then the codes, v3 labels and text) and the
+// 5b_lyrics kind (a separate lyrics encoder whose output the attn_func-6 layers attend to).
+// The lyric alignment the stages send comes from the last layer (toy_lyrics: dense, its
+// music queries' weights on the lyrics positions; toy_lyrics_5b: the attn_func-6 layer).
+static const char *k_toy_lyrics =
+    "{\"use_tokens\": true, \"n_tokens\": 16, \"n_vocab\": 79, \"prime_loss_fraction\": 0.4,"
+    " \"single_enc_dec\": true, \"labels_v3\": true, \"max_bow_genre_size\": 1,"
+    " \"alignment_layer\": 1, \"alignment_head\": 0}";
+static const char *k_toy_lyrics_5b =
+    "{\"use_tokens\": true, \"n_tokens\": 16, \"n_vocab\": 80, \"prime_loss_fraction\": 0.4,"
+    " \"single_enc_dec\": false, \"labels_v3\": false, \"prior_depth\": 4, \"attn_order\": 6,"
+    " \"blocks\": 4, \"prime_width\": 32, \"prime_depth\": 2, \"prime_heads\": 2,"
+    " \"prime_attn_order\": 0, \"prime_blocks\": null, \"prime_m_attn\": 0.25,"
+    " \"prime_m_mlp\": 1.0, \"prime_init_scale\": 1.0, \"prime_res_scale\": false,"
+    " \"alignment_layer\": 3, \"alignment_head\": 0}";
 
 typedef struct {
     const char *cmd;
@@ -88,8 +105,11 @@ static void usage(FILE *f) {
 "  --out RUN_DIR         run directory (created): model file, optim.safetensors,\n"
 "                        metrics.csv, metrics.png (and codes.safetensors for a prior)\n"
 "model:\n"
-"  --preset NAME         toy (default: small sizes, docs/train.md) or a released preset:\n"
-"                        vqvae, upsampler_level_0, upsampler_level_1, prior_5b\n"
+"  --preset NAME         toy (default: small sizes, docs/train.md); toy_lyrics (a top prior\n"
+"                        with lyrics, 1b_lyrics kind: joint sequence) or toy_lyrics_5b\n"
+"                        (5b_lyrics kind: separate lyrics encoder); or a released preset:\n"
+"                        vqvae, upsampler_level_0, upsampler_level_1, prior_5b,\n"
+"                        prior_5b_lyrics, prior_1b_lyrics\n"
 "  --hparams FILE.json   JSON object of hyper-parameters laid over the preset\n"
 "  --level L             prior: level to train (0 bottom .. levels-1 top)\n"
 "  --vqvae FILE          prior: the trained VQ-VAE (RUN/vqvae.safetensors); the data set is\n"
@@ -173,13 +193,25 @@ static int merge_text(json_t *into, const char *text, jb_err_t *err) {
     return 0;
 }
 
-// Preset (toy: the released one with the toy overrides), then --hparams FILE.
+static int is_toy_lyrics(const char *name) {
+    return name && (!strcmp(name, "toy_lyrics") || !strcmp(name, "toy_lyrics_5b"));
+}
+
+// Preset (toy: the released one with the toy overrides; toy_lyrics / toy_lyrics_5b: the
+// released 1b_lyrics / 5b_lyrics prior with the toy and then the lyrics overrides), then
+// --hparams FILE.
 static json_t *build_hparams(const opts_t *o, const char *released, const char *toy,
                              jb_err_t *err) {
     const char *name = o->preset ? o->preset : "toy";
-    json_t *hp = jb_hparams_preset(!strcmp(name, "toy") ? released : name, err);
+    const char *base = !strcmp(name, "toy") ? released
+                       : !strcmp(name, "toy_lyrics") ? "prior_1b_lyrics"
+                       : !strcmp(name, "toy_lyrics_5b") ? "prior_5b_lyrics" : name;
+    json_t *hp = jb_hparams_preset(base, err);
     if (!hp) return NULL;
-    if (!strcmp(name, "toy") && merge_text(hp, toy, err)) goto fail;
+    if ((!strcmp(name, "toy") || is_toy_lyrics(name)) && merge_text(hp, toy, err)) goto fail;
+    if (is_toy_lyrics(name) &&
+        merge_text(hp, !strcmp(name, "toy_lyrics") ? k_toy_lyrics : k_toy_lyrics_5b, err))
+        goto fail;
     if (o->hparams) {
         json_t *f = load_json_file(o->hparams, err);
         if (!f) goto fail;
@@ -613,6 +645,12 @@ done:
     return rc;
 }
 
+static void free_labels(int n, int32_t *art, int32_t *gen, int *ngen, int32_t **toks,
+                        int *ntok) {
+    for (int i = 0; toks && i < n; i++) free(toks[i]);
+    free(art), free(gen), free(ngen), free(toks), free(ntok);
+}
+
 // "jukebox-train prior": the job hash of the prior's window stream.
 #define PRIOR_JOB 0x6a627072696f7231ull
 
@@ -648,16 +686,16 @@ static int train_prior(const opts_t *o) {
     if (!(d = jb_trainer_data_load(o->data, vh.sr, &err))) goto fail;
     if (make_dir(o->out, &err)) goto fail;
     int top = o->level == vh.levels - 1;
+    if (!o->resume && !o->init && is_toy_lyrics(o->preset) && !top) {
+        jb_err_set(&err, JB_EINVAL, "--preset %s: lyrics priors are top priors (--level %d)",
+                   o->preset, vh.levels - 1);
+        goto fail;
+    }
 
     if (!o->resume) {
         if (o->init) {   // a given model: its own hyper-parameters and vocabularies
             if (!(tp = jb_train_prior_new(o->init, 1, &err))) goto fail;
             const jb_prior_info_t *ii = jb_train_prior_info(tp);
-            if (ii->lyrics != JB_PRIOR_NO_LYRICS) {   // refused before anything is written
-                jb_err_set(&err, JB_EUNSUP, "%s: training a lyrics prior is not supported by "
-                           "jukebox-train yet", o->init);
-                goto fail;
-            }
             if (ii->level != o->level) {
                 jb_err_set(&err, JB_EINVAL, "%s: a prior of level %d, --level %d", o->init,
                            ii->level, o->level);
@@ -689,10 +727,14 @@ static int train_prior(const opts_t *o) {
             json_object_set_new(hp, "vqvae", vq);
             json_object_set_new(hp, "level", json_integer(o->level));
             json_object_set_new(hp, "prior", json_true());
-            // labels from the labels file: vocabularies and the timing ranges of the data
-            int na = 1, ng = 1;
-            int labels = d->labelled > 0;
-            if (labels && jb_trainer_vocabs(d, &aj, &gj, &na, &ng, &err)) goto fail;
+            // labels from the labels file: vocabularies and the timing ranges of the data; a
+            // lyrics prior always has labels (its lyric tokens are part of y)
+            int na = 1, ng = 1, use_tokens = 0, v3 = 0;
+            jb_hp_bool(hp, "use_tokens", &use_tokens, NULL);
+            jb_hp_bool(hp, "labels_v3", &v3, NULL);
+            jb_text_vocab_t tv = v3 ? JB_TEXT_V3 : JB_TEXT_V2;
+            int labels = d->labelled > 0 || use_tokens;
+            if (labels && jb_trainer_vocabs(d, tv, &aj, &gj, &na, &ng, &err)) goto fail;
             json_object_set_new(hp, "labels", json_boolean(labels));
             json_t *yb = json_array();
             json_array_append_new(yb, json_integer(ng));
@@ -707,7 +749,7 @@ static int train_prior(const opts_t *o) {
             json_t *tr = json_pack("[[f,f],[f,f],[f,f]]", 0.0, maxd * vh.sr, 0.0, maxd * vh.sr,
                                    0.0, 1.0);
             json_object_set_new(hp, "t_ranges", tr);
-            if (labels) {
+            if (labels && !v3) {   // v2: a genre is a bag of words; v3: one id
                 int maxw = 1;
                 for (int i = 0; i < d->n_items; i++) {
                     char *gn = d->items[i].genre ? jb_labels_norm(d->items[i].genre, &err) : NULL;
@@ -738,10 +780,21 @@ static int train_prior(const opts_t *o) {
     if (adam_hp(o, hp, &ah, &err)) goto fail;
     if (!(tp = jb_train_prior_new(mpath, B, &err))) goto fail;
     const jb_prior_info_t *in = jb_train_prior_info(tp);
+    // the labeller's version: artist/genre keys and the lyrics' text processor (labels_v3)
+    int lv3 = 0;
+    jb_hp_bool(hp, "labels_v3", &lv3, NULL);
+    jb_text_vocab_t version = lv3 ? JB_TEXT_V3 : JB_TEXT_V2;
     if (in->lyrics != JB_PRIOR_NO_LYRICS) {
-        jb_err_set(&err, JB_EUNSUP, "%s: training a lyrics prior is not supported by "
-                   "jukebox-train yet", mpath);
-        goto fail;
+        if (!in->labels) {
+            jb_err_set(&err, JB_EFORMAT, "%s: a lyrics prior without labels", mpath);
+            goto fail;
+        }
+        if (in->n_vocab < jb_text_n_vocab(version)) {
+            jb_err_set(&err, JB_EFORMAT, "%s: n_vocab %d is smaller than the v%d lyrics "
+                       "vocabulary (%d)", mpath, in->n_vocab, (int)version,
+                       jb_text_n_vocab(version));
+            goto fail;
+        }
     }
     if (in->level != o->level) {
         jb_err_set(&err, JB_EINVAL, "%s: a prior of level %d, --level %d", mpath, in->level,
@@ -772,27 +825,43 @@ static int train_prior(const opts_t *o) {
                    (double)n_ctx * vh.hop_lengths[o->level] / vh.sr);
         goto fail;
     }
-    // per-item label ids
-    int32_t *art = calloc((size_t)d->n_items, sizeof *art);
-    int32_t *gen = calloc((size_t)d->n_items * 16, sizeof *gen);
+    // per-item label ids and lyric tokens (the reference's TextProcessor of that version)
     int ngw = in->label_len > 4 ? in->label_len - 4 - in->n_tokens : 0;
-    if (!art || !gen) {
-        free(art), free(gen);
+    int32_t *art = calloc((size_t)d->n_items, sizeof *art);
+    int32_t *gen = calloc((size_t)d->n_items * (ngw > 0 ? ngw : 1), sizeof *gen);
+    int *ngen = calloc((size_t)d->n_items, sizeof *ngen);
+    int32_t **toks = calloc((size_t)d->n_items, sizeof *toks);
+    int *ntok = calloc((size_t)d->n_items, sizeof *ntok);
+    if (!art || !gen || !ngen || !toks || !ntok) {
+        free(art), free(gen), free(ngen), free(toks), free(ntok);
         goto oom;
     }
+    int64_t n_lyric_chars = 0;
     for (int i = 0; i < d->n_items && in->labels; i++) {
         const jb_trainer_item_t *it = &d->items[i];
-        int n = 0;
-        for (int k = 0; k < 16; k++) gen[i * 16 + k] = -1;
-        if (jb_labels_artist_id(av, JB_TEXT_V2, it->artist ? it->artist : "", it->id, &art[i],
+        if (jb_labels_artist_id(av, version, it->artist ? it->artist : "", it->id, &art[i],
                                 &err) ||
             (it->genre && *it->genre &&
-             jb_labels_genre_ids(gv, JB_TEXT_V2, it->genre, it->id, gen + i * 16,
-                                 ngw < 16 ? ngw : 16, &n, &err))) {
-            free(art), free(gen);
-            goto fail;
+             jb_labels_genre_ids(gv, version, it->genre, it->id, gen + (int64_t)i * ngw, ngw,
+                                 &ngen[i], &err)))
+            goto fail_lab;
+        if (in->n_tokens > 0) {
+            const char *ly = it->lyrics ? it->lyrics : "";
+            size_t n_inv = 0;
+            if (!(toks[i] = jb_text_tokens(version, ly, strlen(ly), &ntok[i], &n_inv, &err)))
+                goto fail_lab;
+            if (n_inv)
+                jb_log(JB_WARN, "%s: %zu invalid UTF-8 byte(s) in the lyrics skipped", it->id,
+                       n_inv);
+            n_lyric_chars += ntok[i];
         }
     }
+    if (in->n_tokens > 0 && !o->quiet)
+        jb_log(JB_INFO, "lyrics: %lld tokens (v%d text), windows of %d tokens",
+               (long long)n_lyric_chars, (int)version, in->n_tokens);
+    if (in->n_tokens > 0 && n_lyric_chars == 0)
+        jb_log(JB_WARN, "%s: no lyrics in the data set (labels.jsonl \"lyrics\"): the lyrics "
+               "prior learns windows of padding only", o->data);
     int64_t nw;
     float *W = jb_train_prior_weights(tp, &nw);
     (void)W;
@@ -838,13 +907,12 @@ static int train_prior(const opts_t *o) {
             if (in->x_cond)
                 memcpy(zc + (int64_t)b * (n_ctx / cd), ic[i].z[o->level + 1] + off / cd,
                        sizeof(int32_t) * (size_t)(n_ctx / cd));
-            if (in->labels) {
-                int32_t *yb = y + (int64_t)b * in->label_len;
-                yb[0] = (int32_t)d->items[i].n;
-                yb[1] = (int32_t)(off * hop);
-                yb[2] = (int32_t)(n_ctx * hop);
-                yb[3] = art[i];
-                for (int g = 0; g < ngw; g++) yb[4 + g] = g < 16 ? gen[i * 16 + g] : -1;
+            if (in->labels &&   // the label of this window, lyric window included
+                jb_trainer_label(d->items[i].n, off * hop, n_ctx * hop, art[i],
+                                 gen + (int64_t)i * ngw, ngen[i], ngw, toks[i], ntok[i],
+                                 in->n_tokens, y + (int64_t)b * in->label_len, &err)) {
+                jb_err_prefix(&err, "%s", d->items[i].id);
+                goto fail_lab;
             }
         }
         jb_train_prior_loss_t L;
@@ -857,7 +925,13 @@ static int train_prior(const opts_t *o) {
         step++;
         double row[5] = {L.loss, L.gen_loss, L.prime_loss, lr, gn};
         if (jb_trainer_csv_row(csv, step, row, &err)) goto fail_lab;
-        progress(o, step, first, t0, L.loss, skipped ? "  (skipped)" : "  bits/token");
+        char extra[96];
+        if (in->lyrics != JB_PRIOR_NO_LYRICS)
+            snprintf(extra, sizeof extra, "  bits/token (music %.5f, lyrics %.5f)%s", L.gen_loss,
+                     L.prime_loss, skipped ? "  (skipped)" : "");
+        else
+            snprintf(extra, sizeof extra, "  bits/token%s", skipped ? "  (skipped)" : "");
+        progress(o, step, first, t0, L.loss, extra);
         if (step % o->save_every == 0 || step == o->steps) {
             if (jb_train_prior_save(tp, mpath, &err) ||
                 save_optim(opath, &os, step, "prior", o->seed, B, n_ctx, &err))
@@ -866,15 +940,18 @@ static int train_prior(const opts_t *o) {
     }
     if (step == first && !o->resume && save_optim(opath, &os, step, "prior", o->seed, B, n_ctx, &err))
         goto fail_lab;
-    free(art), free(gen);
+    free_labels(d->n_items, art, gen, ngen, toks, ntok);
     jb_trainer_csv_close(&csv);
     static const char *plot_pr[] = {"loss", "grad_norm", "lr"};
-    if (jb_trainer_plot(cpath, ppath, plot_pr, 3, &err) && step > 0) goto fail;
+    static const char *plot_ly[] = {"loss", "gen_loss", "prime_loss", "grad_norm", "lr"};
+    int lyr = in->lyrics != JB_PRIOR_NO_LYRICS;
+    if (jb_trainer_plot(cpath, ppath, lyr ? plot_ly : plot_pr, lyr ? 5 : 3, &err) && step > 0)
+        goto fail;
     if (!o->quiet) jb_log(JB_INFO, "wrote %s, %s, %s", mpath, opath, ppath);
     rc = 0;
     goto done;
 fail_lab:
-    free(art), free(gen);
+    free_labels(d->n_items, art, gen, ngen, toks, ntok);
     goto fail;
 oom:
     jb_err_set(&err, JB_ENOMEM, "out of memory");
@@ -1000,11 +1077,14 @@ int main(int argc, char **argv) {
         return usage_err("%s: --resume takes the run's own hyper-parameters; leave out --preset "
                          "and --hparams", o.cmd);
     if (o.preset && strcmp(o.preset, "toy")) {
-        int known = 0;
+        int known = is_toy_lyrics(o.preset);
         for (int i = 0; jb_hparams_preset_names[i]; i++)
             known |= !strcmp(o.preset, jb_hparams_preset_names[i]);
-        if (!known) return usage_err("unknown preset '%s' (toy, vqvae, upsampler_level_0, "
-                                     "upsampler_level_1, prior_5b)", o.preset);
+        if (!known) return usage_err("unknown preset '%s' (toy, toy_lyrics, toy_lyrics_5b, vqvae, "
+                                     "upsampler_level_0, upsampler_level_1, prior_5b, "
+                                     "prior_5b_lyrics, prior_1b_lyrics)", o.preset);
+        if (is_toy_lyrics(o.preset) && strcmp(o.cmd, "prior"))
+            return usage_err("--preset %s is a prior preset", o.preset);
     }
     if (!strcmp(o.cmd, "prior")) {
         if (o.level < 0) return usage_err("%s: --level L is required", o.cmd);

@@ -1,0 +1,126 @@
+#!/bin/bash
+# test_scaleout.sh: several instances per stage over the reliable link (tcp loopback,
+# docs/reliability.md), on the bundled toy models:
+#   - 1 top prior, 2 middle and 2 bottom upsamplers, 1 decoder; every stage serves its
+#     output and the instances below connect to all instances above;
+#   - 8 jobs submitted with jukebox-job: every job completes, both instances of each
+#     upsampler got work, outputs byte-identical to the same jobs through a shell pipe;
+#   - again, with one bottom upsampler killed (kill -9) as soon as it has a job: its
+#     twin finishes its jobs, outputs still identical;
+#   - SIGTERM: a stage hands its unfinished jobs back and exits 0.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+B=$BUILD/bin
+M=models/default
+T=$(mktemp -d /tmp/jb_scaleout.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${JB_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
+trap cleanup EXIT
+pass=0; fail=0
+ok() { echo "  ok   $1"; pass=$((pass + 1)); }
+bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+
+N=8
+LINK=(--heartbeat 100 --peer-timeout 800)
+job() {   # job I [extra args]: the spec of job I
+    local i=$1; shift
+    "$B/jukebox-job" sample -q --id "sj$i" --seed "$i" --samples 2 --total-seconds 0.9 \
+        --seconds 0.8 --vqvae $M/vqvae.safetensors "$@"
+}
+
+echo "-- reference: the $N jobs through a shell pipe"
+start=$SECONDS
+for i in $(seq 1 $N); do job "$i"; done |
+    "$B/jukebox-prior-top" -q -t 1 -m $M/prior_level_2.safetensors |
+    "$B/jukebox-upsampler-mid" -q -t 1 -m $M/prior_level_1.safetensors |
+    "$B/jukebox-upsampler-bottom" -q -t 1 -m $M/prior_level_0.safetensors |
+    "$B/jukebox-decoder" -q -t 1 -m $M/vqvae.safetensors --outdir "$T/ref"
+check "shell pipe: $N run directories" "[ \$(ls '$T/ref' | wc -l) = $N ]"
+
+# run NAME [kill]: the networked pipeline; with kill, bottom-a is killed -9 as soon as it
+# has accepted a job. Sets dec (decoder pid) and the stage pids.
+run() {
+    local name=$1 kill_one=${2:-}
+    local L=$T/$name/log
+    mkdir -p "$L"
+    ports=($(python3 -c 'import socket
+ss=[socket.socket() for _ in range(6)]
+[s.bind(("127.0.0.1",0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))'))
+    local p0=tcp://127.0.0.1:${ports[0]} p1=tcp://127.0.0.1:${ports[1]}
+    local p2a=tcp://127.0.0.1:${ports[2]} p2b=tcp://127.0.0.1:${ports[3]}
+    local p3a=tcp://127.0.0.1:${ports[4]} p3b=tcp://127.0.0.1:${ports[5]}
+    "$B/jukebox-decoder" -t 1 -m $M/vqvae.safetensors --name dec "${LINK[@]}" \
+        --in ">$p3a,>$p3b" --outdir "$T/$name/out" --jobs $N 2>"$L/dec.log" & dec=$!
+    "$B/jukebox-upsampler-bottom" -t 1 -m $M/prior_level_0.safetensors --name bottom-a \
+        "${LINK[@]}" --in ">$p2a,>$p2b" --out "@$p3a" 2>"$L/bottom-a.log" & b0a=$!
+    "$B/jukebox-upsampler-bottom" -t 1 -m $M/prior_level_0.safetensors --name bottom-b \
+        "${LINK[@]}" --in ">$p2a,>$p2b" --out "@$p3b" 2>"$L/bottom-b.log" & b0b=$!
+    "$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors --name mid-a \
+        "${LINK[@]}" --in ">$p1" --out "@$p2a" 2>"$L/mid-a.log" & b1a=$!
+    "$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors --name mid-b \
+        "${LINK[@]}" --in ">$p1" --out "@$p2b" 2>"$L/mid-b.log" & b1b=$!
+    "$B/jukebox-prior-top" -t 1 -m $M/prior_level_2.safetensors --name top "${LINK[@]}" \
+        --in "@$p0" --out "@$p1" 2>"$L/top.log" & b2=$!
+    pids+=($dec $b0a $b0b $b1a $b1b $b2)
+    local rcs=""
+    for i in $(seq 1 $N); do
+        job "$i" -o "$p0" --timeout 20000 "${LINK[@]}"; rcs="$rcs$?"
+    done
+    check "$name: jukebox-job: every job acknowledged (exit codes $rcs)" "[ '$rcs' = '$(printf '0%.0s' $(seq 1 $N))' ]"
+    if [ -n "$kill_one" ]; then
+        for i in $(seq 1 200); do grep -q "accepted" "$L/bottom-a.log" && break; sleep 0.02; done
+        kill -9 $b0a
+        wait $b0a 2>/dev/null
+        check "$name: bottom-a killed (-9) with a job in hand" "grep -q accepted '$L/bottom-a.log'"
+    fi
+    for i in $(seq 1 600); do kill -0 $dec 2>/dev/null || break; sleep 0.1; done
+    wait $dec; local rc=$?
+    check "$name: the decoder wrote $N jobs and exited 0 (rc $rc)" "[ $rc = 0 ]"
+    local same=0
+    for i in $(seq 1 $N); do
+        local d=sj$i f ok_i=1
+        for f in codes.jbc level_0/sample_0.wav level_0/sample_1.wav level_2/sample_1.wav; do
+            cmp -s "$T/$name/out/$d/$f" "$T/ref/$d/$f" || ok_i=0
+        done
+        same=$((same + ok_i))
+    done
+    check "$name: $same/$N jobs byte-identical to the shell pipe (codes, audio)" "[ $same = $N ]"
+    check "$name: no other run directory (nothing written twice)" "[ \$(ls '$T/$name/out' | wc -l) = $N ]"
+}
+
+echo "-- $N jobs through 1 top, 2 middle, 2 bottom, 1 decoder (tcp loopback)"
+run scale
+L=$T/scale/log
+for s in mid-a mid-b bottom-a bottom-b; do
+    n=$(grep -c "accepted" "$L/$s.log")
+    check "scale: $s got work ($n job(s))" "[ $n -ge 1 ]"
+done
+n=$(grep -ch "level=0 done" "$L/bottom-a.log" "$L/bottom-b.log" | paste -sd+ | bc)
+check "scale: the bottom instances finished $n jobs between them ($N)" "[ $n = $N ]"
+# SIGTERM: every stage exits 0 (nothing unfinished: nothing to hand back).
+kill -TERM $b0a $b0b $b1a $b1b $b2
+for p in $b0a $b0b $b1a $b1b $b2; do wait $p; r=$?; check "scale: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
+pids=()
+
+echo "-- the same with bottom-a killed -9 in the middle"
+run kill9 kill
+L=$T/kill9/log
+# Every job bottom-a accepted and did not finish was finished by bottom-b.
+left=0; redone=0
+for id in $(grep -o 'job=[^ ]* level=0 accepted' "$L/bottom-a.log" | cut -d' ' -f1 | cut -d= -f2); do
+    grep -q "job=$id level=0 done" "$L/bottom-a.log" && continue
+    left=$((left + 1))
+    grep -q "job=$id level=0 done" "$L/bottom-b.log" && redone=$((redone + 1))
+done
+check "kill9: bottom-b finished the $left job(s) bottom-a left unfinished ($redone)" "[ $redone = $left ]"
+check "kill9: a middle upsampler saw bottom-a die and moved its jobs" \
+    "grep -q 'bottom-a is gone; the job goes to another one' '$L/mid-a.log' '$L/mid-b.log'"
+kill -TERM $b0b $b1a $b1b $b2
+for p in $b0b $b1a $b1b $b2; do wait $p; r=$?; check "kill9: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
+pids=()
+echo "test_scaleout: $((SECONDS - start)) s"
+echo "test_scaleout: $pass passed, $fail failed"
+[ "$fail" = 0 ]
