@@ -10,7 +10,9 @@
 # upsamplers from /proc. Prints per stage: the peak (VmHWM) with and without the stall,
 # and the largest VmRSS while the decoder was stopped; then checks that every job
 # completed after the stall with the same codes as the undisturbed run.
-# Bounded queues mean the stall holds the stages back instead of filling their memory.
+# Bounded queues mean the stall holds the stages back instead of filling their memory;
+# the jobs are submitted with a long --timeout, since back-pressure reaches jukebox-job
+# too (by default it gives up after 10 s without an acknowledgement).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -56,7 +58,7 @@ run() {
     for i in $(seq 1 "$jobs"); do
         # shellcheck disable=SC2046
         "$B/jukebox-job" sample -q --id "stall$i" $(job_args "$i") --vqvae "$M/vqvae.safetensors" \
-            -o "$($LS --state "$T/s" endpoint)" &
+            --timeout 600000 -o "$($LS --state "$T/s" endpoint)" &
     done
     local resumed=0
     while :; do
