@@ -104,6 +104,16 @@ if [ $link = 0 ]; then
     check "without the reliable link, two instances of a stage are refused (rc $rc)" "[ $rc = 64 ]"
 fi
 
+make -s install PREFIX=/usr DESTDIR="$T/root" BUILD="$BUILD" >/dev/null 2>&1
+I=$T/root/usr
+check "make install: local-services.sh, jukebox-launch, jukebox-status" \
+    "[ -x '$I/share/jukebox/pipelines/local-services.sh' ] && [ -x '$I/bin/jukebox-launch' ] && [ -x '$I/bin/jukebox-status' ]"
+"$I/share/jukebox/pipelines/local-services.sh" --state "$T/inst" --models "$PWD/$M" --base-port "$P" \
+    --mid 1 --bottom 1 start > "$T/inst.txt" 2>&1; rc=$?
+check "the installed local-services.sh runs the installed stages (rc $rc)" \
+    "[ $rc = 0 ] && grep -q '$I/bin/jukebox-upsampler-mid' '$T/inst/cmd/mid-0'"
+"$I/share/jukebox/pipelines/local-services.sh" --state "$T/inst" stop >/dev/null 2>&1
+
 echo "-- jukebox status"
 sp=$(free_port)
 info='{"stage":"upsampler-mid","instance":"mid-1","level":1,"pid":4242,"uptime_s":3725,
