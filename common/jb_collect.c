@@ -2,6 +2,7 @@
 #include "jb_collect.h"
 
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -100,13 +101,15 @@ static void unlink_job(cjob_t **list, cjob_t *j) {
         }
 }
 
+static int spool_done(const jb_collect_opts_t *o, const char *id, jb_err_t *err);
+
 static int failed(const jb_collect_opts_t *o, jb_collect_stats_t *st, const char *id, int level,
                   int code, const char *why, jb_link_t *link, jb_err_t *err) {
     jb_log(JB_ERROR, "job=%s failed: %s", id, why);
     st->jobs_failed++;
     if (jb_outdir_write_error(o->root, id, level, code, why, err)) return -1;
     if (link) jb_link_done(link, id);   // the error record is the job's result
-    return 0;
+    return spool_done(o, id, err);
 }
 
 // ROOT/<id> already there (a job redone after this decoder wrote it): done.
@@ -136,6 +139,109 @@ static int ensure_codes(cjob_t *j, const jb_msg_t *m, jb_err_t *err) {
     return 0;
 }
 
+// ---- spool -----------------------------------------------------------------------
+
+typedef struct {
+    jb_msg_t *v;       // in.jbc messages of the spooled jobs, replayed first
+    int n, cap, next;
+    struct sjob {      // per spooled job: messages in in.jbc, and received again since
+        char id[JB_WIRE_JOB_ID_MAX + 1];
+        int64_t n_in, recv_n;
+    } *jobs;
+    int n_jobs;
+} replay_t;
+
+static int take_msg(jb_msg_t *m, uint64_t at, void *user) {
+    (void)at;
+    replay_t *r = user;
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 64;
+        jb_msg_t *p = realloc(r->v, sizeof *p * (size_t)cap);
+        if (!p) return -1;
+        r->v = p;
+        r->cap = cap;
+    }
+    r->v[r->n++] = *m;   // takes the pointers
+    m->spec = m->text = NULL;
+    m->codes = NULL;
+    return 0;
+}
+
+static void replay_free(replay_t *r) {
+    for (int i = r->next; i < r->n; i++) jb_msg_clear(&r->v[i]);
+    free(r->v);
+    free(r->jobs);
+}
+
+static int run_exists(const char *root, const char *id) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", root, id);
+    return access(path, F_OK) == 0;
+}
+
+// The spooled jobs: those already written are done (spool removed); the others are
+// queued for decoding again.
+static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r, jb_err_t *err) {
+    memset(r, 0, sizeof *r);
+    if (!o->spool) return 0;
+    int n = jb_spool_n_jobs(o->spool);
+    r->jobs = calloc((size_t)(n ? n : 1), sizeof *r->jobs);
+    if (!r->jobs) return jb_err_set(err, JB_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        snprintf(r->jobs[i].id, sizeof r->jobs[i].id, "%s", jb_spool_job_id(o->spool, i));
+    for (int i = 0; i < n; i++) {
+        struct sjob *sj = &r->jobs[r->n_jobs];
+        *sj = r->jobs[i];
+        if (run_exists(o->root, sj->id)) {
+            jb_log(JB_INFO, "job=%s already written to %s/%s; spool removed", sj->id, o->root,
+                   sj->id);
+            if (jb_spool_remove(o->spool, sj->id, err)) return -1;
+            continue;
+        }
+        int before = r->n;
+        if (jb_spool_read(o->spool, sj->id, JB_SPOOL_IN, take_msg, r, err)) return -1;
+        sj->n_in = r->n - before;
+        if (link && jb_link_preload(link, sj->id, sj->n_in, err)) return -1;
+        jb_log(JB_INFO, "job=%s resumed from the spool: %lld message(s)", sj->id,
+               (long long)sj->n_in);
+        r->n_jobs++;
+    }
+    return 0;
+}
+
+// A message from upstream: 1 = drop it (a spooled job's message sent again, or a job
+// already written), 0 = take it (into the spool first), -1 = the spool write failed.
+static int spool_in(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *r, cjob_t *jobs,
+                    jb_msg_t *m, jb_err_t *err) {
+    // Over a link the persist hook has spooled it and the link drops what is held.
+    if (!o->spool || !m->job_id[0] || jb_endpoint_link(in)) return 0;
+    for (int i = 0; i < r->n_jobs; i++)
+        if (!strcmp(r->jobs[i].id, m->job_id) && r->jobs[i].recv_n < r->jobs[i].n_in) {
+            r->jobs[i].recv_n++;
+            return 1;
+        }
+    if (!find(jobs, m->job_id) && run_exists(o->root, m->job_id)) {
+        jb_log(JB_DEBUG, "job=%s: %s dropped: %s/%s is already written", m->job_id,
+               jb_msg_type_name(m->type), o->root, m->job_id);
+        return 1;
+    }
+    if (jb_spool_append(o->spool, m->job_id, JB_SPOOL_IN, m, err))
+        return jb_err_prefix(err, "decoder: spool");
+    return 0;
+}
+
+int jb_collect_persist(void *user, const jb_msg_t *msg, jb_err_t *err) {
+    const jb_collect_opts_t *o = user;
+    if (!o->spool || !msg->job_id[0]) return 0;
+    if (o->spool_ready && !atomic_load(o->spool_ready))
+        return jb_err_set(err, JB_EUNAVAIL, "decoder: starting (replaying the spool)");
+    return jb_spool_append(o->spool, msg->job_id, JB_SPOOL_IN, msg, err);
+}
+
+static int spool_done(const jb_collect_opts_t *o, const char *id, jb_err_t *err) {
+    return o->spool ? jb_spool_remove(o->spool, id, err) : 0;
+}
+
 int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o,
                    jb_collect_stats_t *st, jb_err_t *err) {
     cjob_t *jobs = NULL;
@@ -145,6 +251,12 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     double t0 = -1;
     int rc = -1, eof = 0;
     jb_link_t *link = jb_endpoint_link(in);   // NULL for a stream
+    replay_t rp;
+    if (replay_load(o, link, &rp, err)) {
+        replay_free(&rp);
+        return -1;
+    }
+    if (o->spool_ready) atomic_store(o->spool_ready, 1);
     jb_service_ready("model loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
@@ -157,7 +269,22 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             break;
         }
         jb_err_t rerr = {0};
-        jb_recv_t r = jb_endpoint_recv(in, &m, 200, &rerr);
+        jb_recv_t r;
+        if (rp.next < rp.n) {   // the spooled jobs first
+            jb_msg_clear(&m);
+            m = rp.v[rp.next++];
+            r = JB_RECV_MSG;
+        } else {
+            r = jb_endpoint_recv(in, &m, 200, &rerr);
+            if (r == JB_RECV_MSG) {
+                int d = spool_in(o, in, &rp, jobs, &m, err);
+                if (d < 0) break;
+                if (d) {
+                    jb_msg_clear(&m);
+                    continue;
+                }
+            }
+        }
         if (r == JB_RECV_TIMEOUT) continue;
         if (r == JB_RECV_BAD) {
             jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
@@ -184,6 +311,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                 unlink_job(&jobs, j);
                 cjob_free(j);
             }
+            if (spool_done(o, m.job_id, err)) break;
             jb_msg_clear(&m);
             continue;
         }
@@ -262,7 +390,8 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                         oj.audio_len[0] = j->cap0;   // row stride; rows hold dec_upto * hop
                     }
                     char *dir = NULL;
-                    bad = jb_outdir_write(o->root, vq, &oj, &dir, err);
+                    bad = jb_outdir_write(o->root, vq, &oj, &dir, err) ||
+                          spool_done(o, j->id, err);
                     if (!bad) {
                         if (link) jb_link_done(link, j->id);   // renamed into place: DONE
                         st->jobs_done++;
@@ -321,7 +450,11 @@ out:
     while (jobs) {
         cjob_t *j = jobs;
         jobs = j->next;
-        if (eof) {
+        if (eof && o->spool) {
+            jb_log(JB_WARN, "job=%s: the input ended before the job was complete; kept in the "
+                   "spool %s for a restart", j->id, jb_spool_dir(o->spool));
+            st->jobs_kept++;
+        } else if (eof) {
             jb_err_t e2 = {0};
             failed(o, st, j->id, -1, 69, "the input ended before the job was complete", link,
                    &e2);
@@ -330,5 +463,6 @@ out:
         }
         cjob_free(j);
     }
+    replay_free(&rp);
     return rc;
 }

@@ -3,9 +3,11 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "jb_codes.h"
@@ -21,6 +23,7 @@
 #include "jb_rng.h"
 #include "jb_sample.h"
 #include "jb_service.h"
+#include "jb_spool.h"
 #include "jb_transport.h"
 
 typedef struct job {
@@ -44,6 +47,15 @@ typedef struct job {
     jb_sample_lyrics_t *lyrics;   // (n_samples) all pointing at full_tokens
     char *labels_json;       // END(level) text: what this stage used
     jb_progress_t progress;
+    // spool
+    int64_t n_in;            // messages of this job in in.jbc
+    int64_t recv_n;          // messages of this job received from upstream in this run: the
+                             // first n_in of them (resent after a restart) are dropped
+    int *gen;                // (n_gen) type * 256 + level + 1 of the messages this stage had
+                             // generated before a restart (in out.jbc): not sent again
+    int n_gen, gen_idx;
+    jb_codes_t mine;         // codes of this level from out.jbc (resumed job), or zeroed
+    int resumed;
 } job_t;
 
 typedef struct {
@@ -64,6 +76,16 @@ typedef struct {
     // alignment) are dropped, not passed on after the ERROR record.
     char failed_ids[32][JB_WIRE_JOB_ID_MAX + 1];
     int n_failed;
+    jb_spool_t *spool;
+    atomic_int spool_ready;  // replay done: a link input's persist hook may spool
+    // Jobs finished here whose spool waits until the next stage has them.
+    char (*finished)[JB_WIRE_JOB_ID_MAX + 1];
+    int n_finished, cap_finished;
+    // Replay of a spooled job: what on_message would send is captured here instead.
+    int replaying;
+    int out_broken;          // a send or spool write failed: the stage stops (not the job's fault)
+    jb_msg_t *cap;
+    int n_cap, cap_cap;
     // Reliable link (NULL for streams) and the status the links' I/O threads report.
     jb_link_t *in_link, *out_link, *control;
     pthread_mutex_t status_mu;
@@ -151,10 +173,23 @@ static char *control_status(void *user) {
     return text;
 }
 
-// The output link's consumer reported a job DONE: so is it here (DONE flows upstream).
+// The output link's consumer reported a job DONE: so is it here (DONE flows upstream),
+// and its spool goes.
 static void stage_on_done(void *user, const char *job_id) {
     stage_t *s = user;
     if (s->in_link) jb_link_done(s->in_link, job_id);
+    jb_err_t e = {0};
+    if (s->spool && jb_spool_remove(s->spool, job_id, &e)) jb_log(JB_WARN, "%s", e.msg);
+}
+
+// A link input's new message, on its I/O thread: into in.jbc before it is acked.
+// Refused (the producer resends it) until the spooled jobs are replayed and preloaded.
+static int stage_persist(void *user, const jb_msg_t *m, jb_err_t *err) {
+    stage_t *s = user;
+    if (!atomic_load(&s->spool_ready))
+        return jb_err_set(err, JB_EUNAVAIL, "%s: starting (replaying the spool)", s->o->stage);
+    if (!m->job_id[0]) return 0;
+    return jb_spool_append(s->spool, m->job_id, JB_SPOOL_IN, m, err);
 }
 
 static void note_error(stage_t *s, const char *text) {
@@ -178,6 +213,8 @@ static void job_free(job_t *j) {
     free(j->full_tokens);
     free(j->lyrics);
     free(j->labels_json);
+    free(j->gen);
+    jb_codes_free(&j->mine);
     free(j);
 }
 
@@ -190,11 +227,109 @@ static void drop_job(stage_t *s, job_t *j) {
         }
 }
 
+static int is_finished(const stage_t *s, const char *id) {
+    for (int i = 0; i < s->n_finished; i++)
+        if (!strcmp(s->finished[i], id)) return 1;
+    return 0;
+}
+
+// The job is over here (END(-1) or ERROR sent): forgotten; its spool is removed
+// once the next stage has everything (release_finished).
+static int finish_job(stage_t *s, job_t *j, jb_err_t *err) {
+    if (s->spool && !is_finished(s, j->spec.id)) {
+        if (s->n_finished == s->cap_finished) {
+            int cap = s->cap_finished ? 2 * s->cap_finished : 16;
+            void *p = realloc(s->finished, sizeof *s->finished * (size_t)cap);
+            if (!p) return jb_err_set(err, JB_ENOMEM, "out of memory");
+            s->finished = p;
+            s->cap_finished = cap;
+        }
+        snprintf(s->finished[s->n_finished++], sizeof s->finished[0], "%s", j->spec.id);
+    }
+    drop_job(s, j);
+    return 0;
+}
+
+// Removes the spools of finished jobs. wait: at the end of the input, wait (stop
+// flag honoured) for a pipe to be read empty. Output that is not a pipe: only
+// after it was closed cleanly (closed = 1).
+static int release_finished(stage_t *s, int wait, int closed, jb_err_t *err) {
+    if (!s->spool || !s->n_finished) return 0;
+    if (!closed) {
+        int64_t unread = 0;
+        int r;
+        while ((r = jb_endpoint_unread(s->out, &unread)) == 1 && unread > 0 && wait &&
+               !(s->o->stop && *s->o->stop)) {
+            jb_service_watchdog();
+            struct timespec ts = {0, 20 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (r != 1 || unread > 0) return 0;   // not a pipe, reader gone, or not read yet
+    }
+    for (int i = 0; i < s->n_finished; i++) {
+        if (jb_spool_remove(s->spool, s->finished[i], err)) return -1;
+        jb_log(JB_DEBUG, "job=%s spool removed", s->finished[i]);
+    }
+    s->n_finished = 0;
+    return 0;
+}
+
+static int capture(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
+    if (s->n_cap == s->cap_cap) {
+        int cap = s->cap_cap ? 2 * s->cap_cap : 64;
+        jb_msg_t *p = realloc(s->cap, sizeof *p * (size_t)cap);
+        if (!p) return jb_err_set(err, JB_ENOMEM, "out of memory");
+        s->cap = p;
+        s->cap_cap = cap;
+    }
+    jb_msg_t *c = &s->cap[s->n_cap];
+    *c = *m;   // deep copy of the owned pointers
+    c->spec = NULL;
+    c->text = NULL;
+    c->codes = NULL;
+    size_t n = jb_msg_payload_elems(m);
+    if ((m->spec && jb_msg_set_spec(c, m->spec, err)) ||
+        (m->text && jb_msg_set_text(c, m->text, err)) ||
+        (m->codes && n && !(c->codes = malloc(sizeof(int32_t) * n)))) {
+        jb_msg_clear(c);
+        return jb_err_set(err, JB_ENOMEM, "out of memory");
+    }
+    if (c->codes) memcpy(c->codes, m->codes, sizeof(int32_t) * n);
+    s->n_cap++;
+    return 0;
+}
+
+// Every message out goes through here: with a spool, into the job's out.jbc first.
 static int send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
-    if (jb_endpoint_send(s->out, m, err) != 0)
+    if (s->replaying) return capture(s, m, err);
+    if (s->spool && m->job_id[0] && jb_spool_append(s->spool, m->job_id, JB_SPOOL_OUT, m, err)) {
+        s->out_broken = 1;
+        return jb_err_prefix(err, "%s: spool", s->o->stage);
+    }
+    if (jb_endpoint_send(s->out, m, err) != 0) {
+        s->out_broken = 1;
         return jb_err_prefix(err, "%s: sending %s of job %s", s->o->stage,
                              jb_msg_type_name(m->type), m->job_id);
+    }
     return 0;
+}
+
+// A message this stage makes for job j (its codes, alignment, ENDs, an ERROR). A
+// resumed job's out.jbc already held the first n_gen of them (they were re-sent
+// from there on start): those are not sent again.
+static int emit(stage_t *s, job_t *j, const jb_msg_t *m, jb_err_t *err) {
+    if (j && j->gen_idx < j->n_gen && !s->replaying) {
+        int want = j->gen[j->gen_idx], got = m->type * 256 + m->level + 1;
+        if (want == got) {
+            j->gen_idx++;
+            return 0;
+        }
+        jb_log(JB_WARN, "job=%s level=%d: after the restart this stage makes %s where its spool "
+               "holds %s; sending from here on", j->spec.id, s->info->level,
+               jb_msg_type_name(m->type), jb_msg_type_name(want / 256));
+        j->n_gen = j->gen_idx;
+    }
+    return send_msg(s, m, err);
 }
 
 // Refuse or abandon a job: an ERROR record downstream, then forget it.
@@ -207,7 +342,7 @@ static int fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
     m.level = s->info->level;
     m.code = jb_err_exit_code(why->code ? why->code : JB_EINTERNAL);
     int rc = jb_msg_set_job_id(&m, j->spec.id, err) || jb_msg_set_text(&m, why->msg, err) ||
-             send_msg(s, &m, err);
+             emit(s, j, &m, err);
     jb_msg_clear(&m);
     j->failed = 1;
     snprintf(s->failed_ids[s->n_failed++ % 32], sizeof s->failed_ids[0], "%s", j->spec.id);
@@ -389,7 +524,7 @@ static int send_codes(stage_t *s, job_t *j, int from, int64_t count, jb_err_t *e
     m.codes = rows;   // owned by m from here
     m.batch = n;
     m.count = count;
-    int rc = jb_msg_set_job_id(&m, j->spec.id, err) || send_msg(s, &m, err);
+    int rc = jb_msg_set_job_id(&m, j->spec.id, err) || emit(s, j, &m, err);
     jb_msg_clear(&m);
     return rc ? -1 : 0;
 }
@@ -422,6 +557,23 @@ static int start_level(stage_t *s, job_t *j, jb_err_t *err) {
         jb_sample_plan(in, j->total, j->have, hop, &j->windows, &j->n_windows, err))
         return jb_err_prefix(err, "job %s", j->spec.id);
     j->started = 1;
+    if (j->resumed) {
+        // The windows whose codes reached out.jbc before the restart are done.
+        int64_t mine = jb_codes_len(&j->mine, level);
+        if (mine > j->total) mine = j->total;
+        for (int k = 0; k < n && mine > j->have; k++)
+            memcpy(j->zs + (int64_t)k * j->total + j->have,
+                   jb_codes_row(&j->mine, level, k) + j->have,
+                   sizeof(int32_t) * (size_t)(mine - j->have));
+        if (mine > j->have) j->have = (int)mine;
+        while (j->gen_idx < j->n_gen && j->gen[j->gen_idx] == JB_MSG_CODES * 256 + level + 1)
+            j->gen_idx++;
+        while (j->next_window < j->n_windows &&
+               j->windows[j->next_window].start + j->windows[j->next_window].fill <= j->have)
+            j->next_window++;
+        jb_log(JB_INFO, "job=%s level=%d resumed at window %d of %d (%d of %d tokens)",
+               j->spec.id, level, j->next_window, j->n_windows, j->have, j->total);
+    }
     char what[128];
     snprintf(what, sizeof what, "job=%s level=%d", j->spec.id, level);
     jb_progress_start(&j->progress, what, j->total, "tokens");
@@ -483,7 +635,7 @@ static int send_alignment(stage_t *s, job_t *j, jb_err_t *err) {
     m.type = JB_MSG_ALIGN;
     m.level = in->level;
     rc = jb_msg_set_job_id(&m, j->spec.id, err) || jb_msg_set_align(&m, q, n, rows, cols, err) ||
-         jb_msg_set_text(&m, lyrics, err) || send_msg(s, &m, err);
+         jb_msg_set_text(&m, lyrics, err) || emit(s, j, &m, err);
     jb_msg_clear(&m);
     rc = rc ? -1 : 0;
 done:
@@ -504,7 +656,7 @@ static int finish_level(stage_t *s, job_t *j, jb_err_t *err) {
     m.level = s->info->level;
     m.offset = j->total;
     int rc = jb_msg_set_job_id(&m, j->spec.id, err) ||
-             (j->labels_json && jb_msg_set_text(&m, j->labels_json, err)) || send_msg(s, &m, err);
+             (j->labels_json && jb_msg_set_text(&m, j->labels_json, err)) || emit(s, j, &m, err);
     jb_msg_clear(&m);
     if (rc) return -1;
     j->level_done = 1;
@@ -564,14 +716,20 @@ static int advance(stage_t *s, job_t *j, jb_err_t *err) {
     if (j->failed) return 0;
     jb_err_t why = {0};
     if (j->prefix_done && !j->started) {
-        if (start_level(s, j, &why)) return fail_job(s, j, &why, err) ? -1 : 1;
+        if (start_level(s, j, &why)) {
+            if (s->out_broken) {   // the output is gone: not the job's fault
+                *err = why;
+                return -1;
+            }
+            return fail_job(s, j, &why, err) ? -1 : 1;
+        }
     }
     if (!j->started) return 0;
     if (!j->level_done && j->next_window >= j->n_windows) {
-        if (finish_level(s, j, err)) return -1;
+        if (finish_level(s, j, err)) return -1;   // (sending: fatal)
     } else if (window_ready(s, j)) {
         if (run_window(s, j, &why)) {
-            if (why.code == JB_ECANCEL) {
+            if (why.code == JB_ECANCEL || s->out_broken) {
                 *err = why;
                 return -1;
             }
@@ -583,15 +741,14 @@ static int advance(stage_t *s, job_t *j, jb_err_t *err) {
         jb_msg_t m;
         jb_msg_init(&m);
         m.type = JB_MSG_END;
-        int rc = jb_msg_set_job_id(&m, j->spec.id, err) || send_msg(s, &m, err);
+        int rc = jb_msg_set_job_id(&m, j->spec.id, err) || emit(s, j, &m, err);
         jb_msg_clear(&m);
         if (rc) return -1;
         jb_log(JB_INFO, "job=%s level=%d done", j->spec.id, s->info->level);
         // A stream output holds the job now: done here. (A link output reports DONE
         // when its consumer does: stage_on_done.)
         if (s->in_link && !s->out_link) jb_link_done(s->in_link, j->spec.id);
-        drop_job(s, j);
-        return 1;
+        return finish_job(s, j, err) ? -1 : 1;
     }
     return 0;
 }
@@ -605,6 +762,10 @@ static int failed_before(const stage_t *s, const char *id) {
     return 0;
 }
 
+// SIGTERM / SIGINT: the one place that decides to stop. It is asked between
+// windows, so the window being sampled is finished (spooled and sent) first.
+static int stop_requested(const stage_t *s) { return s->o->stop && *s->o->stop; }
+
 static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     const int level = s->info->level;
     if (m->type == JB_MSG_CANCEL) {   // the link: this job went elsewhere
@@ -613,6 +774,7 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
                c ? "; dropped" : "");
         if (c) drop_job(s, c);
         if (s->out_link) jb_link_cancel(s->out_link, m->job_id);
+        if (s->spool && jb_spool_remove(s->spool, m->job_id, err)) return -1;
         return 0;
     }
     if (m->type == JB_MSG_JOB) return on_job(s, m, err);
@@ -649,7 +811,8 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     case JB_MSG_ERROR:
         if (j) {
             jb_log(JB_WARN, "job=%s failed upstream: %s", m->job_id, m->text ? m->text : "");
-            drop_job(s, j);
+            if (send_msg(s, m, err)) return -1;
+            return finish_job(s, j, err);
         }
         if (send_msg(s, m, err)) return -1;
         if (s->in_link && !s->out_link) jb_link_done(s->in_link, m->job_id);
@@ -657,6 +820,151 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     default:
         return send_msg(s, m, err);
     }
+}
+
+// ---- spool: accepting input, replaying a job after a restart ---------------------------
+
+// One input message: a spooled job's message goes to in.jbc before it is acted on;
+// what upstream resends of a job already in the spool is dropped.
+static int accept_msg(stage_t *s, jb_msg_t *m, jb_err_t *err) {
+    // A link input: spooled by the persist hook; what is held is dropped by the link.
+    if (!s->spool || !m->job_id[0] || s->in_link) return on_message(s, m, err);
+    job_t *j = find_job(s, m->job_id);
+    if (j && j->recv_n < j->n_in) {   // resent after a restart: in.jbc has it
+        j->recv_n++;
+        return 0;
+    }
+    if (!j && is_finished(s, m->job_id)) return 0;   // done here; resent after a restart
+    int take = j ? !j->failed : m->type == JB_MSG_JOB && !failed_before(s, m->job_id);
+    if (take && jb_spool_append(s->spool, m->job_id, JB_SPOOL_IN, m, err))
+        return jb_err_prefix(err, "%s: spool", s->o->stage);
+    char id[JB_WIRE_JOB_ID_MAX + 1];
+    snprintf(id, sizeof id, "%s", m->job_id);
+    int rc = on_message(s, m, err);
+    if (take && (j = find_job(s, id))) {
+        j->recv_n++;
+        j->n_in = jb_spool_count(s->spool, id, JB_SPOOL_IN);
+    }
+    return rc;
+}
+
+typedef struct {
+    jb_msg_t *v;
+    int n, cap;
+} msgs_t;
+
+static void msgs_free(msgs_t *a) {
+    for (int i = 0; i < a->n; i++) jb_msg_clear(&a->v[i]);
+    free(a->v);
+    memset(a, 0, sizeof *a);
+}
+
+static int take_msg(jb_msg_t *m, uint64_t at, void *user) {
+    (void)at;
+    msgs_t *a = user;
+    if (a->n == a->cap) {
+        int cap = a->cap ? 2 * a->cap : 64;
+        jb_msg_t *p = realloc(a->v, sizeof *p * (size_t)cap);
+        if (!p) return -1;
+        a->v = p;
+        a->cap = cap;
+    }
+    a->v[a->n++] = *m;   // takes the pointers
+    m->spec = m->text = NULL;
+    m->codes = NULL;
+    return 0;
+}
+
+// Same message (the link's seq and credit aside): same encoding.
+static int same_msg(const jb_msg_t *a, const jb_msg_t *b) {
+    if (a->type != b->type || a->level != b->level || a->offset != b->offset) return 0;
+    jb_msg_t x = *a, y = *b;
+    x.seq = y.seq = x.credit = y.credit = -1;
+    jb_bytes_t h1 = {0}, p1 = {0}, h2 = {0}, p2 = {0};
+    jb_err_t e;
+    int same = !jb_wire_encode(&x, &h1, &p1, &e) && !jb_wire_encode(&y, &h2, &p2, &e) &&
+               h1.len == h2.len && p1.len == p2.len && !memcmp(h1.data, h2.data, h1.len) &&
+               (!p1.len || !memcmp(p1.data, p2.data, p1.len));
+    jb_bytes_free(&h1);
+    jb_bytes_free(&p1);
+    jb_bytes_free(&h2);
+    jb_bytes_free(&p2);
+    return same;
+}
+
+// A spooled job after a restart:
+//   1. out.jbc is sent again, as it is (downstream drops what it already has);
+//   2. in.jbc goes through on_message with sending captured: the job's state again;
+//   3. the captured forwards are matched in order against out.jbc: the rest of
+//      out.jbc is what this stage had generated (its codes: the windows done);
+//   4. the captured messages past the last match (received, never forwarded) go now.
+static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
+    msgs_t out = {0}, in = {0};
+    int rc = -1;
+    if (jb_spool_read(s->spool, id, JB_SPOOL_OUT, take_msg, &out, err) ||
+        jb_spool_read(s->spool, id, JB_SPOOL_IN, take_msg, &in, err)) {
+        jb_err_prefix(err, "%s: replaying job %s", s->o->stage, id);
+        goto done;
+    }
+    for (int i = 0; i < out.n; i++)
+        if (jb_endpoint_send(s->out, &out.v[i], err)) {
+            jb_err_prefix(err, "%s: resending job %s", s->o->stage, id);
+            goto done;
+        }
+    s->replaying = 1;
+    for (int i = 0; i < in.n; i++)
+        if (on_message(s, &in.v[i], err)) {
+            s->replaying = 0;
+            jb_err_prefix(err, "%s: replaying job %s", s->o->stage, id);
+            goto done;
+        }
+    s->replaying = 0;
+    job_t *j = find_job(s, id);
+    if (s->in_link && jb_link_preload(s->in_link, id, in.n, err)) goto done;
+    if (j && !j->failed) {
+        j->n_in = in.n;
+        j->recv_n = 0;
+        j->resumed = 1;
+        j->gen = malloc(sizeof(int) * (size_t)(out.n ? out.n : 1));
+        if (!j->gen) {
+            jb_err_set(err, JB_ENOMEM, "out of memory");
+            goto done;
+        }
+        if (jb_codes_init(&j->mine, id, s->levels, j->spec.n_samples, s->info->bins, err))
+            goto done;
+    }
+    int p = 0;
+    for (int i = 0; i < out.n; i++) {
+        const jb_msg_t *o = &out.v[i];
+        if (p < s->n_cap && same_msg(o, &s->cap[p])) {
+            p++;
+            continue;
+        }
+        if (!j || j->failed) continue;
+        j->gen[j->n_gen++] = o->type * 256 + o->level + 1;
+        jb_err_t why = {0};
+        if (o->type == JB_MSG_CODES && o->level == s->info->level &&
+            jb_codes_put(&j->mine, o->level, o->offset, o->sample0 > 0 ? (int)o->sample0 : 0,
+                         o->batch, o->count, o->codes, &why))
+            jb_log(JB_WARN, "job=%s level=%d: spooled codes not usable (%s); they are sampled "
+                   "again", id, s->info->level, why.msg);
+    }
+    int pending = s->n_cap - p;
+    for (; p < s->n_cap; p++)
+        if (send_msg(s, &s->cap[p], err)) goto done;
+    jb_log(JB_INFO, "job=%s level=%d replayed from the spool: %d input message(s), %d output "
+           "message(s) sent again, %d forwarded now", id, s->info->level, in.n, out.n, pending);
+    if (!find_job(s, id) && !is_finished(s, id)) {   // nothing left to do for it
+        if (jb_spool_remove(s->spool, id, err)) goto done;
+    }
+    rc = 0;
+done:
+    s->replaying = 0;
+    for (int i = 0; i < s->n_cap; i++) jb_msg_clear(&s->cap[i]);
+    s->n_cap = 0;
+    msgs_free(&out);
+    msgs_free(&in);
+    return rc;
 }
 
 // SIGTERM over a link: take no new work, hand back every job not finished here
@@ -721,6 +1029,11 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
         goto done;
 #endif
     }
+    if (o->spool) {
+        if (!(s.spool = jb_spool_open(o->spool, err))) goto done;
+        for (int i = 0; i < jb_spool_n_warnings(s.spool); i++)
+            jb_log(JB_WARN, "%s", jb_spool_warning(s.spool, i));
+    }
     jb_link_opts_t lo;
     jb_link_default_opts(&lo);
     lo.name = o->name;
@@ -731,6 +1044,10 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     lo.status = stage_status;
     lo.status_user = &s;
     update_status(&s);
+    if (s.spool) {   // a link input spools on its I/O thread, once the replay is set up
+        lo.persist = stage_persist;
+        lo.persist_user = &s;
+    }
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.link = &lo;
@@ -744,15 +1061,33 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
         jb_link_opts_t co = lo;
         co.role = JB_LINK_CONTROL;
         co.on_done = NULL;
+        co.persist = NULL;
         co.status = control_status;
         if (!(s.control = jb_link_open(o->control, &co, err))) goto done;
     }
-    jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s", s.info->level, o->model_path,
-           jb_endpoint_address(s.in), jb_endpoint_address(s.out));
+    jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s%s%s", s.info->level, o->model_path,
+           jb_endpoint_address(s.in), jb_endpoint_address(s.out), o->spool ? " spool=" : "",
+           o->spool ? o->spool : "");
+    if (s.spool) {
+        int n = jb_spool_n_jobs(s.spool);
+        char (*ids)[JB_WIRE_JOB_ID_MAX + 1] = malloc(sizeof *ids * (size_t)(n ? n : 1));
+        if (!ids) {
+            jb_err_set(err, JB_ENOMEM, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < n; i++) snprintf(ids[i], sizeof ids[i], "%s", jb_spool_job_id(s.spool, i));
+        for (int i = 0; i < n; i++)
+            if (replay_job(&s, ids[i], err)) {
+                free(ids);
+                goto done;
+            }
+        free(ids);
+        s.spool_ready = 1;   // the link input may persist new messages from here on
+    }
     jb_service_ready("weights loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
-        if (o->stop && *o->stop) {
+        if (stop_requested(&s)) {
             hand_back(&s);
             jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
             goto done;
@@ -766,7 +1101,7 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
             jb_err_t rerr = {0};
             jb_recv_t r = jb_endpoint_recv(s.in, &m, busy ? 0 : 200, &rerr);
             if (r == JB_RECV_MSG) {
-                int mrc = on_message(&s, &m, err);
+                int mrc = accept_msg(&s, &m, err);
                 jb_msg_clear(&m);
                 if (mrc) goto done;
                 update_status(&s);
@@ -795,9 +1130,21 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
         // Failed jobs are forgotten once their ERROR is out.
         for (job_t *j = s.jobs, *next; j; j = next) {
             next = j->next;
-            if (j->failed) drop_job(&s, j);
+            if (j->failed && finish_job(&s, j, err)) goto done;
         }
+        if (release_finished(&s, 0, 0, err)) goto done;
         if (!input_open && !worked) {
+            if (s.jobs && s.spool) {   // upstream ended in the middle: kept for a restart
+                char ids[256] = "";
+                for (job_t *j = s.jobs; j; j = j->next)
+                    if (strlen(ids) + strlen(j->spec.id) + 2 < sizeof ids)
+                        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%s",
+                                 ids[0] ? " " : "", j->spec.id);
+                release_finished(&s, 1, 0, err);
+                jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of job(s) %s; kept "
+                           "in the spool %s for a restart", o->stage, ids, o->spool);
+                goto done;
+            }
             if (s.jobs) {   // upstream ended in the middle of these jobs
                 for (job_t *j = s.jobs, *next; j; j = next) {
                     next = j->next;
@@ -812,6 +1159,8 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
             break;
         }
     }
+    // The pipe read empty: the next stage has every message of the finished jobs.
+    if (release_finished(&s, 1, 0, err)) goto done;
     rc = 0;
 done:
     jb_service_stopping();
@@ -820,8 +1169,16 @@ done:
     jb_link_close(&s.control, 0);
     while (s.jobs) drop_job(&s, s.jobs);
     if (rc == 0 && s.out) {
+        int64_t unread;
+        int pipe_out = jb_endpoint_unread(s.out, &unread) != 0;
         if (jb_endpoint_close(&s.out, err)) rc = -1;
+        // A file closed cleanly holds the finished jobs. (A link output: only their
+        // DONE removes them, stage_on_done.)
+        else if (!pipe_out && !s.out_link && release_finished(&s, 0, 1, err)) rc = -1;
     }
+    jb_spool_destroy(&s.spool);
+    free(s.finished);
+    free(s.cap);
     jb_endpoint_destroy(&s.out);
     jb_endpoint_destroy(&s.in);
     jb_prior_sampler_destroy(&s.sampler);

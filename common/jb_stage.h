@@ -12,6 +12,18 @@
 // another model, ...) is refused before any work: the stage emits ERROR for it
 // and drops its later messages; the stage keeps serving other jobs.
 //
+// With a spool (opts.spool, jb_spool.h) every input message of a job is recorded
+// before it is accepted and every output message before it is sent. On start the
+// stage replays each spooled job: re-sends its out.jbc downstream (same order),
+// rebuilds the job from in.jbc, forwards the inputs it had not forwarded yet, takes
+// the windows of its level already in out.jbc as done and goes on at the next one
+// (log: "job=J level=L resumed at window k of n"). Messages of a spooled job that
+// upstream sends again after a restart (the first in.jbc-count of them) are dropped.
+// A job's spool is removed once the job is finished here and the next stage has
+// it: in a shell pipe, when the pipe is empty (jb_endpoint_unread); otherwise when
+// the output is closed cleanly. Input that ends in the middle of a job leaves the
+// job in the spool (exit 69) instead of an error record.
+//
 // Over a reliable link (docs/reliability.md) a stage also: drops a job its producer
 // CANCELs (and cancels what it sent of it downstream); reports a job DONE upstream
 // when its downstream reported it DONE (or, with a stream output, when it finished
@@ -45,7 +57,10 @@ typedef struct {
     int weights;              // JB_WEIGHTS_* (jb_transformer.h): matrix weights as stored or converted
     int packed;               // 1: matrix weights repacked for the sampling kernel (jb_matmul_pack)
     int cuda;                 // sample on the current CUDA device (a CUDA build, device opened)
-    volatile sig_atomic_t *stop;
+    const char *spool;        // spool directory (jb_spool.h) or NULL: jobs in memory only
+    volatile sig_atomic_t *stop;   // SIGTERM: the window being sampled is finished (spooled
+                                   // and sent), then the stage returns JB_ECANCEL; the
+                                   // rest of its jobs stay in the spool
     // Reliable link (tcp:// / ipc:// endpoints; docs/reliability.md)
     const char *name;         // instance name (NULL: <host>-<pid>)
     int heartbeat_ms;         // 0: default 1000

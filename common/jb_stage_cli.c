@@ -50,6 +50,9 @@ static void usage(FILE *f, const char *stage, int level) {
             "                       nearest even; bf16 halves the memory traffic of f32 files)\n"
             "      --packed 0|1     repack the matrix weights at load for the sampling kernel\n"
             "                       (default 1: faster steps, one private copy of the weights)\n"
+            "  -s, --spool DIR      keep every job's input and output in DIR (one directory\n"
+            "                       per job) so that a restarted stage resumes its jobs from\n"
+            "                       the last window it completed; one instance per DIR\n"
             "      --name NAME      instance name on the links (default <host>-<pid>); give a\n"
             "                       restarted instance the same name so its peers know it\n"
             "      --heartbeat MS   link: heartbeat after MS without sending (default 1000)\n"
@@ -61,14 +64,16 @@ static void usage(FILE *f, const char *stage, int level) {
             "  -v, --verbose        debug logging\n"
             "  -h, --help           this text\n"
             "\n"
-            "signals: SIGTERM or SIGINT: the window being sampled is finished, then (over a link)\n"
-            "  every unfinished job is handed back to its producer; exit 0.\n"
+            "signals: SIGTERM or SIGINT: the window being sampled is finished (spooled and\n"
+            "  sent), then (over a link) every unfinished job is handed back to its producer;\n"
+            "  exit 0. With --spool, unfinished jobs resume on the next start.\n"
             "\n"
             "exit codes: 0 input ended and every job was passed on (or stopped by SIGTERM),\n"
             "  64 bad usage, 65 bad input stream, 66 model missing, 69 device or peer\n"
-            "  unavailable, 70 internal error, 74 write failed. A job that is refused (bad\n"
-            "  spec, lengths out of the model's range) is reported downstream as an error\n"
-            "  record and does not stop the stage.\n",
+            "  unavailable (also: with --spool, the input ended in the middle of a job, which\n"
+            "  stays in the spool), 70 internal error, 74 write failed (a spool write too).\n"
+            "  A job that is refused (bad spec, lengths out of the model's range) is reported\n"
+            "  downstream as an error record and does not stop the stage.\n",
             stage, what, level);
 }
 
@@ -85,12 +90,13 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         {"device", required_argument, 0, 'd'},  {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
         {"weights", required_argument, 0, 'W'}, {"packed", required_argument, 0, 'P'},
+        {"spool", required_argument, 0, 's'},
         {"name", required_argument, 0, 'N'},    {"heartbeat", required_argument, 0, 'H'},
         {"peer-timeout", required_argument, 0, 'T'}, {"control", required_argument, 0, 'C'},
         {0, 0, 0, 0}};
     jb_log_set_stage(stage);
     int c;
-    while ((c = getopt_long(argc, argv, "m:i:o:t:b:c:d:qvh", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:i:o:t:b:c:d:s:qvh", longs, NULL)) != -1) {
         char *end = NULL;
         switch (c) {
         case 'm': o.model_path = optarg; break;
@@ -111,6 +117,7 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
             break;
         }
         case 'd': device = optarg; break;
+        case 's': o.spool = optarg; break;
         case 'N': o.name = optarg; break;
         case 'C': o.control = optarg; break;
         case 'H':
@@ -176,7 +183,11 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     if (jb_stage_prior_run(&o, &err) != 0) {
-        if (err.code == JB_ECANCEL) {
+        // Stopped by a signal; or, once asked to stop, the next stage (stopped by the
+        // same signal) was gone before the last window could go to it: that window is
+        // in the spool (written before sending) and goes out on the next start.
+        if (err.code == JB_ECANCEL || (g_stop && err.code == JB_EUNAVAIL)) {
+            if (err.code != JB_ECANCEL) jb_log(JB_INFO, "%s", err.msg);
             jb_log(JB_INFO, "stopped by a signal");
             return 0;
         }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -381,6 +382,19 @@ jb_recv_t jb_endpoint_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, jb_
     }
     return ep->kind == EP_ZMQ ? zmq_recv_msg(ep, msg, timeout_ms, err)
                               : stream_recv(ep, msg, timeout_ms, err);
+}
+
+int jb_endpoint_unread(jb_endpoint_t *ep, int64_t *bytes) {
+    *bytes = 0;
+    if (ep->kind != EP_STREAM || !ep->is_out || ep->fd < 0) return 0;
+    struct stat st;
+    if (fstat(ep->fd, &st) || !S_ISFIFO(st.st_mode)) return 0;
+    struct pollfd pfd = {.fd = ep->fd, .events = POLLOUT};
+    if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR)) return -1;   // no reader left
+    int n = 0;
+    if (ioctl(ep->fd, FIONREAD, &n)) return 0;
+    *bytes = n;
+    return 1;
 }
 
 int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err) {

@@ -105,6 +105,14 @@ typedef enum {
 // checksum is JB_RECV_ERROR (the stream cannot be trusted past it).
 jb_recv_t jb_endpoint_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, jb_err_t *err);
 
+// How much of what was sent the reader has not taken yet, for an output stream
+// on a pipe (FIONREAD: bytes still in the pipe). A stage with a spool uses it in
+// a shell pipeline, where no acknowledgement exists: once the pipe is empty the
+// next stage has read (and, with its own spool, recorded) every message.
+// Returns 1 with *bytes set, 0 when not known here (a file, a socket, ZeroMQ),
+// -1 when the reader is gone (the pipe's read end is closed).
+int jb_endpoint_unread(jb_endpoint_t *ep, int64_t *bytes);
+
 // Finishes an output: file -> fsync and rename to its name; ZeroMQ -> waits up to
 // linger_ms for every message to be acked (JB_EUNAVAIL when not). Frees the endpoint and sets *ep_p NULL
 // either way. 0 / -1 + err (an output file that failed is removed, not renamed).

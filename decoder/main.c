@@ -41,6 +41,10 @@ static void usage(FILE *f) {
 "                            ROOT/<job id>/ (audio of every level and sample, codes.jbc,\n"
 "                            job.json, labels.json, index.html); a failed job leaves\n"
 "                            ROOT/<job id>/error.json. Replaces -o.\n"
+"      --spool DIR           with --outdir: keep every job's messages in DIR until its run\n"
+"                            directory is written, so that a restarted decoder decodes its\n"
+"                            unfinished jobs again (one instance per DIR). A job whose\n"
+"                            ROOT/<job id> exists is then taken as done.\n"
 "      --jobs N              with --outdir: exit after N jobs (for a decoder listening on\n"
 "                            a socket); default: until the input ends.\n"
 "      --decode-step N       with --outdir: decode the bottom level N codes at a time as\n"
@@ -89,7 +93,8 @@ static void usage(FILE *f) {
 "Exit codes: 0 every job written (or stopped by SIGTERM/SIGINT); 64 bad usage (also: two\n"
 "jobs would write the same file); 65 bad input data (a corrupt or truncated codes stream,\n"
 "codes for another model, a missing level, a job that failed upstream; a model file that\n"
-"is not a VQ-VAE); 66 codes or model file missing; 69 ZeroMQ peer unavailable; 70 internal\n"
+"is not a VQ-VAE); 66 codes or model file missing; 69 ZeroMQ peer unavailable (or,\n"
+"with --spool, the input ended in the middle of a job: kept for a restart); 70 internal\n"
 "error or out of memory; 74 writing the audio failed. No partial output file is left on\n"
 "failure.\n"
 "\n"
@@ -115,7 +120,7 @@ static char *control_status(void *user) {
 
 // --outdir: the pipeline's last stage (jb_collect).
 static int run_outdir(const char *model, const char *in, const char *root, int max_jobs,
-                      int threads, long long window, long long decode_step) {
+                      int threads, long long window, long long decode_step, const char *spool) {
     jb_err_t err = {0};
     if (threads) jb_codec_set_threads(threads);
     jb_vqvae_t *vq = jb_codec_load_vqvae(model, window, &err);
@@ -124,6 +129,23 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
         return jb_err_exit_code(err.code);
     }
     install_signals();
+    jb_spool_t *sp = NULL;
+    if (spool) {
+        if (!(sp = jb_spool_open(spool, &err))) {
+            jb_log(JB_ERROR, "%s", err.msg);
+            jb_vqvae_destroy(&vq);
+            return jb_err_exit_code(err.code);
+        }
+        for (int i = 0; i < jb_spool_n_warnings(sp); i++)
+            jb_log(JB_WARN, "%s", jb_spool_warning(sp, i));
+    }
+    static atomic_int spool_ready;
+    jb_collect_opts_t co = {.root = root, .max_jobs = max_jobs, .stop = &stop_flag,
+                            .decode_step = decode_step, .spool = sp, .spool_ready = &spool_ready};
+    if (sp) {   // a link input spools each message before acking it
+        g_link.persist = jb_collect_persist;
+        g_link.persist_user = &co;
+    }
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;
@@ -135,18 +157,18 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     g_in_link = ep ? jb_endpoint_link(ep) : NULL;
     jb_link_t *control = NULL;
     if (ep && g_control) {
-        jb_link_opts_t co = g_link;
-        co.role = JB_LINK_CONTROL;
-        co.status = control_status;
-        if (!(control = jb_link_open(g_control, &co, &err))) {
+        jb_link_opts_t cl = g_link;
+        cl.role = JB_LINK_CONTROL;
+        cl.status = control_status;
+        cl.persist = NULL;
+        if (!(control = jb_link_open(g_control, &cl, &err))) {
             jb_log(JB_ERROR, "%s", err.msg);
             jb_endpoint_destroy(&ep);
+            jb_spool_destroy(&sp);
             jb_vqvae_destroy(&vq);
             return jb_err_exit_code(err.code);
         }
     }
-    jb_collect_opts_t co = {.root = root, .max_jobs = max_jobs, .stop = &stop_flag,
-                            .decode_step = decode_step};
     jb_collect_stats_t st;
     int rc = 0;
     if (!ep || jb_collect_run(vq, ep, &co, &st, &err)) {
@@ -156,6 +178,10 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
         jb_log(JB_ERROR, "%d of %d job(s) failed (see ROOT/<job>/error.json)", st.jobs_failed,
                st.jobs_failed + st.jobs_done);
         rc = 65;
+    } else if (st.jobs_kept) {
+        jb_log(JB_ERROR, "the input ended in the middle of %d job(s), kept in the spool %s",
+               st.jobs_kept, spool);
+        rc = 69;
     } else {
         jb_log(JB_INFO, "%d job(s) written under %s; first audio %.2f s, all %.2f s after the "
                "first message", st.jobs_done, root, st.first_audio_s, st.total_s);
@@ -163,6 +189,7 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     jb_link_close(&control, 0);
     g_in_link = NULL;
     jb_endpoint_destroy(&ep);   // a link input: the last DONEs get up to 1 s to leave
+    jb_spool_destroy(&sp);
     jb_vqvae_destroy(&vq);
     return rc;
 }
@@ -174,7 +201,8 @@ int main(int argc, char **argv) {
     long long window = 0;
     jb_log_set_stage("decoder");
     enum { OPT_FLOAT = 1000, OPT_FLAC, OPT_OUTDIR, OPT_JOBS, OPT_STEP, OPT_NAME, OPT_HB,
-           OPT_PEER, OPT_CONTROL };
+           OPT_PEER, OPT_CONTROL, OPT_SPOOL };
+    const char *spool = NULL;
     jb_link_default_opts(&g_link);
     long long decode_step = 0;
     static const struct option opts[] = {
@@ -183,6 +211,7 @@ int main(int argc, char **argv) {
         {"float", no_argument, 0, OPT_FLOAT},  {"flac", no_argument, 0, OPT_FLAC},
         {"outdir", required_argument, 0, OPT_OUTDIR}, {"jobs", required_argument, 0, OPT_JOBS},
         {"decode-step", required_argument, 0, OPT_STEP},
+        {"spool", required_argument, 0, OPT_SPOOL},
         {"name", required_argument, 0, OPT_NAME}, {"heartbeat", required_argument, 0, OPT_HB},
         {"peer-timeout", required_argument, 0, OPT_PEER},
         {"control", required_argument, 0, OPT_CONTROL},
@@ -208,6 +237,7 @@ int main(int argc, char **argv) {
             break;
         case OPT_FLOAT: want_float = 1; break;
         case OPT_OUTDIR: outdir = optarg; break;
+        case OPT_SPOOL: spool = optarg; break;
         case OPT_JOBS:
             max_jobs = (int)strtol(optarg, &end, 10);
             if (*end || max_jobs < 1) {
@@ -282,7 +312,12 @@ int main(int argc, char **argv) {
         jb_log(JB_ERROR, "%s", err.msg);
         return jb_err_exit_code(err.code);
     }
-    if (outdir) return run_outdir(model, in, outdir, max_jobs, threads, window, decode_step);
+    if (spool && !outdir) {
+        fprintf(stderr, "jukebox-decoder: --spool needs --outdir\n");
+        return 64;
+    }
+    if (outdir)
+        return run_outdir(model, in, outdir, max_jobs, threads, window, decode_step, spool);
     jb_codec_decode_opts_t o = {.level = level, .out = out, .format = JB_AUDIO_AUTO};
     if (want_float && want_flac) {
         fprintf(stderr, "jukebox-decoder: --float and --flac exclude each other\n");

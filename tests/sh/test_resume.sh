@@ -1,0 +1,180 @@
+#!/bin/bash
+# test_resume.sh: --spool on every stage; a job interrupted in the middle resumes from
+# the last window each stage completed, and the run equals an undisturbed one byte for
+# byte. The stages are a shell pipeline (named pipes, so that each pid is known); the
+# restart is the same commands with the same spools and an empty job stream: nothing
+# is submitted again.
+#   (a) kill -9 of one stage (top, middle, bottom, decoder in turn) once its spool holds
+#       windows of its level; the rest of the pipeline stops (broken pipes);
+#   (b) the whole pipeline stopped with SIGTERM in the middle of a job;
+#   then: a second instance on a spool in use is refused; a torn spool tail is cut off.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+B=$BUILD/bin
+M=models/default
+T=$(mktemp -d /tmp/jb_resume.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; [ -n "${JB_KEEP:-}" ] || rm -rf "$T"; }
+trap cleanup EXIT
+pass=0; fail=0
+ok() { echo "  ok   $1"; pass=$((pass + 1)); }
+bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+
+# 8 samples and a short hop: many windows per level, so a job lasts long enough to be
+# interrupted in the middle (the demo model samples thousands of tokens a second).
+JOB=(--total-seconds 0.99 --seconds 0.99 --samples 8 --hop-fraction 0.125,0.0625,0.03125 --seed 7)
+"$B/jukebox-job" sample -q --id rj "${JOB[@]}" --vqvae $M/vqvae.safetensors > "$T/job.jbc"
+
+# start IN DIR [spool]: the four stages over named pipes, in the background; pids in
+# P_TOP P_MID P_BOT P_DEC, logs in DIR/*.log, runs in DIR/out. The job stream IN goes
+# in when `feed` is called (so that a watcher can be ready first).
+start() {
+    local in=$1 d=$2 sp=${3:-}
+    mkdir -p "$d"
+    rm -f "$d"/f0 "$d"/f1 "$d"/f2 "$d"/f3
+    mkfifo "$d"/f0 "$d"/f1 "$d"/f2 "$d"/f3
+    FEED_IN=$in FEED_D=$d
+    local s2=() s1=() s0=() sd=()
+    if [ -n "$sp" ]; then
+        s2=(--spool "$sp/top"); s1=(--spool "$sp/mid"); s0=(--spool "$sp/bot"); sd=(--spool "$sp/dec")
+    fi
+    "$B/jukebox-prior-top" -t 1 -m $M/prior_level_2.safetensors "${s2[@]}" < "$d/f0" > "$d/f1" 2>> "$d/top.log" & P_TOP=$!
+    "$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors "${s1[@]}" < "$d/f1" > "$d/f2" 2>> "$d/mid.log" & P_MID=$!
+    "$B/jukebox-upsampler-bottom" -t 1 -m $M/prior_level_0.safetensors "${s0[@]}" < "$d/f2" > "$d/f3" 2>> "$d/bot.log" & P_BOT=$!
+    "$B/jukebox-decoder" -t 1 -m $M/vqvae.safetensors --outdir "$d/out" "${sd[@]}" < "$d/f3" 2>> "$d/dec.log" & P_DEC=$!
+    pids+=($P_TOP $P_MID $P_BOT $P_DEC)
+}
+feed() { cat "$FEED_IN" > "$FEED_D/f0"; }
+# watch SPOOL LEVEL N PIDS SIGNAL: in the background, signals PIDS once the spool has N
+# codes frames of LEVEL; feeds the job once it watches. Its status in WATCHED.
+watch() {
+    rm -f "$T/ready"
+    WATCH_READY=$T/ready python3 tests/sh/lib/spool_watch.py "$1" rj "$2" "$3" "$4" "$5" 30 &
+    local w=$!
+    for i in $(seq 1 200); do [ -e "$T/ready" ] && break; sleep 0.01; done
+    feed
+    wait $w; WATCHED=$?
+}
+# wait_all: exit codes of the four in RC (top mid bot dec).
+wait_all() {
+    RC=""
+    local p i
+    for p in $P_TOP $P_MID $P_BOT $P_DEC; do
+        for i in $(seq 1 600); do kill -0 $p 2>/dev/null || break; sleep 0.1; done
+        kill -9 $p 2>/dev/null   # hung for a minute: a failure, not a hang of the test
+        wait $p 2>/dev/null; RC="$RC $?"
+    done
+    RC=${RC# }
+    pids=()
+}
+same_run() {   # same_run DIR: the run equals the reference, file by file
+    local f n=0
+    for f in codes.jbc job.json labels.json level_2/sample_0.wav level_1/sample_3.wav \
+             level_0/sample_0.wav level_0/sample_7.wav; do
+        cmp -s "$T/ref/out/rj/$f" "$1/rj/$f" || return 1
+        n=$((n + 1))
+    done
+    [ $n = 7 ]
+}
+spool_empty() {   # only the lock files are left
+    [ -z "$(find "$1" -mindepth 2 -maxdepth 2 ! -name lock 2>/dev/null)" ]
+}
+resumed_at() {   # resumed_at LOG: the window k of the "resumed at window k of n" line
+    sed -n 's/.*resumed at window \([0-9]*\) of \([0-9]*\).*/\1/p' "$1" | head -1
+}
+
+echo "-- the undisturbed run (no spool)"
+start "$T/job.jbc" "$T/ref"
+feed
+wait_all
+check "reference run: every stage exits 0 ($RC)" '[ "$RC" = "0 0 0 0" ]'
+check "reference run written" "[ -s '$T/ref/out/rj/level_0/sample_7.wav' ]"
+
+echo "-- with --spool on every stage, undisturbed"
+start "$T/job.jbc" "$T/plain" "$T/plain/sp"
+feed
+wait_all
+check "spooled run: every stage exits 0 ($RC)" '[ "$RC" = "0 0 0 0" ]'
+check "spooled run equals the reference" "same_run '$T/plain/out'"
+check "every spool is empty afterwards" "spool_empty '$T/plain/sp'"
+
+echo "-- (a) kill -9 of one stage in the middle of the job, restart without resubmitting"
+# victim: name, spool, level whose windows to wait for (the decoder: the bottom codes
+# it received), frames to wait for
+for v in "top top 2 10" "mid mid 1 30" "bot bot 0 60" "dec dec 0 60"; do
+    set -- $v
+    name=$1; d=$T/kill_$name; sp=$d/sp
+    start "$T/job.jbc" "$d" "$sp"
+    case $name in top) victim=$P_TOP ;; mid) victim=$P_MID ;; bot) victim=$P_BOT ;; dec) victim=$P_DEC ;; esac
+    if [ $name = dec ]; then   # the decoder spools its input: count in in.jbc
+        watch_file=in
+    else
+        watch_file=out
+    fi
+    SPOOL_FILE=$watch_file watch "$sp/$2" "$3" "$4" $victim KILL
+    killed=$WATCHED
+    wait_all
+    check "$name: killed in the middle of the job (watcher $killed; exits $RC)" \
+        "[ $killed = 0 ] && [ ! -e '$d/out/rj' ]"
+    first_rc=$RC
+    start /dev/null "$d" "$sp"
+    feed
+    wait_all
+    check "$name: restarted pipeline exits 0 ($RC; first run $first_rc)" '[ "$RC" = "0 0 0 0" ]'
+    check "$name: the resumed run equals the reference byte for byte" "same_run '$d/out'"
+    if [ $name != dec ]; then
+        k=$(resumed_at "$d/$name.log")
+        check "$name: its log says it resumed at window ${k:-?} > 0" "[ -n '$k' ] && [ '$k' -gt 0 ]"
+    else
+        check "dec: its log says the job was resumed from the spool" "grep -q 'resumed from the spool' '$d/dec.log'"
+    fi
+    check "$name: every spool is empty afterwards" "spool_empty '$sp'"
+done
+
+echo "-- (b) the whole pipeline stopped with SIGTERM in the middle of a job"
+d=$T/term; sp=$d/sp
+start "$T/job.jbc" "$d" "$sp"
+watch "$sp/bot" 0 60 "$P_TOP,$P_MID,$P_BOT,$P_DEC" TERM
+signalled=$WATCHED
+wait_all
+check "SIGTERM in the middle of the job (watcher $signalled): every stage exits 0 ($RC)" \
+    "[ $signalled = 0 ] && [ '$RC' = '0 0 0 0' ] && [ ! -e '$d/out/rj' ]"
+check "the job is still in the spools" "[ -s '$sp/bot/rj/in.jbc' ]"
+start /dev/null "$d" "$sp"
+feed
+wait_all
+check "restarted pipeline exits 0 ($RC)" '[ "$RC" = "0 0 0 0" ]'
+check "the resumed run equals the reference byte for byte" "same_run '$d/out'"
+k=$(resumed_at "$d/bot.log")
+check "bottom resumed at window ${k:-?} > 0" "[ -n '$k' ] && [ '$k' -gt 0 ]"
+check "every spool is empty afterwards" "spool_empty '$sp'"
+
+echo "-- a spool in use; a torn tail"
+mkdir -p "$T/busy"
+mkfifo "$T/busy/in"
+"$B/jukebox-prior-top" -q -t 1 -m $M/prior_level_2.safetensors --spool "$T/busy/sp" < "$T/busy/in" > /dev/null & holder=$!
+pids+=($holder)
+exec 9> "$T/busy/in"   # keeps the holder waiting for input
+for i in $(seq 1 100); do [ -s "$T/busy/sp/lock" ] && break; sleep 0.05; done
+"$B/jukebox-prior-top" -t 1 -m $M/prior_level_2.safetensors --spool "$T/busy/sp" < /dev/null > /dev/null 2> "$T/busy/err"; rc=$?
+check "a second instance on the same spool is refused (exit $rc), naming the holder" \
+    "[ $rc = 69 ] && grep -q 'in use by another instance (pid $holder)' '$T/busy/err'"
+exec 9>&-
+wait $holder
+# A torn tail: the middle stage's out.jbc ends in the middle of a frame.
+d=$T/torn; sp=$d/sp
+start "$T/job.jbc" "$d" "$sp"
+watch "$sp/mid" 1 30 $P_MID KILL
+wait_all
+# A write the kill cut short: the start of a frame (never sent: sending follows the fsync).
+head -c 40 "$sp/mid/rj/out.jbc" >> "$sp/mid/rj/out.jbc"
+start /dev/null "$d" "$sp"
+feed
+wait_all
+check "a torn spool tail is cut off with a warning and the run completes ($RC)" \
+    "[ '$RC' = '0 0 0 0' ] && grep -q 'cut off at byte' '$d/mid.log' && same_run '$d/out'"
+
+echo "test_resume: $pass passed, $fail failed"
+[ "$fail" = 0 ]
