@@ -17,7 +17,7 @@ BUILD=${BUILD:-build}
 B=$PWD/$BUILD/bin
 T=$(mktemp -d /tmp/jb_systemd.XXXXXX)
 upids=()
-trap 'kill $stage "${upids[@]}" 2>/dev/null; rm -rf "$T"' EXIT
+trap 'kill $stage "${upids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"' EXIT
 pass=0; fail=0
 check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
 
@@ -83,13 +83,10 @@ if "$B/jukebox-prior-top" --help | grep -q -- --peer-timeout && "$B/jukebox-prio
     }
     mkdir -p "$T/state" "$T/run/jukebox" "$T/out"
     started=0
-    for s in prior-top:prior_level_2:@$(ep $P):@$(ep $((P + 1))) \
-             upsampler-mid:prior_level_1:\>$(ep $((P + 1))):@$(ep $((P + 2))) \
-             upsampler-bottom:prior_level_0:\>$(ep $((P + 2))):@$(ep $((P + 3))) \
-             decoder:vqvae:\>$(ep $((P + 3))):-; do
-        IFS=: read -r st model in out <<<"${s//tcp:\/\//tcp|}"
-        in=${in//tcp|/tcp://}; out=${out//tcp|/tcp://}
-        mkenv "$st" "$model" "$in" "$out"
+    # unit STAGE MODEL IN OUT: writes the env file, expands the unit, starts it
+    unit() {
+        local st=$1 argv
+        mkenv "$st" "$2" "$3" "$4"
         mapfile -d '' argv < <(python3 tests/sh/lib/unit_cmd.py "pipelines/systemd/jukebox-$st@.service" \
             t "$T/$st-t.env" "$B" "$T/state" "$T/run")
         mkdir -p "$T/state/jukebox/$st-t"
@@ -97,7 +94,11 @@ if "$B/jukebox-prior-top" --help | grep -q -- --peer-timeout && "$B/jukebox-prio
             started=$((started + 1))
         fi
         [ -f "$T/$st.pid" ] && upids+=("$(cat "$T/$st.pid")")
-    done
+    }
+    unit prior-top prior_level_2 "@$(ep $P)" "@$(ep $((P + 1)))"
+    unit upsampler-mid prior_level_1 ">$(ep $((P + 1)))" "@$(ep $((P + 2)))"
+    unit upsampler-bottom prior_level_0 ">$(ep $((P + 2)))" "@$(ep $((P + 3)))"
+    unit decoder vqvae ">$(ep $((P + 3)))" -
     check "the four units' command lines start and send READY ($started of 4)" "[ $started = 4 ]"
     "$B/jukebox-job" sample -q --id unit1 --total-seconds 0.19 --seconds 0.16 --vqvae "$M/vqvae.safetensors" -o "$(ep $P)"
     for i in $(seq 300); do [ -f "$T/out/unit1/codes.jbc" ] && break; sleep 0.1; done
