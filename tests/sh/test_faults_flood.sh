@@ -17,7 +17,7 @@ B=$PWD/$BUILD/bin
 T=$(mktemp -d /tmp/jb_faults_flood.XXXXXX)
 LS=pipelines/local-services.sh
 . tests/sh/lib/faults.sh
-cleanup() { kill "${flooder:-}" 2>/dev/null; $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
+cleanup() { kill "${fj_pids[@]}" 2>/dev/null; kill "${flooder:-}" 2>/dev/null; $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
 trap cleanup EXIT
 pass=0; fail=0
 check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
@@ -43,7 +43,7 @@ fj_submit $N "$($LS --state "$T/s" endpoint)"
 wait $flooder; flooder=""
 faults=$(cat "$T/flood.count" 2>/dev/null || echo 0)
 fj_wait $N "$T/s/out" 150
-for p in "${fj_pids[@]}"; do wait "$p"; done
+fj_reap
 fj_compare $N "$T/s/out" "$T/ref"
 check "$faults bad connections or messages sent" "[ ${faults:-0} -ge 50 ]"
 check "every job completed ($((N - fj_lost)) of $N)" "[ $fj_lost = 0 ]"

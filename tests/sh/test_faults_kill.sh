@@ -14,7 +14,7 @@ B=$PWD/$BUILD/bin
 T=$(mktemp -d /tmp/jb_faults_kill.XXXXXX)
 LS=pipelines/local-services.sh
 . tests/sh/lib/faults.sh
-cleanup() { $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
+cleanup() { kill "${fj_pids[@]}" 2>/dev/null; $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
 trap cleanup EXIT
 pass=0; fail=0
 check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
@@ -49,7 +49,7 @@ for k in $(seq 1 $KILLS); do
     $LS --state "$T/s" start "$victim" > /dev/null 2>&1 || echo "  (restart of $victim failed)"
 done
 fj_wait $N "$T/s/out" 150
-for p in "${fj_pids[@]}"; do wait "$p"; done
+fj_reap
 fj_compare $N "$T/s/out" "$T/ref"
 check "every job completed ($((N - fj_lost)) of $N)" "[ $fj_lost = 0 ]"
 check "every output identical to the undisturbed run ($fj_diff differ)" "[ $fj_diff = 0 ]"

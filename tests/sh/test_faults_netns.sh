@@ -22,6 +22,7 @@ pass=0; fail=0
 check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
 spids=()
 cleanup() {
+    kill "${fj_pids[@]}" 2>/dev/null
     for p in "${spids[@]}"; do kill -KILL "$p" 2>/dev/null; done
     for h in A B C D; do ip netns del "jb$h$id" 2>/dev/null; ip link del "jbv$h$id" 2>/dev/null; done
     ip link del "$br" 2>/dev/null
@@ -97,7 +98,7 @@ for c in $(seq 1 $CUTS); do
     ip link set "jbv$h$id" up
 done
 fj_wait $N "$T/out" ${FAULTS_WAIT:-150}
-for p in "${fj_pids[@]}"; do wait "$p"; done
+fj_reap
 fj_compare $N "$T/out" "$T/ref"
 check "every job completed ($((N - fj_lost)) of $N)" "[ $fj_lost = 0 ]"
 check "every output identical to the undisturbed run ($fj_diff differ)" "[ $fj_diff = 0 ]"

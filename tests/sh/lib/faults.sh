@@ -4,6 +4,7 @@
 #   fj_refs N DIR         the N jobs through a shell pipe into DIR (the undisturbed run)
 #   fj_submit N EP        sends the N jobs to EP (in the background; pids in fj_pids)
 #   fj_wait N DIR SECS    waits until every run directory is in DIR (or SECS pass)
+#   fj_reap               ends the submitters (after a grace period)
 #   fj_compare N DIR REF  sets fj_lost (no run directory, or error.json) and fj_diff
 #                         (a file that differs from the reference run), lists them
 #   fj_summary NAME JOBS FAULTS      the line scripts/faults-5x.sh adds up
@@ -36,6 +37,19 @@ fj_submit() {
         "$B/jukebox-job" sample -q --id "fj$i" $(fj_args "$i") --vqvae "$M/vqvae.safetensors" \
             --wait --heartbeat 200 --peer-timeout 1000 -o "$ep" & fj_pids+=($!)
     done
+}
+# fj_reap: the submitters (jukebox-job --wait) have a few seconds to see their jobs DONE;
+# those still waiting then (a job that never completed) are stopped, so a test ends.
+fj_reap() {
+    local p i
+    for i in $(seq 50); do
+        local left=0
+        for p in "${fj_pids[@]}"; do kill -0 "$p" 2>/dev/null && left=1; done
+        [ $left = 0 ] && break
+        sleep 0.2
+    done
+    for p in "${fj_pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    fj_pids=()
 }
 fj_wait() {
     local n=$1 dir=$2 secs=$3 end i missing
