@@ -1,0 +1,117 @@
+# faults.sh: shared by the fault tests (tests/sh/test_faults_*.sh), sourced.
+# Before sourcing: B (bin dir, absolute), T (temp dir). Provides:
+#   fj_args I             jukebox-job arguments of test job I (seed I)
+#   fj_refs N DIR         the N jobs through a shell pipe into DIR (the undisturbed run)
+#   fj_submit N EP        sends the N jobs to EP (in the background; pids in fj_pids)
+#   fj_wait N DIR SECS    waits until every run directory is in DIR (or SECS pass)
+#   fj_reap               ends the submitters (after a grace period)
+#   fj_compare N DIR REF  sets fj_lost (no run directory, or error.json) and fj_diff
+#                         (a file that differs from the reference run), lists them
+#   fj_summary NAME JOBS FAULTS      the line scripts/faults-5x.sh adds up
+#   fj_pick LIST...       one of the words, at random (RANDOM is seeded by the caller)
+#   fj_alive PID          the process exists and is not a zombie
+#   fj_free_port          a base port with 80 free ports above it
+M=${M:-$PWD/models/default}
+# Jobs long enough (about 1 s each through the pipeline here, in 8 windows per level,
+# one sample at a time with -b 1) that a kill lands in the middle of one.
+FJ_STAGE_ARGS="-b 1"
+fj_args() {
+    echo "--total-seconds 0.95 --seconds 0.95 --samples 4 --hop-fraction 0.125 --seed $1"
+}
+fj_refs() {
+    local n=$1 dir=$2 i
+    for i in $(seq 1 "$n"); do
+        # shellcheck disable=SC2046
+        "$B/jukebox-job" sample -q --id "fj$i" $(fj_args "$i") --vqvae "$M/vqvae.safetensors" |
+            "$B/jukebox-prior-top" -q -t 1 $FJ_STAGE_ARGS -m "$M/prior_level_2.safetensors" |
+            "$B/jukebox-upsampler-mid" -q -t 1 $FJ_STAGE_ARGS -m "$M/prior_level_1.safetensors" |
+            "$B/jukebox-upsampler-bottom" -q -t 1 $FJ_STAGE_ARGS -m "$M/prior_level_0.safetensors" |
+            "$B/jukebox-decoder" -q -t 1 -m "$M/vqvae.safetensors" --outdir "$dir"
+    done
+}
+fj_pids=()
+fj_submit() {
+    local n=$1 ep=$2 i
+    for i in $(seq 1 "$n"); do
+        # shellcheck disable=SC2046
+        "$B/jukebox-job" sample -q --id "fj$i" $(fj_args "$i") --vqvae "$M/vqvae.safetensors" \
+            --wait --heartbeat 200 --peer-timeout 1000 -o "$ep" & fj_pids+=($!)
+    done
+}
+# fj_reap: the submitters (jukebox-job --wait) have a few seconds to see their jobs DONE;
+# those still waiting then (a job that never completed) are stopped, so a test ends.
+fj_reap() {
+    local p i
+    for i in $(seq 50); do
+        local left=0
+        for p in "${fj_pids[@]}"; do kill -0 "$p" 2>/dev/null && left=1; done
+        [ $left = 0 ] && break
+        sleep 0.2
+    done
+    for p in "${fj_pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    fj_pids=()
+}
+fj_wait() {
+    local n=$1 dir=$2 secs=$3 end i missing
+    end=$((SECONDS + secs))
+    while [ $SECONDS -lt "$end" ]; do
+        missing=0
+        for i in $(seq 1 "$n"); do [ -d "$dir/fj$i" ] || missing=$((missing + 1)); done
+        [ $missing = 0 ] && return 0
+        sleep 0.3
+    done
+    return 1
+}
+fj_compare() {
+    local n=$1 dir=$2 ref=$3 i f
+    fj_lost=0 fj_diff=0
+    for i in $(seq 1 "$n"); do
+        if [ ! -d "$dir/fj$i" ] || [ -e "$dir/fj$i/error.json" ]; then
+            fj_lost=$((fj_lost + 1)); echo "    lost: fj$i"; continue
+        fi
+        for f in codes.jbc level_0/sample_0.wav level_0/sample_2.wav level_1/sample_1.wav level_2/sample_0.wav; do
+            if ! cmp -s "$dir/fj$i/$f" "$ref/fj$i/$f"; then
+                fj_diff=$((fj_diff + 1)); echo "    differs: fj$i/$f"; break
+            fi
+        done
+    done
+}
+fj_summary() {
+    echo "faults: test=$1 jobs=$2 faults=$3 lost=$fj_lost differing=$fj_diff"
+}
+# fj_jobs_of ENDPOINT: jobs in flight at a stage instance (its control endpoint), or -1
+fj_jobs_of() {
+    "$B/jukebox-status" --json --timeout 500 "$1" 2>/dev/null |
+        python3 -c 'import json, sys
+try:
+    d = json.loads(sys.stdin.readline()); print(len(d.get("jobs_in_flight", d.get("jobs", []))))
+except Exception:
+    print(-1)'
+}
+# fj_busy_victim STATE NAME...: a random one of the instances holding a job (asked at
+# their control endpoints, from local-services.sh's endpoints file); any if none does
+fj_busy_victim() {
+    local state=$1 eps=() n busy; shift
+    for n in "$@"; do eps+=("$(awk -v n="$n" '$1 == "control" && $2 == n {print $3}' "$state/endpoints")"); done
+    mapfile -t busy < <("$B/jukebox-status" --json --timeout 500 "${eps[@]}" 2>/dev/null |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    d = json.loads(line)
+    if len(d.get("jobs_in_flight", d.get("jobs", []))) > 0:
+        print(d.get("instance") or d.get("in", {}).get("instance", ""))')
+    if [ ${#busy[@]} -gt 0 ]; then fj_pick "${busy[@]}"; else fj_pick "$@"; fi
+}
+fj_pick() { local a=("$@"); echo "${a[RANDOM % ${#a[@]}]}"; }
+fj_alive() { [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+fj_free_port() {
+    python3 -c 'import socket, random
+while True:
+    p = random.randint(20000, 60000)
+    try:
+        ss = []
+        for i in range(80):
+            s = socket.socket(); s.bind(("127.0.0.1", p + i)); ss.append(s)
+        print(p); break
+    except OSError:
+        pass'
+}

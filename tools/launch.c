@@ -1,0 +1,194 @@
+// jukebox-launch: start a stage as a background service and wait until it is ready.
+//
+//   jukebox-launch --log FILE --pidfile FILE [--timeout S] -- jukebox-upsampler-mid ...
+//
+// The stages tell systemd when their weights are loaded and their sockets open
+// (READY=1 over $NOTIFY_SOCKET, jb_service.h). This tool plays systemd's part for
+// pipelines/local-services.sh: it binds a datagram socket, starts the command in its
+// own session with NOTIFY_SOCKET pointing there (stdin /dev/null, stdout and stderr
+// appended to the log), writes the pid file and returns once READY=1 arrives, so a
+// script knows the stage can take work. The service keeps running after this tool
+// exits (its later notifications go nowhere, which the stages ignore).
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: jukebox-launch --log FILE --pidfile FILE [--timeout S] -- COMMAND [ARGS...]\n"
+            "\n"
+            "Starts COMMAND in the background (its own session; stdin /dev/null; stdout and\n"
+            "stderr appended to FILE) with NOTIFY_SOCKET set, writes its pid to the pid file\n"
+            "and waits for the READY=1 notification a Jukebox stage sends once its model is\n"
+            "loaded and its sockets are open. Prints the pid.\n"
+            "\n"
+            "  --log FILE       where the command's output goes (appended; required)\n"
+            "  --pidfile FILE   written (atomically) with the command's pid (required)\n"
+            "  --timeout S      seconds to wait for READY=1 (default 600)\n"
+            "\n"
+            "exit codes: 0 ready; 64 bad usage; 69 the command exited before it was ready\n"
+            "  (its status is printed); 71 cannot create the socket or start the command;\n"
+            "  75 not ready within the timeout (the command is left running).\n");
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// Writes pid to path through a temporary name, so a reader never sees half a number.
+static int write_pidfile(const char *path, pid_t pid) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return -1;
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    fprintf(f, "%ld\n", (long)pid);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+// A notification is lines "KEY=VALUE"; READY=1 must be one of them.
+static int has_ready(const char *msg) {
+    for (const char *p = msg; p && *p;) {
+        if (!strncmp(p, "READY=1", 7) && (p[7] == '\n' || p[7] == '\0')) return 1;
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *log = NULL, *pidfile = NULL;
+    double timeout = 600;
+    static const struct option longs[] = {{"log", 1, 0, 'l'}, {"pidfile", 1, 0, 'p'},
+                                          {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'},
+                                          {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "+l:p:t:h", longs, NULL)) != -1) {
+        char *end = NULL;
+        switch (c) {
+        case 'l': log = optarg; break;
+        case 'p': pidfile = optarg; break;
+        case 't':
+            timeout = strtod(optarg, &end);
+            if (!*optarg || *end || !(timeout > 0)) {
+                fprintf(stderr, "jukebox-launch: --timeout %s: expected seconds > 0\n", optarg);
+                return 64;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 64;
+        }
+    }
+    if (!log || !pidfile || optind >= argc) {
+        usage(stderr);
+        return 64;
+    }
+    // The socket lives in a private directory, so its name cannot clash or be hijacked.
+    char dir[] = "/tmp/jukebox-launch.XXXXXX";
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "jukebox-launch: cannot create a directory in /tmp: %s\n", strerror(errno));
+        return 71;
+    }
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/notify", dir);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        fprintf(stderr, "jukebox-launch: notify socket %s: %s\n", sa.sun_path, strerror(errno));
+        if (fd >= 0) close(fd);
+        rmdir(dir);
+        return 71;
+    }
+    int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (logfd < 0) {
+        fprintf(stderr, "jukebox-launch: %s: %s\n", log, strerror(errno));
+        close(fd);
+        unlink(sa.sun_path);
+        rmdir(dir);
+        return 71;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "jukebox-launch: fork: %s\n", strerror(errno));
+        return 71;
+    }
+    if (pid == 0) {
+        setsid();   // its own session: a terminal's ^C or the caller's exit does not reach it
+        int nul = open("/dev/null", O_RDONLY);
+        if (nul >= 0) dup2(nul, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        setenv("NOTIFY_SOCKET", sa.sun_path, 1);
+        unsetenv("WATCHDOG_USEC");
+        unsetenv("WATCHDOG_PID");
+        signal(SIGPIPE, SIG_DFL);
+        execvp(argv[optind], argv + optind);
+        fprintf(stderr, "jukebox-launch: cannot run %s: %s\n", argv[optind], strerror(errno));
+        _exit(127);
+    }
+    close(logfd);
+    int rc = 75;
+    if (write_pidfile(pidfile, pid) != 0) {
+        fprintf(stderr, "jukebox-launch: cannot write %s: %s\n", pidfile, strerror(errno));
+        kill(pid, SIGTERM);
+        rc = 71;
+        goto out;
+    }
+    double end = now_s() + timeout;
+    for (;;) {
+        int status;
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) {
+            if (WIFEXITED(status))
+                fprintf(stderr, "jukebox-launch: %s exited with status %d before it was ready "
+                        "(see %s)\n", argv[optind], WEXITSTATUS(status), log);
+            else
+                fprintf(stderr, "jukebox-launch: %s was killed by signal %d before it was "
+                        "ready (see %s)\n", argv[optind], WTERMSIG(status), log);
+            unlink(pidfile);
+            rc = 69;
+            break;
+        }
+        double left = end - now_s();
+        if (left <= 0) {
+            fprintf(stderr, "jukebox-launch: %s (pid %ld) not ready after %g s; left running\n",
+                    argv[optind], (long)pid, timeout);
+            rc = 75;
+            break;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int n = poll(&p, 1, left < 0.2 ? (int)(left * 1000) + 1 : 200);
+        if (n > 0) {
+            char buf[4097];
+            ssize_t got = recv(fd, buf, sizeof buf - 1, 0);
+            if (got > 0) {
+                buf[got] = '\0';
+                if (has_ready(buf)) {
+                    printf("%ld\n", (long)pid);
+                    rc = 0;
+                    break;
+                }
+            }
+        }
+    }
+out:
+    close(fd);
+    unlink(sa.sun_path);
+    rmdir(dir);
+    return rc;
+}
