@@ -11,7 +11,7 @@ mkdir -p "$logs"
 jobs=0 faults=0 lost=0 differ=0 failed=0 runs=0
 printf '%-6s %-10s %6s %7s %5s %10s %6s %s\n' round test jobs faults lost differing secs result
 for r in $(seq 1 "$rounds"); do
-    for t in tests/sh/test_faults_*.sh; do
+    for t in tests/sh/test_faults_*.sh tests/sh/faults_restart.sh; do
         name=$(basename "$t" .sh)
         log=$logs/$name.$r.log
         start=$SECONDS
@@ -23,7 +23,7 @@ for r in $(seq 1 "$rounds"); do
             result="skipped: $(grep -m1 SKIP "$log" | sed 's/^ *//')"
         elif [ $rc = 0 ]; then result=ok
         else result="FAILED (rc $rc, $log)"; failed=$((failed + 1)); fi
-        printf '%-6s %-10s %6s %7s %5s %10s %6s %s\n' "$r" "${name#test_faults_}" "${j:--}" "${f:--}" \
+        printf '%-6s %-10s %6s %7s %5s %10s %6s %s\n' "$r" "${name#*faults_}" "${j:--}" "${f:--}" \
             "${l:--}" "${d:--}" $((SECONDS - start)) "$result"
         jobs=$((jobs + ${j:-0})) faults=$((faults + ${f:-0}))
         lost=$((lost + ${l:-0})) differ=$((differ + ${d:-0})) runs=$((runs + 1))
