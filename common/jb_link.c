@@ -21,6 +21,7 @@
 #define MAX_DEALERS 16
 #define NAME_LEN 128
 #define RING 256          // recently finished / released job ids (consumer)
+#define MAX_VOIDING 64    // jobs whose CANCEL the stage has not finished handling (consumer)
 #define N_PREV 4          // consumers a job was taken from (producer, for CANCEL)
 #define RECV_BATCH 256    // messages read from one socket per loop
 
@@ -98,6 +99,13 @@ struct jb_link {
     peer_t peers[MAX_PEERS];
     pjob_t *pjobs;
     cjob_t *cjobs;
+    // Jobs voided by a CANCEL that the stage has not finished handling (it drops the
+    // job's state and spool when it does). A new stream of such a job is refused (not
+    // acked: the producer retransmits) until then, so that its messages are not spooled
+    // into the old stream's spool and removed with it. handed: the CANCEL was given to
+    // the stage; its next jb_link_recv means it has handled it.
+    struct { char id[JB_WIRE_JOB_ID_MAX + 1]; bool handed; } voiding[MAX_VOIDING];
+    int n_voiding;
     qitem_t *qhead, *qtail;
     int qlen;
     obox_t *obox;
@@ -410,9 +418,19 @@ static void enqueue(jb_link_t *l, qitem_t *q) {
     pthread_cond_broadcast(&l->cv);
 }
 
+static bool is_voiding(const jb_link_t *l, const char *id) {
+    for (int i = 0; i < l->n_voiding; i++)
+        if (!strcmp(l->voiding[i].id, id)) return true;
+    return false;
+}
+
 static void enqueue_cancel(jb_link_t *l, const char *id) {
     qitem_t *q = calloc(1, sizeof *q);
     if (!q) return;
+    if (l->n_voiding < MAX_VOIDING) {
+        snprintf(l->voiding[l->n_voiding].id, sizeof l->voiding[0].id, "%s", id);
+        l->voiding[l->n_voiding++].handed = false;
+    }
     jb_msg_init(&q->msg);
     q->msg.type = JB_MSG_CANCEL;
     snprintf(q->msg.job_id, sizeof q->msg.job_id, "%s", id);
@@ -453,6 +471,7 @@ static void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
         return;
     }
     if (in_ring(l->rel_ring, l->n_rel, m->job_id)) return;   // handed back: not ours
+    if (is_voiding(l, m->job_id)) return;   // the stage is still dropping the old stream
     cjob_t *c = find_cjob(l, m->job_id);
     if (!c && in_ring(l->done_ring, l->n_done, m->job_id)) {
         send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
@@ -1341,6 +1360,11 @@ jb_recv_t jb_link_recv(jb_link_t *l, jb_msg_t *msg, int timeout_ms, jb_err_t *er
     (void)err;
     int64_t end = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
     pthread_mutex_lock(&l->mu);
+    // The stage is back for more: the CANCELs it was given are handled.
+    int kept = 0;
+    for (int i = 0; i < l->n_voiding; i++)
+        if (!l->voiding[i].handed) l->voiding[kept++] = l->voiding[i];
+    l->n_voiding = kept;
     while (!l->qhead) {
         int64_t left = end - now_ms();
         if (left <= 0 || stopped(l)) {
@@ -1352,6 +1376,9 @@ jb_recv_t jb_link_recv(jb_link_t *l, jb_msg_t *msg, int timeout_ms, jb_err_t *er
     qitem_t *q = l->qhead;
     l->qhead = q->next;
     if (!l->qhead) l->qtail = NULL;
+    if (q->msg.type == JB_MSG_CANCEL)
+        for (int i = 0; i < l->n_voiding; i++)
+            if (!strcmp(l->voiding[i].id, q->msg.job_id)) l->voiding[i].handed = true;
     int before = my_credit(l);
     l->qlen--;
     pthread_mutex_unlock(&l->mu);
