@@ -93,9 +93,30 @@ step_install() {
        "$MODELS/"
 }
 
-# Generated songs for the genre figure: 2 a genre (the first artist of each genre, seeds 1
-# and 2), 10 s of a 10 s song, collected with a labels file naming the genre asked.
+# Generated songs for the genre figure: 2 a genre (the first artist of each genre, one job
+# of 2 samples, seed 1), 10 s of a 10 s song, collected with a labels file naming the genre.
 GENRES="rock jazz electronic classical reggae bossa folk blues"
+# generate EVALDIR NAME PREFIX [job options]: EVALDIR/PREFIX-<genre>/ runs and EVALDIR/NAME/
+# (links to their bottom-level songs and a labels file with the genre asked)
+generate() {
+    local E=$1 G=$1/$2 P=$3; shift 3
+    rm -rf "$G"; mkdir -p "$G/audio"; : > "$G/labels.jsonl"
+    for g in $GENRES; do
+        local artist
+        artist=$(awk -v g="$g" '$0 ~ "\"genre\":\"" g "\"" {
+            match($0, /"artist":"[^"]*"/); print substr($0, RSTART + 10, RLENGTH - 11); exit }' \
+            "$WORK/all/labels.jsonl")
+        rm -rf "$E/$P-$g"
+        pipelines/jukebox sample --models "$MODELS" --artist "$artist" --genre "$g" \
+            --total-seconds $SECONDS_ --seconds $SECONDS_ --samples 2 --seed 1 "$@" \
+            --threads "$THREADS" -q -o "$E/$P-$g"
+        for k in 0 1; do
+            ln -s "../../$P-$g/level_0/sample_$k.wav" "$G/audio/$g-$k.wav"
+            printf '{"file":"audio/%s-%d.wav","artist":"%s","genre":"%s"}\n' "$g" $k "$artist" "$g" \
+                >> "$G/labels.jsonl"
+        done
+    done
+}
 step_eval() {
     make -s "$B/jukebox-eval"
     local E="$WORK/eval" V="$MODELS/vqvae.safetensors"
@@ -109,25 +130,19 @@ step_eval() {
             --train "$WORK/train" "${tc[@]}" --data "$WORK/heldout" --json "$E/prior_$L.json" |
             tee "$E/prior_$L.txt"
     done
-    local G="$E/generated"
-    rm -rf "$G"; mkdir -p "$G/audio"; : > "$G/labels.jsonl"
-    for g in $GENRES; do
-        local artist
-        artist=$(awk -v g="$g" '$0 ~ "\"genre\":\"" g "\"" {
-            match($0, /"artist":"[^"]*"/); print substr($0, RSTART + 10, RLENGTH - 11); exit }' \
-            "$WORK/all/labels.jsonl")
-        rm -rf "$E/sample-$g"
-        pipelines/jukebox sample --models "$MODELS" --artist "$artist" --genre "$g" \
-            --total-seconds $SECONDS_ --seconds $SECONDS_ --samples 2 --seed 1 \
-            --threads "$THREADS" -q -o "$E/sample-$g"
-        for k in 0 1; do
-            ln -s "../../sample-$g/level_0/sample_$k.wav" "$G/audio/$g-$k.wav"
-            printf '{"file":"audio/%s-%d.wav","artist":"%s","genre":"%s"}\n' "$g" $k "$artist" "$g" \
-                >> "$G/labels.jsonl"
-        done
+    generate "$E" generated sample        # the default temperature (0.99)
+    generate "$E" generated_t0.8 sample-t0.8 --temp 0.8
+    # held-out songs 128..135 (one a genre) through the VQ-VAE alone (level 0)
+    local R="$E/recon0"
+    rm -rf "$R"; mkdir -p "$R/audio"; : > "$R/labels.jsonl"
+    for i in $(seq $HELDOUT_FROM $((HELDOUT_FROM + 7))); do
+        local id; id=$(printf 'song%05d' "$i")
+        "$B/jukebox-encoder" -q -m "$V" -l 0 "$WORK/all/audio/$id.wav" |
+            "$B/jukebox-decoder" -q -m "$V" -o "$R/audio/$id.wav"
+        sed -n "$((i + 1))p" "$WORK/all/labels.jsonl" >> "$R/labels.jsonl"
     done
-    "$B/jukebox-eval" genre --train "$WORK/train" --test "$WORK/heldout" --test "$G" \
-        --json "$E/genre.json" | tee "$E/genre.txt"
+    "$B/jukebox-eval" genre --train "$WORK/train" --test "$WORK/heldout" --test "$R" \
+        --test "$E/generated" --test "$E/generated_t0.8" --json "$E/genre.json" | tee "$E/genre.txt"
     "$B/jukebox-eval" spectrogram --in "$E/sample-jazz/level_0/sample_0.wav" \
         --out "$E/spectrogram-jazz.png"
 }
