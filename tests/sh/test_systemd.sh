@@ -73,7 +73,23 @@ check "example.env names every setting the units read" \
 if "$B/jukebox-prior-top" --help | grep -q -- --peer-timeout && "$B/jukebox-prior-top" --help | grep -q -- --spool; then
     echo "-- a pipeline from the units' command lines (loopback)"
     M=$PWD/models/default
-    P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # A base port below the ephemeral range whose P..P+15 are all free (a kernel-chosen
+    # free port says nothing of its neighbours, which outgoing connections may hold).
+    P=$(python3 - <<'PY'
+import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 30000)
+    socks = []
+    try:
+        for k in range(16):
+            s = socket.socket(); socks.append(s); s.bind(("127.0.0.1", base + k))
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+PY
+)
     ep() { echo "tcp://127.0.0.1:$1"; }
     mkenv() {   # stage model in out extra...
         { echo "JUKEBOX_MODEL=$M/$2.safetensors"; echo "JUKEBOX_IN=$3"; echo "JUKEBOX_OUT=$4"
