@@ -2,7 +2,7 @@
 // and the gradient of every parameter of SimplePrior.z_forward + backward, each within the
 // case's tolerance; the optimiser (E3, train_prior_top_tiny): jb_adam fed with the stored
 // gradients, learning rates and clip scales, against the parameters after steps 1 and 3.
-// VQ-VAE cases (E1) go to golden_train_vqvae (tests/golden_train_vqvae.c) when it is linked.
+// VQ-VAE cases (E1) go to golden_train_vqvae (tests/golden_train_vqvae.c).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@
 #include "jb_safetensors.h"
 #include "jb_train_prior.h"
 
-int golden_train_vqvae(const golden_case_t *c, golden_result_t *r) __attribute__((weak));
+int golden_train_vqvae(const golden_case_t *c, golden_result_t *r);
 
 static double jnum(json_t *o, const char *key, double def) {
     json_t *v = json_object_get(o, key);
@@ -275,11 +275,7 @@ done:
 int golden_run_train(const golden_case_t *c, golden_result_t *r) {
     const char *model = json_string_value(json_object_get(c->json, "model"));
     if (model && !strcmp(model, "prior")) return run_prior(c, r);
-    if (model && !strcmp(model, "vqvae")) {
-        if (golden_train_vqvae) return golden_train_vqvae(c, r);
-        snprintf(r->skip_reason, sizeof r->skip_reason, "VQ-VAE training not implemented yet");
-        return GOLDEN_SKIP;
-    }
+    if (model && !strcmp(model, "vqvae")) return golden_train_vqvae(c, r);
     golden_fail(r, "train case with model '%s'", model ? model : "(none)");
     return -1;
 }
