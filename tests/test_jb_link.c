@@ -536,7 +536,12 @@ static void test_bounded_send(void) {
     JB_CHECK(s.done && s.rc == 0, "send unblocks once a consumer takes messages");
     pthread_join(th, NULL);
     jb_link_close(&c, 0);
-    // No consumer again: a blocked send returns on the stop flag.
+    jb_link_close(&p, 0);
+    // A producer that never had a consumer (the one above may still count the closed
+    // consumer alive until its heartbeat timeout): a blocked send returns on the stop flag.
+    p = jb_link_open(at, &o, &err);
+    JB_CHECK(p != NULL, "producer reopens (%s)", err.msg);
+    if (!p) return;
     send_job(p, "fill2", 4);
     sender_t s2 = {.p = p};
     pthread_create(&th, NULL, sender, &s2);
