@@ -202,12 +202,14 @@ check "jukebox primed: the prompt's top codes start the song" \
     '[ "$(codes_of "$T/front/p/codes.jbc" 2 | cut -d" " -f1-2)" = "$(codes_of "$T/prompt_default.jbc" 2 | cut -d" " -f1-2)" ]'
 # A song shorter than one top window, primed: one partial window up to the song's length
 # (172 top codes for 0.5 s), the prompt's 86 codes kept at its start.
-$J primed "$T/prompt_0.wav" --models $M --prompt-seconds 0.25 --seconds 0.5 --total-seconds 0.5 -q \
+sox -n -r 44100 -c 1 -b 16 "$T/tone.wav" synth 1 sine 440 sine 660
+"$B/jukebox-encoder" -q -m $M/vqvae.safetensors "$T/tone.wav" > "$T/tone.jbc"
+$J primed "$T/tone.wav" --models $M --prompt-seconds 0.25 --seconds 0.5 --total-seconds 0.5 -q \
     -o "$T/front/ps" 2>"$T/front_ps.err"; rc=$?
 check "jukebox primed, a song shorter than one window: done (rc $rc)" "[ $rc = 0 ] && [ -s '$T/front/ps/level_0/sample_0.wav' ]"
 check "  172 top codes, the first 86 the prompt's" \
     '[ "$(codes_of "$T/front/ps/codes.jbc" 2 | wc -w)" = 172 ] &&
-     [ "$(codes_of "$T/front/ps/codes.jbc" 2 | cut -d" " -f1-86)" = "$(codes_of "$T/prompt_default.jbc" 2 | cut -d" " -f1-86)" ]'
+     [ "$(codes_of "$T/front/ps/codes.jbc" 2 | cut -d" " -f1-86)" = "$(codes_of "$T/tone.jbc" 2 | cut -d" " -f1-86)" ]'
 $J continue "$T/front/ps/codes.jbc" --models $M --seconds 0.7 --total-seconds 0.7 -q -o "$T/front/cs" 2>>"$T/front_ps.err"; rc=$?
 check "jukebox continue of it, still shorter than one window: done (rc $rc)" \
     '[ $rc = 0 ] && [ "$(codes_of "$T/front/cs/codes.jbc" 2 | cut -d" " -f1-172)" = "$(codes_of "$T/front/ps/codes.jbc" 2)" ]'
