@@ -65,7 +65,6 @@ int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int
                         int zs_stride, const int32_t *y, const jb_sample_lyrics_t *lyrics,
                         int hop_length, float *const *out, jb_err_t *err);
 
-#endif
 
 // ---- window by window (streaming stages) ----------------------------------------
 
@@ -91,3 +90,5 @@ int jb_sample_window(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_sam
                      jb_sample_window_t w, int32_t *zs, int zs_stride, int *have,
                      const int32_t *zs_above, int above_stride, const int32_t *y,
                      const jb_sample_lyrics_t *lyrics, jb_err_t *err);
+
+#endif
