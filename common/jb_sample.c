@@ -236,6 +236,15 @@ int jb_sample_plan(const jb_prior_info_t *in, int total, int have, int hop_lengt
     return 0;
 }
 
+int jb_sample_plan_to(const jb_prior_info_t *in, int length, int have, int hop_length,
+                      jb_sample_window_t **windows, int *n, jb_err_t *err) {
+    *windows = NULL;
+    *n = 0;
+    if (have >= length) return 0;
+    return jb_sample_plan(in, length < in->n_ctx ? length - have : length, have, hop_length,
+                          windows, n, err);
+}
+
 int64_t jb_sample_window_needs(const jb_prior_info_t *in, jb_sample_window_t w) {
     if (!in->x_cond || in->cond_downsample <= 0) return 0;
     return (w.start + in->n_ctx) / in->cond_downsample;

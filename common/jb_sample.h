@@ -80,6 +80,14 @@ typedef struct {
 int jb_sample_plan(const jb_prior_info_t *in, int total, int have, int hop_length,
                    jb_sample_window_t **windows, int *n, jb_err_t *err);
 
+// The windows that bring a level from `have` codes to `length` codes (a streaming
+// stage's job: the song's length at this level). The same as jb_sample_plan except for
+// a level shorter than one window, where jb_sample_plan's `total` counts the codes to
+// add: here only what the song still lacks is sampled, so a primed short song ends at
+// `length`, not have + length. *n = 0 when have >= length.
+int jb_sample_plan_to(const jb_prior_info_t *in, int length, int have, int hop_length,
+                      jb_sample_window_t **windows, int *n, jb_err_t *err);
+
 // Codes of the level above that window w conditions on: [0, need) must be present.
 // 0 for a level without conditioning.
 int64_t jb_sample_window_needs(const jb_prior_info_t *in, jb_sample_window_t w);

@@ -556,12 +556,7 @@ static int start_level(stage_t *s, job_t *j, jb_err_t *err) {
         return -1;
     }
     int hop = (int)(j->spec.hop_fraction[level] * in->n_ctx);
-    // A level shorter than one window is one partial window whose `total` argument
-    // counts the codes to add (the reference's sample_partial_window): only what the
-    // song still lacks, so a primed short song ends at its length, not have + total.
-    int plan_total = j->total < in->n_ctx ? j->total - j->have : j->total;
-    if (j->have < j->total &&
-        jb_sample_plan(in, plan_total, j->have, hop, &j->windows, &j->n_windows, err))
+    if (jb_sample_plan_to(in, j->total, j->have, hop, &j->windows, &j->n_windows, err))
         return jb_err_prefix(err, "job %s", j->spec.id);
     j->started = 1;
     if (j->resumed) {

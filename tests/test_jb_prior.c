@@ -174,6 +174,18 @@ static void reproducibility(void) {
         same = n70 == 70;
         for (int i = 0; i < 2 && same; i++) same = count_diff(zp + i * 96, ref + i * T, 50) == 0;
         JB_CHECK(same, "a window at 6 keeps the 50 codes and ends at 70 (%d codes)", n70);
+        // A stage's plan counts the level's length: 30 present of 50 -> one window [0, T)
+        // filled to 50; nothing when the length is there.
+        const jb_prior_info_t *pin = jb_prior_info(p);
+        jb_sample_window_t *pw = NULL;
+        int npw = -1;
+        JB_CHECK_OK(jb_sample_plan_to(pin, 50, 30, T, &pw, &npw, &err), &err, "plan_to 50 from 30");
+        JB_CHECK(npw == 1 && pw && pw[0].start == 0 && pw[0].fill == 50,
+                 "plan_to: one partial window filled to the length (%d windows)", npw);
+        free(pw);
+        pw = NULL;
+        JB_CHECK_OK(jb_sample_plan_to(pin, 50, 50, T, &pw, &npw, &err), &err, "plan_to 50 from 50");
+        JB_CHECK(npw == 0 && !pw, "plan_to: nothing to sample when the length is present");
     }
     // Bad input is refused with a message.
     int32_t z[2 * 64];
