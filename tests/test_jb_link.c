@@ -176,11 +176,18 @@ static void test_credit_affinity_acks_done(void) {
     // Credit: 4 jobs of 4 messages; nobody reads: each consumer gets at most its credit.
     const char *jobs[4] = {"ja", "jb", "jc", "jd"};
     for (int i = 0; i < 4; i++) send_job(p, jobs[i], 4);
-    sleep_ms(300);
+    // Settled once both consumers hold work and nothing is on the way: what they hold
+    // plus what waits adds up to 16 (under valgrind that can take longer than 300 ms).
     jb_link_stats_t s1, s2, sp;
-    jb_link_stats(c1, &s1);
-    jb_link_stats(c2, &s2);
-    jb_link_stats(p, &sp);
+    int64_t settle = now_ms() + 5000;
+    sleep_ms(200);
+    do {
+        sleep_ms(100);
+        jb_link_stats(c1, &s1);
+        jb_link_stats(c2, &s2);
+        jb_link_stats(p, &sp);
+    } while ((sp.backlog != 16 - s1.queue - s2.queue || !s1.queue || !s2.queue) &&
+             now_ms() < settle);
     JB_CHECK(s1.queue <= 3 && s2.queue <= 3, "credit respected: queues %d, %d <= 3", s1.queue,
              s2.queue);
     JB_CHECK(s1.queue >= 1 && s2.queue >= 1, "both consumers got work (%d, %d)", s1.queue,
