@@ -35,6 +35,7 @@ typedef struct {
     char role[16], stage[32];
     bool alive;                // a HELLO seen and not silent since
     int64_t last_seen, last_sent, last_hello;
+    int64_t hello_gap;         // while not alive: ms between HELLOs (doubles, capped)
     int64_t credit;            // last announced by it (consumer peers)
     char *info;                // its heartbeat summary (JSON text) or NULL
 } peer_t;
@@ -789,6 +790,7 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
         snprintf(p->stage, sizeof p->stage, "%s", stage ? stage : "");
         json_decref(o);
         p->alive = true;
+        p->hello_gap = 0;
         p->last_seen = t;
         if (m.credit >= 0) p->credit = m.credit;
         if (!was_alive)
@@ -960,7 +962,13 @@ static void tick(jb_link_t *l) {
         peer_t *p = &l->peers[i];
         if (!p->used) continue;
         if (!p->alive) {
-            if (p->sock >= 0 && t - p->last_hello >= l->o.heartbeat_ms) send_hello(l, i, 1);
+            // HELLOs to an absent peer wait in the DEALER's pipe (ZMQ_IMMEDIATE is off) and
+            // the first arrives as soon as it connects, so they can grow rarer.
+            if (p->hello_gap < l->o.heartbeat_ms) p->hello_gap = l->o.heartbeat_ms;
+            if (p->sock >= 0 && t - p->last_hello >= p->hello_gap) {
+                send_hello(l, i, 1);
+                if (p->hello_gap < 8 * (int64_t)l->o.heartbeat_ms) p->hello_gap *= 2;
+            }
             continue;
         }
         if (t - p->last_seen > l->o.peer_timeout_ms) {
@@ -1028,6 +1036,22 @@ static void *io_main(void *arg) {
 
 // ---------------------------------------------------------------- open / close
 
+void jb_link_dealer_setup(void *dealer) {
+    // ZMQ_IMMEDIATE stays off. With it on, libzmq 4.3.4 ends the socket's pipe when the
+    // connection drops ("hiccup"); if that is processed between the two frames of a
+    // message (libzmq looks at its command queue every 100th receive), the next frame
+    // read fails and libzmq aborts: "Assertion failed: !_more (src/fq.cpp:112)". This
+    // killed the decoder when a bottom upsampler it read from was kill -9'ed. With it
+    // off the pipe lives as long as the socket: messages sent while the peer is away
+    // wait in it (bounded by ZMQ_SNDHWM) and go out on reconnection, where a restarted
+    // peer drops them (unknown until its HELLO) and a surviving one treats them as late
+    // duplicates. tests/test_jb_link_peer_death.c reproduces the abort.
+    int zero = 0, ivl = 100, ivl_max = 1000;
+    zmq_setsockopt(dealer, ZMQ_IMMEDIATE, &zero, sizeof zero);
+    zmq_setsockopt(dealer, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(dealer, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+}
+
 static int add_endpoint(jb_link_t *l, const char *spec, jb_err_t *err) {
     bool bind = l->o.role != JB_LINK_PRODUCER;
     const char *addr = spec;
@@ -1055,10 +1079,7 @@ static int add_endpoint(jb_link_t *l, const char *spec, jb_err_t *err) {
             return jb_err_set(err, JB_EUNAVAIL, "%s: zmq_socket: %s", spec, zmq_strerror(errno));
         l->dealer[l->n_dealers++] = s;
         zmq_setsockopt(s, ZMQ_ROUTING_ID, l->name, strlen(l->name));
-        zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one);
-        int ivl = 100, ivl_max = 1000;
-        zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
-        zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+        jb_link_dealer_setup(s);
     }
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);

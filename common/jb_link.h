@@ -164,4 +164,8 @@ int jb_link_query_status(const char *endpoint, int timeout_ms, char **info, jb_e
 // closes the sockets (removes a bound ipc socket file) and frees. Accepts NULL.
 void jb_link_close(jb_link_t **l, int timeout_ms);
 
+// Sets the options every connecting (DEALER) socket of a link uses: reconnection
+// intervals and ZMQ_IMMEDIATE off (see jb_link.c for why). Exposed for its test.
+void jb_link_dealer_setup(void *dealer);
+
 #endif

@@ -11,7 +11,7 @@ mkdir -p "$logs"
 jobs=0 faults=0 lost=0 differ=0 failed=0 runs=0
 printf '%-6s %-10s %6s %7s %5s %10s %6s %s\n' round test jobs faults lost differing secs result
 for r in $(seq 1 "$rounds"); do
-    for t in tests/sh/test_faults_*.sh tests/sh/faults_kill.sh tests/sh/faults_restart.sh; do
+    for t in tests/sh/test_faults_*.sh; do
         name=$(basename "$t" .sh)
         log=$logs/$name.$r.log
         start=$SECONDS

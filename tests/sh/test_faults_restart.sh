@@ -1,9 +1,5 @@
 #!/bin/bash
-# faults_restart.sh (issue 5, fault test b). Not in make test while faults_kill.sh is
-# out: both kill stages mid-stream, and one kill run in about twenty saw libzmq abort a
-# consumer (docs/operations.md "Fault tests not in make test"). Run it alone or through
-# scripts/faults-5x.sh.
-# 8 jobs through one instance of every
+# test_faults_restart.sh (issue 5, fault test b): 8 jobs through one instance of every
 # stage (pipelines/local-services.sh, loopback, spools, heartbeat 200 ms, peer timeout
 # 1 s): no spare anywhere. A random instance (top prior, upsamplers or decoder) is killed
 # with SIGKILL at a random moment, 5 times, and started again at once with the same
@@ -56,5 +52,5 @@ for i in $(seq 50); do [ "$(spool_jobs)" = 0 ] && break; sleep 0.1; done
 check "no job left in the spools once every job is done ($(spool_jobs))" "[ $(spool_jobs) = 0 ]"
 fj_summary restart $N $faults
 [ "$fail" = 0 ] || { for f in "$T"/s/log/*.log; do echo "== $f"; grep -E 'WARN|ERROR' "$f" | tail -n 8; done; }
-echo "faults_restart: $pass passed, $fail failed"
+echo "test_faults_restart: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -1,6 +1,5 @@
 #!/bin/bash
-# faults_kill.sh (issue 5, fault test a; not in make test: docs/operations.md "Fault
-# tests not in make test"): 8 jobs through 1 top prior, 2 middle and
+# test_faults_kill.sh (issue 5, fault test a): 8 jobs through 1 top prior, 2 middle and
 # 2 bottom upsamplers and 1 decoder (pipelines/local-services.sh, loopback, heartbeat
 # 200 ms, peer timeout 1 s). While they run, a random upsampler instance is killed with
 # SIGKILL at a random moment, 4 times; its jobs must go to the spare instance. The dead
