@@ -69,6 +69,19 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))'))
     "$B/jukebox-prior-top" -t 1 -m $M/prior_level_2.safetensors --name top "${LINK[@]}" \
         --in "@$p0" --out "@$p1" 2>"$L/top.log" & b2=$!
     pids+=($dec $b0a $b0b $b1a $b1b $b2)
+    # Every link up before the jobs go in: the toy top prior finishes a job in a few ms,
+    # so a middle instance that joins a moment after its twin would find all 8 jobs
+    # already handed out (what the checks below test is sharing, not joining speed).
+    local w links_up=0
+    for w in $(seq 1 200); do
+        grep -q "consumer mid-a " "$L/top.log" && grep -q "consumer mid-b " "$L/top.log" &&
+            grep -q "consumer bottom-a " "$L/mid-a.log" && grep -q "consumer bottom-b " "$L/mid-a.log" &&
+            grep -q "consumer bottom-a " "$L/mid-b.log" && grep -q "consumer bottom-b " "$L/mid-b.log" &&
+            grep -q "consumer dec " "$L/bottom-a.log" && grep -q "consumer dec " "$L/bottom-b.log" &&
+            { links_up=1; break; }
+        sleep 0.05
+    done
+    check "$name: every stage instance joined its producers within 10 s" "[ $links_up = 1 ]"
     local rcs=""
     for i in $(seq 1 $((N - 1))); do
         job "$i" -o "$p0" --timeout 20000 "${LINK[@]}"; rcs="$rcs$?"
