@@ -17,11 +17,8 @@ B=$PWD/$BUILD/bin
 T=$(mktemp -d /tmp/jb_faults_flood.XXXXXX)
 LS=pipelines/local-services.sh
 . tests/sh/lib/faults.sh
-cleanup() { kill "${fj_pids[@]}" 2>/dev/null; kill "${flooder:-}" 2>/dev/null; $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
+cleanup() { kill "${flooder:-}" 2>/dev/null; fj_services_cleanup; }
 trap cleanup EXIT
-pass=0; fail=0
-check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
-seed=${FAULTS_SEED:-$(date +%s%N | cut -c10-16)}
 N=8
 
 fj_refs $N "$T/ref"

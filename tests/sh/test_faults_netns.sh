@@ -18,8 +18,6 @@ T=$(mktemp -d /tmp/jb_faults_netns.XXXXXX)
 id=$$
 net=10.231.$((id % 250))
 br=jbbr$id
-pass=0; fail=0
-check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
 spids=()
 cleanup() {
     kill "${fj_pids[@]}" 2>/dev/null
@@ -29,8 +27,6 @@ cleanup() {
     [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
 }
 trap cleanup EXIT
-seed=${FAULTS_SEED:-$(date +%s%N | cut -c10-16)}
-RANDOM=$seed
 N=8 CUTS=2
 
 if ! out=$(ip netns add "jbA$id" 2>&1); then

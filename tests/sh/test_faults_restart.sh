@@ -12,12 +12,7 @@ B=$PWD/$BUILD/bin
 T=$(mktemp -d /tmp/jb_faults_restart.XXXXXX)
 LS=pipelines/local-services.sh
 . tests/sh/lib/faults.sh
-cleanup() { kill "${fj_pids[@]}" 2>/dev/null; $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
-trap cleanup EXIT
-pass=0; fail=0
-check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
-seed=${FAULTS_SEED:-$(date +%s%N | cut -c10-16)}
-RANDOM=$seed
+trap fj_services_cleanup EXIT
 N=8 KILLS=5
 echo "-- seed $seed: $N jobs, $KILLS kills of a random instance, each restarted with its spool"
 

@@ -11,6 +11,10 @@
 #   fj_pick LIST...       one of the words, at random (RANDOM is seeded by the caller)
 #   fj_alive PID          the process exists and is not a zombie
 #   fj_free_port          a base port with 80 free ports above it
+#   check NAME CMD        one check: evaluates CMD, prints ok/FAIL, counts pass/fail
+#   fj_services_cleanup   EXIT trap of a local-services test (LS set): stops the
+#                         submitters and every instance, removes T (kept with FAULTS_KEEP)
+# Sourcing also seeds RANDOM from FAULTS_SEED (default: the time) into seed.
 M=${M:-$PWD/models/default}
 # Jobs long enough (about 1 s each through the pipeline here, in 8 windows per level,
 # one sample at a time with -b 1) that a kill lands in the middle of one.
@@ -114,4 +118,14 @@ while True:
         print(p); break
     except OSError:
         pass'
+}
+
+pass=0; fail=0
+check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
+seed=${FAULTS_SEED:-$(date +%s%N | cut -c10-16)}
+RANDOM=$seed
+fj_services_cleanup() {
+    kill "${fj_pids[@]}" 2>/dev/null
+    $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1
+    [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
 }
