@@ -7,6 +7,7 @@
 
 #include "golden.h"
 #include "golden_device.h"
+#include "golden_prior_sizes.h"
 #include "jb_prior.h"
 #include "jb_safetensors.h"
 
@@ -29,7 +30,7 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
     jb_prior_t *p = NULL;
     jb_prior_sampler_t *s = NULL;
     void *dev = NULL;
-    float *buf = NULL, *attn = NULL, *ref = NULL;
+    float *buf = NULL, *logits = NULL, *attn = NULL, *ref = NULL;
     int32_t *z = NULL, *zc = NULL, *y = NULL, *tok = NULL, *prime = NULL;
     jb_st_t *io = jb_st_open(golden_path(c, "io.safetensors"), &err);
     if (!io) {
@@ -55,10 +56,10 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
     z = jb_st_get_i32(io, "z", -1, NULL, &err);
     if (jb_st_find(io, "z_cond")) zc = jb_st_get_i32(io, "z_cond", -1, NULL, &err);
     if (jb_st_find(io, "y")) y = jb_st_get_i32(io, "y", -1, NULL, &err);
-    int64_t nbig = (int64_t)N * in->seq_len * in->seq_bins;
-    if ((int64_t)N * T * W > nbig) nbig = (int64_t)N * T * W;
-    buf = malloc(sizeof(float) * (size_t)nbig);
-    if (!z || !buf) {
+    golden_prior_sizes_t sz = golden_prior_sizes(in, N);
+    buf = malloc(sizeof(float) * (size_t)sz.act);
+    logits = malloc(sizeof(float) * (size_t)sz.logits);
+    if (!z || !buf || !logits) {
         golden_fail(r, "inputs: %s", err.msg);
         goto done;
     }
@@ -100,18 +101,18 @@ int golden_run_prior(const golden_case_t *c, golden_result_t *r) {
     // logits (+ attention weights)
     const jb_st_entry_t *ea = jb_st_find(io, "attn");
     if (ea) attn = malloc(sizeof(float) * (size_t)entry_numel(ea));
-    if (jb_prior_forward(p, z, zc, y, N, buf, attn, &err)) {
+    if (jb_prior_forward(p, z, zc, y, N, logits, attn, &err)) {
         golden_fail(r, "forward: %s", err.msg);
         goto done;
     }
     const jb_st_entry_t *el = jb_st_find(io, "logits");
-    if (!el || entry_numel(el) != nbig) {
+    if (!el || entry_numel(el) != sz.logits) {
         golden_fail(r, "logits: stored shape does not match (N %d, %d x %d)", N, in->seq_len,
                     in->seq_bins);
         goto done;
     }
     ref = jb_st_get_f32(io, "logits", -1, NULL, &err);
-    if (ref) close_to(c, r, "logits", buf, ref, nbig);
+    if (ref) close_to(c, r, "logits", logits, ref, sz.logits);
     jb_free(ref), ref = NULL;
     if (ea) {
         ref = jb_st_get_f32(io, "attn", -1, NULL, &err);
@@ -163,7 +164,7 @@ done:
     jb_prior_sampler_destroy(&s);
     jb_prior_destroy(&p);
     jb_st_close(&io);
-    free(buf), free(attn), free(tok);
+    free(buf), free(logits), free(attn), free(tok);
     jb_free(ref), jb_free(z), jb_free(zc), jb_free(y), jb_free(prime);
     return rc;
 }
