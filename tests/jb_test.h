@@ -4,7 +4,9 @@
 //
 // Each check prints "ok"/"FAIL" with its name; jb_test_summary prints
 // "<name>: N passed, N failed" (tests/run_tests.sh adds the lines up) and
-// returns the process exit code (0 only when nothing failed).
+// returns the process exit code (0 only when nothing failed). A part that cannot run
+// in this build or on this machine says so with JB_SKIP("reason", ...): it prints
+// "  SKIP reason" and the summary gains ", N skipped" (with CI=true the run fails).
 #ifndef JB_TEST_H
 #define JB_TEST_H
 
@@ -12,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int jb_test_passed, jb_test_failed;
+static int jb_test_passed, jb_test_failed, jb_test_skipped;
 
 #define JB_CHECK(cond, ...)                                                   \
     do {                                                                      \
@@ -32,6 +34,15 @@ static int jb_test_passed, jb_test_failed;
         fflush(stdout);                                                       \
     } while (0)
 
+#define JB_SKIP(...)                                                          \
+    do {                                                                      \
+        jb_test_skipped++;                                                    \
+        printf("  SKIP ");                                                    \
+        printf(__VA_ARGS__);                                                  \
+        printf("\n");                                                        \
+        fflush(stdout);                                                       \
+    } while (0)
+
 // Checks that a call returning 0/-1 succeeded; prints err.msg when not.
 #define JB_CHECK_OK(call, errp, name)                                         \
     do {                                                                      \
@@ -40,7 +51,11 @@ static int jb_test_passed, jb_test_failed;
     } while (0)
 
 static inline int jb_test_summary(const char *name) {
-    printf("%s: %d passed, %d failed\n", name, jb_test_passed, jb_test_failed);
+    if (jb_test_skipped)
+        printf("%s: %d passed, %d failed, %d skipped\n", name, jb_test_passed, jb_test_failed,
+               jb_test_skipped);
+    else
+        printf("%s: %d passed, %d failed\n", name, jb_test_passed, jb_test_failed);
     return jb_test_failed ? 1 : 0;
 }
 

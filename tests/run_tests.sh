@@ -1,7 +1,13 @@
 #!/bin/bash
 # run_tests.sh: run every test binary, the golden runner and the shell tests;
-# add up their "N passed, N failed" lines and print the total last.
-# Env: BUILD (default build), GOLDEN (default tests/golden), TEST_FILTER (substring).
+# add up their "N passed, N failed[, N skipped]" lines and print the total last
+# ("N passed, N failed, N skipped").
+# A test that cannot run a part here prints "SKIP <reason>" and counts it as skipped. With
+# CI=true a test that skipped anything counts as one failure (CI installs everything and must
+# run every test), unless it is named in JB_CI_MAY_SKIP (space-separated; `make asan` names
+# the tests a sanitizer build cannot run).
+# Env: BUILD (default build), GOLDEN (default tests/golden), TEST_FILTER (substring),
+#      CI, JB_CI_MAY_SKIP.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -10,7 +16,7 @@ export BUILD GOLDEN
 # OpenMP threads that spin at barriers starve the working thread when the machine is
 # shared (2 cores, several test runs): the VQ-VAE tests ran 6x slower that way.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-pass=0; fail=0; broken=""
+pass=0; fail=0; skipped=0; broken=""; skippers=""
 run_one() {   # name, command...
     local name=$1; shift
     [ -n "${TEST_FILTER:-}" ] && [[ "$name" != *"$TEST_FILTER"* ]] && return
@@ -24,10 +30,18 @@ run_one() {   # name, command...
         echo "   (no summary line; exit code $rc) -> counted as 1 failure"
         fail=$((fail + 1)); broken="$broken $name"; return
     fi
-    local p f
+    local p f s
     p=$(printf '%s' "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
     f=$(printf '%s' "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
-    pass=$((pass + p)); fail=$((fail + f))
+    s=$(printf '%s' "$line" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+')
+    pass=$((pass + p)); fail=$((fail + f)); skipped=$((skipped + ${s:-0}))
+    if [ "${s:-0}" != 0 ]; then
+        skippers="$skippers $name"
+        if [ "${CI:-}" = true ] && [[ " ${JB_CI_MAY_SKIP:-} " != *" $name "* ]]; then
+            echo "   ($s skipped with CI=true: CI must run every test) -> counted as 1 failure"
+            fail=$((fail + 1)); broken="$broken $name"; return
+        fi
+    fi
     if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
         echo "   (exit code $rc with no failed check) -> counted as 1 failure"
         fail=$((fail + 1)); broken="$broken $name"
@@ -55,6 +69,7 @@ for s in tests/sh/test_*.sh; do
     run_one "$(basename "$s")" bash "$s"
 done
 echo
+[ -n "$skippers" ] && echo "skipping:$skippers"
 [ -n "$broken" ] && echo "failing:$broken"
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" = 0 ]

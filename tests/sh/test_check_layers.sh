@@ -5,8 +5,7 @@
 # header name held by two layers. A same-layer and a downward include stay allowed.
 set -u
 cd "$(dirname "$0")/../.."
-pass=0; fail=0
-check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
+. tests/sh/lib/check.sh
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 CL=scripts/check-layers.py
@@ -75,5 +74,4 @@ check "reversed layer order: the tree's downward includes now fail" '[ $rc = 1 ]
 "$CL" --root "$T/none" >/dev/null 2>&1; rc=$?
 check "no common/ under --root: exit 64 (got $rc)" '[ $rc = 64 ]'
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_check_layers

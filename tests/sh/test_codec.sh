@@ -12,10 +12,7 @@ DEC=$BUILD/bin/jukebox-decoder
 REAL=tests/golden/vqvae_real_shape/model.safetensors
 TINY=tests/golden/vqvae_tiny/model.safetensors
 PRIOR=tests/golden/prior_top_5b_tiny/model.safetensors
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); [ -n "${JB_TEST_VERBOSE:-}" ] && echo "  ok   $1"; return 0; }
-bad() { fail=$((fail + 1)); echo "  FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+. tests/sh/lib/check.sh
 # expect_rc NAME WANT CMD...: runs CMD (stdout to $T/last.out), checks the exit code
 expect_rc() {
     local name=$1 want=$2; shift 2
@@ -196,5 +193,4 @@ fi
 expect_rc "encoder --device tpu" 64 "$ENC" -m "$TINY" -q --device tpu "$T/speech.wav" -o "$T/dev.jbc"
 expect_rc "encoder --device cpu" 0 "$ENC" -m "$TINY" -q --device cpu "$T/speech.wav" -o "$T/dev.jbc"
 
-echo "test_codec: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_codec

@@ -11,11 +11,7 @@ CONV=$BUILD/bin/jukebox-convert
 INSP=$BUILD/bin/jukebox-inspect
 CK=$GOLDEN/checkpoints
 IDS=$GOLDEN/labels
-pass=0; fail=0
-check() {   # name, condition already evaluated as $?
-    if [ "$2" = 0 ]; then pass=$((pass + 1)); [ -n "${JB_TEST_VERBOSE:-}" ] && echo "  ok   $1"
-    else fail=$((fail + 1)); echo "  FAIL $1"; fi
-}
+. tests/sh/lib/check.sh
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
@@ -36,79 +32,79 @@ for f in "$CK"/*.pth.tar; do
     case_name=$(sed -e 's/\.zip\.pth\.tar$//' -e 's/\.pth\.tar$//' <<<"$b")
     out=$T/$b.safetensors
     "$CONV" -q "$f" -o "$out" --ids "$IDS" 2>"$T/err"; rc=$?
-    check "$b: converts (exit $rc: $(tail -1 "$T/err"))" $((rc != 0))
+    check_status "$b: converts (exit $rc: $(tail -1 "$T/err"))" $((rc != 0))
     [ -f "$out" ] || continue
     same_data "$out" "$GOLDEN/$case_name/model.safetensors"
-    check "$b: tensor data byte-identical to $case_name/model.safetensors" $?
+    check_status "$b: tensor data byte-identical to $case_name/model.safetensors" $?
     cmp -s <(table "$out") <(table "$GOLDEN/$case_name/model.safetensors")
-    check "$b: same names, dtypes, shapes, bytes" $?
+    check_status "$b: same names, dtypes, shapes, bytes" $?
     "$INSP" --no-tensors "$out" >"$T/insp"; rc=$?
-    check "$b: inspect says the tensors match the hparams (exit $rc)" $rc
-    grep -q '^memory' "$T/insp"; check "$b: inspect gives a memory estimate" $?
+    check_status "$b: inspect says the tensors match the hparams (exit $rc)" $rc
+    grep -q '^memory' "$T/insp"; check_status "$b: inspect gives a memory estimate" $?
 done
 # fp16 stays fp16
 "$INSP" --no-tensors "$T/prior_top_5b_fp16w.pth.tar.safetensors" | grep -q '^  F16 '
-check "prior_top_5b_fp16w: F16 tensors kept" $?
+check_status "prior_top_5b_fp16w: F16 tensors kept" $?
 # vocabularies of a labelled prior: {"name": id} with shared ids
 hdr() { head -c $((8 + $(od -An -t u8 -N8 "$1" | tr -d ' '))) "$1" | tail -c +9; }
 hdr "$T/prior_top_5b_lyrics_tiny.pth.tar.safetensors" | grep -q 'the_beatles\\":2,\\"beatles\\":2'
-check "5b_lyrics: artists vocabulary from v2_artist_ids.txt (shared id)" $?
+check_status "5b_lyrics: artists vocabulary from v2_artist_ids.txt (shared id)" $?
 hdr "$T/prior_top_1b_lyrics_tiny.pth.tar.safetensors" | grep -q 'the beatles\\":2'
-check "1b_lyrics: artists vocabulary from v3_artist_ids.txt" $?
+check_status "1b_lyrics: artists vocabulary from v3_artist_ids.txt" $?
 "$INSP" --no-tensors "$T/prior_top_5b_lyrics_tiny.pth.tar.safetensors" | \
     grep -q "artists  $(grep -c ';' "$IDS/v2_artist_ids.txt") names"
-check "inspect counts the vocabulary" $?
+check_status "inspect counts the vocabulary" $?
 # no vocabulary without --ids, with a warning
 "$CONV" "$CK/prior_top_5b_tiny.pth.tar" -o "$T/noids.safetensors" 2>"$T/err"
-check "no --ids: converts" $?
-grep -q 'WARN.*no --ids' "$T/err"; check "no --ids: warns" $?
-! hdr "$T/noids.safetensors" | grep -q '"artists"'; check "no --ids: no vocabulary" $?
+check_status "no --ids: converts" $?
+grep -q 'WARN.*no --ids' "$T/err"; check_status "no --ids: warns" $?
+! hdr "$T/noids.safetensors" | grep -q '"artists"'; check_status "no --ids: no vocabulary" $?
 
 # 2. damaged checkpoints: 65, a message naming the file, no output, no temporary
 for b in vqvae_tiny.truncated.pth.tar vqvae_tiny.corrupt.pth.tar \
          vqvae_tiny.zip.truncated.pth.tar vqvae_tiny.zip.corrupt.pth.tar; do
     mkdir -p "$T/bad"
     "$CONV" "$CK/$b" -o "$T/bad/out.safetensors" 2>"$T/err"; rc=$?
-    check "$b: exit 65 (got $rc)" $((rc != 65))
-    grep -q "ERROR.*$b" "$T/err"; check "$b: error names the file: $(tail -1 "$T/err")" $?
-    [ -z "$(ls -A "$T/bad")" ]; check "$b: nothing written" $?
+    check_status "$b: exit 65 (got $rc)" $((rc != 65))
+    grep -q "ERROR.*$b" "$T/err"; check_status "$b: error names the file: $(tail -1 "$T/err")" $?
+    [ -z "$(ls -A "$T/bad")" ]; check_status "$b: nothing written" $?
 done
 
 # 3. a checkpoint that does not match its hps: every problem listed by name, 65, no file
 M=tests/fixtures/torch/vqvae_mismatch.zip.pth.tar
 "$CONV" "$M" -o "$T/bad/m.safetensors" 2>"$T/err"; rc=$?
-check "mismatch: exit 65 (got $rc)" $((rc != 65))
-grep -q "missing tensor 'decoders.0.out.bias'" "$T/err"; check "mismatch: missing named" $?
-grep -q "extra tensor 'extra.weight'" "$T/err"; check "mismatch: extra named" $?
+check_status "mismatch: exit 65 (got $rc)" $((rc != 65))
+grep -q "missing tensor 'decoders.0.out.bias'" "$T/err"; check_status "mismatch: missing named" $?
+grep -q "extra tensor 'extra.weight'" "$T/err"; check_status "mismatch: extra named" $?
 grep -q "tensor 'bottleneck.level_blocks.1.k': shape \[16, 32\], expected \[32, 16\]" "$T/err"
-check "mismatch: wrong shape named" $?
+check_status "mismatch: wrong shape named" $?
 grep -q "tensor 'bottleneck.level_blocks.2.k': dtype I64, expected F32 or F16 or BF16 or F64" "$T/err"
-check "mismatch: wrong dtype named" $?
-! grep -q "bottleneck.level_blocks.0.k" "$T/err"; check "mismatch: an F16 float tensor is fine" $?
-grep -q "1 missing, 1 extra, 2 of wrong shape or dtype" "$T/err"; check "mismatch: counted" $?
-[ -z "$(ls -A "$T/bad")" ]; check "mismatch: nothing written" $?
+check_status "mismatch: wrong dtype named" $?
+! grep -q "bottleneck.level_blocks.0.k" "$T/err"; check_status "mismatch: an F16 float tensor is fine" $?
+grep -q "1 missing, 1 extra, 2 of wrong shape or dtype" "$T/err"; check_status "mismatch: counted" $?
+[ -z "$(ls -A "$T/bad")" ]; check_status "mismatch: nothing written" $?
 # --preset wins over the checkpoint's hps: a tiny VQ-VAE is not the released one
 "$CONV" "$CK/vqvae_tiny.pth.tar" -o "$T/bad/p.safetensors" --preset vqvae 2>"$T/err"; rc=$?
-check "--preset vqvae on a tiny VQ-VAE: exit 65 (got $rc)" $((rc != 65))
-grep -q "hyper-parameters (vqvae)" "$T/err"; check "--preset named in the report" $?
+check_status "--preset vqvae on a tiny VQ-VAE: exit 65 (got $rc)" $((rc != 65))
+grep -q "hyper-parameters (vqvae)" "$T/err"; check_status "--preset named in the report" $?
 # no hps and no preset: usage
 "$CONV" tests/fixtures/torch/bare_state_dict.zip.pth.tar -o "$T/bad/b.safetensors" 2>"$T/err"
-rc=$?; check "no hps, no --preset: exit 64 (got $rc)" $((rc != 64))
-grep -q "no 'hps' entry: name a --preset" "$T/err"; check "no hps: says so" $?
-[ -z "$(ls -A "$T/bad")" ]; check "refusals: nothing written" $?
+rc=$?; check_status "no hps, no --preset: exit 64 (got $rc)" $((rc != 64))
+grep -q "no 'hps' entry: name a --preset" "$T/err"; check_status "no hps: says so" $?
+[ -z "$(ls -A "$T/bad")" ]; check_status "refusals: nothing written" $?
 
 # 4. usage and missing files
-"$CONV" >/dev/null 2>&1; check "no arguments: 64" $(( $? != 64 ))
-"$CONV" --bogus x >/dev/null 2>&1; check "unknown option: 64" $(( $? != 64 ))
+"$CONV" >/dev/null 2>&1; check_status "no arguments: 64" $(( $? != 64 ))
+"$CONV" --bogus x >/dev/null 2>&1; check_status "unknown option: 64" $(( $? != 64 ))
 "$CONV" "$CK/vqvae_tiny.pth.tar" -o "$T/x" --preset nope >/dev/null 2>&1
-check "unknown preset: 64" $(( $? != 64 ))
-"$CONV" "$T/none.pth.tar" -o "$T/x" >/dev/null 2>&1; check "missing checkpoint: 66" $(( $? != 66 ))
+check_status "unknown preset: 64" $(( $? != 64 ))
+"$CONV" "$T/none.pth.tar" -o "$T/x" >/dev/null 2>&1; check_status "missing checkpoint: 66" $(( $? != 66 ))
 "$CONV" --model 7b --in "$T" --ids "$IDS" --out "$T" >/dev/null 2>&1
-check "--model 7b: 64" $(( $? != 64 ))
-"$CONV" --model 5b --in "$T" --out "$T" >/dev/null 2>&1; check "release without --ids: 64" $(( $? != 64 ))
-"$INSP" >/dev/null 2>&1; check "inspect without a file: 64" $(( $? != 64 ))
-"$INSP" "$T/none.safetensors" >/dev/null 2>&1; check "inspect missing file: 66" $(( $? != 66 ))
-"$INSP" "$CK/vqvae_tiny.pth.tar" >/dev/null 2>&1; check "inspect a non-model file: 65" $(( $? != 65 ))
+check_status "--model 7b: 64" $(( $? != 64 ))
+"$CONV" --model 5b --in "$T" --out "$T" >/dev/null 2>&1; check_status "release without --ids: 64" $(( $? != 64 ))
+"$INSP" >/dev/null 2>&1; check_status "inspect without a file: 64" $(( $? != 64 ))
+"$INSP" "$T/none.safetensors" >/dev/null 2>&1; check_status "inspect missing file: 66" $(( $? != 66 ))
+"$INSP" "$CK/vqvae_tiny.pth.tar" >/dev/null 2>&1; check_status "inspect a non-model file: 65" $(( $? != 65 ))
 
 # 5. whole releases from the tiny checkpoints (their own hps)
 mkrel() {   # dir, top checkpoint
@@ -121,34 +117,33 @@ mkrel() {   # dir, top checkpoint
 mkrel "$T/rel5b" prior_top_5b_tiny.zip.pth.tar
 mkdir -p "$T/out5b"
 "$CONV" --model 5b --in "$T/rel5b" --ids "$IDS" --out "$T/out5b" --hps checkpoint 2>"$T/err"
-rc=$?; check "release 5b: exit 0 (got $rc: $(tail -1 "$T/err"))" $rc
+rc=$?; check_status "release 5b: exit 0 (got $rc: $(tail -1 "$T/err"))" $rc
 for pair in vqvae:vqvae_tiny prior_level_0:upsampler_bottom_tiny \
             prior_level_1:upsampler_mid_tiny prior_level_2:prior_top_5b_tiny; do
     s=${pair%%:*}; c=${pair#*:}
     same_data "$T/out5b/$s.safetensors" "$GOLDEN/$c/model.safetensors"
-    check "release 5b: $s.safetensors data identical to $c" $?
+    check_status "release 5b: $s.safetensors data identical to $c" $?
 done
-grep -q 'writing: .*(100%)' "$T/err"; check "release: progress shown" $?
+grep -q 'writing: .*(100%)' "$T/err"; check_status "release: progress shown" $?
 grep -q 'wrote .*prior_level_2.safetensors: 80 tensors, [0-9]* bytes' "$T/err"
-check "release: bytes written reported" $?
+check_status "release: bytes written reported" $?
 mkrel "$T/rel1b" prior_top_1b_lyrics_tiny.pth.tar
 mkdir -p "$T/out1b"
 "$CONV" -q --model 1b_lyrics --in "$T/rel1b" --ids "$IDS" --out "$T/out1b" --hps checkpoint
-check "release 1b_lyrics: exit 0" $?
+check_status "release 1b_lyrics: exit 0" $?
 hdr "$T/out1b/prior_level_2.safetensors" | grep -q 'the beatles'
-check "release 1b_lyrics: top prior has v3 vocabularies" $?
+check_status "release 1b_lyrics: top prior has v3 vocabularies" $?
 hdr "$T/out1b/prior_level_1.safetensors" | grep -q 'the_beatles'
-check "release 1b_lyrics: upsampler has v2 vocabularies" $?
+check_status "release 1b_lyrics: upsampler has v2 vocabularies" $?
 # with the presets (the default), tiny checkpoints do not fit: refused whole
 mkdir -p "$T/outp"
 "$CONV" --model 5b --in "$T/rel5b" --ids "$IDS" --out "$T/outp" 2>"$T/err"; rc=$?
-check "release with presets on tiny checkpoints: exit 65 (got $rc)" $((rc != 65))
-[ -z "$(ls -A "$T/outp")" ]; check "refused release: no file written" $?
+check_status "release with presets on tiny checkpoints: exit 65 (got $rc)" $((rc != 65))
+[ -z "$(ls -A "$T/outp")" ]; check_status "refused release: no file written" $?
 # a missing stage: 66, nothing written
 rm "$T/rel5b/prior_level_1.pth.tar"
 "$CONV" --model 5b --in "$T/rel5b" --ids "$IDS" --out "$T/outp" --hps checkpoint 2>/dev/null
-rc=$?; check "release missing prior_level_1: exit 66 (got $rc)" $((rc != 66))
-[ -z "$(ls -A "$T/outp")" ]; check "incomplete release: no file written" $?
+rc=$?; check_status "release missing prior_level_1: exit 66 (got $rc)" $((rc != 66))
+[ -z "$(ls -A "$T/outp")" ]; check_status "incomplete release: no file written" $?
 
-echo "test_convert.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_convert.sh

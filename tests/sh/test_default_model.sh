@@ -10,19 +10,15 @@ set -u
 BUILD=${BUILD:-build}
 B=$BUILD/bin
 M=models/default
-pass=0; fail=0
-ok() { echo "  ok   $1"; pass=$((pass + 1)); }
-bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
-check() { local name=$1; shift; if eval "$@"; then ok "$name"; else bad "$name"; fi; }
-finish() { echo "test_default_model: $pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
+. "$(dirname "$0")/lib/check.sh"
 
 for need in jukebox-mkdataset jukebox-encoder jukebox-decoder jukebox-prior-top; do
-    [ -x "$B/$need" ] || { bad "missing $B/$need (make)"; finish; }
+    [ -x "$B/$need" ] || { bad "missing $B/$need (make)"; check_finish test_default_model; }
 done
 for tool in sox python3 espeak-ng awk; do
-    command -v "$tool" >/dev/null || { bad "missing tool $tool (scripts/deps.sh test)"; finish; }
+    command -v "$tool" >/dev/null || { bad "missing tool $tool (scripts/deps.sh test)"; check_finish test_default_model; }
 done
-[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || { bad "no soundfont (scripts/deps.sh test)"; finish; }
+[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || { bad "no soundfont (scripts/deps.sh test)"; check_finish test_default_model; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
@@ -97,4 +93,4 @@ check "jukebox sample on the default model: 0.5 s of a jazz song (rc $rc)" \
     "[ $rc = 0 ] && [ -s '$T/s/level_0/sample_0.wav' ] && ! grep -q 'WARN' '$T/s.err'"
 len=$(soxi -D "$T/s/level_0/sample_0.wav" 2>/dev/null)
 check "its length is 0.5 s ($len)" "awk -v l='$len' 'BEGIN { exit !(l > 0.49 && l < 0.51) }'"
-finish
+check_finish test_default_model

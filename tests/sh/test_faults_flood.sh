@@ -59,5 +59,4 @@ for i in $(seq 200); do [ -d "$T/s/out/after" ] && break; sleep 0.1; done
 check "a job after the flood completes" "[ -f '$T/s/out/after/codes.jbc' ]"
 fj_summary flood $N "${faults:-0}"
 [ "$fail" = 0 ] || { for f in "$T"/s/log/*.log; do echo "== $f"; grep -E 'WARN|ERROR' "$f" | tail -n 5; done; }
-echo "test_faults_flood: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_faults_flood

@@ -53,5 +53,4 @@ alive=0; for n in top-0 mid-0 mid-1 bottom-0 bottom-1 decoder-0; do fj_alive "$(
 check "every instance serving at the end ($alive of 6)" "[ $alive = 6 ]"
 fj_summary kill $N $faults
 [ "$fail" = 0 ] || { for f in "$T"/s/log/*.log; do echo "== $f"; grep -E 'WARN|ERROR' "$f" | tail -n 8; done; }
-echo "test_faults_kill: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_faults_kill

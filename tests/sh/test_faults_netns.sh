@@ -30,12 +30,11 @@ trap cleanup EXIT
 N=8 CUTS=2
 
 if ! out=$(ip netns add "jbA$id" 2>&1); then
-    echo "  SKIP: the kernel refuses network namespaces here (ip netns add: $out)"
-    echo "test_faults_netns: 0 passed, 0 failed"
-    exit 0
+    skip "the kernel refuses network namespaces here (ip netns add: $out)"
+    check_finish test_faults_netns
 fi
 ip link add "$br" type bridge && ip link set "$br" up && ip addr add "$net.254/24" dev "$br" || {
-    echo "  FAIL cannot create a bridge"; echo "test_faults_netns: 0 passed, 1 failed"; exit 1; }
+    bad "cannot create a bridge"; check_finish test_faults_netns; }
 k=0
 for h in A B C D; do
     k=$((k + 1))
@@ -79,7 +78,7 @@ start D decoder-D decoder vqvae --in ">$(tcp B $((P + 30))),>$(tcp C $((P + 30))
 check "six instances on four hosts ready ($ok of 6)" "[ $ok = 6 ]"
 if [ $ok != 6 ]; then
     for f in "$T"/*.log; do echo "== $f"; tail -n 3 "$f"; done
-    echo "test_faults_netns: $pass passed, $fail failed"; exit 1
+    check_finish test_faults_netns
 fi
 
 fj_submit $N "$(tcp A $P)"
@@ -103,5 +102,4 @@ alive=0; for p in "${spids[@]}"; do fj_alive "$p" && alive=$((alive + 1)); done
 check "every instance still running ($alive of 6)" "[ $alive = 6 ]"
 fj_summary netns $N $faults
 [ "$fail" = 0 ] || { for f in "$T"/*.log; do echo "== $f"; grep -E 'WARN|ERROR' "$f" | tail -n 5; done; }
-echo "test_faults_netns: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_faults_netns

@@ -47,5 +47,4 @@ for i in $(seq 50); do [ "$(spool_jobs)" = 0 ] && break; sleep 0.1; done
 check "no job left in the spools once every job is done ($(spool_jobs))" "[ $(spool_jobs) = 0 ]"
 fj_summary restart $N $faults
 [ "$fail" = 0 ] || { for f in "$T"/s/log/*.log; do echo "== $f"; grep -E 'WARN|ERROR' "$f" | tail -n 8; done; }
-echo "test_faults_restart: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_faults_restart

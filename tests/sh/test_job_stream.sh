@@ -15,10 +15,7 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 B=$BUILD/bin
 M=tests/golden/pipeline_tiny
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); [ -n "${JB_TEST_VERBOSE:-}" ] && echo "  ok   $1"; return 0; }
-bad() { fail=$((fail + 1)); echo "  FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+. tests/sh/lib/check.sh
 
 for x in jukebox-encoder jukebox-job jukebox-prior-top jukebox-upsampler-mid jukebox-upsampler-bottom \
          jukebox-decoder jukebox-codes; do
@@ -115,7 +112,7 @@ if command -v sox >/dev/null; then
             test "$(row "$T/enc.jbc" $l 0 "$n")" = "$(row "$T/primed.jbc" $l 0 "$n")"
     done
 else
-    echo "  (sox not installed: primed case skipped)"
+    skip "primed case: sox not installed (scripts/deps.sh test installs it)"
 fi
 
 # ---- a truncated codes file is refused, naming it
@@ -128,5 +125,4 @@ check "the message names the file and a byte offset: $(head -c 200 "$T/cut.err")
 check "no output directory for the refused job" test ! -e "$T/runs/e/codes.jbc"
 
 if [ "$fail" != 0 ]; then echo "stage messages:"; tail -n 20 "$T/err"; fi
-echo "test_job_stream: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_job_stream

@@ -8,17 +8,13 @@ set -u
 BUILD=${BUILD:-build}
 BIN=$BUILD/bin/jukebox-mkdataset
 SF2=/usr/share/sounds/sf2/FluidR3_GM.sf2
-pass=0; fail=0
-ok() { echo "  ok   $1"; pass=$((pass + 1)); }
-bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-finish() { echo "test_mkdataset: $pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
+. "$(dirname "$0")/lib/check.sh"
 
 for need in "$BIN" "$SF2"; do
-    [ -e "$need" ] || { bad "missing $need (make; scripts/deps.sh test)"; finish; }
+    [ -e "$need" ] || { bad "missing $need (make; scripts/deps.sh test)"; check_finish test_mkdataset; }
 done
 for tool in sox soxi python3 espeak-ng cmp; do
-    command -v "$tool" >/dev/null || { bad "missing tool $tool (scripts/deps.sh test)"; finish; }
+    command -v "$tool" >/dev/null || { bad "missing tool $tool (scripts/deps.sh test)"; check_finish test_mkdataset; }
 done
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -197,4 +193,4 @@ rc=$?; check "missing soundfont exits 66 (got $rc)" [ $rc = 66 ]
 echo "not a soundfont" >"$T/bad.sf2"
 "$BIN" -q --out "$T/v" --songs 1 --seconds 1 --soundfont "$T/bad.sf2" >/dev/null 2>&1
 rc=$?; check "a file that is not a soundfont exits 65 (got $rc)" [ $rc = 65 ]
-finish
+check_finish test_mkdataset

@@ -17,8 +17,7 @@ T=$(mktemp -d /tmp/jb_ops.XXXXXX)
 LS=pipelines/local-services.sh
 cleanup() { $LS --state "$T/s" stop >/dev/null 2>&1; rm -rf "$T"; }
 trap cleanup EXIT
-pass=0; fail=0
-check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
+. tests/sh/lib/check.sh
 free_port() {   # a base port with 80 free ports above it
     python3 -c 'import socket, random
 while True:
@@ -153,5 +152,4 @@ check "a control reply: the peers of both links, a dead one marked" \
 "$B/jukebox-status" --state "$T/none" >/dev/null 2>&1; rc=$?
 check "no endpoints and no state: exit 64" "[ $rc = 64 ]"
 
-echo "test_ops: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_ops

@@ -15,10 +15,7 @@ T=$(mktemp -d /tmp/jb_pipeline.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$T"; }
 trap cleanup EXIT
-pass=0; fail=0
-ok() { echo "  ok   $1"; pass=$((pass + 1)); }
-bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+. tests/sh/lib/check.sh
 
 golden_args() { mapfile -d '' ARGS < <(python3 tests/sh/lib/golden_job.py args "$1" "$2"); }
 codes_of() { "$B/jukebox-codes" dump "$1" -l "$2" -s "${3:-0}" | cut -d: -f2 | sed 's/^ //'; }
@@ -252,5 +249,4 @@ check "make install: executables, jukebox command, pipelines" \
     "[ -x '$T/root/usr/bin/jukebox-prior-top' ] && [ -x '$T/root/usr/bin/jukebox' ] && [ -f '$T/root/usr/share/jukebox/pipelines/jukebox' ]"
 check "installed jukebox finds its stages" "'$T/root/usr/bin/jukebox' --help >/dev/null"
 
-echo "test_pipeline: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_pipeline

@@ -21,10 +21,7 @@ T=$(mktemp -d /tmp/jb_resume.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; [ -n "${JB_KEEP:-}" ] || rm -rf "$T"; }
 trap cleanup EXIT
-pass=0; fail=0
-ok() { echo "  ok   $1"; pass=$((pass + 1)); }
-bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+. tests/sh/lib/check.sh
 
 # 8 samples and a short hop: many windows per level, so a job lasts long enough to be
 # interrupted in the middle (the demo model samples thousands of tokens a second).
@@ -246,5 +243,4 @@ check "another job under a spooled job's id is refused, not mixed in (watcher $k
     "[ $killed = 0 ] && [ $rc = 0 ] && grep -q 'differs from the one in the spool' '$d/mid2.log'"
 
 echo "test_resume: $SECONDS s"
-echo "test_resume: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_resume

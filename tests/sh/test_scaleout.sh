@@ -18,10 +18,7 @@ T=$(mktemp -d /tmp/jb_scaleout.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${JB_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"; }
 trap cleanup EXIT
-pass=0; fail=0
-ok() { echo "  ok   $1"; pass=$((pass + 1)); }
-bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+. tests/sh/lib/check.sh
 
 N=8
 LINK=(--heartbeat 100 --peer-timeout 800)
@@ -192,5 +189,4 @@ kill -TERM $b0b $b1a $b1b $b2
 for p in $b0b $b1a $b1b $b2; do wait $p; r=$?; check "term: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
 pids=()
 echo "test_scaleout: $((SECONDS - start)) s"
-echo "test_scaleout: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_scaleout

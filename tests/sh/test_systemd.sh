@@ -18,8 +18,7 @@ B=$PWD/$BUILD/bin
 T=$(mktemp -d /tmp/jb_systemd.XXXXXX)
 upids=()
 trap 'kill $stage "${upids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"' EXIT
-pass=0; fail=0
-check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
+. tests/sh/lib/check.sh
 
 if command -v systemd-analyze >/dev/null; then
     for f in pipelines/systemd/*.service; do
@@ -136,5 +135,4 @@ make -s install PREFIX=/usr/local DESTDIR="$T/root" BUILD="$BUILD" >/dev/null 2>
 u=$T/root/usr/local/lib/systemd/system/jukebox-upsampler-mid@.service
 check "make install: units in lib/systemd/system" "[ -f '$u' ] && [ -f '$T/root/usr/local/share/jukebox/pipelines/systemd/example.env' ]"
 check "installed unit runs the installed executable" "grep -q 'ExecStart=/usr/local/bin/jukebox-upsampler-mid ' '$u'"
-echo "test_systemd: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_systemd

@@ -12,18 +12,14 @@
 set -u
 BUILD=${BUILD:-build}
 B=$BUILD/bin
-pass=0; fail=0
-ok() { echo "  ok   $1"; pass=$((pass + 1)); }
-bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
-check() { local name=$1; shift; if eval "$@"; then ok "$name"; else bad "$name"; fi; }
-finish() { echo "test_train: $pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
+. "$(dirname "$0")/lib/check.sh"
 
 for need in jukebox-train jukebox-encoder jukebox-decoder jukebox-job jukebox-prior-top \
             jukebox-upsampler-mid jukebox-codes; do
-    [ -x "$B/$need" ] || { bad "missing $B/$need (make)"; finish; }
+    [ -x "$B/$need" ] || { bad "missing $B/$need (make)"; check_finish test_train; }
 done
 for tool in sox python3 cmp awk; do
-    command -v "$tool" >/dev/null || { bad "missing tool $tool (scripts/deps.sh test)"; finish; }
+    command -v "$tool" >/dev/null || { bad "missing tool $tool (scripts/deps.sh test)"; check_finish test_train; }
 done
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -284,4 +280,4 @@ check "--level above the VQ-VAE's levels: exit 64" \
     '[ $(code prior --level 3 --data "$T/data" --out "$T/x" --vqvae "$T/vq/vqvae.safetensors") = 64 ]'
 check "sample length not a multiple of the top hop: exit 64" \
     '[ $(code vqvae --data "$T/data" --out "$T/x" --sample-length 2000) = 64 ]'
-finish
+check_finish test_train

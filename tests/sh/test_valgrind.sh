@@ -4,30 +4,29 @@
 # by design, so only definite leaks count.)
 set -u
 BUILD=${BUILD:-build}
-pass=0; fail=0
+. "$(dirname "$0")/lib/check.sh"
 if ! command -v valgrind >/dev/null; then
-    echo "valgrind not installed (scripts/deps.sh test installs it)"
-    echo "test_valgrind: 0 passed, 1 failed"; exit 1
+    bad "valgrind not installed (scripts/deps.sh test installs it)"
+    check_finish test_valgrind
 fi
 if [ -n "${SAN_BUILD:-}" ] || [[ "$BUILD" == *asan* ]]; then
     # A sanitizer build cannot run under valgrind; the asan run covers the same ground.
-    echo "sanitizer build: valgrind pass not applicable here (run by 'make test')"
-    echo "test_valgrind: 0 passed, 0 failed"; exit 0
+    skip "sanitizer build: valgrind cannot run it (the plain 'make test' runs this)"
+    check_finish test_valgrind
 fi
 # Tests that are quick enough for valgrind's ~30x slowdown.
 tests="test_jb_model_files test_jb_device test_jb_job test_jb_transformer test_jb_prior test_jb_nn test_jb_wire test_jb_torch test_jb_text test_jb_labels test_jb_codes test_jb_audio test_jb_codec test_jb_job test_jb_collect test_jb_compose test_jb_trainer test_jb_link test_jb_spool"
 for t in $tests; do
     bin="$BUILD/tests/$t"
-    [ -x "$bin" ] || continue
+    [ -x "$bin" ] || { bad "valgrind $t: $bin not built (make test builds it)"; continue; }
     log=$(mktemp)
     # JB_TEST_VALGRIND: a test may shrink its largest case (test_jb_codes does).
     if JB_TEST_VALGRIND=1 OMP_NUM_THREADS=1 valgrind -q --error-exitcode=99 --leak-check=full \
         --errors-for-leak-kinds=definite --show-leak-kinds=definite "$bin" >"$log" 2>&1; then
-        echo "  ok   valgrind $t"; pass=$((pass + 1))
+        ok "valgrind $t"
     else
-        echo "  FAIL valgrind $t"; tail -n 40 "$log"; fail=$((fail + 1))
+        bad "valgrind $t"; tail -n 40 "$log"
     fi
     rm -f "$log"
 done
-echo "test_valgrind: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+check_summary test_valgrind

@@ -120,8 +120,7 @@ while True:
         pass'
 }
 
-pass=0; fail=0
-check() { if eval "$2"; then echo "  ok   $1"; pass=$((pass + 1)); else echo "  FAIL $1"; fail=$((fail + 1)); fi; }
+. tests/sh/lib/check.sh   # check, ok, bad, skip, check_summary
 seed=${FAULTS_SEED:-$(date +%s%N | cut -c10-16)}
 RANDOM=$seed
 fj_services_cleanup() {
