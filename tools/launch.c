@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jb_publish.h"
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: jukebox-launch --log FILE --pidfile FILE [--timeout S] -- COMMAND [ARGS...]\n"
@@ -48,18 +50,11 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-// Writes pid to path through a temporary name, so a reader never sees half a number.
-static int write_pidfile(const char *path, pid_t pid) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return -1;
-    FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
-    fprintf(f, "%ld\n", (long)pid);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+// Writes pid to path atomically, so a reader never sees half a number.
+static int write_pidfile(const char *path, pid_t pid, jb_err_t *err) {
+    char text[32];
+    int n = snprintf(text, sizeof text, "%ld\n", (long)pid);
+    return jb_publish_bytes(path, text, (size_t)n, err);
 }
 
 // A notification is lines "KEY=VALUE"; READY=1 must be one of them.
@@ -143,8 +138,9 @@ int main(int argc, char **argv) {
     }
     close(logfd);
     int rc = 75;
-    if (write_pidfile(pidfile, pid) != 0) {
-        fprintf(stderr, "jukebox-launch: cannot write %s: %s\n", pidfile, strerror(errno));
+    jb_err_t perr = {0};
+    if (write_pidfile(pidfile, pid, &perr) != 0) {
+        fprintf(stderr, "jukebox-launch: cannot write the pid file: %s\n", perr.msg);
         kill(pid, SIGTERM);
         rc = 71;
         goto out;

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "jb_publish.h"
+
 #define READ_BLOCK 65536   // frames per sf_readf_float call
 
 // ---------------------------------------------------------------- memory I/O for libsndfile
@@ -429,39 +431,6 @@ static int write_all(int fd, const unsigned char *buf, size_t len) {
     return 0;
 }
 
-// Bytes to path through a temporary in the same directory + fsync + rename.
-static int publish(const char *path, const unsigned char *buf, size_t len, jb_err_t *err) {
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) return jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
-    // Hidden only by its suffix: putting it beside the target keeps the rename atomic
-    // (same file system).
-    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return jb_err_set(err, JB_EIO, "%s: cannot create a temporary file beside it: %s", path,
-                          strerror(e));
-    }
-    // mkstemp makes 0600; give the file the mode a plain creat() would have.
-    mode_t um = umask(0);
-    umask(um);
-    if (fchmod(fd, 0666 & ~um)) { /* keep 0600: not worth failing the write */ }
-    int e = 0;
-    if (write_all(fd, buf, len)) e = errno ? errno : EIO;
-    if (!e && fsync(fd)) e = errno;
-    if (close(fd) && !e) e = errno;
-    if (!e && rename(tmp, path)) e = errno;
-    if (e) {
-        unlink(tmp);
-        free(tmp);
-        return jb_err_set(err, JB_EIO, "%s: write failed: %s", path, strerror(e));
-    }
-    free(tmp);
-    return 0;
-}
-
 int jb_audio_write(const char *path, const float *x, int64_t n, int sample_rate,
                    jb_audio_format_t fmt, jb_err_t *err) {
     if (n <= 0) return jb_err_set(err, JB_EINVAL, "%s: no samples to write", path);
@@ -514,7 +483,7 @@ int jb_audio_write(const char *path, const float *x, int64_t n, int sample_rate,
                  ? jb_err_set(err, JB_EIO, "(stdout): write failed: %s", strerror(errno))
                  : 0;
     } else {
-        rc = publish(path, m.data, m.len, err);
+        rc = jb_publish_bytes(path, m.data, m.len, err);
     }
     free(m.data);
     return rc;

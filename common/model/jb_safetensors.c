@@ -1,5 +1,6 @@
 // jb_safetensors.c: see jb_safetensors.h.
 #include "jb_safetensors.h"
+#include "jb_publish.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -404,8 +405,8 @@ int jb_st_writer_write(jb_st_writer_t *w, const char *path,
                        void (*progress)(size_t done, size_t total, void *user), void *user,
                        jb_err_t *err) {
     json_t *root = json_object();
-    char *hdr = NULL, *tmp = NULL;
-    int fd = -1;
+    char *hdr = NULL;
+    jb_publish_t pub = {.fd = -1};
     if (!root) return jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
     if (json_object_size(w->meta) > 0) json_object_set(root, "__metadata__", w->meta);
     size_t off = 0, total = 0;
@@ -429,49 +430,30 @@ int jb_st_writer_write(jb_st_writer_t *w, const char *path,
         goto fail;
     }
     size_t hlen = strlen(hdr), padded = (hlen + 7) & ~(size_t)7;
-    size_t tlen = strlen(path) + 32;
-    tmp = malloc(tlen);
-    if (!tmp) {
-        jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
-        goto fail;
-    }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: cannot create: %s", tmp,
-                   strerror(errno));
-        goto fail;
-    }
+    if (jb_publish_open(&pub, path, err)) goto fail;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     static const char spaces[8] = "        ";
-    if (write_all(fd, len8, 8) || write_all(fd, hdr, hlen) ||
-        write_all(fd, spaces, padded - hlen))
-        goto io_fail;
+    if (write_all(pub.fd, len8, 8) || write_all(pub.fd, hdr, hlen) ||
+        write_all(pub.fd, spaces, padded - hlen)) {
+        jb_err_set(err, JB_EIO, "%s: write failed: %s", path, strerror(errno));
+        goto fail;
+    }
     size_t done = 0;
     for (int i = 0; i < w->n; i++) {
-        if (w->entries[i].nbytes && write_all(fd, w->entries[i].data, w->entries[i].nbytes))
-            goto io_fail;
+        if (w->entries[i].nbytes && write_all(pub.fd, w->entries[i].data, w->entries[i].nbytes)) {
+            jb_err_set(err, JB_EIO, "%s: write failed: %s", path, strerror(errno));
+            goto fail;
+        }
         done += w->entries[i].nbytes;
         if (progress) progress(done, total, user);
     }
-    if (fsync(fd) != 0) goto io_fail;
-    if (close(fd) != 0) {
-        fd = -1;
-        goto io_fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) goto io_fail;
-    free(tmp);
+    int rc = jb_publish_commit(&pub, err);
     free(hdr);
     json_decref(root);
-    return 0;
-io_fail:
-    jb_err_set(err, JB_EIO, "%s: write failed: %s", path, strerror(errno));
+    return rc;
 fail:
-    if (fd >= 0) close(fd);
-    if (tmp) unlink(tmp);
-    free(tmp);
+    jb_publish_abort(&pub);
     free(hdr);
     json_decref(root);
     return -1;

@@ -71,7 +71,8 @@ int jb_st_writer_meta(jb_st_writer_t *w, const char *key, const char *value, jb_
 // Tensors are written in the order added. A duplicate name is an error.
 int jb_st_writer_add(jb_st_writer_t *w, const char *name, jb_dtype_t dt, int ndim,
                      const int64_t *shape, const void *data, jb_err_t *err);
-// Write to path via "path.tmp.<pid>", fsync, rename: the file appears only complete.
+// Write to path atomically (jb_publish.h: "path.tmp.<pid>.<n>", fsync, rename, fsync of the
+// directory): the file appears only complete.
 // On failure (full disk, ...) the temporary is removed and path is untouched.
 // progress (may be NULL) is called after each tensor with bytes written so far.
 int jb_st_writer_write(jb_st_writer_t *w, const char *path,

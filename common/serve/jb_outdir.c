@@ -13,6 +13,7 @@
 #include "jb_html.h"
 #include "jb_job.h"
 #include "jb_log.h"
+#include "jb_publish.h"
 
 static int rm_rf(const char *path) {
     // Only ever called on our own ".partial" directory.
@@ -29,13 +30,11 @@ static int make_dir(const char *path, jb_err_t *err) {
 }
 
 static int write_json(const char *path, json_t *j, jb_err_t *err) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return jb_err_set(err, JB_EIO, "%s: write failed: %s", path, strerror(errno));
-    }
-    return 0;
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!text) return jb_err_set(err, JB_ENOMEM, "%s: cannot serialise", path);
+    int rc = jb_publish_bytes(path, text, strlen(text), err);
+    free(text);
+    return rc;
 }
 
 // ROOT/.<id>.partial, and the final name that does not exist yet.
@@ -59,6 +58,7 @@ static int publish(const char *partial, const char *final, char **final_dir, jb_
         rm_rf(partial);
         return jb_err_set(err, JB_EIO, "%s: cannot rename to %s: %s", partial, final, strerror(e));
     }
+    if (jb_publish_sync_dir(final, err)) return -1;   // the new name survives a crash
     if (final_dir) *final_dir = strdup(final);
     return 0;
 }
