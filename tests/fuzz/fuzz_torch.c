@@ -3,7 +3,8 @@
 // Seeds (JB_FUZZ_WRITE_SEEDS=DIR): tests/fixtures/torch/*.pth.tar (small legacy and zip
 // checkpoints of every kind the reader handles) and the first 16 KiB of the golden
 // vqvae_tiny checkpoints (their pickles).
-// fuzz-sources: common/jb_torch.c common/jb_err.c common/jb_tensor.c
+// fuzz-sources: common/convert/jb_torch.c common/convert/jb_pickle.c common/convert/jb_zip.c
+// fuzz-sources: common/core/jb_err.c common/core/jb_tensor.c
 // fuzz-libs: -ljansson -lz -lm
 #include <dirent.h>
 #include <stdint.h>
