@@ -3,10 +3,10 @@
 //   jukebox-train vqvae --data DIR --out RUN [--preset NAME | --hparams FILE] [--steps N] ...
 //   jukebox-train prior --level L --vqvae RUN/vqvae.safetensors --data DIR --out RUN2 ...
 //
-// The steps are common/train/jb_train_vqvae.c and common/train/jb_train_prior.c, the optimiser
-// common/train/jb_adam.c, the data set, metrics CSV and plot common/train/jb_trainer.c. Checkpoints: the
-// model file (loadable by the stages) and RUN/optim.safetensors (Adam moments, the schedule
-// position, the data stream position), each written atomically; --resume continues from them
+// The steps are common/train/jb_train_vqvae.c and jb_train_prior.c, the optimiser jb_adam.c,
+// the data set, metrics CSV and plot jb_trainer.c. Checkpoints: the model file (loadable by
+// the stages) and RUN/optim.safetensors (jb_optim.c: Adam moments, the schedule position,
+// the data stream position), each written atomically; --resume continues from them
 // and a resumed run equals an uninterrupted one bit for bit (every random draw is a pure
 // function of the seed and the step). Lyrics top priors (both of the reference's kinds) get
 // the lyric tokens of each window as the reference's labeller picks them (jb_trainer_label).
@@ -27,6 +27,7 @@
 #include "jb_hparams.h"
 #include "jb_labels.h"
 #include "jb_log.h"
+#include "jb_optim.h"
 #include "jb_rng.h"
 #include "jb_safetensors.h"
 #include "jb_train_prior.h"
@@ -248,142 +249,6 @@ static int adam_hp(const opts_t *o, const json_t *hp, jb_adam_hp_t *a, jb_err_t 
     return 0;
 }
 
-// ---- checkpoints of the optimiser ----------------------------------------------------------
-
-typedef struct {
-    int n;                 // tensors
-    jb_adam_t **adam;      // (n) one optimiser per parameter tensor
-    const char **names;    // (n) borrowed
-    float **w, **g;        // (n) borrowed
-    int64_t *len;          // (n)
-} optset_t;
-
-static void optset_free(optset_t *s) {
-    for (int i = 0; i < s->n; i++) jb_adam_destroy(&s->adam[i]);
-    free(s->adam), free(s->names), free(s->w), free(s->g), free(s->len);
-    memset(s, 0, sizeof *s);
-}
-
-static int optset_alloc(optset_t *s, int n, jb_err_t *err) {
-    s->n = n;
-    s->adam = calloc((size_t)n, sizeof *s->adam);
-    s->names = calloc((size_t)n, sizeof *s->names);
-    s->w = calloc((size_t)n, sizeof *s->w);
-    s->g = calloc((size_t)n, sizeof *s->g);
-    s->len = calloc((size_t)n, sizeof *s->len);
-    if (!s->adam || !s->names || !s->w || !s->g || !s->len)
-        return jb_err_set(err, JB_ENOMEM, "out of memory");
-    return 0;
-}
-
-static int optset_make(optset_t *s, jb_err_t *err) {
-    for (int i = 0; i < s->n; i++)
-        if (!(s->adam[i] = jb_adam_new(s->len[i], err))) return -1;
-    return 0;
-}
-
-// One optimiser step over every tensor: global gradient norm, clip, schedule at position.
-static double optset_step(optset_t *s, const jb_adam_hp_t *hp, int64_t position, double *lr_out,
-                          int *skipped) {
-    double ss = 0;
-    for (int i = 0; i < s->n; i++) {
-        double gn = jb_adam_grad_norm(s->g[i], s->len[i]);
-        ss += gn * gn;
-    }
-    double gn = sqrt(ss), lr = jb_adam_lr(hp, position);
-    *lr_out = lr;
-    *skipped = jb_adam_skip(hp, gn);
-    if (!*skipped) {
-        double scale = jb_adam_clip_scale(hp, gn);
-        for (int i = 0; i < s->n; i++) jb_adam_step(s->adam[i], hp, s->w[i], s->g[i], lr, scale);
-    }
-    return gn;
-}
-
-static int save_optim(const char *path, optset_t *s, int64_t step, const char *what,
-                      uint64_t seed, int batch, int64_t window, jb_err_t *err) {
-    jb_st_writer_t *w = jb_st_writer_new(err);
-    if (!w) return -1;
-    char buf[64], nm[300];
-    int rc = -1;
-    if (jb_st_writer_meta(w, "kind", "optim", err) || jb_st_writer_meta(w, "trains", what, err))
-        goto done;
-    snprintf(buf, sizeof buf, "%lld", (long long)step);
-    if (jb_st_writer_meta(w, "step", buf, err)) goto done;
-    snprintf(buf, sizeof buf, "%lld", (long long)(s->n ? jb_adam_t_count(s->adam[0]) : 0));
-    if (jb_st_writer_meta(w, "adam_t", buf, err)) goto done;
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
-    if (jb_st_writer_meta(w, "seed", buf, err)) goto done;
-    snprintf(buf, sizeof buf, "%d", batch);
-    if (jb_st_writer_meta(w, "batch", buf, err)) goto done;
-    snprintf(buf, sizeof buf, "%lld", (long long)window);
-    if (jb_st_writer_meta(w, "window", buf, err)) goto done;
-    // data windows are draws step * batch + b of the seed's stream: the position is the step
-    snprintf(buf, sizeof buf, "%lld", (long long)step * batch);
-    if (jb_st_writer_meta(w, "data_draw", buf, err)) goto done;
-    for (int i = 0; i < s->n; i++) {
-        int64_t shp[1] = {s->len[i]};
-        snprintf(nm, sizeof nm, "m.%s", s->names[i]);
-        if (jb_st_writer_add(w, nm, JB_F32, 1, shp, jb_adam_m(s->adam[i]), err)) goto done;
-        snprintf(nm, sizeof nm, "v.%s", s->names[i]);
-        if (jb_st_writer_add(w, nm, JB_F32, 1, shp, jb_adam_v(s->adam[i]), err)) goto done;
-    }
-    rc = jb_st_writer_write(w, path, NULL, NULL, err);
-done:
-    jb_st_writer_destroy(&w);
-    return rc;
-}
-
-static int meta_i64(const jb_st_t *st, const char *key, int64_t *out, jb_err_t *err) {
-    const char *v = jb_st_meta(st, key);
-    if (!v || parse_i64(v, 0, out))
-        return jb_err_set(err, JB_EFORMAT, "%s: metadata '%s' missing or bad", jb_st_path(st), key);
-    return 0;
-}
-
-// Restores the moments and the step counters; checks the run's settings agree.
-static int load_optim(const char *path, optset_t *s, const char *what, uint64_t seed, int batch,
-                      int64_t window, int64_t *step, jb_err_t *err) {
-    jb_st_t *st = jb_st_open(path, err);
-    if (!st) return jb_err_prefix(err, "--resume");
-    int rc = -1;
-    int64_t t, sd, b, win;
-    const char *tr = jb_st_meta(st, "trains");
-    if (!tr || strcmp(tr, what)) {
-        jb_err_set(err, JB_EFORMAT, "%s: not the optimiser state of a %s run", path, what);
-        goto done;
-    }
-    if (meta_i64(st, "step", step, err) || meta_i64(st, "adam_t", &t, err) ||
-        meta_i64(st, "seed", &sd, err) || meta_i64(st, "batch", &b, err) ||
-        meta_i64(st, "window", &win, err))
-        goto done;
-    if ((uint64_t)sd != seed || b != batch || win != window) {
-        jb_err_set(err, JB_EINVAL, "%s: saved with --seed %lld --batch %lld window %lld; "
-                   "resume with the same", path, (long long)sd, (long long)b, (long long)win);
-        goto done;
-    }
-    for (int i = 0; i < s->n; i++) {
-        char nm[300];
-        int64_t shp[1] = {s->len[i]};
-        snprintf(nm, sizeof nm, "m.%s", s->names[i]);
-        const jb_st_entry_t *m = jb_st_get(st, nm, 1, shp, err);
-        snprintf(nm, sizeof nm, "v.%s", s->names[i]);
-        const jb_st_entry_t *v = m ? jb_st_get(st, nm, 1, shp, err) : NULL;
-        if (!v) goto done;
-        if (m->dtype != JB_F32 || v->dtype != JB_F32) {
-            jb_err_set(err, JB_EFORMAT, "%s: moments of '%s' are not F32", path, s->names[i]);
-            goto done;
-        }
-        memcpy(jb_adam_m(s->adam[i]), m->data, m->nbytes);
-        memcpy(jb_adam_v(s->adam[i]), v->data, v->nbytes);
-        jb_adam_set_t(s->adam[i], t);
-    }
-    rc = 0;
-done:
-    jb_st_close(&st);
-    return rc;
-}
-
 // ---- progress ------------------------------------------------------------------------------
 
 static double now_s(void) {
@@ -418,7 +283,7 @@ static int train_vqvae(const opts_t *o) {
     jb_train_vqvae_t *tv = NULL;
     jb_trainer_csv_t *csv = NULL;
     jb_st_t *st = NULL;
-    optset_t os = {0};
+    jb_optim_t os = {0};
     float *x = NULL;
     char *hs = NULL;
     char mpath[4096], opath[4096], cpath[4096], ppath[4096];
@@ -469,17 +334,18 @@ static int train_vqvae(const opts_t *o) {
     if (!(hs = json_dumps(hp, JSON_COMPACT | JSON_SORT_KEYS))) goto oom;
 
     int np = jb_train_vqvae_n_params(tv);
-    if (optset_alloc(&os, np, &err)) goto fail;
+    jb_optim_run_t orun = {"vqvae", o->seed, B, T};
+    if (jb_optim_alloc(&os, np, &err)) goto fail;
     for (int i = 0; i < np; i++) {
         jb_tvq_param_t p = jb_train_vqvae_param(tv, i);
         os.names[i] = p.name, os.w[i] = p.w, os.g[i] = p.g, os.len[i] = p.n;
     }
-    if (optset_make(&os, &err)) goto fail;
+    if (jb_optim_make(&os, &err)) goto fail;
 
     int64_t step = 0;
     if (o->resume) {
         if (jb_train_vqvae_load(tv, st, &err)) goto fail;
-        if (load_optim(opath, &os, "vqvae", o->seed, B, T, &step, &err)) goto fail;
+        if (jb_optim_load(opath, &os, &orun, &step, &err)) goto fail;
         jb_train_vqvae_set_step(tv, (uint64_t)step);
         if (!o->quiet) jb_log(JB_INFO, "resumed at step %lld", (long long)step);
     } else {
@@ -512,7 +378,7 @@ static int train_vqvae(const opts_t *o) {
         if (jb_train_vqvae_step(tv, x, &res, &err)) goto fail;
         double lr;
         int skipped;
-        double gn = optset_step(&os, &ah, step, &lr, &skipped);
+        double gn = jb_optim_step(&os, &ah, step, &lr, &skipped);
         step++;
         int k = jb_train_vqvae_metrics(tv, &res, mn, mv, 60);
         double row[64];
@@ -526,13 +392,13 @@ static int train_vqvae(const opts_t *o) {
         progress(o, step, first, t0, res.loss, extra);
         if (step % o->save_every == 0 || step == o->steps) {
             if (jb_train_vqvae_save(tv, mpath, hs, &err) ||
-                save_optim(opath, &os, step, "vqvae", o->seed, B, T, &err))
+                jb_optim_save(opath, &os, step, &orun, &err))
                 goto fail;
         }
     }
     if (step == first && !o->resume) {   // --steps 0: the initial model
         if (jb_train_vqvae_save(tv, mpath, hs, &err) ||
-            save_optim(opath, &os, step, "vqvae", o->seed, B, T, &err))
+            jb_optim_save(opath, &os, step, &orun, &err))
             goto fail;
     }
     jb_trainer_csv_close(&csv);
@@ -548,7 +414,7 @@ fail:
     rc = die(&err);
 done:
     jb_trainer_csv_close(&csv);
-    optset_free(&os);
+    jb_optim_free(&os);
     jb_train_vqvae_destroy(&tv);
     jb_trainer_data_destroy(&d);
     jb_st_close(&st);
@@ -664,7 +530,7 @@ static int train_prior(const opts_t *o) {
     jb_st_t *vst = NULL, *pst = NULL;
     jb_labels_vocab_t *av = NULL, *gv = NULL;
     item_codes_t *ic = NULL;
-    optset_t os = {0};
+    jb_optim_t os = {0};
     int32_t *z = NULL, *zc = NULL, *y = NULL;
     int *elig = NULL;
     char *aj = NULL, *gj = NULL;
@@ -866,14 +732,15 @@ static int train_prior(const opts_t *o) {
     float *W = jb_train_prior_weights(tp, &nw);
     (void)W;
     int np = jb_train_prior_n_params(tp);
-    if (optset_alloc(&os, np, &err)) goto fail_lab;
+    jb_optim_run_t orun = {"prior", o->seed, B, n_ctx};
+    if (jb_optim_alloc(&os, np, &err)) goto fail_lab;
     for (int i = 0; i < np; i++) {
         const jb_train_param_t *p = jb_train_prior_param(tp, i);
         os.names[i] = p->name, os.w[i] = p->w, os.g[i] = p->g, os.len[i] = p->numel;
     }
-    if (optset_make(&os, &err)) goto fail_lab;
+    if (jb_optim_make(&os, &err)) goto fail_lab;
     int64_t step = 0;
-    if (o->resume && load_optim(opath, &os, "prior", o->seed, B, n_ctx, &step, &err))
+    if (o->resume && jb_optim_load(opath, &os, &orun, &step, &err))
         goto fail_lab;
     if (o->resume && !o->quiet) jb_log(JB_INFO, "resumed at step %lld", (long long)step);
 
@@ -921,7 +788,7 @@ static int train_prior(const opts_t *o) {
             goto fail_lab;
         double lr;
         int skipped;
-        double gn = optset_step(&os, &ah, step, &lr, &skipped);
+        double gn = jb_optim_step(&os, &ah, step, &lr, &skipped);
         step++;
         double row[5] = {L.loss, L.gen_loss, L.prime_loss, lr, gn};
         if (jb_trainer_csv_row(csv, step, row, &err)) goto fail_lab;
@@ -934,11 +801,11 @@ static int train_prior(const opts_t *o) {
         progress(o, step, first, t0, L.loss, extra);
         if (step % o->save_every == 0 || step == o->steps) {
             if (jb_train_prior_save(tp, mpath, &err) ||
-                save_optim(opath, &os, step, "prior", o->seed, B, n_ctx, &err))
+                jb_optim_save(opath, &os, step, &orun, &err))
                 goto fail_lab;
         }
     }
-    if (step == first && !o->resume && save_optim(opath, &os, step, "prior", o->seed, B, n_ctx, &err))
+    if (step == first && !o->resume && jb_optim_save(opath, &os, step, &orun, &err))
         goto fail_lab;
     free_labels(d->n_items, art, gen, ngen, toks, ntok);
     jb_trainer_csv_close(&csv);
@@ -959,7 +826,7 @@ fail:
     rc = die(&err);
 done:
     jb_trainer_csv_close(&csv);
-    optset_free(&os);
+    jb_optim_free(&os);
     jb_train_prior_destroy(&tp);
     for (int i = 0; ic && i < d->n_items; i++)
         for (int L = 0; L < JB_MAX_LEVELS; L++) free(ic[i].z[L]);
