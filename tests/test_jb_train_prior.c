@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "jb_adam.h"
+#include "jb_conv_grad.h"
 #include "jb_grad.h"
 #include "jb_safetensors.h"
 #include "jb_test.h"
@@ -256,11 +257,15 @@ static void test_attention(int kind) {
 
 // ---- convolutions ---------------------------------------------------------------------------------
 typedef struct { float *out, *x, *w, *b; int L, Ci, Co, k, d, pad, t; } cv_ctx;
+// The layouts and calls the upsamplers' Conditioner makes (jb_train_prior.c cond_forward):
+// stride-1 "same" convs with dilation, ConvTranspose1d with 2s taps.
+static float cv_ws[4096];
 static void cv_fwd(void *p) {
     cv_ctx *c = p;
-    if (c->t) jb_grad_convt1d_forward(c->out, c->x, c->w, c->b, c->L, c->Ci, c->Co, c->k, c->d,
-                                      c->pad);
-    else jb_grad_conv1d_forward(c->out, c->x, c->w, c->b, c->L, c->Ci, c->Co, c->k, c->d, c->pad);
+    if (c->t) jb_cg_convt_forward(c->out, c->x, c->L, c->Ci, c->w, c->b, c->Co, c->k, c->d,
+                                  c->pad, cv_ws);
+    else jb_cg_conv_forward(c->out, c->x, c->L, c->Ci, c->w, c->b, c->Co, c->k, 1, c->pad, c->d,
+                            cv_ws);
 }
 static void test_conv(int transposed, int k, int d_or_s) {
     cv_ctx c = {.L = 9, .Ci = 3, .Co = 4, .k = k, .d = d_or_s, .t = transposed};
@@ -288,10 +293,12 @@ static void test_conv(int transposed, int k, int d_or_s) {
         }
     JB_CHECK(fabs(c.out[t * c.Co + 1] - ref) < 1e-5, "%s k %d %s %d: forward element",
              transposed ? "convT" : "conv", k, transposed ? "stride" : "dilation", d_or_s);
+    // weight and bias gradients accumulate (+=), the input gradient is written (=)
+    for (int64_t i = 0; i < (int64_t)c.L * c.Ci; i++) dx[i] = 1e6f;
     if (transposed)
-        jb_grad_convt1d_backward(dx, dw, db, r, c.x, c.w, c.L, c.Ci, c.Co, k, d_or_s, c.pad);
+        jb_cg_convt_backward(dx, dw, db, r, c.x, c.L, c.Ci, c.w, c.Co, k, d_or_s, c.pad, cv_ws);
     else
-        jb_grad_conv1d_backward(dx, dw, db, r, c.x, c.w, c.L, c.Ci, c.Co, k, d_or_s, c.pad);
+        jb_cg_conv_backward(dx, dw, db, r, c.x, c.L, c.Ci, c.w, c.Co, k, 1, c.pad, d_or_s, cv_ws);
     fd_check(transposed ? "convT dx" : "conv dx", &o, c.x, dx, (int64_t)c.L * c.Ci, 1e-2);
     fd_check(transposed ? "convT dw" : "conv dw", &o, c.w, dw, (int64_t)c.Ci * c.Co * k, 1e-2);
     fd_check(transposed ? "convT db" : "conv db", &o, c.b, db, c.Co, 1e-2);

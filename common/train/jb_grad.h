@@ -87,22 +87,7 @@ void jb_grad_attn_backward(float *dq, float *dk, float *dv, const float *da, con
 double jb_grad_ce_bits(float *dlogits, const float *logits, const int32_t *targets,
                        int64_t rows, int V, double weight);
 
-// ---- 1-D convolutions, time-major ---------------------------------------------------------
-// Conv1d with stride 1 and an output as long as the input (pad = dil·(k−1)/2):
-// out: (L, Co); in: (L, Ci); w: (Co, Ci, k) as PyTorch stores it; b: (Co)
-void jb_grad_conv1d_forward(float *out, const float *in, const float *w, const float *b, int L,
-                            int Ci, int Co, int k, int dil, int pad);
-// din: (L, Ci) += (NULL: not wanted); dw: (Co, Ci, k) +=; db: (Co) +=; dout: (L, Co)
-void jb_grad_conv1d_backward(float *din, float *dw, float *db, const float *dout,
-                             const float *in, const float *w, int L, int Ci, int Co, int k,
-                             int dil, int pad);
-// ConvTranspose1d: out: (Lo, Co), Lo = (L − 1)·s − 2·pad + k; in: (L, Ci);
-// w: (Ci, Co, k) as PyTorch stores it; b: (Co)
-void jb_grad_convt1d_forward(float *out, const float *in, const float *w, const float *b, int L,
-                             int Ci, int Co, int k, int s, int pad);
-// din: (L, Ci) +=; dw: (Ci, Co, k) +=; db: (Co) +=; dout: (Lo, Co)
-void jb_grad_convt1d_backward(float *din, float *dw, float *db, const float *dout,
-                              const float *in, const float *w, int L, int Ci, int Co, int k,
-                              int s, int pad);
+// 1-D convolutions (forward and backward): jb_conv_grad.h, the one implementation the
+// VQ-VAE and the upsamplers' Conditioner share.
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jb_conv_grad.h"
 #include "jb_grad.h"
 #include "jb_safetensors.h"
 
@@ -103,6 +104,7 @@ struct jb_train_prior {
     float *cemb;                    // (Nmax, L0, W) x_emb rows
     float *cmu, *crs;               // (Nmax, T)
     float *cs[7];                   // scratch, each (T · max(W, cw, cm))
+    float *cws;                     // conv scratch (jb_conv_grad.h): 3 T max(W, cw, cm, co)
     // every allocation of activations
     void **owned;
     int n_owned, cap_owned;
@@ -446,6 +448,11 @@ static int cond_acts(jb_train_prior_t *tp, jb_err_t *err) {
     mx = mx > cm ? mx : cm;
     for (int i = 0; i < 7; i++)
         if (!(tp->cs[i] = TAKE_F(tp, (int64_t)T * mx))) goto oom;
+    // A conv of k <= 3 taps at a length L <= T, or a transposed conv of 2s taps from a length
+    // L with L s <= T: at most 3 T max(channels) floats of im2col / cols scratch.
+    int mc = mx;
+    for (int i = 0; i < tp->c_stages; i++) mc = tp->stage[i].co > mc ? tp->stage[i].co : mc;
+    if (!(tp->cws = TAKE_F(tp, 3 * (int64_t)T * mc))) goto oom;
     tp->cemb = TAKE_F(tp, (int64_t)N * tp->L0 * W);
     tp->cmu = TAKE_F(tp, (int64_t)N * T), tp->crs = TAKE_F(tp, (int64_t)N * T);
     if (!tp->cemb || !tp->cmu || !tp->crs) goto oom;
@@ -666,6 +673,7 @@ static int time_signal(jb_train_prior_t *tp, const int32_t *y, int N, jb_err_t *
 static void cond_forward(jb_train_prior_t *tp, const int32_t *zc, int N) {
     int W = tp->hp.width, cw = tp->c_width, cm = tp->c_mid, s = tp->c_stride, T = tp->hp.n_ctx;
     int D = tp->hp.cond_depth;
+    float *ws = tp->cws;
     for (int n = 0; n < N; n++) {
         float **a = tp->ca + (int64_t)n * tp->n_a, **h = tp->ch + (int64_t)n * tp->n_h;
         float *e = tp->cemb + (int64_t)n * tp->L0 * W;
@@ -673,7 +681,7 @@ static void cond_forward(jb_train_prior_t *tp, const int32_t *zc, int N) {
         for (int t = 0; t < tp->L0; t++)
             memcpy(e + (int64_t)t * W, PW(tp, tp->c_x_emb) + (int64_t)z[t] * W,
                    sizeof(float) * (size_t)W);
-        jb_grad_conv1d_forward(a[0], e, PW(tp, tp->c_w0), PW(tp, tp->c_b0), tp->L0, W, cw, 3, 1, 1);
+        jb_cg_conv_forward(a[0], e, tp->L0, W, PW(tp, tp->c_w0), PW(tp, tp->c_b0), cw, 3, 1, 1, 1, ws);
         int L = tp->L0, k = 0, j = 0;
         float *t1 = tp->cs[0], *t2 = tp->cs[1], *t3 = tp->cs[2];
         for (int i = 0; i < tp->c_stages; i++) {
@@ -682,14 +690,14 @@ static void cond_forward(jb_train_prior_t *tp, const int32_t *zc, int N) {
                 const cres_t *r = &sg->res[b];
                 int64_t n1 = (int64_t)L * cw;
                 jb_grad_relu_forward(t1, a[k], n1);
-                jb_grad_conv1d_forward(h[j], t1, PW(tp, r->w1), PW(tp, r->b1), L, cw, cm, 3, r->dil,
-                                       r->dil);
+                jb_cg_conv_forward(h[j], t1, L, cw, PW(tp, r->w1), PW(tp, r->b1), cm, 3, 1, r->dil,
+                                   r->dil, ws);
                 jb_grad_relu_forward(t2, h[j], (int64_t)L * cm);
-                jb_grad_conv1d_forward(t3, t2, PW(tp, r->w3), PW(tp, r->b3), L, cm, cw, 1, 1, 0);
+                jb_cg_conv_forward(t3, t2, L, cm, PW(tp, r->w3), PW(tp, r->b3), cw, 1, 1, 0, 1, ws);
                 for (int64_t q = 0; q < n1; q++) a[k + 1][q] = a[k][q] + tp->c_res_scale * t3[q];
             }
-            jb_grad_convt1d_forward(a[k + 1], a[k], PW(tp, sg->wt), PW(tp, sg->bt), L, cw, sg->co,
-                                    2 * s, s, s / 2);
+            jb_cg_convt_forward(a[k + 1], a[k], L, cw, PW(tp, sg->wt), PW(tp, sg->bt), sg->co,
+                                2 * s, s, s / 2, ws);
             k++;
             L = (L - 1) * s - 2 * (s / 2) + 2 * s;
         }
@@ -705,6 +713,7 @@ static void cond_backward(jb_train_prior_t *tp, const int32_t *zc, int N) {
     int mx = W > cw ? W : cw;
     mx = mx > cm ? mx : cm;
     size_t big = sizeof(float) * (size_t)T * mx;
+    float *ws = tp->cws;
     for (int n = 0; n < N; n++) {
         float **a = tp->ca + (int64_t)n * tp->n_a, **h = tp->ch + (int64_t)n * tp->n_h;
         float *e = tp->cemb + (int64_t)n * tp->L0 * W;
@@ -722,9 +731,8 @@ static void cond_backward(jb_train_prior_t *tp, const int32_t *zc, int N) {
         for (int i = tp->c_stages - 1; i >= 0; i--) {
             const cstage_t *sg = &tp->stage[i];
             int L = Ls[i];
-            memset(dB, 0, big);
-            jb_grad_convt1d_backward(dB, PG(tp, sg->wt), PG(tp, sg->bt), dA, a[k - 1],
-                                     PW(tp, sg->wt), L, cw, sg->co, 2 * s, s, s / 2);
+            jb_cg_convt_backward(dB, PG(tp, sg->wt), PG(tp, sg->bt), dA, a[k - 1], L, cw,
+                                 PW(tp, sg->wt), sg->co, 2 * s, s, s / 2, ws);
             k--;
             float *tmp = dA;
             dA = dB, dB = tmp;
@@ -734,21 +742,18 @@ static void cond_backward(jb_train_prior_t *tp, const int32_t *zc, int N) {
                 const float *ain = a[k - 1];
                 for (int64_t q = 0; q < n1; q++) t1[q] = tp->c_res_scale * dA[q];   // d h2
                 jb_grad_relu_forward(t2, h[j], n2);
-                memset(dr2, 0, sizeof(float) * (size_t)n2);
-                jb_grad_conv1d_backward(dr2, PG(tp, r->w3), PG(tp, r->b3), t1, t2, PW(tp, r->w3),
-                                        L, cm, cw, 1, 1, 0);
+                jb_cg_conv_backward(dr2, PG(tp, r->w3), PG(tp, r->b3), t1, t2, L, cm,
+                                    PW(tp, r->w3), cw, 1, 1, 0, 1, ws);
                 memset(dh1, 0, sizeof(float) * (size_t)n2);
                 jb_grad_relu_backward(dh1, dr2, h[j], n2);
                 jb_grad_relu_forward(t2, ain, n1);
-                memset(dr1, 0, sizeof(float) * (size_t)n1);
-                jb_grad_conv1d_backward(dr1, PG(tp, r->w1), PG(tp, r->b1), dh1, t2, PW(tp, r->w1),
-                                        L, cw, cm, 3, r->dil, r->dil);
+                jb_cg_conv_backward(dr1, PG(tp, r->w1), PG(tp, r->b1), dh1, t2, L, cw,
+                                    PW(tp, r->w1), cm, 3, 1, r->dil, r->dil, ws);
                 jb_grad_relu_backward(dA, dr1, ain, n1);   // + the identity path already in dA
             }
         }
-        memset(dB, 0, big);
-        jb_grad_conv1d_backward(dB, PG(tp, tp->c_w0), PG(tp, tp->c_b0), dA, e, PW(tp, tp->c_w0),
-                                tp->L0, W, cw, 3, 1, 1);
+        jb_cg_conv_backward(dB, PG(tp, tp->c_w0), PG(tp, tp->c_b0), dA, e, tp->L0, W,
+                            PW(tp, tp->c_w0), cw, 3, 1, 1, 1, ws);
         jb_grad_embed_backward(PG(tp, tp->c_x_emb), dB, zc + (int64_t)n * tp->L0, tp->L0, W);
     }
 }
