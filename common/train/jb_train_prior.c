@@ -767,26 +767,14 @@ static int check_ids(const int32_t *v, int64_t n, int lo, int hi, const char *wh
     return 0;
 }
 
-static int run(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond, const int32_t *y,
-               int N, jb_train_prior_loss_t *loss, float *logits_out, int backward,
-               jb_err_t *err) {
+// The joint id sequence (lyric tokens, then codes offset by n_vocab) and the start
+// conditioning (artist + genre embeddings, or the start token) of every sample.
+static int seq_and_start(jb_train_prior_t *tp, const int32_t *z, const int32_t *y, int N,
+                         jb_err_t *err) {
     const jb_prior_hparams_t *hp = &tp->hp;
     const jb_prior_info_t *in = &tp->info;
-    if (N < 1 || N > tp->Nmax)
-        return jb_err_set(err, JB_EINVAL, "batch %d outside [1, %d]", N, tp->Nmax);
-    if ((in->labels || in->lyrics) && !y)
-        return jb_err_set(err, JB_EINVAL, "level %d: labels (y) required", hp->level);
-    if (in->x_cond && !z_cond)
-        return jb_err_set(err, JB_EINVAL, "level %d: codes of level %d required", hp->level,
-                          hp->level + 1);
-    int W = hp->width, S = in->seq_len, B = in->seq_bins, T = hp->n_ctx, P = hp->n_tokens;
+    int W = hp->width, S = in->seq_len, T = hp->n_ctx, P = hp->n_tokens;
     int off = S - T, LL = in->label_len, V = hp->n_vocab;
-    int64_t R = (int64_t)N * S;
-    if (check_ids(z, (int64_t)N * T, 0, in->bins, "code", err)) return -1;
-    if (in->x_cond &&
-        check_ids(z_cond, (int64_t)N * tp->L0, 0, in->bins, "conditioning code", err))
-        return -1;
-    // joint ids; lyric tokens
     for (int n = 0; n < N; n++) {
         int32_t *sq = tp->seq + (int64_t)n * S;
         const int32_t *ly = in->lyrics ? y + (int64_t)n * LL + LL - P : NULL;
@@ -796,7 +784,6 @@ static int run(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond, co
         if (in->lyrics == JB_PRIOR_LYRICS_ENCODER)
             memcpy(tp->tok + (int64_t)n * P, ly, sizeof(int32_t) * (size_t)P);
     }
-    // start conditioning
     for (int n = 0; n < N; n++) {
         float *o = tp->cond_y + (int64_t)n * W;
         if (!hp->labels) {
@@ -821,34 +808,39 @@ static int run(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond, co
         const float *e = PW(tp, tp->artist) + (int64_t)a * W;
         for (int c = 0; c < W; c++) o[c] = o[c] + e[c];
     }
-    // per-position conditioning of the music positions
-    int has_x = in->x_cond || in->include_time_signal;
-    if (in->x_cond)
-        cond_forward(tp, z_cond, N);
-    else if (in->include_time_signal && time_signal(tp, y, N, err))
-        return -1;
-    // lyrics encoder
-    double prime_loss = 0;
-    if (in->lyrics == JB_PRIOR_LYRICS_ENCODER) {
-        int pw = hp->prime_width;
-        for (int n = 0; n < N; n++)
-            for (int t = 0; t < P; t++) {
-                const float *e = t == 0 ? PW(tp, tp->p_start)
-                                        : PW(tp, tp->p_x_emb) +
-                                              (int64_t)tp->tok[(int64_t)n * P + t - 1] * pw;
-                const float *pe = PW(tp, tp->p_pos) + (int64_t)t * pw;
-                float *o = tp->ptf.A[0].x + ((int64_t)n * P + t) * pw;
-                for (int c = 0; c < pw; c++) o[c] = (e[c] + pe[c]) + 0.0f;
-            }
-        ttf_forward(tp, &tp->ptf, NULL, N);
-        int NP = N * P;
-        jb_grad_linear_forward(tp->pp, tp->ptf.out, PW(tp, tp->proj_w), PW(tp, tp->proj_b), NP, pw,
-                               W);
-        jb_grad_layernorm_forward(tp->enc, tp->emu, tp->ers, tp->pp, PW(tp, tp->pln_g),
-                                  PW(tp, tp->pln_b), NP, W);
-        jb_grad_proj_t_forward(tp->plog, tp->enc, PW(tp, tp->p_x_out), NP, W, V);
-    }
-    // transformer inputs
+    return 0;
+}
+
+// The separate lyrics encoder (5b_lyrics kind): tokens -> prime transformer -> projection,
+// LayerNorm (tp->enc, what the music attends to) and its own logits (tp->plog).
+static void lyrics_encoder_forward(jb_train_prior_t *tp, int N) {
+    const jb_prior_hparams_t *hp = &tp->hp;
+    int W = hp->width, P = hp->n_tokens, V = hp->n_vocab, pw = hp->prime_width;
+    for (int n = 0; n < N; n++)
+        for (int t = 0; t < P; t++) {
+            const float *e = t == 0 ? PW(tp, tp->p_start)
+                                    : PW(tp, tp->p_x_emb) +
+                                          (int64_t)tp->tok[(int64_t)n * P + t - 1] * pw;
+            const float *pe = PW(tp, tp->p_pos) + (int64_t)t * pw;
+            float *o = tp->ptf.A[0].x + ((int64_t)n * P + t) * pw;
+            for (int c = 0; c < pw; c++) o[c] = (e[c] + pe[c]) + 0.0f;
+        }
+    ttf_forward(tp, &tp->ptf, NULL, N);
+    int NP = N * P;
+    jb_grad_linear_forward(tp->pp, tp->ptf.out, PW(tp, tp->proj_w), PW(tp, tp->proj_b), NP, pw, W);
+    jb_grad_layernorm_forward(tp->enc, tp->emu, tp->ers, tp->pp, PW(tp, tp->pln_g),
+                              PW(tp, tp->pln_b), NP, W);
+    jb_grad_proj_t_forward(tp->plog, tp->enc, PW(tp, tp->p_x_out), NP, W, V);
+}
+
+// The prior's transformer over the joint sequence: inputs (start conditioning or the previous
+// id's embedding, positions, the per-position conditioning), blocks, the un-merged decoder's
+// x_cond, the output projection into tp->logits.
+static void transformer_forward(jb_train_prior_t *tp, int N, int has_x) {
+    const jb_prior_hparams_t *hp = &tp->hp;
+    const jb_prior_info_t *in = &tp->info;
+    int W = hp->width, S = in->seq_len, B = in->seq_bins, T = hp->n_ctx, off = S - T;
+    int64_t R = (int64_t)N * S;
     float *x0 = tp->tf.A[0].x;
     const float *xemb = PW(tp, tp->x_emb), *pos = PW(tp, tp->pos_emb);
     for (int n = 0; n < N; n++)
@@ -875,13 +867,21 @@ static int run(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond, co
             }
     const float *xout = tp->x_out >= 0 ? PW(tp, tp->x_out) : xemb;
     jb_grad_proj_t_forward(tp->logits, tp->hf, xout, (int)R, W, B);
-    if (logits_out) memcpy(logits_out, tp->logits, sizeof(float) * (size_t)(R * B));
-    // losses: weights of the two parts as z_forward combines them
+}
+
+// The losses as z_forward combines them (music and, weighted by prime_loss_fraction, lyrics,
+// in bits per token) and, when backward, their gradients into tp->dlogits / tp->dplog.
+static void losses(jb_train_prior_t *tp, int N, int backward, jb_train_prior_loss_t *loss) {
+    const jb_prior_hparams_t *hp = &tp->hp;
+    const jb_prior_info_t *in = &tp->info;
+    int S = in->seq_len, B = in->seq_bins, T = hp->n_ctx, P = hp->n_tokens, V = hp->n_vocab;
+    int off = S - T;
+    int64_t R = (int64_t)N * S;
     double G = T, Pd = in->lyrics ? P : 0, tot = G + Pd;
     double wp = hp->prime_loss_fraction * Pd / tot, wg = G / tot;
     float *dl = backward ? tp->dlogits : NULL;
     if (dl) memset(dl, 0, sizeof(float) * (size_t)(R * B));
-    double gen_loss = 0;
+    double gen_loss = 0, prime_loss = 0;
     if (off) {
         // joint sequence: per sequence the first off rows are the prime part
         double sp = 0, sg = 0;
@@ -905,10 +905,17 @@ static int run(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond, co
     loss->gen_loss = gen_loss;
     loss->prime_loss = prime_loss;
     loss->loss = wp * prime_loss + wg * gen_loss;
-    if (!backward) return 0;
+}
 
-    // ---- backward ----
-    memset(tp->gbuf, 0, sizeof(float) * (size_t)tp->total);
+// Backward of transformer_forward: into the parameters' gradients, tp->dcond_y (start
+// conditioning), tp->dcond_x (per-position conditioning) and tp->denc (lyrics encoder).
+static void transformer_backward(jb_train_prior_t *tp, int N, int has_x) {
+    const jb_prior_hparams_t *hp = &tp->hp;
+    const jb_prior_info_t *in = &tp->info;
+    int W = hp->width, S = in->seq_len, B = in->seq_bins, T = hp->n_ctx, P = hp->n_tokens;
+    int off = S - T;
+    int64_t R = (int64_t)N * S;
+    const float *xout = tp->x_out >= 0 ? PW(tp, tp->x_out) : PW(tp, tp->x_emb);
     float *dxout = tp->x_out >= 0 ? PG(tp, tp->x_out) : PG(tp, tp->x_emb);
     memset(tp->dhf, 0, sizeof(float) * (size_t)(R * W));
     jb_grad_proj_t_backward(tp->dhf, dxout, tp->dlogits, tp->hf, xout, (int)R, W, B);
@@ -941,6 +948,12 @@ static int run(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond, co
                 for (int c = 0; c < W; c++) o[c] += d[c];
             }
         }
+}
+
+// Backward of the start conditioning (artist and genre embeddings, or the start token).
+static void start_backward(jb_train_prior_t *tp, const int32_t *y, int N) {
+    const jb_prior_hparams_t *hp = &tp->hp;
+    int W = hp->width, LL = tp->info.label_len;
     for (int n = 0; n < N; n++) {
         const float *d = tp->dcond_y + (int64_t)n * W;
         if (!hp->labels) {
@@ -952,35 +965,75 @@ static int run(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond, co
         for (int g = 0; g < hp->max_bow_genre_size; g++)
             jb_grad_embed_backward(PG(tp, tp->genre), d, yn + 4 + g, 1, W);
     }
+}
+
+// Backward of lyrics_encoder_forward, from tp->denc and tp->dplog.
+static void lyrics_encoder_backward(jb_train_prior_t *tp, int N) {
+    const jb_prior_hparams_t *hp = &tp->hp;
+    int W = hp->width, P = hp->n_tokens, V = hp->n_vocab, pw = hp->prime_width, NP = N * P;
+    jb_grad_proj_t_backward(tp->denc, PG(tp, tp->p_x_out), tp->dplog, tp->enc,
+                            PW(tp, tp->p_x_out), NP, W, V);
+    memset(tp->dpp, 0, sizeof(float) * (size_t)NP * W);
+    jb_grad_layernorm_backward(tp->dpp, PG(tp, tp->pln_g), PG(tp, tp->pln_b), tp->denc, tp->pp,
+                               tp->emu, tp->ers, PW(tp, tp->pln_g), NP, W);
+    memset(tp->ptf.dy, 0, sizeof(float) * (size_t)NP * pw);
+    jb_grad_linear_backward(tp->ptf.dy, PG(tp, tp->proj_w), PG(tp, tp->proj_b), tp->dpp,
+                            tp->ptf.out, PW(tp, tp->proj_w), NP, pw, W);
+    const float *dpx = ttf_backward(tp, &tp->ptf, NULL, NULL, N);
+    for (int n = 0; n < N; n++)
+        for (int t = 0; t < P; t++) {
+            const float *d = dpx + ((int64_t)n * P + t) * pw;
+            float *ge = t == 0 ? PG(tp, tp->p_start)
+                               : PG(tp, tp->p_x_emb) + (int64_t)tp->tok[(int64_t)n * P + t - 1] * pw;
+            float *gpp = PG(tp, tp->p_pos) + (int64_t)t * pw;
+            for (int c = 0; c < pw; c++) ge[c] += d[c], gpp[c] += d[c];
+        }
+}
+
+// One forward (and, with backward, the backward) pass over a batch of N windows.
+static int run(jb_train_prior_t *tp, const int32_t *z, const int32_t *z_cond, const int32_t *y,
+               int N, jb_train_prior_loss_t *loss, float *logits_out, int backward,
+               jb_err_t *err) {
+    const jb_prior_hparams_t *hp = &tp->hp;
+    const jb_prior_info_t *in = &tp->info;
+    if (N < 1 || N > tp->Nmax)
+        return jb_err_set(err, JB_EINVAL, "batch %d outside [1, %d]", N, tp->Nmax);
+    if ((in->labels || in->lyrics) && !y)
+        return jb_err_set(err, JB_EINVAL, "level %d: labels (y) required", hp->level);
+    if (in->x_cond && !z_cond)
+        return jb_err_set(err, JB_EINVAL, "level %d: codes of level %d required", hp->level,
+                          hp->level + 1);
+    int W = hp->width, T = hp->n_ctx;
+    if (check_ids(z, (int64_t)N * T, 0, in->bins, "code", err)) return -1;
+    if (in->x_cond &&
+        check_ids(z_cond, (int64_t)N * tp->L0, 0, in->bins, "conditioning code", err))
+        return -1;
+    if (seq_and_start(tp, z, y, N, err)) return -1;
+    // per-position conditioning of the music positions
+    int has_x = in->x_cond || in->include_time_signal;
+    if (in->x_cond)
+        cond_forward(tp, z_cond, N);
+    else if (in->include_time_signal && time_signal(tp, y, N, err))
+        return -1;
+    if (in->lyrics == JB_PRIOR_LYRICS_ENCODER) lyrics_encoder_forward(tp, N);
+    transformer_forward(tp, N, has_x);
+    if (logits_out)
+        memcpy(logits_out, tp->logits, sizeof(float) * (size_t)N * in->seq_len * in->seq_bins);
+    losses(tp, N, backward, loss);
+    if (!backward) return 0;
+
+    memset(tp->gbuf, 0, sizeof(float) * (size_t)tp->total);
+    transformer_backward(tp, N, has_x);
+    start_backward(tp, y, N);
     if (in->x_cond) {
         cond_backward(tp, z_cond, N);
     } else if (in->include_time_signal) {
         for (int64_t r = 0; r < (int64_t)N * T; r++)
             for (int i = 0; i < 3; i++)
-                jb_grad_embed_backward(PG(tp, tp->time[i]), dcx + r * W, tp->tbins + r * 3 + i, 1,
-                                       W);
+                jb_grad_embed_backward(PG(tp, tp->time[i]), tp->dcond_x + r * W,
+                                       tp->tbins + r * 3 + i, 1, W);
     }
-    if (in->lyrics == JB_PRIOR_LYRICS_ENCODER) {
-        int pw = hp->prime_width, NP = N * P;
-        jb_grad_proj_t_backward(tp->denc, PG(tp, tp->p_x_out), tp->dplog, tp->enc,
-                                PW(tp, tp->p_x_out), NP, W, V);
-        memset(tp->dpp, 0, sizeof(float) * (size_t)NP * W);
-        jb_grad_layernorm_backward(tp->dpp, PG(tp, tp->pln_g), PG(tp, tp->pln_b), tp->denc, tp->pp,
-                                   tp->emu, tp->ers, PW(tp, tp->pln_g), NP, W);
-        memset(tp->ptf.dy, 0, sizeof(float) * (size_t)NP * pw);
-        jb_grad_linear_backward(tp->ptf.dy, PG(tp, tp->proj_w), PG(tp, tp->proj_b), tp->dpp,
-                                tp->ptf.out, PW(tp, tp->proj_w), NP, pw, W);
-        const float *dpx = ttf_backward(tp, &tp->ptf, NULL, NULL, N);
-        for (int n = 0; n < N; n++)
-            for (int t = 0; t < P; t++) {
-                const float *d = dpx + ((int64_t)n * P + t) * pw;
-                float *ge = t == 0 ? PG(tp, tp->p_start)
-                                   : PG(tp, tp->p_x_emb) +
-                                         (int64_t)tp->tok[(int64_t)n * P + t - 1] * pw;
-                float *gpp = PG(tp, tp->p_pos) + (int64_t)t * pw;
-                for (int c = 0; c < pw; c++) ge[c] += d[c], gpp[c] += d[c];
-            }
-    }
+    if (in->lyrics == JB_PRIOR_LYRICS_ENCODER) lyrics_encoder_backward(tp, N);
     return 0;
 }
 
