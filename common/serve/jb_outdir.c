@@ -79,89 +79,110 @@ int jb_outdir_write_error(const char *root, const char *job_id, int level, int c
     return publish(partial, final, NULL, err);
 }
 
-int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
-                    char **final_dir, jb_err_t *err) {
+// job.json (the spec), labels.json (each level's labels as its stage reported them) and
+// codes.jbc into the partial directory; *spec and *labels are kept for the page.
+static int write_meta(const char *partial, const jb_outdir_job_t *o, json_t **spec,
+                      json_t **labels, jb_err_t *err) {
     const jb_codes_t *c = o->codes;
-    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
-    char partial[4096], final[4096], path[4400];
-    float *audio = NULL;
-    json_t *spec = NULL, *labels = NULL;
-    jb_html_sample_t *samples = NULL;
-    char **hrefs = NULL;
-    int rc = -1, n = c->n_samples;
-    if (pick_names(root, c->job_id, partial, final, sizeof partial, err)) return -1;
-
-    // job.json, labels.json, codes.jbc
+    char path[4400];
     json_error_t jerr;
-    spec = c->spec ? json_loads(c->spec, 0, &jerr) : json_object();
-    if (!spec) {
-        jb_err_set(err, JB_EFORMAT, "job %s: spec: %s", c->job_id, jerr.text);
-        goto done;
-    }
+    *spec = c->spec ? json_loads(c->spec, 0, &jerr) : json_object();
+    if (!*spec) return jb_err_set(err, JB_EFORMAT, "job %s: spec: %s", c->job_id, jerr.text);
     snprintf(path, sizeof path, "%s/job.json", partial);
-    if (write_json(path, spec, err)) goto done;
-    labels = json_object();
+    if (write_json(path, *spec, err)) return -1;
+    *labels = json_object();
+    if (!*labels) return jb_err_set(err, JB_ENOMEM, "out of memory");
     for (int l = 0; l < c->levels && l < JB_CODES_MAX_LEVELS; l++) {
         json_t *v = o->labels[l] ? json_loads(o->labels[l], 0, NULL) : NULL;
         char key[32];
         snprintf(key, sizeof key, "level_%d", l);
-        json_object_set_new(labels, key, v ? v : json_null());
+        json_object_set_new(*labels, key, v ? v : json_null());
     }
     snprintf(path, sizeof path, "%s/labels.json", partial);
-    if (write_json(path, labels, err)) goto done;
+    if (write_json(path, *labels, err)) return -1;
     snprintf(path, sizeof path, "%s/codes.jbc", partial);
-    if (jb_codes_save(c, path, err)) goto done;
+    return jb_codes_save(c, path, err);
+}
 
-    // Audio of every level present, top first (the preview is the quickest).
-    int best = -1;
+// level_L/sample_K.wav of every level present, top first (the preview is the quickest):
+// the audio decoded while the codes streamed in, or decoded here. *best: the lowest level
+// written (-1: none).
+static int write_audio(const char *partial, jb_vqvae_t *vq, const jb_outdir_job_t *o, int *best,
+                       jb_err_t *err) {
+    const jb_codes_t *c = o->codes;
+    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+    char path[4400];
+    int n = c->n_samples, rc = -1;
+    float *audio = NULL;
+    int32_t *row = NULL;
+    *best = -1;
     for (int l = c->levels - 1; l >= 0; l--) {
         int64_t T_L = jb_codes_len(c, l);
         if (T_L <= 0 || l >= hp->levels) continue;
         int64_t T = T_L * hp->hop_lengths[l];
         int64_t keep = c->audio_len > 0 && c->audio_len < T ? c->audio_len : T;
-        free(audio);
+        free(audio), free(row);
         audio = malloc(sizeof(float) * (size_t)T);
-        int32_t *row = malloc(sizeof(int32_t) * (size_t)T_L);
+        row = malloc(sizeof(int32_t) * (size_t)T_L);
         if (!audio || !row) {
-            free(row);
             jb_err_set(err, JB_ENOMEM, "job %s: out of memory for %lld samples", c->job_id,
                        (long long)T);
             goto done;
         }
         snprintf(path, sizeof path, "%s/level_%d", partial, l);
-        if (make_dir(path, err)) {
-            free(row);
-            goto done;
-        }
+        if (make_dir(path, err)) goto done;
         for (int k = 0; k < n; k++) {
             if (o->audio[l] && o->audio_len[l] >= T) {   // decoded while it streamed in
                 memcpy(audio, o->audio[l] + (size_t)k * o->audio_len[l], sizeof(float) * (size_t)T);
             } else if (memcpy(row, jb_codes_row(c, l, k), sizeof(int32_t) * (size_t)T_L),
                        jb_vqvae_decode(vq, row, 1, T_L, l, audio, 0, err)) {
-                free(row);
                 jb_err_prefix(err, "job %s level %d sample %d", c->job_id, l, k);
                 goto done;
             }
             snprintf(path, sizeof path, "%s/level_%d/sample_%d.wav", partial, l, k);
-            if (jb_audio_write(path, audio, keep, hp->sr, JB_AUDIO_WAV_PCM16, err)) {
-                free(row);
-                goto done;
-            }
+            if (jb_audio_write(path, audio, keep, hp->sr, JB_AUDIO_WAV_PCM16, err)) goto done;
         }
-        free(row);
         jb_log(JB_INFO, "job=%s level=%d decoded %d sample(s), %.2f s", c->job_id, l, n,
                (double)keep / hp->sr);
-        best = l;
+        *best = l;
     }
+    rc = 0;
+done:
+    free(audio), free(row);
+    return rc;
+}
 
-    // The page.
-    samples = calloc((size_t)(n ? n : 1), sizeof *samples);
-    hrefs = calloc((size_t)(2 * n + 1), sizeof *hrefs);
+// The names the page shows: as given in the job, else the ids the top stage used.
+static void page_names(const jb_job_t *job, json_t *labels, char *artist, size_t an,
+                       char *genre, size_t gn) {
+    json_t *top_labels = json_object_get(labels, "level_2");
+    snprintf(artist, an, "%s", job->artist);
+    snprintf(genre, gn, "%s", job->genre);
+    if (!artist[0] && json_is_integer(json_object_get(top_labels, "artist_id")))
+        snprintf(artist, an, "id %lld",
+                 (long long)json_integer_value(json_object_get(top_labels, "artist_id")));
+    json_t *gids = json_object_get(top_labels, "genre_ids");
+    if (!genre[0] && json_is_array(gids) && json_array_size(gids) > 0) {
+        size_t len = (size_t)snprintf(genre, gn, "ids");
+        for (size_t i = 0; i < json_array_size(gids) && len < gn; i++)
+            len += (size_t)snprintf(genre + len, gn - len, " %lld",
+                                    (long long)json_integer_value(json_array_get(gids, i)));
+    }
+}
+
+// index.html: each sample's audio (the lowest level written) and the top level's preview,
+// the lyric alignment, the job's settings.
+static int write_page(const char *partial, jb_vqvae_t *vq, const jb_outdir_job_t *o, int best,
+                      json_t *spec, json_t *labels, jb_err_t *err) {
+    const jb_codes_t *c = o->codes;
+    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+    int n = c->n_samples, top = c->levels - 1, rc = -1;
+    jb_html_sample_t *samples = calloc((size_t)(n ? n : 1), sizeof *samples);
+    char **hrefs = calloc((size_t)(2 * n + 1), sizeof *hrefs);
     if (!samples || !hrefs) {
         jb_err_set(err, JB_ENOMEM, "out of memory");
         goto done;
     }
-    int top = c->levels - 1;
     for (int k = 0; k < n; k++) {
         char h[64];
         if (best >= 0) {
@@ -194,35 +215,34 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
         json_t *lt = json_object_get(json_object_get(labels, "level_2"), "lyrics");
         lyrics = json_string_value(lt);
     }
-    // Names as given, else the ids the top stage used.
     char artist[160], genre[160];
-    json_t *top_labels = json_object_get(labels, "level_2");
-    snprintf(artist, sizeof artist, "%s", job.artist);
-    snprintf(genre, sizeof genre, "%s", job.genre);
-    if (!artist[0] && json_is_integer(json_object_get(top_labels, "artist_id")))
-        snprintf(artist, sizeof artist, "id %lld",
-                 (long long)json_integer_value(json_object_get(top_labels, "artist_id")));
-    json_t *gids = json_object_get(top_labels, "genre_ids");
-    if (!genre[0] && json_is_array(gids) && json_array_size(gids) > 0) {
-        size_t len = (size_t)snprintf(genre, sizeof genre, "ids");
-        for (size_t i = 0; i < json_array_size(gids) && len < sizeof genre; i++)
-            len += (size_t)snprintf(genre + len, sizeof genre - len, " %lld",
-                                    (long long)json_integer_value(json_array_get(gids, i)));
-    }
+    page_names(&job, labels, artist, sizeof artist, genre, sizeof genre);
     jb_html_page_t page = {.title = c->job_id, .artist = artist, .genre = genre,
                            .lyrics = lyrics ? lyrics : (job.lyrics ? job.lyrics : ""),
                            .details = details, .n_samples = n, .samples = samples};
-    int hrc = jb_html_write(partial, &page, err);
+    rc = jb_html_write(partial, &page, err);
     jb_job_free(&job);
-    if (hrc) goto done;
-    rc = publish(partial, final, final_dir, err);
 done:
-    if (rc) rm_rf(partial);
-    free(audio);
-    json_decref(spec);
-    json_decref(labels);
     for (int k = 0; hrefs && k < 2 * n; k++) free(hrefs[k]);
     free(hrefs);
     free(samples);
+    return rc;
+}
+
+int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
+                    char **final_dir, jb_err_t *err) {
+    char partial[4096], final[4096];
+    json_t *spec = NULL, *labels = NULL;
+    int best = -1;
+    if (pick_names(root, o->codes->job_id, partial, final, sizeof partial, err)) return -1;
+    int rc = write_meta(partial, o, &spec, &labels, err) ||
+                     write_audio(partial, vq, o, &best, err) ||
+                     write_page(partial, vq, o, best, spec, labels, err) ||
+                     publish(partial, final, final_dir, err)
+                 ? -1
+                 : 0;
+    if (rc) rm_rf(partial);
+    json_decref(spec);
+    json_decref(labels);
     return rc;
 }
