@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "jb_codec.h"
@@ -84,7 +85,7 @@ int main(int argc, char **argv) {
             threads = (int)strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) {
                 fprintf(stderr, "jukebox-encoder: --threads: expected 1..1024, got '%s'\n", optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case 'w':
@@ -92,7 +93,7 @@ int main(int argc, char **argv) {
             if (*end || window < 1) {
                 fprintf(stderr, "jukebox-encoder: --window: expected a sample count, got '%s'\n",
                         optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case 'q': jb_log_set_level(JB_ERROR); break;
@@ -100,31 +101,31 @@ int main(int argc, char **argv) {
         case 'h': usage(stdout); return 0;
         default:
             fprintf(stderr, "Try 'jukebox-encoder --help'.\n");
-            return 64;
+            return EX_USAGE;
         }
     }
     if (optind < argc) {
         if (in || optind + 1 < argc) {
             fprintf(stderr, "jukebox-encoder: one audio file at a time\n");
-            return 64;
+            return EX_USAGE;
         }
         in = argv[optind];
     }
     if (!in || !model) {
         fprintf(stderr, "jukebox-encoder: %s\nTry 'jukebox-encoder --help'.\n",
                 !model ? "--model is required" : "no audio file given");
-        return 64;
+        return EX_USAGE;
     }
     if (!strcmp(out, "-") && isatty(1)) {
         fprintf(stderr, "jukebox-encoder: not writing binary codes to a terminal; "
                         "redirect stdout or use -o FILE\n");
-        return 64;
+        return EX_USAGE;
     }
     jb_err_t err = {0};
     if (job && !jb_codec_job_id_ok(job)) {
         fprintf(stderr, "jukebox-encoder: --job '%s': use 1..%d of [A-Za-z0-9._:-]\n", job,
                 JB_WIRE_JOB_ID_MAX);
-        return 64;
+        return EX_USAGE;
     }
     jb_device_t dev;
     if (jb_device_parse(device, &dev, &err) || jb_device_open(&dev, &err)) {
@@ -141,13 +142,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "jukebox-encoder: --window %lld: this model needs at least %lld\n",
                 window, (long long)jb_codec_min_window(vq));
         jb_vqvae_destroy(&vq);
-        return 64;
+        return EX_USAGE;
     }
     unsigned mask = 0;
     if (levels && jb_codec_parse_levels(levels, jb_vqvae_hparams(vq)->levels, &mask, &err)) {
         fprintf(stderr, "jukebox-encoder: %s\n", err.msg);
         jb_vqvae_destroy(&vq);
-        return 64;
+        return EX_USAGE;
     }
     void *on_dev = NULL;
     if (jb_codec_attach_device(vq, dev.is_cuda, &on_dev, &err)) {

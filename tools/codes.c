@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "jb_codes.h"
 #include "jb_log.h"
@@ -26,7 +27,7 @@ int main(int argc, char **argv) {
     jb_log_set_stage("codes");
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 64 : 0;
+        return argc < 2 ? EX_USAGE : 0;
     }
     const char *cmd = argv[1];
     int level = -1, sample = -1;
@@ -37,15 +38,15 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "l:s:h", longs, NULL)) != -1) {
         char *end;
         switch (c) {
-        case 'l': level = (int)strtol(optarg, &end, 10); if (*end || level < 0) return usage(stderr), 64; break;
-        case 's': sample = (int)strtol(optarg, &end, 10); if (*end || sample < 0) return usage(stderr), 64; break;
+        case 'l': level = (int)strtol(optarg, &end, 10); if (*end || level < 0) return usage(stderr), EX_USAGE; break;
+        case 's': sample = (int)strtol(optarg, &end, 10); if (*end || sample < 0) return usage(stderr), EX_USAGE; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 64;
+        default: usage(stderr); return EX_USAGE;
         }
     }
     if (optind != argc - 1 || (strcmp(cmd, "info") && strcmp(cmd, "dump"))) {
         usage(stderr);
-        return 64;
+        return EX_USAGE;
     }
     jb_codes_t codes = {0};
     jb_err_t err = {0};
@@ -67,7 +68,7 @@ int main(int argc, char **argv) {
         if (level >= codes.levels || sample >= codes.n_samples) {
             fprintf(stderr, "jukebox-codes: the file has levels 0..%d and samples 0..%d\n",
                     codes.levels - 1, codes.n_samples - 1);
-            rc = 64;
+            rc = EX_USAGE;
         }
         for (int l = codes.levels - 1; l >= 0 && !rc; l--) {
             if (level >= 0 && l != level) continue;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "jb_err.h"
 #include "jb_expect.h"
@@ -23,8 +24,6 @@
 #include "jb_log.h"
 #include "jb_safetensors.h"
 #include "jb_torch.h"
-
-#define EX_USAGE 64
 
 static void usage(FILE *f) {
     fprintf(f,

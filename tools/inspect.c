@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "jb_expect.h"
 #include "jb_hparams.h"
@@ -118,7 +119,7 @@ static int preset_estimate(const char *name) {
     json_t *hp = jb_hparams_preset(name, &err);
     if (!hp) {
         jb_log(JB_ERROR, "%s", err.msg);
-        return 64;
+        return EX_USAGE;
     }
     int is_prior = strcmp(name, "vqvae") != 0, fp16 = 0;
     jb_expect_t *ex = is_prior ? jb_expect_prior(hp, &err) : jb_expect_vqvae(hp, &err);
@@ -129,7 +130,7 @@ static int preset_estimate(const char *name) {
         jb_log(JB_ERROR, "%s", err.msg);
         json_decref(hp);
         jb_expect_destroy(&ex);
-        return 70;
+        return EX_SOFTWARE;
     }
     if (is_prior) fp16 = ph.fp16_params;
     double w = 0;
@@ -162,12 +163,12 @@ int main(int argc, char **argv) {
             return 0;
         } else if (argv[i][0] == '-' || path) {
             fprintf(stderr, "usage: jukebox-inspect [--no-tensors] MODEL.safetensors\n");
-            return 64;
+            return EX_USAGE;
         } else path = argv[i];
     }
     if (!path) {
         fprintf(stderr, "usage: jukebox-inspect [--no-tensors] MODEL.safetensors\n");
-        return 64;
+        return EX_USAGE;
     }
     jb_err_t err = {0};
     jb_st_t *st = jb_st_open(path, &err);
@@ -263,7 +264,7 @@ int main(int argc, char **argv) {
         printf("check: %s\n", !ex ? err.msg : bad ? "tensors do NOT match the hyper-parameters"
                                                   : "every expected tensor present, right "
                                                     "shape and dtype");
-        if (!ex || bad) rc = 65;
+        if (!ex || bad) rc = EX_DATAERR;
         if (is_prior) estimate_prior(&ph, ex, total);
         else estimate_vqvae(&vh, total);
         jb_expect_destroy(&ex);

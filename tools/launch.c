@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,22 +84,22 @@ int main(int argc, char **argv) {
             timeout = strtod(optarg, &end);
             if (!*optarg || *end || !(timeout > 0)) {
                 fprintf(stderr, "jukebox-launch: --timeout %s: expected seconds > 0\n", optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 64;
+        default: usage(stderr); return EX_USAGE;
         }
     }
     if (!log || !pidfile || optind >= argc) {
         usage(stderr);
-        return 64;
+        return EX_USAGE;
     }
     // The socket lives in a private directory, so its name cannot clash or be hijacked.
     char dir[] = "/tmp/jukebox-launch.XXXXXX";
     if (!mkdtemp(dir)) {
         fprintf(stderr, "jukebox-launch: cannot create a directory in /tmp: %s\n", strerror(errno));
-        return 71;
+        return EX_OSERR;
     }
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s/notify", dir);
@@ -107,7 +108,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "jukebox-launch: notify socket %s: %s\n", sa.sun_path, strerror(errno));
         if (fd >= 0) close(fd);
         rmdir(dir);
-        return 71;
+        return EX_OSERR;
     }
     int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (logfd < 0) {
@@ -115,12 +116,12 @@ int main(int argc, char **argv) {
         close(fd);
         unlink(sa.sun_path);
         rmdir(dir);
-        return 71;
+        return EX_OSERR;
     }
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "jukebox-launch: fork: %s\n", strerror(errno));
-        return 71;
+        return EX_OSERR;
     }
     if (pid == 0) {
         setsid();   // its own session: a terminal's ^C or the caller's exit does not reach it
@@ -137,12 +138,12 @@ int main(int argc, char **argv) {
         _exit(127);
     }
     close(logfd);
-    int rc = 75;
+    int rc = EX_TEMPFAIL;
     jb_err_t perr = {0};
     if (write_pidfile(pidfile, pid, &perr) != 0) {
         fprintf(stderr, "jukebox-launch: cannot write the pid file: %s\n", perr.msg);
         kill(pid, SIGTERM);
-        rc = 71;
+        rc = EX_OSERR;
         goto out;
     }
     double end = now_s() + timeout;
@@ -157,14 +158,14 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "jukebox-launch: %s was killed by signal %d before it was "
                         "ready (see %s)\n", argv[optind], WTERMSIG(status), log);
             unlink(pidfile);
-            rc = 69;
+            rc = EX_UNAVAILABLE;
             break;
         }
         double left = end - now_s();
         if (left <= 0) {
             fprintf(stderr, "jukebox-launch: %s (pid %ld) not ready after %g s; left running\n",
                     argv[optind], (long)pid, timeout);
-            rc = 75;
+            rc = EX_TEMPFAIL;
             break;
         }
         struct pollfd p = {.fd = fd, .events = POLLIN};

@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include <msgpack.h>
+#include <sysexits.h>
 #include <zmq.h>
 
 #include "jb_log.h"
@@ -370,14 +371,14 @@ int main(int argc, char **argv) {
             timeout_ms = (int)strtol(optarg, &end, 10);
             if (!*optarg || *end || timeout_ms < 1) {
                 fprintf(stderr, "jukebox-status: --timeout %s: expected milliseconds\n", optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case 'j': as_json = 1; break;
         case 'p': peers = 1; break;
         case 's': state = optarg; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 64;
+        default: usage(stderr); return EX_USAGE;
         }
     }
     char **eps = NULL;
@@ -386,7 +387,7 @@ int main(int argc, char **argv) {
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             char **grown = realloc(eps, (size_t)cap * sizeof *eps);
-            if (!grown) return 70;
+            if (!grown) return EX_SOFTWARE;
             eps = grown;
         }
         eps[n++] = strdup(argv[i]);
@@ -401,16 +402,16 @@ int main(int argc, char **argv) {
     if (state && read_state(state, &eps, &n, &cap)) {
         fprintf(stderr, "jukebox-status: %s/endpoints: no services there (give endpoints, or "
                 "--state DIR of pipelines/local-services.sh)\n", state);
-        if (!n) return 64;
+        if (!n) return EX_USAGE;
     }
     if (!n) {
         fprintf(stderr, "jukebox-status: no endpoints (the services were started without "
                 "control endpoints?)\n");
-        return 64;
+        return EX_USAGE;
     }
     void *ctx = zmq_ctx_new();
     query_t *qs = calloc((size_t)n, sizeof *qs);
-    if (!ctx || !qs) return 70;
+    if (!ctx || !qs) return EX_SOFTWARE;
     for (int i = 0; i < n; i++) qs[i].ep = eps[i];
     ask_all(ctx, qs, n, timeout_ms);
     int missing = 0;
@@ -436,5 +437,5 @@ int main(int argc, char **argv) {
     free(qs);
     free(eps);
     zmq_ctx_term(ctx);
-    return missing ? 69 : 0;
+    return missing ? EX_UNAVAILABLE : 0;
 }

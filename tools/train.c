@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,7 +38,6 @@
 
 void openblas_set_num_threads(int);
 
-#define EX_USAGE_ 64
 
 // The toy presets (docs/train.md): a three-level VQ-VAE of the reference's architecture at a
 // size that trains in seconds on a laptop core, and priors over its codes.
@@ -146,7 +146,7 @@ static int usage_err(const char *fmt, const char *arg) {
     fprintf(stderr, "jukebox-train: ");
     fprintf(stderr, fmt, arg);
     fprintf(stderr, " (see --help)\n");
-    return EX_USAGE_;
+    return EX_USAGE;
 }
 
 static int parse_i64(const char *s, int64_t lo, int64_t *out) {
@@ -277,7 +277,7 @@ static int make_dir(const char *d, jb_err_t *err) {
 
 static int train_vqvae(const opts_t *o) {
     jb_err_t err = {0};
-    int rc = 70;
+    int rc = EX_SOFTWARE;
     json_t *hp = NULL;
     jb_trainer_data_t *d = NULL;
     jb_train_vqvae_t *tv = NULL;
@@ -522,7 +522,7 @@ static void free_labels(int n, int32_t *art, int32_t *gen, int *ngen, int32_t **
 
 static int train_prior(const opts_t *o) {
     jb_err_t err = {0};
-    int rc = 70;
+    int rc = EX_SOFTWARE;
     json_t *hp = NULL, *vqhp = NULL;
     jb_trainer_data_t *d = NULL;
     jb_train_prior_t *tp = NULL;
@@ -850,7 +850,7 @@ int main(int argc, char **argv) {
     jb_log_set_stage("train");
     if (argc < 2) {
         usage(stderr);
-        return EX_USAGE_;
+        return EX_USAGE;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(stdout);

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 
 int jb_err_set(jb_err_t *err, int code, const char *fmt, ...) {
     if (!err) return -1;
@@ -59,13 +60,13 @@ const char *jb_err_name(int code) {
 int jb_err_exit_code(int code) {
     switch (code) {
     case JB_OK: return 0;
-    case JB_EINVAL: return 64;     // EX_USAGE
-    case JB_EFORMAT: return 65;    // EX_DATAERR
-    case JB_EUNSUP: return 65;
-    case JB_ENOENT: return 66;     // EX_NOINPUT
-    case JB_EUNAVAIL: return 69;   // EX_UNAVAILABLE
-    case JB_EIO: return 74;        // EX_IOERR
+    case JB_EINVAL: return EX_USAGE;
+    case JB_EFORMAT: return EX_DATAERR;
+    case JB_EUNSUP: return EX_DATAERR;
+    case JB_ENOENT: return EX_NOINPUT;
+    case JB_EUNAVAIL: return EX_UNAVAILABLE;
+    case JB_EIO: return EX_IOERR;
     case JB_ECANCEL: return 0;
-    default: return 70;            // EX_SOFTWARE
+    default: return EX_SOFTWARE;
     }
 }

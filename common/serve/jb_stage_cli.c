@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <sysexits.h>
 
 #include "jb_device.h"
 #include "jb_log.h"
@@ -109,7 +110,7 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
             if (!*optarg || *end || v < 1 || v > 4096) {
                 fprintf(stderr, "jukebox-%s: -%c %s: expected a positive integer\n", stage, c,
                         optarg);
-                return 64;
+                return EX_USAGE;
             }
             if (c == 't') threads = (int)v;
             else if (c == 'b') o.max_batch = (int)v;
@@ -126,7 +127,7 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
             if (!*optarg || *end || v < 1 || v > 86400000) {
                 fprintf(stderr, "jukebox-%s: --%s %s: expected milliseconds\n", stage,
                         c == 'H' ? "heartbeat" : "peer-timeout", optarg);
-                return 64;
+                return EX_USAGE;
             }
             if (c == 'H') o.heartbeat_ms = (int)v;
             else o.peer_timeout_ms = (int)v;
@@ -136,34 +137,34 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
             if ((o.weights = jb_weights_parse(optarg)) < 0) {
                 fprintf(stderr, "jukebox-%s: --weights %s: expected stored, bf16, f16 or f32\n",
                         stage, optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case 'P':
             if (strcmp(optarg, "0") && strcmp(optarg, "1")) {
                 fprintf(stderr, "jukebox-%s: --packed %s: expected 0 or 1\n", stage, optarg);
-                return 64;
+                return EX_USAGE;
             }
             o.packed = optarg[0] == '1';
             break;
         case 'q': jb_log_set_level(JB_ERROR); break;
         case 'v': jb_log_set_level(JB_DEBUG); break;
         case 'h': usage(stdout, stage, level); return 0;
-        default: usage(stderr, stage, level); return 64;
+        default: usage(stderr, stage, level); return EX_USAGE;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "jukebox-%s: unexpected argument '%s' (see --help)\n", stage, argv[optind]);
-        return 64;
+        return EX_USAGE;
     }
     if ((o.heartbeat_ms || o.peer_timeout_ms) &&
         (o.peer_timeout_ms ? o.peer_timeout_ms : 5000) <= (o.heartbeat_ms ? o.heartbeat_ms : 1000)) {
         fprintf(stderr, "jukebox-%s: --peer-timeout must be longer than --heartbeat\n", stage);
-        return 64;
+        return EX_USAGE;
     }
     if (!o.model_path) {
         fprintf(stderr, "jukebox-%s: --model is required (see --help)\n", stage);
-        return 64;
+        return EX_USAGE;
     }
     jb_err_t err = {0};
     jb_device_t dev;
