@@ -422,6 +422,63 @@ static int put_transformer(pinit_t *pi, const char *prefix, int W, int D, double
     return 0;
 }
 
+// The Conditioner on the level above (conditioners.py), in the reference's init order.
+static int put_conditioner(pinit_t *pi, const jb_prior_hparams_t *hp, double init_scale) {
+    int W = hp->width, cw = hp->cond_width, cm = (int)(hp->cond_m_conv * cw), L1 = hp->level + 1;
+    int down = hp->vqvae.downs_t[L1], s = hp->vqvae.strides_t[L1];
+    const char *pre = "conditioner_blocks.0.";
+    char nm[256];
+    snprintf(nm, sizeof nm, "%sx_emb.weight", pre);
+    if (put(pi, nm, INIT_NORMAL, 0.02 * init_scale, 2, hp->vqvae.l_bins, W, 0)) return -1;
+    snprintf(nm, sizeof nm, "%scond.model.0.weight", pre);
+    if (put(pi, nm, INIT_UNIFORM, 1.0 / sqrt(W * 3.0), 3, cw, W, 3)) return -1;
+    snprintf(nm, sizeof nm, "%scond.model.0.bias", pre);
+    if (put(pi, nm, INIT_UNIFORM, 1.0 / sqrt(W * 3.0), 1, cw, 0, 0)) return -1;
+    for (int i = 0; i < down; i++) {
+        for (int j = 0; j < hp->cond_depth; j++) {
+            snprintf(nm, sizeof nm, "%scond.model.%d.0.model.%d.model.1.weight", pre, 1 + i, j);
+            if (put(pi, nm, INIT_UNIFORM, 1.0 / sqrt(cw * 3.0), 3, cm, cw, 3)) return -1;
+            snprintf(nm, sizeof nm, "%scond.model.%d.0.model.%d.model.1.bias", pre, 1 + i, j);
+            if (put(pi, nm, INIT_UNIFORM, 1.0 / sqrt(cw * 3.0), 1, cm, 0, 0)) return -1;
+            snprintf(nm, sizeof nm, "%scond.model.%d.0.model.%d.model.3.weight", pre, 1 + i, j);
+            if (put(pi, nm, INIT_UNIFORM, 1.0 / sqrt((double)cm), 3, cw, cm, 1)) return -1;
+            snprintf(nm, sizeof nm, "%scond.model.%d.0.model.%d.model.3.bias", pre, 1 + i, j);
+            if (put(pi, nm, INIT_UNIFORM, 1.0 / sqrt((double)cm), 1, cw, 0, 0)) return -1;
+        }
+        int co = i == down - 1 ? W : cw;
+        // ConvTranspose1d: PyTorch's fan_in is weight.size(1) * k = co * 2s
+        snprintf(nm, sizeof nm, "%scond.model.%d.1.weight", pre, 1 + i);
+        if (put(pi, nm, INIT_UNIFORM, 1.0 / sqrt(co * 2.0 * s), 3, cw, co, 2 * s)) return -1;
+        snprintf(nm, sizeof nm, "%scond.model.%d.1.bias", pre, 1 + i);
+        if (put(pi, nm, INIT_UNIFORM, 1.0 / sqrt(co * 2.0 * s), 1, co, 0, 0)) return -1;
+    }
+    snprintf(nm, sizeof nm, "%sln.weight", pre);
+    if (put(pi, nm, INIT_ONES, 0, 1, W, 0, 0)) return -1;
+    snprintf(nm, sizeof nm, "%sln.bias", pre);
+    return put(pi, nm, INIT_ZEROS, 0, 1, W, 0, 0);
+}
+
+// The lyrics encoder (5b_lyrics): prime_prior (only_encode), its projection and LayerNorm,
+// and its output projection, in the reference's init order.
+static int put_lyrics_encoder(pinit_t *pi, const jb_prior_hparams_t *hp, double init_scale,
+                              double prime_init_scale) {
+    int W = hp->width, pw = hp->prime_width, P = hp->n_tokens, V = hp->n_vocab;
+    double ps = 0.02 * prime_init_scale;
+    return put(pi, "prime_prior.start_token", INIT_NORMAL, ps, 2, 1, pw, 0) ||
+                   put(pi, "prime_prior.x_emb.weight", INIT_NORMAL, ps, 2, V, pw, 0) ||
+                   put(pi, "prime_prior.pos_emb.pos_emb", INIT_NORMAL, 0.01 * prime_init_scale, 2,
+                       P, pw, 0) ||
+                   put_transformer(pi, "prime_prior.transformer.", pw, hp->prime_depth,
+                                   hp->prime_m_attn, hp->prime_m_mlp, hp->prime_attn_order, ps) ||
+                   put(pi, "prime_state_proj.w", INIT_NORMAL, ps, 2, pw, W, 0) ||
+                   put(pi, "prime_state_proj.b", INIT_ZEROS, 0, 1, W, 0, 0) ||
+                   put(pi, "prime_state_ln.weight", INIT_ONES, 0, 1, W, 0, 0) ||
+                   put(pi, "prime_state_ln.bias", INIT_ZEROS, 0, 1, W, 0, 0) ||
+                   put(pi, "prime_x_out.weight", INIT_NORMAL, 0.02 * init_scale, 2, V, W, 0)
+               ? -1
+               : 0;
+}
+
 int jb_trainer_prior_init(const json_t *hpj, uint64_t seed, const char *path,
                           const char *const *meta_keys, const char *const *meta_values,
                           int n_meta, jb_err_t *err) {
@@ -463,40 +520,7 @@ int jb_trainer_prior_init(const json_t *hpj, uint64_t seed, const char *path,
         goto done;
     for (int i = 0; i < n_meta; i++)
         if (jb_st_writer_meta(pi.w, meta_keys[i], meta_values[i], err)) goto done;
-    if (!top) {   // Conditioner on the level above (conditioners.py)
-        int cw = hp.cond_width, cm = (int)(hp.cond_m_conv * cw), L1 = hp.level + 1;
-        int down = hp.vqvae.downs_t[L1], s = hp.vqvae.strides_t[L1];
-        const char *pre = "conditioner_blocks.0.";
-        char nm[256];
-        snprintf(nm, sizeof nm, "%sx_emb.weight", pre);
-        if (put(&pi, nm, INIT_NORMAL, 0.02 * init_scale, 2, hp.vqvae.l_bins, W, 0)) goto done;
-        snprintf(nm, sizeof nm, "%scond.model.0.weight", pre);
-        if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt(W * 3.0), 3, cw, W, 3)) goto done;
-        snprintf(nm, sizeof nm, "%scond.model.0.bias", pre);
-        if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt(W * 3.0), 1, cw, 0, 0)) goto done;
-        for (int i = 0; i < down; i++) {
-            for (int j = 0; j < hp.cond_depth; j++) {
-                snprintf(nm, sizeof nm, "%scond.model.%d.0.model.%d.model.1.weight", pre, 1 + i, j);
-                if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt(cw * 3.0), 3, cm, cw, 3)) goto done;
-                snprintf(nm, sizeof nm, "%scond.model.%d.0.model.%d.model.1.bias", pre, 1 + i, j);
-                if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt(cw * 3.0), 1, cm, 0, 0)) goto done;
-                snprintf(nm, sizeof nm, "%scond.model.%d.0.model.%d.model.3.weight", pre, 1 + i, j);
-                if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt((double)cm), 3, cw, cm, 1)) goto done;
-                snprintf(nm, sizeof nm, "%scond.model.%d.0.model.%d.model.3.bias", pre, 1 + i, j);
-                if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt((double)cm), 1, cw, 0, 0)) goto done;
-            }
-            int co = i == down - 1 ? W : cw;
-            // ConvTranspose1d: PyTorch's fan_in is weight.size(1) * k = co * 2s
-            snprintf(nm, sizeof nm, "%scond.model.%d.1.weight", pre, 1 + i);
-            if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt(co * 2.0 * s), 3, cw, co, 2 * s)) goto done;
-            snprintf(nm, sizeof nm, "%scond.model.%d.1.bias", pre, 1 + i);
-            if (put(&pi, nm, INIT_UNIFORM, 1.0 / sqrt(co * 2.0 * s), 1, co, 0, 0)) goto done;
-        }
-        snprintf(nm, sizeof nm, "%sln.weight", pre);
-        if (put(&pi, nm, INIT_ONES, 0, 1, W, 0, 0)) goto done;
-        snprintf(nm, sizeof nm, "%sln.bias", pre);
-        if (put(&pi, nm, INIT_ZEROS, 0, 1, W, 0, 0)) goto done;
-    }
+    if (!top && put_conditioner(&pi, &hp, init_scale)) goto done;
     if (hp.labels) {
         if (put(&pi, "y_emb.bow_genre_emb.emb.weight", INIT_NORMAL, 0.02, 2, hp.y_bins[0], W, 0) ||
             put(&pi, "y_emb.artist_emb.emb.weight", INIT_NORMAL, 0.02, 2, hp.y_bins[1], W, 0))
@@ -508,22 +532,7 @@ int jb_trainer_prior_init(const json_t *hpj, uint64_t seed, const char *path,
                 goto done;
         }
     }
-    if (enc) {   // the lyrics encoder: prime_prior (only_encode), its projection and LayerNorm
-        int pw = hp.prime_width, P = hp.n_tokens, V = hp.n_vocab;
-        double ps = 0.02 * prime_init_scale;
-        if (put(&pi, "prime_prior.start_token", INIT_NORMAL, ps, 2, 1, pw, 0) ||
-            put(&pi, "prime_prior.x_emb.weight", INIT_NORMAL, ps, 2, V, pw, 0) ||
-            put(&pi, "prime_prior.pos_emb.pos_emb", INIT_NORMAL, 0.01 * prime_init_scale, 2, P,
-                pw, 0) ||
-            put_transformer(&pi, "prime_prior.transformer.", pw, hp.prime_depth,
-                            hp.prime_m_attn, hp.prime_m_mlp, hp.prime_attn_order, ps) ||
-            put(&pi, "prime_state_proj.w", INIT_NORMAL, ps, 2, pw, W, 0) ||
-            put(&pi, "prime_state_proj.b", INIT_ZEROS, 0, 1, W, 0, 0) ||
-            put(&pi, "prime_state_ln.weight", INIT_ONES, 0, 1, W, 0, 0) ||
-            put(&pi, "prime_state_ln.bias", INIT_ZEROS, 0, 1, W, 0, 0) ||
-            put(&pi, "prime_x_out.weight", INIT_NORMAL, 0.02 * init_scale, 2, V, W, 0))
-            goto done;
-    }
+    if (enc && put_lyrics_encoder(&pi, &hp, init_scale, prime_init_scale)) goto done;
     int xe_idx = pi.n;
     if (put(&pi, "prior.x_emb.weight", INIT_NORMAL, 0.02 * init_scale, 2, B, W, 0)) goto done;
     if (!hp.labels && put(&pi, "prior.start_token", INIT_NORMAL, 0.02 * init_scale, 2, 1, W, 0))
