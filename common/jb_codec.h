@@ -104,6 +104,7 @@ typedef struct {
     int files_written;
     int stopped;             // ended by *stop, not by the end of the stream
     int jobs_dropped;        // unfinished jobs dropped when stopped
+    int msgs_skipped;        // refused messages that named no job (skipped, not a job)
     int first_fail_code;     // jb_errcode_t of the first failed job (JB_OK if none)
     char first_fail[512];    // its message
 } jb_codec_decode_stats_t;

@@ -118,6 +118,14 @@ static char *control_status(void *user) {
     return t ? t : strdup("{\"stage\":\"decoder\"}");
 }
 
+// Each known job's messages are bounded by its levels' lengths under this model.
+static void set_admit(jb_endpoint_opts_t *eo, const jb_vqvae_t *vq) {
+    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+    eo->admit.sr = hp->sr;
+    eo->admit.levels = hp->levels <= JB_WIRE_MAX_LEVEL + 1 ? hp->levels : JB_WIRE_MAX_LEVEL + 1;
+    for (int l = 0; l < eo->admit.levels; l++) eo->admit.hop[l] = hp->hop_lengths[l];
+}
+
 // --outdir: the pipeline's last stage (jb_collect).
 static int run_outdir(const char *model, const char *in, const char *root, int max_jobs,
                       int threads, long long window, long long decode_step, int cuda,
@@ -160,6 +168,8 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;
+    set_admit(&eo, vq);
+    g_link.admit = eo.admit;
     g_link.stage = "decoder";
     g_link.stop = (volatile sig_atomic_t *)&stop_flag;
     g_link.status = decoder_status;
@@ -189,11 +199,19 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     } else if (st.jobs_failed) {
         jb_log(JB_ERROR, "%d of %d job(s) failed (see ROOT/<job>/error.json)", st.jobs_failed,
                st.jobs_failed + st.jobs_done);
-        rc = 65;
+        rc = st.first_fail_code ? st.first_fail_code : 65;
     } else if (st.jobs_kept) {
         jb_log(JB_ERROR, "the input ended in the middle of %d job(s), kept in the spool %s",
                st.jobs_kept, spool);
         rc = 69;
+    } else if (st.msgs_skipped) {
+        jb_log(JB_ERROR, "%d job(s) written under %s, but %d message(s) naming no job were "
+               "skipped", st.jobs_done, root, st.msgs_skipped);
+        rc = 65;
+    } else if (!st.jobs_done && !stop_flag && !jb_endpoint_spec_is_link(in)) {
+        jb_log(JB_ERROR, "%s: the input ended before any complete job (did the stage before "
+               "this one fail?)", in);
+        rc = 65;
     } else {
         jb_log(JB_INFO, "%d job(s) written under %s; first audio %.2f s, all %.2f s after the "
                "first message", st.jobs_done, root, st.first_audio_s, st.total_s);
@@ -377,6 +395,7 @@ int main(int argc, char **argv) {
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;   // codes of another codebook are refused
+    set_admit(&eo, vq);
     jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
     int rc = 0;
     jb_codec_decode_stats_t st;
@@ -390,8 +409,12 @@ int main(int argc, char **argv) {
     } else if (st.stopped) {
         jb_log(JB_INFO, "stopped by signal %d: %d job(s) written, %d unfinished dropped",
                stop_flag, st.jobs_done, st.jobs_dropped);
+    } else if (st.msgs_skipped) {
+        jb_log(JB_ERROR, "%d job(s) written, but %d message(s) naming no job were skipped",
+               st.jobs_done, st.msgs_skipped);
+        rc = jb_err_exit_code(JB_EFORMAT);
     } else if (!st.jobs_done) {
-        jb_log(JB_ERROR, "%s: no codes in the stream", in);
+        jb_log(JB_ERROR, "%s: no job in the stream", in);
         rc = jb_err_exit_code(JB_EFORMAT);
     }
     jb_endpoint_destroy(&ep);
