@@ -124,13 +124,7 @@ static int job_char_ok(char c) {
            c == '.' || c == '_' || c == ':' || c == '-';
 }
 
-int jb_codec_job_id_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n < 1 || n > JB_WIRE_JOB_ID_MAX) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!job_char_ok(s[i])) return 0;
-    return 1;
-}
+int jb_codec_job_id_ok(const char *s) { return jb_wire_job_id_ok(s); }
 
 void jb_codec_job_id_from_path(const char *path, char *out, size_t size) {
     if (!size) return;
@@ -145,7 +139,7 @@ void jb_codec_job_id_from_path(const char *path, char *out, size_t size) {
     if (n > JB_WIRE_JOB_ID_MAX) n = JB_WIRE_JOB_ID_MAX;
     if (n > size - 1) n = size - 1;
     for (size_t i = 0; i < n; i++) {
-        out[i] = job_char_ok(base[i]) ? base[i] : '_';
+        out[i] = job_char_ok(base[i]) && (i || base[i] != '.') ? base[i] : '_';
     }
     out[n] = 0;
     if (!n) snprintf(out, size, "audio");
@@ -191,16 +185,21 @@ int jb_codec_encode_send(jb_vqvae_t *vq, const float *x, int64_t n, const char *
         m.type = JB_MSG_CODES;
         if (jb_msg_set_job_id(&m, job_id, err)) goto done;
         m.level = L;
-        m.offset = 0;
         m.batch = 1;
-        m.count = TL;
         m.codebook = hp->l_bins;
         m.sample_rate = hp->sr;
         m.audio_len = n;
-        m.codes = codes;   // borrowed: taken back below before any clear
-        int s = jb_endpoint_send(out, &m, err);
-        m.codes = NULL;
-        if (s) goto done;
+        // At most JB_WIRE_MAX_RAW bytes of codes a message (a song of over ~12 minutes
+        // takes several at the bottom level).
+        const int64_t per_msg = JB_WIRE_MAX_RAW / 4;
+        for (int64_t off = 0; off < TL; off += per_msg) {
+            m.offset = off;
+            m.count = TL - off < per_msg ? TL - off : per_msg;
+            m.codes = codes + off;   // borrowed: taken back below before any clear
+            int s = jb_endpoint_send(out, &m, err);
+            m.codes = NULL;
+            if (s) goto done;
+        }
         m.type = JB_MSG_END;
         m.offset = TL;
         m.batch = m.count = m.codebook = -1;
