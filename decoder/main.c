@@ -83,19 +83,22 @@ static void usage(FILE *f) {
 "samples) and records the true length (audio_len); the output is cut back to it. Codes\n"
 "without a recorded length give len * hop_L samples.\n"
 "\n"
-"Jobs: every job in the stream is decoded when its END message arrives (or at the end of\n"
-"the stream, if its level is complete). A job that cannot be decoded is reported and\n"
-"skipped; the others are still written.\n"
+"Jobs: every job in the stream is decoded when its END message arrives. A job that\n"
+"cannot be decoded is reported and skipped (one error each; its later messages are\n"
+"dropped); the others are still written.\n"
 "\n"
 "Signals: SIGTERM or SIGINT stops the decoder cleanly (exit 0): a file being written is\n"
 "finished, jobs not complete yet are dropped without output.\n"
 "\n"
-"Exit codes: 0 every job written (or stopped by SIGTERM/SIGINT); 64 bad usage (also: two\n"
-"jobs would write the same file); 65 bad input data (a corrupt or truncated codes stream,\n"
-"codes for another model, a missing level, a job that failed upstream; a model file that\n"
-"is not a VQ-VAE); 66 codes or model file missing; 69 ZeroMQ peer or the device unusable\n"
-"(or, with --spool, the input ended in the middle of a job: kept for a restart); 70\n"
-"internal error or out of memory (also of device memory); 74 writing the audio failed.\n"
+"Exit codes (docs/wire.md 8.5, the same for -o and --outdir): 0 every job written (or\n"
+"stopped by SIGTERM/SIGINT); 64 bad usage (also: two jobs would write the same file);\n"
+"65 bad input data (a job failed: corrupt codes, codes for another model, a missing\n"
+"level, an error from upstream; a truncated stream; messages naming no job skipped; an\n"
+"input with no complete job; a model file that is not a VQ-VAE); 66 codes or model file\n"
+"missing; 69 the input ended in the middle of a job (the stage before died; with --spool:\n"
+"kept for a restart), a ZeroMQ peer or the device unusable; 70 internal error or out of\n"
+"memory; 74 writing the audio failed. A job the input cut is never written as a lower\n"
+"level: -o writes it only when --level names a level that is complete.\n"
 "No partial output file is left on failure.\n"
 "\n"
 "Example: jukebox-decoder -m vqvae.safetensors < song.jbc -o song.wav\n"
@@ -116,6 +119,14 @@ static char *control_status(void *user) {
     (void)user;
     char *t = g_in_link ? jb_link_status_json(g_in_link) : NULL;
     return t ? t : strdup("{\"stage\":\"decoder\"}");
+}
+
+// Each known job's messages are bounded by its levels' lengths under this model.
+static void set_admit(jb_endpoint_opts_t *eo, const jb_vqvae_t *vq) {
+    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+    eo->admit.sr = hp->sr;
+    eo->admit.levels = hp->levels <= JB_WIRE_MAX_LEVEL + 1 ? hp->levels : JB_WIRE_MAX_LEVEL + 1;
+    for (int l = 0; l < eo->admit.levels; l++) eo->admit.hop[l] = hp->hop_lengths[l];
 }
 
 // --outdir: the pipeline's last stage (jb_collect).
@@ -160,6 +171,8 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;
+    set_admit(&eo, vq);
+    g_link.admit = eo.admit;
     g_link.stage = "decoder";
     g_link.stop = (volatile sig_atomic_t *)&stop_flag;
     g_link.status = decoder_status;
@@ -189,11 +202,19 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     } else if (st.jobs_failed) {
         jb_log(JB_ERROR, "%d of %d job(s) failed (see ROOT/<job>/error.json)", st.jobs_failed,
                st.jobs_failed + st.jobs_done);
-        rc = 65;
+        rc = st.first_fail_code ? st.first_fail_code : 65;
     } else if (st.jobs_kept) {
         jb_log(JB_ERROR, "the input ended in the middle of %d job(s), kept in the spool %s",
                st.jobs_kept, spool);
         rc = 69;
+    } else if (st.msgs_skipped) {
+        jb_log(JB_ERROR, "%d job(s) written under %s, but %d message(s) naming no job were "
+               "skipped", st.jobs_done, root, st.msgs_skipped);
+        rc = 65;
+    } else if (!st.jobs_done && !stop_flag && !jb_endpoint_spec_is_link(in)) {
+        jb_log(JB_ERROR, "%s: the input ended before any complete job (did the stage before "
+               "this one fail?)", in);
+        rc = 65;
     } else {
         jb_log(JB_INFO, "%d job(s) written under %s; first audio %.2f s, all %.2f s after the "
                "first message", st.jobs_done, root, st.first_audio_s, st.total_s);
@@ -377,6 +398,7 @@ int main(int argc, char **argv) {
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.codebook = jb_vqvae_hparams(vq)->l_bins;   // codes of another codebook are refused
+    set_admit(&eo, vq);
     jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
     int rc = 0;
     jb_codec_decode_stats_t st;
@@ -390,8 +412,12 @@ int main(int argc, char **argv) {
     } else if (st.stopped) {
         jb_log(JB_INFO, "stopped by signal %d: %d job(s) written, %d unfinished dropped",
                stop_flag, st.jobs_done, st.jobs_dropped);
+    } else if (st.msgs_skipped) {
+        jb_log(JB_ERROR, "%d job(s) written, but %d message(s) naming no job were skipped",
+               st.jobs_done, st.msgs_skipped);
+        rc = jb_err_exit_code(JB_EFORMAT);
     } else if (!st.jobs_done) {
-        jb_log(JB_ERROR, "%s: no codes in the stream", in);
+        jb_log(JB_ERROR, "%s: no job in the stream", in);
         rc = jb_err_exit_code(JB_EFORMAT);
     }
     jb_endpoint_destroy(&ep);

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "jb_job.h"
+#include "jb_wire.h"
 #include "jb_test.h"
 
 static jb_prior_hparams_t preset(const char *name) {
@@ -137,6 +138,23 @@ int main(void) {
              "artist id past the table: %s", err.msg);
     JB_CHECK(jb_job_sample_length(&v, 44100, 128) == (int64_t)(24 * 44100) / 128 * 128,
              "sample length rounded to the top hop");
+    // Job ids: one definition (docs/wire.md 2.1) for the wire, the spec and every tool.
+    {
+        static const struct { const char *id; int ok; } ids[] = {
+            {"b:c", 1}, {"a.b", 1}, {"x-1_2", 1}, {"b.", 1}, {":b", 1},
+            {".b", 0}, {".", 0}, {"..", 0}, {"", 0}, {"a/b", 0}, {"a b", 0}, {"caf\xc3\xa9", 0},
+            {"0123456789012345678901234567890123456789012345678901234567890123", 0},   // 64
+        };
+        for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+            jb_job_t v;
+            jb_job_defaults(&v);
+            snprintf(v.id, sizeof v.id, "%s", ids[i].id);
+            int spec_ok = strlen(ids[i].id) < sizeof v.id && jb_job_validate(&v, &err) == 0;
+            JB_CHECK(jb_wire_job_id_ok(ids[i].id) == ids[i].ok && spec_ok == ids[i].ok,
+                     "job id '%s': %s by the wire and the spec", ids[i].id,
+                     ids[i].ok ? "valid" : "refused");
+        }
+    }
     jb_job_free(&j);
     return jb_test_summary("test_jb_job");
 }

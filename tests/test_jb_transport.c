@@ -178,14 +178,14 @@ static void test_pipe(void) {
              err.msg);
     jb_endpoint_destroy(&in);
 
-    // A prefix claiming a ~1 GB payload, then the writer goes away: memory
+    // A prefix claiming a 16 MB payload (under the cap), then the writer goes away: memory
     // follows the bytes that arrived, not the claim, and the error says truncated.
     JB_CHECK(pipe(fds) == 0, "pipe");
     in = jb_endpoint_from_fd(fds[0], 0, 1, "pipe-in", NULL, &err);
-    uint8_t big[JB_FRAME_PREFIX + 100] = {'J', 'B', 'X', '1', 10, 0, 0, 0, 0x00, 0xca, 0x9a, 0x3b};
+    uint8_t big[JB_FRAME_PREFIX + 100] = {'J', 'B', 'X', '1', 10, 0, 0, 0, 0x00, 0x24, 0xf4, 0x00};
     JB_CHECK(write(fds[1], big, sizeof big) == (ssize_t)sizeof big, "write lying prefix");
     close(fds[1]);
-    // In a child with its address space capped at 256 MB more than it uses now:
+    // In a child with its address space capped at 8 MB more than it uses now:
     // allocating for the claim would fail with "out of memory".
 #if defined(__SANITIZE_ADDRESS__)
     int asan = 1;   // ASan reserves terabytes of address space: no cap possible
@@ -200,7 +200,7 @@ static void test_pipe(void) {
             FILE *f = fopen("/proc/self/statm", "r");
             if (!f || fscanf(f, "%ld", &pages) != 1) _exit(2);
             fclose(f);
-            rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)256 << 20);
+            rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)8 << 20);
             struct rlimit rl = {cap, cap};
             if (setrlimit(RLIMIT_AS, &rl)) _exit(2);
             r = jb_endpoint_recv(in, &m, WAIT_MS, &err);
@@ -209,7 +209,7 @@ static void test_pipe(void) {
         int status = -1;
         waitpid(pid, &status, 0);
         JB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                 "pipe: reading a 1 GB claim fits in 256 MB of address space");
+                 "pipe: reading a 16 MB claim fits in 8 MB of address space");
     }
     jb_endpoint_destroy(&in);
     JB_CHECK(pipe(fds) == 0, "pipe");   // again, for this process
@@ -217,8 +217,8 @@ static void test_pipe(void) {
     JB_CHECK(write(fds[1], big, sizeof big) == (ssize_t)sizeof big, "write lying prefix");
     close(fds[1]);
     r = jb_endpoint_recv(in, &m, WAIT_MS, &err);
-    JB_CHECK(r == JB_RECV_ERROR && strstr(err.msg, "truncated") && strstr(err.msg, "1000000026"),
-             "pipe: 1 GB claim, 116 bytes sent -> truncated (%s)", err.msg);
+    JB_CHECK(r == JB_RECV_ERROR && strstr(err.msg, "truncated") && strstr(err.msg, "16000026"),
+             "pipe: 16 MB claim, 116 bytes sent -> truncated (%s)", err.msg);
     jb_endpoint_destroy(&in);
 
     // Peer gone: the reader closes; the writer gets JB_EUNAVAIL, not SIGPIPE.

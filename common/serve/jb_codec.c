@@ -1,5 +1,6 @@
 // jb_codec.c: see jb_codec.h.
 #include "jb_codec.h"
+#include "jb_reader.h"
 
 #include <cblas.h>
 #include <inttypes.h>
@@ -123,13 +124,7 @@ static int job_char_ok(char c) {
            c == '.' || c == '_' || c == ':' || c == '-';
 }
 
-int jb_codec_job_id_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n < 1 || n > JB_WIRE_JOB_ID_MAX) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!job_char_ok(s[i])) return 0;
-    return 1;
-}
+int jb_codec_job_id_ok(const char *s) { return jb_wire_job_id_ok(s); }
 
 void jb_codec_job_id_from_path(const char *path, char *out, size_t size) {
     if (!size) return;
@@ -144,7 +139,7 @@ void jb_codec_job_id_from_path(const char *path, char *out, size_t size) {
     if (n > JB_WIRE_JOB_ID_MAX) n = JB_WIRE_JOB_ID_MAX;
     if (n > size - 1) n = size - 1;
     for (size_t i = 0; i < n; i++) {
-        out[i] = job_char_ok(base[i]) ? base[i] : '_';
+        out[i] = job_char_ok(base[i]) && (i || base[i] != '.') ? base[i] : '_';
     }
     out[n] = 0;
     if (!n) snprintf(out, size, "audio");
@@ -190,16 +185,21 @@ int jb_codec_encode_send(jb_vqvae_t *vq, const float *x, int64_t n, const char *
         m.type = JB_MSG_CODES;
         if (jb_msg_set_job_id(&m, job_id, err)) goto done;
         m.level = L;
-        m.offset = 0;
         m.batch = 1;
-        m.count = TL;
         m.codebook = hp->l_bins;
         m.sample_rate = hp->sr;
         m.audio_len = n;
-        m.codes = codes;   // borrowed: taken back below before any clear
-        int s = jb_endpoint_send(out, &m, err);
-        m.codes = NULL;
-        if (s) goto done;
+        // At most JB_WIRE_MAX_RAW bytes of codes a message (a song of over ~12 minutes
+        // takes several at the bottom level).
+        const int64_t per_msg = JB_WIRE_MAX_RAW / 4;
+        for (int64_t off = 0; off < TL; off += per_msg) {
+            m.offset = off;
+            m.count = TL - off < per_msg ? TL - off : per_msg;
+            m.codes = codes + off;   // borrowed: taken back below before any clear
+            int s = jb_endpoint_send(out, &m, err);
+            m.codes = NULL;
+            if (s) goto done;
+        }
         m.type = JB_MSG_END;
         m.offset = TL;
         m.batch = m.count = m.codebook = -1;
@@ -284,264 +284,130 @@ int jb_codec_output_path(const char *tmpl, const char *job, int sample, int batc
 }
 
 typedef struct {
-    int32_t *codes;      // (batch, cap) row-major
-    int64_t batch;       // -1 until the first CODES message
-    int64_t len, cap;    // tokens received per row, room per row
-    int complete;        // END of this level received
-    int64_t rate;        // -1 unknown
-    int64_t audio_len;   // -1 unknown
-} level_buf_t;
-
-typedef struct {
-    char id[JB_WIRE_JOB_ID_MAX + 1];
-    level_buf_t lv[JB_WIRE_MAX_LEVEL + 1];
-    int failed;          // a message of this job was refused: skip the rest
-    jb_err_t err;        // why
-} job_t;
-
-typedef struct {
-    job_t **jobs;
-    int n, cap;
     char **written;      // output paths written in this run (no silent overwrite)
     int n_written, cap_written;
 } decoder_t;
 
-static void job_free(job_t *j) {
-    if (!j) return;
-    for (int L = 0; L <= JB_WIRE_MAX_LEVEL; L++) free(j->lv[L].codes);
-    free(j);
-}
-
-static job_t *job_find(decoder_t *d, const char *id, int create, jb_err_t *err) {
-    for (int i = 0; i < d->n; i++)
-        if (!strcmp(d->jobs[i]->id, id)) return d->jobs[i];
-    if (!create) return NULL;
-    if (d->n >= JB_CODEC_MAX_OPEN_JOBS) {
-        jb_err_set(err, JB_EFORMAT, "job %s: already %d unfinished jobs in the stream", id,
-                   d->n);
-        return NULL;
-    }
-    if (d->n == d->cap) {
-        int nc = d->cap ? d->cap * 2 : 8;
-        job_t **nj = realloc(d->jobs, (size_t)nc * sizeof *nj);
-        if (!nj) {
-            jb_err_set(err, JB_ENOMEM, "job %s: out of memory", id);
-            return NULL;
+// The level -o decodes: the one asked for, or the lowest complete level holding codes.
+static int pick_level(const jb_codes_t *c, int want, jb_err_t *err) {
+    if (want >= 0) {
+        if (want >= c->levels || !c->complete[want] || jb_codes_len(c, want) < 1) {
+            char have[64] = "";
+            for (int k = 0, n = 0; k < c->levels; k++)
+                if (c->complete[k] && jb_codes_len(c, k) > 0)
+                    n += snprintf(have + n, sizeof have - n, "%s%d", n ? "," : "", k);
+            return jb_err_set(err, JB_EFORMAT, "job %s: level %d %s (complete levels: %s)",
+                              c->job_id, want, want < c->levels && jb_codes_len(c, want) > 0
+                              ? "is incomplete" : "is not in the stream", have[0] ? have : "none");
         }
-        d->jobs = nj;
-        d->cap = nc;
+        return want;
     }
-    job_t *j = calloc(1, sizeof *j);
-    if (!j) {
-        jb_err_set(err, JB_ENOMEM, "job %s: out of memory", id);
-        return NULL;
-    }
-    snprintf(j->id, sizeof j->id, "%s", id);
-    for (int L = 0; L <= JB_WIRE_MAX_LEVEL; L++) {
-        j->lv[L].batch = -1;
-        j->lv[L].rate = j->lv[L].audio_len = -1;
-    }
-    d->jobs[d->n++] = j;
-    return j;
-}
-
-static void job_remove(decoder_t *d, job_t *j) {
-    for (int i = 0; i < d->n; i++)
-        if (d->jobs[i] == j) {
-            d->jobs[i] = d->jobs[--d->n];
-            break;
-        }
-    job_free(j);
-}
-
-// Records a job's failure for the stats and the log.
-static void report_fail(jb_codec_decode_stats_t *st, const jb_err_t *e) {
-    jb_log(JB_ERROR, "%s", e->msg);
-    if (!st->jobs_failed) {
-        st->first_fail_code = e->code ? e->code : JB_EFORMAT;
-        snprintf(st->first_fail, sizeof st->first_fail, "%s", e->msg);
-    }
-    st->jobs_failed++;
-}
-
-// A CODES message into its job's level buffer. 0 / -1 + err (the job's problem).
-static int add_codes(job_t *j, const jb_msg_t *m, jb_err_t *err) {
-    level_buf_t *b = &j->lv[m->level];
-    if (b->complete)
-        return jb_err_set(err, JB_EFORMAT, "job %s level %d offset %" PRId64 ": codes after the "
-                          "level's end", j->id, m->level, m->offset);
-    if (b->batch < 0) b->batch = m->batch;
-    if (m->batch != b->batch)
-        return jb_err_set(err, JB_EFORMAT, "job %s level %d offset %" PRId64 ": batch %" PRId64
-                          ", earlier codes of this level had %" PRId64, j->id, m->level,
-                          m->offset, m->batch, b->batch);
-    if (m->offset > b->len)
-        return jb_err_set(err, JB_EFORMAT, "job %s level %d: codes at offset %" PRId64 ", "
-                          "expected %" PRId64 " (out of order or missing)", j->id, m->level,
-                          m->offset, b->len);
-    // A window resent after a retry may restate tokens already here: they must be equal.
-    int64_t again = b->len - m->offset < m->count ? b->len - m->offset : m->count;
-    for (int64_t r = 0; r < b->batch; r++)
-        for (int64_t t = 0; t < again; t++)
-            if (b->codes[r * b->cap + m->offset + t] != m->codes[r * m->count + t])
-                return jb_err_set(err, JB_EFORMAT, "job %s level %d: token %" PRId64 " of row %"
-                                  PRId64 " resent with another value", j->id, m->level,
-                                  m->offset + t, r);
-    if (again == m->count) return 0;
-    int64_t need = m->offset + m->count;
-    if (need > b->cap) {
-        int64_t nc = b->cap ? b->cap : 1024;
-        while (nc < need) nc *= 2;
-        // the same cap as one message's payload: 2^28 codes (1 GiB) per level of a job
-        if ((uint64_t)need * (uint64_t)b->batch > JB_WIRE_MAX_RAW / 4)
-            return jb_err_set(err, JB_EFORMAT, "job %s level %d: over %u codes", j->id,
-                              m->level, JB_WIRE_MAX_RAW / 4);
-        if ((uint64_t)nc * (uint64_t)b->batch > JB_WIRE_MAX_RAW / 4)
-            nc = (int64_t)(JB_WIRE_MAX_RAW / 4 / (uint64_t)b->batch);
-        int32_t *nb = malloc((size_t)(nc * b->batch) * sizeof(int32_t));
-        if (!nb)
-            return jb_err_set(err, JB_ENOMEM, "job %s level %d: out of memory for %" PRId64
-                              " tokens", j->id, m->level, nc);
-        for (int64_t r = 0; r < b->batch && b->len; r++)
-            memcpy(nb + r * nc, b->codes + r * b->cap, (size_t)b->len * sizeof(int32_t));
-        free(b->codes);
-        b->codes = nb;
-        b->cap = nc;
-    }
-    for (int64_t r = 0; r < b->batch; r++)
-        memcpy(b->codes + r * b->cap + b->len, m->codes + r * m->count + again,
-               (size_t)(m->count - again) * sizeof(int32_t));
-    b->len = need;
-    if (m->sample_rate >= 0) b->rate = m->sample_rate;
-    if (m->audio_len >= 0) b->audio_len = m->audio_len;
-    return 0;
-}
-
-static int end_level(job_t *j, const jb_msg_t *m, jb_err_t *err) {
-    level_buf_t *b = &j->lv[m->level];
-    if (m->offset >= 0 && m->offset != b->len)
-        return jb_err_set(err, JB_EFORMAT, "job %s level %d: end says %" PRId64 " tokens, %" PRId64
-                          " received", j->id, m->level, m->offset, b->len);
-    if (b->len == 0)
-        return jb_err_set(err, JB_EFORMAT, "job %s level %d: end of a level without codes",
-                          j->id, m->level);
-    b->complete = 1;
-    if (m->sample_rate >= 0) b->rate = m->sample_rate;
-    if (m->audio_len >= 0) b->audio_len = m->audio_len;
-    return 0;
+    for (int k = 0; k < c->levels; k++)
+        if (c->complete[k] && jb_codes_len(c, k) > 0) return k;
+    return jb_err_set(err, JB_EFORMAT, "job %s: no complete level of codes", c->job_id);
 }
 
 // Decodes the chosen level of a job and writes its samples. 0 / -1 + err.
-static int job_decode(decoder_t *d, jb_vqvae_t *vq, job_t *j, const jb_codec_decode_opts_t *o,
-                      jb_codec_decode_stats_t *st, jb_err_t *err) {
+static int job_decode(decoder_t *d, jb_vqvae_t *vq, const jb_codes_t *c,
+                      const jb_codec_decode_opts_t *o, jb_codec_decode_stats_t *st,
+                      jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
-    int L = o->level;
-    if (L < 0) {
-        for (int k = 0; k <= JB_WIRE_MAX_LEVEL && L < 0; k++)
-            if (j->lv[k].complete) L = k;
-        if (L < 0) return jb_err_set(err, JB_EFORMAT, "job %s: no complete level of codes", j->id);
-    }
-    level_buf_t *b = &j->lv[L];
-    if (!b->complete) {
-        char have[64] = "";
-        for (int k = 0, n = 0; k <= JB_WIRE_MAX_LEVEL; k++)
-            if (j->lv[k].complete) n += snprintf(have + n, sizeof have - n, "%s%d", n ? "," : "", k);
-        return jb_err_set(err, JB_EFORMAT, "job %s: level %d %s (complete levels: %s)", j->id, L,
-                          b->len ? "is incomplete" : "is not in the stream", have[0] ? have : "none");
-    }
+    int L = pick_level(c, o->level, err);
+    if (L < 0) return -1;
     if (L >= hp->levels)
-        return jb_err_set(err, JB_EFORMAT, "job %s: level %d, the model has levels 0..%d", j->id,
-                          L, hp->levels - 1);
-    if (b->rate >= 0 && b->rate != hp->sr)
+        return jb_err_set(err, JB_EFORMAT, "job %s: level %d, the model has levels 0..%d",
+                          c->job_id, L, hp->levels - 1);
+    if (c->sample_rate > 0 && c->sample_rate != hp->sr)
         return jb_err_set(err, JB_EFORMAT, "job %s level %d: codes of %" PRId64 " Hz audio, the "
-                          "model is %d Hz", j->id, L, b->rate, hp->sr);
-    int64_t hop = hp->hop_lengths[L];
-    int64_t T = b->len * hop;
-    int64_t keep = b->audio_len > 0 && b->audio_len < T ? b->audio_len : T;
-    // contiguous (batch, len) for the decoder
-    int32_t *codes = b->codes;
-    if (b->cap != b->len) {
-        codes = malloc((size_t)(b->batch * b->len) * sizeof(int32_t));
-        if (!codes) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->id);
-        for (int64_t r = 0; r < b->batch; r++)
-            memcpy(codes + r * b->len, b->codes + r * b->cap, (size_t)b->len * sizeof(int32_t));
-    }
-    float *audio = malloc((size_t)(b->batch * T) * sizeof(float));
-    if (!audio) {
-        if (codes != b->codes) free(codes);
-        return jb_err_set(err, JB_ENOMEM, "job %s: out of memory for %" PRId64 " samples",
-                          j->id, b->batch * T);
-    }
-    double t0 = now_s();
-    int rc = jb_vqvae_decode(vq, codes, (int)b->batch, b->len, L, audio, 0, err);
-    if (codes != b->codes) free(codes);
-    if (rc) {
+                          "model is %d Hz", c->job_id, L, c->sample_rate, hp->sr);
+    const int64_t hop = hp->hop_lengths[L];
+    const int n = c->n_samples;
+    int64_t most = 0;
+    for (int s = 0; s < n; s++)
+        if (jb_codes_sample_len(c, L, s) > most) most = jb_codes_sample_len(c, L, s);
+    float *audio = malloc((size_t)(most * hop) * sizeof(float));
+    int32_t *codes = malloc((size_t)most * sizeof(int32_t));
+    if (!audio || !codes) {
         free(audio);
-        return jb_err_prefix(err, "job %s level %d", j->id, L);
+        free(codes);
+        return jb_err_set(err, JB_ENOMEM, "job %s: out of memory for %" PRId64 " samples",
+                          c->job_id, most * hop);
     }
-    double dt = now_s() - t0;
-    jb_log(JB_INFO, "job=%s level=%d samples=%" PRId64 " tokens=%" PRId64 " audio=%.2fs "
-           "decode=%.2fs (%.3f s/s)", j->id, L, b->batch, b->len, (double)keep / hp->sr, dt,
-           dt * hp->sr / (double)(b->batch * T));
-    for (int64_t s = 0; s < b->batch; s++) {
-        char path[4096];
-        if (jb_codec_output_path(o->out, j->id, (int)s, (int)b->batch, L, path, sizeof path,
-                                 err)) {
-            free(audio);
-            return -1;
+    int rc = 0;
+    for (int s = 0; s < n && !rc; s++) {
+        int64_t len = jb_codes_sample_len(c, L, s), T = len * hop;
+        int64_t keep = c->audio_len > 0 && c->audio_len < T ? c->audio_len : T;
+        memcpy(codes, jb_codes_row(c, L, s), (size_t)len * sizeof(int32_t));
+        double t0 = now_s();
+        if (jb_vqvae_decode(vq, codes, 1, len, L, audio, 0, err)) {
+            rc = jb_err_prefix(err, "job %s level %d sample %d", c->job_id, L, s);
+            break;
         }
-        for (int w = 0; w < d->n_written; w++)
-            if (!strcmp(d->written[w], path)) {
-                free(audio);
-                return jb_err_set(err, JB_EINVAL, "job %s: output %s was already written in "
-                                  "this run; put {job} (and {sample}) in -o", j->id, path);
-            }
-        if (jb_audio_write(path, audio + s * T, keep, hp->sr, o->format, err)) {
-            free(audio);
-            return jb_err_prefix(err, "job %s", j->id);
+        double dt = now_s() - t0;
+        jb_log(JB_INFO, "job=%s level=%d sample=%d tokens=%" PRId64 " audio=%.2fs "
+               "decode=%.2fs (%.3f s/s)", c->job_id, L, s, len, (double)keep / hp->sr, dt,
+               dt * hp->sr / (double)(T > 0 ? T : 1));
+        char path[4096];
+        if (jb_codec_output_path(o->out, c->job_id, s, n, L, path, sizeof path, err)) {
+            rc = -1;
+            break;
+        }
+        for (int w = 0; w < d->n_written && !rc; w++)
+            if (!strcmp(d->written[w], path))
+                rc = jb_err_set(err, JB_EINVAL, "job %s: output %s was already written in "
+                                "this run; put {job} (and {sample}) in -o", c->job_id, path);
+        if (rc) break;
+        if (jb_audio_write(path, audio, keep, hp->sr, o->format, err)) {
+            rc = jb_err_prefix(err, "job %s", c->job_id);
+            break;
         }
         if (d->n_written == d->cap_written) {
             int nc = d->cap_written ? d->cap_written * 2 : 8;
             char **nw = realloc(d->written, (size_t)nc * sizeof *nw);
             if (!nw) {
-                free(audio);
-                return jb_err_set(err, JB_ENOMEM, "out of memory");
+                rc = jb_err_set(err, JB_ENOMEM, "out of memory");
+                break;
             }
             d->written = nw;
             d->cap_written = nc;
         }
         if (!(d->written[d->n_written] = strdup(path))) {
-            free(audio);
-            return jb_err_set(err, JB_ENOMEM, "out of memory");
+            rc = jb_err_set(err, JB_ENOMEM, "out of memory");
+            break;
         }
         d->n_written++;
         st->files_written++;
-        jb_log(JB_INFO, "job=%s level=%d wrote %s (%" PRId64 " samples, %.2fs)", j->id, L,
+        jb_log(JB_INFO, "job=%s level=%d wrote %s (%" PRId64 " samples, %.2fs)", c->job_id, L,
                strcmp(path, "-") ? path : "(stdout)", keep, (double)keep / hp->sr);
     }
     free(audio);
-    return 0;
+    free(codes);
+    return rc;
 }
 
-// The error class for the sysexits value an ERROR message carries.
-static int code_of_exit(int ex) {
-    switch (ex) {
-    case 64: return JB_EINVAL;
-    case 66: return JB_ENOENT;
-    case 69: return JB_EUNAVAIL;
-    case 70: return JB_EINTERNAL;
-    case 74: return JB_EIO;
-    default: return JB_EFORMAT;
+// Records a job's failure for the stats and the log.
+static void report_fail(jb_codec_decode_stats_t *st, int code, const char *msg) {
+    jb_log(JB_ERROR, "%s", msg);
+    if (!st->jobs_failed) {
+        st->first_fail_code = code ? code : JB_EFORMAT;
+        snprintf(st->first_fail, sizeof st->first_fail, "%.500s", msg);
     }
+    st->jobs_failed++;
 }
 
 int jb_codec_decode_stream(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_codec_decode_opts_t *o,
                            jb_codec_decode_stats_t *st, jb_err_t *err) {
     memset(st, 0, sizeof *st);
     decoder_t d = {0};
+    const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
+    jb_reader_opts_t ro = {.levels = hp->levels, .codebook = hp->l_bins,
+                           .max_jobs = JB_CODEC_MAX_OPEN_JOBS};
+    jb_reader_t *rd = jb_reader_new(&ro, err);
+    if (!rd) return -1;
     jb_msg_t m;
     jb_msg_init(&m);
-    int rc = -1;
+    int rc = -1, broken = 0;
+    jb_err_t berr = {0};
     for (;;) {
         jb_err_t e = {0};
         if (o->stop && *o->stop) {
@@ -551,86 +417,83 @@ int jb_codec_decode_stream(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_codec_dec
         jb_recv_t r = jb_endpoint_recv(in, &m, o->stop ? 500 : -1, &e);
         if (r == JB_RECV_EOF) break;
         if (r == JB_RECV_TIMEOUT) continue;
-        if (r == JB_RECV_ERROR) {
-            *err = e;
+        if (r == JB_RECV_ERROR) {   // the stream cannot go on: open jobs fail below
+            berr = e;
+            broken = 1;
+            break;
+        }
+        jb_reader_ev_t ev;
+        if (r == JB_RECV_BAD) {
+            jb_reader_refused(rd, &m, &e, &ev);
+            if (ev.kind == JB_READ_NONE) {   // no job named: skipped, counted
+                jb_log(JB_WARN, "skipped a message: %s", e.msg);
+                st->msgs_skipped++;
+            }
+        } else if (jb_reader_feed(rd, &m, &ev, err)) {
             goto done;
         }
-        if (r == JB_RECV_BAD) {
-            // The stream is still in step: drop the message, fail its job if we know it.
-            report_fail(st, &e);
-            continue;
-        }
-        if (m.type == JB_MSG_JOB || m.type == JB_MSG_ACK || m.type == JB_MSG_HEARTBEAT ||
-            m.type == JB_MSG_STATUS) {
-            jb_msg_clear(&m);
-            continue;
-        }
-        jb_err_t je = {0};
-        job_t *j = job_find(&d, m.job_id, 1, &je);
-        if (!j) {
-            if (je.code == JB_ENOMEM) {
-                *err = je;
-                goto done;
-            }
-            report_fail(st, &je);   // over the cap: this message's job is refused
-            jb_msg_clear(&m);
-            continue;
-        }
-        if (m.type == JB_MSG_ERROR) {
-            if (!j->failed) {
-                j->failed = 1;
-                jb_err_set(&j->err, code_of_exit((int)m.code),
-                           "job %s failed upstream: %s", j->id, m.text ? m.text : "");
-            }
-        } else if (!j->failed && m.type == JB_MSG_CODES) {
-            if (add_codes(j, &m, &j->err)) j->failed = 1;
-        } else if (!j->failed && m.type == JB_MSG_END && m.level >= 0) {
-            if (end_level(j, &m, &j->err)) j->failed = 1;
-        }
-        if (m.type == JB_MSG_END && m.level < 0) {
-            if (j->failed) {
-                report_fail(st, &j->err);
-            } else {
-                jb_err_clear(&je);
-                if (job_decode(&d, vq, j, o, st, &je)) {
-                    if (je.code == JB_ENOMEM) {
-                        *err = je;
-                        goto done;
-                    }
-                    report_fail(st, &je);
-                } else {
-                    st->jobs_done++;
-                }
-            }
-            job_remove(&d, j);
-        }
         jb_msg_clear(&m);
-    }
-    if (st->stopped) {
-        if (d.n) jb_log(JB_WARN, "stopped: %d unfinished job(s) dropped, nothing written for "
-                        "them", d.n);
-        st->jobs_dropped = d.n;
-        while (d.n) job_remove(&d, d.jobs[0]);
-    }
-    // Stream over: jobs without their END are decoded if the chosen level is complete.
-    while (d.n) {
-        job_t *j = d.jobs[0];
-        jb_err_t je = {0};
-        if (j->failed) {
-            report_fail(st, &j->err);
-        } else if (job_decode(&d, vq, j, o, st, &je)) {
-            jb_err_prefix(&je, "stream ended before the job's end");
-            report_fail(st, &je);
-        } else {
-            st->jobs_done++;
+        if (ev.kind == JB_READ_FAILED) {   // bad data, or an error record from upstream
+            char w[700];
+            snprintf(w, sizeof w, "job %s: %s", ev.id, ev.why);
+            report_fail(st, JB_EFORMAT, w);
+        } else if (ev.kind == JB_READ_DROPPED) {
+            jb_log(JB_DEBUG, "job=%s: a message after the job's end or error, dropped", ev.id);
+        } else if (ev.kind == JB_READ_DONE) {
+            jb_err_t je = {0};
+            if (job_decode(&d, vq, &ev.job->codes, o, st, &je)) {
+                if (je.code == JB_ENOMEM) {
+                    *err = je;
+                    jb_reader_job_free(&ev.job);
+                    goto done;
+                }
+                report_fail(st, je.code, je.msg);
+            } else {
+                st->jobs_done++;
+            }
+            jb_reader_job_free(&ev.job);
         }
-        job_remove(&d, j);
+    }
+    // Jobs still open. Stopped: dropped. Otherwise the input ended (or broke) in the
+    // middle of them: each fails, except where the level asked for with --level is
+    // complete (the user wanted that level, not the job's end).
+    jb_reader_job_t *open = jb_reader_take_open(rd);
+    if (st->stopped && open) {
+        for (jb_reader_job_t *j = open; j; j = j->next) st->jobs_dropped++;
+        jb_log(JB_WARN, "stopped: %d unfinished job(s) dropped, nothing written for them",
+               st->jobs_dropped);
+    }
+    while (open) {
+        jb_reader_job_t *j = open;
+        open = j->next;
+        if (!st->stopped) {
+            jb_err_t je = {0};
+            if (o->level >= 0 && j->inited && o->level < j->codes.levels &&
+                j->codes.complete[o->level]) {
+                if (job_decode(&d, vq, &j->codes, o, st, &je)) report_fail(st, je.code, je.msg);
+                else st->jobs_done++;
+            } else {
+                char have[64] = "";
+                for (int k = 0, n = 0; j->inited && k < j->codes.levels; k++)
+                    if (j->codes.complete[k])
+                        n += snprintf(have + n, sizeof have - n, "%s%d", n ? "," : "", k);
+                char w[700];
+                snprintf(w, sizeof w, "job %s: the input %s before the job's end (complete "
+                         "levels: %s)", j->id, broken ? "broke" : "ended",
+                         have[0] ? have : "none");
+                report_fail(st, broken ? JB_EFORMAT : JB_EUNAVAIL, w);
+            }
+        }
+        jb_reader_job_free(&j);
+    }
+    if (broken) {
+        *err = berr;
+        goto done;
     }
     rc = 0;
 done:
     jb_msg_clear(&m);
-    while (d.n) job_remove(&d, d.jobs[0]);
-    free(d.jobs);
+    jb_reader_destroy(&rd);
     for (int i = 0; i < d.n_written; i++) free(d.written[i]);
     free(d.written);
     return rc;

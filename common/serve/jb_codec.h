@@ -7,7 +7,8 @@
 //
 // The stream one audio file becomes (all messages carry the job id):
 //   for each chosen level, top (coarsest) first:
-//     CODES  level L, offset 0, batch 1, count T_L, codebook, rate, audio_len
+//     CODES  level L, offset 0, batch 1, count T_L, codebook, rate, audio_len (several
+//            from offset 0 in order when T_L is over 4 Mi codes: JB_WIRE_MAX_RAW)
 //     END    level L, offset T_L (the level's length), rate, audio_len
 //   END    (no level): the job is complete
 // Padding: the VQ-VAE needs a length that is a multiple of every level's hop, so the
@@ -66,11 +67,12 @@ int64_t jb_codec_padded_len(int64_t n, int hop);
 // `levels` levels. JB_EINVAL for an empty list, a repeat, junk or a level out of range.
 int jb_codec_parse_levels(const char *s, int levels, unsigned *mask, jb_err_t *err);
 
-// 1 when s is a valid job id: 1..JB_WIRE_JOB_ID_MAX of [A-Za-z0-9._:-].
+// 1 when s is a valid job id: jb_wire_job_id_ok (1..JB_WIRE_JOB_ID_MAX of [A-Za-z0-9._:-],
+// not starting with '.').
 int jb_codec_job_id_ok(const char *s);
 
 // A job id from a file name: the base name without its extension, each character
-// outside [A-Za-z0-9._:-] replaced by '_', cut to JB_WIRE_JOB_ID_MAX; "audio" when that
+// outside [A-Za-z0-9._:-] (and a leading '.') replaced by '_', cut to JB_WIRE_JOB_ID_MAX; "audio" when that
 // leaves nothing; "stdin" for "-". out: at least JB_WIRE_JOB_ID_MAX + 1 bytes.
 void jb_codec_job_id_from_path(const char *path, char *out, size_t size);
 
@@ -104,6 +106,7 @@ typedef struct {
     int files_written;
     int stopped;             // ended by *stop, not by the end of the stream
     int jobs_dropped;        // unfinished jobs dropped when stopped
+    int msgs_skipped;        // refused messages that named no job (skipped, not a job)
     int first_fail_code;     // jb_errcode_t of the first failed job (JB_OK if none)
     char first_fail[512];    // its message
 } jb_codec_decode_stats_t;

@@ -46,6 +46,9 @@ typedef struct {
     int jobs_done;                 // run directories written
     int jobs_failed;               // error records written
     int jobs_kept;                 // unfinished when the input ended: kept in the spool
+    int first_fail_code;           // exit status the first error record gives: 69 a job the
+                                   // input left unfinished, 65 any other (0: none)
+    int msgs_skipped;              // refused messages that named no job (skipped)
     double first_audio_s;          // seconds from the first message to the first bottom-level
                                    // audio decoded (the decoder decodes as codes stream in)
     double total_s;                // seconds from the first message to the last run written

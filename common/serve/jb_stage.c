@@ -794,6 +794,17 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
         if (j->failed) return 0;
         jb_err_t why = {0};
         if (m->type == JB_MSG_END && m->level == level) {   // the prefix of our level is closed
+            // Its length and sample count must be those of the prefix held, as for every
+            // other level: a prefix that did not arrive whole fails the job instead of
+            // being sampled anew (an upsample that silently is not one).
+            if (j->prefix_done) {
+                jb_err_set(&why, JB_EFORMAT, "a second end of level %d's prefix", level);
+                return fail_job(s, j, &why, err);
+            }
+            if (jb_codes_apply(&j->codes, m, &why)) {
+                jb_err_prefix(&why, "the prefix of level %d", level);
+                return fail_job(s, j, &why, err);
+            }
             j->prefix_done = 1;
             return 0;
         }
@@ -1089,6 +1100,12 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.link = &lo;
+    // Each job's messages are bounded by its levels' lengths under this model (wire.md 3.1).
+    eo.admit.sr = s.hp->sr;
+    eo.admit.levels = s.hp->vqvae.levels;
+    for (int l = 0; l < s.hp->vqvae.levels && l <= JB_WIRE_MAX_LEVEL; l++)
+        eo.admit.hop[l] = s.hp->vqvae.hop_lengths[l];
+    lo.admit = eo.admit;
     if (!(s.in = jb_endpoint_open_in(o->in, &eo, err))) goto done;
     s.in_link = jb_endpoint_link(s.in);
     lo.on_done = stage_on_done;
@@ -1147,7 +1164,17 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
             } else if (r == JB_RECV_EOF) {
                 input_open = 0;
             } else if (r == JB_RECV_BAD) {
-                jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
+                // A message of a job in progress that cannot be read: the job is missing
+                // part of its stream, so it fails as a whole (wire.md 8.3).
+                job_t *bj = m.job_id[0] ? find_job(&s, m.job_id) : NULL;
+                if (bj && !bj->failed) {
+                    jb_err_prefix(&rerr, "a %s message of the job was refused",
+                                  jb_msg_type_name(m.type));
+                    if (fail_job(&s, bj, &rerr, err)) goto done;
+                } else {
+                    jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
+                }
+                jb_msg_clear(&m);
             } else if (r == JB_RECV_ERROR) {
                 *err = rerr;
                 jb_err_prefix(err, "%s: input", o->stage);

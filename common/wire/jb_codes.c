@@ -107,6 +107,45 @@ static int reserve(jb_codes_t *c, int level, int64_t need, jb_err_t *err) {
     return 0;
 }
 
+int jb_codes_grow_samples(jb_codes_t *c, int n_samples, jb_err_t *err) {
+    if (n_samples <= c->n_samples) return 0;
+    if (n_samples > JB_CODES_MAX_SAMPLES)
+        return jb_err_set(err, JB_EINVAL, "job %s: %d samples, at most %d", c->job_id,
+                          n_samples, JB_CODES_MAX_SAMPLES);
+    // Rows are (n_samples, cap) row-major: the new rows go after the old ones.
+    int32_t *codes[JB_CODES_MAX_LEVELS] = {0};
+    int64_t *slen[JB_CODES_MAX_LEVELS] = {0};
+    for (int l = 0; l < c->levels; l++) {
+        if (!c->slen[l]) continue;
+        slen[l] = calloc((size_t)n_samples, sizeof *slen[l]);
+        codes[l] = c->cap[l] ? malloc((size_t)n_samples * (size_t)c->cap[l] * sizeof *codes[l])
+                             : NULL;
+        if (!slen[l] || (c->cap[l] && !codes[l])) {
+            for (int k = 0; k <= l; k++) {
+                free(slen[k]);
+                free(codes[k]);
+            }
+            return jb_err_set(err, JB_ENOMEM, "job %s: out of memory for %d samples",
+                              c->job_id, n_samples);
+        }
+        memcpy(slen[l], c->slen[l], (size_t)c->n_samples * sizeof *slen[l]);
+        if (c->cap[l])
+            memcpy(codes[l], c->codes[l], (size_t)c->n_samples * (size_t)c->cap[l] *
+                                              sizeof *codes[l]);
+    }
+    for (int l = 0; l < c->levels; l++) {
+        if (!c->slen[l]) continue;
+        free(c->codes[l]);
+        free(c->slen[l]);
+        c->codes[l] = codes[l];
+        c->slen[l] = slen[l];
+    }
+    c->n_samples = n_samples;
+    for (int l = 0; l < c->levels; l++)
+        if (c->slen[l]) update_len(c, l);
+    return 0;
+}
+
 int jb_codes_put(jb_codes_t *c, int level, int64_t offset, int sample0, int64_t batch,
                  int64_t count, const int32_t *codes, jb_err_t *err) {
     if (!level_ok(c, level))
@@ -249,6 +288,9 @@ int jb_codes_apply(jb_codes_t *c, const jb_msg_t *m, jb_err_t *err) {
         if (s0 > INT32_MAX)
             return jb_err_set(err, JB_EINVAL, "job %s level %d: sample0 %" PRId64
                               " out of range", c->job_id, m->level, s0);
+        if (level_ok(c, m->level) && c->complete[m->level])
+            return jb_err_set(err, JB_EFORMAT, "job %s level %d offset %" PRId64 ": codes "
+                              "after the level's end", c->job_id, m->level, m->offset);
         // The codebook first: codes checked against a codebook the message brings.
         if (apply_common(c, m, err)) return -1;
         return jb_codes_put(c, m->level, m->offset, (int)s0, m->batch, m->count, m->codes,
@@ -263,6 +305,9 @@ int jb_codes_apply(jb_codes_t *c, const jb_msg_t *m, jb_err_t *err) {
         if (!level_ok(c, m->level))
             return jb_err_set(err, JB_EFORMAT, "job %s: end of level %d, the job has levels "
                               "0..%d", c->job_id, m->level, c->levels - 1);
+        if (c->complete[m->level])
+            return jb_err_set(err, JB_EFORMAT, "job %s: a second end of level %d", c->job_id,
+                              m->level);
         if (m->batch >= 1 && m->batch != c->n_samples)
             return jb_err_set(err, JB_EFORMAT, "job %s level %d: end message for %" PRId64
                               " samples, the job has %d", c->job_id, m->level, m->batch,

@@ -69,6 +69,13 @@ void jb_codes_free(jb_codes_t *c);
 int jb_codes_put(jb_codes_t *c, int level, int64_t offset, int sample0, int64_t batch,
                  int64_t count, const int32_t *codes, jb_err_t *err);
 
+// More samples (rows) for a store whose sample count was not known when it was made
+// (a stream without a job message: wire.md 8.4). The new samples hold no tokens, so
+// the level lengths (minimum over samples) drop to 0 until they arrive. n_samples at
+// most JB_CODES_MAX_SAMPLES; not fewer than now (no-op). 0 / -1 + err (JB_EINVAL,
+// JB_ENOMEM; the store is unchanged on failure).
+int jb_codes_grow_samples(jb_codes_t *c, int n_samples, jb_err_t *err);
+
 // Tokens present at a level for every sample (the minimum over samples); 0 for
 // a level out of range.
 int64_t jb_codes_len(const jb_codes_t *c, int level);
@@ -87,9 +94,11 @@ int jb_codes_pick(jb_codes_t *c, const int *pick, int n_pick, jb_err_t *err);
 // Applies one received message of this job (CODES / END / JOB); other types
 // and other jobs are ignored (returns 0). 0 / -1 + err.
 //   JOB:   keeps a copy of the spec (a second JOB must carry the same spec).
-//   CODES: jb_codes_put of its rows (sample0 absent = 0).
+//   CODES: jb_codes_put of its rows (sample0 absent = 0); refused after END(level)
+//          of its level (the level is complete: docs/wire.md 8.2).
 //   END(level): complete[level] = 1; its offset, when present, must equal
-//          every sample's length, and its batch n_samples. END(-1): ended = 1.
+//          every sample's length, and its batch n_samples; a second END of the level
+//          is refused. END(-1): ended = 1.
 //   On JOB / CODES / END, codebook (when present) must equal the store's (set
 //   when the store's is unknown: codes from another model are refused); rate
 //   and audio_len (when present) replace the store's.

@@ -1,5 +1,6 @@
 // jb_job.c: see jb_job.h.
 #include "jb_job.h"
+#include "jb_wire.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -57,12 +58,9 @@ int jb_job_mode_parse(const char *name, jb_job_mode_t *mode, jb_err_t *err) {
 int jb_job_validate(const jb_job_t *j, jb_err_t *err) {
     const char *id = j->id;
     if (!id[0]) return jb_err_set(err, JB_EINVAL, "job: empty id");
-    for (const char *p = id; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '.' || *p == '_' || *p == '-'))
-            return jb_err_set(err, JB_EINVAL, "job '%s': id may hold only letters, digits, . _ -",
-                              id);
-    if (id[0] == '.') return jb_err_set(err, JB_EINVAL, "job '%s': id must not start with '.'", id);
+    if (!jb_wire_job_id_ok(id))   // the one definition (docs/wire.md 2.1)
+        return jb_err_set(err, JB_EINVAL, "job '%.80s': an id is 1..%d of letters, digits, "
+                          ". _ : -, not starting with '.'", id, JB_WIRE_JOB_ID_MAX);
     if ((unsigned)j->mode > JB_MODE_UPSAMPLE)
         return jb_err_set(err, JB_EINVAL, "job %s: unknown mode %d", id, (int)j->mode);
     if (j->n_samples < 1 || j->n_samples > JB_JOB_MAX_SAMPLES)

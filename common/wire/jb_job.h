@@ -35,7 +35,8 @@ typedef enum {
 } jb_job_mode_t;
 
 typedef struct {
-    char id[64];                 // job id: [A-Za-z0-9._-], unique per run
+    char id[64];                 // job id: jb_wire_job_id_ok (1..63 of [A-Za-z0-9._:-], not
+                                 // starting with '.'), unique per run
     jb_job_mode_t mode;
     char artist[128];            // name, looked up in each stage's vocabulary ("" = unknown)
     char genre[128];

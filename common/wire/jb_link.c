@@ -109,6 +109,8 @@ struct jb_link {
     int n_voiding;
     qitem_t *qhead, *qtail;
     int qlen;
+    int64_t qbytes;            // msg_bytes of the queued messages (o.credit_bytes bounds it)
+    jb_admit_t *admit;         // consumer: per-job bounds, before decompression (I/O thread)
     obox_t *obox;
     char done_ring[RING][JB_WIRE_JOB_ID_MAX + 1];
     int n_done;
@@ -140,6 +142,7 @@ void jb_link_default_opts(jb_link_opts_t *o) {
     o->credit = 16;
     o->backlog = 64;
     o->codebook = -1;
+    o->credit_bytes = JB_LINK_CREDIT_BYTES;
     o->send_timeout_ms = -1;
 }
 
@@ -206,8 +209,15 @@ static int enc_ctl(jb_link_t *l, jb_bytes_t *out, int type, const char *job, int
     return rc;
 }
 
+// What a queued message costs against the byte budget: its decompressed payload and its
+// strings (the rest is a fixed few hundred bytes).
+static int64_t msg_bytes(const jb_msg_t *m) {
+    return (int64_t)jb_msg_payload_elems(m) * 4 + (m->spec ? (int64_t)strlen(m->spec) : 0) +
+           (m->text ? (int64_t)strlen(m->text) : 0);
+}
+
 static int64_t my_credit(const jb_link_t *l) {
-    if (l->o.role != JB_LINK_CONSUMER || l->paused) return 0;
+    if (l->o.role != JB_LINK_CONSUMER || l->paused || l->qbytes >= l->o.credit_bytes) return 0;
     int c = l->o.credit - l->qlen;
     return c > 0 ? c : 0;
 }
@@ -416,6 +426,7 @@ static void enqueue(jb_link_t *l, qitem_t *q) {
     else l->qhead = q;
     l->qtail = q;
     l->qlen++;
+    l->qbytes += msg_bytes(&q->msg);
     pthread_cond_broadcast(&l->cv);
 }
 
@@ -508,6 +519,10 @@ static void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
     }
     if (m->seq > c->next_seq) return;   // a gap: the producer resends from the missing one
     if (l->qlen >= 4 * (l->o.credit > 0 ? l->o.credit : 1)) return;   // over the bound: later
+    if (l->qlen > 0 && l->qbytes + msg_bytes(m) > l->o.credit_bytes) {   // over the bytes
+        l->st.over_bytes++;
+        return;
+    }
     if (l->o.persist) {
         char id[JB_WIRE_JOB_ID_MAX + 1];
         snprintf(id, sizeof id, "%s", m->job_id);
@@ -705,7 +720,8 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
     jb_msg_t m;
     jb_msg_init(&m);
     jb_err_t err = {0};
-    if (jb_wire_decode(h, hn, pl, pn, l->o.codebook, &m, &err)) {
+    if (jb_wire_decode_admit(h, hn, pl, pn, l->o.codebook, l->admit ? jb_admit_check : NULL,
+                             l->admit, &m, &err)) {
         l->st.bad++;
         note_error(l, "from %s: %s", who, err.msg);
         jb_log(JB_WARN, "link %s: rejected a message from %s: %s", l->name, who, err.msg);
@@ -1139,6 +1155,7 @@ static void free_all(jb_link_t *l) {
     for (int i = 0; i < MAX_PEERS; i++) free(l->peers[i].info);
     jb_bytes_free(&l->ehdr);
     jb_bytes_free(&l->epl);
+    jb_admit_destroy(&l->admit);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l->spec);
@@ -1161,6 +1178,9 @@ jb_link_t *jb_link_open(const char *spec, const jb_link_opts_t *o, jb_err_t *err
         jb_err_set(err, JB_EINVAL, "link: empty endpoint");
         goto fail;
     }
+    if (l->o.credit_bytes <= 0) l->o.credit_bytes = JB_LINK_CREDIT_BYTES;
+    if (l->o.role == JB_LINK_CONSUMER && !(l->admit = jb_admit_new(&l->o.admit, err)))
+        goto fail;
     if (l->o.heartbeat_ms < 1 || l->o.peer_timeout_ms <= l->o.heartbeat_ms || l->o.credit < 1 ||
         l->o.backlog < 1) {
         jb_err_set(err, JB_EINVAL, "%s: need heartbeat >= 1 ms, peer timeout > heartbeat, "
@@ -1402,6 +1422,7 @@ jb_recv_t jb_link_recv(jb_link_t *l, jb_msg_t *msg, int timeout_ms, jb_err_t *er
             if (!strcmp(l->voiding[i].id, q->msg.job_id)) l->voiding[i].handed = true;
     int before = my_credit(l);
     l->qlen--;
+    l->qbytes -= msg_bytes(&q->msg);
     pthread_mutex_unlock(&l->mu);
     jb_msg_clear(msg);
     *msg = q->msg;

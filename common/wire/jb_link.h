@@ -36,8 +36,12 @@
 #include <stdint.h>
 
 #include "jb_err.h"
+#include "jb_admit.h"
 #include "jb_transport.h"   // jb_recv_t
 #include "jb_wire.h"
+
+// A consumer's default byte budget: two of the largest messages (JB_WIRE_MAX_RAW).
+#define JB_LINK_CREDIT_BYTES (2 * (int64_t)JB_WIRE_MAX_RAW)
 
 typedef struct jb_link jb_link_t;   // also declared in jb_transport.h
 
@@ -69,6 +73,14 @@ typedef struct jb_link_opts {
     int backlog;               // producer: messages not yet sent, at most (default 64):
                                // jb_link_send blocks beyond it
     int64_t codebook;          // consumer: codes must be below it (-1: only the header's)
+    int64_t credit_bytes;      // consumer: bytes its input queue may hold (decompressed payload
+                               // + strings of the queued messages; default JB_LINK_CREDIT_BYTES).
+                               // Credit 0 is announced while the queue holds this much, and a
+                               // message that would take it over is not accepted (the producer
+                               // retransmits it later); one message is always let into an
+                               // empty queue.
+    jb_admit_model_t admit;    // consumer: the model whose level lengths bound each job's
+                               // messages before decompression (jb_admit.h; levels 0: none)
     volatile sig_atomic_t *stop;   // when set, a blocked jb_link_send returns JB_ECANCEL
     int send_timeout_ms;       // a blocked jb_link_send gives up after this (JB_EUNAVAIL);
                                // -1 (default): waits for room
@@ -139,6 +151,7 @@ typedef struct {
     int64_t acks_rx;           // acks received (producer)
     int64_t bad;               // malformed / unexpected messages dropped
     int64_t dups;              // data messages dropped as already held / duplicate job copies
+    int64_t over_bytes;        // data messages not accepted: the queue's byte budget was full
     int64_t reassigned;        // jobs given to another consumer (death or RELEASE)
     int64_t cancels_tx, cancels_rx, releases_rx, done_rx, done_tx;
     int peers_alive, peers_known;

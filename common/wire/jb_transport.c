@@ -40,6 +40,7 @@ struct jb_endpoint {
     uint64_t out_bytes;     // bytes written so far
     char *tmp_path;         // output file being written; renamed to final_path on close
     char *final_path;
+    jb_admit_t *admit;      // stream input: per-job bounds before decompression
     // ZeroMQ
     jb_link_t *link;
     char address[256];
@@ -90,6 +91,7 @@ void jb_endpoint_destroy(jb_endpoint_t **ep_p) {
     jb_bytes_free(&ep->hdr);
     jb_bytes_free(&ep->payload);
     jb_bytes_free(&ep->in);
+    jb_admit_destroy(&ep->admit);
     free(ep);
     *ep_p = NULL;
 }
@@ -117,6 +119,7 @@ static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_
     if (!ep->opts.link || lo.credit <= 0) lo.credit = ep->opts.hwm;
     if (!ep->opts.link || lo.backlog <= 0) lo.backlog = ep->opts.hwm;
     if (!ep->opts.link || lo.codebook < 0) lo.codebook = ep->opts.codebook;
+    if (!ep->opts.link || lo.admit.levels <= 0) lo.admit = ep->opts.admit;
     if (!ep->opts.link) lo.send_timeout_ms = ep->opts.send_timeout_ms;
     ep->link = jb_link_open(spec, &lo, err);
     if (!ep->link) goto fail;
@@ -290,8 +293,13 @@ static jb_recv_t stream_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, j
                 uint64_t at = ep->in_base;
                 ep->in_start += f.size;
                 ep->in_base += f.size;
-                if (jb_wire_decode(f.hdr, f.hdr_len, f.payload, f.payload_len,
-                                   ep->opts.codebook, msg, err)) {
+                if (!ep->admit && !(ep->admit = jb_admit_new(&ep->opts.admit, err))) {
+                    ep_fail(ep, err);
+                    return JB_RECV_ERROR;
+                }
+                if (jb_wire_decode_admit(f.hdr, f.hdr_len, f.payload, f.payload_len,
+                                         ep->opts.codebook, jb_admit_check, ep->admit, msg,
+                                         err)) {
                     jb_err_prefix(err, "%s byte %" PRIu64, ep->name, at);
                     return JB_RECV_BAD;
                 }

@@ -39,6 +39,7 @@
 
 #include <stdint.h>
 
+#include "jb_admit.h"
 #include "jb_err.h"
 #include "jb_wire.h"
 
@@ -51,6 +52,10 @@ typedef struct {
     int send_timeout_ms;  // ZeroMQ: send waits this long for room, -1 = forever (default)
     int linger_ms;        // ZeroMQ: close waits this long for the output to be acked (10000)
     int64_t codebook;     // input: codes must be below this (-1 = only the header's)
+    // input: the receiver's model, whose level lengths bound each known job's messages
+    // before their payload is decompressed (jb_admit.h; levels 0: sample counts and the
+    // unknown-job cap only). Passed to a link unless the template sets one.
+    jb_admit_model_t admit;
     // ZeroMQ: the link's options (name, heartbeat, hooks ...; jb_link.h), or NULL for
     // the defaults. role comes from the direction; credit / backlog from hwm, and
     // codebook from above, unless the template sets them (> 0 / >= 0).
@@ -96,7 +101,8 @@ typedef enum {
     JB_RECV_MSG = 0,     // *msg holds a message (owned by msg: jb_msg_clear it)
     JB_RECV_EOF,         // stream ended cleanly at a frame boundary (never for ZeroMQ)
     JB_RECV_TIMEOUT,     // nothing within timeout_ms, or a signal arrived
-    JB_RECV_BAD,         // a malformed message was dropped (err says why); keep going
+    JB_RECV_BAD,         // a malformed message was dropped (err says why; msg->job_id and
+                         // msg->type are set when its header named them); keep going
 } jb_recv_t;
 
 // Waits up to timeout_ms (-1 = forever, 0 = do not wait) for one message.

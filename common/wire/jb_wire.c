@@ -222,7 +222,7 @@ static void msg_context(char *buf, size_t size, const char *job, int level, int6
 }
 
 static bool job_id_ok(const char *s, size_t n) {
-    if (n < 1 || n > JB_WIRE_JOB_ID_MAX) return false;
+    if (n < 1 || n > JB_WIRE_JOB_ID_MAX || s[0] == '.') return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
@@ -303,7 +303,7 @@ static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t
                               key_rules[k].name);
     }
     if (have[K_JOB] && !job_id_ok(m->job_id, job_len))
-        return jb_err_set(err, code, "%s: job id must be 1..%d of [A-Za-z0-9._:-]", ctx,
+        return jb_err_set(err, code, "%s: job id must be 1..%d of [A-Za-z0-9._:-], not starting with '.'", ctx,
                           JB_WIRE_JOB_ID_MAX);
     if (have[K_LEVEL] && (m->level < 0 || m->level > JB_WIRE_MAX_LEVEL))
         return jb_err_set(err, code, "%s: level %d out of range 0..%d", ctx, m->level,
@@ -517,8 +517,10 @@ static int mp_be(const uint8_t *b, size_t *p, size_t *left, int k, uint64_t *n) 
     *left -= k;
     return 0;
 }
-static int mp_skip(const uint8_t *b, size_t len, size_t *pos, int depth) {
-    if (depth > MP_MAX_DEPTH || *pos >= len) return -1;
+// Skips one object at *pos; *objects counts every object seen (keys, values, elements),
+// refused past JB_WIRE_MAX_OBJECTS so that unpacking cannot build millions of them.
+static int mp_skip(const uint8_t *b, size_t len, size_t *pos, int depth, uint32_t *objects) {
+    if (depth > MP_MAX_DEPTH || *pos >= len || ++*objects > JB_WIRE_MAX_OBJECTS) return -1;
     size_t p = *pos, left = len - p - 1;
     uint8_t c = b[p++];
     uint64_t n = 0;   // bytes to skip, or elements for containers
@@ -564,7 +566,7 @@ static int mp_skip(const uint8_t *b, size_t len, size_t *pos, int depth) {
     if (total > left) return -1;   // each element takes at least one byte
     *pos = p;
     for (uint64_t i = 0; i < total; i++)
-        if (mp_skip(b, len, pos, depth + 1)) return -1;
+        if (mp_skip(b, len, pos, depth + 1, objects)) return -1;
     return 0;
 }
 
@@ -577,6 +579,13 @@ static bool key_is(const msgpack_object *k, const char *name) {
 
 int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
                    size_t payload_len, int64_t codebook, jb_msg_t *out, jb_err_t *err) {
+    return jb_wire_decode_admit(hdr, hdr_len, payload, payload_len, codebook, NULL, NULL, out,
+                                err);
+}
+
+int jb_wire_decode_admit(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
+                         size_t payload_len, int64_t codebook, jb_wire_admit_fn admit,
+                         void *admit_user, jb_msg_t *out, jb_err_t *err) {
     jb_msg_clear(out);
     if (hdr_len == 0) return jb_err_set(err, JB_EFORMAT, "message: empty header");
     if (hdr_len > JB_WIRE_MAX_HEADER)
@@ -586,9 +595,11 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
         return jb_err_set(err, JB_EFORMAT, "message: payload is %zu bytes, over the cap of %u",
                           payload_len, JB_WIRE_MAX_PAYLOAD);
     size_t end = 0;
-    if (mp_skip(hdr, hdr_len, &end, 0))
+    uint32_t objects = 0;
+    if (mp_skip(hdr, hdr_len, &end, 0, &objects))
         return jb_err_set(err, JB_EFORMAT, "message: header is not well-formed MessagePack "
-                          "(or nested deeper than %d)", MP_MAX_DEPTH);
+                          "(or nested deeper than %d, or over %d objects)", MP_MAX_DEPTH,
+                          JB_WIRE_MAX_OBJECTS);
     if (end != hdr_len)
         return jb_err_set(err, JB_EFORMAT, "message: %zu bytes after the header's map",
                           hdr_len - end);
@@ -640,7 +651,7 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
     if (o) {
         if (o->type != MSGPACK_OBJECT_STR || !job_id_ok(o->via.str.ptr, o->via.str.size)) {
             jb_err_set(err, JB_EFORMAT, "message: field 'job' must be a string of 1..%d of "
-                       "[A-Za-z0-9._:-]", JB_WIRE_JOB_ID_MAX);
+                       "[A-Za-z0-9._:-], not starting with '.'", JB_WIRE_JOB_ID_MAX);
             goto done;
         }
         memcpy(out->job_id, o->via.str.ptr, o->via.str.size);
@@ -779,6 +790,7 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
                        type_names[out->type], payload_len);
             goto done;
         }
+        if (admit && admit(admit_user, out, 0, err)) goto done;
         rc = 0;
         goto done;
     }
@@ -789,6 +801,8 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
                    "values are %" PRIu64 " bytes", ctx, iv[K_RAW_LEN], want / 4, want);
         goto done;
     }
+    // The receiver's bounds for this job, before anything is allocated for the payload.
+    if (admit && admit(admit_user, out, want, err)) goto done;
     if (payload_len == 0) {
         jb_err_set(err, JB_EFORMAT, "%s: %s message without a payload", ctx,
                    type_names[out->type]);
@@ -843,7 +857,15 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
 done:
     free(raw);
     msgpack_unpacked_destroy(&up);
-    if (rc) jb_msg_clear(out);
+    if (rc) {   // cleared, but the job id and type stay when they were read: the receiver
+                // can fail that job (wire.md 8.3) instead of going on without the message
+        jb_msg_type_t type = out->type;
+        char job[JB_WIRE_JOB_ID_MAX + 1];
+        memcpy(job, out->job_id, sizeof job);
+        jb_msg_clear(out);
+        out->type = type;
+        memcpy(out->job_id, job, sizeof job);
+    }
     return rc;
 }
 

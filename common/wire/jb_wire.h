@@ -39,11 +39,12 @@
 #define JB_WIRE_VERSION 1
 
 // Caps. A message or frame over them is refused before anything is allocated.
-#define JB_WIRE_JOB_ID_MAX 63                  // bytes, [A-Za-z0-9._:-]
+#define JB_WIRE_JOB_ID_MAX 63                  // bytes, [A-Za-z0-9._:-], not starting with '.'
+#define JB_WIRE_MAX_OBJECTS 65536              // MessagePack objects in one header
 #define JB_WIRE_MAX_HEADER (4u << 20)          // encoded header, bytes
 #define JB_WIRE_MAX_TEXT (1u << 20)            // spec / text strings, bytes
-#define JB_WIRE_MAX_RAW (1u << 30)             // decompressed codes, bytes (1 GiB)
-#define JB_WIRE_MAX_PAYLOAD 1077952592u        // LZ4_COMPRESSBOUND(JB_WIRE_MAX_RAW)
+#define JB_WIRE_MAX_RAW (1u << 24)             // decompressed payload, bytes (16 MiB: 4 Mi codes)
+#define JB_WIRE_MAX_PAYLOAD 16843025u          // LZ4_COMPRESSBOUND(JB_WIRE_MAX_RAW)
 #define JB_WIRE_MAX_LEVEL 7                    // levels 0..7 (Jukebox uses 0..2)
 #define JB_WIRE_MAX_CODEBOOK (1 << 24)
 #define JB_WIRE_MAX_OFFSET (INT64_C(1) << 40)  // token offsets and lengths
@@ -113,7 +114,9 @@ void jb_msg_clear(jb_msg_t *msg);
 // "job", "codes", "end", "error", "ack", "heartbeat", "status", "align", "hello", "done",
 // "cancel", "release"; "?" otherwise.
 const char *jb_msg_type_name(int type);
-// Whether job_id is a valid job id (1..JB_WIRE_JOB_ID_MAX of [A-Za-z0-9._:-]).
+// Whether job_id is a valid job id: 1..JB_WIRE_JOB_ID_MAX bytes of [A-Za-z0-9._:-], the
+// first not '.' (a job id names directories and files: no ".", "..", hidden names).
+// The one definition: the encoder, jukebox-job, the spec (jb_job) and every stage use it.
 int jb_wire_job_id_ok(const char *job_id);
 // Elements of the payload of msg (batch x count for codes, x cols for align;
 // 0 for types without one or when a dimension is absent).
@@ -139,13 +142,27 @@ int jb_wire_check(const jb_msg_t *msg, jb_err_t *err);
 // 0 / -1 + err (JB_EINVAL for a message that breaks the rules, JB_ENOMEM).
 int jb_wire_encode(const jb_msg_t *msg, jb_bytes_t *hdr, jb_bytes_t *payload, jb_err_t *err);
 
-// Decodes one message into *out (cleared first; on failure left cleared).
+// Decodes one message into *out (cleared first; on failure left cleared except job_id
+// and type, when the header got that far: "" / JB_MSG_NONE otherwise).
 // hdr: hdr_len bytes; payload: payload_len bytes (NULL when 0).
 // codebook: the receiver's codebook size (codes must be below it; the header's
 // codebook, when present, must equal it), or -1 to check only against the header's.
 // 0 / -1 + err (JB_EFORMAT, JB_EUNSUP for another version, JB_ENOMEM).
 int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
                    size_t payload_len, int64_t codebook, jb_msg_t *out, jb_err_t *err);
+
+// Admission: what a receiver lets a message claim before its payload is decompressed
+// (docs/wire.md section 3.1). Called by jb_wire_decode_admit once the header is decoded
+// and checked, with hdr's fields set (hdr->codes still NULL) and raw_len the payload's
+// claimed decompressed size (0 for types without a payload). 0 lets the message through;
+// -1 + err refuses it before anything is allocated for its payload. jb_admit.h has the
+// receivers' table (per-job bounds learnt from JOB messages).
+typedef int (*jb_wire_admit_fn)(void *user, const jb_msg_t *hdr, uint64_t raw_len,
+                                jb_err_t *err);
+// jb_wire_decode with an admission check (admit NULL: none).
+int jb_wire_decode_admit(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
+                         size_t payload_len, int64_t codebook, jb_wire_admit_fn admit,
+                         void *admit_user, jb_msg_t *out, jb_err_t *err);
 
 // ---- frames (pipes and codes files) ----
 
