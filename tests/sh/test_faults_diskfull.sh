@@ -62,13 +62,19 @@ room() {
 crashes=0 rounds=0
 for kib in 0 4 12 30 60 100; do
     room "$kib"
+    [ "$kib" = 0 ] && rm -f "$sp/lock"   # so that the first write is the lock's own
     rounds=$((rounds + 1))
     mark=$(wc -l < "$log")
     ( ulimit -f "$limit"; exec bash -c "exec $cmd" ) >> "$log" 2>&1 & bpid=$!
-    # Until it exits, or says it cannot write its spool (then it keeps what it holds).
+    # Until it exits, or says it cannot spool an input (then it keeps serving what it
+    # holds and is stopped here with SIGTERM). A spool error it cannot go on after
+    # (ERROR) ends the process by itself.
     end=$((SECONDS + 60))
     while fj_alive "$bpid" && [ $SECONDS -lt $end ] &&
           ! tail -n +"$mark" "$log" | grep -qE 'No space left|File too large'; do sleep 0.1; done
+    if tail -n +"$mark" "$log" | grep -E 'No space left|File too large' | grep -q ERROR; then
+        for i in $(seq 400); do fj_alive "$bpid" || break; sleep 0.05; done
+    fi
     if fj_alive "$bpid"; then
         kill -TERM "$bpid"
         for i in $(seq 200); do fj_alive "$bpid" || break; sleep 0.05; done

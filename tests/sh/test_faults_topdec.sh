@@ -53,6 +53,8 @@ end_case() {
         for f in "$st"/log/*.log; do echo "== $f"; grep -E 'WARN|ERROR|cancel' "$f" | tail -n 12; done
     fi
     $LS --state "$st" --stop-timeout 5 stop > /dev/null 2>&1
+    check "($name) no job failed at the decoder (its exit on SIGTERM)" \
+        "! grep -q 'job(s) failed' '$st/log/decoder-0.log'"
 }
 
 echo "-- (a) kill -9 of the top prior and the decoder together"
