@@ -101,6 +101,12 @@ typedef struct {
     double rate_t[64];                // (time, tokens emitted so far) after each window
     int64_t rate_tok[64], tokens;
     int n_rate;
+    // DONE from below (the output link's I/O thread): the job is finished for good
+    // downstream (another copy may have got there first). The stage thread drops it and
+    // its spool (drain_done); until then nothing more of it is sent or spooled.
+    pthread_mutex_t done_mu;
+    char done_q[64][JB_WIRE_JOB_ID_MAX + 1];
+    int n_done_q;
 } stage_t;
 
 // ---- status (read by the links' I/O threads) ---------------------------------------
@@ -184,8 +190,44 @@ static char *control_status(void *user) {
 static void stage_on_done(void *user, const char *job_id) {
     stage_t *s = user;
     if (s->in_link) jb_link_done(s->in_link, job_id);
-    jb_err_t e = {0};
-    if (s->spool && jb_spool_remove(s->spool, job_id, &e)) jb_log(JB_WARN, "%s", e.msg);
+    pthread_mutex_lock(&s->done_mu);
+    if (s->n_done_q < 64) snprintf(s->done_q[s->n_done_q++], sizeof s->done_q[0], "%s", job_id);
+    pthread_mutex_unlock(&s->done_mu);
+    if (s->n_done_q >= 64) jb_log(JB_WARN, "job=%s: DONE queue full", job_id);
+}
+
+static int done_pending(stage_t *s, const char *id) {
+    int r = 0;
+    pthread_mutex_lock(&s->done_mu);
+    for (int i = 0; i < s->n_done_q && !r; i++) r = !strcmp(s->done_q[i], id);
+    pthread_mutex_unlock(&s->done_mu);
+    return r;
+}
+
+static void drop_job(stage_t *s, struct job *j);
+static struct job *find_job(stage_t *s, const char *id);
+
+// The stage thread: jobs reported DONE from below are dropped here (a copy elsewhere
+// finished first) and their spools removed. Before, the spool went on the I/O thread
+// while this thread still sampled the job and spooled its next window into a new
+// directory that no DONE removed (a job left in the spool: issue 18 D).
+static void drain_done(stage_t *s) {
+    char ids[64][JB_WIRE_JOB_ID_MAX + 1];
+    pthread_mutex_lock(&s->done_mu);
+    int n = s->n_done_q;
+    memcpy(ids, s->done_q, sizeof ids[0] * (size_t)n);
+    s->n_done_q = 0;
+    pthread_mutex_unlock(&s->done_mu);
+    for (int i = 0; i < n; i++) {
+        struct job *j = find_job(s, ids[i]);
+        if (j) {
+            jb_log(JB_INFO, "job=%s: DONE from below while this stage still had it (another "
+                   "copy finished first); dropped", ids[i]);
+            drop_job(s, j);
+        }
+        jb_err_t e = {0};
+        if (s->spool && jb_spool_remove(s->spool, ids[i], &e)) jb_log(JB_WARN, "%s", e.msg);
+    }
 }
 
 // A link input's new message, on its I/O thread: into in.jbc before it is acked.
@@ -383,6 +425,7 @@ static int capture(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
 // Every message out goes through here: with a spool, into the job's out.jbc first.
 static int send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
     if (s->replaying) return capture(s, m, err);
+    if (m->job_id[0] && done_pending(s, m->job_id)) return 0;   // finished below: dropped soon
     // A job's first output here: which model makes its codes, first (check_spool_model).
     if (s->spool && m->job_id[0] && jb_spool_count(s->spool, m->job_id, JB_SPOOL_OUT) == 0 &&
         jb_spool_put_note(s->spool, m->job_id, "model", s->model_id, err)) {
@@ -1116,7 +1159,8 @@ static void hand_back(stage_t *s) {
 }
 
 int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
-    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER};
+    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER,
+                 .done_mu = PTHREAD_MUTEX_INITIALIZER};
     jb_msg_t m;
     jb_msg_init(&m);
     int rc = -1, input_open = 1;
@@ -1222,6 +1266,7 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     jb_service_ready("weights loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
+        drain_done(&s);
         if (stop_requested(&s)) {
             jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
             goto done;
@@ -1315,6 +1360,7 @@ done:
     // The links' I/O threads use the spool (persist, DONE): they stop first.
     jb_endpoint_destroy(&s.out);
     jb_endpoint_destroy(&s.in);
+    drain_done(&s);   // the last DONEs' spools
     jb_spool_destroy(&s.spool);
     free(s.finished);
     free(s.cap);
@@ -1328,5 +1374,6 @@ done:
     jb_prior_destroy(&s.prior);
     free(s.status);
     pthread_mutex_destroy(&s.status_mu);
+    pthread_mutex_destroy(&s.done_mu);
     return rc;
 }

@@ -28,7 +28,7 @@ lost=0 differ=0 dups=0 held=0 faults=0
 
 # twins NAME MIDS BOTTOMS PRODUCER VICTIM1 VICTIM2
 twins() {
-    local name=$1 mids=$2 bottoms=$3 producer=$4 v1=$5 v2=$6 st=$T/s$1 P rc p1 p2 before after i
+    local name=$1 mids=$2 bottoms=$3 producer=$4 v1=$5 v2=$6 st=$T/s$1 P rc p1 p2 before after i fed
     echo "-- ($name) kill -9 of $v1 and $v2 together (--mid $mids --bottom $bottoms)"
     P=$(fj_free_port)
     $LS --state "$st" --base-port "$P" --mid "$mids" --bottom "$bottoms" --heartbeat 200 \
@@ -36,8 +36,12 @@ twins() {
     check "($name) services started (rc $rc)" "[ $rc = 0 ]"
     [ $rc = 0 ] || { cat "$T/start.$name"; return; }
     fj_submit $N "$($LS --state "$st" endpoint)"
-    fj_wait_busy "$st" 60 "$v1" "$v2"
-    check "($name) $v1 and $v2 hold jobs" "[ $? = 0 ]"
+    # Both hold jobs, and the producer is still feeding one of them a job: that one's
+    # input is incomplete when they die (it cannot finish it from its spool alone).
+    fj_wait_busy "$st" 60 "$v1" "$v2" && fed=$(fj_wait_feeding "$st" 60 "$producer" "$v1" "$v2")
+    check "($name) $v1 and $v2 hold jobs, $producer is feeding one of them (${fed:-none})" "[ $? = 0 ]"
+    # The one being fed comes back second, to the CANCEL of that job.
+    [ "${fed:-$v2}" = "$v1" ] && { v1=$v2; v2=$fed; }
     before=$(fj_stat "$(fj_ctl "$st" "$producer")" out.stats.reassigned)
     p1=$(cat "$st/run/$v1.pid") p2=$(cat "$st/run/$v2.pid")
     kill -KILL "$p1" "$p2"; faults=$((faults + 2))
