@@ -179,6 +179,7 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     eo.link = &g_link;
     jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
     g_in_link = ep ? jb_endpoint_link(ep) : NULL;
+    co.link = g_in_link;
     jb_link_t *control = NULL;
     if (ep && g_control) {
         jb_link_opts_t cl = g_link;

@@ -455,6 +455,224 @@ out:
     jb_link_close(&p2, 0);
 }
 
+// ---- ownership of a preloaded job (spool) across restarts: docs/reliability.md,
+// "Ownership of a job across restarts" (the state table) ----
+
+static jb_link_t *open_epoch(const char *spec, jb_link_role_t role, const char *name,
+                             const char *epoch) {
+    jb_link_opts_t o;
+    jb_link_default_opts(&o);
+    o.role = role;
+    o.name = name;
+    o.stage = "test";
+    o.epoch = epoch;
+    o.heartbeat_ms = HB;
+    o.peer_timeout_ms = TIMEOUT;
+    jb_err_t err = {0};
+    jb_link_t *l = jb_link_open(spec, &o, &err);
+    if (!l) printf("  open %s: %s\n", spec, err.msg);
+    return l;
+}
+
+// A consumer restarted with a spool holds 2 messages of job J (preloaded, from producer
+// pre_name run pre_epoch); producer `name` run `epoch` then sends J whole (3 messages).
+// Returns the messages delivered as a string: "C" for a CANCEL, else the seq digits.
+static void preload_case(const char *tag, const char *pre_name, const char *pre_epoch,
+                         const char *name, const char *epoch, int want, char *out, size_t n) {
+    const char *pe = ep(tag);
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    out[0] = '\0';
+    jb_link_t *p = open_epoch(at, JB_LINK_PRODUCER, name, epoch);
+    jb_link_t *c = open_epoch(to, JB_LINK_CONSUMER, "pc", NULL);
+    jb_err_t err = {0};
+    if (!p || !c ||
+        jb_link_preload_from(c, "J", 2, pre_name, pre_epoch, &err) ||
+        !wait_until(peers_alive_1, p, 2000) || send_job(p, "J", 3)) {
+        snprintf(out, n, "setup failed");
+        goto out;
+    }
+    // The expected messages (a CANCEL, handled by the next recv, then the resend), then
+    // a few heartbeats more in which nothing else may come.
+    got_t g[16];
+    int k = recv_n(c, g, 16, want, 10 * TIMEOUT);
+    k += recv_n(c, g + k, 16 - k, 16 - k, 3 * HB);
+    for (int i = 0; i < k && i < 16 && strlen(out) + 2 < n; i++)
+        snprintf(out + strlen(out), n - strlen(out), "%c",
+                 g[i].type == JB_MSG_CANCEL ? 'C' : (char)('0' + g[i].seq));
+out:
+    jb_link_close(&c, 0);
+    jb_link_close(&p, 0);
+}
+
+static void test_preload_streams(void) {
+    char got[64];
+    // Same producer, same run: the held messages continue its stream.
+    preload_case("pl1", "pA", "E1", "pA", "E1", 1, got, sizeof got);
+    JB_CHECK(!strcmp(got, "2"), "preloaded, same producer and run: only seq 2 is new (%s)", got);
+    // Another producer: its numbering is another one (issue 18 B: seqs 0-1 were dropped
+    // as held and seq 2 appended to the old stream). Void, then its stream from seq 0.
+    preload_case("pl2", "pA", "E1", "pB", "E1", 4, got, sizeof got);
+    JB_CHECK(!strcmp(got, "C012"), "preloaded, another producer: CANCEL, then seq 0 1 2 (%s)",
+             got);
+    // The same producer back as another run (restarted): the same.
+    preload_case("pl3", "pA", "E1", "pA", "E2", 4, got, sizeof got);
+    JB_CHECK(!strcmp(got, "C012"), "preloaded, same producer, another run: CANCEL, 0 1 2 (%s)",
+             got);
+    // The spool did not say whose stream (an older spool): taken afresh as well.
+    preload_case("pl4", NULL, NULL, "pA", "E1", 4, got, sizeof got);
+    JB_CHECK(!strcmp(got, "C012"), "preloaded, unknown producer: CANCEL, 0 1 2 (%s)", got);
+}
+
+// The preloaded job's producer comes back as another run and never sends the job again
+// (it went elsewhere): the held messages are void at once (a CANCEL to the stage),
+// instead of a job held at window 0 for ever (issue 18 A/D).
+static void test_preload_producer_restarted(void) {
+    const char *pe = ep("pr");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    jb_link_t *p = open_epoch(at, JB_LINK_PRODUCER, "pA", "E2");
+    jb_link_t *c = open_epoch(to, JB_LINK_CONSUMER, "pc", NULL);
+    jb_err_t err = {0};
+    JB_CHECK(p && c && !jb_link_preload_from(c, "K", 3, "pA", "E1", &err), "links open");
+    if (!p || !c) goto out;
+    got_t g[4];
+    int n = recv_n(c, g, 4, 1, 4 * TIMEOUT);
+    JB_CHECK(n == 1 && g[0].type == JB_MSG_CANCEL && !strcmp(g[0].job, "K"),
+             "producer back as another run: CANCEL of its preloaded job (%d)", n);
+    // Same run: nothing is voided.
+    jb_link_preload_from(c, "K2", 3, "pA", "E2", &err);
+    jb_link_close(&p, 0);
+    p = open_epoch(at, JB_LINK_PRODUCER, "pA", "E2");
+    n = recv_n(c, g, 4, 1, 4 * TIMEOUT);
+    JB_CHECK(n == 0, "producer back as the same run: its preloaded job is kept (%d)", n);
+out:
+    jb_link_close(&c, 0);
+    jb_link_close(&p, 0);
+}
+
+// Issue 18 A: a consumer killed while holding a job, restarted with its spool (the job
+// preloaded), returns after its producer gave the job to another consumer: the
+// producer's CANCEL must reach the stage (before: ignored, the job hung at window 0).
+static void test_cancel_of_preloaded(void) {
+    const char *pe = ep("cp");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    jb_link_t *p = open_epoch(at, JB_LINK_PRODUCER, "cpA", "E1");
+    jb_link_t *c1 = open_epoch(to, JB_LINK_CONSUMER, "cc1", NULL), *c2 = NULL;
+    JB_CHECK(p && c1, "links open");
+    if (!p || !c1) goto out;
+    JB_CHECK(wait_until(peers_alive_1, p, 2000), "consumer joined");
+    send_job(p, "L", 3);
+    got_t g[8];
+    int n = recv_n(c1, g, 8, 3, 2000);
+    JB_CHECK(n == 3, "job delivered to the first consumer (%d)", n);
+    jb_link_close(&c1, 0);   // dies holding it (its spool: 3 messages of cpA run E1)
+    c2 = open_epoch(to, JB_LINK_CONSUMER, "cc2", NULL);
+    n = c2 ? recv_n(c2, g, 8, 3, 6 * TIMEOUT) : 0;
+    JB_CHECK(n == 3 && g[0].seq == 0, "its job went to the other consumer (%d)", n);
+    c1 = open_epoch(to, JB_LINK_CONSUMER, "cc1", NULL);   // back, same name and spool
+    jb_err_t err = {0};
+    JB_CHECK(c1 && !jb_link_preload_from(c1, "L", 3, "cpA", "E1", &err), "restarted");
+    n = c1 ? recv_n(c1, g, 8, 1, 4 * TIMEOUT) : 0;
+    JB_CHECK(n == 1 && g[0].type == JB_MSG_CANCEL && !strcmp(g[0].job, "L"),
+             "the returning consumer's preloaded job is cancelled (%d)", n);
+out:
+    jb_link_close(&c1, 0);
+    jb_link_close(&c2, 0);
+    jb_link_close(&p, 0);
+}
+
+// The same, when the CANCEL reaches the restarted consumer before the stage has
+// preloaded the job (the link is open while the stage replays its spool).
+static void test_cancel_before_preload(void) {
+    const char *pe = ep("cb");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    jb_link_t *p = open_epoch(at, JB_LINK_PRODUCER, "cbA", "E1");
+    jb_link_t *c1 = open_epoch(to, JB_LINK_CONSUMER, "cb1", NULL), *c2 = NULL;
+    got_t g[8];
+    int n = 0;
+    JB_CHECK(p && c1 && wait_until(peers_alive_1, p, 2000), "links open");
+    if (!p || !c1) goto out;
+    send_job(p, "M", 3);
+    n = recv_n(c1, g, 8, 3, 2000);
+    jb_link_close(&c1, 0);
+    c2 = open_epoch(to, JB_LINK_CONSUMER, "cb2", NULL);
+    n = c2 ? recv_n(c2, g, 8, 3, 6 * TIMEOUT) : 0;
+    JB_CHECK(n == 3, "the job went to the other consumer (%d)", n);
+    c1 = open_epoch(to, JB_LINK_CONSUMER, "cb1", NULL);
+    jb_link_stats_t st = {0};
+    for (int i = 0; c1 && i < 200 && st.cancels_rx < 1; i++) {
+        sleep_ms(10);
+        jb_link_stats(c1, &st);
+    }
+    JB_CHECK(st.cancels_rx == 1, "the CANCEL came before the preload");
+    jb_err_t err = {0};
+    JB_CHECK(c1 && !jb_link_preload_from(c1, "M", 3, "cbA", "E1", &err), "preloaded after it");
+    n = c1 ? recv_n(c1, g, 8, 1, 4 * TIMEOUT) : 0;
+    JB_CHECK(n == 1 && g[0].type == JB_MSG_CANCEL && !strcmp(g[0].job, "M"),
+             "a job cancelled before its preload is void at once (%d)", n);
+out:
+    jb_link_close(&c1, 0);
+    jb_link_close(&c2, 0);
+    jb_link_close(&p, 0);
+}
+
+// A persist hook that refuses everything until *ready (a stage replaying its spool).
+static int refuse_until(void *user, const jb_msg_t *m, jb_err_t *err) {
+    (void)m;
+    return *(volatile int *)user ? 0 : jb_err_set(err, JB_EUNAVAIL, "replaying");
+}
+
+// Another producer's seq 0 arrives (refused: the stage is replaying) before the job is
+// preloaded: the held count must not continue that stream (issue 18 B, the race).
+static void test_stream_before_preload(void) {
+    const char *pe = ep("sb");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    static volatile int ready;
+    ready = 0;
+    jb_link_t *p = open_epoch(at, JB_LINK_PRODUCER, "sbB", "E1");
+    jb_link_opts_t o;
+    jb_link_default_opts(&o);
+    o.role = JB_LINK_CONSUMER;
+    o.name = "sbc";
+    o.stage = "test";
+    o.heartbeat_ms = HB;
+    o.peer_timeout_ms = TIMEOUT;
+    o.persist = refuse_until;
+    o.persist_user = (void *)&ready;
+    jb_err_t err = {0};
+    jb_link_t *c = jb_link_open(to, &o, &err);
+    got_t g[16];
+    char got[32] = "";
+    JB_CHECK(p && c && wait_until(peers_alive_1, p, 2000), "links open");
+    if (!p || !c) goto out;
+    send_job(p, "N", 3);
+    jb_link_stats_t st = {0};
+    for (int i = 0; i < 200 && st.jobs < 1; i++) {
+        sleep_ms(10);
+        jb_link_stats(c, &st);
+    }
+    JB_CHECK_OK(jb_link_preload_from(c, "N", 2, "sbA", "E1", &err), &err, "preloaded");
+    ready = 1;
+    int k = recv_n(c, g, 16, 4, 10 * TIMEOUT);
+    k += recv_n(c, g + k, 16 - k, 16 - k, 3 * HB);
+    for (int i = 0; i < k && i < 16; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%c",
+                 g[i].type == JB_MSG_CANCEL ? 'C' : (char)('0' + g[i].seq));
+    JB_CHECK(!strcmp(got, "C012"), "a stream begun before the preload: CANCEL, 0 1 2 (%s)", got);
+out:
+    jb_link_close(&c, 0);
+    jb_link_close(&p, 0);
+}
+
 static void test_garbage(void) {
     const char *pe = ep("g");
     char at[400], to[400];
@@ -620,6 +838,11 @@ int main(void) {
     test_release();
     test_duplicates_and_takeover();
     test_cancel_hands_to_copy();
+    test_preload_streams();
+    test_preload_producer_restarted();
+    test_cancel_of_preloaded();
+    test_cancel_before_preload();
+    test_stream_before_preload();
     test_garbage();
     test_bounded_send();
     test_control();

@@ -307,12 +307,66 @@ static void test_write_failure(void) {
     }
 }
 
+// Notes: the producer a job's stream came from (per job) and the model identity (per
+// spool), written whole or not at all, kept across a reopen, removed with the job.
+static void test_notes(void) {
+    char dir[300], buf[128];
+    snprintf(dir, sizeof dir, "%s/notes", g_root);
+    jb_err_t err = {0};
+    jb_spool_t *sp = jb_spool_open(dir, &err);
+    if (!sp) {
+        JB_CHECK(0, "open: %s", err.msg);
+        return;
+    }
+    JB_CHECK(jb_spool_get_note(sp, "n1", "from", buf, sizeof buf) == -1, "no note yet");
+    JB_CHECK_OK(jb_spool_put_note(sp, "n1", "from", "up-1\nE1\n", &err), &err,
+                "a job's note (the job directory is created)");
+    JB_CHECK_OK(jb_spool_put_note(sp, NULL, "model", "size=1 crc32=0\n", &err), &err,
+                "the spool's note");
+    JB_CHECK(jb_spool_has(sp, "n1") && jb_spool_count(sp, "n1", JB_SPOOL_IN) == 0,
+             "the noted job is listed, with no message");
+    JB_CHECK(jb_spool_put_note(sp, "n1", "../x", "x", &err) == -1 && err.code == JB_EINVAL &&
+                 jb_spool_put_note(sp, "n1", "lock", "x", &err) == -1,
+             "bad note names refused");
+    jb_msg_t m;
+    make_codes(&m, "n1", 0, 0, 10);
+    JB_CHECK_OK(jb_spool_append(sp, "n1", JB_SPOOL_IN, &m, &err), &err, "append beside the note");
+    jb_msg_clear(&m);
+    // A note that does not fit (file size limit, as a full disk): clear error, the old
+    // note stays whole.
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 4;
+    signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &lim);
+    int r = jb_spool_put_note(sp, "n1", "from", "up-2\nE2\n", &err);
+    setrlimit(RLIMIT_FSIZE, &old);
+    JB_CHECK(r == -1 && err.code == JB_EIO && strstr(err.msg, "n1/from"),
+             "a note that cannot be written: %s", err.msg);
+    jb_spool_destroy(&sp);
+    sp = jb_spool_open(dir, &err);
+    JB_CHECK(sp && jb_spool_n_jobs(sp) == 1 && jb_spool_count(sp, "n1", JB_SPOOL_IN) == 1,
+             "reopened: one job, its message (the notes are not jobs)");
+    if (!sp) return;
+    JB_CHECK(jb_spool_get_note(sp, "n1", "from", buf, sizeof buf) == 8 &&
+                 !strcmp(buf, "up-1\nE1\n"),
+             "the job's note survives whole (%s)", buf);
+    JB_CHECK(jb_spool_get_note(sp, NULL, "model", buf, sizeof buf) > 0 &&
+                 !strcmp(buf, "size=1 crc32=0\n"), "the spool's note survives");
+    JB_CHECK_OK(jb_spool_remove(sp, "n1", &err), &err, "remove");
+    JB_CHECK(jb_spool_get_note(sp, "n1", "from", buf, sizeof buf) == -1,
+             "the job's note went with it");
+    jb_spool_destroy(&sp);
+}
+
 int main(void) {
     snprintf(g_root, sizeof g_root, "/tmp/test_jb_spool.%ld", (long)getpid());
     test_append_reopen();
     test_torn_tail();
     test_lock();
     test_write_failure();
+    test_notes();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_root);
     if (system(cmd)) fprintf(stderr, "cleanup of %s failed\n", g_root);

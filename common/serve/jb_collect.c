@@ -166,7 +166,18 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
         int before = r->n;
         if (jb_spool_read(o->spool, sj->id, JB_SPOOL_IN, take_msg, r, err)) return -1;
         sj->n_in = r->n - before;
-        if (link && jb_link_preload(link, sj->id, sj->n_in, err)) return -1;
+        // Whose stream the held messages are (recorded at its seq 0): only that one
+        // continues them (docs/reliability.md, "Ownership of a job across restarts").
+        char from[400], *nl;
+        const char *pname = NULL, *pepoch = NULL;
+        if (jb_spool_get_note(o->spool, sj->id, "from", from, sizeof from) > 0 &&
+            (nl = strchr(from, '\n'))) {
+            *nl = '\0';
+            pname = from;
+            nl[1 + strcspn(nl + 1, "\n")] = '\0';
+            pepoch = nl + 1;
+        }
+        if (link && jb_link_preload_from(link, sj->id, sj->n_in, pname, pepoch, err)) return -1;
         jb_log(JB_INFO, "job=%s resumed from the spool: %lld message(s)", sj->id,
                (long long)sj->n_in);
         r->n_jobs++;
@@ -200,6 +211,14 @@ int jb_collect_persist(void *user, const jb_msg_t *msg, jb_err_t *err) {
     if (!o->spool || !msg->job_id[0]) return 0;
     if (o->spool_ready && !atomic_load(o->spool_ready))
         return jb_err_set(err, JB_EUNAVAIL, "decoder: starting (replaying the spool)");
+    // The first message of a stream: which producer (and run of it) sent it, so that a
+    // restart continues the held messages only with that same stream.
+    char name[200], epoch[64], note[300];
+    if (msg->seq == 0 && o->link &&
+        !jb_link_owner(o->link, msg->job_id, name, sizeof name, epoch, sizeof epoch)) {
+        snprintf(note, sizeof note, "%s\n%s\n", name, epoch);
+        if (jb_spool_put_note(o->spool, msg->job_id, "from", note, err)) return -1;
+    }
     return jb_spool_append(o->spool, msg->job_id, JB_SPOOL_IN, msg, err);
 }
 

@@ -1,12 +1,15 @@
 // jb_stage.c: see jb_stage.h and docs/wire.md ("Job stream").
 #include "jb_stage.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,6 +82,7 @@ typedef struct {
     char failed_ids[32][JB_WIRE_JOB_ID_MAX + 1];
     int n_failed;
     jb_spool_t *spool;
+    char model_id[160];      // the model and settings that make this stage's codes
     atomic_int spool_ready;  // replay done: a link input's persist hook may spool
     // Jobs finished here whose spool waits until the next stage has them.
     char (*finished)[JB_WIRE_JOB_ID_MAX + 1];
@@ -97,6 +101,12 @@ typedef struct {
     double rate_t[64];                // (time, tokens emitted so far) after each window
     int64_t rate_tok[64], tokens;
     int n_rate;
+    // DONE from below (the output link's I/O thread): the job is finished for good
+    // downstream (another copy may have got there first). The stage thread drops it and
+    // its spool (drain_done); until then nothing more of it is sent or spooled.
+    pthread_mutex_t done_mu;
+    char done_q[64][JB_WIRE_JOB_ID_MAX + 1];
+    int n_done_q;
 } stage_t;
 
 // ---- status (read by the links' I/O threads) ---------------------------------------
@@ -180,8 +190,44 @@ static char *control_status(void *user) {
 static void stage_on_done(void *user, const char *job_id) {
     stage_t *s = user;
     if (s->in_link) jb_link_done(s->in_link, job_id);
-    jb_err_t e = {0};
-    if (s->spool && jb_spool_remove(s->spool, job_id, &e)) jb_log(JB_WARN, "%s", e.msg);
+    pthread_mutex_lock(&s->done_mu);
+    if (s->n_done_q < 64) snprintf(s->done_q[s->n_done_q++], sizeof s->done_q[0], "%s", job_id);
+    pthread_mutex_unlock(&s->done_mu);
+    if (s->n_done_q >= 64) jb_log(JB_WARN, "job=%s: DONE queue full", job_id);
+}
+
+static int done_pending(stage_t *s, const char *id) {
+    int r = 0;
+    pthread_mutex_lock(&s->done_mu);
+    for (int i = 0; i < s->n_done_q && !r; i++) r = !strcmp(s->done_q[i], id);
+    pthread_mutex_unlock(&s->done_mu);
+    return r;
+}
+
+static void drop_job(stage_t *s, struct job *j);
+static struct job *find_job(stage_t *s, const char *id);
+
+// The stage thread: jobs reported DONE from below are dropped here (a copy elsewhere
+// finished first) and their spools removed. Before, the spool went on the I/O thread
+// while this thread still sampled the job and spooled its next window into a new
+// directory that no DONE removed (a job left in the spool: issue 18 D).
+static void drain_done(stage_t *s) {
+    char ids[64][JB_WIRE_JOB_ID_MAX + 1];
+    pthread_mutex_lock(&s->done_mu);
+    int n = s->n_done_q;
+    memcpy(ids, s->done_q, sizeof ids[0] * (size_t)n);
+    s->n_done_q = 0;
+    pthread_mutex_unlock(&s->done_mu);
+    for (int i = 0; i < n; i++) {
+        struct job *j = find_job(s, ids[i]);
+        if (j) {
+            jb_log(JB_INFO, "job=%s: DONE from below while this stage still had it (another "
+                   "copy finished first); dropped", ids[i]);
+            drop_job(s, j);
+        }
+        jb_err_t e = {0};
+        if (s->spool && jb_spool_remove(s->spool, ids[i], &e)) jb_log(JB_WARN, "%s", e.msg);
+    }
 }
 
 // A link input's new message, on its I/O thread: into in.jbc before it is acked.
@@ -191,7 +237,81 @@ static int stage_persist(void *user, const jb_msg_t *m, jb_err_t *err) {
     if (!atomic_load(&s->spool_ready))
         return jb_err_set(err, JB_EUNAVAIL, "%s: starting (replaying the spool)", s->o->stage);
     if (!m->job_id[0]) return 0;
+    // The first message of a stream: which producer (and run of it) sent it, so that a
+    // restart continues the held messages only with that same stream.
+    char name[200], epoch[64], note[300];
+    if (m->seq == 0 && s->in_link &&
+        !jb_link_owner(s->in_link, m->job_id, name, sizeof name, epoch, sizeof epoch)) {
+        snprintf(note, sizeof note, "%s\n%s\n", name, epoch);
+        if (jb_spool_put_note(s->spool, m->job_id, "from", note, err)) return -1;
+    }
     return jb_spool_append(s->spool, m->job_id, JB_SPOOL_IN, m, err);
+}
+
+// Which model and settings make this stage's codes: the model file's size and CRC-32
+// (of the whole file up to 64 MiB, else of its safetensors header and 256 blocks of
+// 4 KiB spread over it), the weights' type and the device. A spool records it: jobs
+// spooled under another identity are not resumed with this one.
+static int model_identity(const jb_stage_opts_t *o, char *buf, size_t n, jb_err_t *err) {
+    int fd = open(o->model_path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st)) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return jb_err_set(err, JB_EIO, "%s: %s", o->model_path, strerror(e));
+    }
+    const int64_t size = (int64_t)st.st_size, whole = (int64_t)64 << 20, blk = 4096;
+    uint8_t *b = malloc((size_t)blk);
+    uint32_t crc = 0;
+    int64_t hdr = size;
+    if (b && size > whole && pread(fd, b, 8, 0) == 8) {
+        uint64_t h = 0;
+        for (int i = 7; i >= 0; i--) h = h << 8 | b[i];
+        hdr = (int64_t)(8 + h < (uint64_t)size ? 8 + h : (uint64_t)size);
+    }
+    // [0, hdr): every byte (the whole file when small); then 256 spread blocks.
+    for (int64_t at = 0; b && at < hdr;) {
+        ssize_t r = pread(fd, b, (size_t)(hdr - at < blk ? hdr - at : blk), (off_t)at);
+        if (r <= 0) break;
+        crc = jb_frame_crc32(crc, b, (size_t)r);
+        at += r;
+    }
+    for (int k = 0; b && hdr < size && k < 256; k++) {
+        int64_t at = hdr + (size - hdr - blk) / 255 * k;
+        ssize_t r = pread(fd, b, (size_t)blk, (off_t)(at > hdr ? at : hdr));
+        if (r > 0) crc = jb_frame_crc32(crc, b, (size_t)r);
+    }
+    close(fd);
+    if (!b) return jb_err_set(err, JB_ENOMEM, "out of memory");
+    free(b);
+    static const char *const wnames[] = {"stored", "f32", "f16", "bf16"};
+    snprintf(buf, n, "size=%lld crc32=%08x weights=%s device=%s\n", (long long)size,
+             (unsigned)crc, o->weights >= 0 && o->weights < 4 ? wnames[o->weights] : "?",
+             o->cuda ? "cuda" : "cpu");
+    return 0;
+}
+
+// Each spooled job records the model identity its codes were made with (a note beside
+// its out.jbc); resuming it with another model or settings (other weights, another
+// weights type or device) would mix two models' codes in one job: refused.
+static int check_spool_model(stage_t *s, jb_err_t *err) {
+    if (model_identity(s->o, s->model_id, sizeof s->model_id, err)) return -1;
+    char held[160];
+    for (int i = 0; i < jb_spool_n_jobs(s->spool); i++) {
+        const char *id = jb_spool_job_id(s->spool, i);
+        if (jb_spool_get_note(s->spool, id, "model", held, sizeof held) <= 0 ||
+            !strcmp(held, s->model_id))
+            continue;
+        char want[160];
+        snprintf(want, sizeof want, "%s", s->model_id);
+        held[strcspn(held, "\n")] = '\0';
+        want[strcspn(want, "\n")] = '\0';
+        return jb_err_set(err, JB_EINVAL, "%s: spool %s: job %s was made with another model or "
+                          "settings (%s); %s here is %s: restart with the model and settings "
+                          "the spool was made with, or with another (empty) spool",
+                          s->o->stage, jb_spool_dir(s->spool), id, held, s->o->model_path, want);
+    }
+    return 0;
 }
 
 static void note_error(stage_t *s, const char *text) {
@@ -305,6 +425,13 @@ static int capture(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
 // Every message out goes through here: with a spool, into the job's out.jbc first.
 static int send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
     if (s->replaying) return capture(s, m, err);
+    if (m->job_id[0] && done_pending(s, m->job_id)) return 0;   // finished below: dropped soon
+    // A job's first output here: which model makes its codes, first (check_spool_model).
+    if (s->spool && m->job_id[0] && jb_spool_count(s->spool, m->job_id, JB_SPOOL_OUT) == 0 &&
+        jb_spool_put_note(s->spool, m->job_id, "model", s->model_id, err)) {
+        s->out_broken = 1;
+        return jb_err_prefix(err, "%s: spool", s->o->stage);
+    }
     if (s->spool && m->job_id[0] && jb_spool_append(s->spool, m->job_id, JB_SPOOL_OUT, m, err)) {
         s->out_broken = 1;
         return jb_err_prefix(err, "%s: spool", s->o->stage);
@@ -963,7 +1090,18 @@ static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
         }
     s->replaying = 0;
     job_t *j = find_job(s, id);
-    if (s->in_link && jb_link_preload(s->in_link, id, in.n, err)) goto done;
+    if (s->in_link) {   // only the stream the spool holds continues at in.n
+        char from[400], *nl;
+        const char *pname = NULL, *pepoch = NULL;
+        if (jb_spool_get_note(s->spool, id, "from", from, sizeof from) > 0 &&
+            (nl = strchr(from, '\n'))) {
+            *nl = '\0';
+            nl[1 + strcspn(nl + 1, "\n")] = '\0';
+            pname = from;
+            pepoch = nl + 1;
+        }
+        if (jb_link_preload_from(s->in_link, id, in.n, pname, pepoch, err)) goto done;
+    }
     if (j && !j->failed) {
         j->n_in = in.n;
         j->recv_n = 0;
@@ -1032,7 +1170,8 @@ static void hand_back(stage_t *s) {
 }
 
 int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
-    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER};
+    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER,
+                 .done_mu = PTHREAD_MUTEX_INITIALIZER};
     jb_msg_t m;
     jb_msg_init(&m);
     int rc = -1, input_open = 1;
@@ -1079,6 +1218,7 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
         if (!(s.spool = jb_spool_open(o->spool, err))) goto done;
         for (int i = 0; i < jb_spool_n_warnings(s.spool); i++)
             jb_log(JB_WARN, "%s", jb_spool_warning(s.spool, i));
+        if (check_spool_model(&s, err)) goto done;
     }
     jb_link_opts_t lo;
     jb_link_default_opts(&lo);
@@ -1143,6 +1283,7 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     jb_service_ready("weights loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
+        drain_done(&s);
         if (stop_requested(&s)) {
             jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
             goto done;
@@ -1243,11 +1384,13 @@ done:
         // DONE removes them, stage_on_done.)
         else if (!pipe_out && !s.out_link && release_finished(&s, 0, 1, err)) rc = -1;
     }
+    // The links' I/O threads use the spool (persist, DONE): they stop first.
+    jb_endpoint_destroy(&s.out);
+    jb_endpoint_destroy(&s.in);
+    drain_done(&s);   // the last DONEs' spools
     jb_spool_destroy(&s.spool);
     free(s.finished);
     free(s.cap);
-    jb_endpoint_destroy(&s.out);
-    jb_endpoint_destroy(&s.in);
     jb_prior_sampler_destroy(&s.sampler);
 #ifdef JB_HAVE_CUDA
     jb_prior_cuda_destroy(&s.dsampler);
@@ -1258,5 +1401,6 @@ done:
     jb_prior_destroy(&s.prior);
     free(s.status);
     pthread_mutex_destroy(&s.status_mu);
+    pthread_mutex_destroy(&s.done_mu);
     return rc;
 }

@@ -64,6 +64,9 @@ typedef struct cjob {
     char id[JB_WIRE_JOB_ID_MAX + 1];
     int owner;                 // producer whose copy is processed, -1 (preloaded) none yet
     int64_t next_seq;
+    // Preloaded (spool): the producer (name, epoch) whose stream the held messages are,
+    // "" when the spool did not say. Only that stream continues at next_seq.
+    char pre_name[NAME_LEN], pre_epoch[40];
     uint64_t senders;          // producers that sent it (bit = peer index)
 } cjob_t;
 
@@ -116,6 +119,10 @@ struct jb_link {
     int n_done;
     char rel_ring[RING][JB_WIRE_JOB_ID_MAX + 1];
     int n_rel;
+    // CANCELs of jobs not held (yet): a job the stage preloads from its spool after its
+    // producer already cancelled it (the CANCEL came before the replay) is void at once.
+    struct { char id[JB_WIRE_JOB_ID_MAX + 1]; char from[NAME_LEN]; } early_cancel[32];
+    int n_early;
     jb_link_stats_t st;
     int64_t t0;
     char last_error[256];
@@ -501,8 +508,28 @@ static void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
         c->next = l->cjobs;
         l->cjobs = c;
     }
-    if (c->owner < 0) c->owner = pi;   // preloaded (spool): the first producer owns it
     c->senders |= UINT64_C(1) << pi;
+    if (c->owner < 0) {
+        // Preloaded (spool): the held messages continue only the stream they came from
+        // (same producer, same run). Any other stream is another numbering: the held
+        // messages are void (CANCEL to the stage) and this one is taken from seq 0.
+        bool same = c->pre_name[0] && !strcmp(c->pre_name, p->name) && p->epoch[0] &&
+                    !strcmp(c->pre_epoch, p->epoch);
+        c->owner = pi;
+        if (!same) {
+            jb_log(JB_WARN, "link %s: job=%s: the spool holds %lld message(s) of %s%s%s; the "
+                   "stream of %s (run %s) is another one: those are void, the job is taken "
+                   "from seq 0", l->name, c->id, (long long)c->next_seq,
+                   c->pre_name[0] ? c->pre_name : "an unrecorded producer",
+                   c->pre_name[0] ? " run " : "", c->pre_epoch, p->name, p->epoch);
+            if (c->next_seq > 0) {
+                enqueue_cancel(l, c->id);
+                c->next_seq = 0;
+                send_hello(l, pi, 0);   // resend from seq 0 once the stage dropped the old
+                return;
+            }
+        }
+    }
     if (c->owner != pi) {
         if (!l->peers[c->owner].alive) {
             take_over(l, c, pi);
@@ -778,6 +805,29 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
             for (pjob_t *j = l->pjobs; j; j = j->next)
                 if (j->peer == pi) unassign(l, j, false);
         }
+        if (l->o.role == JB_LINK_CONSUMER && epoch && !renamed) {
+            // Preloaded jobs (spool) of an earlier run of this producer: that stream is
+            // void. Another producer's copy takes over, or the job is dropped until it
+            // comes again.
+            for (cjob_t *c = l->cjobs, *next; c; c = next) {
+                next = c->next;
+                if (c->owner >= 0 || strcmp(c->pre_name, name) || !strcmp(c->pre_epoch, epoch))
+                    continue;
+                jb_log(JB_WARN, "link %s: job=%s: the spool holds %lld message(s) of %s run %s; "
+                       "it is back as run %s: they are void", l->name, c->id,
+                       (long long)c->next_seq, name, c->pre_epoch, epoch);
+                c->senders &= ~(UINT64_C(1) << pi);
+                int q = -1;
+                for (int i = 0; i < MAX_PEERS && q < 0; i++)
+                    if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
+                if (q >= 0) {
+                    take_over(l, c, q);
+                } else {
+                    if (c->next_seq > 0) enqueue_cancel(l, c->id);
+                    remove_cjob(l, c);
+                }
+            }
+        }
         if ((renamed || restarted) && l->o.role == JB_LINK_CONSUMER) {
             // Another producer instance (or another run of it): what the old one sent is
             // void (a regenerated stream interleaves differently). Another copy takes
@@ -895,14 +945,24 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
             int q = -1;   // another live producer that sent the job: its copy takes over
             for (int i = 0; c && i < MAX_PEERS && q < 0; i++)
                 if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
-            if (c && c->owner == pi && q >= 0) {
+            // A preloaded job (held in the spool, no stream since the restart) is
+            // cancelled by the producer the spool names, or by any when it names none.
+            bool mine = c && (c->owner == pi ||
+                              (c->owner < 0 && (!c->pre_name[0] || !strcmp(c->pre_name, p->name))));
+            if (mine && q >= 0) {
                 jb_log(JB_INFO, "link %s: job=%s cancelled by %s", l->name, c->id, p->name);
                 take_over(l, c, q);
-            } else if (c && c->owner == pi) {
+            } else if (mine) {
                 jb_log(JB_INFO, "link %s: job=%s cancelled by %s", l->name, c->id, p->name);
                 bool had = c->next_seq > 0;
                 remove_cjob(l, c);
                 if (had) enqueue_cancel(l, m.job_id);
+            } else if (!c) {   // maybe in the spool, not preloaded yet
+                int k = l->n_early++ % 32;
+                snprintf(l->early_cancel[k].id, sizeof l->early_cancel[k].id, "%s", m.job_id);
+                size_t nl = strnlen(p->name, NAME_LEN - 1);
+                memcpy(l->early_cancel[k].from, p->name, nl);
+                l->early_cancel[k].from[nl] = '\0';
             }
         }
         break;
@@ -1482,19 +1542,65 @@ void jb_link_pause(jb_link_t *l) {
 }
 
 int jb_link_preload(jb_link_t *l, const char *job_id, int64_t next_seq, jb_err_t *err) {
+    return jb_link_preload_from(l, job_id, next_seq, NULL, NULL, err);
+}
+
+int jb_link_preload_from(jb_link_t *l, const char *job_id, int64_t next_seq,
+                         const char *producer, const char *epoch, jb_err_t *err) {
     if (!jb_wire_job_id_ok(job_id) || next_seq < 0)
         return jb_err_set(err, JB_EINVAL, "link %s: preload: bad job id or seq", l->name);
     pthread_mutex_lock(&l->mu);
+    bool known = producer && epoch && *producer;
+    // Voided already: its producer cancelled it, or is back as another run, before the
+    // stage got to its spool (the link was open while the stage replayed).
+    const char *why = NULL;
+    for (int i = 0; i < 32 && i < l->n_early && !why; i++)
+        if (!strcmp(l->early_cancel[i].id, job_id) &&
+            (!known || !strcmp(l->early_cancel[i].from, producer)))
+            why = "its producer cancelled it";
+    for (int i = 0; i < MAX_PEERS && known && !why; i++) {
+        const peer_t *p = &l->peers[i];
+        if (p->used && p->epoch[0] && !strcmp(p->name, producer) && strcmp(p->epoch, epoch))
+            why = "its producer is back as another run";
+    }
     cjob_t *c = find_cjob(l, job_id);
+    if (why) {
+        jb_log(JB_INFO, "link %s: job=%s: the %lld message(s) held in the spool are void: %s",
+               l->name, job_id, (long long)next_seq, why);
+        if (c) remove_cjob(l, c);
+        if (next_seq > 0) enqueue_cancel(l, job_id);
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
     if (!c && (c = calloc(1, sizeof *c))) {
         snprintf(c->id, sizeof c->id, "%s", job_id);
-        c->owner = -1;
         c->next = l->cjobs;
         l->cjobs = c;
     }
-    if (c) c->next_seq = next_seq;
+    if (c) {
+        // Held: no stream since the restart. A stream that began before this call (its
+        // seq 0 was refused while the spool replayed) is judged again by the held rules.
+        c->owner = -1;
+        c->next_seq = next_seq;
+        snprintf(c->pre_name, sizeof c->pre_name, "%s", producer && epoch ? producer : "");
+        snprintf(c->pre_epoch, sizeof c->pre_epoch, "%s", producer && epoch ? epoch : "");
+    }
     pthread_mutex_unlock(&l->mu);
     return c ? 0 : jb_err_set(err, JB_ENOMEM, "out of memory");
+}
+
+int jb_link_owner(jb_link_t *l, const char *job_id, char *name, size_t n_name, char *epoch,
+                  size_t n_epoch) {
+    int rc = -1;
+    pthread_mutex_lock(&l->mu);
+    cjob_t *c = find_cjob(l, job_id);
+    if (c && c->owner >= 0) {
+        snprintf(name, n_name, "%s", l->peers[c->owner].name);
+        snprintf(epoch, n_epoch, "%s", l->peers[c->owner].epoch);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return rc;
 }
 
 int jb_link_query_status(const char *endpoint, int timeout_ms, char **info, jb_err_t *err) {

@@ -33,6 +33,7 @@
 #define JB_LINK_H
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "jb_err.h"
@@ -141,7 +142,20 @@ int jb_link_release(jb_link_t *l, const char *job_id);
 void jb_link_pause(jb_link_t *l);
 // Spool resume: messages of job with seq < next_seq are already held here; they are
 // acked and dropped when resent. Call before messages of the job arrive. 0 / -1 + err.
+// The held messages' stream is unknown: the first producer to send the job gets it
+// from seq 0 (the held state is voided by a CANCEL first), and any producer may cancel it.
 int jb_link_preload(jb_link_t *l, const char *job_id, int64_t next_seq, jb_err_t *err);
+// The same, naming the producer (name, epoch from jb_link_owner when the stream began)
+// whose stream the held messages are: only that stream continues at next_seq; another
+// producer's stream, or the same producer back as another run, voids them (a CANCEL
+// delivered to the stage, then the job is taken from seq 0); only that producer may
+// cancel the job before it sends again. Ownership rules: docs/reliability.md.
+int jb_link_preload_from(jb_link_t *l, const char *job_id, int64_t next_seq,
+                         const char *producer, const char *epoch, jb_err_t *err);
+// The producer (name, epoch) whose stream of the job this consumer processes (for the
+// spool to record, from the persist hook of its seq 0). 0, or -1 when none (yet).
+int jb_link_owner(jb_link_t *l, const char *job_id, char *name, size_t n_name, char *epoch,
+                  size_t n_epoch);
 
 // ---- status ----
 

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -268,6 +269,9 @@ jb_spool_t *jb_spool_open(const char *dir, jb_err_t *err) {
     }
     sp->lock_fd = -1;
     pthread_mutex_init(&sp->mu, NULL);
+    // A file size limit (ulimit -f) must be a write error (EFBIG: reported, exit 74) like
+    // a full disk, not SIGXFSZ killing the process in the middle of an append.
+    signal(SIGXFSZ, SIG_IGN);
     DIR *d = NULL;
     if (mkdir_p(dir)) {
         jb_err_set(err, JB_EIO, "spool %s: cannot create the directory: %s", dir, strerror(errno));
@@ -492,4 +496,82 @@ static int remove_locked(jb_spool_t *sp, const char *job_id, jb_err_t *err) {
     memmove(j, j + 1, sizeof *j * (size_t)(sp->n_jobs - i - 1));
     sp->n_jobs--;
     return rc;
+}
+
+// ---- notes: small text files beside a job's messages (or the spool's own) -------------
+
+static int note_key_ok(const char *key) {
+    if (!key || !*key || key[0] == '.' || strlen(key) > 64) return 0;
+    for (const char *c = key; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_')) return 0;
+    return strcmp(key, "lock") && strcmp(key, "in") && strcmp(key, "out");
+}
+
+static int put_note_locked(jb_spool_t *sp, const char *job_id, const char *key, const char *text,
+                           jb_err_t *err) {
+    char dir[4096], tmp[4200], path[4200];
+    if (job_id) {
+        snprintf(dir, sizeof dir, "%s/%s", sp->dir, job_id);
+        if (!find(sp, job_id)) {
+            if (mkdir(dir, 0777) && errno != EEXIST)
+                return jb_err_set(err, JB_EIO, "spool %s: job %s: cannot create %s: %s", sp->dir,
+                                  job_id, dir, strerror(errno));
+            if (fsync_dir(sp->dir, err) || !add_job(sp, job_id, err)) return -1;
+        }
+    } else {
+        snprintf(dir, sizeof dir, "%s", sp->dir);
+    }
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, key);
+    snprintf(path, sizeof path, "%s/%s", dir, key);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    size_t len = strlen(text), done = 0;
+    int e = fd < 0 ? errno : 0;
+    while (!e && done < len) {
+        ssize_t w = write(fd, text + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) e = w < 0 ? errno : EIO;
+        else done += (size_t)w;
+    }
+    if (!e && fdatasync(fd)) e = errno;
+    if (fd >= 0) close(fd);
+    if (!e && rename(tmp, path)) e = errno;
+    if (e) {
+        unlink(tmp);
+        return jb_err_set(err, JB_EIO, "spool %s: writing %s failed: %s%s", sp->dir, path,
+                          strerror(e), e == ENOSPC ? " (disk full)" : "");
+    }
+    return fsync_dir(dir, err);
+}
+
+int jb_spool_put_note(jb_spool_t *sp, const char *job_id, const char *key, const char *text,
+                      jb_err_t *err) {
+    if (job_id && id_ok(job_id, err)) return -1;
+    if (!note_key_ok(key) || !text)
+        return jb_err_set(err, JB_EINVAL, "spool: bad note name '%s'", key ? key : "");
+    pthread_mutex_lock(&sp->mu);
+    int rc = put_note_locked(sp, job_id, key, text, err);
+    pthread_mutex_unlock(&sp->mu);
+    return rc;
+}
+
+int jb_spool_get_note(const jb_spool_t *sp, const char *job_id, const char *key, char *buf,
+                      size_t n) {
+    if (!n || (job_id && (!jb_wire_job_id_ok(job_id) || job_id[0] == '.')) ||
+        !note_key_ok(key))
+        return -1;
+    char path[4200];
+    if (job_id) snprintf(path, sizeof path, "%s/%s/%s", sp->dir, job_id, key);
+    else snprintf(path, sizeof path, "%s/%s", sp->dir, key);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t got = 0;
+    while (got + 1 < n) {
+        ssize_t r = read(fd, buf + got, n - 1 - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
+    return (int)got;
 }

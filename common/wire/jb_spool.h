@@ -100,4 +100,15 @@ int jb_spool_read(const jb_spool_t *sp, const char *job_id, jb_spool_file_t whic
 // error. 0 / -1 + err (JB_EIO).
 int jb_spool_remove(jb_spool_t *sp, const char *job_id, jb_err_t *err);
 
+// Notes: a small text file beside a job's messages (job_id set: DIR/<job id>/KEY, the
+// job directory is created when missing) or the spool's own (job_id NULL: DIR/KEY).
+// KEY: [a-z0-9_], not "lock". Written whole or not at all (a temporary, fdatasync,
+// rename, fsync of the directory); removed with the job. 0 / -1 + err (JB_EIO naming
+// the file, JB_EINVAL bad key or id).
+int jb_spool_put_note(jb_spool_t *sp, const char *job_id, const char *key, const char *text,
+                      jb_err_t *err);
+// Reads a note into buf (NUL-terminated, cut to n - 1 bytes): its length, -1 when absent.
+int jb_spool_get_note(const jb_spool_t *sp, const char *job_id, const char *key, char *buf,
+                      size_t n);
+
 #endif

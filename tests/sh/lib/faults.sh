@@ -7,6 +7,15 @@
 #   fj_reap               ends the submitters (after a grace period)
 #   fj_compare N DIR REF  sets fj_lost (no run directory, or error.json) and fj_diff
 #                         (a file that differs from the reference run), lists them
+#   fj_refs_cached N      fj_refs into a cache shared by the fault tests (keyed by the
+#                         binaries, models and job arguments); sets fj_ref to its folder
+#   fj_compare_all N DIR REF  like fj_compare, over every file of every run directory
+#                         (a missing or extra file differs too); also sets fj_dups (jobs
+#                         with more than one run directory: DIR/fjI.1 ...)
+#   fj_spool_jobs STATE   jobs held in the spools of a local-services state dir
+#   fj_spools_drain STATE SECS  waits until they are empty (DONE removes them)
+#   fj_stat EP KEY        a number from a control endpoint's status (KEY: a path such as
+#                         out.stats.reassigned), -1 when it does not answer
 #   fj_summary NAME JOBS FAULTS      the line scripts/faults-5x.sh adds up
 #   fj_pick LIST...       one of the words, at random (RANDOM is seeded by the caller)
 #   fj_alive PID          the process exists and is not a zombie
@@ -32,6 +41,64 @@ fj_refs() {
             "$B/jukebox-upsampler-bottom" -q -t 1 $FJ_STAGE_ARGS -m "$M/prior_level_0.safetensors" |
             "$B/jukebox-decoder" -q -t 1 -m "$M/vqvae.safetensors" --outdir "$dir"
     done
+}
+fj_refs_cached() {
+    local n=$1 key i t
+    key=$(cat "$B"/jukebox-job "$B"/jukebox-prior-top "$B"/jukebox-upsampler-mid \
+              "$B"/jukebox-upsampler-bottom "$B"/jukebox-decoder "$M"/*.safetensors |
+          md5sum | cut -c1-12)-$(echo "$(fj_args 0) $FJ_STAGE_ARGS" | md5sum | cut -c1-8)
+    fj_ref=${TMPDIR:-/tmp}/jb_fj_refs.$key
+    mkdir -p "$fj_ref"
+    for i in $(seq 1 "$n"); do
+        [ -f "$fj_ref/fj$i/job.json" ] && continue
+        t=$(mktemp -d "$fj_ref/.tmp.XXXXXX")
+        # shellcheck disable=SC2046
+        "$B/jukebox-job" sample -q --id "fj$i" $(fj_args "$i") --vqvae "$M/vqvae.safetensors" |
+            "$B/jukebox-prior-top" -q -t 1 $FJ_STAGE_ARGS -m "$M/prior_level_2.safetensors" |
+            "$B/jukebox-upsampler-mid" -q -t 1 $FJ_STAGE_ARGS -m "$M/prior_level_1.safetensors" |
+            "$B/jukebox-upsampler-bottom" -q -t 1 $FJ_STAGE_ARGS -m "$M/prior_level_0.safetensors" |
+            "$B/jukebox-decoder" -q -t 1 -m "$M/vqvae.safetensors" --outdir "$t"
+        # Another test may have made it meanwhile: the first rename wins, both are equal.
+        [ -f "$t/fj$i/job.json" ] && mv -T "$t/fj$i" "$fj_ref/fj$i" 2>/dev/null
+        rm -rf "$t"
+    done
+}
+fj_compare_all() {
+    local n=$1 dir=$2 ref=$3 i f
+    fj_lost=0 fj_diff=0 fj_dups=0
+    for i in $(seq 1 "$n"); do
+        if [ ! -d "$dir/fj$i" ] || [ -e "$dir/fj$i/error.json" ]; then
+            fj_lost=$((fj_lost + 1)); echo "    lost: fj$i"; continue
+        fi
+        for f in $( (cd "$ref/fj$i" && find . -type f; cd "$dir/fj$i" && find . -type f) | sort -u); do
+            if ! cmp -s "$dir/fj$i/$f" "$ref/fj$i/$f"; then
+                fj_diff=$((fj_diff + 1)); echo "    differs: fj$i/${f#./}"; break
+            fi
+        done
+    done
+    for f in "$dir"/*; do
+        [ -e "$f" ] || continue
+        case "${f##*/}" in
+            fj[0-9]|fj[0-9][0-9]) ;;
+            *) fj_dups=$((fj_dups + 1)); echo "    another run directory: ${f##*/}" ;;
+        esac
+    done
+}
+fj_spool_jobs() { find "$1"/spool -mindepth 2 -maxdepth 2 -type d 2>/dev/null | wc -l; }
+fj_spools_drain() {
+    local end=$((SECONDS + $2))
+    while [ "$(fj_spool_jobs "$1")" != 0 ] && [ $SECONDS -lt $end ]; do sleep 0.2; done
+    [ "$(fj_spool_jobs "$1")" = 0 ] || find "$1"/spool -mindepth 2 -maxdepth 2 -type d | sed 's/^/    held: /'
+}
+fj_stat() {
+    "$B/jukebox-status" --json --timeout 500 "$1" 2>/dev/null |
+        python3 -c 'import json, sys
+try:
+    d = json.loads(sys.stdin.readline())
+    for k in sys.argv[1].split("."): d = d[k]
+    print(int(d))
+except Exception:
+    print(-1)' "$2"
 }
 fj_pids=()
 fj_submit() {
@@ -81,7 +148,45 @@ fj_compare() {
     done
 }
 fj_summary() {
-    echo "faults: test=$1 jobs=$2 faults=$3 lost=$fj_lost differing=$fj_diff"
+    echo "faults: test=$1 jobs=$2 faults=$3 lost=$fj_lost differing=$fj_diff dups=${fj_dups:-0} held=${fj_held:-0}"
+}
+# fj_ctl STATE NAME: the control endpoint of an instance of a local-services state dir
+fj_ctl() { awk -v n="$2" '$1 == "control" && $2 == n {print $3}' "$1/endpoints"; }
+# fj_wait_busy STATE SECS NAME...: waits until every named instance holds a job
+fj_wait_busy() {
+    local state=$1 end=$((SECONDS + $2)) n all; shift 2
+    while [ $SECONDS -lt $end ]; do
+        all=1
+        for n in "$@"; do [ "$(fj_jobs_of "$(fj_ctl "$state" "$n")")" -gt 0 ] || all=0; done
+        [ $all = 1 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# fj_wait_feeding STATE SECS PRODUCER NAME...: waits until the producer instance is in
+# the middle of a job (in its jobs_in_flight) whose stream goes to one of the named
+# instances (printed): killed then, that instance holds the job with its input incomplete.
+fj_wait_feeding() {
+    local state=$1 end=$((SECONDS + $2)) ep; shift 2
+    ep=$(fj_ctl "$state" "$1"); shift
+    while [ $SECONDS -lt $end ]; do
+        "$B/jukebox-status" --json --timeout 500 "$ep" 2>/dev/null | python3 -c 'import json, sys
+try:
+    d = json.loads(sys.stdin.readline())
+    busy = {j["id"] for j in d.get("jobs_in_flight", [])}
+    fed = [j["peer"] for j in d["out"].get("jobs", [])
+           if j["id"] in busy and j.get("peer") in sys.argv[1:]]
+    print(fed[0]) if fed else sys.exit(1)
+except Exception:
+    sys.exit(1)' "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# fj_wait_dead PID...: until each process is gone (bounded: 5 s)
+fj_wait_dead() {
+    local p i
+    for p in "$@"; do for i in $(seq 100); do fj_alive "$p" || break; sleep 0.05; done; done
 }
 # fj_jobs_of ENDPOINT: jobs in flight at a stage instance (its control endpoint), or -1
 fj_jobs_of() {
