@@ -401,8 +401,23 @@ static void panel(int kern, float *y, const float *x, const void *w, jb_dtype_t 
 
 // Small M (and large M with AVX-512): every thread takes a panel of columns (a multiple of 8 wide, the
 // last one also the odd tail), initialises its part of y, then accumulates.
+static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t wdt,
+                           const float *bias, int init, int M, int K, int N);
+
 static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wdt,
-                         const float *bias, int init, int M, int K, int N) {
+                          const float *bias, int init, int M, int K, int N) {
+    if (M <= JB_MATMUL_SMALL_M || kernel_choice() == 2) {
+        matmul_stream1(y, x, w, wdt, bias, init, M, K, N);
+        return;
+    }
+    for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
+        int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
+        matmul_stream1(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, wdt, bias, init, mb, K, N);
+    }
+}
+
+static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t wdt,
+                           const float *bias, int init, int M, int K, int N) {
     int kern = kernel_choice();
     int nvec = N / 8;
     int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && nvec >= 2;
@@ -432,9 +447,12 @@ static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wd
     }
 }
 
-// Large M goes to BLAS unless the AVX-512 kernel is there: it beats OpenBLAS's
-// AVX2 sgemm (what OPENBLAS_CORETYPE=Haswell selects) and needs no widening.
-static int stream_large(void) { return kernel_choice() == 2; }
+// Large M goes through the streaming kernel too, in blocks of JB_MATMUL_SMALL_M rows (W read
+// once a block; with 16 rows a weight takes 32 flops, so the block stays bound by arithmetic),
+// so that a row's result never depends on M: priming several jobs' windows together gives
+// each job the bits it gets alone. (The AVX-512 kernel takes any M in one pass; BLAS sgemm is
+// only the fallback of the plain C kernel.)
+static int stream_large(void) { return kernel_choice() >= 1; }
 
 // ---- large M: BLAS ----------------------------------------------------------
 
@@ -845,11 +863,24 @@ static void packed_large(float *y, const float *x, const jb_matmul_packed_t *p, 
     free(tmp);
 }
 
+// packed_small over blocks of JB_MATMUL_SMALL_M rows (AVX-512: any M in one pass).
+static void packed_stream(float *y, const float *x, const jb_matmul_packed_t *p,
+                          const float *bias, int init, int M) {
+    if (M <= JB_MATMUL_SMALL_M || kernel_choice() == 2) {
+        packed_small(y, x, p, bias, init, M);
+        return;
+    }
+    for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
+        int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
+        packed_small(y + (int64_t)m0 * p->N, x + (int64_t)m0 * p->K, p, bias, init, mb);
+    }
+}
+
 void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, const float *bias,
                       int M) {
     if (M <= 0) return;
     if (M <= JB_MATMUL_SMALL_M || stream_large()) {
-        packed_small(y, x, w, bias, 1, M);
+        packed_stream(y, x, w, bias, 1, M);
         return;
     }
     if (bias) {
@@ -863,7 +894,7 @@ void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, con
 
 void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M) {
     if (M <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M || stream_large()) packed_small(y, x, w, NULL, 0, M);
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) packed_stream(y, x, w, NULL, 0, M);
     else packed_large(y, x, w, 1.0f, M);
 }
 
@@ -960,12 +991,20 @@ static void wt_rows(int kern, float *y, const float *x, const float *w, int M, i
 
 void jb_matmul_wt(float *y, const float *x, const float *w, int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
+    int kern = kernel_choice();
     if (M > JB_MATMUL_SMALL_M && K > 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f,
-                    y, N);
+        if (kern == 0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f,
+                        y, N);
+            return;
+        }
+        // Blocks of rows through the kernel below: a row's result does not depend on M.
+        for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
+            int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
+            jb_matmul_wt(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, mb, K, N);
+        }
         return;
     }
-    int kern = kernel_choice();
     int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && N >= 8;
 #pragma omp parallel if (par)
     {

@@ -223,14 +223,14 @@ static void check_q8(const char *kern, jb_dtype_t dt, int M, int K, int N) {
 // around it or on their number: a job's codes must not depend on the jobs sampled with it).
 // form: 0 jb_matmul, 1 jb_matmul_acc, 2 packed, 3 packed q8.
 static void check_invariant(const char *kern, jb_dtype_t dt, int form, int K, int N) {
-    const int MM = JB_MATMUL_SMALL_M;
-    size_t nw = (size_t)K * N, ny = (size_t)MM * N;
+    const int MM = JB_MATMUL_SMALL_M, ML = 40;   // ML: a large-M product (priming)
+    size_t nw = (size_t)K * N, ny = (size_t)ML * N;
     float *wf = malloc((nw + 1) * sizeof(float));
     void *w = make_w(dt, K, N, wf);
-    float *x = malloc((size_t)MM * K * sizeof(float)), *bias = malloc(N * sizeof(float));
+    float *x = malloc((size_t)ML * K * sizeof(float)), *bias = malloc(N * sizeof(float));
     float *y0 = malloc(ny * sizeof(float)), *full = malloc(ny * sizeof(float));
     float *y = malloc(ny * sizeof(float));
-    for (size_t i = 0; i < (size_t)MM * K; i++) x[i] = frand();
+    for (size_t i = 0; i < (size_t)ML * K; i++) x[i] = frand();
     for (int n = 0; n < N; n++) bias[n] = frand();
     for (size_t i = 0; i < ny; i++) y0[i] = frand();
     jb_err_t err = {0};
@@ -260,6 +260,22 @@ static void check_invariant(const char *kern, jb_dtype_t dt, int form, int K, in
         JB_CHECK(bad == 0, "%s %s %s K=%d N=%d: rows identical whatever the batch (%d products "
                  "differ, the first M=%d at row %d)", kern, dname(dt), fname[form], K, N, bad,
                  first_m, first_o);
+        // Large M (priming several windows at once): each row as computed alone. The plain C
+        // kernel hands large M to BLAS sgemm, which promises no such thing.
+        if (strcmp(kern, "c")) {
+            memcpy(full, y0, ny * sizeof(float));
+            RUN(full, x, ML);
+            bad = 0;
+            for (int o = 0; o < ML; o++) {
+                memcpy(y, y0 + (size_t)o * N, (size_t)N * sizeof(float));
+                RUN(y, x + (size_t)o * K, 1);
+                if (memcmp(y, full + (size_t)o * N, (size_t)N * sizeof(float)) && !bad++)
+                    first_o = o;
+            }
+            JB_CHECK(bad == 0, "%s %s %s K=%d N=%d: rows of a %d-row product identical to each "
+                     "row alone (%d differ, the first row %d)", kern, dname(dt), fname[form], K,
+                     N, ML, bad, first_o);
+        }
     }
 #undef RUN
     jb_matmul_packed_destroy(&pk);
