@@ -1,4 +1,5 @@
-// test_jb_prior_weights.c: priors loaded with their matrix weights converted (f32, f16, bf16)
+// test_jb_prior_weights.c: priors loaded with their matrix weights converted (f32, f16, bf16,
+// int8)
 // and/or packed (jb_prior_new_opts) against the golden cases' reference logits and greedy
 // tokens; the benchmark helpers (jb_tcache_fill_random, jb_prior_sampler_bench_setup/step).
 #include <math.h>
@@ -17,7 +18,11 @@ static const char *const cases[] = {"upsampler_bottom_tiny",    "upsampler_mid_t
                                     "prior_top_5b_tiny",        "prior_top_5b_lyrics_tiny",
                                     "prior_top_1b_lyrics_tiny", "prior_top_5b_fp16w", NULL};
 
-static long agree_total, agree_same;
+// Greedy tokens equal to the reference's, per weights option (JB_WEIGHTS_*), over the cases
+// counted (the packed runs).
+static long agree_total[5], agree_same[5];
+// Teacher-forced top-1 agreement with the reference's logits, per weights option.
+static long tf_agree_total[5], tf_agree_same[5];
 
 // Logits of the golden inputs with opts vs the reference logits: relative RMS and max error
 // (both over the reference's RMS). Greedy tokens vs the reference's: fraction equal.
@@ -54,12 +59,26 @@ static void check_case(const char *name, jb_weights_opts_t o, double tol_rms, do
         if (d > me || d != d) me = d;
     }
     double rms = sqrt(ss / n), erms = sqrt(se / n) / rms, emax = me / rms;
+    // Teacher-forced top-1: at each position, the argmax of our logits vs the reference's
+    // (no cascade: a flip at one position does not change the inputs of the next).
+    long tf_same = 0, tf_total = 0;
+    for (int64_t r = 0; r < (int64_t)N * in->seq_len; r++) {
+        const float *a = lg + r * in->seq_bins, *b = ref + r * in->seq_bins;
+        int ia = 0, ib = 0;
+        for (int j = 1; j < in->seq_bins; j++) {
+            if (a[j] > a[ia]) ia = j;
+            if (b[j] > b[ib]) ib = j;
+        }
+        tf_same += ia == ib, tf_total++;
+    }
+    if (count_greedy) tf_agree_total[o.weights] += tf_total, tf_agree_same[o.weights] += tf_same;
     JB_CHECK(erms <= tol_rms && emax <= tol_max,
              "%s %s%s: logits error rms %.2e, max %.2e of the reference rms (tolerance %.0e, %.0e)",
              name, jb_weights_name(o.weights), o.packed ? " packed" : "", erms, emax, tol_rms,
              tol_max);
-    printf("  %-26s %-6s %-6s logits error: rms %.2e, max %.2e (of ref rms %.3f)", name,
-           jb_weights_name(o.weights), o.packed ? "packed" : "", erms, emax, rms);
+    printf("  %-26s %-6s %-6s logits error: rms %.2e, max %.2e (of ref rms %.3f), top-1 %ld/%ld",
+           name, jb_weights_name(o.weights), o.packed ? "packed" : "", erms, emax, rms, tf_same,
+           tf_total);
     int32_t *want = jb_st_get_i32(io, "greedy", -1, NULL, &err);
     if (want) {
         int T = in->n_ctx;
@@ -70,10 +89,11 @@ static void check_case(const char *name, jb_weights_opts_t o, double tol_rms, do
         int same = 0;
         for (int i = 0; i < N * T; i++) same += got[i] == want[i];
         printf(", greedy %d/%d equal", same, N * T);
-        if (count_greedy) agree_total += N * T, agree_same += same;
+        if (count_greedy) agree_total[o.weights] += N * T, agree_same[o.weights] += same;
         // Any weights: the first token depends only on the start conditioning and one step;
         // most sequences must still agree somewhere (a broken model agrees ~1/bins).
-        JB_CHECK(same * 4 >= N * T || o.weights == JB_WEIGHTS_BF16 || o.weights == JB_WEIGHTS_F16,
+        JB_CHECK(same * 4 >= N * T || o.weights == JB_WEIGHTS_BF16 || o.weights == JB_WEIGHTS_F16 ||
+                 o.weights == JB_WEIGHTS_INT8,
                  "%s: greedy %d/%d equal", name, same, N * T);
         if (o.weights == JB_WEIGHTS_F32 || o.weights == JB_WEIGHTS_STORED)
             JB_CHECK(same == N * T, "%s %s%s: greedy tokens %d/%d equal", name,
@@ -123,15 +143,16 @@ static void check_bench_helpers(void) {
     jb_prior_destroy(&p);
     JB_CHECK(jb_weights_parse("bf16") == JB_WEIGHTS_BF16 && jb_weights_parse("stored") == 0 &&
              jb_weights_parse("f16") == JB_WEIGHTS_F16 && jb_weights_parse("f32") == JB_WEIGHTS_F32 &&
-             jb_weights_parse("fp8") == -1 && jb_weights_parse(NULL) == -1, "jb_weights_parse");
+             jb_weights_parse("int8") == JB_WEIGHTS_INT8 && jb_weights_parse("fp8") == -1 &&
+             jb_weights_parse(NULL) == -1, "jb_weights_parse");
     o.weights = 9;
     p = jb_prior_new_opts(GOLDEN "upsampler_bottom_tiny/model.safetensors", &o, &err);
     JB_CHECK(p == NULL && err.code == JB_EINVAL, "a bad weights option is refused");
 }
 
 // Random sampling (temp 1) of 16 items with batches of 4 vs batches of 1, 8 seeds: the draws
-// are the same by design (one counter-based stream per item); only float rounding differences
-// of batched products can flip a draw, and then the rest of that item's window follows.
+// are the same by design (one counter-based stream per item), and the products of a row do not
+// depend on the rows beside it (batch-invariant kernels), so the codes must be identical.
 static void batch_1_vs_4(const char *name, jb_weights_opts_t o) {
     char path[256];
     jb_err_t err = {0};
@@ -174,7 +195,9 @@ static void batch_1_vs_4(const char *name, jb_weights_opts_t o) {
     printf("  %s %s%s: batch 1 vs batch 4, temperature 1: %ld of %ld codes differ (%ld of %d "
            "items)\n", name, jb_weights_name(o.weights), o.packed ? " packed" : "", diff, total,
            items, 8 * I);
-    JB_CHECK(diff * 10 <= total, "%s: batch 1 vs 4: %ld of %ld codes differ", name, diff, total);
+    // The kernels are batch-invariant (test_jb_matmul): a row's bits do not depend on the
+    // rows sampled with it, so not a single code may differ.
+    JB_CHECK(diff == 0, "%s: batch 1 vs 4: %ld of %ld codes differ", name, diff, total);
     free(a);
     free(b);
     free(y);
@@ -194,16 +217,37 @@ int main(void) {
         check_case(cases[i], (jb_weights_opts_t){JB_WEIGHTS_F16, 0}, 1e-2, 5e-2, 0);
         check_case(cases[i], (jb_weights_opts_t){JB_WEIGHTS_BF16, 0}, 3e-2, 2e-1, 0);
         check_case(cases[i], (jb_weights_opts_t){JB_WEIGHTS_BF16, 1}, 3e-2, 2e-1, 1);
+        // int8, a scale per column and 64 rows: each weight off by up to max|w|/254 of its
+        // group, a few times bf16's error on these weights; same tolerances as bf16.
+        check_case(cases[i], (jb_weights_opts_t){JB_WEIGHTS_INT8, 1}, 3e-2, 2e-1, 1);
     }
-    printf("  bf16 packed: greedy tokens equal to the reference's: %ld of %ld (%.1f %%)\n",
-           agree_same, agree_total, 100.0 * agree_same / (agree_total ? agree_total : 1));
+    for (int w = JB_WEIGHTS_BF16; w <= JB_WEIGHTS_INT8; w++)
+        printf("  %s packed: greedy tokens equal to the reference's: %ld of %ld (%.1f %%)\n",
+               jb_weights_name(w), agree_same[w], agree_total[w],
+               100.0 * agree_same[w] / (agree_total[w] ? agree_total[w] : 1));
+    for (int w = JB_WEIGHTS_BF16; w <= JB_WEIGHTS_INT8; w++)
+        printf("  %s packed: teacher-forced top-1 equal to the reference's: %ld of %ld (%.1f %%)\n",
+               jb_weights_name(w), tf_agree_same[w], tf_agree_total[w],
+               100.0 * tf_agree_same[w] / (tf_agree_total[w] ? tf_agree_total[w] : 1));
     // Rounding flips some argmaxes, and one flip changes every later token of that sequence;
-    // most must agree all the same.
-    JB_CHECK(agree_same * 2 >= agree_total, "bf16 greedy agreement %ld of %ld", agree_same,
-             agree_total);
+    // most must agree all the same. int8: per position, with the reference's inputs (no
+    // cascade), the top-1 token must equal the reference's at >= 98 % (measured: 791 of 800;
+    // bf16 797); its free-running greedy agreement, where the first flip carries to the end of
+    // the window, is lower than bf16's (677 vs 753 of 768: docs/bench.md) and held to >= 80 %.
+    JB_CHECK(agree_same[JB_WEIGHTS_BF16] * 2 >= agree_total[JB_WEIGHTS_BF16],
+             "bf16 greedy agreement %ld of %ld", agree_same[JB_WEIGHTS_BF16],
+             agree_total[JB_WEIGHTS_BF16]);
+    JB_CHECK(tf_agree_total[JB_WEIGHTS_INT8] > 0 &&
+             tf_agree_same[JB_WEIGHTS_INT8] * 100 >= tf_agree_total[JB_WEIGHTS_INT8] * 98,
+             "int8 teacher-forced top-1 agreement %ld of %ld >= 98 %%",
+             tf_agree_same[JB_WEIGHTS_INT8], tf_agree_total[JB_WEIGHTS_INT8]);
+    JB_CHECK(agree_same[JB_WEIGHTS_INT8] * 10 >= agree_total[JB_WEIGHTS_INT8] * 8,
+             "int8 greedy agreement %ld of %ld >= 80 %%", agree_same[JB_WEIGHTS_INT8],
+             agree_total[JB_WEIGHTS_INT8]);
     check_bench_helpers();
     batch_1_vs_4("prior_top_5b_tiny", (jb_weights_opts_t){JB_WEIGHTS_STORED, 0});
     batch_1_vs_4("prior_top_5b_tiny", (jb_weights_opts_t){JB_WEIGHTS_BF16, 1});
     batch_1_vs_4("prior_top_1b_lyrics_tiny", (jb_weights_opts_t){JB_WEIGHTS_STORED, 0});
+    batch_1_vs_4("prior_top_1b_lyrics_tiny", (jb_weights_opts_t){JB_WEIGHTS_INT8, 1});
     return jb_test_summary("test_jb_prior_weights");
 }

@@ -107,17 +107,16 @@ static const float *get_vec(jb_transformer_t *tf, const jb_st_t *st, const char 
 }
 
 static const jb_dtype_t weights_dt[4] = {JB_F32, JB_F32, JB_F16, JB_BF16};
+static const char *const weights_names[5] = {"stored", "f32", "f16", "bf16", "int8"};
 
 int jb_weights_parse(const char *name) {
-    static const char *names[4] = {"stored", "f32", "f16", "bf16"};
-    for (int i = 0; name && i < 4; i++)
-        if (!strcmp(name, names[i])) return i;
+    for (int i = 0; name && i < 5; i++)
+        if (!strcmp(name, weights_names[i])) return i;
     return -1;
 }
 
 const char *jb_weights_name(int weights) {
-    static const char *names[4] = {"stored", "f32", "f16", "bf16"};
-    return weights >= 0 && weights < 4 ? names[weights] : "?";
+    return weights >= 0 && weights < 5 ? weights_names[weights] : "?";
 }
 
 // Applies tf->opts to a matrix l: (K, N): converts to the chosen dtype (a copy the
@@ -125,6 +124,13 @@ const char *jb_weights_name(int weights) {
 static int convert_lin(jb_transformer_t *tf, lin_t *l, int64_t K, int64_t N, jb_err_t *err) {
     size_t n = (size_t)K * (size_t)N;
     void *tmp = NULL;
+    if (tf->opts.weights == JB_WEIGHTS_INT8) {   // quantized from the weights as stored
+        l->pk = jb_matmul_pack_q8(l->w, l->dt, (int)K, (int)N, err);
+        if (!l->pk) return -1;
+        l->bytes = jb_matmul_packed_bytes(l->pk);
+        l->w = NULL;
+        return 0;
+    }
     if (tf->opts.weights != JB_WEIGHTS_STORED && weights_dt[tf->opts.weights] != l->dt) {
         jb_dtype_t to = weights_dt[tf->opts.weights];
         tmp = jb_alloc(n * (to == JB_F32 ? 4 : 2));
@@ -189,7 +195,7 @@ jb_transformer_t *jb_transformer_new(const jb_st_t *st, const char *prefix,
 jb_transformer_t *jb_transformer_new_opts(const jb_st_t *st, const char *prefix,
                                           const jb_transformer_hp_t *hp,
                                           const jb_weights_opts_t *opts, jb_err_t *err) {
-    if (opts && (opts->weights < 0 || opts->weights > JB_WEIGHTS_BF16)) {
+    if (opts && (opts->weights < 0 || opts->weights > JB_WEIGHTS_INT8)) {
         jb_err_set(err, JB_EINVAL, "transformer '%s': weights option %d", prefix, opts->weights);
         return NULL;
     }

@@ -60,13 +60,21 @@ void jb_transformer_destroy(jb_transformer_t **tf_p);
 
 // How the matrix weights ("*.w" of every layer) are held in memory (jb_transformer_new_opts).
 // STORED: the file's memory as stored (F32, F16 or BF16); F32/F16/BF16: a copy converted at
-// load (round to nearest even), unless the file already stores that dtype.
-enum { JB_WEIGHTS_STORED = 0, JB_WEIGHTS_F32 = 1, JB_WEIGHTS_F16 = 2, JB_WEIGHTS_BF16 = 3 };
+// load (round to nearest even), unless the file already stores that dtype. INT8: quantized at
+// load with jb_matmul_pack_q8 (one scale per column and group of 64 rows; always packed,
+// whatever `packed` says; CPU only: the CUDA path uploads the weights as stored).
+enum {
+    JB_WEIGHTS_STORED = 0,
+    JB_WEIGHTS_F32 = 1,
+    JB_WEIGHTS_F16 = 2,
+    JB_WEIGHTS_BF16 = 3,
+    JB_WEIGHTS_INT8 = 4
+};
 typedef struct {
     int weights;   // JB_WEIGHTS_*
     int packed;    // 1: repack every matrix with jb_matmul_pack (a private copy; see docs/bench.md)
 } jb_weights_opts_t;
-// "stored", "f32", "f16", "bf16" -> JB_WEIGHTS_*; -1 for anything else.
+// "stored", "f32", "f16", "bf16", "int8" -> JB_WEIGHTS_*; -1 for anything else.
 int jb_weights_parse(const char *name);
 const char *jb_weights_name(int weights);
 // As jb_transformer_new with opts (NULL: stored, not packed).

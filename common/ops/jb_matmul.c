@@ -23,6 +23,7 @@
 #include "jb_matmul.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,31 +144,10 @@ AI void ukern_avx2(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, const fl
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
         for (int v = 0; v < V; v++) acc[r][v] = _mm256_loadu_ps(y + r * ldy + 8 * v);
+    // One chain of FMAs per accumulator, in k order, for any R: a row's result must not
+    // depend on how many rows share the call (batch invariance; test_jb_matmul). One row
+    // still has 2-4 independent chains (V), enough at the weight stream's rate.
     int k = 0;
-    if (R == 1) {
-        // One row: the sums of even and odd k in separate registers, so that
-        // 2V chains of FMAs hide their latency.
-#pragma GCC unroll 8
-        for (int v = 0; v < V; v++) acc[1][v] = _mm256_setzero_ps();
-        for (; k + 2 <= kb; k += 2) {
-            if (pf) {
-                const char *p = pf + k * pfld;
-                for (int b = 0; b < pfb; b += 64) {
-                    _mm_prefetch(p + b, _MM_HINT_T0);
-                    _mm_prefetch(p + pfld + b, _MM_HINT_T0);
-                }
-            }
-            __m256 x0 = _mm256_broadcast_ss(x + k), x1 = _mm256_broadcast_ss(x + k + 1);
-#pragma GCC unroll 8
-            for (int v = 0; v < V; v++) {
-                acc[0][v] = _mm256_fmadd_ps(x0, widen8(w, wdt, (int64_t)k * ldw + 8 * v), acc[0][v]);
-                acc[1][v] =
-                    _mm256_fmadd_ps(x1, widen8(w, wdt, (int64_t)(k + 1) * ldw + 8 * v), acc[1][v]);
-            }
-        }
-#pragma GCC unroll 8
-        for (int v = 0; v < V; v++) acc[0][v] = _mm256_add_ps(acc[0][v], acc[1][v]);
-    }
     for (; k < kb; k++) {
         if (pf) {
             const char *p = pf + k * pfld;
@@ -301,44 +281,8 @@ AI512 void ukern_avx512(int R, int V, jb_dtype_t wdt, float *y, int64_t ldy, con
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
         for (int v = 0; v < V; v++) acc[r][v] = _mm512_loadu_ps(y + r * ldy + 16 * v);
+    // One chain per accumulator in k order for any R (batch invariance, as ukern_avx2).
     int k = 0;
-    if (R <= 2) {
-        // Few rows: four interleaved k (sums in separate registers) so that
-        // enough chains of FMAs hide their latency.
-        __m512 acc2[3][2][2];
-#pragma GCC unroll 3
-        for (int u = 0; u < 3; u++)
-#pragma GCC unroll 2
-            for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-                for (int v = 0; v < V; v++) acc2[u][r][v] = _mm512_setzero_ps();
-        for (; k + 4 <= kb; k += 4) {
-            if (pf) {
-                const char *p = pf + k * pfld;
-                for (int b = 0; b < pfb; b += 64)
-#pragma GCC unroll 4
-                    for (int u = 0; u < 4; u++) _mm_prefetch(p + u * pfld + b, _MM_HINT_T0);
-            }
-#pragma GCC unroll 4
-            for (int u = 0; u < 4; u++)
-#pragma GCC unroll 2
-                for (int v = 0; v < V; v++) {
-                    __m512 wv = widen16(w, wdt, (int64_t)(k + u) * ldw + 16 * v);
-#pragma GCC unroll 2
-                    for (int r = 0; r < R; r++) {
-                        __m512 xb = _mm512_set1_ps(x[r * ldx + k + u]);
-                        if (u == 0) acc[r][v] = _mm512_fmadd_ps(xb, wv, acc[r][v]);
-                        else acc2[u - 1][r][v] = _mm512_fmadd_ps(xb, wv, acc2[u - 1][r][v]);
-                    }
-                }
-        }
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-            for (int v = 0; v < V; v++)
-                acc[r][v] = _mm512_add_ps(_mm512_add_ps(acc[r][v], acc2[0][r][v]),
-                                          _mm512_add_ps(acc2[1][r][v], acc2[2][r][v]));
-    }
     for (; k < kb; k++) {
         if (pf) {
             const char *p = pf + k * pfld;
@@ -457,8 +401,23 @@ static void panel(int kern, float *y, const float *x, const void *w, jb_dtype_t 
 
 // Small M (and large M with AVX-512): every thread takes a panel of columns (a multiple of 8 wide, the
 // last one also the odd tail), initialises its part of y, then accumulates.
+static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t wdt,
+                           const float *bias, int init, int M, int K, int N);
+
 static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wdt,
-                         const float *bias, int init, int M, int K, int N) {
+                          const float *bias, int init, int M, int K, int N) {
+    if (M <= JB_MATMUL_SMALL_M || kernel_choice() == 2) {
+        matmul_stream1(y, x, w, wdt, bias, init, M, K, N);
+        return;
+    }
+    for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
+        int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
+        matmul_stream1(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, wdt, bias, init, mb, K, N);
+    }
+}
+
+static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t wdt,
+                           const float *bias, int init, int M, int K, int N) {
     int kern = kernel_choice();
     int nvec = N / 8;
     int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && nvec >= 2;
@@ -488,9 +447,12 @@ static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wd
     }
 }
 
-// Large M goes to BLAS unless the AVX-512 kernel is there: it beats OpenBLAS's
-// AVX2 sgemm (what OPENBLAS_CORETYPE=Haswell selects) and needs no widening.
-static int stream_large(void) { return kernel_choice() == 2; }
+// Large M goes through the streaming kernel too, in blocks of JB_MATMUL_SMALL_M rows (W read
+// once a block; with 16 rows a weight takes 32 flops, so the block stays bound by arithmetic),
+// so that a row's result never depends on M: priming several jobs' windows together gives
+// each job the bits it gets alone. (The AVX-512 kernel takes any M in one pass; BLAS sgemm is
+// only the fallback of the plain C kernel.)
+static int stream_large(void) { return kernel_choice() >= 1; }
 
 // ---- large M: BLAS ----------------------------------------------------------
 
@@ -546,10 +508,16 @@ static void matmul_large(float *y, const float *x, const void *w, jb_dtype_t wdt
 // ---- packed weights -----------------------------------------------------------
 
 struct jb_matmul_packed {
-    jb_dtype_t wdt;
+    jb_dtype_t wdt;   // F32, F16, BF16, or I8 (jb_matmul_pack_q8)
     int K, N, ntiles;
-    void *data;   // (ntiles, K, JB_MM_TILE) in wdt; columns past N are zero
+    void *data;       // (ntiles, K, JB_MM_TILE) in wdt; columns past N are zero
+    float *scales;    // I8 only: (ntiles, ceil(K / JB_MATMUL_Q8_GROUP), JB_MM_TILE)
 };
+
+// Bytes of one packed tile's weights.
+static size_t tile_bytes(const jb_matmul_packed_t *p) {
+    return (size_t)p->K * JB_MM_TILE * jb_dtype_size(p->wdt);
+}
 
 jb_matmul_packed_t *jb_matmul_pack(const void *w, jb_dtype_t wdt, int K, int N, jb_err_t *err) {
     if (wdt != JB_F32 && wdt != JB_F16 && wdt != JB_BF16) {
@@ -587,22 +555,212 @@ fail:
     return NULL;
 }
 
+jb_matmul_packed_t *jb_matmul_pack_q8(const void *w, jb_dtype_t wdt, int K, int N,
+                                      jb_err_t *err) {
+    if (wdt != JB_F32 && wdt != JB_F16 && wdt != JB_BF16) {
+        jb_err_set(err, JB_EINVAL, "jb_matmul_pack_q8: dtype %s is not F32, F16 or BF16",
+                   jb_dtype_name(wdt));
+        return NULL;
+    }
+    if (K <= 0 || N <= 0) {
+        jb_err_set(err, JB_EINVAL, "jb_matmul_pack_q8: bad shape (%d, %d)", K, N);
+        return NULL;
+    }
+    jb_matmul_packed_t *p = calloc(1, sizeof(*p));
+    if (!p) goto fail;
+    p->wdt = JB_I8;
+    p->K = K;
+    p->N = N;
+    p->ntiles = (N + JB_MM_TILE - 1) / JB_MM_TILE;
+    const int G = JB_MATMUL_Q8_GROUP, ng = (K + G - 1) / G;
+    p->data = jb_calloc((size_t)p->ntiles * (size_t)K * JB_MM_TILE);
+    p->scales = jb_calloc(sizeof(float) * (size_t)p->ntiles * (size_t)ng * JB_MM_TILE);
+    if (!p->data || !p->scales) goto fail;
+    // Symmetric: scale = max |w| / 127 over the group's G rows of a column, q = round(w / scale).
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < p->ntiles; t++) {
+        int c0 = t * JB_MM_TILE, nc = N - c0 < JB_MM_TILE ? N - c0 : JB_MM_TILE;
+        int8_t *dst = (int8_t *)p->data + (size_t)t * K * JB_MM_TILE;
+        float *sc = p->scales + (size_t)t * ng * JB_MM_TILE;
+        for (int g = 0; g < ng; g++) {
+            int k0 = g * G, k1 = k0 + G < K ? k0 + G : K;
+            for (int n = 0; n < nc; n++) {
+                float amax = 0;
+                for (int k = k0; k < k1; k++) {
+                    float v = fabsf(wload1(w, wdt, (int64_t)k * N + c0 + n));
+                    if (v > amax) amax = v;
+                }
+                float s = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+                sc[g * JB_MM_TILE + n] = s;
+                for (int k = k0; k < k1; k++) {
+                    float q = nearbyintf(wload1(w, wdt, (int64_t)k * N + c0 + n) * inv);
+                    dst[(size_t)k * JB_MM_TILE + n] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+                }
+            }
+        }
+    }
+    return p;
+fail:
+    jb_err_set(err, JB_ENOMEM, "jb_matmul_pack_q8: no memory for (%d, %d)", K, N);
+    if (p) {
+        jb_free(p->data);
+        jb_free(p->scales);
+    }
+    free(p);
+    return NULL;
+}
+
 void jb_matmul_packed_destroy(jb_matmul_packed_t **p_p) {
     if (!p_p || !*p_p) return;
     jb_free((*p_p)->data);
+    jb_free((*p_p)->scales);
     free(*p_p);
     *p_p = NULL;
 }
 
 size_t jb_matmul_packed_bytes(const jb_matmul_packed_t *p) {
-    return (size_t)p->ntiles * (size_t)p->K * JB_MM_TILE * jb_dtype_size(p->wdt);
+    size_t b = (size_t)p->ntiles * tile_bytes(p);
+    if (p->wdt == JB_I8)
+        b += sizeof(float) * (size_t)p->ntiles *
+             (size_t)((p->K + JB_MATMUL_Q8_GROUP - 1) / JB_MATMUL_Q8_GROUP) * JB_MM_TILE;
+    return b;
+}
+
+jb_dtype_t jb_matmul_packed_dtype(const jb_matmul_packed_t *p) { return p->wdt; }
+
+// ---- int8 tiles (jb_matmul_pack_q8) ------------------------------------------
+// Per group of G = JB_MATMUL_Q8_GROUP rows of k and per column: sum = Σ_k x_k·q_kn from zero
+// in k order (float32), then y_n += s_n·sum (one fused multiply-add). Each row of x goes
+// through exactly these operations whatever M and whatever the rows around it, so a row's
+// result does not depend on the batch (on the kernel in use only).
+
+// y (M rows, stride ldy, nc columns) += x · tile; tile: (K, TILE) int8, sc: (ng, TILE).
+static void tile_q8_c(float *y, int64_t ldy, const float *x, const int8_t *tile, const float *sc,
+                      int M, int K, int nc) {
+    const int G = JB_MATMUL_Q8_GROUP;
+    for (int k0 = 0; k0 < K; k0 += G) {
+        int k1 = k0 + G < K ? k0 + G : K;
+        const float *s = sc + (k0 / G) * JB_MM_TILE;
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < nc; n++) {
+                float acc = 0;
+                for (int k = k0; k < k1; k++)
+                    acc += x[(int64_t)m * K + k] * (float)tile[(int64_t)k * JB_MM_TILE + n];
+                y[m * ldy + n] = fmaf(acc, s[n], y[m * ldy + n]);
+            }
+    }
+}
+
+#if JB_MM_AVX2
+AI __m256 widen_q8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+// R rows x V vectors: y (stride ldy, 8V columns) += sc · (x (stride ldx)[0:kb] · w[0:kb, 0:8V])
+// with w int8 rows of TILE bytes. pf: prefetch this stream meanwhile (one line per two rows).
+AI void ukern_q8_avx2(int R, int V, float *y, int64_t ldy, const float *x, int64_t ldx,
+                      const int8_t *w, const float *sc, int kb, const char *pf) {
+    __m256 acc[6][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) acc[r][v] = _mm256_setzero_ps();
+    for (int k = 0; k < kb; k++) {
+        if (pf && !(k & 1)) _mm_prefetch(pf + k * JB_MM_TILE, _MM_HINT_T0);
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) wv[v] = widen_q8(w + k * JB_MM_TILE + 8 * v);
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) {
+            __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(xb, wv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+            float *yp = y + r * ldy + 8 * v;
+            _mm256_storeu_ps(yp, _mm256_fmadd_ps(acc[r][v], _mm256_loadu_ps(sc + 8 * v),
+                                                 _mm256_loadu_ps(yp)));
+        }
+}
+
+// All M rows over one group of a tile: rows 2 at a time over 32 columns (few rows: the
+// weight stream binds), or 6 at a time over each half of 16 columns (12 accumulators).
+static void group_q8_avx2(float *y, int64_t ldy, const float *x, int64_t ldx, const int8_t *w,
+                          const float *sc, int kb, int M, const char *pf) {
+    if (M <= 2) {
+        if (M == 2) ukern_q8_avx2(2, 4, y, ldy, x, ldx, w, sc, kb, pf);
+        else ukern_q8_avx2(1, 4, y, ldy, x, ldx, w, sc, kb, pf);
+        return;
+    }
+    for (int h = 0; h < 2; h++)
+        for (int m = 0; m < M; m += 6) {
+            const char *p = h == 0 && m == 0 ? pf : NULL;
+            float *ym = y + m * ldy + 16 * h;
+            const float *xm = x + m * ldx;
+            const int8_t *wh = w + 16 * h;
+            switch (M - m < 6 ? M - m : 6) {
+#define CASE(RR)                                                             \
+    case RR: ukern_q8_avx2(RR, 2, ym, ldy, xm, ldx, wh, sc + 16 * h, kb, p); break;
+                CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
+#undef CASE
+            default: break;
+            }
+        }
+}
+
+static void tile_q8_avx2(float *y, int64_t ldy, const float *x, const int8_t *tile,
+                         const float *sc, int M, int K) {
+    const int G = JB_MATMUL_Q8_GROUP;
+    for (int k0 = 0; k0 < K; k0 += G) {
+        int kb = K - k0 < G ? K - k0 : G;
+        const int8_t *wb = tile + (int64_t)k0 * JB_MM_TILE;
+        group_q8_avx2(y, ldy, x + k0, K, wb, sc + (k0 / G) * JB_MM_TILE, kb, M,
+                      (const char *)wb + PF_AHEAD);
+    }
+}
+#endif
+
+// y (M rows, stride ldy, nc <= TILE columns) += x · int8 tile t.
+static void tile_q8_any(int kern, float *y, int64_t ldy, const float *x,
+                        const jb_matmul_packed_t *p, int t, int M, int nc) {
+    const int ng = (p->K + JB_MATMUL_Q8_GROUP - 1) / JB_MATMUL_Q8_GROUP;
+    const int8_t *tile = (const int8_t *)p->data + (size_t)t * tile_bytes(p);
+    const float *sc = p->scales + (size_t)t * ng * JB_MM_TILE;
+#if JB_MM_AVX2
+    if (kern >= 1) {   // AVX-512 machines too: the AVX2 kernel (no VNNI kernel yet)
+        if (nc == JB_MM_TILE) {
+            tile_q8_avx2(y, ldy, x, tile, sc, M, p->K);
+            return;
+        }
+        float tmp[16 * JB_MM_TILE];   // the last, partial tile: as in tile_any
+        for (int m0 = 0; m0 < M; m0 += 16) {
+            int mb = M - m0 < 16 ? M - m0 : 16;
+            float *ym = y + m0 * ldy;
+            for (int m = 0; m < mb; m++) {
+                memcpy(tmp + m * JB_MM_TILE, ym + m * ldy, sizeof(float) * nc);
+                memset(tmp + m * JB_MM_TILE + nc, 0, sizeof(float) * (JB_MM_TILE - nc));
+            }
+            tile_q8_avx2(tmp, JB_MM_TILE, x + (int64_t)m0 * p->K, tile, sc, mb, p->K);
+            for (int m = 0; m < mb; m++) memcpy(ym + m * ldy, tmp + m * JB_MM_TILE, sizeof(float) * nc);
+        }
+        return;
+    }
+#endif
+    tile_q8_c(y, ldy, x, tile, sc, M, p->K, nc);
 }
 
 // y (M rows, stride ldy, nc <= TILE columns) += x · tile t.
 static void tile_any(int kern, float *y, int64_t ldy, const float *x,
                      const jb_matmul_packed_t *p, int t, int M, int nc) {
-    const char *tile =
-        (const char *)p->data + (size_t)t * p->K * JB_MM_TILE * jb_dtype_size(p->wdt);
+    if (p->wdt == JB_I8) {
+        tile_q8_any(kern, y, ldy, x, p, t, M, nc);
+        return;
+    }
+    const char *tile = (const char *)p->data + (size_t)t * tile_bytes(p);
 #if JB_MM_AVX2
     if (kern >= 1) {
         if (nc == JB_MM_TILE) {
@@ -680,6 +838,7 @@ static void packed_large(float *y, const float *x, const jb_matmul_packed_t *p, 
         return;
     }
     size_t es = jb_dtype_size(p->wdt);
+    const int QG = JB_MATMUL_Q8_GROUP, ng = (K + QG - 1) / QG;
     for (int t0 = 0; t0 < p->ntiles; t0 += G) {
         int g = p->ntiles - t0 < G ? p->ntiles - t0 : G;
         int ld = g * JB_MM_TILE;
@@ -688,8 +847,14 @@ static void packed_large(float *y, const float *x, const jb_matmul_packed_t *p, 
             for (int i = 0; i < g; i++) {
                 const char *src = (const char *)p->data +
                                   ((size_t)(t0 + i) * K + k) * JB_MM_TILE * es;
-                for (int n = 0; n < JB_MM_TILE; n++)
-                    tmp[(size_t)k * ld + i * JB_MM_TILE + n] = wload1(src, p->wdt, n);
+                if (p->wdt == JB_I8) {
+                    const float *sc = p->scales + ((size_t)(t0 + i) * ng + k / QG) * JB_MM_TILE;
+                    for (int n = 0; n < JB_MM_TILE; n++)
+                        tmp[(size_t)k * ld + i * JB_MM_TILE + n] = sc[n] * (float)((const int8_t *)src)[n];
+                } else {
+                    for (int n = 0; n < JB_MM_TILE; n++)
+                        tmp[(size_t)k * ld + i * JB_MM_TILE + n] = wload1(src, p->wdt, n);
+                }
             }
         int c0 = t0 * JB_MM_TILE, nc = N - c0 < ld ? N - c0 : ld;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, nc, K, 1.0f, x, K, tmp, ld,
@@ -698,11 +863,24 @@ static void packed_large(float *y, const float *x, const jb_matmul_packed_t *p, 
     free(tmp);
 }
 
+// packed_small over blocks of JB_MATMUL_SMALL_M rows (AVX-512: any M in one pass).
+static void packed_stream(float *y, const float *x, const jb_matmul_packed_t *p,
+                          const float *bias, int init, int M) {
+    if (M <= JB_MATMUL_SMALL_M || kernel_choice() == 2) {
+        packed_small(y, x, p, bias, init, M);
+        return;
+    }
+    for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
+        int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
+        packed_small(y + (int64_t)m0 * p->N, x + (int64_t)m0 * p->K, p, bias, init, mb);
+    }
+}
+
 void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, const float *bias,
                       int M) {
     if (M <= 0) return;
     if (M <= JB_MATMUL_SMALL_M || stream_large()) {
-        packed_small(y, x, w, bias, 1, M);
+        packed_stream(y, x, w, bias, 1, M);
         return;
     }
     if (bias) {
@@ -716,7 +894,7 @@ void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, con
 
 void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M) {
     if (M <= 0) return;
-    if (M <= JB_MATMUL_SMALL_M || stream_large()) packed_small(y, x, w, NULL, 0, M);
+    if (M <= JB_MATMUL_SMALL_M || stream_large()) packed_stream(y, x, w, NULL, 0, M);
     else packed_large(y, x, w, 1.0f, M);
 }
 
@@ -813,12 +991,20 @@ static void wt_rows(int kern, float *y, const float *x, const float *w, int M, i
 
 void jb_matmul_wt(float *y, const float *x, const float *w, int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
+    int kern = kernel_choice();
     if (M > JB_MATMUL_SMALL_M && K > 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f,
-                    y, N);
+        if (kern == 0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f,
+                        y, N);
+            return;
+        }
+        // Blocks of rows through the kernel below: a row's result does not depend on M.
+        for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
+            int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
+            jb_matmul_wt(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, mb, K, N);
+        }
         return;
     }
-    int kern = kernel_choice();
     int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && N >= 8;
 #pragma omp parallel if (par)
     {

@@ -32,9 +32,19 @@ void jb_matmul_wt(float *y, const float *x, const float *w, int M, int K, int N)
 typedef struct jb_matmul_packed jb_matmul_packed_t;
 // w: (K, N) in wdt (F32, F16 or BF16). NULL + err on a bad dtype/shape or no memory.
 jb_matmul_packed_t *jb_matmul_pack(const void *w, jb_dtype_t wdt, int K, int N, jb_err_t *err);
+// 8-bit weights: w (K, N) in wdt (F32, F16 or BF16) quantized to int8 with one float scale per
+// column and group of JB_MATMUL_Q8_GROUP rows (symmetric: scale = max |w| / 127 over the
+// group, q = round(w / scale)), packed in the same tiles: a quarter of f32's bytes, half of
+// bf16's, +1/16 for the scales. The products use the f32 x as it is (no quantized
+// activations): y = Σ_groups scale · Σ_k x_k q_kn. NULL + err as jb_matmul_pack.
+#define JB_MATMUL_Q8_GROUP 64
+jb_matmul_packed_t *jb_matmul_pack_q8(const void *w, jb_dtype_t wdt, int K, int N,
+                                      jb_err_t *err);
+// JB_F32, JB_F16, JB_BF16, or JB_I8 for jb_matmul_pack_q8.
+jb_dtype_t jb_matmul_packed_dtype(const jb_matmul_packed_t *p);
 // Frees, sets *p_p to NULL; accepts NULL.
 void jb_matmul_packed_destroy(jb_matmul_packed_t **p_p);
-// Bytes of weights the packed copy holds (N rounded up to 32 columns).
+// Bytes of weights the packed copy holds (N rounded up to 32 columns; int8: with the scales).
 size_t jb_matmul_packed_bytes(const jb_matmul_packed_t *p);
 // As jb_matmul / jb_matmul_acc with the packed weights (K, N as packed).
 // y: (M, N)  x: (M, K)  bias: (N) or NULL

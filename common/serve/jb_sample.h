@@ -99,4 +99,36 @@ int jb_sample_window(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_sam
                      const int32_t *zs_above, int above_stride, const int32_t *y,
                      const jb_sample_lyrics_t *lyrics, jb_err_t *err);
 
+// ---- several jobs in one batch (a stage serving many jobs) ----------------------------
+
+// One job's window in a batch of several (jb_sample_windows): the arguments of
+// jb_sample_window, borrowed. o: this job's sampling settings, seed, job hash, sample ids,
+// on_step (o->max_batch_size is not used: the batch is the call's).
+typedef struct {
+    const jb_sample_opts_t *o;
+    int n_samples;
+    jb_sample_window_t win;
+    int32_t *zs;                 // (n_samples, zs_stride)
+    int zs_stride;
+    int *have;                   // updated on success
+    const int32_t *zs_above;     // (n_samples, above_stride) or NULL
+    int above_stride;
+    const int32_t *y;            // (n_samples, label_len) or NULL
+    const jb_sample_lyrics_t *lyrics;   // (n_samples) or NULL
+} jb_sample_part_t;
+
+// Codes of window w already present when a job has `have` codes: the prime length of its
+// window. Windows can share a batch when their prime lengths and fills are equal.
+int jb_sample_window_prime(const jb_prior_info_t *in, jb_sample_window_t w, int have);
+
+// Samples the windows of n_parts jobs as one batch: their rows (sum of n_samples <= the
+// sampler's max_batch) advance together, each at its own window start, with its own labels,
+// conditioning, sampling settings and random streams. Every part needs the same prime length
+// (jb_sample_window_prime), fill and chunk_size, and codes to sample (fill > prime). Each
+// job's codes are byte-identical to what jb_sample_window gives it alone: the products are
+// batch-invariant (docs/matmul.md) and each row draws from its own stream at its own absolute
+// positions. 0, or -1 + err naming the part (no part's `have` changes then).
+int jb_sample_windows(jb_prior_sampler_t *s, const jb_sample_part_t *parts, int n_parts,
+                      jb_err_t *err);
+
 #endif

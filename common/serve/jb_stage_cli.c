@@ -48,7 +48,9 @@ static void usage(FILE *f, const char *stage, int level) {
             "  -d, --device DEV     cpu, cuda or cuda:N (default cpu)\n"
             "      --weights W      matrix weights in memory: stored (as in the model file, the\n"
             "                       default), bf16, f16 or f32 (converted at load, round to\n"
-            "                       nearest even; bf16 halves the memory traffic of f32 files)\n"
+            "                       nearest even; bf16 halves the memory traffic of f32 files),\n"
+            "                       or int8 (quantized at load, a scale per column and 64 rows:\n"
+            "                       half of bf16's traffic; CPU only)\n"
             "      --packed 0|1     repack the matrix weights at load for the sampling kernel\n"
             "                       (default 1: faster steps, one private copy of the weights)\n"
             "  -s, --spool DIR      keep every job's input and output in DIR (one directory\n"
@@ -135,7 +137,7 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         }
         case 'W':
             if ((o.weights = jb_weights_parse(optarg)) < 0) {
-                fprintf(stderr, "jukebox-%s: --weights %s: expected stored, bf16, f16 or f32\n",
+                fprintf(stderr, "jukebox-%s: --weights %s: expected stored, bf16, f16, f32 or int8\n",
                         stage, optarg);
                 return EX_USAGE;
             }
@@ -173,6 +175,11 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         return jb_err_exit_code(err.code);
     }
     o.cuda = dev.is_cuda;
+    if (o.cuda && o.weights == JB_WEIGHTS_INT8) {
+        fprintf(stderr, "jukebox-%s: --weights int8 runs on the CPU only (--device %s)\n", stage,
+                device);
+        return 64;
+    }
     if (dev.is_cuda) jb_log(JB_INFO, "device %s, %.1f GiB free", dev.name,
                             (double)dev.mem_free / (1 << 30));
     if (threads > 0) {

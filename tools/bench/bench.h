@@ -22,4 +22,15 @@ void bench_set_threads(int n);
 // Machine description on one line (CPU model, cores) into buf.
 void bench_machine(char *buf, size_t size);
 
+// The machine's read bandwidth with the current OpenMP threads, GB/s, best of `reps` passes
+// over 512 MiB. plain: one sequential stream per thread, no software prefetch (a simple read
+// loop). multi: the best of 1, 2, 4 and 8 interleaved streams per thread with software
+// prefetch 0, 1 KiB or 4 KiB ahead (what a weight-streaming kernel can do: the bound).
+typedef struct {
+    double plain, multi;     // GB/s
+    int streams, prefetch;   // the multi-stream case that gave `multi`
+} bench_bw_t;
+// Zeros when 512 MiB cannot be allocated.
+bench_bw_t bench_read_bandwidth(int reps);
+
 #endif

@@ -10,9 +10,10 @@
 // projection, temperature sampling): best of --reps; with --packed both the packed and
 // unpacked models run side by side, steps alternating, so that both see the same load. With
 // L < depth layers the step is extrapolated: t_out + (t_step - t_out) · depth / L, t_out the
-// output projection and sampling timed alone. Bytes of weights read per step and the machine's read bandwidth (a read loop
-// over 512 MiB, same run) give the fraction of the bandwidth the weight traffic reaches.
-#include <immintrin.h>
+// output projection and sampling timed alone. Bytes of weights read per step and the machine's
+// read bandwidth measured in the same run (bench_read_bandwidth: several streams per thread
+// with software prefetch, the most a weight-streaming kernel can get) give the bound and the
+// fraction of it the weight traffic reaches.
 #include <jansson.h>
 #include <omp.h>
 #include <stdint.h>
@@ -32,39 +33,15 @@
 static const char *const configs[] = {"upsampler_level_0", "upsampler_level_1", "prior_1b_lyrics",
                                       "prior_5b", "prior_5b_lyrics", NULL};
 
-static double read_bandwidth(const float *a, size_t n, int reps) {
-    double best = 1e30, sink = 0;
-    for (int r = 0; r < reps; r++) {
-        double t0 = bench_now(), tot = 0;
-#pragma omp parallel reduction(+ : tot)
-        {
-            __m256 s[8];
-            for (int j = 0; j < 8; j++) s[j] = _mm256_setzero_ps();
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i += 64)
-                for (int j = 0; j < 8; j++) s[j] = _mm256_add_ps(s[j], _mm256_load_ps(a + i + 8 * j));
-            float f[8];
-            for (int j = 1; j < 8; j++) s[0] = _mm256_add_ps(s[0], s[j]);
-            _mm256_storeu_ps(f, s[0]);
-            for (int i = 0; i < 8; i++) tot += f[i];
-        }
-        double t = bench_now() - t0;
-        sink += tot;
-        if (t < best) best = t;
-    }
-    if (sink == 1.2345) printf(" ");
-    return (double)n * sizeof(float) / best / 1e9;
-}
-
-static double machine_bandwidth(int reps) {
-    size_t n = (size_t)512 << 20 >> 2;   // 512 MiB of floats
-    float *a = jb_alloc(n * sizeof(float));
-    if (!a) return 0;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023);
-    double b = read_bandwidth(a, n, reps);
-    jb_free(a);
-    return b;
+// The bound: the multi-stream read bandwidth (bench_read_bandwidth); the plain read loop
+// is printed beside it.
+static double machine_bandwidth(int reps, int threads, const char *when) {
+    bench_bw_t b = bench_read_bandwidth(reps);
+    printf("read bandwidth %s (512 MiB, %d thread%s, best of %d): plain loop %.1f GB/s, "
+           "%d stream%s/thread + prefetch %d B: %.1f GB/s\n", when, threads,
+           threads == 1 ? "" : "s", reps, b.plain, b.streams, b.streams == 1 ? "" : "s",
+           b.prefetch, b.multi);
+    return b.multi;
 }
 
 // Temperature sampling (temp 1), one counter-based stream per row.
@@ -223,8 +200,8 @@ int bench_prior(int argc, char **argv) {
     if (getloadavg(la, 3) < 0) la[0] = la[1] = la[2] = -1;
     printf("machine: %s\nthreads: %d, matmul kernel: %s, load average at start: %.2f %.2f %.2f\n",
            mach, threads, jb_matmul_kernel_name(), la[0], la[1], la[2]);
-    double bw = machine_bandwidth(5);
-    printf("machine read bandwidth (512 MiB, %d threads, best of 5): %.1f GB/s\n\n", threads, bw);
+    double bw = machine_bandwidth(5, threads, "at start");
+    printf("\n");
     printf(header, "config", "layers", "wts", "pk", "batch", "pos", "ms/step", "tok/s", "MB/step",
            "GB/s", "bound ms", "of bw");
 
@@ -233,7 +210,7 @@ int bench_prior(int argc, char **argv) {
         if (strcmp(config, "all") && strcmp(config, configs[ci])) continue;
         jb_err_t err;
         if (ci > 0) {   // the machine is shared: keep the best bandwidth seen
-            double b = machine_bandwidth(3);
+            double b = machine_bandwidth(3, threads, configs[ci]);
             if (b > bw) bw = b;
         }
         json_t *hp = jb_hparams_preset(configs[ci], &err);
@@ -377,10 +354,11 @@ int bench_prior(int argc, char **argv) {
         }
         unlink(path);
     }
-    double b = machine_bandwidth(5);
+    printf("\n");
+    double b = machine_bandwidth(5, threads, "at end");
     if (b > bw) bw = b;
-    printf("\nbest read bandwidth of the run (%d threads): %.1f GB/s; the table again against it:\n",
-           threads, bw);
+    printf("best multi-stream read bandwidth of the run (%d threads): %.1f GB/s; the table again "
+           "against it:\n", threads, bw);
     printf(header, "config", "layers", "wts", "pk", "batch", "pos", "ms/step", "tok/s", "MB/step",
            "GB/s", "bound ms", "of bw");
     for (int i = 0; i < nrows; i++) print_row(&rows[i], bw);
@@ -388,7 +366,7 @@ int bench_prior(int argc, char **argv) {
     printf("\nload average at end: %.2f %.2f %.2f\n"
            "layers L/D with L < D: the step is extrapolated to D layers as t_out + (t_step - t_out)·D/L\n"
            "(t_out: output projection + sampling timed alone). MB/step: transformer matrix weights\n"
-           "(D layers) + output projection (f32). bound: MB/step / read bandwidth.\n",
+           "(D layers) + output projection (f32). bound: MB/step / multi-stream read bandwidth.\n",
            la[0], la[1], la[2]);
     return rc;
 }
