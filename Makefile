@@ -131,6 +131,8 @@ $(STAGE_BINS): $(BUILD)/bin/jukebox-%: $$(foreach f,$$(wildcard $$*/*.c),$(BUILD
 
 # jukebox-mkdataset renders with FluidSynth.
 $(BUILD)/bin/jukebox-mkdataset: LDLIBS += -lfluidsynth
+# jukebox-eval's musical figures (common/jb_music.c) use aubio's pitch and onset detectors.
+$(BUILD)/bin/jukebox-eval $(BUILD)/tests/test_jb_music: LDLIBS += -laubio
 
 # A tool is tools/<name>.c plus, optionally, tools/<name>/*.c (e.g. bench subcommands).
 $(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o \

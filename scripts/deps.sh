@@ -4,7 +4,7 @@
 # exact command to run and fails. Usage: scripts/deps.sh [build|test|demo|all]
 set -eu
 what=${1:-build}
-build="gcc make pkg-config libopenblas-dev libjansson-dev libzmq3-dev libmsgpack-dev liblz4-dev libsndfile1-dev libsoxr-dev libsystemd-dev zlib1g-dev libfluidsynth-dev"
+build="gcc make pkg-config libopenblas-dev libjansson-dev libzmq3-dev libmsgpack-dev liblz4-dev libsndfile1-dev libsoxr-dev libsystemd-dev zlib1g-dev libfluidsynth-dev libaubio-dev"
 test="valgrind sox espeak-ng fluid-soundfont-gm clang libclang-rt-14-dev iproute2 chromium systemd python3"
 demo=""
 case "$what" in

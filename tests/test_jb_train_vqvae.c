@@ -581,6 +581,82 @@ static void check_fresh_and_save(void) {
     free_model(&m);
 }
 
+
+// Tied upsampling (jb_train_vqvae_tie_upsampling): the decoder of a constant code sequence
+// gives a constant output away from the ends (no steady line at sr / stride multiples), where
+// the untied decoder of the same weights gives a periodic ripple; the tied taps' gradients
+// are equal, so an update keeps them tied.
+static double const_code_ripple(int tie, int L, int *taps_tied) {
+    jb_vqvae_loss_hparams_t lh = base_loss();
+    int N = 1;
+    int64_t T = 1152;
+    model_t m = {0};
+    jb_vqvae_hparams_t hp;
+    if (!tiny_model(&lh, N, T, &m, &hp)) return -1.0;
+    jb_err_t err = {0};
+    jb_train_vqvae_t *tv = m.tv;
+    jb_train_vqvae_init_random(tv, 42);
+    float *x = rand_buf(N * T, 0.5f);
+    JB_CHECK_OK(jb_train_vqvae_init_codebooks(tv, x, &err), &err, "init_codebooks");
+    if (tie) JB_CHECK(jb_train_vqvae_tie_upsampling(tv) == 3, "three transposed convolutions tied (level 0: 1, level 1: 2)");
+    jb_tvq_result_t res;
+    JB_CHECK_OK(jb_train_vqvae_step(tv, x, &res, &err), &err, "step");
+    *taps_tied = 1;
+    int n_convt = 0;
+    for (int i = 0; i < jb_train_vqvae_n_params(tv); i++) {   // a plain SGD update
+        jb_tvq_param_t p = jb_train_vqvae_param(tv, i);
+        for (int64_t j = 0; j < p.n; j++) p.w[j] -= 0.05f * p.g[j];
+        // decoder ConvTranspose1d weights: (C, OC, k) with k = 2 * stride (4 and 8 here)
+        if (p.ndim == 3 && strstr(p.name, "decoders") && (p.shape[2] == 4 || p.shape[2] == 8) &&
+            strstr(p.name, "weight") && !strstr(p.name, "resblocks")) {
+            int k = (int)p.shape[2], s = k / 2;
+            n_convt++;
+            for (int64_t r = 0; r < p.shape[0] * p.shape[1]; r++)
+                for (int j = 0; j < k; j++) {
+                    *taps_tied &= p.w[r * k + j] == p.w[r * k + j / s * s];
+                    *taps_tied &= p.g[r * k + j] == p.g[r * k + j / s * s];
+                }
+        }
+    }
+    JB_CHECK(n_convt == 3, "found the 3 transposed convolutions' weights (%d)", n_convt);
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/test_jb_train_vqvae_tie.%d.safetensors", (int)getpid());
+    JB_CHECK_OK(jb_train_vqvae_save(tv, path, NULL, &err), &err, "save");
+    jb_st_t *st = jb_st_open(path, &err);
+    jb_vqvae_t *vq = st ? jb_vqvae_new(st, 0, &err) : NULL;
+    JB_CHECK(vq != NULL, "tied model loads (%s)", err.msg);
+    double ripple = -1.0;
+    if (vq) {
+        int64_t TL = T / hp.hop_lengths[L];
+        int32_t *z = malloc(sizeof(int32_t) * TL);
+        float *out = malloc(sizeof(float) * T);
+        for (int64_t i = 0; i < TL; i++) z[i] = 3;
+        JB_CHECK_OK(jb_vqvae_decode(vq, z, 1, TL, L, out, 0, &err), &err, "decode");
+        double lo = 1e30, hi = -1e30;
+        for (int64_t t = T / 4; t < 3 * T / 4; t++) lo = fmin(lo, out[t]), hi = fmax(hi, out[t]);
+        ripple = (hi - lo) / fmax(maxabs(out, T), 1e-30);
+        free(z), free(out);
+    }
+    jb_vqvae_destroy(&vq);
+    jb_st_close(&st);
+    remove(path);
+    free(x);
+    free_model(&m);
+    return ripple;
+}
+
+static void check_tied_upsampling(void) {
+    for (int L = 0; L < 2; L++) {
+        int tied_u, tied_t;
+        double ru = const_code_ripple(0, L, &tied_u), rt = const_code_ripple(1, L, &tied_t);
+        JB_CHECK(ru > 1e-3, "level %d untied: a constant code sequence decodes to a ripple "
+                 "(peak-to-peak / peak %.3g)", L, ru);
+        JB_CHECK(rt >= 0 && rt < 1e-5, "level %d tied: it decodes to a constant (%.3g)", L, rt);
+        JB_CHECK(!tied_u, "level %d untied: the taps differ after a step", L);
+        JB_CHECK(tied_t, "level %d tied: weights and gradients stay tied after a step", L);
+    }
+}
+
 int main(void) {
     const geo_t geos[] = {
         {37, 3, 5, 3, 1, 1, 1, 0},   // kernel 3, padding 1
@@ -616,5 +692,6 @@ int main(void) {
     check_revival();
     check_real_shape();
     check_fresh_and_save();
+    check_tied_upsampling();
     return jb_test_summary("test_jb_train_vqvae");
 }

@@ -4,6 +4,8 @@
 //   jukebox-eval prior --prior P.safetensors --vqvae VQ.safetensors --train DIR --data DIR
 //   jukebox-eval genre --train DIR --test DIR [--test DIR ...]
 //   jukebox-eval spectrogram --in SONG.wav --out PICTURE.png
+//   jukebox-eval music --test DIR [--test DIR ...]      (common/jb_music.c, aubio)
+//   jukebox-eval lyrics --test RUN_DIR [--test RUN_DIR ...]
 //
 // Data directories are those of jukebox-train (DIR/audio/* and DIR/labels.jsonl), read by
 // common/jb_trainer.c; the metrics are common/jb_eval.c; the models are loaded by the
@@ -20,6 +22,7 @@
 #include "jb_hparams.h"
 #include "jb_labels.h"
 #include "jb_log.h"
+#include "jb_music.h"
 #include "jb_safetensors.h"
 #include "jb_train_prior.h"
 #include "jb_trainer.h"
@@ -38,6 +41,8 @@ static void usage(FILE *f) {
 "                          [--json OUT]\n"
 "       jukebox-eval genre --train DIR --test DIR [--test DIR ...] [--sr HZ] [--json OUT]\n"
 "       jukebox-eval spectrogram --in AUDIO --out PNG [--sr HZ] [--range DB] [--scale N]\n"
+"       jukebox-eval music --test DIR [--test DIR ...] [--json OUT]\n"
+"       jukebox-eval lyrics --test RUN_DIR [--test RUN_DIR ...] [--json OUT]\n"
 "\n"
 "Figures of a trained model on held-out songs (DIR/audio/* and DIR/labels.jsonl, the\n"
 "layout of jukebox-train and jukebox-mkdataset):\n"
@@ -56,6 +61,13 @@ static void usage(FILE *f) {
 "               songs; its accuracy on each --test directory (labels give the true genre)\n"
 "  spectrogram  a log-mel picture (64 bands, hop 512; dark = loud, the top --range dB,\n"
 "               default 80) of a song as a grayscale PNG\n"
+"  music        musical figures of each --test directory's songs (aubio): the share of\n"
+"               loud frames with a clear pitch (YIN confidence >= 0.8, 60-2000 Hz), the\n"
+"               share of those within 25 cents of an A440 semitone, onsets a second, and\n"
+"               the spectral line at sr/4 and sr/8 (peak over the local median, dB)\n"
+"  lyrics       lyrics alignment monotonicity of each sample of a `jukebox sample` output\n"
+"               directory (its index.html's alignment frames): Spearman's rank correlation\n"
+"               of time and the most attended lyric position\n"
 "options: --json OUT writes the figures as a JSON object too; -q quiet; -h help\n"
 "exit codes: 0 done, 64 bad usage, 65 bad data or model, 66 missing file, 70 internal.\n");
 }
@@ -513,6 +525,185 @@ static int cmd_spectrogram(const char *in, const char *out, int sr, double range
     return rc;
 }
 
+// ---- music ---------------------------------------------------------------------------------
+
+static int cmd_music(const char **tests, int n_tests, int sr, const char *json_out) {
+    jb_err_t err = {0};
+    int rc = 70;
+    jb_trainer_data_t *d = NULL;
+    json_t *out = json_object(), *arr = json_array();
+    printf("%-40s %5s %8s %8s %8s %8s %9s %9s\n", "songs of", "songs", "loud", "pitched",
+           "in tune", "onsets/s", "line sr/4", "line sr/8");
+    for (int t = 0; t < n_tests; t++) {
+        if (!(d = jb_trainer_data_load(tests[t], sr, &err))) goto fail;
+        jb_music_stats_t st = {0};
+        double l4 = 0, l8 = 0, l4max = -1e30;
+        for (int i = 0; i < d->n_items; i++) {
+            const jb_trainer_item_t *it = &d->items[i];
+            if (jb_music_analyse(it->x, it->n, sr, &st, &err)) {
+                jb_err_prefix(&err, "%s", it->path);
+                goto fail;
+            }
+            double a = jb_music_line_db(it->x, it->n, sr, sr / 4.0);
+            double b = jb_music_line_db(it->x, it->n, sr, sr / 8.0);
+            if (isnan(a) || isnan(b)) {
+                jb_err_set(&err, JB_EFORMAT, "%s: too short for the line figure", it->path);
+                goto fail;
+            }
+            l4 += a, l8 += b;
+            l4max = fmax(l4max, a);
+        }
+        int n = d->n_items;
+        double pitched = st.loud ? (double)st.pitched / st.loud : 0.0;
+        double tuned = st.pitched ? (double)st.in_tune / st.pitched : 0.0;
+        double rate = st.seconds > 0 ? st.onsets / st.seconds : 0.0;
+        l4 /= n, l8 /= n;
+        printf("%-40s %5d %7.1f%% %7.1f%% %7.1f%% %8.2f %6.1f dB %6.1f dB\n", tests[t], n,
+               100.0 * st.loud / (double)(st.frames ? st.frames : 1), 100.0 * pitched,
+               100.0 * tuned, rate, l4, l8);
+        json_t *o = json_object();
+        json_object_set_new(o, "dir", json_string(tests[t]));
+        json_object_set_new(o, "songs", json_integer(n));
+        json_object_set_new(o, "frames", json_integer(st.frames));
+        json_object_set_new(o, "loud_frames", json_integer(st.loud));
+        json_object_set_new(o, "pitched_frames", json_integer(st.pitched));
+        json_object_set_new(o, "in_tune_frames", json_integer(st.in_tune));
+        json_object_set_new(o, "pitched", json_real(pitched));
+        json_object_set_new(o, "in_tune", json_real(tuned));
+        json_object_set_new(o, "onsets_per_s", json_real(rate));
+        json_object_set_new(o, "line_sr4_db", json_real(l4));
+        json_object_set_new(o, "line_sr4_db_max", json_real(l4max));
+        json_object_set_new(o, "line_sr8_db", json_real(l8));
+        json_array_append_new(arr, o);
+        jb_trainer_data_destroy(&d);
+    }
+    printf("(loud: share of frames within 30 dB of the song's loudest; pitched: share of loud "
+           "frames; in tune: share of pitched frames, chance 50%%; line: peak over local "
+           "median, mean over songs)\n");
+    json_object_set_new(out, "tests", arr);
+    arr = NULL;
+    rc = write_json(json_out, out);
+    goto done;
+fail:
+    rc = die(&err);
+done:
+    json_decref(arr);
+    json_decref(out);
+    jb_trainer_data_destroy(&d);
+    return rc;
+}
+
+// ---- lyrics --------------------------------------------------------------------------------
+
+static char *read_text(const char *path, jb_err_t *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        jb_err_set(err, JB_ENOENT, "%s: cannot open", path);
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    for (size_t k; b && (k = fread(b + n, 1, cap - n - 1, f)) > 0;) {
+        n += k;
+        if (n + 1 == cap) {
+            char *nb = realloc(b, cap *= 2);
+            if (!nb) free(b);
+            b = nb;
+        }
+    }
+    fclose(f);
+    if (!b) jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
+    else b[n] = 0;
+    return b;
+}
+
+// The alignment frames of every sample in RUN/index.html (jb_html: a JSON array of frames,
+// each an array of a value 0..255 per lyric character, in <script id="align-K">).
+static int cmd_lyrics(const char **tests, int n_tests, const char *json_out) {
+    jb_err_t err = {0};
+    int rc = 70;
+    char *html = NULL;
+    double *att = NULL;
+    json_t *out = json_object(), *arr = json_array(), *fr = NULL;
+    double sum = 0, lo = 1e30;
+    int n_all = 0;
+    for (int t = 0; t < n_tests; t++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/index.html", tests[t]);
+        if (!(html = read_text(path, &err))) goto fail;
+        const char *p = html;
+        for (;;) {
+            const char *tag = strstr(p, "id=\"align-");
+            if (!tag) break;
+            int k = atoi(tag + 10);
+            const char *a = strchr(tag, '>'), *e = a ? strstr(a, "</script>") : NULL;
+            if (!a || !e) {
+                jb_err_set(&err, JB_EFORMAT, "%s: alignment %d is not closed", path, k);
+                goto fail;
+            }
+            json_error_t je;
+            fr = json_loadb(a + 1, (size_t)(e - a - 1), 0, &je);
+            if (!json_is_array(fr)) {
+                jb_err_set(&err, JB_EFORMAT, "%s: alignment %d: %s", path, k, je.text);
+                goto fail;
+            }
+            int F = (int)json_array_size(fr);
+            int C = F ? (int)json_array_size(json_array_get(fr, 0)) : 0;
+            p = e;
+            if (F == 0 || C == 0) {
+                printf("%s sample %d: no alignment (not a lyrics model, or no lyrics)\n", tests[t], k);
+                json_decref(fr);
+                fr = NULL;
+                continue;
+            }
+            free(att);
+            if (!(att = calloc((size_t)F * C, sizeof(double)))) {
+                jb_err_set(&err, JB_ENOMEM, "out of memory");
+                goto fail;
+            }
+            for (int f = 0; f < F; f++) {
+                json_t *row = json_array_get(fr, (size_t)f);
+                if ((int)json_array_size(row) != C) {
+                    jb_err_set(&err, JB_EFORMAT, "%s: alignment %d: frame %d has %d values, not %d",
+                               path, k, f, (int)json_array_size(row), C);
+                    goto fail;
+                }
+                for (int c = 0; c < C; c++)
+                    att[(size_t)f * C + c] = json_number_value(json_array_get(row, (size_t)c));
+            }
+            json_decref(fr);
+            fr = NULL;
+            double rho = jb_music_alignment_rank(att, F, C);
+            printf("%s sample %d: %d frames x %d characters, rank correlation %.3f\n", tests[t], k,
+                   F, C, rho);
+            json_array_append_new(arr, json_pack("{s:s,s:i,s:i,s:i,s:f}", "dir", tests[t],
+                                                 "sample", k, "frames", F, "chars", C, "rho",
+                                                 isnan(rho) ? 0.0 : rho));
+            if (!isnan(rho)) sum += rho, lo = fmin(lo, rho), n_all++;
+        }
+        free(html);
+        html = NULL;
+    }
+    if (n_all) printf("mean rank correlation %.3f over %d samples (lowest %.3f)\n", sum / n_all, n_all, lo);
+    else printf("no sample has a lyrics alignment\n");
+    json_object_set_new(out, "samples", arr);
+    arr = NULL;
+    json_object_set_new(out, "mean_rho", json_real(n_all ? sum / n_all : 0.0));
+    json_object_set_new(out, "min_rho", json_real(n_all ? lo : 0.0));
+    json_object_set_new(out, "n", json_integer(n_all));
+    rc = write_json(json_out, out);
+    goto done;
+fail:
+    rc = die(&err);
+done:
+    json_decref(fr);
+    json_decref(arr);
+    json_decref(out);
+    free(html);
+    free(att);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -573,6 +764,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "genre") && train && n_tests > 0)
         return cmd_genre(train, tests, n_tests, sr, json);
     if (!strcmp(cmd, "spectrogram") && in && out) return cmd_spectrogram(in, out, sr, range, scale);
+    if (!strcmp(cmd, "music") && n_tests > 0) return cmd_music(tests, n_tests, sr, json);
+    if (!strcmp(cmd, "lyrics") && n_tests > 0) return cmd_lyrics(tests, n_tests, json);
     fprintf(stderr, "jukebox-eval: '%s': unknown command or missing options (see --help)\n", cmd);
     return 64;
 }

@@ -57,6 +57,7 @@ typedef struct {
     int n_genres;
     int threads;
     int vocals;
+    int tunes;            // --tunes: jb_compose_opts_t.tunes
 } opts_t;
 
 typedef struct {
@@ -434,7 +435,8 @@ static int make_song(run_t *run, band_t *band, int i) {
     int artist = (i / o->n_genres) % JB_COMPOSE_N_ARTISTS;
     uint64_t song_seed = jb_compose_mix(o->seed ^ jb_compose_mix((uint64_t)i + 1));
     jb_err_t err;
-    jb_song_t *s = jb_compose_song(genre, artist, o->seconds, song_seed, o->vocals, &err);
+    jb_compose_opts_t co = {.vocals = o->vocals != 0, .tunes = o->tunes != 0};
+    jb_song_t *s = jb_compose_song_opts(genre, artist, o->seconds, song_seed, &co, &err);
     if (!s) {
         fail_run(run, EX_SOFTWARE_, "song %d: %s", i, err.msg);
         return EX_SOFTWARE_;
@@ -521,6 +523,7 @@ static int make_song(run_t *run, band_t *band, int i) {
     json_object_set_new(obj, "key", json_string(jb_compose_pitch_name(s->tonic)));
     json_object_set_new(obj, "mode", json_string(s->mode));
     json_object_set_new(obj, "voice", json_string(o->vocals ? s->voice : ""));
+    if (o->tunes) json_object_set_new(obj, "tunes", json_true());
     run->labels[i - o->first] = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     if (!run->labels[i - o->first]) {
         fail_run(run, EX_SOFTWARE_, "song %s: out of memory", id);
@@ -623,6 +626,8 @@ static void usage(FILE *f) {
             "                       most 4); the output does not depend on it\n"
             "      --no-vocals      no singing: the vocal line is played by the lead instrument\n"
             "                       and the labels carry empty lyrics\n"
+            "      --tunes          clear tunes: the melody in front (lead and voice louder,\n"
+            "                       accompaniment softer, no pad, sparser legato motifs)\n"
             "      --soundfont PATH General MIDI .sf2 (default " DEFAULT_SF2 ")\n"
             "      --list           print the genres and their artists, then exit\n"
             "  -q, --quiet          no progress lines\n"
@@ -649,13 +654,13 @@ int main(int argc, char **argv) {
                 .n_genres = 0, .threads = 0, .vocals = 1};
     const char *genres = NULL;
     int list = 0;
-    enum { OPT_SEED = 256, OPT_NOVOC, OPT_SF, OPT_LIST, OPT_FIRST };
+    enum { OPT_SEED = 256, OPT_NOVOC, OPT_SF, OPT_LIST, OPT_FIRST, OPT_TUNES };
     static const struct option LONG[] = {
         {"out", required_argument, 0, 'o'},      {"songs", required_argument, 0, 'n'},
         {"seconds", required_argument, 0, 's'},  {"seed", required_argument, 0, OPT_SEED},
         {"genres", required_argument, 0, 'g'},   {"threads", required_argument, 0, 'j'},
         {"no-vocals", no_argument, 0, OPT_NOVOC}, {"soundfont", required_argument, 0, OPT_SF},
-        {"first", required_argument, 0, OPT_FIRST}, {"list", no_argument, 0, OPT_LIST},      {"quiet", no_argument, 0, 'q'},
+        {"first", required_argument, 0, OPT_FIRST}, {"tunes", no_argument, 0, OPT_TUNES}, {"list", no_argument, 0, OPT_LIST},      {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     int c;
     opterr = 0;
@@ -681,6 +686,7 @@ int main(int argc, char **argv) {
             o.threads = (int)u;
             break;
         case OPT_NOVOC: o.vocals = 0; break;
+        case OPT_TUNES: o.tunes = 1; break;
         case OPT_SF: o.soundfont = optarg; break;
         case OPT_FIRST:
             if (parse_u64(optarg, &u) < 0 || u > 1000000) goto bad_value;
@@ -797,6 +803,7 @@ int main(int argc, char **argv) {
     }
     jb_log(JB_INFO, "out=%s songs=%d seconds=%g seed=%llu genres=%d threads=%d vocals=%d", o.out,
            o.songs, o.seconds, (unsigned long long)o.seed, o.n_genres, o.threads, o.vocals);
+    if (o.tunes) jb_log(JB_INFO, "tunes: the melody in front");
     int started = 0;
     for (; started < o.threads; started++)
         if (pthread_create(&th[started], NULL, worker, &run) != 0) {

@@ -87,6 +87,7 @@ typedef struct {
     int threads;
     int resume;
     int64_t save_every;
+    int64_t until;            // --until: Unix time after which the run stops (0: none)
     int64_t log_every;
     int quiet;
 } opts_t;
@@ -115,7 +116,9 @@ static void usage(FILE *f) {
 "  --level L             prior: level to train (0 bottom .. levels-1 top)\n"
 "  --vqvae FILE          prior: the trained VQ-VAE (RUN/vqvae.safetensors); the data set is\n"
 "                        encoded once and its codes cached in RUN_DIR/codes.safetensors\n"
-"  --init MODEL          prior: start from this prior model file instead of a fresh one\n"
+"  --init MODEL          start from this model file (a prior, or a VQ-VAE: weights and\n"
+"                        codebooks, its hyper-parameters with --hparams laid over them)\n"
+"                        instead of a fresh one\n"
 "training:\n"
 "  --steps N             optimiser steps in all (default 100)\n"
 "  --batch B             windows a step (default: the preset's bs)\n"
@@ -131,6 +134,8 @@ static void usage(FILE *f) {
 "  --log-every N         progress line every N steps (default 10)\n"
 "  --resume              continue from RUN_DIR's checkpoint (bit-exact with an\n"
 "                        uninterrupted run of the same options)\n"
+"  --until T             stop after the step during which the clock passes Unix time T\n"
+"                        (seconds), with a checkpoint: equal to a run of that many steps\n"
 "  -q, --quiet           errors only      -h, --help   this text\n"
 "\n"
 "exit codes: 0 done, 64 bad usage, 65 bad data or model file, 66 data or model missing,\n"
@@ -295,6 +300,15 @@ static int train_vqvae(const opts_t *o) {
     if (o->resume) {   // the run's own hyper-parameters (bandwidth included)
         if (!(st = jb_st_open(mpath, &err))) goto fail;
         if (!(hp = jb_hparams_from_st(st, &err))) goto fail;
+    } else if (o->init) {   // a given model's hyper-parameters, --hparams over them
+        if (!(st = jb_st_open(o->init, &err))) goto fail;
+        if (!(hp = jb_hparams_from_st(st, &err))) goto fail;
+        if (o->hparams) {
+            json_t *f = load_json_file(o->hparams, &err);
+            if (!f) goto fail;
+            json_object_update(hp, f);
+            json_decref(f);
+        }
     } else if (!(hp = build_hparams(o, "vqvae", k_toy_vqvae, &err))) {
         goto fail;
     }
@@ -348,6 +362,9 @@ static int train_vqvae(const opts_t *o) {
         if (jb_optim_load(opath, &os, &orun, &step, &err)) goto fail;
         jb_train_vqvae_set_step(tv, (uint64_t)step);
         if (!o->quiet) jb_log(JB_INFO, "resumed at step %lld", (long long)step);
+    } else if (o->init) {   // weights and codebooks (EMA state) of the given model
+        if (jb_train_vqvae_load(tv, st, &err)) goto fail;
+        if (!o->quiet) jb_log(JB_INFO, "init: %s", o->init);
     } else {
         jb_train_vqvae_init_random(tv, o->seed);
         for (int b = 0; b < B; b++)
@@ -355,6 +372,18 @@ static int train_vqvae(const opts_t *o) {
         if (jb_train_vqvae_init_codebooks(tv, x, &err)) goto fail;
     }
     jb_st_close(&st);
+    // "upsample_tied": true (our key, kept in the model file's hparams, so a resumed run ties
+    // too): the decoder's transposed convolutions as nearest upsampling + 2-tap convolution
+    // (jb_train_vqvae_tie_upsampling: no steady lines at multiples of sr / hop)
+    const json_t *tie = json_object_get(hp, "upsample_tied");
+    if (tie && !json_is_boolean(tie)) {
+        jb_err_set(&err, JB_EINVAL, "hparams: \"upsample_tied\" must be true or false");
+        goto fail;
+    }
+    if (json_is_true(tie)) {
+        int n_tied = jb_train_vqvae_tie_upsampling(tv);
+        if (!o->quiet) jb_log(JB_INFO, "upsample_tied: %d transposed convolutions tied", n_tied);
+    }
 
     // metrics: loss, every metric of the step, then lr and the gradient norm
     const char *mn[64];
@@ -390,10 +419,15 @@ static int train_vqvae(const opts_t *o) {
         snprintf(extra, sizeof extra, "  recons %.5f  commit %.5f%s", res.recons_loss,
                  res.commit_loss, skipped ? "  (skipped)" : "");
         progress(o, step, first, t0, res.loss, extra);
-        if (step % o->save_every == 0 || step == o->steps) {
+        int stop = o->until > 0 && (int64_t)time(NULL) >= o->until;
+        if (step % o->save_every == 0 || step == o->steps || stop) {
             if (jb_train_vqvae_save(tv, mpath, hs, &err) ||
                 jb_optim_save(opath, &os, step, &orun, &err))
                 goto fail;
+        }
+        if (stop) {
+            if (!o->quiet) jb_log(JB_INFO, "--until: stopped at step %lld", (long long)step);
+            break;
         }
     }
     if (step == first && !o->resume) {   // --steps 0: the initial model
@@ -799,10 +833,15 @@ static int train_prior(const opts_t *o) {
         else
             snprintf(extra, sizeof extra, "  bits/token%s", skipped ? "  (skipped)" : "");
         progress(o, step, first, t0, L.loss, extra);
-        if (step % o->save_every == 0 || step == o->steps) {
+        int stop = o->until > 0 && (int64_t)time(NULL) >= o->until;
+        if (step % o->save_every == 0 || step == o->steps || stop) {
             if (jb_train_prior_save(tp, mpath, &err) ||
                 jb_optim_save(opath, &os, step, &orun, &err))
                 goto fail_lab;
+        }
+        if (stop) {
+            if (!o->quiet) jb_log(JB_INFO, "--until: stopped at step %lld", (long long)step);
+            break;
         }
     }
     if (step == first && !o->resume && jb_optim_save(opath, &os, step, &orun, &err))
@@ -865,7 +904,7 @@ int main(int argc, char **argv) {
     if (strcmp(o.cmd, "vqvae") && strcmp(o.cmd, "prior"))
         return usage_err("unknown command '%s': vqvae or prior", o.cmd);
     enum { O_DATA = 256, O_OUT, O_PRESET, O_HP, O_STEPS, O_BATCH, O_SL, O_LR, O_WARM, O_CLIP,
-           O_WD, O_SEED, O_THREADS, O_RESUME, O_SAVE, O_LOG, O_LEVEL, O_VQ, O_INIT };
+           O_WD, O_SEED, O_THREADS, O_RESUME, O_SAVE, O_LOG, O_LEVEL, O_VQ, O_INIT, O_UNTIL };
     static const struct option lo[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"preset", 1, 0, O_PRESET},
         {"hparams", 1, 0, O_HP}, {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH},
@@ -873,7 +912,7 @@ int main(int argc, char **argv) {
         {"clip", 1, 0, O_CLIP}, {"weight-decay", 1, 0, O_WD}, {"seed", 1, 0, O_SEED},
         {"threads", 1, 0, O_THREADS}, {"resume", 0, 0, O_RESUME}, {"save-every", 1, 0, O_SAVE},
         {"log-every", 1, 0, O_LOG}, {"level", 1, 0, O_LEVEL}, {"vqvae", 1, 0, O_VQ},
-        {"init", 1, 0, O_INIT}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"init", 1, 0, O_INIT}, {"until", 1, 0, O_UNTIL}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     int64_t v;
     optind = 2;
@@ -921,6 +960,10 @@ int main(int argc, char **argv) {
             o.threads = (int)v;
             break;
         case O_RESUME: o.resume = 1; break;
+        case O_UNTIL:
+            if (parse_i64(optarg, 1, &o.until))
+                return usage_err("--until '%s': a Unix time in seconds", optarg);
+            break;
         case O_SAVE:
             if (parse_i64(optarg, 1, &o.save_every)) return usage_err("--save-every '%s': >= 1", optarg);
             break;
@@ -957,8 +1000,10 @@ int main(int argc, char **argv) {
         if (o.level < 0) return usage_err("%s: --level L is required", o.cmd);
         if (!o.vqvae) return usage_err("%s: --vqvae FILE is required", o.cmd);
         if (o.init && o.resume) return usage_err("%s: --init and --resume exclude each other", o.cmd);
-    } else if (o.level >= 0 || o.vqvae || o.init) {
-        return usage_err("%s: --level, --vqvae and --init are for 'prior'", o.cmd);
+    } else if (o.level >= 0 || o.vqvae) {
+        return usage_err("%s: --level and --vqvae are for 'prior'", o.cmd);
+    } else if (o.init && (o.resume || o.preset)) {
+        return usage_err("%s: --init excludes --resume and --preset", o.cmd);
     }
     if (o.quiet) jb_log_set_level(JB_ERROR);
     if (o.threads) {

@@ -450,6 +450,13 @@ enum { CH_MEL = 0, CH_CHORD = 1, CH_BASS = 2, CH_PAD = 3 };
 
 jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed, bool vocals,
                            jb_err_t *err) {
+    jb_compose_opts_t o = {.vocals = vocals, .tunes = false};
+    return jb_compose_song_opts(genre, artist, seconds, seed, &o, err);
+}
+
+jb_song_t *jb_compose_song_opts(int genre, int artist, double seconds, uint64_t seed,
+                                const jb_compose_opts_t *opts, jb_err_t *err) {
+    const bool vocals = opts->vocals, tunes = opts->tunes;
     if (genre < 0 || genre >= N_GENRES) {
         jb_err_set(err, JB_EINVAL, "compose: genre %d out of range 0..%d", genre, N_GENRES - 1);
         return NULL;
@@ -482,7 +489,7 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
     s->mode = g->modes[a % 2];
     const mode_t_ *mode = mode_find(s->mode);
     double tempo_c = g->tmin + (g->tmax - g->tmin) * (TEMPO_RANK[a] + 0.5) / 4.0;
-    double density = g->density * (0.8 + 0.12 * ((a * 3) % 4));
+    double density = g->density * (0.8 + 0.12 * ((a * 3) % 4)) * (tunes ? 0.6 : 1.0);
     b.swing = g->swing > 0 ? g->swing + 0.04 * (a % 3 - 1) : 0.0;
     s->voice = VOICES[(genre * 4 + a) % 9];
     int female = strstr(s->voice, "+f") != NULL;
@@ -499,6 +506,15 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
     if (g->pad[a] >= 0) s->chan[CH_PAD] = (jb_channel_t){g->pad[a], 64, 84, rev, g->chorus};
     if (g->kit[a] >= 0)
         s->chan[JB_COMPOSE_DRUM_CHANNEL] = (jb_channel_t){g->kit[a], 100, 64, rev / 2, 0};
+    if (tunes) {   // the melody in front: lead up, accompaniment down, no pad
+        s->chan[CH_MEL].volume = 127;
+        s->chan[CH_MEL].reverb = rev / 2;
+        s->chan[CH_CHORD].volume = 50;
+        s->chan[CH_BASS].volume = 72;
+        s->chan[CH_PAD].program = -1;
+        s->chan[JB_COMPOSE_DRUM_CHANNEL].volume = 56;
+        s->vocal_gain *= 1.6f;
+    }
 
     // Song choices: from the seed.
     rng_t rr, *r = &rr;
@@ -552,6 +568,7 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
             while (nx < b.steps && comp[nx] == '.') nx++;
             double t = step_time(&b, bar, st), len = step_time(&b, bar, nx) - t;
             vel = vel * 85 / 100;
+            if (tunes) len *= 0.6;
             switch (g->comp_style) {
             case COMP_BLOCK:
                 for (int i = 0; i < nt; i++) add_note(&b, t, len * 0.92, CH_CHORD, tones[i], vel);
@@ -680,7 +697,7 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
                 double len = (kn - k) * beat;
                 if (vocals && add_word(&b, words[i], t, len, key)) sung++;
                 else
-                    add_note(&b, t, len * 0.9, CH_MEL, key + oct, 92);
+                    add_note(&b, t, len * (tunes ? 0.98 : 0.9), CH_MEL, key + oct, 92);
             }
             if (sung > 0) {   // the words that fit before the end
                 if (b.lyr_len) add_text(&b, "\n");
@@ -701,7 +718,8 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
                 double t = step_time(&b, kb, st % b.steps);
                 double len = mo->len[i] * b.step_len;
                 int vel = 88 + (st % g->sub == 0 ? 10 : 0) + rng_int(r, 9) - 4;
-                add_note(&b, t, len * 0.9, CH_MEL, scale_note(mode, tonic, mel_pos), vel);
+                add_note(&b, t, len * (tunes ? 0.98 : 0.9), CH_MEL, scale_note(mode, tonic, mel_pos),
+                         vel);
             }
         }
     }

@@ -80,6 +80,19 @@ const char *jb_compose_artist_name(int g, int a);
 // out of memory. The caller frees with jb_song_destroy.
 jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed, bool vocals,
                            jb_err_t *err);
+
+// Options of jb_compose_song_opts. tunes: "clear tunes" (the default model's data set,
+// docs/dataset.md): the same random draws, chords, bass line, drums and vocal line as
+// without it, arranged so that the melody stands out: lead and vocal line louder,
+// accompaniment (chords, bass, drums) softer, no pad, chords shorter; the lead's motifs
+// sparser (longer notes, 0.6x the onset density) and legato. The melody is a single line
+// at any time, so a pitch tracker follows it.
+typedef struct {
+    bool vocals;
+    bool tunes;
+} jb_compose_opts_t;
+jb_song_t *jb_compose_song_opts(int genre, int artist, double seconds, uint64_t seed,
+                                const jb_compose_opts_t *opts, jb_err_t *err);
 // Frees the song and sets *song_p to NULL; accepts NULL.
 void jb_song_destroy(jb_song_t **song_p);
 

@@ -109,6 +109,7 @@ struct jb_train_vqvae {
     int N;
     int64_t T;
     uint64_t seed, step;
+    int tie_up;                         // jb_train_vqvae_tie_upsampling
     // parameters
     pdesc_t *pd;
     int np, pcap;
@@ -830,6 +831,34 @@ static void spectral_losses(jb_train_vqvae_t *tv, const float *xh, float *dxh, d
 
 // ---- the step ---------------------------------------------------------------------------------
 
+// Averages each block of s consecutive taps of every decoder ConvTranspose1d (stride s,
+// kernel k, only whole blocks) in buf (the weights or their gradients).
+static int tie_convt(jb_train_vqvae_t *tv, float *buf) {
+    int n_tied = 0;
+    for (int L = 0; L < tv->hp.levels; L++) {
+        const net_t *net = &tv->dec[L];
+        for (int i = 0; i < net->n; i++) {
+            const op_t *o = &net->ops[i];
+            if (o->type != OP_CONVT || o->s < 2 || o->k < o->s) continue;
+            float *w = buf + tv->pd[o->pw].off;   // (C, OC, k)
+            for (int64_t r = 0; r < (int64_t)o->C * o->OC; r++)
+                for (int q = 0; q + o->s <= o->k; q += o->s) {
+                    float *b = w + r * o->k + q;
+                    double m = 0.0;
+                    for (int j = 0; j < o->s; j++) m += b[j];
+                    for (int j = 0; j < o->s; j++) b[j] = (float)(m / o->s);
+                }
+            n_tied++;
+        }
+    }
+    return n_tied;
+}
+
+int jb_train_vqvae_tie_upsampling(jb_train_vqvae_t *tv) {
+    tv->tie_up = 1;
+    return tie_convt(tv, tv->w);
+}
+
 int jb_train_vqvae_step(jb_train_vqvae_t *tv, const float *x, jb_tvq_result_t *res,
                         jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = &tv->hp;
@@ -879,6 +908,7 @@ int jb_train_vqvae_step(jb_train_vqvae_t *tv, const float *x, jb_tvq_result_t *r
     }
     res->loss = res->recons_loss + lh->spectral * res->spectral_loss +
                 lh->multispectral * res->multispectral_loss + lh->commit * res->commit_loss;
+    if (tv->tie_up) tie_convt(tv, tv->g);   // the tied taps get one gradient: they stay tied
 
     // metrics on the level-0 output (no gradient)
     const float *x0 = tv->arena + tv->dec[0].out_off;

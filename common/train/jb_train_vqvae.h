@@ -129,6 +129,17 @@ int jb_train_vqvae_set_ema(jb_train_vqvae_t *tv, int L, const float *k, const fl
                            const float *k_elem, jb_err_t *err);
 
 // One step on x: (N, T) mono audio: forward, EMA codebook update, loss, metrics, backward.
+// Ties the taps of every decoder ConvTranspose1d (stride s, kernel 2s, padding s/2) in
+// blocks of s: the weights are replaced by their block means now, and every later
+// jb_train_vqvae_step averages their gradients the same way, so (with Adam, whose update of
+// an element depends only on its own gradient history and value) they stay tied. A tied
+// layer is nearest-neighbour upsampling followed by a 2-tap convolution of dilation s: every
+// output phase gets the same weights, so a constant input gives a constant output and the
+// decoder has no steady lines at multiples of sr / hop (the "checkerboard" of strided
+// transposed convolutions: an untied decoder put a line at sr/4, 11 kHz, through every
+// song). The model file keeps the reference's layout. Returns the number of layers tied.
+int jb_train_vqvae_tie_upsampling(jb_train_vqvae_t *tv);
+
 int jb_train_vqvae_step(jb_train_vqvae_t *tv, const float *x, jb_tvq_result_t *res,
                         jb_err_t *err);
 
