@@ -273,6 +273,9 @@ static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stat
 // least ~1 s of audio so that the context is not decoded over and over.
 static int codes_arrived(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stats_t *st,
                          double t0, jb_reader_job_t *j, jb_err_t *err) {
+    // Only once the sample count is fixed (a job message said it): rows may still be
+    // added to a job without one, and the audio buffer is sized by the sample count.
+    if (j->spec_samples < 1) return 0;
     if (!j->user && !(j->user = calloc(1, sizeof(cstate_t))))
         return jb_err_set(err, JB_ENOMEM, "out of memory");
     cstate_t *cs = j->user;

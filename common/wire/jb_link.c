@@ -676,6 +676,7 @@ void jb_link_stats(jb_link_t *l, jb_link_stats_t *st) {
     }
     for (cjob_t *c = l->cjobs; c; c = c->next) st->jobs++;
     st->queue = l->qlen;
+    st->queue_bytes = l->qbytes;
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -171,6 +171,7 @@ typedef struct {
     int peers_alive, peers_known;
     int jobs;                  // jobs held (producer: retained; consumer: owned)
     int queue;                 // consumer: messages waiting for recv
+    int64_t queue_bytes;       // consumer: their bytes, as the byte budget counts them
     int backlog;               // producer: messages not yet sent
     int64_t retained_bytes;    // producer: bytes of messages kept until DONE
 } jb_link_stats_t;

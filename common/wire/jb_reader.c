@@ -253,7 +253,7 @@ int jb_reader_feed(jb_reader_t *r, jb_msg_t *m, jb_reader_ev_t *ev, jb_err_t *er
     }
     case JB_MSG_CODES:
         bad = add_codes(r, j, m, &why);
-        if (!bad && ev->kind == JB_READ_NONE) {
+        if (!bad) {   // (also for the message that opened the job)
             ev->kind = JB_READ_CODES;
             ev->job = j;
             ev->level = m->level;

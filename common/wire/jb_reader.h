@@ -66,7 +66,8 @@ typedef struct jb_reader_job {
 typedef enum {
     JB_READ_NONE = 0,    // taken (or a message without a job / of no concern)
     JB_READ_OPENED,      // a new job (ev.job, still owned by the reader)
-    JB_READ_CODES,       // codes of ev.level were added to ev.job (owned by the reader)
+    JB_READ_CODES,       // codes of ev.level were added to ev.job (owned by the reader;
+                         // also when the message opened the job)
     JB_READ_DONE,        // END of ev.job: complete; ev.job is the caller's now
     JB_READ_FAILED,      // ev.id failed: ev.code (sysexits), ev.why; its state is gone
     JB_READ_CANCEL,      // ev.id cancelled by its producer; its state is gone

@@ -6,7 +6,8 @@
 // the per-sample lengths, rows within the stride), and a loaded store must
 // survive jb_codes_save -> jb_codes_load unchanged.
 //
-// Seeds: JB_FUZZ_WRITE_SEEDS=dir ./fuzz_codes writes codes files there and exits.
+// Seeds: JB_FUZZ_WRITE_SEEDS=dir ./fuzz_codes writes codes files there and exits (with
+// the bombs and cut streams of fuzz_seeds.h).
 //
 // fuzz-sources: common/jb_codes.c common/jb_wire.c common/jb_err.c
 // fuzz-libs: -lmsgpackc -llz4 -ljansson -lpthread
@@ -17,6 +18,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fuzz_seeds.h"
 #include "jb_codes.h"
 #include "jb_wire.h"
 
@@ -139,6 +141,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         seed_store(dir, "two-samples", 2, 1, 0);
         seed_store(dir, "uneven", 3, 1, 1);
         seed_store(dir, "no-spec", 1, 0, 0);
+        fuzz_write_wire_seeds(dir);   // bombs and cut streams
         exit(0);
     }
     return 0;

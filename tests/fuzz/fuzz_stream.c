@@ -1,9 +1,12 @@
 // fuzz_stream.c: libFuzzer target for the stream side of jb_transport: the
-// input is what arrives on a pipe (a frame stream, possibly garbage). The
-// endpoint must end in EOF or an error, never crash or loop, and every message
-// it hands out must obey the rules. Fuzz builds skip the frame checksum.
+// input is what arrives on a pipe (a frame stream, possibly garbage), read with a
+// model's admission bounds (jb_admit) and kept by the decoder's reader (jb_reader), as
+// jukebox-decoder does. The endpoint must end in EOF or an error, never crash or loop;
+// every message it hands out must obey the rules; the reader must give each job one
+// result at most. Fuzz builds skip the frame checksum.
 //
 // fuzz-sources: common/jb_transport.c common/jb_link.c common/jb_log.c common/jb_wire.c common/jb_err.c
+// fuzz-sources: common/jb_admit.c common/jb_reader.c common/jb_codes.c
 // fuzz-libs: -lzmq -lmsgpackc -llz4 -ljansson -lpthread
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_seeds.h"
+#include "jb_reader.h"
 #include "jb_transport.h"
 
 #define CODEBOOK 2048
@@ -25,7 +30,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     jb_endpoint_opts_t o;
     jb_endpoint_default_opts(&o);
     o.codebook = CODEBOOK;
+    o.admit.sr = 44100;
+    o.admit.levels = 3;
+    o.admit.hop[0] = 8, o.admit.hop[1] = 32, o.admit.hop[2] = 128;
     jb_err_t err;
+    jb_reader_opts_t ro = {.levels = 3, .codebook = CODEBOOK, .max_jobs = 8};
+    jb_reader_t *rd = jb_reader_new(&ro, &err);
+    if (!rd) __builtin_trap();
+    char results[64][JB_WIRE_JOB_ID_MAX + 1];
+    int n_results = 0;
     jb_endpoint_t *in = jb_endpoint_from_fd(fds[0], 0, 1, "fuzz", &o, &err);
     if (!in) __builtin_trap();
     jb_msg_t m;
@@ -38,19 +51,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (r == JB_RECV_MSG && m.type == JB_MSG_CODES)
             for (int64_t k = 0; k < m.batch * m.count; k++)
                 if (m.codes[k] < 0 || m.codes[k] >= CODEBOOK) __builtin_trap();
+        jb_reader_ev_t ev;
+        if (r == JB_RECV_BAD) jb_reader_refused(rd, &m, &err, &ev);
+        else if (jb_reader_feed(rd, &m, &ev, &err)) __builtin_trap();
+        if (ev.kind == JB_READ_DONE || ev.kind == JB_READ_FAILED) {   // one result a job
+            for (int k = 0; k < n_results && k < 64; k++)
+                if (!strcmp(results[k], ev.id)) __builtin_trap();
+            if (n_results < 64) snprintf(results[n_results++], sizeof results[0], "%s", ev.id);
+        }
+        if (ev.kind == JB_READ_DONE) jb_reader_job_free(&ev.job);
         if (i == size / JB_FRAME_PREFIX + 1) __builtin_trap();   // did not end
     }
     jb_msg_clear(&m);
+    for (jb_reader_job_t *j = jb_reader_take_open(rd), *next; j; j = next) {
+        next = j->next;
+        jb_reader_job_free(&j);
+    }
+    jb_reader_destroy(&rd);
     jb_endpoint_destroy(&in);
     return 0;
 }
 
-// Seeds: a valid stream of job, codes, end; and the same cut short.
+// Seeds: a valid stream of job, codes, end; and the same cut short; the bombs and cut
+// streams of fuzz_seeds.h.
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
     const char *dir = getenv("JB_FUZZ_WRITE_SEEDS");
     if (!dir || !*dir) return 0;
+    fuzz_write_wire_seeds(dir);   // bombs and cut streams
     jb_err_t err;
     jb_bytes_t s = {0}, h = {0}, p = {0};
     jb_msg_t m;

@@ -48,11 +48,7 @@ def mp_map(d):
 
 
 def lz4_len(n):
-    out = b""
-    while n >= 255:
-        out += b"\xff"
-        n -= 255
-    return out + bytes([n])
+    return b"\xff" * (n // 255) + bytes([n % 255])
 
 
 def lz4_literals(data):
