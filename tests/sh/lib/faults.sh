@@ -48,7 +48,10 @@ fj_refs_cached() {
               "$B"/jukebox-upsampler-bottom "$B"/jukebox-decoder "$M"/*.safetensors |
           md5sum | cut -c1-12)-$(echo "$(fj_args 0) $FJ_STAGE_ARGS" | md5sum | cut -c1-8)
     fj_ref=${TMPDIR:-/tmp}/jb_fj_refs.$key
-    mkdir -p "$fj_ref"
+    # Caches of other builds unused for 2 hours go (each is a few MB).
+    find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'jb_fj_refs.*' ! -name "jb_fj_refs.$key" \
+        -mmin +120 -exec rm -rf {} + 2>/dev/null
+    mkdir -p "$fj_ref" && touch "$fj_ref"
     for i in $(seq 1 "$n"); do
         [ -f "$fj_ref/fj$i/job.json" ] && continue
         t=$(mktemp -d "$fj_ref/.tmp.XXXXXX")
