@@ -142,7 +142,11 @@ while [ $SECONDS -lt $end ]; do
     done
     for f in "$st"/out/*; do
         [ -e "$f" ] || continue
-        case "${f##*/}" in r*j[0-9]|r*j[0-9][0-9]) ;; *) rdup=$((rdup + 1)); echo "    round $r: extra run directory ${f##*/}" ;; esac
+        case "${f##*/}" in
+            r*j[0-9]|r*j[0-9][0-9]) ;;
+            *) rdup=$((rdup + 1)); echo "    round $r: extra run directory ${f##*/}"
+               mkdir -p "$T/extra"; mv "$f" "$T/extra/" ;;   # counted once
+        esac
     done
     rh=$(spool_jobs)
     [ "$rh" -gt 0 ] && find "$st/spool" -mindepth 2 -maxdepth 2 -type d | sed "s/^/    round $r: held /"

@@ -673,6 +673,38 @@ out:
     jb_link_close(&p, 0);
 }
 
+// A job finished at its first message (the decoder finds its run directory written):
+// the messages of it already queued behind that one are not delivered after
+// jb_link_done (before: each started a new job at the decoder, ROOT/<id>.1).
+static void test_done_drops_queued(void) {
+    const char *pe = ep("dq");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    jb_link_t *p = open_epoch(at, JB_LINK_PRODUCER, "dqP", "E1");
+    jb_link_t *c = open_epoch(to, JB_LINK_CONSUMER, "dqC", NULL);
+    JB_CHECK(p && c && wait_until(peers_alive_1, p, 2000), "links open");
+    if (!p || !c) goto out;
+    send_job(p, "Q", 4);
+    jb_link_stats_t st = {0};
+    for (int i = 0; i < 300 && st.queue < 4; i++) {
+        sleep_ms(10);
+        jb_link_stats(c, &st);
+    }
+    JB_CHECK(st.queue == 4, "the job's 4 messages are queued (%d)", st.queue);
+    got_t g[8];
+    int n = recv_n(c, g, 8, 1, 1000);
+    JB_CHECK(n == 1 && g[0].type == JB_MSG_JOB, "its first message");
+    jb_link_done(c, "Q");
+    n = recv_n(c, g, 8, 8, 4 * HB);
+    JB_CHECK(n == 0, "after DONE, nothing more of it is delivered (%d)", n);
+    jb_link_stats(c, &st);
+    JB_CHECK(st.queue == 0, "the queue is empty (%d)", st.queue);
+out:
+    jb_link_close(&c, 0);
+    jb_link_close(&p, 0);
+}
+
 static void test_garbage(void) {
     const char *pe = ep("g");
     char at[400], to[400];
@@ -843,6 +875,7 @@ int main(void) {
     test_cancel_of_preloaded();
     test_cancel_before_preload();
     test_stream_before_preload();
+    test_done_drops_queued();
     test_garbage();
     test_bounded_send();
     test_control();

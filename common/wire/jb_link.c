@@ -1515,6 +1515,27 @@ int jb_link_done(jb_link_t *l, const char *job_id) {
         remove_cjob(l, c);
     }
     if (!in_ring(l->done_ring, l->n_done, job_id)) ring_add(l->done_ring, &l->n_done, job_id);
+    // Messages of the job still queued (a stream of a job the decoder finds already
+    // written: its first message says so, the next ones wait behind it) are not
+    // delivered: after DONE nothing of the job comes out of the link.
+    int dropped = 0;
+    for (qitem_t **qp = &l->qhead, *prev = NULL; *qp;) {
+        qitem_t *q = *qp;
+        if (q->msg.type != JB_MSG_CANCEL && !strcmp(q->msg.job_id, job_id)) {
+            *qp = q->next;
+            if (l->qtail == q) l->qtail = prev;
+            l->qlen--;
+            jb_msg_clear(&q->msg);
+            free(q);
+            dropped++;
+        } else {
+            prev = q;
+            qp = &q->next;
+        }
+    }
+    if (dropped)
+        jb_log(JB_DEBUG, "link %s: job=%s done: %d queued message(s) of it dropped", l->name,
+               job_id, dropped);
     pthread_mutex_unlock(&l->mu);
     wake(l);
     return 0;

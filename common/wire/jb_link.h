@@ -132,7 +132,8 @@ int jb_link_flush(jb_link_t *l, int timeout_ms, int want_done, jb_err_t *err);
 // Returns JB_RECV_MSG or JB_RECV_TIMEOUT (never EOF: a link does not end).
 jb_recv_t jb_link_recv(jb_link_t *l, jb_msg_t *msg, int timeout_ms, jb_err_t *err);
 // The job is finished for good (run directory written, or DONE came from below): sends
-// DONE(job) to every producer that sent it and forgets it. 0.
+// DONE(job) to every producer that sent it and forgets it; its messages still queued
+// are dropped (nothing of it is delivered after this). 0.
 int jb_link_done(jb_link_t *l, const char *job_id);
 // Hands the job back: RELEASE(job) to its producer (which reassigns it at once), and
 // forgets it. 0.

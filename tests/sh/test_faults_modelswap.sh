@@ -44,11 +44,17 @@ $LS --state "$st" --base-port "$P" --mid 1 --bottom 1 --heartbeat 200 --peer-tim
 check "services started (rc $rc)" "[ $rc = 0 ]"
 [ $rc = 0 ] || cat "$T/start.txt"
 fj_submit $N "$($LS --state "$st" endpoint)"
-# Until the middle upsampler's spool holds generated windows of a job (its out.jbc
-# beyond the forwarded prefix: a few frames), then kill -9.
-spooled_out() { find "$st/spool/mid-0" -name out.jbc -size +2k 2>/dev/null | head -n 1; }
-for i in $(seq 600); do [ -n "$(spooled_out)" ] && break; sleep 0.1; done
-job=$(spooled_out); job=${job%/out.jbc}; job=${job##*/}
+# Until the middle upsampler has finished (and so spooled) a window of a job, then kill -9.
+windowed() {
+    "$B/jukebox-status" --json --timeout 500 "$(fj_ctl "$st" mid-0)" 2>/dev/null | python3 -c 'import json, sys
+try:
+    d = json.loads(sys.stdin.readline())
+    print([j["id"] for j in d.get("jobs_in_flight", []) if j.get("window", 0) >= 1][0])
+except Exception:
+    pass'
+}
+job=""
+for i in $(seq 600); do job=$(windowed); [ -n "$job" ] && break; sleep 0.1; done
 check "the middle upsampler's spool holds windows of a job ($job)" "[ -n '$job' ]"
 pid=$(cat "$st/run/mid-0.pid")
 kill -KILL "$pid"

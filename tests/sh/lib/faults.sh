@@ -48,7 +48,10 @@ fj_refs_cached() {
               "$B"/jukebox-upsampler-bottom "$B"/jukebox-decoder "$M"/*.safetensors |
           md5sum | cut -c1-12)-$(echo "$(fj_args 0) $FJ_STAGE_ARGS" | md5sum | cut -c1-8)
     fj_ref=${TMPDIR:-/tmp}/jb_fj_refs.$key
-    mkdir -p "$fj_ref"
+    # Caches of other builds unused for 2 hours go (each is a few MB).
+    find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'jb_fj_refs.*' ! -name "jb_fj_refs.$key" \
+        -mmin +120 -exec rm -rf {} + 2>/dev/null
+    mkdir -p "$fj_ref" && touch "$fj_ref"
     for i in $(seq 1 "$n"); do
         [ -f "$fj_ref/fj$i/job.json" ] && continue
         t=$(mktemp -d "$fj_ref/.tmp.XXXXXX")
@@ -167,21 +170,29 @@ fj_wait_busy() {
 # the middle of a job (in its jobs_in_flight) whose stream goes to one of the named
 # instances (printed): killed then, that instance holds the job with its input incomplete.
 fj_wait_feeding() {
-    local state=$1 end=$((SECONDS + $2)) ep; shift 2
+    local state=$1 secs=$2 ep; shift 2
     ep=$(fj_ctl "$state" "$1"); shift
-    while [ $SECONDS -lt $end ]; do
-        "$B/jukebox-status" --json --timeout 500 "$ep" 2>/dev/null | python3 -c 'import json, sys
-try:
-    d = json.loads(sys.stdin.readline())
-    busy = {j["id"] for j in d.get("jobs_in_flight", [])}
-    fed = [j["peer"] for j in d["out"].get("jobs", [])
-           if j["id"] in busy and j.get("peer") in sys.argv[1:]]
-    print(fed[0]) if fed else sys.exit(1)
-except Exception:
-    sys.exit(1)' "$@" && return 0
-        sleep 0.1
-    done
-    return 1
+    # One poller (a status request every 50 ms): the window can be short.
+    python3 - "$B/jukebox-status" "$ep" "$secs" "$@" <<'PY'
+import json, subprocess, sys, time
+status, ep, secs, names = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
+end = time.time() + secs
+while time.time() < end:
+    try:
+        out = subprocess.run([status, "--json", "--timeout", "500", ep], capture_output=True,
+                             text=True, timeout=5).stdout
+        d = json.loads(out.splitlines()[0])
+        busy = {j["id"] for j in d.get("jobs_in_flight", [])}
+        fed = [j["peer"] for j in d["out"].get("jobs", [])
+               if j["id"] in busy and j.get("peer") in names]
+        if fed:
+            print(fed[0])
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.05)
+sys.exit(1)
+PY
 }
 # fj_wait_dead PID...: until each process is gone (bounded: 5 s)
 fj_wait_dead() {
