@@ -1,10 +1,12 @@
 // jukebox-decoder: VQ-VAE codes (frame stream from stdin, a codes file or ZeroMQ) -> audio
 // files. The work is jb_codec_decode_stream.
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "jb_codec.h"
@@ -95,12 +97,46 @@ static void usage(FILE *f) {
 "codes for another model, a missing level, a job that failed upstream; a model file that\n"
 "is not a VQ-VAE); 66 codes or model file missing; 69 ZeroMQ peer or the device unusable\n"
 "(or, with --spool, the input ended in the middle of a job: kept for a restart); 70\n"
-"internal error or out of memory (also of device memory); 74 writing the audio failed.\n"
+"internal error or out of memory (also of device memory); 74 writing the audio failed\n"
+"(checked before any work: the directory of -o must exist, --outdir must be creatable).\n"
 "No partial output file is left on failure.\n"
 "\n"
 "Example: jukebox-decoder -m vqvae.safetensors < song.jbc -o song.wav\n"
 "         jukebox-encoder -m vqvae.safetensors song.flac | jukebox-decoder -m \\\n"
 "             vqvae.safetensors --level 2 -o preview.wav\n");
+}
+
+// Where the output goes must be writable before any work: a decoder that finds out after
+// decoding (minutes of a long song) has wasted them. `dir` is the directory the files go
+// in (with !must_exist created when missing, so its nearest existing ancestor is
+// checked). 0 or the exit code (74).
+static int check_out_dir(const char *opt, const char *arg, const char *dir, int must_exist) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    struct stat sb;
+    if (must_exist && stat(p, &sb) != 0) {
+        fprintf(stderr, "jukebox-decoder: %s %s: no directory %s\n", opt, arg, p);
+        return 74;
+    }
+    while (stat(p, &sb) != 0) {
+        char *slash = strrchr(p, '/');
+        if (!slash) {
+            snprintf(p, sizeof p, ".");
+            break;
+        }
+        if (slash == p) slash[1] = 0;
+        else *slash = 0;
+    }
+    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "jukebox-decoder: %s %s: %s is not a directory\n", opt, arg, p);
+        return 74;
+    }
+    if (access(p, W_OK | X_OK) != 0) {
+        fprintf(stderr, "jukebox-decoder: %s %s: cannot write in %s: %s\n", opt, arg, p,
+                strerror(errno));
+        return 74;
+    }
+    return 0;
 }
 
 static jb_link_opts_t g_link;    // --name, --heartbeat, --peer-timeout
@@ -328,6 +364,20 @@ int main(int argc, char **argv) {
     if (spool && !outdir) {
         fprintf(stderr, "jukebox-decoder: --spool needs --outdir\n");
         return 64;
+    }
+    if (outdir) {
+        int bad = check_out_dir("--outdir", outdir, outdir, 0);
+        if (bad) return bad;
+    }
+    if (out && strcmp(out, "-") && !strchr(out, '{')) {   // {job}...: known per job only
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", out);
+        char *slash = strrchr(dir, '/');
+        if (!slash) snprintf(dir, sizeof dir, ".");
+        else if (slash == dir) dir[1] = 0;
+        else *slash = 0;
+        int bad = check_out_dir("-o", out, dir, 1);
+        if (bad) return bad;
     }
     if (outdir)
         return run_outdir(model, in, outdir, max_jobs, threads, window, decode_step, dev.is_cuda,
