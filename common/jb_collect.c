@@ -28,6 +28,9 @@ typedef struct cjob {
     int64_t align_tokens;
     int align_cols;
     char *align_lyrics;
+    // Seconds from the job's first message here until each level's END: when that
+    // level's codes were complete (the page shows them as the levels' compute times).
+    double t_start, t_end[JB_CODES_MAX_LEVELS];
 } cjob_t;
 
 static void cjob_free(cjob_t *j) {
@@ -329,6 +332,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                 break;
             }
             snprintf(j->id, sizeof j->id, "%s", m.job_id);
+            j->t_start = jb_now();
             j->next = jobs;
             jobs = j;
         }
@@ -369,6 +373,7 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                 j->labels[m.level] = strdup(m.text);
             }
             if (m.level >= 0) {
+                if (m.level < JB_CODES_MAX_LEVELS) j->t_end[m.level] = jb_now() - j->t_start;
                 if (j->inited) bad = jb_codes_apply(&j->codes, &m, &why);
                 break;
             }
@@ -385,7 +390,10 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                                           .align_tokens = j->align_tokens,
                                           .align_cols = j->align_cols,
                                           .align_lyrics = j->align_lyrics};
-                    for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) oj.labels[l] = j->labels[l];
+                    for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) {
+                        oj.labels[l] = j->labels[l];
+                        oj.level_seconds[l] = j->t_end[l];
+                    }
                     if (j->dec_upto > 0) {
                         oj.audio[0] = j->audio0;
                         oj.audio_len[0] = j->cap0;   // row stride; rows hold dec_upto * hop

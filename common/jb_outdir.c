@@ -89,7 +89,19 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
     jb_html_sample_t *samples = NULL;
     char **hrefs = NULL;
     int rc = -1, n = c->n_samples;
-    if (pick_names(root, c->job_id, partial, final, sizeof partial, err)) return -1;
+    // Per sample and level: the audio and waveform names the page links ("level_L/sample_K").
+    char (*lnames)[2][48] = calloc((size_t)(n ? n : 1) * JB_HTML_MAX_LEVELS, sizeof *lnames);
+    samples = calloc((size_t)(n ? n : 1), sizeof *samples);
+    if (!lnames || !samples) {
+        free(lnames);
+        free(samples);
+        return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", c->job_id);
+    }
+    if (pick_names(root, c->job_id, partial, final, sizeof partial, err)) {
+        free(lnames);
+        free(samples);
+        return -1;
+    }
 
     // job.json, labels.json, codes.jbc
     json_error_t jerr;
@@ -147,6 +159,25 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
                 free(row);
                 goto done;
             }
+            // Its waveform for the page; the levels are listed finest first.
+            snprintf(path, sizeof path, "%s/level_%d/sample_%d.png", partial, l, k);
+            if (jb_html_write_waveform(path, audio, keep, 800, 64, err)) {
+                free(row);
+                goto done;
+            }
+            jb_html_sample_t *hs = &samples[k];
+            if (hs->n_levels < JB_HTML_MAX_LEVELS) {
+                memmove(&hs->levels[1], &hs->levels[0], sizeof hs->levels[0] * hs->n_levels);
+                char (*nm)[48] = lnames[(size_t)k * JB_HTML_MAX_LEVELS + hs->n_levels];
+                snprintf(nm[0], sizeof nm[0], "level_%d/sample_%d.wav", l, k);
+                snprintf(nm[1], sizeof nm[1], "level_%d/sample_%d.png", l, k);
+                hs->levels[0] = (jb_html_level_t){.level = l, .audio_href = nm[0],
+                                                  .picture_href = nm[1],
+                                                  .seconds = (double)keep / hp->sr,
+                                                  .ready_s = o->level_seconds[l]};
+                hs->n_levels++;
+                hs->seconds = (double)keep / hp->sr;   // the finest level decoded so far
+            }
         }
         free(row);
         jb_log(JB_INFO, "job=%s level=%d decoded %d sample(s), %.2f s", c->job_id, l, n,
@@ -155,9 +186,8 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
     }
 
     // The page.
-    samples = calloc((size_t)(n ? n : 1), sizeof *samples);
     hrefs = calloc((size_t)(2 * n + 1), sizeof *hrefs);
-    if (!samples || !hrefs) {
+    if (!hrefs) {
         jb_err_set(err, JB_ENOMEM, "out of memory");
         goto done;
     }
@@ -185,10 +215,15 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
     jb_job_defaults(&job);
     jb_err_t jerr2 = {0};
     jb_job_from_json(spec, &job, &jerr2);   // best effort: the page shows what it can
-    char details[256];
-    snprintf(details, sizeof details, "mode %s, %d sample(s), %.2f s, temperature %.3g/%.3g/%.3g, seed %llu",
+    char details[512];
+    snprintf(details, sizeof details, "mode %s, %d sample(s), %.2f s of a %g s song, "
+             "temperature %.3g/%.3g/%.3g, top-k %d/%d/%d, top-p %.3g/%.3g/%.3g, "
+             "hop fraction %.3g/%.3g/%.3g (top/middle/bottom), seed %llu",
              jb_job_mode_name(job.mode), n, jb_job_sample_length(&job, hp->sr, hp->hop_lengths[top]) /
-             (double)hp->sr, job.temp[2], job.temp[1], job.temp[0], (unsigned long long)job.seed);
+             (double)hp->sr, job.total_seconds, job.temp[2], job.temp[1], job.temp[0],
+             job.top_k[2], job.top_k[1], job.top_k[0], job.top_p[2], job.top_p[1], job.top_p[0],
+             job.hop_fraction[2], job.hop_fraction[1], job.hop_fraction[0],
+             (unsigned long long)job.seed);
     const char *lyrics = o->align_lyrics;
     if (!lyrics) {   // the top level's cleaned lyrics, as its stage reported them
         json_t *lt = json_object_get(json_object_get(labels, "level_2"), "lyrics");
@@ -224,5 +259,6 @@ done:
     for (int k = 0; hrefs && k < 2 * n; k++) free(hrefs[k]);
     free(hrefs);
     free(samples);
+    free(lnames);
     return rc;
 }
