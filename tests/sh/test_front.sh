@@ -15,6 +15,7 @@ mkdir -p "$TMPDIR"
 bg=()
 cleanup() {
     local p
+    [ -d "$T/ls" ] && pipelines/local-services.sh --state "$T/ls" stop >/dev/null 2>&1
     for p in "${bg[@]}"; do kill -KILL "$p" 2>/dev/null; done
     rm -rf "$T"
 }
@@ -85,6 +86,23 @@ check "a stage's OpenMP threads sleep when idle by default (no spinning)" \
     "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT OMP_DISPLAY_ENV=verbose '$B/jukebox-upsampler-mid' --help 2>&1 | grep -q \"GOMP_SPINCOUNT = '0'\""
 check "  OMP_WAIT_POLICY=ACTIVE overrides it" \
     "OMP_WAIT_POLICY=ACTIVE OMP_DISPLAY_ENV=true '$B/jukebox-decoder' --help 2>&1 | grep -q \"OMP_WAIT_POLICY = 'ACTIVE'\""
+
+echo "-- 1: pipelines/local-services.sh shares the cores among its instances"
+source tests/sh/lib/faults.sh
+P=$(fj_free_port)
+LS=pipelines/local-services.sh
+ls_ok=0
+"$LS" --state "$T/ls" --models "$M" --base-port "$P" --top 1 --mid 1 --bottom 1 --decoders 1 \
+    --no-spool --start-timeout 120 start > "$T/ls.out" 2>&1 && ls_ok=1
+want_ls=$(( $(nproc) / 4 )); [ $want_ls -ge 1 ] || want_ls=1
+check "local-services.sh: 4 instances started, each with --threads $want_ls (cores / 4)" \
+    "[ $ls_ok = 1 ] && [ \$(grep -l -- '--threads $want_ls\b' '$T'/ls/cmd/* | wc -l) = 4 ]"
+pas=0
+for f in "$T"/ls/run/*.pid; do
+    tr '\0' '\n' < "/proc/$(cat "$f")/environ" 2>/dev/null | grep -q '^OMP_WAIT_POLICY=PASSIVE$' && pas=$((pas + 1))
+done
+check "  and their idle threads sleep (OMP_WAIT_POLICY=PASSIVE in $pas of 4)" "[ $pas = 4 ]"
+"$LS" --state "$T/ls" stop > /dev/null 2>&1
 
 echo "-- 2: SIGINT (Ctrl-C), SIGTERM and SIGKILL of the front command"
 want_threads=$(( $(nproc) / 4 )); [ $want_threads -ge 1 ] || want_threads=1
