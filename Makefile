@@ -13,7 +13,8 @@
 #   make golden       only the golden runner (GOLDEN=dir to point it elsewhere)
 #   make fuzz         run the fuzz targets for a bounded time (FUZZ_SECONDS)
 #   make demo         run the whole pipeline on the bundled model
-#   make install      PREFIX=/usr/local DESTDIR=
+#   make install      PREFIX=/usr/local DESTDIR=: executables and `jukebox` in bin/ (also
+#                     `jukebox-demo`), the bundled model in share/jukebox/models/default
 #
 # Objects go to $(BUILD); sources are found by wildcard, so a new module in a layer folder
 # of common/ (README "Where things live") or a new tests/test_*.c needs no edit here.
@@ -206,6 +207,10 @@ install: all
 	install -m 755 $(STAGE_BINS) $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
 	if [ -f pipelines/jukebox ]; then install -m 755 pipelines/jukebox $(DESTDIR)$(PREFIX)/bin/; fi
 	cp -r pipelines/. $(DESTDIR)$(PREFIX)/share/jukebox/pipelines/
+	install -d $(DESTDIR)$(PREFIX)/share/jukebox/models/default
+	install -m 644 models/default/*.safetensors $(wildcard models/default/*.md) \
+		$(DESTDIR)$(PREFIX)/share/jukebox/models/default/
+	install -m 755 pipelines/demo.sh $(DESTDIR)$(PREFIX)/bin/jukebox-demo
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	for u in pipelines/systemd/*.service; do \
 		sed 's|@BINDIR@|$(PREFIX)/bin|' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done

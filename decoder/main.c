@@ -1,10 +1,12 @@
 // jukebox-decoder: VQ-VAE codes (frame stream from stdin, a codes file or ZeroMQ) -> audio
 // files. The work is jb_codec_decode_stream.
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "jb_codec.h"
@@ -97,13 +99,47 @@ static void usage(FILE *f) {
 "input with no complete job; a model file that is not a VQ-VAE); 66 codes or model file\n"
 "missing; 69 the input ended in the middle of a job (the stage before died; with --spool:\n"
 "kept for a restart), a ZeroMQ peer or the device unusable; 70 internal error or out of\n"
-"memory; 74 writing the audio failed. A job the input cut is never written as a lower\n"
+"memory; 74 writing the audio failed (checked before any work: the directory of -o must\n"
+"exist, --outdir must be creatable). A job the input cut is never written as a lower\n"
 "level: -o writes it only when --level names a level that is complete.\n"
 "No partial output file is left on failure.\n"
 "\n"
 "Example: jukebox-decoder -m vqvae.safetensors < song.jbc -o song.wav\n"
 "         jukebox-encoder -m vqvae.safetensors song.flac | jukebox-decoder -m \\\n"
 "             vqvae.safetensors --level 2 -o preview.wav\n");
+}
+
+// Where the output goes must be writable before any work: a decoder that finds out after
+// decoding (minutes of a long song) has wasted them. `dir` is the directory the files go
+// in (with !must_exist created when missing, so its nearest existing ancestor is
+// checked). 0 or the exit code (74).
+static int check_out_dir(const char *opt, const char *arg, const char *dir, int must_exist) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    struct stat sb;
+    if (must_exist && stat(p, &sb) != 0) {
+        fprintf(stderr, "jukebox-decoder: %s %s: no directory %s\n", opt, arg, p);
+        return 74;
+    }
+    while (stat(p, &sb) != 0) {
+        char *slash = strrchr(p, '/');
+        if (!slash) {
+            snprintf(p, sizeof p, ".");
+            break;
+        }
+        if (slash == p) slash[1] = 0;
+        else *slash = 0;
+    }
+    if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "jukebox-decoder: %s %s: %s is not a directory\n", opt, arg, p);
+        return 74;
+    }
+    if (access(p, W_OK | X_OK) != 0) {
+        fprintf(stderr, "jukebox-decoder: %s %s: cannot write in %s: %s\n", opt, arg, p,
+                strerror(errno));
+        return 74;
+    }
+    return 0;
 }
 
 static jb_link_opts_t g_link;    // --name, --heartbeat, --peer-timeout
@@ -350,6 +386,20 @@ int main(int argc, char **argv) {
     if (spool && !outdir) {
         fprintf(stderr, "jukebox-decoder: --spool needs --outdir\n");
         return 64;
+    }
+    if (outdir) {
+        int bad = check_out_dir("--outdir", outdir, outdir, 0);
+        if (bad) return bad;
+    }
+    if (out && strcmp(out, "-") && !strchr(out, '{')) {   // {job}...: known per job only
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", out);
+        char *slash = strrchr(dir, '/');
+        if (!slash) snprintf(dir, sizeof dir, ".");
+        else if (slash == dir) dir[1] = 0;
+        else *slash = 0;
+        int bad = check_out_dir("-o", out, dir, 1);
+        if (bad) return bad;
     }
     if (outdir)
         return run_outdir(model, in, outdir, max_jobs, threads, window, decode_step, dev.is_cuda,

@@ -10,6 +10,8 @@
 set -u -o pipefail
 
 prog=local-services.sh
+# Idle OpenMP threads sleep (the stages default to it too; jb_threads.h).
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export OMP_WAIT_POLICY=PASSIVE
 die() { echo "$prog: $*" >&2; exit 64; }
 
 usage() {
@@ -46,7 +48,10 @@ options:
   --base-port P        first port (default 5555); see "ports" below
   --host ADDR          address the services bind and connect to (default 127.0.0.1;
                        '*' binds every interface, connections then go to 127.0.0.1)
-  --threads N          compute threads per instance (default 1)
+  --threads N          compute threads per instance (default: a share of this host's
+                       cores, cores / instances, at least 1; the instances' idle
+                       threads sleep: OMP_WAIT_POLICY=PASSIVE unless the environment
+                       sets OMP_WAIT_POLICY or GOMP_SPINCOUNT)
   --device DEV         cpu, cuda, cuda:N (default cpu)
   --heartbeat MS       heartbeat interval of the links (default: the stages' own)
   --peer-timeout MS    a silent peer is dead after this (default: the stages' own)
@@ -98,7 +103,7 @@ case "$cmd" in start|stop|status|restart|endpoint|list) ;; *) die "unknown comma
 
 # ---- configuration: defaults < saved config < this command line (start only)
 declare -A cfg=([models]="${JUKEBOX_MODELS:-}" [outdir]="" [top]=1 [mid]=2 [bottom]=2 [decoders]=1
-                [base-port]=5555 [host]=127.0.0.1 [threads]=1 [device]=cpu [heartbeat]=""
+                [base-port]=5555 [host]=127.0.0.1 [threads]=auto [device]=cpu [heartbeat]=""
                 [peer-timeout]="" [spool]=1 [stage-args]="" [start-timeout]=600 [stop-timeout]=60)
 if [ -f "$state/config" ]; then
     while IFS='=' read -r k v; do [ -n "$k" ] && cfg[$k]=$v; done < "$state/config"
@@ -111,7 +116,9 @@ if [ "$cmd" != start ] && [ ${#opt[@]} -gt 0 ] && [ -f "$state/config" ]; then
     done
 fi
 for k in "${!opt[@]}"; do cfg[$k]=${opt[$k]}; done
-for k in top mid bottom decoders base-port threads start-timeout stop-timeout; do
+[ "${cfg[threads]}" = auto ] || [[ "${cfg[threads]}" =~ ^[1-9][0-9]*$ ]] ||
+    die "--threads ${cfg[threads]}: expected a count of at least 1"
+for k in top mid bottom decoders base-port start-timeout stop-timeout; do
     [[ "${cfg[$k]}" =~ ^[0-9]+$ ]] || die "--$k ${cfg[$k]}: expected a number"
 done
 for k in top mid bottom decoders; do
@@ -174,8 +181,14 @@ build_cmd() {
         bottom-*) m=prior_level_0; in=$(conn_list $((P + 20)) "${cfg[mid]}"); out=$(bind_ep $((P + 30 + i))) ;;
         decoder-*) m=vqvae; in=$(conn_list $((P + 30)) "${cfg[bottom]}") ;;
     esac
+    # Threads: the instances of this host share its cores, none oversubscribes it.
+    th=${cfg[threads]}
+    if [ "$th" = auto ]; then
+        th=$(( $(nproc 2>/dev/null || echo 1) / (cfg[top] + cfg[mid] + cfg[bottom] + cfg[decoders]) ))
+        [ "$th" -ge 1 ] || th=1
+    fi
     CMD=("$bindir/jukebox-$s" --model "${cfg[models]}/$m.safetensors" --in "$in"
-         --threads "${cfg[threads]}" --device "${cfg[device]}")
+         --threads "$th" --device "${cfg[device]}")
     if [ "$s" = decoder ]; then
         CMD+=(--outdir "${cfg[outdir]}")
     else

@@ -8,12 +8,14 @@
 //
 // The stream: JOB(spec), then for levels top..bottom the codes to continue from and
 // END(level), then END(-1) (docs/wire.md, "Job stream").
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "jb_codes.h"
@@ -40,14 +42,16 @@ static void usage(FILE *f) {
 "  --artist-id L=ID       explicit artist id for level L (0 bottom .. 2 top); repeatable\n"
 "  --genre-ids L=I,J      explicit genre ids for level L; repeatable\n"
 "  --lyrics TEXT          lyrics (UTF-8; cleaned to the model's vocabulary by the stage)\n"
-"  --lyrics-file FILE     lyrics from a file\n"
+"  --lyrics-file FILE     lyrics from a file (UTF-8 text: other bytes or a NUL are refused,\n"
+"                         exit 65, with where they are; a model without lyrics\n"
+"                         conditioning (--check) ignores them, with a warning)\n"
 "lengths:\n"
 "  --seconds S            seconds of audio to generate; for continue, the new length\n"
 "                         (default 24; upsample: the length of the saved top codes)\n"
 "  --total-seconds S      length of the whole song for the timing signal (default 240)\n"
 "  --prompt-seconds S     primed: seconds of the prompt to continue from (default 12)\n"
 "sampling (V or V0,V1,V2 for bottom, middle, top):\n"
-"  --samples N            samples to generate (default 1)\n"
+"  --samples N            samples to generate (default 1, at most 256)\n"
 "  --temp V               temperature (default 0.99)\n"
 "  --top-k V              keep the V most likely codes (default 0: off; 1: greedy)\n"
 "  --top-p V              nucleus sampling (default 0: off)\n"
@@ -62,9 +66,14 @@ static void usage(FILE *f) {
 "  --hops H0,H1,H2        audio samples per code of each level (default 8,32,128: the\n"
 "                         released VQ-VAE), or --vqvae FILE to read them from a model\n"
 "  --vqvae FILE           VQ-VAE model file (for its hop lengths and sample rate)\n"
-"  --check MODEL          also check the job against a prior model file (lengths inside\n"
+"  --check [L=]MODEL      also check the job against a prior model file (lengths inside\n"
 "                         its range, ids inside its tables, enough tokens for one\n"
-"                         context); repeatable: the front command checks all three\n"
+"                         context); repeatable: the front command checks all three.\n"
+"                         With L=, the file must be the prior of level L. The top\n"
+"                         prior's timing range gives the defaults of --total-seconds\n"
+"                         (240, or the longest whole second the model takes) and so\n"
+"                         of --seconds and --prompt-seconds when those do not fit\n"
+"  --input-name NAME      call the --prompt/--codes file NAME in messages\n"
 "other:\n"
 "  --spec FILE            start from a job spec JSON (options given here override it)\n"
 "  --id ID                job id (default job-<time>-<pid>)\n"
@@ -82,7 +91,8 @@ static void usage(FILE *f) {
 "  -q, --quiet            errors only\n"
 "  -h, --help             this text\n"
 "\n"
-"exit codes: 0 ok, 64 bad usage or invalid spec, 65 bad codes file, 66 missing file,\n"
+"exit codes: 0 ok, 64 bad usage or invalid spec, 65 bad codes file (also: lyrics that\n"
+"  are not UTF-8 text, a --check L=FILE of another level), 66 missing file,\n"
 "  69 downstream gone or no stage acknowledged the job in time, 74 write failed.\n");
 }
 
@@ -122,10 +132,64 @@ static int parse_list(const char *s, int *out, int max) {
     return n;
 }
 
+// Where s (n bytes) stops being UTF-8 (the offset of the first bad byte), or -1 when it
+// is valid UTF-8 without NUL bytes. *nul: set when the bad byte is a NUL.
+static long utf8_bad_offset(const char *s, size_t n, int *nul) {
+    const unsigned char *p = (const unsigned char *)s;
+    *nul = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        int k = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2
+              : (c & 0xF8) == 0xF0 ? 3 : -1;
+        if (c == 0) {
+            *nul = 1;
+            return (long)i;
+        }
+        if (k < 0 || (k == 1 && c < 0xC2) || (k == 3 && c > 0xF4) || n - i <= (size_t)k)
+            return (long)i;   // not a lead byte, overlong 2-byte, beyond U+10FFFF, cut off
+        unsigned cp = k == 0 ? c : k == 1 ? c & 0x1F : k == 2 ? c & 0x0F : c & 0x07;
+        for (int j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xC0) != 0x80) return (long)i;
+            cp = (cp << 6) | (p[i + j] & 0x3F);
+        }
+        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return (long)i;   // overlong, surrogate or beyond Unicode
+        i += (size_t)k + 1;
+    }
+    return -1;
+}
+
+// Lyrics must be UTF-8 text: a byte that is not (a Latin-1 file, a binary file) or a NUL
+// would otherwise be dropped by the stage's cleaning or cut the text, silently. Refused
+// (JB_EFORMAT: exit 65) with where and how to convert; `what` names the source.
+static int check_lyrics_text(const char *what, const char *s, size_t n, jb_err_t *err) {
+    int nul;
+    long at = utf8_bad_offset(s, n, &nul);
+    if (at < 0) return 0;
+    long line = 1, col = 1;
+    for (long i = 0; i < at; i++) {
+        if (s[i] == '\n') line++, col = 1;
+        else if (((unsigned char)s[i] & 0xC0) != 0x80) col++;
+    }
+    if (nul)
+        return jb_err_set(err, JB_EFORMAT, "%s: a NUL byte at line %ld, column %ld (byte %ld): "
+                          "lyrics must be text", what, line, col, at);
+    return jb_err_set(err, JB_EFORMAT, "%s: not UTF-8: byte 0x%02X at line %ld, column %ld "
+                      "(byte %ld); lyrics must be UTF-8 text (convert a Latin-1 file with "
+                      "iconv -f latin1 -t utf-8)", what, (unsigned char)s[at], line, col, at);
+}
+
 static char *read_text_file(const char *path, jb_err_t *err) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        jb_err_set(err, JB_ENOENT, "%s: cannot open", path);
+        jb_err_set(err, JB_ENOENT, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        jb_err_set(err, JB_ENOENT, "%s: is a directory, not a lyrics file", path);
         return NULL;
     }
     size_t cap = 4096, n = 0;
@@ -151,10 +215,27 @@ static char *read_text_file(const char *path, jb_err_t *err) {
             return NULL;
         }
     }
+    int rerr = ferror(f);
     fclose(f);
-    if (!buf) jb_err_set(err, JB_ENOMEM, "out of memory");
-    else buf[n] = 0;
+    if (!buf) {
+        jb_err_set(err, JB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    buf[n] = 0;
+    if (rerr) {
+        free(buf);
+        jb_err_set(err, JB_ENOENT, "%s: read failed", path);
+        return NULL;
+    }
+    if (check_lyrics_text(path, buf, n, err)) {
+        free(buf);
+        return NULL;
+    }
     return buf;
+}
+
+static const char *level_name(int level) {
+    return level == 2 ? "top" : level == 1 ? "middle" : level == 0 ? "bottom" : "?";
 }
 
 static int send_level_codes(jb_endpoint_t *out, const char *id, const jb_codes_t *c, int level,
@@ -212,7 +293,7 @@ int main(int argc, char **argv) {
     enum { O_ARTIST = 256, O_GENRE, O_ARTIST_ID, O_GENRE_IDS, O_LYRICS, O_LYRICS_FILE, O_SECONDS,
            O_TOTAL, O_PROMPT_SECONDS, O_SAMPLES, O_TEMP, O_TOPK, O_TOPP, O_HOP, O_BATCH, O_CHUNK,
            O_SEED, O_PROMPT, O_CODES, O_PICK, O_HOPS, O_VQVAE, O_SPEC, O_ID, O_PRINT, O_CHECK,
-           O_TIMEOUT, O_WAIT, O_NAME, O_HEARTBEAT, O_PEER_TIMEOUT };
+           O_TIMEOUT, O_WAIT, O_NAME, O_HEARTBEAT, O_PEER_TIMEOUT, O_INPUT_NAME };
     static const struct option longs[] = {
         {"artist", 1, 0, O_ARTIST}, {"genre", 1, 0, O_GENRE}, {"artist-id", 1, 0, O_ARTIST_ID},
         {"genre-ids", 1, 0, O_GENRE_IDS}, {"lyrics", 1, 0, O_LYRICS},
@@ -225,12 +306,14 @@ int main(int argc, char **argv) {
         {"vqvae", 1, 0, O_VQVAE}, {"spec", 1, 0, O_SPEC}, {"id", 1, 0, O_ID},
         {"check", 1, 0, O_CHECK}, {"timeout", 1, 0, O_TIMEOUT}, {"wait", 0, 0, O_WAIT},
         {"name", 1, 0, O_NAME}, {"heartbeat", 1, 0, O_HEARTBEAT},
-        {"peer-timeout", 1, 0, O_PEER_TIMEOUT},
+        {"peer-timeout", 1, 0, O_PEER_TIMEOUT}, {"input-name", 1, 0, O_INPUT_NAME},
         {"out", 1, 0, 'o'}, {"print-spec", 0, 0, O_PRINT}, {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *out_spec = "-", *prompt = NULL, *codes_path = NULL, *vqvae = NULL;
-    const char *spec_path = NULL, *id = NULL, *checks[8];
-    int n_checks = 0;
+    const char *spec_path = NULL, *id = NULL, *checks[8], *input_name = NULL;
+    int n_checks = 0, check_level[8];
+    int total_given = 0, prompt_s_given = 0, from_spec = 0;
+    jb_prior_hparams_t check_hp[8];
     int hops[LEVELS] = {8, 32, 128}, sr = 44100, print_spec = 0;
     int seconds_given = 0, rc = 64;
     int timeout_ms = 10000, wait_done = 0;
@@ -283,6 +366,11 @@ int main(int argc, char **argv) {
                 break;
             }
             case O_LYRICS:
+                if (check_lyrics_text("--lyrics", optarg, strlen(optarg), &err)) {
+                    fprintf(stderr, "jukebox-job: %s\n", err.msg);
+                    rc = 65;
+                    goto out;
+                }
                 free(job.lyrics);
                 job.lyrics = strdup(optarg);
                 break;
@@ -295,12 +383,28 @@ int main(int argc, char **argv) {
                     goto out;
                 }
                 break;
-            case O_SECONDS: job.sample_seconds = strtod(optarg, &end); bad = *end != 0; seconds_given = 1; break;
-            case O_TOTAL: job.total_seconds = strtod(optarg, &end); bad = *end != 0; break;
-            case O_PROMPT_SECONDS: job.prompt_seconds = strtod(optarg, &end); bad = *end != 0; break;
+            case O_SECONDS:
+            case O_TOTAL:
+            case O_PROMPT_SECONDS: {
+                double v = strtod(optarg, &end);
+                bad = !*optarg || *end != 0;
+                if (!bad && !(v > 0 && v <= 24 * 3600)) {
+                    fprintf(stderr, "jukebox-job: --%s %s: expected seconds, more than 0 and at "
+                            "most 86400 (24 h)\n", longs[idx].name, optarg);
+                    goto out;
+                }
+                if (c == O_SECONDS) job.sample_seconds = v, seconds_given = 1;
+                else if (c == O_TOTAL) job.total_seconds = v, total_given = 1;
+                else job.prompt_seconds = v, prompt_s_given = 1;
+                break;
+            }
             case O_SAMPLES: {
                 long v = strtol(optarg, &end, 10);
-                bad = *end != 0 || v < 1 || v > JB_JOB_MAX_SAMPLES;
+                if (!*optarg || *end != 0 || v < 1 || v > JB_JOB_MAX_SAMPLES) {
+                    fprintf(stderr, "jukebox-job: --samples %s: expected a count from 1 to %d\n",
+                            optarg, JB_JOB_MAX_SAMPLES);
+                    goto out;
+                }
                 job.n_samples = (int)v;
                 break;
             }
@@ -323,8 +427,16 @@ int main(int argc, char **argv) {
             case O_VQVAE: vqvae = optarg; break;
             case O_CHECK:
                 bad = n_checks == 8;
-                if (!bad) checks[n_checks++] = optarg;
+                if (bad) break;
+                check_level[n_checks] = -1;
+                if (optarg[0] >= '0' && optarg[0] <= '9' && optarg[1] == '=') {
+                    check_level[n_checks] = optarg[0] - '0';   // L=FILE: must be level L
+                    checks[n_checks++] = optarg + 2;
+                } else {
+                    checks[n_checks++] = optarg;
+                }
                 break;
+            case O_INPUT_NAME: input_name = optarg; break;
             case O_SPEC: break;
             case O_ID: id = optarg; break;
             case 'o': out_spec = optarg; break;
@@ -360,6 +472,7 @@ int main(int argc, char **argv) {
                 goto out;
             }
             json_decref(js);
+            from_spec = 1;   // the spec's lengths are the user's: no model default over them
         }
         // continue / upsample: the saved run's spec is the base, as --spec would be:
         // its labels, lyrics and settings go on unless options here change them.
@@ -373,6 +486,7 @@ int main(int argc, char **argv) {
             if (codes.spec) {
                 json_t *js = json_loads(codes.spec, 0, NULL);
                 if (js && jb_job_from_json(js, &job, &err) == 0) {
+                    from_spec = 1;
                     job.n_pick = 0;
                     snprintf(job.id, sizeof job.id, "job");   // a new run gets a new id
                 }
@@ -411,8 +525,75 @@ int main(int argc, char **argv) {
         snprintf(job.id, sizeof job.id, "job-%s-%ld", stamp, (long)getpid());
     }
 
+    // The models the job is checked against (--check): read once, here, so that their
+    // ranges give the defaults the user did not set (a small model takes a few seconds,
+    // not the released models' 240 s).
+    const jb_prior_hparams_t *top_hp = NULL;
+    for (int i = 0; i < n_checks; i++) {
+        jb_st_t *st = jb_st_open(checks[i], &err);
+        json_t *hp = st ? jb_hparams_from_st(st, &err) : NULL;
+        int ok = hp && jb_prior_hparams_parse(hp, &check_hp[i], &err) == 0;
+        json_decref(hp);
+        jb_st_close(&st);
+        if (!ok) {
+            fprintf(stderr, "jukebox-job: --check %s: %s\n", checks[i], err.msg);
+            rc = err.code == JB_ENOENT ? 66 : 65;
+            goto out;
+        }
+        if (check_level[i] >= 0 && check_hp[i].level != check_level[i]) {
+            fprintf(stderr, "jukebox-job: %s: a prior of level %d (%s), expected level %d (%s)",
+                    checks[i], check_hp[i].level, level_name(check_hp[i].level), check_level[i],
+                    level_name(check_level[i]));
+            for (int k = 0; k < n_checks; k++)   // the file that holds the other one
+                if (k != i && check_level[k] == check_hp[i].level)
+                    fprintf(stderr, "; %s is expected to be that one: are the two swapped?",
+                            checks[k]);
+            fprintf(stderr, "\n");
+            rc = 65;
+            goto out;
+        }
+        for (int k = 0; k < i; k++)
+            if (check_hp[k].level == check_hp[i].level) {
+                fprintf(stderr, "jukebox-job: %s and %s are both priors of level %d (%s)\n",
+                        checks[k], checks[i], check_hp[i].level, level_name(check_hp[i].level));
+                rc = 65;
+                goto out;
+            }
+        if (check_hp[i].level == check_hp[i].vqvae.levels - 1) top_hp = &check_hp[i];
+    }
+    if (top_hp && top_hp->labels && top_hp->max_duration > 0) {
+        // Defaults inside the top prior's timing range [min, max): the largest whole second
+        // below max when 240 s does not fit; the sample then fits in it.
+        double lo = top_hp->min_duration, hi = top_hp->max_duration;
+        if (!total_given && !from_spec && (job.total_seconds < lo || job.total_seconds >= hi)) {
+            double t = ceil(hi) - 1;
+            if (t < lo) t = (lo + hi) / 2;
+            jb_log(JB_INFO, "total length %g s: the longest this model takes (its range is "
+                   "[%g, %g) s)", t, lo, hi);
+            job.total_seconds = t;
+        }
+        if (!seconds_given && !from_spec && mode != JB_MODE_UPSAMPLE &&
+            job.sample_seconds > job.total_seconds)
+            job.sample_seconds = job.total_seconds;
+        if (mode == JB_MODE_PRIMED && !prompt_s_given && !from_spec &&
+            job.prompt_seconds >= job.sample_seconds)
+            job.prompt_seconds = floor(job.sample_seconds / 2 * 10) / 10;
+        // An explicit length the model cannot take: say which option and the range.
+        if (total_given && (job.total_seconds < lo || job.total_seconds >= hi)) {
+            fprintf(stderr, "jukebox-job: --total-seconds %g is outside this model's range "
+                    "[%g, %g) s (%s); give --total-seconds from %g to below %g\n",
+                    job.total_seconds, lo, hi, checks[top_hp - check_hp], lo, hi);
+            goto out;
+        }
+    }
+    if (top_hp && job.lyrics && job.lyrics[0] && !top_hp->use_tokens)
+        jb_log(JB_WARN, "lyrics ignored: the top prior %s has no lyrics conditioning (a model "
+               "without lyrics); the song is made from the labels alone",
+               checks[top_hp - check_hp]);
+
     if (mode == JB_MODE_PRIMED || mode == JB_MODE_CONTINUE || mode == JB_MODE_UPSAMPLE) {
         const char *path = mode == JB_MODE_PRIMED ? prompt : codes_path;
+        const char *shown = input_name ? input_name : path;   // as the user named it
         if (!path) {
             fprintf(stderr, "jukebox-job: %s needs %s\n", jb_job_mode_name(mode),
                     mode == JB_MODE_PRIMED ? "--prompt FILE (jukebox-encoder output)"
@@ -446,16 +627,18 @@ int main(int argc, char **argv) {
             int64_t plen = llround(job.prompt_seconds * sr) / hops[2] * hops[2];
             if (plen < hops[2]) {
                 fprintf(stderr, "jukebox-job: --prompt-seconds %g is shorter than one top-level "
-                        "token (%d samples)\n", job.prompt_seconds, hops[2]);
+                        "token (%d samples, %.3f s)\n", job.prompt_seconds, hops[2],
+                        (double)hops[2] / sr);
                 goto out;
             }
             for (int l = 0; l < LEVELS; l++) {
                 prefix[l] = plen / hops[l];
                 if (jb_codes_len(&codes, l) < prefix[l]) {
-                    fprintf(stderr, "jukebox-job: %s: the prompt has %lld codes at level %d, "
-                            "%g s needs %lld (is the audio shorter than --prompt-seconds?)\n",
-                            path, (long long)jb_codes_len(&codes, l), l, job.prompt_seconds,
-                            (long long)prefix[l]);
+                    double have = (double)(jb_codes_len(&codes, 2) * hops[2]) / sr;
+                    fprintf(stderr, "jukebox-job: %s: the prompt is %.2f s long; "
+                            "--prompt-seconds %g needs at least %g s (give a shorter "
+                            "--prompt-seconds or a longer prompt)\n", shown, have,
+                            job.prompt_seconds, job.prompt_seconds);
                     rc = 65;
                     goto out;
                 }
@@ -488,18 +671,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "jukebox-job: %s\n", err.msg);
         goto out;
     }
+    const char *in_shown = input_name ? input_name
+                          : mode == JB_MODE_PRIMED ? prompt : codes_path;
     for (int i = 0; i < n_checks; i++) {   // the stages' own checks, before any work starts
-        jb_st_t *st = jb_st_open(checks[i], &err);
-        json_t *hp = st ? jb_hparams_from_st(st, &err) : NULL;
-        jb_prior_hparams_t ph;
-        int ok = hp && jb_prior_hparams_parse(hp, &ph, &err) == 0;
-        json_decref(hp);
-        jb_st_close(&st);
-        if (!ok) {
-            fprintf(stderr, "jukebox-job: --check %s: %s\n", checks[i], err.msg);
-            rc = err.code == JB_ENOENT ? 66 : 65;
-            goto out;
-        }
+        const jb_prior_hparams_t ph = check_hp[i];
         if (jb_job_validate_for_prior(&job, &ph, &err)) {
             fprintf(stderr, "jukebox-job: %s (model %s)\n", err.msg, checks[i]);
             goto out;
@@ -508,7 +683,7 @@ int main(int argc, char **argv) {
         // and level lengths in the ratio of its hop lengths.
         if (have_codes && codes.codebook > 0 && codes.codebook != ph.vqvae.l_bins) {
             fprintf(stderr, "jukebox-job: %s: codes of a %lld-entry codebook; model %s uses %d "
-                    "(codes from another model)\n", mode == JB_MODE_PRIMED ? prompt : codes_path,
+                    "(codes from another model)\n", in_shown,
                     (long long)codes.codebook, checks[i], ph.vqvae.l_bins);
             goto out;
         }
@@ -518,7 +693,7 @@ int main(int argc, char **argv) {
             if (a > 0 && b > 0 && a != b * r) {
                 fprintf(stderr, "jukebox-job: %s: %lld codes at level %d and %lld at level %d; "
                         "model %s has %lld codes below each one above (codes from another "
-                        "model?)\n", mode == JB_MODE_PRIMED ? prompt : codes_path, (long long)a,
+                        "model?)\n", in_shown, (long long)a,
                         l, (long long)b, l + 1, checks[i], (long long)r);
                 goto out;
             }

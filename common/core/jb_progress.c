@@ -2,6 +2,7 @@
 #include "jb_progress.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +22,12 @@ void jb_progress_start(jb_progress_t *p, const char *what, int64_t total, const 
     p->total = total;
     p->t0 = p->last = jb_now();
     p->interval = 10.0;
+    // JUKEBOX_PROGRESS_INTERVAL=S: plain lines every S seconds (the front command asks for
+    // 1 when it draws its own display of every stage from these lines).
+    const char *iv = getenv("JUKEBOX_PROGRESS_INTERVAL");
+    char *end = NULL;
+    double v = iv ? strtod(iv, &end) : 0;
+    if (iv && end != iv && !*end && v >= 0.1 && v <= 3600) p->interval = v;
     p->tty = isatty(2) && jb_log_get_level() <= JB_INFO;
     p->active = jb_log_get_level() <= JB_INFO;
 }

@@ -2,7 +2,7 @@
 //
 // On a terminal: one line redrawn in place (a bar, tokens, tokens/s, ETA); else
 // plain log lines at most every `interval` seconds (and at the end), so logs
-// stay readable under systemd. Quiet level (jb_log level > INFO) prints nothing.
+// stay readable under systemd (JUKEBOX_PROGRESS_INTERVAL=S in the environment: every S s). Quiet level (jb_log level > INFO) prints nothing.
 //
 //   jb_progress_t p; jb_progress_start(&p, "job=7f level=2", total, "tokens");
 //   jb_progress_update(&p, done); ... jb_progress_finish(&p);

@@ -84,6 +84,31 @@ done:
     return rc;
 }
 
+int jb_html_write_waveform(const char *path, const float *audio, int64_t n, int w, int h,
+                           jb_err_t *err) {
+    if (w <= 0 || h <= 1 || w > 16384 || h > 16384 || n < 1)
+        return jb_err_set(err, JB_EINVAL, "%s: bad waveform size %dx%d of %lld samples", path, w,
+                          h, (long long)n);
+    uint8_t *pix = malloc((size_t)w * h);
+    if (!pix) return jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
+    memset(pix, 0x1c, (size_t)w * h);                 // background, a little lighter than the page
+    for (int x = 0; x < w; x++) pix[(size_t)(h / 2) * w + x] = 0x44;   // the zero line
+    for (int x = 0; x < w; x++) {
+        int64_t a = n * x / w, b = n * (x + 1) / w;
+        if (b <= a) b = a + 1;
+        float lo = 1, hi = -1;
+        for (int64_t i = a; i < b && i < n; i++) {
+            float v = audio[i] < -1 ? -1 : audio[i] > 1 ? 1 : audio[i];
+            lo = v < lo ? v : lo, hi = v > hi ? v : hi;
+        }
+        int y0 = (int)((1 - hi) * 0.5f * (h - 1) + 0.5f), y1 = (int)((1 - lo) * 0.5f * (h - 1) + 0.5f);
+        for (int y = y0; y <= y1 && y < h; y++) pix[(size_t)y * w + x] = 0xd8;
+    }
+    int rc = jb_png_write_gray(path, pix, w, h, err);
+    free(pix);
+    return rc;
+}
+
 // ---- a growable string ------------------------------------------------------------
 
 typedef struct {
@@ -213,11 +238,17 @@ int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
     sb_str(&b, "</title>\n<style>\n"
                "body{font-family:sans-serif;max-width:1024px;margin:auto;padding:1em;"
                "background:#111;color:#eee}\n"
+               "a,a:visited{color:#9cc3ff}\n"
                "section{margin:2em 0;padding:1em;border:1px solid #444;border-radius:8px}\n"
                "audio{width:100%}\n"
                ".lyrics{white-space:pre-wrap;font-size:1.2em;font-weight:bold;color:#e6e6e6}\n"
                ".align{width:100%;max-height:256px;image-rendering:pixelated;background:#fff}\n"
-               ".meta{color:#aaa}\n</style></head><body>\n<h1>");
+               ".meta{color:#b8b8b8}\n"
+               "table.levels{border-collapse:collapse;width:100%}\n"
+               ".levels td,.levels th{padding:4px 8px;text-align:left;vertical-align:middle}\n"
+               ".levels th{color:#b8b8b8;font-weight:normal}\n"
+               ".wave{width:100%;height:64px;display:block;background:#1c1c1c}\n"
+               "</style></head><body>\n<h1>");
     sb_html(&b, p->title ? p->title : "jukebox");
     sb_str(&b, "</h1>\n<p class=\"meta\">Artist <b>");
     sb_html(&b, p->artist && *p->artist ? p->artist : "(none)");
@@ -225,19 +256,53 @@ int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
     sb_html(&b, p->genre && *p->genre ? p->genre : "(none)");
     sb_str(&b, "</b>");
     if (p->details) {
-        sb_str(&b, "<br>");
+        sb_str(&b, "<br>Settings: ");
         sb_html(&b, p->details);
     }
     sb_str(&b, "</p>\n");
     for (int i = 0; i < p->n_samples; i++) {
         const jb_html_sample_t *s = &p->samples[i];
-        sb_printf(&b, "<section id=\"sample-%d\">\n<h2>Sample %d</h2>\n", i, i);
+        sb_printf(&b, "<section id=\"sample-%d\">\n<h2>Sample %d", i, i);
+        // The player rounds its duration down (9.999 s shows as 0:09): say it here.
+        if (s->seconds > 0) sb_printf(&b, " <span class=\"meta duration\">%.1f s</span>", s->seconds);
+        sb_str(&b, "</h2>\n");
         if (s->audio_href) {
             sb_printf(&b, "<audio controls preload=\"metadata\" data-sample=\"%d\" src=\"", i);
             sb_html(&b, s->audio_href);
             sb_str(&b, "\"></audio>\n");
         }
-        if (s->preview_href) {
+        if (s->n_levels > 0) {
+            static const char *names[] = {"bottom, the result", "middle, preview",
+                                          "top, preview", "level 3"};
+            sb_str(&b, "<table class=\"levels\"><tr><th>level</th><th>waveform</th>"
+                       "<th>audio</th><th>codes complete after</th></tr>\n");
+            for (int k = 0; k < s->n_levels && k < JB_HTML_MAX_LEVELS; k++) {
+                const jb_html_level_t *L = &s->levels[k];
+                int li = L->level >= 0 && L->level < 4 ? L->level : 3;
+                sb_printf(&b, "<tr class=\"level-%d\"><td style=\"white-space:nowrap\">%d: %s</td>"
+                              "<td style=\"width:55%%\">",
+                          L->level, L->level, names[li]);
+                if (L->picture_href) {
+                    sb_printf(&b, "<img class=\"wave\" alt=\"waveform of sample %d, level %d\" "
+                                  "src=\"", i, L->level);
+                    sb_html(&b, L->picture_href);
+                    sb_str(&b, "\">");
+                }
+                sb_str(&b, "</td><td>");
+                if (L->audio_href) {
+                    sb_str(&b, "<a href=\"");
+                    sb_html(&b, L->audio_href);
+                    sb_str(&b, "\">");
+                    sb_html(&b, L->audio_href);
+                    sb_str(&b, "</a>");
+                }
+                sb_printf(&b, " <span class=\"meta\">%.1f s</span></td><td>", L->seconds);
+                if (L->ready_s > 0) sb_printf(&b, "%.1f s", L->ready_s);
+                else sb_str(&b, "<span class=\"meta\">unknown</span>");
+                sb_str(&b, "</td></tr>\n");
+            }
+            sb_str(&b, "</table>\n");
+        } else if (s->preview_href) {
             sb_str(&b, "<p class=\"meta\">Preview from the top-level codes: <a href=\"");
             sb_html(&b, s->preview_href);
             sb_str(&b, "\">");

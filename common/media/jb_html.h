@@ -1,7 +1,9 @@
 // jb_html.h: the page a run leaves in its output directory.
 //
-// OUTDIR/index.html holds, per sample, a player, the artist and genre, the
-// lyrics as one <span> per character, and the alignment picture; a small
+// OUTDIR/index.html holds the labels and settings, then per sample a player with the
+// song's duration, per level a waveform picture (drawn by the decoder: no network
+// needed), its audio (the top and middle levels are quick previews) and when its codes
+// were complete, the lyrics as one <span> per character and the alignment picture; a small
 // script lights the lyrics up as the audio plays, from the alignment of the
 // top prior's attention (layer/head `alignment_layer`/`alignment_head`, as the
 // reference's align.py and save_html.py use it). Files are written under a
@@ -15,9 +17,24 @@
 
 #include "jb_err.h"
 
+#define JB_HTML_MAX_LEVELS 4
+
+// One level of one sample.
+typedef struct {
+    int level;                  // 0 bottom (the result) .. 2 top
+    const char *audio_href;     // its audio, relative to OUTDIR
+    const char *picture_href;   // its waveform picture (PNG), or NULL
+    double seconds;             // its audio's length
+    double ready_s;             // seconds from the job's start until its codes were complete
+                                // (0: unknown)
+} jb_html_level_t;
+
 typedef struct {
     const char *audio_href;     // the sample's audio, relative to OUTDIR (e.g. "level_0/sample_0.wav")
-    const char *preview_href;   // quick preview (top level), or NULL
+    const char *preview_href;   // quick preview (top level), or NULL (when levels are not given)
+    double seconds;             // the audio's length (0: unknown)
+    int n_levels;               // levels below, finest first (0: none listed)
+    jb_html_level_t levels[JB_HTML_MAX_LEVELS];
     // Alignment: weights in [0, 1], (n_frames, n_chars) row-major, one row per
     // top-level token of the song and one column per lyric character; NULL when
     // the model has no lyrics.
@@ -42,5 +59,10 @@ int jb_html_write(const char *outdir, const jb_html_page_t *page, jb_err_t *err)
 
 // An 8-bit grayscale PNG (zlib), written atomically. pix: (h, w) row-major.
 int jb_png_write_gray(const char *path, const uint8_t *pix, int w, int h, jb_err_t *err);
+
+// A waveform picture of audio (n samples in [-1, 1]) as a w x h grayscale PNG: per
+// column the range of the samples it covers, light on the page's dark background.
+int jb_html_write_waveform(const char *path, const float *audio, int64_t n, int w, int h,
+                           jb_err_t *err);
 
 #endif

@@ -1,6 +1,7 @@
 // jb_codec.c: see jb_codec.h.
 #include "jb_codec.h"
 #include "jb_reader.h"
+#include "jb_threads.h"
 
 #include <cblas.h>
 #include <inttypes.h>
@@ -84,11 +85,7 @@ int64_t jb_codec_min_window(const jb_vqvae_t *vq) {
     return 2 * m + hp->hop_lengths[hp->levels - 1];
 }
 
-void jb_codec_set_threads(int n) {
-    if (n < 1) return;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-}
+void jb_codec_set_threads(int n) { jb_threads_set(n); }
 
 int64_t jb_codec_padded_len(int64_t n, int hop) {
     return (n + hop - 1) / hop * hop;

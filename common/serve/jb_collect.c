@@ -23,7 +23,16 @@
 typedef struct {
     float *audio0;
     int64_t cap0, dec_upto;
+    // Seconds from the job's first message here until each level's END: when that
+    // level's codes were complete (the page shows them as the levels' compute times).
+    double t_start, t_end[JB_CODES_MAX_LEVELS];
 } cstate_t;
+
+// The job's state, made on its first message (t_start: now).
+static cstate_t *cstate_of(jb_reader_job_t *j) {
+    if (!j->user && (j->user = calloc(1, sizeof(cstate_t)))) ((cstate_t *)j->user)->t_start = jb_now();
+    return j->user;
+}
 
 static void cstate_free(void *p) {
     cstate_t *cs = p;
@@ -249,7 +258,10 @@ static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stat
     jb_outdir_job_t oj = {.codes = &j->codes, .alignment = j->align,
                           .align_tokens = j->align_tokens, .align_cols = j->align_cols,
                           .align_lyrics = j->align_lyrics};
-    for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) oj.labels[l] = j->labels[l];
+    for (int l = 0; l < JB_CODES_MAX_LEVELS; l++) {
+        oj.labels[l] = j->labels[l];
+        if (cs) oj.level_seconds[l] = cs->t_end[l];
+    }
     if (cs && cs->dec_upto > 0) {
         oj.audio[0] = cs->audio0;
         oj.audio_len[0] = cs->cap0;   // row stride; rows hold dec_upto * hop
@@ -276,9 +288,8 @@ static int codes_arrived(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_
     // Only once the sample count is fixed (a job message said it): rows may still be
     // added to a job without one, and the audio buffer is sized by the sample count.
     if (j->spec_samples < 1) return 0;
-    if (!j->user && !(j->user = calloc(1, sizeof(cstate_t))))
-        return jb_err_set(err, JB_ENOMEM, "out of memory");
-    cstate_t *cs = j->user;
+    cstate_t *cs = cstate_of(j);
+    if (!cs) return jb_err_set(err, JB_ENOMEM, "out of memory");
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     int64_t hop = hp->hop_lengths[0];
     int64_t margin = (jb_vqvae_margin(vq, 0, 1) + hop - 1) / hop;
@@ -371,7 +382,15 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                 jb_msg_clear(&m);
                 continue;
             }
+            // A level's END: when its codes were complete (the page's compute times).
+            int end_level = m.type == JB_MSG_END ? m.level : -1;
+            char end_id[sizeof m.job_id];
+            snprintf(end_id, sizeof end_id, "%s", m.job_id);
             if (jb_reader_feed(rd, &m, &ev, err)) break;
+            jb_reader_job_t *oj = ev.job ? ev.job : jb_reader_find(rd, end_id);
+            cstate_t *cs = oj ? cstate_of(oj) : NULL;
+            if (cs && end_level >= 0 && end_level < JB_CODES_MAX_LEVELS)
+                cs->t_end[end_level] = jb_now() - cs->t_start;
         }
         jb_msg_clear(&m);
         switch (ev.kind) {

@@ -104,11 +104,15 @@ static int write_meta(const char *partial, const jb_outdir_job_t *o, json_t **sp
     return jb_codes_save(c, path, err);
 }
 
-// level_L/sample_K.wav of every level present, top first (the preview is the quickest):
-// the audio decoded while the codes streamed in, or decoded here. *best: the lowest level
-// written (-1: none).
+// Per sample and level: the audio and waveform names the page links ("level_L/sample_K").
+typedef char level_names_t[2][48];
+
+// level_L/sample_K.wav and its waveform level_L/sample_K.png of every level present, top
+// first (the preview is the quickest): the audio decoded while the codes streamed in, or
+// decoded here. *best: the lowest level written (-1: none). samples[k].levels lists what was
+// written for the page, finest first (names in lnames, JB_HTML_MAX_LEVELS per sample).
 static int write_audio(const char *partial, jb_vqvae_t *vq, const jb_outdir_job_t *o, int *best,
-                       jb_err_t *err) {
+                       jb_html_sample_t *samples, level_names_t *lnames, jb_err_t *err) {
     const jb_codes_t *c = o->codes;
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     char path[4400];
@@ -141,6 +145,21 @@ static int write_audio(const char *partial, jb_vqvae_t *vq, const jb_outdir_job_
             }
             snprintf(path, sizeof path, "%s/level_%d/sample_%d.wav", partial, l, k);
             if (jb_audio_write(path, audio, keep, hp->sr, JB_AUDIO_WAV_PCM16, err)) goto done;
+            snprintf(path, sizeof path, "%s/level_%d/sample_%d.png", partial, l, k);
+            if (jb_html_write_waveform(path, audio, keep, 800, 64, err)) goto done;
+            jb_html_sample_t *hs = &samples[k];
+            if (hs->n_levels < JB_HTML_MAX_LEVELS) {
+                memmove(&hs->levels[1], &hs->levels[0], sizeof hs->levels[0] * hs->n_levels);
+                char (*nm)[48] = lnames[(size_t)k * JB_HTML_MAX_LEVELS + hs->n_levels];
+                snprintf(nm[0], sizeof nm[0], "level_%d/sample_%d.wav", l, k);
+                snprintf(nm[1], sizeof nm[1], "level_%d/sample_%d.png", l, k);
+                hs->levels[0] = (jb_html_level_t){.level = l, .audio_href = nm[0],
+                                                  .picture_href = nm[1],
+                                                  .seconds = (double)keep / hp->sr,
+                                                  .ready_s = o->level_seconds[l]};
+                hs->n_levels++;
+                hs->seconds = (double)keep / hp->sr;   // the finest level decoded so far
+            }
         }
         jb_log(JB_INFO, "job=%s level=%d decoded %d sample(s), %.2f s", c->job_id, l, n,
                (double)keep / hp->sr);
@@ -173,13 +192,12 @@ static void page_names(const jb_job_t *job, json_t *labels, char *artist, size_t
 // index.html: each sample's audio (the lowest level written) and the top level's preview,
 // the lyric alignment, the job's settings.
 static int write_page(const char *partial, jb_vqvae_t *vq, const jb_outdir_job_t *o, int best,
-                      json_t *spec, json_t *labels, jb_err_t *err) {
+                      json_t *spec, json_t *labels, jb_html_sample_t *samples, jb_err_t *err) {
     const jb_codes_t *c = o->codes;
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     int n = c->n_samples, top = c->levels - 1, rc = -1;
-    jb_html_sample_t *samples = calloc((size_t)(n ? n : 1), sizeof *samples);
     char **hrefs = calloc((size_t)(2 * n + 1), sizeof *hrefs);
-    if (!samples || !hrefs) {
+    if (!hrefs) {
         jb_err_set(err, JB_ENOMEM, "out of memory");
         goto done;
     }
@@ -206,10 +224,15 @@ static int write_page(const char *partial, jb_vqvae_t *vq, const jb_outdir_job_t
     jb_job_defaults(&job);
     jb_err_t jerr2 = {0};
     jb_job_from_json(spec, &job, &jerr2);   // best effort: the page shows what it can
-    char details[256];
-    snprintf(details, sizeof details, "mode %s, %d sample(s), %.2f s, temperature %.3g/%.3g/%.3g, seed %llu",
+    char details[512];
+    snprintf(details, sizeof details, "mode %s, %d sample(s), %.2f s of a %g s song, "
+             "temperature %.3g/%.3g/%.3g, top-k %d/%d/%d, top-p %.3g/%.3g/%.3g, "
+             "hop fraction %.3g/%.3g/%.3g (top/middle/bottom), seed %llu",
              jb_job_mode_name(job.mode), n, jb_job_sample_length(&job, hp->sr, hp->hop_lengths[top]) /
-             (double)hp->sr, job.temp[2], job.temp[1], job.temp[0], (unsigned long long)job.seed);
+             (double)hp->sr, job.total_seconds, job.temp[2], job.temp[1], job.temp[0],
+             job.top_k[2], job.top_k[1], job.top_k[0], job.top_p[2], job.top_p[1], job.top_p[0],
+             job.hop_fraction[2], job.hop_fraction[1], job.hop_fraction[0],
+             (unsigned long long)job.seed);
     const char *lyrics = o->align_lyrics;
     if (!lyrics) {   // the top level's cleaned lyrics, as its stage reported them
         json_t *lt = json_object_get(json_object_get(labels, "level_2"), "lyrics");
@@ -225,7 +248,6 @@ static int write_page(const char *partial, jb_vqvae_t *vq, const jb_outdir_job_t
 done:
     for (int k = 0; hrefs && k < 2 * n; k++) free(hrefs[k]);
     free(hrefs);
-    free(samples);
     return rc;
 }
 
@@ -233,15 +255,28 @@ int jb_outdir_write(const char *root, jb_vqvae_t *vq, const jb_outdir_job_t *o,
                     char **final_dir, jb_err_t *err) {
     char partial[4096], final[4096];
     json_t *spec = NULL, *labels = NULL;
-    int best = -1;
-    if (pick_names(root, o->codes->job_id, partial, final, sizeof partial, err)) return -1;
+    int best = -1, n = o->codes->n_samples;
+    jb_html_sample_t *samples = calloc((size_t)(n ? n : 1), sizeof *samples);
+    level_names_t *lnames = calloc((size_t)(n ? n : 1) * JB_HTML_MAX_LEVELS, sizeof *lnames);
+    if (!samples || !lnames) {
+        free(samples);
+        free(lnames);
+        return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", o->codes->job_id);
+    }
+    if (pick_names(root, o->codes->job_id, partial, final, sizeof partial, err)) {
+        free(samples);
+        free(lnames);
+        return -1;
+    }
     int rc = write_meta(partial, o, &spec, &labels, err) ||
-                     write_audio(partial, vq, o, &best, err) ||
-                     write_page(partial, vq, o, best, spec, labels, err) ||
+                     write_audio(partial, vq, o, &best, samples, lnames, err) ||
+                     write_page(partial, vq, o, best, spec, labels, samples, err) ||
                      publish(partial, final, final_dir, err)
                  ? -1
                  : 0;
     if (rc) rm_rf(partial);
+    free(samples);
+    free(lnames);
     json_decref(spec);
     json_decref(labels);
     return rc;

@@ -6,6 +6,7 @@
 //   level_2/sample_<i>.wav  quick preview decoded from the top codes
 //   level_1/sample_<i>.wav  decoded from the middle codes
 //   level_0/sample_<i>.wav  the result, decoded from the bottom codes
+//   level_<l>/sample_<i>.png  waveform of each level's audio (drawn here)
 //   index.html, align_<i>.png   the page (jb_html.h)
 // or, for a job that failed, OUTDIR/error.json {"job", "level", "code", "error"}.
 //
@@ -37,6 +38,9 @@ typedef struct {
     // stream in): audio[l]: (n_samples, audio_len[l]) or NULL to decode here.
     const float *audio[JB_CODES_MAX_LEVELS];
     int64_t audio_len[JB_CODES_MAX_LEVELS];
+    // Seconds from the job's start until each level's codes were complete (0: unknown);
+    // the page shows them.
+    double level_seconds[JB_CODES_MAX_LEVELS];
 } jb_outdir_job_t;
 
 // Decodes every level present and writes the run directory. *final_dir (may be

@@ -835,6 +835,9 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     s->rate_t[s->n_rate % 64] = jb_now();
     s->rate_tok[s->n_rate % 64] = s->tokens;
     s->n_rate++;
+    // "window=k/n" in the progress lines: the front command's display shows it.
+    snprintf(j->progress.what, sizeof j->progress.what, "job=%s level=%d window=%d/%d",
+             j->spec.id, s->info->level, j->next_window, j->n_windows);
     jb_progress_update(&j->progress, j->have);
     return 0;
 }

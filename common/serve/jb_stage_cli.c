@@ -12,6 +12,7 @@
 #include "jb_device.h"
 #include "jb_log.h"
 #include "jb_stage.h"
+#include "jb_threads.h"
 #include "jb_transformer.h"
 
 static volatile sig_atomic_t g_stop;
@@ -182,10 +183,7 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
     }
     if (dev.is_cuda) jb_log(JB_INFO, "device %s, %.1f GiB free", dev.name,
                             (double)dev.mem_free / (1 << 30));
-    if (threads > 0) {
-        omp_set_num_threads(threads);
-        openblas_set_num_threads(threads);
-    }
+    jb_threads_set(threads);   // 0: OMP_NUM_THREADS, else every core; idle threads sleep
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;   // no SA_RESTART: a wait returns so the loop sees the flag
     sigaction(SIGTERM, &sa, NULL);
