@@ -675,6 +675,43 @@ static void test_bad_files(void) {
     jb_codes_free(&c);
 }
 
+// Rows added to a store made before the sample count was known (wire.md 8.4), and the
+// order rules of apply: codes after a level's end, a second end.
+static void test_grow_and_ends(void) {
+    jb_err_t err = {0};
+    jb_codes_t c;
+    JB_CHECK_OK(jb_codes_init(&c, "g:1", 3, 1, 64, &err), &err, "init 1 sample");
+    int32_t a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8};
+    JB_CHECK_OK(jb_codes_put(&c, 2, 0, 0, 1, 4, a, &err), &err, "sample 0");
+    JB_CHECK(jb_codes_put(&c, 2, 0, 1, 1, 4, b, &err) == -1, "sample 1 refused before growing");
+    JB_CHECK_OK(jb_codes_grow_samples(&c, 2, &err), &err, "grow to 2 samples");
+    JB_CHECK(c.n_samples == 2 && jb_codes_len(&c, 2) == 0 && jb_codes_sample_len(&c, 2, 0) == 4,
+             "sample 0 kept, the new one empty (len %lld)", (long long)jb_codes_len(&c, 2));
+    JB_CHECK_OK(jb_codes_put(&c, 2, 0, 1, 1, 4, b, &err), &err, "sample 1 after growing");
+    JB_CHECK(jb_codes_len(&c, 2) == 4 && jb_codes_row(&c, 2, 0)[3] == 4 &&
+             jb_codes_row(&c, 2, 1)[0] == 5, "both rows hold their codes");
+    JB_CHECK(jb_codes_grow_samples(&c, JB_CODES_MAX_SAMPLES + 1, &err) == -1 && c.n_samples == 2,
+             "growth past the cap refused, store unchanged");
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_END;
+    snprintf(m.job_id, sizeof m.job_id, "g:1");
+    m.level = 2;
+    m.offset = 4;
+    JB_CHECK_OK(jb_codes_apply(&c, &m, &err), &err, "end of level 2");
+    JB_CHECK(jb_codes_apply(&c, &m, &err) == -1 && strstr(err.msg, "second end"),
+             "a second end of level 2 refused (%s)", err.msg);
+    m.type = JB_MSG_CODES;
+    m.offset = 4;
+    m.batch = 1;
+    m.count = 4;
+    m.codes = a;
+    JB_CHECK(jb_codes_apply(&c, &m, &err) == -1 && strstr(err.msg, "after the level's end"),
+             "codes after the level's end refused (%s)", err.msg);
+    m.codes = NULL;
+    jb_codes_free(&c);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_jb_codes.XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -690,6 +727,7 @@ int main(void) {
     test_bad_files();
     if (getenv("JB_TEST_VALGRIND")) big_tokens /= 10;
     test_growth_and_file();
+    test_grow_and_ends();
     rmdir(tmpdir);
     return jb_test_summary("test_jb_codes");
 }

@@ -182,5 +182,30 @@ check "prior-top: end(2, offset 5) without the prefix fails the job ($(dirs "$T/
     test -f "$T/r17/P/error.json" -a ! -f "$T/r17/P/codes.jbc"
 check "prior-top: ... saying why" grep -q "prefix of level 2" "$T/r17/P/error.json"
 
+# a prefix codes message of level 2 the stage must refuse (raw_len + 4, as a damaged
+# codes file of an upsample gives): the job fails instead of sampling a new top level
+python3 - "$T/prod.jbc" "$T/prodbad.jbc" "$J" <<'PY'
+import struct, sys, importlib.util
+spec = importlib.util.spec_from_file_location("jbx", sys.argv[3]); jbx = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(jbx)
+d = open(sys.argv[1], "rb").read(); out = b""; i = 0; n = 0
+while i < len(d):
+    h, p = struct.unpack("<II", d[i + 4:i + 12]); f = d[i:i + 16 + h + p]
+    if n == 1:
+        vals = struct.pack("<16i", *range(16))
+        out += jbx.frame(jbx.mp_map({"type": "codes", "v": 1, "job": "P", "level": 2, "offset": 0,
+                                     "count": 16, "batch": 1, "raw_len": 68, "dtype": "i32"}),
+                         jbx.lz4_literals(vals))
+        f = jbx.frame(jbx.mp_map({"type": "end", "v": 1, "job": "P", "level": 2, "offset": 16}))
+    out += f
+    i += 16 + h + p; n += 1
+open(sys.argv[2], "wb").write(out)
+PY
+"$B/jukebox-prior-top" -q --threads 1 --model "$M/prior_level_2.safetensors" < "$T/prodbad.jbc" \
+    2>"$T/err" | dec --outdir "$T/r18" 2>/dev/null
+check "prior-top: a refused prefix message fails the job ($(dirs "$T/r18"))" \
+    test -f "$T/r18/P/error.json" -a ! -f "$T/r18/P/codes.jbc"
+check "prior-top: ... naming the refused message" grep -q "was refused" "$T/r18/P/error.json"
+
 echo "test_wire_reader: $pass passed, $fail failed"
 [ "$fail" = 0 ]
