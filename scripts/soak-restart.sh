@@ -53,9 +53,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "soak-restart: seed $seed, $minutes min, $K jobs per round, work folder $T"
+# Below the kernel's ephemeral range (32768-60999 by default): a port freed by a
+# restarting instance is not taken meanwhile by some client's outgoing connection.
 P=$(python3 -c 'import socket, random
 while True:
-    p = random.randint(20000, 60000)
+    p = random.randint(20000, 32000)
     try:
         ss = []
         for i in range(80):
@@ -80,7 +82,14 @@ refs() {
             "$B/jukebox-decoder" -q -t 1 -m "$M/vqvae.safetensors" --outdir "$T/ref"
     done
 }
-restart() { $LS --state "$st" start "$1" > /dev/null 2>&1 || echo "    (start of $1 failed)"; }
+restart() {   # up to 5 tries (a port can take a moment to be free again)
+    local k
+    for k in 1 2 3 4 5; do
+        $LS --state "$st" start "$1" > /dev/null 2>&1 && return 0
+        echo "    (start of $1 failed, try $k)"; sleep 1
+    done
+    return 1
+}
 wait_gone() {   # pid secs
     local i
     for i in $(seq $(($2 * 20))); do alive "$1" || return 0; sleep 0.05; done

@@ -705,6 +705,53 @@ out:
     jb_link_close(&p, 0);
 }
 
+// A stage still making a job when DONE comes back for it (another copy finished
+// first) sends one more message of it: not sent. Before, it opened a new stream whose
+// seq 0 was that CODES message, at a consumer that never had the job, which held it
+// (and its spool) until the producer restarted.
+static void test_send_after_done(void) {
+    const char *pe = ep("sd");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    done_log_t d = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    jb_link_t *p = open_link(at, JB_LINK_PRODUCER, "sdP", 0, 0, &d);
+    jb_link_t *c1 = open_epoch(to, JB_LINK_CONSUMER, "sd1", NULL), *c2 = NULL;
+    got_t g[8];
+    JB_CHECK(p && c1 && wait_until(peers_alive_1, p, 2000), "links open");
+    if (!p || !c1) goto out;
+    send_job(p, "S", 3);
+    int n = recv_n(c1, g, 8, 3, 2000);
+    jb_link_done(c1, "S");
+    jb_err_t err = {0};
+    JB_CHECK(n == 3 && jb_link_flush(p, 2000, 1, &err) == 0, "job delivered and DONE");
+    jb_link_close(&c1, 0);   // the consumer that had it goes; another one is there
+    c2 = open_epoch(to, JB_LINK_CONSUMER, "sd2", NULL);
+    jb_link_stats_t st = {0};
+    for (int i = 0; i < 200 && st.peers_alive < 1; i++) {
+        sleep_ms(10);
+        jb_link_stats(p, &st);
+    }
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_CODES;
+    int32_t cc[2] = {7, 8};
+    m.level = 0;
+    m.offset = 4;
+    JB_CHECK(!jb_msg_set_job_id(&m, "S", &err) && !jb_msg_set_codes(&m, cc, 1, 2, &err) &&
+                 jb_link_send(p, &m, &err) == 0,
+             "a late message of the finished job is accepted by send");
+    jb_msg_clear(&m);
+    n = c2 ? recv_n(c2, g, 8, 1, 4 * HB + TIMEOUT) : -1;
+    jb_link_stats(p, &st);
+    JB_CHECK(n == 0 && st.jobs == 0, "but not sent: no new stream (%d delivered, %d retained)", n,
+             st.jobs);
+out:
+    jb_link_close(&c1, 0);
+    jb_link_close(&c2, 0);
+    jb_link_close(&p, 0);
+}
+
 static void test_garbage(void) {
     const char *pe = ep("g");
     char at[400], to[400];
@@ -876,6 +923,7 @@ int main(void) {
     test_cancel_before_preload();
     test_stream_before_preload();
     test_done_drops_queued();
+    test_send_after_done();
     test_garbage();
     test_bounded_send();
     test_control();

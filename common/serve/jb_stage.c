@@ -107,6 +107,11 @@ typedef struct {
     pthread_mutex_t done_mu;
     char done_q[64][JB_WIRE_JOB_ID_MAX + 1];
     int n_done_q;
+    // The last 64 jobs DONE from below: the input link's persist hook spools nothing more
+    // of them (a message it was persisting when the DONE came would recreate the spool
+    // directory after drain_done removed it).
+    char done_recent[64][JB_WIRE_JOB_ID_MAX + 1];
+    int n_done_recent;
 } stage_t;
 
 // ---- status (read by the links' I/O threads) ---------------------------------------
@@ -192,6 +197,7 @@ static void stage_on_done(void *user, const char *job_id) {
     if (s->in_link) jb_link_done(s->in_link, job_id);
     pthread_mutex_lock(&s->done_mu);
     if (s->n_done_q < 64) snprintf(s->done_q[s->n_done_q++], sizeof s->done_q[0], "%s", job_id);
+    snprintf(s->done_recent[s->n_done_recent++ % 64], sizeof s->done_recent[0], "%s", job_id);
     pthread_mutex_unlock(&s->done_mu);
     if (s->n_done_q >= 64) jb_log(JB_WARN, "job=%s: DONE queue full", job_id);
 }
@@ -240,12 +246,19 @@ static int stage_persist(void *user, const jb_msg_t *m, jb_err_t *err) {
     // The first message of a stream: which producer (and run of it) sent it, so that a
     // restart continues the held messages only with that same stream.
     char name[200], epoch[64], note[300];
-    if (m->seq == 0 && s->in_link &&
+    int rc = 0;
+    pthread_mutex_lock(&s->done_mu);   // a DONE from below is recorded before or after this
+    for (int i = 0; i < 64 && i < s->n_done_recent && !rc; i++)
+        if (!strcmp(s->done_recent[i], m->job_id))
+            rc = jb_err_set(err, JB_EUNAVAIL, "job %s is done below", m->job_id);
+    if (!rc && m->seq == 0 && s->in_link &&
         !jb_link_owner(s->in_link, m->job_id, name, sizeof name, epoch, sizeof epoch)) {
         snprintf(note, sizeof note, "%s\n%s\n", name, epoch);
-        if (jb_spool_put_note(s->spool, m->job_id, "from", note, err)) return -1;
+        rc = jb_spool_put_note(s->spool, m->job_id, "from", note, err);
     }
-    return jb_spool_append(s->spool, m->job_id, JB_SPOOL_IN, m, err);
+    if (!rc) rc = jb_spool_append(s->spool, m->job_id, JB_SPOOL_IN, m, err);
+    pthread_mutex_unlock(&s->done_mu);
+    return rc;
 }
 
 // Which model and settings make this stage's codes: the model file's size and CRC-32

@@ -421,6 +421,8 @@ static void remove_cjob(jb_link_t *l, cjob_t *c) {
         }
 }
 
+static void ring_add(char (*ring)[JB_WIRE_JOB_ID_MAX + 1], int *n, const char *id);
+
 static bool in_ring(char (*ring)[JB_WIRE_JOB_ID_MAX + 1], int n, const char *id) {
     int k = n < RING ? n : RING;
     for (int i = 0; i < k; i++)
@@ -919,6 +921,7 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
             pjob_t *j = find_pjob(l, m.job_id);
             if (j) {
                 jb_log(JB_DEBUG, "link %s: job=%s DONE by %s", l->name, j->id, p->name);
+                ring_add(l->done_ring, &l->n_done, j->id);   // later sends of it: dropped
                 unlink_pjob(l, j);
                 snprintf(done_id, JB_WIRE_JOB_ID_MAX + 1, "%s", m.job_id);
                 pthread_cond_broadcast(&l->cv);
@@ -1375,6 +1378,15 @@ int jb_link_send(jb_link_t *l, const jb_msg_t *msg, jb_err_t *err) {
         wait_slice(l, 20);
     }
     pjob_t *j = find_pjob(l, msg->job_id);
+    if (!j && in_ring(l->done_ring, l->n_done, msg->job_id)) {
+        // DONE already came back for it (a copy elsewhere got there first) while the
+        // stage was still making it: the rest is not sent. As a new stream it would
+        // start with this message at seq 0 at a consumer that never had the job.
+        pthread_mutex_unlock(&l->mu);
+        jb_log(JB_DEBUG, "link %s: job=%s is DONE; %s not sent", l->name, msg->job_id,
+               jb_msg_type_name(msg->type));
+        return 0;
+    }
     if (!j) {
         if (!(j = calloc(1, sizeof *j))) goto nomem;
         snprintf(j->id, sizeof j->id, "%s", msg->job_id);

@@ -223,10 +223,12 @@ for line in sys.stdin:
 }
 fj_pick() { local a=("$@"); echo "${a[RANDOM % ${#a[@]}]}"; }
 fj_alive() { [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+# Below the kernel's ephemeral range (32768-60999 by default), so that a port freed by
+# a restarting instance is not taken meanwhile by some outgoing connection.
 fj_free_port() {
     python3 -c 'import socket, random
 while True:
-    p = random.randint(20000, 60000)
+    p = random.randint(20000, 32000)
     try:
         ss = []
         for i in range(80):
