@@ -12,6 +12,7 @@ M=$PWD/models/default
 T=$(mktemp -d /tmp/jb_front.XXXXXX)
 export TMPDIR=$T/tmp   # the front command's temporary directories: checked to be gone
 mkdir -p "$TMPDIR"
+source tests/sh/lib/faults.sh   # fj_free_port (sourced first: it sets pass/fail)
 bg=()
 cleanup() {
     local p
@@ -88,7 +89,6 @@ check "  OMP_WAIT_POLICY=ACTIVE overrides it" \
     "OMP_WAIT_POLICY=ACTIVE OMP_DISPLAY_ENV=true '$B/jukebox-decoder' --help 2>&1 | grep -q \"OMP_WAIT_POLICY = 'ACTIVE'\""
 
 echo "-- 1: pipelines/local-services.sh shares the cores among its instances"
-source tests/sh/lib/faults.sh
 P=$(fj_free_port)
 LS=pipelines/local-services.sh
 ls_ok=0
@@ -205,6 +205,20 @@ check "  and its copy in share/jukebox/pipelines (rc $rc)" "[ $rc = 0 ] && [ -s 
 check "the installed demo writes two songs where the user is, nothing in the install tree (rc $rc)" \
     "[ $rc = 0 ] && ls '$T'/cwd/demo-out/run-*/level_0/sample_1.wav >/dev/null 2>&1 &&
      [ -z \"\$(find '$T/root' -name 'demo-out*')\" ]"
+
+echo "-- 13: the README a newcomer reads"
+# Its first generation example, as pasted, from a checkout (here: links to this one).
+first=$(awk '/^```sh/{f=1; next} /^```/{f=0} f && /jukebox sample/{print; exit}' README.md)
+mkdir -p "$T/readme"
+ln -s "$PWD/pipelines" "$PWD/models" "$PWD/$BUILD" "$T/readme/"
+[ "$BUILD" = build ] || ln -s "$PWD/$BUILD" "$T/readme/build"
+( cd "$T/readme" && eval "$first" ) > "$T/readme.out" 2>&1; rc=$?
+outd=$(echo "$first" | sed -n 's/.*-o \([^ ]*\).*/\1/p')
+check "the README's first example runs as pasted on the bundled model (rc $rc): $first" \
+    "[ $rc = 0 ] && [ -n '$outd' ] && [ -s '$T/readme/$outd/index.html' ] && ! echo '$first' | grep -q -- '--models models/5b'"
+check "  it says make test takes about 20 minutes on a busy machine and installs Chromium" \
+    "grep -q 'about 20 minutes' README.md && grep -q 'Chromium' README.md && ! grep -q 'about five minutes' README.md"
+check "  and that make demo makes two samples" "grep -q 'two 10-second samples' README.md"
 
 echo "test_front: $pass passed, $fail failed"
 [ "$fail" = 0 ]
