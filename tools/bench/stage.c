@@ -11,7 +11,8 @@
 // i.e. after the window's conditioning and priming, to its end), ms per token and per step,
 // tokens/s over whole windows, the step's bandwidth bound (matrix weights read per step / the multi-stream read
 // bandwidth measured in the same run) and the fraction of it reached, time to the first
-// window's codes, peak RSS, CPU use (process CPU time / wall time).
+// window's codes, peak RSS, CPU use (process CPU time / wall time), and the process CPU time
+// of a step while sampling (on a loaded machine, with 1 thread, the steadiest figure).
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,17 +49,18 @@ typedef struct {
     int jobs, batch, steps;      // steps: sampling steps timed (after each batch's first)
     double wall, first, cpu;     // seconds (best round): everything, first batch's codes, CPU
     double sampling;             // seconds from each batch's first sampled token to its end
+    double sampling_cpu;         // process CPU seconds over the same spans
 } result_t;
 
 // on_step of every job: the time of the batch's first sampled token.
 typedef struct {
-    double t_first;
+    double t_first, cpu_first;
 } step_clock_t;
 
 static void on_step(void *user, int64_t pos) {
     step_clock_t *c = user;
     (void)pos;
-    if (c->t_first < 0) c->t_first = bench_now();
+    if (c->t_first < 0) c->t_first = bench_now(), c->cpu_first = bench_cpu_now();
 }
 
 // Runs J one-sample jobs of `tokens` codes each, in batches of up to maxb jobs (one batch
@@ -71,7 +73,7 @@ static int run_jobs(jb_prior_sampler_t *s, const jb_prior_info_t *in, int J, int
     jb_sample_part_t parts[MAX_JOBS];
     int have[MAX_JOBS];
     char id[64];
-    step_clock_t clock = {-1};
+    step_clock_t clock = {-1, 0};
     int32_t *zs = calloc((size_t)J * T, sizeof(int32_t));
     int32_t *za = above ? malloc(sizeof(int32_t) * (size_t)J * above) : NULL;
     int32_t *y = calloc((size_t)J * L, sizeof(int32_t));
@@ -108,7 +110,10 @@ static int run_jobs(jb_prior_sampler_t *s, const jb_prior_info_t *in, int J, int
         rc = jb_sample_windows(s, parts + j0, n, err);
         double t = bench_now();
         if (first < 0) first = t - t0;
-        if (clock.t_first > 0) res->sampling += t - clock.t_first;
+        if (clock.t_first > 0) {
+            res->sampling += t - clock.t_first;
+            res->sampling_cpu += bench_cpu_now() - clock.cpu_first;
+        }
         res->steps += tokens - 1;   // the first step's end starts the clock
     }
     res->wall = bench_now() - t0;
@@ -252,17 +257,17 @@ int bench_stage(int argc, char **argv) {
                "job, batches of up to %d jobs, best of %d rounds\n\n",
                mach, threads, la[0], la[1], la[2], bw.plain, bw.streams, bw.prefetch, bw.multi,
                config, L, depth, wname, wbytes / 1e6, tokens, sb, reps);
-        printf("%5s %5s %10s %9s %9s %9s %7s %10s %10s %8s %6s\n", "jobs", "batch", "tokens/s",
-               "ms/token", "ms/step", "bound ms", "of bnd", "1st out s", "wall tok/s", "RSS MiB",
-               "CPU");
+        printf("%5s %5s %10s %9s %9s %9s %7s %10s %10s %8s %6s %9s\n", "jobs", "batch",
+               "tokens/s", "ms/token", "ms/step", "bound ms", "of bnd", "1st out s", "wall tok/s",
+               "RSS MiB", "CPU", "CPU ms/st");
     }
     result_t best[8];
     for (int i = 0; i < nj; i++)
-        best[i] = (result_t){jobs[i], jobs[i] < sb ? jobs[i] : sb, 0, 1e30, 0, 0, 1e30};
+        best[i] = (result_t){jobs[i], jobs[i] < sb ? jobs[i] : sb, 0, 1e30, 0, 0, 1e30, 0};
     int rc = 0;
     for (int r = 0; r < reps + 1 && !rc; r++)   // round 0 warms up
         for (int i = 0; i < nj && !rc; i++) {
-            result_t res = {jobs[i], best[i].batch, 0, 0, 0, 0, 0};
+            result_t res = {jobs[i], best[i].batch, 0, 0, 0, 0, 0, 0};
             if (run_jobs(s, in, jobs[i], tokens, sb, r, &res, &err)) {
                 fprintf(stderr, "jukebox-bench stage: %d jobs: %s\n", jobs[i], err.msg);
                 rc = 1;
@@ -284,22 +289,25 @@ int bench_stage(int argc, char **argv) {
                    "\"tokens_per_s\":%.3f,\"ms_per_token\":%.3f,\"ms_per_step\":%.3f,"
                    "\"bound_ms\":%.3f,\"fraction_of_bound\":%.3f,\"peak_rss_mib\":%.1f,"
                    "\"first_output_s\":%.3f,\"wall_tokens_per_s\":%.3f,\"cpu_use\":%.2f,"
-                   "\"bandwidth_gbs\":%.2f,\"load_avg\":%.2f}\n",
+                   "\"cpu_ms_per_step\":%.3f,\"bandwidth_gbs\":%.2f,\"load_avg\":%.2f}\n",
                    config, L, depth, wname, threads, b->batch, b->jobs, tps, 1e3 / tps,
                    ms_step, bound, bound / ms_step, rss, b->first, wall_tps, b->cpu / b->wall,
-                   bw.multi, la[0]);
+                   1e3 * b->sampling_cpu / b->steps, bw.multi, la[0]);
         else
-            printf("%5d %5d %10.1f %9.2f %9.1f %9.1f %6.0f%% %10.2f %10.1f %8.0f %6.2f\n",
+            printf("%5d %5d %10.1f %9.2f %9.1f %9.1f %6.0f%% %10.2f %10.1f %8.0f %6.2f %9.1f\n",
                    b->jobs, b->batch, tps, 1e3 / tps, ms_step, bound, 100 * bound / ms_step,
-                   b->first, wall_tps, rss, b->cpu / b->wall);
+                   b->first, wall_tps, rss, b->cpu / b->wall, 1e3 * b->sampling_cpu / b->steps);
     }
     if (!json && nj > 1 && !rc)
-        printf("\n%d jobs vs %d: %.2fx the tokens/s while sampling, %.2fx over whole windows\n"
+        printf("\n%d jobs vs %d: %.2fx the tokens/s while sampling, %.2fx over whole windows, "
+               "%.2fx by CPU time a step\n"
                "(tokens/s, ms/step: from each batch's first sampled token to its end; wall tok/s:\n"
                "whole windows, their conditioning and priming included)\n",
                jobs[nj - 1], jobs[0],
                (jobs[nj - 1] / best[nj - 1].sampling) / (jobs[0] / best[0].sampling),
-               (jobs[nj - 1] / best[nj - 1].wall) / (jobs[0] / best[0].wall));
+               (jobs[nj - 1] / best[nj - 1].wall) / (jobs[0] / best[0].wall),
+               (best[nj - 1].batch * best[0].sampling_cpu / best[0].steps) /
+                   (best[0].batch * best[nj - 1].sampling_cpu / best[nj - 1].steps));
     if (!json) {
         getloadavg(la, 3);
         printf("load average at end: %.2f %.2f %.2f\n", la[0], la[1], la[2]);
