@@ -16,6 +16,7 @@ static const struct {
 } commands[] = {
     {"vqvae", bench_vqvae, "VQ-VAE encode/decode: seconds of compute per second of audio"},
     {"prior", bench_prior, "prior sampling steps: ms/token, tokens/s, fraction of read bandwidth"},
+    {"stage", bench_stage, "a prior stage serving N concurrent jobs: tokens/s, latency, memory"},
 };
 
 static void usage(FILE *to) {

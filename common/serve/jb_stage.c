@@ -814,37 +814,42 @@ static void on_step(void *user, int64_t pos) {
     jb_service_watchdog();
 }
 
-static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
-    const jb_prior_info_t *in = s->info;
-    const int level = in->level, n = j->spec.n_samples;
-    jb_sample_opts_t o = {0};
-    o.sampling = jb_sampling_default_params();
-    o.sampling.temp = (float)j->spec.temp[level];
-    o.sampling.top_k = j->spec.top_k[level];
-    o.sampling.top_p = (float)j->spec.top_p[level];
-    o.sampling.greedy = j->spec.top_k[level] == 1;
-    o.chunk_size = j->spec.chunk_size[level];
-    o.max_batch_size = j->spec.max_batch_size[level] < s->o->max_batch ? j->spec.max_batch_size[level]
-                                                                         : s->o->max_batch;
-    o.hop_length = (int)(j->spec.hop_fraction[level] * in->n_ctx);
-    o.seed = j->spec.seed;
-    o.job_hash = jb_rng_hash_job(j->spec.id);
-    o.on_step = on_step;
-    o.on_step_user = j;
-    int before = j->have;
-    const int32_t *above = NULL;
-    int above_stride = 0;
-    if (in->x_cond) {
-        above = jb_codes_row(&j->codes, level + 1, 0);
-        above_stride = (int)jb_codes_stride(&j->codes, level + 1);
+// The sampling settings of job j's windows at this stage's level.
+static void window_opts(const stage_t *s, job_t *j, jb_sample_opts_t *o) {
+    const int level = s->info->level;
+    *o = (jb_sample_opts_t){0};
+    o->sampling = jb_sampling_default_params();
+    o->sampling.temp = (float)j->spec.temp[level];
+    o->sampling.top_k = j->spec.top_k[level];
+    o->sampling.top_p = (float)j->spec.top_p[level];
+    o->sampling.greedy = j->spec.top_k[level] == 1;
+    o->chunk_size = j->spec.chunk_size[level];
+    o->max_batch_size = j->spec.max_batch_size[level] < s->o->max_batch ? j->spec.max_batch_size[level]
+                                                                          : s->o->max_batch;
+    o->hop_length = (int)(j->spec.hop_fraction[level] * s->info->n_ctx);
+    o->seed = j->spec.seed;
+    o->job_hash = jb_rng_hash_job(j->spec.id);
+    o->on_step = on_step;
+    o->on_step_user = j;
+}
+
+// Job j's next window as a part of a batch (jb_sample_windows); o: its settings.
+static jb_sample_part_t window_part(const stage_t *s, job_t *j, const jb_sample_opts_t *o) {
+    jb_sample_part_t pt = {o, j->spec.n_samples, j->windows[j->next_window], j->zs, j->total,
+                           &j->have, NULL, 0, j->y, j->lyrics};
+    if (s->info->x_cond) {
+        pt.zs_above = jb_codes_row(&j->codes, s->info->level + 1, 0);
+        pt.above_stride = (int)jb_codes_stride(&j->codes, s->info->level + 1);
     }
-    if (jb_sample_window(s->sampler, &o, n, j->windows[j->next_window], j->zs, j->total, &j->have,
-                         above, above_stride, j->y, j->lyrics, err))
-        return jb_err_prefix(err, "job %s", j->spec.id);
+    return pt;
+}
+
+// After job j's window brought it from `before` codes to j->have: send the new codes, count.
+static int window_done(stage_t *s, job_t *j, int before, jb_err_t *err) {
     j->next_window++;
     if (j->have > before && send_codes(s, j, before, j->have - before, err))   // the new codes
         return -1;
-    s->tokens += (int64_t)(j->have - before) * n;
+    s->tokens += (int64_t)(j->have - before) * j->spec.n_samples;
     s->rate_t[s->n_rate % 64] = jb_now();
     s->rate_tok[s->n_rate % 64] = s->tokens;
     s->n_rate++;
@@ -855,9 +860,72 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     return 0;
 }
 
-// Moves a job on as far as it can without input: start, one window, finish.
-// Returns 1 when it did work, 0 when it waits, -1 on a fatal error.
-static int advance(stage_t *s, job_t *j, jb_err_t *err) {
+static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
+    jb_sample_opts_t o;
+    window_opts(s, j, &o);
+    jb_sample_part_t pt = window_part(s, j, &o);
+    int before = j->have;
+    if (jb_sample_window(s->sampler, &o, pt.n_samples, pt.win, pt.zs, pt.zs_stride, pt.have,
+                         pt.zs_above, pt.above_stride, pt.y, pt.lyrics, err))
+        return jb_err_prefix(err, "job %s", j->spec.id);
+    return window_done(s, j, before, err);
+}
+
+// Many jobs in one step: the oldest job whose next window can run, and every other such job
+// whose window has the same prime length, fill and chunk size, as long as their samples fit
+// the sampler's batch (--max-batch), sampled together (jb_sample_windows); each job's codes
+// are those it gets alone. order: the jobs, oldest last. Returns 1 when it ran a batch of two
+// or more jobs, 0 when there is none to run (the caller then advances one job: also the path
+// that names a failing job), -1 on a fatal error. CPU only: the device sampler takes one job.
+static int run_batched(stage_t *s, job_t **order, int n_jobs, jb_err_t *err) {
+    if (s->o->cuda) return 0;
+    const int maxb = jb_prior_sampler_max_batch(s->sampler);
+    job_t *sel[64];
+    jb_sample_opts_t opts[64];
+    int n = 0, rows = 0, P = -1, fill = 0, chunk = 0;
+    for (int i = n_jobs - 1; i >= 0 && n < 64; i--) {
+        job_t *j = order[i];
+        if (j->failed || !j->started || j->level_done || j->next_window >= j->n_windows ||
+            !window_ready(s, j))
+            continue;
+        jb_sample_window_t w = j->windows[j->next_window];
+        int pj = jb_sample_window_prime(s->info, w, j->have), nj = j->spec.n_samples;
+        if (w.fill <= pj || nj > j->spec.max_batch_size[s->info->level]) continue;
+        if (n == 0) P = pj, fill = w.fill, chunk = j->spec.chunk_size[s->info->level];
+        else if (pj != P || w.fill != fill || j->spec.chunk_size[s->info->level] != chunk)
+            continue;
+        if (rows + nj > maxb) continue;
+        window_opts(s, j, &opts[n]);
+        sel[n++] = j;
+        rows += nj;
+    }
+    if (n < 2) return 0;
+    jb_sample_part_t parts[64];
+    int before[64];
+    for (int i = 0; i < n; i++) {
+        parts[i] = window_part(s, sel[i], &opts[i]);
+        before[i] = sel[i]->have;
+    }
+    jb_err_t why = {0};
+    if (jb_sample_windows(s->sampler, parts, n, &why)) {
+        if (why.code == JB_ECANCEL) {
+            *err = why;
+            return -1;
+        }
+        // Whose fault it is shows when each job runs alone: that path fails the right one.
+        jb_log(JB_WARN, "level %d: %d jobs in one batch failed (%s); running them one at a time",
+               s->info->level, n, why.msg);
+        return 0;
+    }
+    jb_log(JB_DEBUG, "level %d: one batch of %d jobs, %d samples", s->info->level, n, rows);
+    for (int i = 0; i < n; i++)
+        if (window_done(s, sel[i], before[i], err)) return -1;
+    return 1;
+}
+
+// Moves a job on as far as it can without input: start, one window (when may_sample), finish.
+// Returns 1 when it did work, 0 when it waits, -1 on a fatal error. It may free j.
+static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
     if (j->failed) return 0;
     jb_err_t why = {0};
     if (j->prefix_done && !j->started) {
@@ -872,7 +940,7 @@ static int advance(stage_t *s, job_t *j, jb_err_t *err) {
     if (!j->started) return 0;
     if (!j->level_done && j->next_window >= j->n_windows) {
         if (finish_level(s, j, err)) return -1;   // (sending: fatal)
-    } else if (window_ready(s, j)) {
+    } else if (may_sample && window_ready(s, j)) {
         if (run_window(s, j, &why)) {
             if (why.code == JB_ECANCEL || s->out_broken) {
                 *err = why;
@@ -1338,13 +1406,24 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
                 goto done;
             }
         }
-        // One step of the oldest job that can move.
+        // One step: the windows of several jobs together when they can share a batch, else
+        // the oldest job that can move.
+        // First what every job can do without sampling (start, finish, END: quick, and a
+        // batch must not starve it), then one batch or one window.
         int worked = 0;
         job_t *order[256];
         int n_jobs = 0;
         for (job_t *j = s.jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
-        for (int i = n_jobs - 1; i >= 0 && !worked; i--) {   // list is newest first
-            int a = advance(&s, order[i], err);
+        for (int i = n_jobs - 1; i >= 0; i--) {   // list is newest first; advance may free
+            int a = advance(&s, order[i], 0, err);
+            if (a < 0) goto done;
+            worked |= a;
+        }
+        n_jobs = 0;
+        for (job_t *j = s.jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
+        if (!worked && (worked = run_batched(&s, order, n_jobs, err)) < 0) goto done;
+        for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
+            int a = advance(&s, order[i], 1, err);
             if (a < 0) goto done;
             worked = a;
         }

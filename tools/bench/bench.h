@@ -8,8 +8,11 @@
 
 #include <stddef.h>
 
+#include "jb_err.h"
+
 int bench_vqvae(int argc, char **argv);
 int bench_prior(int argc, char **argv);
+int bench_stage(int argc, char **argv);
 
 // Monotonic clock, seconds.
 double bench_now(void);
@@ -32,5 +35,10 @@ typedef struct {
 } bench_bw_t;
 // Zeros when 512 MiB cannot be allocated.
 bench_bw_t bench_read_bandwidth(int reps);
+
+// Writes a prior model file of random values for the hyper-parameters hp (a json_t *: the
+// preset of jb_hparams_preset, depth as wanted); LayerNorm gains 1. 0 / -1 + err.
+struct json_t;
+int bench_write_random_prior(const char *path, struct json_t *hp, jb_err_t *err);
 
 #endif

@@ -66,7 +66,7 @@ static float urand(void) {
 
 // Writes a random model of this configuration with `layers` layers to path. Every tensor of
 // one size class shares one random buffer (the writer borrows data), LayerNorm gains are 1.
-static int write_random(const char *path, json_t *hp, jb_err_t *err) {
+int bench_write_random_prior(const char *path, json_t *hp, jb_err_t *err) {
     jb_expect_t *ex = jb_expect_prior(hp, err);
     if (!ex) return -1;
     int64_t maxn = 0;
@@ -239,7 +239,7 @@ int bench_prior(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/jb_bench_prior_%s_%d.safetensors", tmpdir, configs[ci],
                  (int)getpid());
         double t0 = bench_now();
-        if (write_random(path, hp, &err)) {
+        if (bench_write_random_prior(path, hp, &err)) {
             fprintf(stderr, "jukebox-bench prior: %s: %s\n", configs[ci], err.msg);
             json_decref(hp);
             rc = 1;
