@@ -645,6 +645,70 @@ static double const_code_ripple(int tie, int L, int *taps_tied) {
     return ripple;
 }
 
+// Decoder-only training (jb_train_vqvae_freeze_encoders): after steps and plain SGD updates
+// the encoders' weights and every codebook (with its EMA state) are unchanged, so are the
+// codes of the same input, and the decoders have moved.
+static void check_freeze_encoders(void) {
+    jb_vqvae_loss_hparams_t lh = base_loss();
+    int N = 2;
+    int64_t T = 1152;
+    model_t m = {0};
+    jb_vqvae_hparams_t hp;
+    if (!tiny_model(&lh, N, T, &m, &hp)) return;
+    jb_err_t err = {0};
+    jb_train_vqvae_t *tv = m.tv;
+    jb_train_vqvae_init_random(tv, 5);
+    float *x = rand_buf(N * T, 0.5f);
+    JB_CHECK_OK(jb_train_vqvae_init_codebooks(tv, x, &err), &err, "init_codebooks");
+    jb_tvq_result_t res;
+    JB_CHECK_OK(jb_train_vqvae_step(tv, x, &res, &err), &err, "unfrozen step");
+    int K = hp.l_bins, E = hp.emb_width, np = jb_train_vqvae_n_params(tv);
+    size_t nw = 0;
+    for (int i = 0; i < np; i++) nw += jb_train_vqvae_param(tv, i).n;
+    float *w0 = malloc(sizeof(float) * nw), *k0 = malloc(sizeof(float) * 3 * K * E * 2);
+    int32_t *z0 = malloc(sizeof(int32_t) * N * T);
+    int64_t T0 = T / hp.hop_lengths[0];
+    for (int i = 0, o = 0; i < np; o += (int)jb_train_vqvae_param(tv, i).n, i++)
+        memcpy(w0 + o, jb_train_vqvae_param(tv, i).w, sizeof(float) * jb_train_vqvae_param(tv, i).n);
+    for (int L = 0; L < 2; L++) {
+        const float *k, *ks, *ke;
+        jb_train_vqvae_codebook(tv, L, &k, &ks, &ke);
+        memcpy(k0 + (size_t)L * 3 * K * E, k, sizeof(float) * K * E);
+        memcpy(k0 + (size_t)L * 3 * K * E + K * E, ks, sizeof(float) * K * E);
+        memcpy(k0 + (size_t)L * 3 * K * E + 2 * K * E, ke, sizeof(float) * K);
+    }
+    jb_train_vqvae_freeze_encoders(tv);
+    for (int it = 0; it < 3; it++) {
+        JB_CHECK_OK(jb_train_vqvae_step(tv, x, &res, &err), &err, "frozen step");
+        if (it == 0) memcpy(z0, res.zs[0], sizeof(int32_t) * N * T0);
+        for (int i = 0; i < np; i++) {
+            jb_tvq_param_t p = jb_train_vqvae_param(tv, i);
+            for (int64_t j = 0; j < p.n; j++) p.w[j] -= 0.05f * p.g[j];
+        }
+    }
+    int enc_same = 1, dec_moved = 0, n_enc = 0;
+    for (int i = 0, o = 0; i < np; o += (int)jb_train_vqvae_param(tv, i).n, i++) {
+        jb_tvq_param_t p = jb_train_vqvae_param(tv, i);
+        int same = !memcmp(w0 + o, p.w, sizeof(float) * p.n);
+        if (!strncmp(p.name, "encoders.", 9)) enc_same &= same, n_enc++;
+        else if (!strncmp(p.name, "decoders.", 9)) dec_moved |= !same;
+    }
+    JB_CHECK(n_enc > 0 && enc_same, "frozen: the %d encoder tensors are unchanged", n_enc);
+    JB_CHECK(dec_moved, "frozen: the decoders moved");
+    int books_same = 1;
+    for (int L = 0; L < 2; L++) {
+        const float *k, *ks, *ke;
+        jb_train_vqvae_codebook(tv, L, &k, &ks, &ke);
+        books_same &= !memcmp(k0 + (size_t)L * 3 * K * E, k, sizeof(float) * K * E);
+        books_same &= !memcmp(k0 + (size_t)L * 3 * K * E + K * E, ks, sizeof(float) * K * E);
+        books_same &= !memcmp(k0 + (size_t)L * 3 * K * E + 2 * K * E, ke, sizeof(float) * K);
+    }
+    JB_CHECK(books_same, "frozen: codebooks and their EMA state unchanged");
+    JB_CHECK(!memcmp(z0, res.zs[0], sizeof(int32_t) * N * T0), "frozen: the same codes");
+    free(w0), free(k0), free(z0), free(x);
+    free_model(&m);
+}
+
 static void check_tied_upsampling(void) {
     for (int L = 0; L < 2; L++) {
         int tied_u, tied_t;
@@ -693,5 +757,6 @@ int main(void) {
     check_real_shape();
     check_fresh_and_save();
     check_tied_upsampling();
+    check_freeze_encoders();
     return jb_test_summary("test_jb_train_vqvae");
 }

@@ -384,6 +384,18 @@ static int train_vqvae(const opts_t *o) {
         int n_tied = jb_train_vqvae_tie_upsampling(tv);
         if (!o->quiet) jb_log(JB_INFO, "upsample_tied: %d transposed convolutions tied", n_tied);
     }
+    // "train_decoder_only": true (our key, kept like upsample_tied): encoders and codebooks
+    // fixed (jb_train_vqvae_freeze_encoders), so the codes, and the priors trained on them,
+    // stay valid
+    const json_t *dec_only = json_object_get(hp, "train_decoder_only");
+    if (dec_only && !json_is_boolean(dec_only)) {
+        jb_err_set(&err, JB_EINVAL, "hparams: \"train_decoder_only\" must be true or false");
+        goto fail;
+    }
+    if (json_is_true(dec_only)) {
+        jb_train_vqvae_freeze_encoders(tv);
+        if (!o->quiet) jb_log(JB_INFO, "train_decoder_only: encoders and codebooks fixed");
+    }
 
     // metrics: loss, every metric of the step, then lr and the gradient norm
     const char *mn[64];

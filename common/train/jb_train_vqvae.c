@@ -110,6 +110,7 @@ struct jb_train_vqvae {
     int64_t T;
     uint64_t seed, step;
     int tie_up;                         // jb_train_vqvae_tie_upsampling
+    int freeze_enc;                     // jb_train_vqvae_freeze_encoders
     // parameters
     pdesc_t *pd;
     int np, pcap;
@@ -632,6 +633,20 @@ static void bottleneck(jb_train_vqvae_t *tv, int L, const float *e, int64_t R, f
     double total = 0.0, ent = 0.0;
     int used_curr = 0, usage = 0, revived = 0;
     for (int j = 0; j < K; j++) total += cnt[j];
+    if (tv->freeze_enc) {   // codebooks fixed: the statistics only
+        for (int j = 0; j < K; j++) {
+            double pj = cnt[j] / total;
+            ent -= pj * log(pj + 1e-8);
+            used_curr += cnt[j] >= thr;
+            usage += tv->k_elem[L][j] >= thr;
+        }
+        free(s);
+        res->entropy += ent;
+        res->used_curr += used_curr;
+        res->usage += usage;
+        res->revived[L] = 0;
+        return;
+    }
     for (int j = 0; j < K; j++) {
         double pj = cnt[j] / total;
         ent -= pj * log(pj + 1e-8);
@@ -854,6 +869,8 @@ static int tie_convt(jb_train_vqvae_t *tv, float *buf) {
     return n_tied;
 }
 
+void jb_train_vqvae_freeze_encoders(jb_train_vqvae_t *tv) { tv->freeze_enc = 1; }
+
 int jb_train_vqvae_tie_upsampling(jb_train_vqvae_t *tv) {
     tv->tie_up = 1;
     return tie_convt(tv, tv->w);
@@ -909,6 +926,10 @@ int jb_train_vqvae_step(jb_train_vqvae_t *tv, const float *x, jb_tvq_result_t *r
     res->loss = res->recons_loss + lh->spectral * res->spectral_loss +
                 lh->multispectral * res->multispectral_loss + lh->commit * res->commit_loss;
     if (tv->tie_up) tie_convt(tv, tv->g);   // the tied taps get one gradient: they stay tied
+    if (tv->freeze_enc)   // encoders fixed: no gradient (Adam then leaves them unchanged)
+        for (int i = 0; i < tv->np; i++)
+            if (!strncmp(tv->pd[i].name, "encoders.", 9))
+                memset(tv->g + tv->pd[i].off, 0, sizeof(float) * tv->pd[i].n);
 
     // metrics on the level-0 output (no gradient)
     const float *x0 = tv->arena + tv->dec[0].out_off;

@@ -140,6 +140,13 @@ int jb_train_vqvae_set_ema(jb_train_vqvae_t *tv, int L, const float *k, const fl
 // song). The model file keeps the reference's layout. Returns the number of layers tied.
 int jb_train_vqvae_tie_upsampling(jb_train_vqvae_t *tv);
 
+// Trains the decoders only: every later jb_train_vqvae_step leaves the codebooks and their
+// EMA state as they are (no update, no revival; the usage statistics are still reported) and
+// zeroes the encoders' gradients (with weight decay 0, Adam then leaves them unchanged). The
+// codes of any audio stay what they were, so priors trained on them keep working with the
+// retrained decoders (e.g. to tie a trained model's upsampling).
+void jb_train_vqvae_freeze_encoders(jb_train_vqvae_t *tv);
+
 int jb_train_vqvae_step(jb_train_vqvae_t *tv, const float *x, jb_tvq_result_t *res,
                         jb_err_t *err);
 
