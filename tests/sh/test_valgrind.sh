@@ -15,7 +15,7 @@ if [ -n "${SAN_BUILD:-}" ] || [[ "$BUILD" == *asan* ]]; then
     check_finish test_valgrind
 fi
 # Tests that are quick enough for valgrind's ~30x slowdown.
-tests="test_jb_model_files test_jb_device test_jb_job test_jb_transformer test_jb_prior test_jb_nn test_jb_wire test_jb_torch test_jb_text test_jb_labels test_jb_codes test_jb_audio test_jb_codec test_jb_job test_jb_collect test_jb_compose test_jb_trainer test_jb_link test_jb_spool"
+tests="test_jb_model_files test_jb_device test_jb_job test_jb_transformer test_jb_prior test_jb_nn test_jb_wire test_jb_torch test_jb_text test_jb_labels test_jb_codes test_jb_audio test_jb_codec test_jb_job test_jb_collect test_jb_compose test_jb_trainer test_jb_link test_jb_spool test_jb_publish test_jb_pickle test_jb_optim test_jb_outdir test_jb_service"
 for t in $tests; do
     bin="$BUILD/tests/$t"
     [ -x "$bin" ] || { bad "valgrind $t: $bin not built (make test builds it)"; continue; }
