@@ -113,6 +113,35 @@ int main(void) {
     JB_CHECK(access(path, R_OK) == 0, "alignment picture written");
     free(html);
 
+    // Per-level times: in timings.js, so that index.html is the same on every run.
+    jb_html_sample_t timed[1] = {{.audio_href = "level_0/sample_0.wav", .n_levels = 2,
+                                  .levels = {{.level = 0, .audio_href = "level_0/sample_0.wav",
+                                              .seconds = 2, .ready_s = 3.25},
+                                             {.level = 2, .audio_href = "level_2/sample_0.wav",
+                                              .seconds = 2, .ready_s = 0.5}}}};
+    jb_html_page_t tpage = {.title = "t", .n_samples = 1, .samples = timed};
+    char *pages[2] = {0}, tdir[160];
+    snprintf(tdir, sizeof tdir, "%s/timed", dir);
+    mkdir(tdir, 0755);
+    for (int run = 0; run < 2; run++) {
+        timed[0].levels[0].ready_s = run ? 7.125 : 3.25;
+        JB_CHECK_OK(jb_html_write(tdir, &tpage, &err), &err, "timed page written");
+        snprintf(path, sizeof path, "%s/index.html", tdir);
+        pages[run] = (char *)slurp(path, &n);
+        snprintf(path, sizeof path, "%s/timings.js", tdir);
+        char *js = (char *)slurp(path, &n);
+        const char *want = run ? "window.jbTimings = {\"0\": 7.125, \"2\": 0.500};\n"
+                               : "window.jbTimings = {\"0\": 3.250, \"2\": 0.500};\n";
+        JB_CHECK(js && !strcmp(js, want), "timings.js of run %d: %s", run, js ? js : "(none)");
+        free(js);
+    }
+    JB_CHECK(pages[0] && pages[1] && !strcmp(pages[0], pages[1]) &&
+                 strstr(pages[0], "<script src=\"timings.js\"></script>") &&
+                 strstr(pages[0], "class=\"ready\" data-level=\"2\""),
+             "index.html is the same whatever the times; it loads timings.js");
+    free(pages[0]);
+    free(pages[1]);
+
     if (system("command -v chromium >/dev/null 2>&1") == 0) {
         snprintf(cmd, sizeof cmd,
                  "cd %s && timeout 60 chromium --headless --no-sandbox --disable-gpu "

@@ -228,6 +228,11 @@ static const char *k_script =
     "  audio.addEventListener('seeked', paint);\n"
     "}\n"
     "document.querySelectorAll('audio[data-sample]').forEach(a => follow(a, a.dataset.sample));\n"
+    "// Per level, when its codes were complete (timings.js: it varies from run to run).\n"
+    "document.querySelectorAll('td.ready').forEach(td => {\n"
+    "  const v = (window.jbTimings || {})[td.dataset.level];\n"
+    "  if (v > 0) td.textContent = v.toFixed(1) + ' s';\n"
+    "});\n"
     "</script>\n";
 
 int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
@@ -296,10 +301,11 @@ int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
                     sb_html(&b, L->audio_href);
                     sb_str(&b, "</a>");
                 }
-                sb_printf(&b, " <span class=\"meta\">%.1f s</span></td><td>", L->seconds);
-                if (L->ready_s > 0) sb_printf(&b, "%.1f s", L->ready_s);
-                else sb_str(&b, "<span class=\"meta\">unknown</span>");
-                sb_str(&b, "</td></tr>\n");
+                // The time varies from run to run: timings.js carries it, so that
+                // index.html itself is the same for the same job on every run.
+                sb_printf(&b, " <span class=\"meta\">%.1f s</span></td><td class=\"ready\" "
+                              "data-level=\"%d\"><span class=\"meta\">unknown</span></td></tr>\n",
+                          L->seconds, L->level);
             }
             sb_str(&b, "</table>\n");
         } else if (s->preview_href) {
@@ -335,6 +341,7 @@ int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
         else sb_str(&b, "[]");
         sb_str(&b, "</script>\n</section>\n");
     }
+    sb_str(&b, "<script src=\"timings.js\"></script>\n");
     sb_str(&b, k_script);
     sb_str(&b, "</body></html>\n");
     if (b.oom) {
@@ -343,6 +350,20 @@ int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
     }
     snprintf(path, sizeof path, "%s/index.html", outdir);
     if (write_file_atomic(path, b.s, b.n, err) != 0) goto fail;
+    // timings.js: per level, seconds from the job's start until its codes were complete
+    // (the same for every sample; {} when unknown).
+    char js[256];
+    int n = snprintf(js, sizeof js, "window.jbTimings = {");
+    const jb_html_sample_t *s0 = p->n_samples > 0 ? &p->samples[0] : NULL;
+    for (int k = 0, first = 1; s0 && k < s0->n_levels && k < JB_HTML_MAX_LEVELS; k++) {
+        if (s0->levels[k].ready_s <= 0) continue;
+        n += snprintf(js + n, sizeof js - (size_t)n, "%s\"%d\": %.3f", first ? "" : ", ",
+                      s0->levels[k].level, s0->levels[k].ready_s);
+        first = 0;
+    }
+    n += snprintf(js + n, sizeof js - (size_t)n, "};\n");
+    snprintf(path, sizeof path, "%s/timings.js", outdir);
+    if (write_file_atomic(path, js, (size_t)n, err) != 0) goto fail;
     free(b.s);
     return 0;
 fail:

@@ -54,7 +54,9 @@ typedef struct {
     const jb_html_sample_t *samples;
 } jb_html_page_t;
 
-// Write OUTDIR/index.html and OUTDIR/align_<i>.png for samples with an alignment.
+// Write OUTDIR/index.html, OUTDIR/timings.js (per level, when its codes were complete: the
+// only part that varies between runs, kept out of index.html) and OUTDIR/align_<i>.png for
+// samples with an alignment.
 int jb_html_write(const char *outdir, const jb_html_page_t *page, jb_err_t *err);
 
 // An 8-bit grayscale PNG (zlib), written atomically. pix: (h, w) row-major.

@@ -7,7 +7,8 @@
 //   level_1/sample_<i>.wav  decoded from the middle codes
 //   level_0/sample_<i>.wav  the result, decoded from the bottom codes
 //   level_<l>/sample_<i>.png  waveform of each level's audio (drawn here)
-//   index.html, align_<i>.png   the page (jb_html.h)
+//   index.html, align_<i>.png   the page (jb_html.h), the same on every run of the job
+//   timings.js                 when each level's codes were complete (varies by run)
 // or, for a job that failed, OUTDIR/error.json {"job", "level", "code", "error"}.
 //
 // The directory is built as ROOT/.<id>.partial and renamed to ROOT/<id> when

@@ -83,7 +83,8 @@ check "text and link contrast >= 4.5:1 everywhere (min $(jq_ 'r["contrast_min"]'
 check "the level-1 (middle) preview is linked" "grep -q 'href=\"level_1/sample_0.wav\"' '$R/index.html'"
 check "labels and settings on the page" \
     "grep -q 'Miles Harmon Trio' '$R/index.html' && grep -q 'Settings: .*temperature .*seed 5' '$R/index.html'"
-check "compute time per level on the page" "[ \$(grep -o 'codes complete after' '$R/index.html' | wc -l) -ge 2 ] && grep -q '<td>[0-9.]* s</td>' '$R/index.html'"
+check "compute time per level on the page (timings.js, shown in the rendered page)" \
+    "[ \$(grep -o 'codes complete after' '$R/index.html' | wc -l) -ge 2 ] && [ \$(grep -oE '\"[0-2]\": [0-9.]+' '$R/timings.js' | wc -l) = 3 ] && [ \$(grep -oE 'class=\"ready\" data-level=\"[0-2]\">[0-9.]+ s</td>' '$T/dom.html' | wc -l) -ge 6 ]"
 timeout 90 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$T/profile" \
     --window-size=1024,1100 --screenshot="$T/shot.png" "file://$R/index.html" >/dev/null 2>&1
 check "screenshot taken" "[ \$(stat -c %s '$T/shot.png' 2>/dev/null || echo 0) -gt 10000 ]"
