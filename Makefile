@@ -15,8 +15,10 @@
 #   make demo         run the whole pipeline on the bundled model
 #   make install      PREFIX=/usr/local DESTDIR=
 #
-# Objects go to $(BUILD); sources are found by wildcard, so a new module in
-# common/ or a new tests/test_*.c needs no edit here.
+# Objects go to $(BUILD); sources are found by wildcard, so a new module in a layer folder
+# of common/ (README "Where things live") or a new tests/test_*.c needs no edit here.
+# Includes stay flat (#include "jb_err.h"): every layer folder is one -I; `make check-layers`
+# (scripts/check-layers.sh, run by make test) fails on an include that points up a layer.
 
 BUILD    ?= build
 CC       ?= gcc
@@ -27,7 +29,12 @@ SAN      ?= 0
 OPT      ?= -O2
 GOLDEN   ?= tests/golden
 
-CPPFLAGS += -Icommon -D_GNU_SOURCE
+# The layers of common/, bottom first (scripts/check-layers.py reads this line). cuda_emu
+# (the CPU emulation of the CUDA runtime) is on the include path of the emulated build only.
+# -Icommon and common/*.c: a module still in common/ itself builds, and check-layers names it.
+LAYERS   := core ops media model cuda_emu cuda convert train wire serve
+LAYER_INC := $(addprefix -Icommon/,$(filter-out cuda_emu,$(LAYERS))) -Icommon
+CPPFLAGS += $(LAYER_INC) -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g -fopenmp -march=x86-64-v3 -Wall -Wextra -Wno-unused-parameter -MMD -MP
 LDLIBS   += -lopenblas -ljansson -lzmq -lmsgpackc -llz4 -lsndfile -lsoxr -lsystemd -lz -lm -lpthread
 LDFLAGS  += -fopenmp
@@ -37,7 +44,7 @@ CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 LDFLAGS  += -fsanitize=address,undefined
 endif
 
-COMMON_SRC := $(wildcard common/*.c)
+COMMON_SRC := $(wildcard common/*.c $(addsuffix /*.c,$(addprefix common/,$(LAYERS))))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 
 ifeq ($(CUDA),1)
@@ -46,7 +53,7 @@ CUDA_SRC  := $(wildcard common/cuda/*.cu)
 CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 CPPFLAGS  += -DJB_HAVE_CUDA=1 -I$(CUDA_HOME)/include
 LDLIBS    += -L$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
-NVCCFLAGS ?= -O2 -std=c++17 -Icommon -DJB_HAVE_CUDA=1 \
+NVCCFLAGS ?= -O2 -std=c++17 $(LAYER_INC) -DJB_HAVE_CUDA=1 \
              -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90 \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fopenmp --Werror all-warnings
@@ -62,7 +69,7 @@ EMU_LIB  := $(BUILD)/libjukebox-emu.a
 EMU_SRC  := $(wildcard common/cuda/*.cu) $(wildcard common/cuda_emu/*.cpp)
 EMU_OBJ  := $(EMU_SRC:%=$(BUILD)/emu/%.o)
 EMU_CXXFLAGS := -std=c++17 $(OPT) -g -fopenmp -march=x86-64-v3 -Wall -Wextra -Wno-unused-parameter \
-                -MMD -MP -DJB_CUDA_EMU -DJB_HAVE_CUDA=1 -Icommon/cuda_emu -Icommon -D_GNU_SOURCE
+                -MMD -MP -DJB_CUDA_EMU -DJB_HAVE_CUDA=1 -Icommon/cuda_emu $(LAYER_INC) -D_GNU_SOURCE
 ifeq ($(SAN),1)
 EMU_CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
@@ -86,7 +93,7 @@ TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 GOLDEN_SRC := $(wildcard tests/golden_*.c)
 GOLDEN_BIN := $(BUILD)/tests/golden-runner
 
-.PHONY: all test test-gpu check asan golden fuzz demo install clean deps
+.PHONY: all test test-gpu check check-layers asan golden fuzz demo install clean deps
 all: deps $(LIB) $(STAGE_BINS) $(TOOL_BINS) $(if $(filter 1,$(CUDA)),,$(EMU_LIB))
 
 deps:
@@ -158,9 +165,14 @@ $(GOLDEN_CUDA_BIN): $(GOLDEN_SRC:tests/%.c=$(BUILD)/tests/cuda/%.o) $(CUDA_TEST_
 
 test: all $(TEST_BINS) $(GOLDEN_BIN) $(GOLDEN_CUDA_BIN)
 	@scripts/deps.sh test
+	@scripts/check-layers.py $(LAYERS)
 	@BUILD=$(BUILD) GOLDEN=$(GOLDEN) tests/run_tests.sh
 
 check: test
+
+# Every #include "..." under common/ points down a layer (README "Where things live").
+check-layers:
+	@scripts/check-layers.py $(LAYERS)
 
 # For whoever has a GPU: everything built with nvcc into build-cuda/, the CUDA tests on the
 # device (test_cuda_transformer prints device forward/step timings), the golden suite.

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Generate common/jb_unidecode_table.c: the transliteration tables of the PyPI
+"""Generate common/model/jb_unidecode_table.c: the transliteration tables of the PyPI
 package `unidecode` 1.3.6 (the version the golden fixtures were made with) and
 the lower-case mapping of Python's str.lower(), as compact C arrays.
 
 Usage (generation only; the C build never runs this):
     python3 -m venv /tmp/ud && /tmp/ud/bin/pip install unidecode==1.3.6
-    /tmp/ud/bin/python tools/gen_unidecode.py > common/jb_unidecode_table.c
+    /tmp/ud/bin/python tools/gen_unidecode.py > common/model/jb_unidecode_table.c
 
-Layout of the output (read by common/jb_text.c):
+Layout of the output (read by common/model/jb_text.c):
   * every distinct replacement string once, NUL-terminated, in one pool;
     string id 0 is "" (unidecode's None and "" both give "");
   * per 256-code-point section that unidecode has a table for: the start of

@@ -3,8 +3,8 @@
 //   jukebox-train vqvae --data DIR --out RUN [--preset NAME | --hparams FILE] [--steps N] ...
 //   jukebox-train prior --level L --vqvae RUN/vqvae.safetensors --data DIR --out RUN2 ...
 //
-// The steps are common/jb_train_vqvae.c and common/jb_train_prior.c, the optimiser
-// common/jb_adam.c, the data set, metrics CSV and plot common/jb_trainer.c. Checkpoints: the
+// The steps are common/train/jb_train_vqvae.c and common/train/jb_train_prior.c, the optimiser
+// common/train/jb_adam.c, the data set, metrics CSV and plot common/train/jb_trainer.c. Checkpoints: the
 // model file (loadable by the stages) and RUN/optim.safetensors (Adam moments, the schedule
 // position, the data stream position), each written atomically; --resume continues from them
 // and a resumed run equals an uninterrupted one bit for bit (every random draw is a pure

@@ -4,7 +4,9 @@
 # when a target crashed, leaked, hit undefined behaviour or did not build.
 #
 # A target declares what it links in comment lines (any number of each):
-#   // fuzz-sources: common/jb_wire.c common/jb_err.c
+#   // fuzz-sources: common/wire/jb_wire.c common/core/jb_err.c
+# (a path that does not exist is looked up by its file name in the layer folders of common/,
+# so common/jb_wire.c also works)
 #   // fuzz-libs: -lmsgpackc -llz4
 # A target that reads the environment variable JB_FUZZ_WRITE_SEEDS (in
 # LLVMFuzzerInitialize: write seed inputs into that directory, then exit) gets
@@ -31,13 +33,22 @@ fi
 
 cflags="-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
         -fno-omit-frame-pointer -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -D_GNU_SOURCE
-        -Icommon -Wall -Wextra -Wno-unused-parameter"
+        $(for d in common/*/; do [ "$d" = common/cuda_emu/ ] || printf -- "-I%s " "${d%/}"; done) -Icommon -Wall -Wextra -Wno-unused-parameter"
 pass=0; fail=0; failed=""
 for src in tests/fuzz/fuzz_*.c; do
     [ -f "$src" ] || continue
     name=$(basename "$src" .c)
     if [ -n "${FUZZ_TARGETS:-}" ] && [[ " $FUZZ_TARGETS " != *" $name "* ]]; then continue; fi
     sources=$(sed -n 's#^[[:space:]]*//[[:space:]]*fuzz-sources:##p' "$src" | tr '\n' ' ')
+    resolved=""
+    for f in $sources; do
+        if [ ! -f "$f" ]; then
+            g=$(find common -mindepth 2 -name "$(basename "$f")" -print -quit)
+            [ -n "$g" ] && f=$g
+        fi
+        resolved="$resolved $f"
+    done
+    sources="${resolved# }"
     libs=$(sed -n 's#^[[:space:]]*//[[:space:]]*fuzz-libs:##p' "$src" | tr '\n' ' ')
     echo "== $name: build ($src $sources$libs)"
     # shellcheck disable=SC2086
