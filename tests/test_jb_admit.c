@@ -1,4 +1,4 @@
-// test_jb_admit.c: admission before decompression (common/jb_admit.h, docs/wire.md 3.1):
+// test_jb_admit.c: admission before decompression (common/wire/jb_admit.h, docs/wire.md 3.1):
 // a known job's bounds from its job message (samples, each level's length under the
 // receiver's model), the cap for jobs not known, forgetting at the job's end, and that a
 // refused bomb costs no allocation (decoded in a child whose address space is capped at

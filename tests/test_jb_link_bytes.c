@@ -1,4 +1,4 @@
-// test_jb_link_bytes.c: the link's credit counts bytes (common/jb_link.h credit_bytes,
+// test_jb_link_bytes.c: the link's credit counts bytes (common/wire/jb_link.h credit_bytes,
 // docs/wire.md section 4): a producer that uses all its credit with the largest messages
 // the spec allows (4 Mi codes, 16 MiB decompressed) makes a consumer that does not read
 // hold at most its byte budget, not credit x 16 MiB; once the consumer reads, every

@@ -6,7 +6,7 @@
 // result at most. Fuzz builds skip the frame checksum.
 //
 // fuzz-sources: common/jb_transport.c common/jb_link.c common/jb_log.c common/jb_wire.c common/jb_err.c
-// fuzz-sources: common/jb_admit.c common/jb_reader.c common/jb_codes.c
+// fuzz-sources: common/wire/jb_admit.c common/serve/jb_reader.c common/wire/jb_codes.c
 // fuzz-libs: -lzmq -lmsgpackc -llz4 -ljansson -lpthread
 #include <stdint.h>
 #include <stdio.h>
