@@ -752,6 +752,48 @@ out:
     jb_link_close(&p, 0);
 }
 
+// A producer cancels a job while its consumer is down (the CANCEL is lost), then sends
+// the job again, numbered from 0: the consumer, back with the old stream held in its
+// spool (same producer, same run), must not take the new stream as the old one's
+// continuation (before: its seqs 0-2 were dropped as held; the job hung or was spliced).
+static void test_resend_after_cancel(void) {
+    const char *pe = ep("rc");
+    char at[400], to[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    snprintf(to, sizeof to, ">%s", pe);
+    jb_link_t *p = open_epoch(at, JB_LINK_PRODUCER, "rcP", "E1");
+    jb_link_t *c = open_epoch(to, JB_LINK_CONSUMER, "rcC", NULL);
+    got_t g[16];
+    char got[32] = "";
+    JB_CHECK(p && c && wait_until(peers_alive_1, p, 2000), "links open");
+    if (!p || !c) goto out;
+    send_job(p, "R", 3);
+    int n = recv_n(c, g, 16, 3, 2000);
+    JB_CHECK(n == 3, "the job delivered (%d)", n);
+    jb_link_close(&c, 0);
+    jb_link_stats_t st = {0};
+    for (int i = 0; i < 400; i++) {
+        jb_link_stats(p, &st);
+        if (st.peers_alive == 0) break;
+        sleep_ms(10);
+    }
+    jb_link_cancel(p, "R");   // to nobody: lost
+    c = open_epoch(to, JB_LINK_CONSUMER, "rcC", NULL);
+    jb_err_t err = {0};
+    JB_CHECK(c && !jb_link_preload_from(c, "R", 3, "rcP", "E1", &err), "back, the old stream held");
+    if (!c) goto out;
+    send_job(p, "R", 3);   // the job again, a new stream
+    int k = recv_n(c, g, 16, 4, 10 * TIMEOUT);
+    k += recv_n(c, g + k, 16 - k, 16 - k, 3 * HB);
+    for (int i = 0; i < k && i < 16; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%c",
+                 g[i].type == JB_MSG_CANCEL ? 'C' : (char)('0' + g[i].seq));
+    JB_CHECK(!strcmp(got, "C012"), "the new stream: CANCEL of the old, then seq 0 1 2 (%s)", got);
+out:
+    jb_link_close(&c, 0);
+    jb_link_close(&p, 0);
+}
+
 static void test_garbage(void) {
     const char *pe = ep("g");
     char at[400], to[400];
@@ -924,6 +966,7 @@ int main(void) {
     test_stream_before_preload();
     test_done_drops_queued();
     test_send_after_done();
+    test_resend_after_cancel();
     test_garbage();
     test_bounded_send();
     test_control();

@@ -105,8 +105,8 @@ typedef struct {
     // downstream (another copy may have got there first). The stage thread drops it and
     // its spool (drain_done); until then nothing more of it is sent or spooled.
     pthread_mutex_t done_mu;
-    char done_q[64][JB_WIRE_JOB_ID_MAX + 1];
-    int n_done_q;
+    char (*done_q)[JB_WIRE_JOB_ID_MAX + 1];
+    int n_done_q, cap_done_q;
     // The last 64 jobs DONE from below: the input link's persist hook spools nothing more
     // of them (a message it was persisting when the DONE came would recreate the spool
     // directory after drain_done removed it).
@@ -196,10 +196,17 @@ static void stage_on_done(void *user, const char *job_id) {
     stage_t *s = user;
     if (s->in_link) jb_link_done(s->in_link, job_id);
     pthread_mutex_lock(&s->done_mu);
-    if (s->n_done_q < 64) snprintf(s->done_q[s->n_done_q++], sizeof s->done_q[0], "%s", job_id);
+    if (s->n_done_q == s->cap_done_q) {
+        int cap = s->cap_done_q ? 2 * s->cap_done_q : 16;
+        void *q = realloc(s->done_q, sizeof *s->done_q * (size_t)cap);
+        if (q) s->done_q = q, s->cap_done_q = cap;
+    }
+    int queued = s->n_done_q < s->cap_done_q;
+    if (queued) snprintf(s->done_q[s->n_done_q++], sizeof s->done_q[0], "%s", job_id);
     snprintf(s->done_recent[s->n_done_recent++ % 64], sizeof s->done_recent[0], "%s", job_id);
     pthread_mutex_unlock(&s->done_mu);
-    if (s->n_done_q >= 64) jb_log(JB_WARN, "job=%s: DONE queue full", job_id);
+    if (!queued) jb_log(JB_WARN, "job=%s: out of memory queueing its DONE; its spool stays until "
+                        "a restart replays it", job_id);
 }
 
 static int done_pending(stage_t *s, const char *id) {
@@ -218,21 +225,25 @@ static struct job *find_job(stage_t *s, const char *id);
 // while this thread still sampled the job and spooled its next window into a new
 // directory that no DONE removed (a job left in the spool: issue 18 D).
 static void drain_done(stage_t *s) {
-    char ids[64][JB_WIRE_JOB_ID_MAX + 1];
-    pthread_mutex_lock(&s->done_mu);
-    int n = s->n_done_q;
-    memcpy(ids, s->done_q, sizeof ids[0] * (size_t)n);
-    s->n_done_q = 0;
-    pthread_mutex_unlock(&s->done_mu);
-    for (int i = 0; i < n; i++) {
-        struct job *j = find_job(s, ids[i]);
-        if (j) {
-            jb_log(JB_INFO, "job=%s: DONE from below while this stage still had it (another "
-                   "copy finished first); dropped", ids[i]);
-            drop_job(s, j);
+    char ids[16][JB_WIRE_JOB_ID_MAX + 1];
+    for (;;) {   // 16 at a time, without the lock while dropping
+        pthread_mutex_lock(&s->done_mu);
+        int n = s->n_done_q < 16 ? s->n_done_q : 16;
+        memcpy(ids, s->done_q, sizeof ids[0] * (size_t)n);
+        memmove(s->done_q, s->done_q + n, sizeof ids[0] * (size_t)(s->n_done_q - n));
+        s->n_done_q -= n;
+        pthread_mutex_unlock(&s->done_mu);
+        if (!n) return;
+        for (int i = 0; i < n; i++) {
+            struct job *j = find_job(s, ids[i]);
+            if (j) {
+                jb_log(JB_INFO, "job=%s: DONE from below while this stage still had it "
+                       "(another copy finished first); dropped", ids[i]);
+                drop_job(s, j);
+            }
+            jb_err_t e = {0};
+            if (s->spool && jb_spool_remove(s->spool, ids[i], &e)) jb_log(JB_WARN, "%s", e.msg);
         }
-        jb_err_t e = {0};
-        if (s->spool && jb_spool_remove(s->spool, ids[i], &e)) jb_log(JB_WARN, "%s", e.msg);
     }
 }
 
@@ -1497,5 +1508,6 @@ done:
     free(s.status);
     pthread_mutex_destroy(&s.status_mu);
     pthread_mutex_destroy(&s.done_mu);
+    free(s.done_q);
     return rc;
 }

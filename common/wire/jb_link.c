@@ -57,6 +57,11 @@ typedef struct pjob {
     char prev[N_PREV][NAME_LEN];   // consumers it was taken from
     int n_prev;
     int64_t bytes;
+    // This producer cancelled the job before (jb_link_cancel) and now sends it again: a
+    // consumer may still hold the old stream (the CANCEL was lost, e.g. it was down), and
+    // this one is numbered from 0 again, so a CANCEL goes to each consumer before seq 0.
+    bool recancel;
+    uint64_t recancelled;      // consumers (bit = peer index) that got that CANCEL
 } pjob_t;
 
 typedef struct cjob {
@@ -119,6 +124,8 @@ struct jb_link {
     int n_done;
     char rel_ring[RING][JB_WIRE_JOB_ID_MAX + 1];
     int n_rel;
+    char cancel_ring[RING][JB_WIRE_JOB_ID_MAX + 1];   // producer: jobs it cancelled
+    int n_cancel;
     // CANCELs of jobs not held (yet): a job the stage preloads from its spool after its
     // producer already cancelled it (the CANCEL came before the replay) is void at once.
     struct { char id[JB_WIRE_JOB_ID_MAX + 1]; char from[NAME_LEN]; } early_cancel[32];
@@ -368,6 +375,11 @@ static void producer_pump(jb_link_t *l) {
             }
         }
         while (j->sent < j->n && p->credit - unacked[j->peer] > 0) {
+            if (j->sent == 0 && j->recancel && !(j->recancelled >> j->peer & 1)) {
+                send_ctl(l, j->peer, JB_MSG_CANCEL, j->id, -1, NULL);   // before seq 0
+                j->recancelled |= UINT64_C(1) << j->peer;
+                l->st.cancels_tx++;
+            }
             if (send_peer(l, j->peer, &j->m[j->sent].hdr, &j->m[j->sent].pl)) break;
             if (j->sent < j->hi) l->st.resent++;
             else {
@@ -1390,6 +1402,7 @@ int jb_link_send(jb_link_t *l, const jb_msg_t *msg, jb_err_t *err) {
     if (!j) {
         if (!(j = calloc(1, sizeof *j))) goto nomem;
         snprintf(j->id, sizeof j->id, "%s", msg->job_id);
+        j->recancel = in_ring(l->cancel_ring, l->n_cancel, msg->job_id);
         j->peer = -1;
         j->released_by = -1;
         pjob_t **t = &l->pjobs;
@@ -1430,6 +1443,8 @@ int jb_link_cancel(jb_link_t *l, const char *job_id) {
             outbox(l, j->peer, JB_MSG_CANCEL, job_id);
             l->st.cancels_tx++;
         }
+        if (!in_ring(l->cancel_ring, l->n_cancel, job_id))
+            ring_add(l->cancel_ring, &l->n_cancel, job_id);
         unlink_pjob(l, j);
         pthread_cond_broadcast(&l->cv);
     }
