@@ -65,5 +65,5 @@ done
 # Different jobs got different codes (the comparison above is not between empty or equal runs).
 check "jobs differ from each other" \
     '[ "$(codes_of "$T/alone/mj0/codes.jbc" 0)" != "$(codes_of "$T/alone/mj2/codes.jbc" 0)" ]'
-echo "$pass passed, $fail failed"
+echo "test_multijob: $pass passed, $fail failed"
 [ "$fail" = 0 ]
