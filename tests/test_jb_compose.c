@@ -143,6 +143,47 @@ int main(void) {
     JB_CHECK(drums_ok, "no drums in classical; drums in rock, electronic, reggae, jazz, blues");
     JB_CHECK(words_ok, "sung words in order inside the song; lyrics are exactly these words");
     JB_CHECK(lead_ok, "without vocals the lead plays the vocal line; the band is unchanged");
+
+    // Clear tunes: the same artist traits and song choices (tempo, key, mode, programs but
+    // the pad's) as without, the lead in front (louder channel, no pad, softer chords,
+    // louder vocals), legato and sparser motifs (fewer, longer lead notes).
+    int tw_ok = 1, tb_ok = 1, tmix_ok = 1, tlead_ok = 1;
+    for (int g = 0; g < ng; g++)
+        for (int a = 0; a < JB_COMPOSE_N_ARTISTS; a++) {
+            jb_compose_opts_t on = {.vocals = true, .tunes = true}, off = {.vocals = true};
+            jb_song_t *t = jb_compose_song_opts(g, a, 30.0, 7 + g, &on, &err);
+            jb_song_t *u = jb_compose_song_opts(g, a, 30.0, 7 + g, &off, &err);
+            if (!t || !u) {
+                JB_CHECK(0, "compose tunes genre %d artist %d: %s", g, a, err.msg);
+                jb_song_destroy(&t), jb_song_destroy(&u);
+                continue;
+            }
+            tw_ok &= t->tempo == u->tempo && t->tonic == u->tonic && !strcmp(t->mode, u->mode) &&
+                     t->n_words > 0;
+            for (int c = 0; c < 16; c++) tw_ok &= c == 3 || t->chan[c].program == u->chan[c].program;
+            int nb_t = 0, nb_u = 0, lead_t = 0, lead_u = 0;
+            double len_t = 0, len_u = 0;
+            for (int i = 0; i < t->n_notes; i++) {
+                const jb_note_t *n = &t->notes[i];
+                if (n->chan == 2 || n->chan == JB_COMPOSE_DRUM_CHANNEL) nb_t++;
+                if (n->chan == 0) lead_t++, len_t += n->dur;
+                tmix_ok &= n->chan != 3;   // no pad notes
+            }
+            for (int i = 0; i < u->n_notes; i++) {
+                const jb_note_t *n = &u->notes[i];
+                if (n->chan == 2 || n->chan == JB_COMPOSE_DRUM_CHANNEL) nb_u++;
+                if (n->chan == 0) lead_u++, len_u += n->dur;
+            }
+            tb_ok &= nb_t > 0 && nb_u > 0;
+            tmix_ok &= t->chan[0].volume > u->chan[0].volume && t->chan[1].volume < u->chan[1].volume &&
+                       t->chan[3].program == -1 && t->vocal_gain > u->vocal_gain;
+            tlead_ok &= lead_t <= lead_u && len_t / lead_t > len_u / lead_u;
+            jb_song_destroy(&t), jb_song_destroy(&u);
+        }
+    JB_CHECK(tw_ok, "tunes: the same tempo, key, mode and programs (but the pad), with words");
+    JB_CHECK(tb_ok, "tunes: bass and drums still play");
+    JB_CHECK(tmix_ok, "tunes: the lead louder, chords softer, no pad, vocals louder");
+    JB_CHECK(tlead_ok, "tunes: fewer and longer lead notes");
     jb_song_destroy(NULL);
     return jb_test_summary("test_jb_compose");
 }

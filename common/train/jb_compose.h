@@ -82,11 +82,13 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
                            jb_err_t *err);
 
 // Options of jb_compose_song_opts. tunes: "clear tunes" (the default model's data set,
-// docs/dataset.md): the same random draws, chords, bass line, drums and vocal line as
+// docs/dataset.md): the same artist traits, tempo, progression and comping choice as
 // without it, arranged so that the melody stands out: lead and vocal line louder,
 // accompaniment (chords, bass, drums) softer, no pad, chords shorter; the lead's motifs
-// sparser (longer notes, 0.6x the onset density) and legato. The melody is a single line
-// at any time, so a pitch tracker follows it.
+// sparser (longer notes, 0.6x the onset density) and legato. (The sparser motifs take fewer
+// random draws, so the notes and lyrics after the first instrumental phrase differ from
+// the song without it.) The melody is a single line at any time, so a pitch tracker
+// follows it.
 typedef struct {
     bool vocals;
     bool tunes;

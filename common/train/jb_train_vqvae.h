@@ -134,10 +134,11 @@ int jb_train_vqvae_set_ema(jb_train_vqvae_t *tv, int L, const float *k, const fl
 // jb_train_vqvae_step averages their gradients the same way, so (with Adam, whose update of
 // an element depends only on its own gradient history and value) they stay tied. A tied
 // layer is nearest-neighbour upsampling followed by a 2-tap convolution of dilation s: every
-// output phase gets the same weights, so a constant input gives a constant output and the
-// decoder has no steady lines at multiples of sr / hop (the "checkerboard" of strided
-// transposed convolutions: an untied decoder put a line at sr/4, 11 kHz, through every
-// song). The model file keeps the reference's layout. Returns the number of layers tied.
+// output phase gets the same weights, so a constant input gives a constant output: no
+// steady pattern of period hop (the "checkerboard" of strided transposed convolutions: an
+// untied decoder put a line at sr/4, 11 kHz, through every song). It does not remove every
+// image of the upsampling on music (docs/train.md). The model file keeps the reference's
+// layout. Returns the number of layers tied.
 int jb_train_vqvae_tie_upsampling(jb_train_vqvae_t *tv);
 
 // Trains the decoders only: every later jb_train_vqvae_step leaves the codebooks and their

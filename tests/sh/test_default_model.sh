@@ -29,6 +29,7 @@ from=$(sed -n 's/^HELDOUT_FROM=\([0-9]*\).*/\1/p' scripts/train-default.sh)
 check "settings read from scripts/train-default.sh (seed $seed, $secs s, held out from $from)" \
     '[ -n "$seed" ] && [ -n "$secs" ] && [ -n "$from" ]'
 
+# (the committed model's data set has no --tunes: docs/default_model.md)
 "$B/jukebox-mkdataset" --out "$T/h" --first "$from" --songs 2 --seconds "$secs" --seed "$seed" \
     --threads 2 --quiet
 check "held-out songs rendered" "[ -s '$T/h/audio/song00$from.wav' ]"
@@ -54,6 +55,27 @@ for i in $from $((from + 1)); do
         "awk -v s='$s' 'BEGIN { exit !(s > 9) }'"
 done
 
+# Musical figures of the originals and the reconstructions (jukebox-eval music: aubio's YIN
+# pitch tracker). Measured: a clear pitch in 35.6 % of the originals' loud frames and 35.9 %
+# of the reconstructions', 90.4 % of those in tune; floors 25 % and 80 % (and at least 80 %
+# of the originals' share): a VQ-VAE that smears the notes fails them. The reconstructions'
+# line at sr/4 (the decoder's upsampling, docs/default_model.md) is printed, not checked:
+# 9.2 dB over its neighbourhood measured, the originals 1.3 dB.
+mkdir -p "$T/r/audio"
+: > "$T/r/labels.jsonl"
+for i in $from $((from + 1)); do
+    cp "$T/rec$i.wav" "$T/r/audio/song00$i.wav"
+    sed -n "$((i - from + 1))p" "$T/h/labels.jsonl" >> "$T/r/labels.jsonl"
+done
+"$B/jukebox-eval" music --test "$T/h" --test "$T/r" --json "$T/music.json" >/dev/null 2>&1
+read -r pd pr tr l4d l4r < <(python3 -c "import json, sys; t = json.load(open(sys.argv[1]))['tests']
+print('%.3f %.3f %.3f %.1f %.1f' % (t[0]['pitched'], t[1]['pitched'], t[1]['in_tune'], t[0]['line_sr4_db'], t[1]['line_sr4_db']))" \
+    "$T/music.json" 2>/dev/null)
+check "reconstructions: a clear pitch in >= 25 % of loud frames and >= 0.8x the originals' (original $pd, reconstruction $pr)" \
+    "awk -v d='$pd' -v p='$pr' 'BEGIN { exit !(p >= 0.25 && p >= 0.8 * d) }'"
+check "reconstructions: >= 80 % of those in tune ($tr)" "awk -v p='$tr' 'BEGIN { exit !(p >= 0.8) }'"
+echo "  info line at sr/4 over its neighbourhood: originals $l4d dB, reconstructions $l4r dB"
+
 # Vocabularies: every genre and artist of jukebox-mkdataset --list, normalised as the
 # reference's v2 tables (lower case, runs of other characters to '_'), in every prior.
 "$B/jukebox-mkdataset" --list > "$T/list"
@@ -66,16 +88,25 @@ for line in open(sys.argv[1]):
     g, artists = line.rstrip('\n').split(': ', 1)
     want_g.add(norm(g))
     want_a.update(norm(a) for a in artists.split(', '))
+names = {}
+for line in open(sys.argv[1]):
+    gg, artists = line.rstrip('\n').split(': ', 1)
+    names.setdefault('g', set()).add(gg)
+    names.setdefault('a', set()).update(artists.split(', '))
 for path in sys.argv[2:]:
     with open(path, 'rb') as f:
         n = struct.unpack('<Q', f.read(8))[0]
         meta = json.loads(f.read(n))['__metadata__']
     g, a = json.loads(meta['genres']), json.loads(meta['artists'])
-    if not (want_g <= set(g) and want_a <= set(a)):
-        print(path, 'misses', sorted(want_g - set(g)), sorted(want_a - set(a)))
+    wg, wa = want_g, want_a
+    if json.loads(meta['hparams']).get('labels_v3'):   # v3 (the lyrics prior): lower-cased
+        wg = set(x.lower() for x in names['g'])
+        wa = set(x.lower() for x in names['a'])
+    if not (wg <= set(g) and wa <= set(a)):
+        print(path, 'misses', sorted(wg - set(g)), sorted(wa - set(a)))
         sys.exit(1)
-    ids = set(g.values())
-    if len(ids) != len(want_g & set(g)) or len(set(a[x] for x in want_a)) != len(want_a):
+    ids = set(g[x] for x in wg)
+    if len(ids) != len(wg) or len(set(a[x] for x in wa)) != len(wa):
         print(path, 'ids not distinct'); sys.exit(1)
 print(len(want_g), 'genres', len(want_a), 'artists')
 EOF
