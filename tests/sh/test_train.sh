@@ -66,6 +66,32 @@ check "vqvae: no temporary files left" '! ls "$T/vq" | grep -q tmp'
 "$TR" vqvae "${VQ[@]}" --out "$T/vq0" --steps 0 -q; rc=$?
 check "vqvae --steps 0 writes the initial model" '[ $rc = 0 ] && [ -s "$T/vq0/vqvae.safetensors" ]'
 
+# --init from the trained model with the decoders alone (tied upsampling): the encoders'
+# tensors and the codebooks stay byte for byte, the decoders change; --until in the past
+# stops after the first step with a checkpoint.
+echo '{"upsample_tied": true, "train_decoder_only": true}' > "$T/dec.json"
+"$TR" vqvae "${VQ[@]}" --out "$T/vqd" --init "$T/vq/vqvae.safetensors" --hparams "$T/dec.json" \
+    --steps 5 --until 1 2> "$T/vqd.err"; rc=$?
+check "vqvae --init with train_decoder_only, --until in the past: exit 0, one step" \
+    '[ $rc = 0 ] && grep -q "stopped at step 1" "$T/vqd.err" && [ $(wc -l < "$T/vqd/metrics.csv") = 2 ]'
+cat > "$T/same.py" <<'EOF'
+import json, struct, sys
+def tensors(p):
+    f = open(p, 'rb'); n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n)); d = f.read()
+    return {k: d[v['data_offsets'][0]:v['data_offsets'][1]] for k, v in h.items() if k != '__metadata__'}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+enc = [k for k in a if k.startswith('encoders.') or 'bottleneck' in k]
+dec = [k for k in a if k.startswith('decoders.')]
+same_enc = all(a[k] == b[k] for k in enc)
+moved_dec = any(a[k] != b[k] for k in dec)
+print(len(enc), len(dec), same_enc, moved_dec)
+sys.exit(not (enc and dec and same_enc and moved_dec))
+EOF
+check "decoder-only: encoders and codebooks unchanged, decoders moved" \
+    'python3 "$T/same.py" "$T/vq/vqvae.safetensors" "$T/vqd/vqvae.safetensors" >&2'
+check "vqvae --init with --resume: exit 64" \
+    '[ $(code vqvae "${VQ[@]}" --out "$T/vqd" --init "$T/vq/vqvae.safetensors" --resume) = 64 ]'
+
 echo "-- the trained VQ-VAE in jukebox-encoder / jukebox-decoder"
 rec_err() {   # relative squared error of decode(encode(a.wav)) against a.wav
     "$B/jukebox-encoder" -q -m "$1" "$T/data/audio/a.wav" > "$T/a.jbc" &&
