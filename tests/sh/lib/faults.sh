@@ -200,9 +200,11 @@ fj_wait_dead() {
     local p i
     for p in "$@"; do for i in $(seq 100); do fj_alive "$p" || break; sleep 0.05; done; done
 }
-# fj_jobs_of ENDPOINT: jobs in flight at a stage instance (its control endpoint), or -1
+# fj_jobs_of ENDPOINT: jobs in flight at a stage instance (its control endpoint), or -1.
+# A 2 s answer timeout: on a loaded machine a 500 ms one missed busy instances (a twins run
+# failed its "both hold jobs" precondition while the logs showed both holding jobs).
 fj_jobs_of() {
-    "$B/jukebox-status" --json --timeout 500 "$1" 2>/dev/null |
+    "$B/jukebox-status" --json --timeout 2000 "$1" 2>/dev/null |
         python3 -c 'import json, sys
 try:
     d = json.loads(sys.stdin.readline()); print(len(d.get("jobs_in_flight", d.get("jobs", []))))
