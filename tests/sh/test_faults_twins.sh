@@ -15,12 +15,7 @@ B=$PWD/$BUILD/bin
 T=$(mktemp -d /tmp/jb_faults_twins.XXXXXX)
 LS=pipelines/local-services.sh
 . tests/sh/lib/faults.sh
-cleanup() {
-    kill "${fj_pids[@]}" 2>/dev/null
-    local s; for s in "$T"/s*; do [ -d "$s" ] && $LS --state "$s" --stop-timeout 5 stop >/dev/null 2>&1; done
-    [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
+trap fj_services_cleanup EXIT
 N=6
 echo "-- seed $seed: $N jobs per case"
 fj_refs_cached $N

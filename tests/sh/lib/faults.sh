@@ -246,6 +246,7 @@ seed=${FAULTS_SEED:-$(date +%s%N | cut -c10-16)}
 RANDOM=$seed
 fj_services_cleanup() {
     kill "${fj_pids[@]}" 2>/dev/null
-    $LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1
+    local s   # every services state of the test: $T/s, or $T/s<case> per case
+    for s in "$T"/s*; do [ -d "$s" ] && $LS --state "$s" --stop-timeout 5 stop >/dev/null 2>&1; done
     [ -n "${FAULTS_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
 }
