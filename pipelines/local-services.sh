@@ -26,7 +26,8 @@ jukebox-job, and the decoder writes one run directory per job under --outdir.
 commands:
   start [INSTANCE...]    start every instance (or those named) that is not running,
                          in parallel, and wait until each has loaded its model and
-                         opened its sockets (READY); idempotent
+                         opened its sockets (READY) and every running instance is
+                         linked to every running instance of the next stage; idempotent
   stop [INSTANCE...]     SIGTERM, wait (--stop-timeout, then SIGKILL); idempotent
   restart INSTANCE...    stop, then start with the same command (same name, spool, ports)
   status [INSTANCE...]   whether each process runs, then `jukebox status` of them all
@@ -57,7 +58,8 @@ options:
   --peer-timeout MS    a silent peer is dead after this (default: the stages' own)
   --no-spool           no --spool directories (jobs then restart from scratch)
   --stage-args "ARGS"  more arguments for the three prior stages (e.g. --max-batch 4)
-  --start-timeout S    wait this long for READY (default 600)
+  --start-timeout S    wait this long for READY, and as long again for the links
+                       (default 600)
   --stop-timeout S     wait this long after SIGTERM before SIGKILL (default 60)
   -h, --help           this text
 
@@ -260,6 +262,19 @@ stop_some() {   # names...: SIGTERM all, wait, SIGKILL the ones left
     for n in "$@"; do rm -f "$state/run/$n.pid"; echo "$n: stopped"; done
 }
 
+# Until every running instance's output link sees every running instance of the next
+# stage (READY means sockets open, not yet introduced): a job sent after `start` can then
+# go to any instance. Bounded by --start-timeout.
+wait_linked() {
+    [ $link = 1 ] && [ -x "$bindir/jukebox-status" ] || return 0
+    local n eps=()
+    while read -r n; do
+        alive "$n" && eps+=("tcp://$connhost:$(control_port "$n")")
+    done < <(all_names)
+    [ ${#eps[@]} -gt 1 ] || return 0
+    "$bindir/jukebox-status" --wait-linked "${cfg[start-timeout]}" "${eps[@]}"
+}
+
 write_state() {
     mkdir -p "$state"
     { for k in "${!cfg[@]}"; do echo "$k=${cfg[$k]}"; done; } | sort > "$state/config.tmp" &&
@@ -298,6 +313,7 @@ case "$cmd" in
         pids=() rc=0
         for n in "${names[@]}"; do start_one "$n" & pids+=($!); done
         for p in "${pids[@]}"; do wait "$p" || rc=69; done
+        [ $rc = 0 ] && { wait_linked || rc=69; }
         exit $rc ;;
     stop)
         check_names "${names[@]+"${names[@]}"}"
@@ -309,6 +325,7 @@ case "$cmd" in
         stop_some "${names[@]}"
         rc=0
         for n in "${names[@]}"; do start_one "$n" || rc=69; done
+        [ $rc = 0 ] && { wait_linked || rc=69; }
         exit $rc ;;
     status)
         check_names "${names[@]+"${names[@]}"}"

@@ -262,6 +262,49 @@ out:
     jb_link_close(&p, 0);
 }
 
+// Load balance: jobs go to the consumer holding the fewest of them, not the one with
+// the most credit. c1 takes every message off its queue at once (as a stage does long
+// before it finishes a job: full credit all along); c2 reads nothing. Six jobs sent one
+// after another split 3 and 3 (by credit alone c1 would get five or six).
+static void test_balance_by_jobs(void) {
+    const char *pe = ep("pb");
+    char at[400];
+    snprintf(at, sizeof at, "@%s", pe);
+    jb_link_t *p = open_link(at, JB_LINK_PRODUCER, "prod", 0, 0, NULL);
+    snprintf(at, sizeof at, ">%s", pe);
+    jb_link_t *c1 = open_link(at, JB_LINK_CONSUMER, "c1", 16, 0, NULL);
+    jb_link_t *c2 = open_link(at, JB_LINK_CONSUMER, "c2", 16, 0, NULL);
+    JB_CHECK(p && c1 && c2, "balance: links open");
+    if (!p || !c1 || !c2) goto out;
+    JB_CHECK(wait_until(peers_alive_2, p, 2000), "balance: producer sees both consumers");
+    got_t g1[32];
+    int n1 = 0, acked = 1;
+    for (int k = 0; k < 6; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "b%d", k);
+        send_job(p, id, 2);
+        // Until every message is acked, c1 reading what it gets meanwhile.
+        jb_err_t err = {0};
+        int64_t end = now_ms() + 5000;
+        int ok = 0;
+        while (!ok && now_ms() < end) {
+            n1 += recv_n(c1, g1 + n1, 32 - n1, 32, 20);
+            ok = jb_link_flush(p, 20, 0, &err) == 0;
+        }
+        acked = acked && ok;
+        n1 += recv_n(c1, g1 + n1, 32 - n1, 32, 20);   // c1 empties its queue again
+    }
+    JB_CHECK(acked, "balance: every job acked");
+    jb_link_stats_t s2;
+    jb_link_stats(c2, &s2);
+    JB_CHECK(n1 == 6 && s2.queue == 6, "balance: 3 jobs each (c1 read %d messages, c2 holds %d)",
+             n1, s2.queue);
+out:
+    jb_link_close(&c1, 0);
+    jb_link_close(&c2, 0);
+    jb_link_close(&p, 0);
+}
+
 // A consumer in a child process: receives, reports on a pipe, can be SIGSTOPped.
 // Writes one line per message: "<type> <job> <seq>\n".
 static pid_t spawn_consumer(const char *spec, const char *name, int fd_out) {
@@ -955,6 +998,7 @@ int main(void) {
     if (!getenv("JB_TEST_VERBOSE")) jb_log_set_level(JB_ERROR);
     signal(SIGPIPE, SIG_IGN);
     test_credit_affinity_acks_done();
+    test_balance_by_jobs();
     test_silent_consumer_and_return();
     test_release();
     test_duplicates_and_takeover();

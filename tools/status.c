@@ -12,9 +12,11 @@
 // The endpoints are asked at once, each with --timeout; one that does not answer is
 // listed as such and makes the exit code 69.
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <msgpack.h>
@@ -27,7 +29,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: jukebox-status [--timeout MS] [--json] [--state DIR] [ENDPOINT...]\n"
+            "usage: jukebox-status [--timeout MS] [--json] [--wait-linked S] [--state DIR] [ENDPOINT...]\n"
             "\n"
             "Asks each stage instance at ENDPOINT (its --control endpoint, or any endpoint it\n"
             "binds: tcp://host:port, ipc://path) for its status and prints, per stage: the\n"
@@ -42,6 +44,11 @@ static void usage(FILE *f) {
             "  --json          print each reply's JSON on a line (unanswered: {\"endpoint\":..,\n"
             "                  \"error\":..}) instead of the tables\n"
             "  --peers         list every instance's peers too\n"
+            "  --wait-linked S  wait up to S seconds until every endpoint answers and every\n"
+            "                  instance sees, as live consumers, every answering instance of\n"
+            "                  the next stage (top -> mid -> bottom -> decoder): the pipeline\n"
+            "                  is wired and a job sent now can go to any of them. Prints\n"
+            "                  nothing on success; on timeout, the links missing (exit 69)\n"
             "  -h, --help      this text\n"
             "\n"
             "exit codes: 0 every endpoint answered; 64 bad usage; 69 one or more did not\n"
@@ -272,6 +279,69 @@ static int stage_rank(const char *s) {
     return 4;
 }
 
+// Whether producer p lists an instance named name as a live consumer (its "out" link).
+static bool sees_consumer(json_t *p, const char *name) {
+    json_t *peers = json_object_get(json_object_get(p, "out"), "peers"), *e;
+    size_t i;
+    json_array_foreach(peers, i, e) {
+        if (!strcmp(str(MEMBER(e, "name"), ""), name) && json_is_true(MEMBER(e, "alive")) &&
+            !strcmp(str(MEMBER(e, "role"), ""), "consumer"))
+            return true;
+    }
+    return false;
+}
+
+// The links of the answering instances that are not up yet: one line each in buf ("" when
+// the pipeline is wired). Unanswered endpoints count as missing too.
+static int missing_links(const query_t *qs, int nq, char *buf, size_t cap) {
+    int missing = 0;
+    size_t len = 0;
+    buf[0] = '\0';
+#define MISSING(...)                                                                        \
+    do {                                                                                    \
+        missing++;                                                                          \
+        int w_ = snprintf(buf + len, cap - len, __VA_ARGS__);                               \
+        if (w_ > 0 && (size_t)w_ < cap - len) len += (size_t)w_;                            \
+    } while (0)
+    for (int i = 0; i < nq; i++) {
+        if (!qs[i].info) {
+            MISSING("  %s: no answer (%s)\n", qs[i].ep, qs[i].error);
+            continue;
+        }
+        int r = stage_rank(stage_of(qs[i].info));
+        for (int k = 0; k < nq; k++) {
+            if (!qs[k].info || stage_rank(stage_of(qs[k].info)) != r + 1) continue;
+            const char *name = INSTANCE(qs[k].info);
+            if (!sees_consumer(qs[i].info, name))
+                MISSING("  %s (%s) does not see %s (%s) yet\n", INSTANCE(qs[i].info),
+                        stage_of(qs[i].info), name, stage_of(qs[k].info));
+        }
+    }
+#undef MISSING
+    return missing;
+}
+
+// --wait-linked: asks every endpoint every 100 ms until missing_links() is empty or
+// secs pass. 0 when wired; EX_UNAVAILABLE (the missing links printed) otherwise.
+static int wait_linked(void *ctx, query_t *qs, int nq, int timeout_ms, double secs) {
+    double end = jb_now() + secs;
+    char buf[8192];
+    for (;;) {
+        for (int i = 0; i < nq; i++) {
+            json_decref(qs[i].info);
+            qs[i].info = NULL;
+            qs[i].error[0] = '\0';
+        }
+        ask_all(ctx, qs, nq, timeout_ms);
+        if (!missing_links(qs, nq, buf, sizeof buf)) return 0;
+        if (jb_now() >= end) break;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "jukebox-status: the pipeline is not wired after %g s:\n%s", secs, buf);
+    return EX_UNAVAILABLE;
+}
+
 static int by_stage(const void *a, const void *b) {
     const query_t *x = a, *y = b;
     if (!x->info || !y->info) return (x->info == NULL) - (y->info == NULL);
@@ -359,10 +429,12 @@ static int read_state(const char *dir, char ***eps, int *n, int *cap) {
 int main(int argc, char **argv) {
     jb_log_set_stage("status");
     int timeout_ms = 2000, as_json = 0, peers = 0;
+    double linked_s = -1;
     const char *state = NULL;
     static const struct option longs[] = {{"timeout", 1, 0, 't'}, {"json", 0, 0, 'j'},
                                           {"state", 1, 0, 's'},   {"peers", 0, 0, 'p'},
-                                          {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+                                          {"help", 0, 0, 'h'},    {"wait-linked", 1, 0, 'w'},
+                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "t:jps:h", longs, NULL)) != -1) {
         char *end = NULL;
@@ -371,6 +443,14 @@ int main(int argc, char **argv) {
             timeout_ms = (int)strtol(optarg, &end, 10);
             if (!*optarg || *end || timeout_ms < 1) {
                 fprintf(stderr, "jukebox-status: --timeout %s: expected milliseconds\n", optarg);
+                return EX_USAGE;
+            }
+            break;
+        case 'w':
+            linked_s = strtod(optarg, &end);
+            if (!*optarg || *end || !(linked_s >= 0 && linked_s <= 86400)) {
+                fprintf(stderr, "jukebox-status: --wait-linked %s: expected seconds (0-86400)\n",
+                        optarg);
                 return EX_USAGE;
             }
             break;
@@ -413,8 +493,19 @@ int main(int argc, char **argv) {
     query_t *qs = calloc((size_t)n, sizeof *qs);
     if (!ctx || !qs) return EX_SOFTWARE;
     for (int i = 0; i < n; i++) qs[i].ep = eps[i];
-    ask_all(ctx, qs, n, timeout_ms);
     int missing = 0;
+    if (linked_s >= 0) {
+        int rc = wait_linked(ctx, qs, n, timeout_ms, linked_s);
+        for (int i = 0; i < n; i++) {
+            json_decref(qs[i].info);
+            free(eps[i]);
+        }
+        free(qs);
+        free(eps);
+        zmq_ctx_term(ctx);
+        return rc;
+    }
+    ask_all(ctx, qs, n, timeout_ms);
     for (int i = 0; i < n; i++) missing += !qs[i].info;
     if (as_json) {
         for (int i = 0; i < n; i++) {

@@ -345,7 +345,11 @@ static void producer_pump(jb_link_t *l) {
                     if (pass == 0 && i == j->released_by) continue;
                     int64_t av = p->credit - unacked[i];
                     if (av <= 0) continue;
-                    if (best < 0 || av > best_av || (av == best_av && njobs[i] < njobs[best])) {
+                    // Fewest jobs first: credit is flow control, not load (a consumer whose
+                    // stage has taken every message off its queue announces full credit
+                    // however many jobs it holds). Ties: the most credit left.
+                    if (best < 0 || njobs[i] < njobs[best] ||
+                        (njobs[i] == njobs[best] && av > best_av)) {
                         best = i;
                         best_av = av;
                     }

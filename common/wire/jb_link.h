@@ -3,7 +3,7 @@
 //
 // A link is one side of a ZeroMQ connection set with a role:
 //   producer  a stage's output: assigns each job to one live consumer (the one with
-//             most credit; ties: fewest jobs), numbers each job's messages (seq 0, 1,
+//             fewest jobs that has credit; ties: most credit), numbers each job's messages (seq 0, 1,
 //             ...), sends only within the consumer's credit, keeps every message of a
 //             job until the job is DONE, resends a dead consumer's jobs to another one
 //             (from seq 0), sends CANCEL to a returning consumer whose jobs went elsewhere.

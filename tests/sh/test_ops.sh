@@ -59,6 +59,19 @@ check "start: every instance ready (rc $rc)" \
     "[ $rc = 0 ] && [ \$(grep -c ': ready' '$T/start.txt') = $((2 + 2 * n)) ]"
 check "pid files, logs, endpoints file" \
     "[ -s '$T/s/run/top-0.pid' ] && [ -s '$T/s/log/decoder-0.log' ] && grep -q '^jobs tcp://127.0.0.1:$P' '$T/s/endpoints'"
+if [ $link = 1 ]; then
+    # start returns once the links are up: right away, the top prior has both middles and
+    # each middle both bottoms as live consumers (else a job sent now goes to one alone).
+    "$B/jukebox-status" --json "$(awk '$2 == "top-0" {print $3}' "$T/s/endpoints")" \
+        "$(awk '$2 == "mid-1" {print $3}' "$T/s/endpoints")" > "$T/linked.json"
+    check "start: returns with every link up (top-0 sees mid-0 and mid-1, mid-1 both bottoms)" \
+        "python3 -c 'import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+live = [sorted(p[\"name\"] for p in r[\"out\"][\"peers\"] if p[\"alive\"]) for r in rows]
+sys.exit(live != [[\"mid-0\", \"mid-1\"], [\"bottom-0\", \"bottom-1\"]])' '$T/linked.json'"
+    "$B/jukebox-status" --wait-linked 5 --state "$T/s"; rc=$?
+    check "jukebox-status --wait-linked: every link up, exit 0 (rc $rc)" "[ $rc = 0 ]"
+fi
 before=$(cat "$T/s/run/mid-0.pid")
 $LS --state "$T/s" start > "$T/start2.txt" 2>&1; rc=$?
 check "start again: nothing new started (rc $rc)" \
@@ -80,6 +93,15 @@ done
 $LS --state "$T/s" restart mid-0 > "$T/restart.txt" 2>&1; rc=$?
 check "restart mid-0: a new process, the others untouched (rc $rc)" \
     "[ $rc = 0 ] && [ \$(cat '$T/s/run/mid-0.pid') != $before ] && ! alive $before && grep -q 'mid-0: ready' '$T/restart.txt'"
+if [ $link = 1 ]; then
+    # A stage that does not answer: named, exit 69, within the time asked.
+    kill -STOP "$(cat "$T/s/run/bottom-1.pid")"
+    s0=$SECONDS
+    "$B/jukebox-status" --wait-linked 1 --timeout 300 --state "$T/s" 2> "$T/wl.txt"; rc=$?
+    kill -CONT "$(cat "$T/s/run/bottom-1.pid")"
+    check "--wait-linked with bottom-1 stopped: exit 69 naming its endpoint, bounded (rc $rc, $((SECONDS - s0)) s for 1 s asked)" \
+        "[ $rc = 69 ] && grep -q 'not wired' '$T/wl.txt' && grep -q ':$((P + 61)): no answer' '$T/wl.txt' && [ $((SECONDS - s0)) -le 10 ]"
+fi
 $LS --state "$T/s" status > "$T/status.txt" 2>&1; rc=$?
 check "status: every instance running (rc $rc)" "[ $rc = 0 ] && [ \$(grep -c ': running' '$T/status.txt') = $((2 + 2 * n)) ]"
 if [ $link = 1 ]; then
