@@ -186,6 +186,19 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
             nl[1 + strcspn(nl + 1, "\n")] = '\0';
             pepoch = nl + 1;
         }
+        if (link && !pname && sj->n_in > 0) {
+            // No record of whose stream this is: its seq 0 (which records it) is not among
+            // the held messages, so no producer can continue them, and fed to the reader
+            // they could even make a whole job without its job message. Void: the job is
+            // taken again from seq 0 when a producer sends it.
+            jb_log(JB_WARN, "job=%s: the spool %s holds %lld message(s) without their "
+                   "stream's start (no producer recorded); void, the job is taken again from "
+                   "seq 0", sj->id, jb_spool_dir(o->spool), (long long)sj->n_in);
+            for (int k = before; k < r->n; k++) jb_msg_clear(&r->v[k]);
+            r->n = before;
+            if (jb_spool_remove(o->spool, sj->id, err)) return -1;
+            continue;
+        }
         if (link && jb_link_preload_from(link, sj->id, sj->n_in, pname, pepoch, err)) return -1;
         jb_log(JB_INFO, "job=%s resumed from the spool: %lld message(s)", sj->id,
                (long long)sj->n_in);

@@ -551,6 +551,11 @@ static void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
     if (c->owner != pi) {
         if (!l->peers[c->owner].alive) {
             take_over(l, c, pi);
+            // The old stream is being voided (CANCEL queued): nothing of this one may be
+            // persisted before the stage took that CANCEL, or dropping the old stream's
+            // spool would drop this message with it. pi resends from seq 0 (HELLO above,
+            // then its retransmit), and is_voiding() drops it until then.
+            if (is_voiding(l, m->job_id)) return;
         } else {   // a duplicate copy: acked, not processed (DONE goes to it too)
             send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
             l->st.dups++;

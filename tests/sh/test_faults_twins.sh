@@ -49,8 +49,9 @@ twins() {
     kill -KILL "$p1" "$p2"; faults=$((faults + 2))
     echo "  kill -9 $v1 (pid $p1) and $v2 (pid $p2) at ${SECONDS}s"
     fj_wait_dead "$p1" "$p2"
-    $LS --state "$st" start "$v1" > /dev/null 2>&1
-    check "($name) $v1 restarted" "[ $? = 0 ]"
+    $LS --state "$st" start "$v1" > "$T/restart.$v1" 2>&1; rc=$?
+    check "($name) $v1 restarted (rc $rc)" "[ $rc = 0 ]"
+    [ $rc = 0 ] || sed 's/^/    /' "$T/restart.$v1"
     # The producer gives v2's jobs to v1 once v2 is declared dead (peer timeout).
     for i in $(seq 50); do
         after=$(fj_stat "$(fj_ctl "$st" "$producer")" out.stats.reassigned)
@@ -58,8 +59,9 @@ twins() {
         sleep 0.2
     done
     echo "  $producer reassigned $((after - before)) job(s); $v2 back at ${SECONDS}s"
-    $LS --state "$st" start "$v2" > /dev/null 2>&1
-    check "($name) $v2 restarted" "[ $? = 0 ]"
+    $LS --state "$st" start "$v2" > "$T/restart.$v2" 2>&1; rc=$?
+    check "($name) $v2 restarted (rc $rc)" "[ $rc = 0 ]"
+    [ $rc = 0 ] || sed 's/^/    /' "$T/restart.$v2"
     fj_wait $N "$st/out" 120
     fj_reap
     fj_compare_all $N "$st/out" "$fj_ref"
