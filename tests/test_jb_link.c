@@ -21,6 +21,7 @@
 #include "jb_link.h"
 #include "jb_log.h"
 #include "jb_test.h"
+#include "jb_wire.h"
 
 // Heartbeat and peer timeout (ms). Under valgrind (JB_TEST_VALGRIND, ~30x slower) a
 // busy machine can starve an I/O thread for longer than 300 ms, which would declare a
@@ -568,6 +569,130 @@ out:
     jb_link_close(&p2, 0);
 }
 
+// ---- a producer by hand (a raw ROUTER): what a well-behaved link never sends
+
+typedef struct {
+    void *ctx, *router;
+    uint8_t rid[256];
+    size_t rid_len;
+} raw_prod_t;
+
+// Sends one message (header + payload parts) to the consumer; corrupt: flips the payload.
+static int raw_send(raw_prod_t *r, jb_msg_t *m, int corrupt) {
+    jb_bytes_t h = {0}, pl = {0};
+    jb_err_t err = {0};
+    int rc = jb_wire_encode(m, &h, &pl, &err);
+    if (!rc && corrupt && pl.len > 2)
+        for (size_t i = 1; i < pl.len; i++) pl.data[i] ^= 0x5a;
+    if (!rc) rc = zmq_send(r->router, r->rid, r->rid_len, ZMQ_SNDMORE) < 0 ||
+                  zmq_send(r->router, h.data, h.len, ZMQ_SNDMORE) < 0 ||
+                  zmq_send(r->router, pl.len ? (void *)pl.data : "", pl.len, 0) < 0;
+    jb_bytes_free(&h);
+    jb_bytes_free(&pl);
+    return rc;
+}
+
+// Receives one message from the consumer within ms (0 when one came), decoded into m.
+static int raw_recv(raw_prod_t *r, jb_msg_t *m, int ms) {
+    zmq_pollitem_t it = {.socket = r->router, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, ms) <= 0) return -1;
+    zmq_msg_t part[3];
+    int n = 0, more = 1;
+    while (more) {
+        zmq_msg_t p;
+        zmq_msg_init(&p);
+        if (zmq_msg_recv(&p, r->router, 0) < 0) return -1;
+        more = zmq_msg_more(&p);
+        if (n < 3) part[n++] = p;
+        else zmq_msg_close(&p);
+    }
+    int rc = -1;
+    if (n == 3) {
+        r->rid_len = zmq_msg_size(&part[0]) < sizeof r->rid ? zmq_msg_size(&part[0]) : 0;
+        memcpy(r->rid, zmq_msg_data(&part[0]), r->rid_len);
+        jb_err_t err = {0};
+        rc = jb_wire_decode(zmq_msg_data(&part[1]), zmq_msg_size(&part[1]),
+                            zmq_msg_data(&part[2]), zmq_msg_size(&part[2]), 0, m, &err);
+    }
+    for (int i = 0; i < n; i++) zmq_msg_close(&part[i]);
+    return rc;
+}
+
+// Over a link, a data message the consumer refuses (a payload that is not LZ4) is taken
+// as an ERROR of its job at its seq: acked (the producer stops resending it) and given to
+// the stage, which fails the job. Before, it was dropped unacked: resent forever, the job
+// never ended.
+static void test_refused_data_fails_job(void) {
+    const char *pe = ep("raw");
+    char at[400];
+    raw_prod_t r = {.ctx = zmq_ctx_new()};
+    r.router = zmq_socket(r.ctx, ZMQ_ROUTER);
+    snprintf(at, sizeof at, "%s", pe);
+    JB_CHECK(r.router && zmq_bind(r.router, at) == 0, "refused: raw producer bound");
+    snprintf(at, sizeof at, ">%s", pe);
+    jb_link_t *c = open_link(at, JB_LINK_CONSUMER, "down", 16, 0, NULL);
+    JB_CHECK(c != NULL, "refused: consumer open");
+    if (!c) goto out;
+    // The consumer's HELLO, then ours.
+    jb_msg_t m;
+    jb_msg_init(&m);
+    int64_t end = now_ms() + 3000;
+    int hello = 0;
+    while (!hello && now_ms() < end)
+        if (raw_recv(&r, &m, 100) == 0 && m.type == JB_MSG_HELLO) hello = 1;
+    JB_CHECK(hello, "refused: the consumer says hello");
+    jb_msg_clear(&m);
+    jb_msg_init(&m);
+    m.type = JB_MSG_HELLO;
+    m.credit = -1;
+    m.text = strdup("{\"name\":\"rawp\",\"role\":\"producer\",\"stage\":\"test\",\"want\":0,"
+                    "\"epoch\":\"e1\"}");
+    raw_send(&r, &m, 0);
+    jb_msg_clear(&m);
+    // seq 0: the job; seq 1: codes with a damaged payload.
+    jb_err_t err = {0};
+    jb_msg_init(&m);
+    m.type = JB_MSG_JOB;
+    m.seq = 0;
+    jb_msg_set_job_id(&m, "rf", &err);
+    jb_msg_set_spec(&m, "{}", &err);
+    raw_send(&r, &m, 0);
+    jb_msg_clear(&m);
+    jb_msg_init(&m);
+    m.type = JB_MSG_CODES;
+    m.seq = 1;
+    m.level = 0;
+    m.offset = 0;
+    int32_t codes[64];
+    for (int i = 0; i < 64; i++) codes[i] = i;
+    jb_msg_set_job_id(&m, "rf", &err);
+    jb_msg_set_codes(&m, codes, 1, 64, &err);
+    raw_send(&r, &m, 1);
+    jb_msg_clear(&m);
+    got_t g[4];
+    int n = recv_n(c, g, 4, 2, 3000);
+    JB_CHECK(n == 2 && g[0].type == JB_MSG_JOB && g[1].type == JB_MSG_ERROR && g[1].seq == 1 &&
+                 !strcmp(g[1].job, "rf"),
+             "refused: the stage gets the job, then an ERROR of it at seq 1 (%d messages)", n);
+    int acked1 = 0;
+    end = now_ms() + 3000;
+    while (!acked1 && now_ms() < end) {
+        jb_msg_init(&m);
+        if (raw_recv(&r, &m, 100) == 0 && m.type == JB_MSG_ACK && !strcmp(m.job_id, "rf") &&
+            m.seq == 1)
+            acked1 = 1;
+        jb_msg_clear(&m);
+    }
+    JB_CHECK(acked1, "refused: seq 1 is acked (the producer stops resending it)");
+    jb_link_stats_t st;
+    jb_link_stats(c, &st);
+    JB_CHECK(st.bad >= 1, "refused: counted as bad (%lld)", (long long)st.bad);
+out:
+    jb_link_close(&c, 0);
+    if (r.router) zmq_close(r.router);
+    zmq_ctx_term(r.ctx);
+}
+
 // A job's owner cancels it (its own producer moved it, e.g. after a healed partition)
 // while another producer's copy was held as a duplicate: that copy takes over.
 static void test_cancel_hands_to_copy(void) {
@@ -1107,6 +1232,7 @@ int main(void) {
     test_release();
     test_duplicates_and_takeover();
     test_takeover_spool_order();
+    test_refused_data_fails_job();
     test_cancel_hands_to_copy();
     test_preload_streams();
     test_preload_producer_restarted();

@@ -740,6 +740,34 @@ static int new_peer(jb_link_t *l, int sock, const uint8_t *rid, size_t n) {
     return free_i;
 }
 
+// A data message of a live producer's job that this consumer cannot take (malformed, over
+// the job's bounds): dropped unacked, its producer would resend it forever and the job
+// would never end. It stands instead as an ERROR of the job at the same seq (wire.md 8.3):
+// taken, persisted and acked like the message, so the stage fails the job (an error record
+// at the decoder, DONE upstream).
+static void refused_data(jb_link_t *l, int pi, const jb_msg_t *bad, const jb_err_t *why) {
+    if (l->o.role != JB_LINK_CONSUMER || pi < 0 || !l->peers[pi].alive || !bad->job_id[0] ||
+        bad->seq < 0)
+        return;
+    switch (bad->type) {
+    case JB_MSG_JOB: case JB_MSG_CODES: case JB_MSG_END: case JB_MSG_ALIGN: case JB_MSG_ERROR:
+        break;
+    default: return;
+    }
+    jb_msg_t e;
+    jb_msg_init(&e);
+    e.type = JB_MSG_ERROR;
+    e.seq = bad->seq;
+    e.code = jb_err_exit_code(why->code ? why->code : JB_EFORMAT);
+    snprintf(e.job_id, sizeof e.job_id, "%s", bad->job_id);
+    char text[900];
+    snprintf(text, sizeof text, "%s: %s message seq %lld refused at %s: %s",
+             bad->job_id, jb_msg_type_name(bad->type), (long long)bad->seq, l->name, why->msg);
+    jb_err_t err = {0};
+    if (jb_msg_set_text(&e, text, &err) == 0) consumer_on_data(l, pi, &e);
+    jb_msg_clear(&e);
+}
+
 static void reply_raw(jb_link_t *l, void *sock, const uint8_t *rid, size_t rid_len,
                       jb_bytes_t *hdr) {
     zsend(sock, rid, rid_len, hdr, NULL);
@@ -776,6 +804,7 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
         l->st.bad++;
         note_error(l, "from %s: %s", who, err.msg);
         jb_log(JB_WARN, "link %s: rejected a message from %s: %s", l->name, who, err.msg);
+        refused_data(l, pi, &m, &err);
         return;
     }
     int64_t t = now_ms();

@@ -857,13 +857,16 @@ int jb_wire_decode_admit(const uint8_t *hdr, size_t hdr_len, const uint8_t *payl
 done:
     free(raw);
     msgpack_unpacked_destroy(&up);
-    if (rc) {   // cleared, but the job id and type stay when they were read: the receiver
-                // can fail that job (wire.md 8.3) instead of going on without the message
+    if (rc) {   // cleared, but the job id, type and seq stay when they were read: the
+                // receiver can fail that job (wire.md 8.3) instead of going on without the
+                // message, and a link can acknowledge it (the producer stops resending)
         jb_msg_type_t type = out->type;
+        int64_t seq = out->seq;
         char job[JB_WIRE_JOB_ID_MAX + 1];
         memcpy(job, out->job_id, sizeof job);
         jb_msg_clear(out);
         out->type = type;
+        out->seq = seq;
         memcpy(out->job_id, job, sizeof job);
     }
     return rc;
