@@ -144,7 +144,7 @@ static int check_out_dir(const char *opt, const char *arg, const char *dir, int 
 
 static jb_link_opts_t g_link;    // --name, --heartbeat, --peer-timeout
 static const char *g_control;    // --control EP
-static jb_link_t *g_in_link;     // for the control endpoint's status
+static jb_endpoint_t *g_in;      // for the control endpoint's status
 
 static char *decoder_status(void *user) {
     (void)user;
@@ -153,7 +153,7 @@ static char *decoder_status(void *user) {
 
 static char *control_status(void *user) {
     (void)user;
-    char *t = g_in_link ? jb_link_status_json(g_in_link) : NULL;
+    char *t = jb_endpoint_status_json(g_in);   // NULL for a stream
     return t ? t : strdup("{\"stage\":\"decoder\"}");
 }
 
@@ -214,8 +214,8 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     g_link.status = decoder_status;
     eo.link = &g_link;
     jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
-    g_in_link = ep ? jb_endpoint_link(ep) : NULL;
-    co.link = g_in_link;
+    g_in = ep;
+    co.in = ep;
     jb_link_t *control = NULL;
     if (ep && g_control) {
         jb_link_opts_t cl = g_link;
@@ -257,7 +257,7 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
                "first message", st.jobs_done, root, st.first_audio_s, st.total_s);
     }
     jb_link_close(&control, 0);
-    g_in_link = NULL;
+    g_in = NULL;
     jb_endpoint_destroy(&ep);   // a link input: the last DONEs get up to 1 s to leave
     jb_spool_destroy(&sp);
     jb_codec_detach_device(vq, &on_dev);

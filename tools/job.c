@@ -734,12 +734,12 @@ int main(int argc, char **argv) {
         bad = (have_codes && send_level_codes(ep, job.id, &codes, l, prefix[l], &err)) ||
               send_end(ep, job.id, l, &err);
     bad = bad || send_end(ep, job.id, -1, &err);
-    if (!bad && jb_endpoint_link(ep)) {
+    if (!bad && jb_endpoint_is_reliable(ep)) {
         // Acknowledged by a stage: it holds the job from here (and its producer's
         // retention), so this process may go. --wait: until the pipeline finished it.
-        bad = jb_link_flush(jb_endpoint_link(ep), timeout_ms, 0, &err);
+        bad = jb_endpoint_flush(ep, timeout_ms, 0, &err);
         if (!bad) jb_log(JB_INFO, "job=%s acknowledged by the first stage", job.id);
-        if (!bad && wait_done) bad = jb_link_flush(jb_endpoint_link(ep), -1, 1, &err);
+        if (!bad && wait_done) bad = jb_endpoint_flush(ep, -1, 1, &err);
         if (!bad && wait_done) jb_log(JB_INFO, "job=%s done", job.id);
     }
     bad = bad || jb_endpoint_close(&ep, &err);

@@ -11,7 +11,6 @@
 
 #include "jb_codes.h"
 #include "jb_reader.h"
-#include "jb_link.h"
 #include "jb_log.h"
 #include "jb_outdir.h"
 #include "jb_progress.h"
@@ -92,7 +91,7 @@ static int decode_more(jb_vqvae_t *vq, jb_reader_job_t *rj, int64_t upto, jb_err
 static int spool_done(const jb_collect_opts_t *o, const char *id, jb_err_t *err);
 
 static int failed(const jb_collect_opts_t *o, jb_collect_stats_t *st, const char *id, int level,
-                  int code, const char *why, jb_link_t *link, jb_err_t *err) {
+                  int code, const char *why, jb_endpoint_t *in, jb_err_t *err) {
     jb_log(JB_ERROR, "job=%s failed: %s", id, why);
     // The exit status it gives: 69 for a job the input left unfinished, 65 otherwise
     // (bad data, or an error record from upstream whatever its class).
@@ -100,7 +99,7 @@ static int failed(const jb_collect_opts_t *o, jb_collect_stats_t *st, const char
     if (level == -2) level = -1;
     st->jobs_failed++;
     if (jb_outdir_write_error(o->root, id, level, code, why, err)) return -1;
-    if (link) jb_link_done(link, id);   // the error record is the job's result
+    jb_endpoint_done(in, id);   // the error record is the job's result
     return spool_done(o, id, err);
 }
 
@@ -154,7 +153,8 @@ static int run_exists(const char *root, const char *id) {
 
 // The spooled jobs: those already written are done (spool removed); the others are
 // queued for decoding again.
-static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r, jb_err_t *err) {
+static int replay_load(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *r,
+                       jb_err_t *err) {
     memset(r, 0, sizeof *r);
     if (!o->spool) return 0;
     int n = jb_spool_n_jobs(o->spool);
@@ -169,7 +169,7 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
             jb_log(JB_INFO, "job=%s already written to %s/%s; spool removed", sj->id, o->root,
                    sj->id);
             if (jb_spool_remove(o->spool, sj->id, err)) return -1;
-            if (link) jb_link_done(link, sj->id);
+            jb_endpoint_done(in, sj->id);
             continue;
         }
         int before = r->n;
@@ -186,7 +186,7 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
             nl[1 + strcspn(nl + 1, "\n")] = '\0';
             pepoch = nl + 1;
         }
-        if (link && jb_link_preload_from(link, sj->id, sj->n_in, pname, pepoch, err)) return -1;
+        if (jb_endpoint_preload(in, sj->id, sj->n_in, pname, pepoch, err)) return -1;
         jb_log(JB_INFO, "job=%s resumed from the spool: %lld message(s)", sj->id,
                (long long)sj->n_in);
         r->n_jobs++;
@@ -199,7 +199,7 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
 static int spool_in(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *r, jb_reader_t *rd,
                     jb_msg_t *m, jb_err_t *err) {
     // Over a link the persist hook has spooled it and the link drops what is held.
-    if (!o->spool || !m->job_id[0] || jb_endpoint_link(in)) return 0;
+    if (!o->spool || !m->job_id[0] || jb_endpoint_is_reliable(in)) return 0;
     for (int i = 0; i < r->n_jobs; i++)
         if (!strcmp(r->jobs[i].id, m->job_id) && r->jobs[i].recv_n < r->jobs[i].n_in) {
             r->jobs[i].recv_n++;
@@ -223,8 +223,8 @@ int jb_collect_persist(void *user, const jb_msg_t *msg, jb_err_t *err) {
     // The first message of a stream: which producer (and run of it) sent it, so that a
     // restart continues the held messages only with that same stream.
     char name[200], epoch[64], note[300];
-    if (msg->seq == 0 && o->link &&
-        !jb_link_owner(o->link, msg->job_id, name, sizeof name, epoch, sizeof epoch)) {
+    if (msg->seq == 0 &&
+        !jb_endpoint_owner(o->in, msg->job_id, name, sizeof name, epoch, sizeof epoch)) {
         snprintf(note, sizeof note, "%s\n%s\n", name, epoch);
         if (jb_spool_put_note(o->spool, msg->job_id, "from", note, err)) return -1;
     }
@@ -238,7 +238,7 @@ static int spool_done(const jb_collect_opts_t *o, const char *id, jb_err_t *err)
 // The job is complete: its run directory. 0, or -1 + err (the directory could not be
 // written: the decoder stops).
 static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stats_t *st,
-                     double t0, jb_link_t *link, jb_reader_job_t *j, jb_err_t *err) {
+                     double t0, jb_endpoint_t *in, jb_reader_job_t *j, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     cstate_t *cs = j->user;
     // What the codes file of the run says of them: this model's rate, and the audio
@@ -271,7 +271,7 @@ static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stat
         free(dir);
         return -1;
     }
-    if (link) jb_link_done(link, j->id);   // renamed into place: DONE
+    jb_endpoint_done(in, j->id);   // renamed into place: DONE
     st->jobs_done++;
     st->total_s = jb_now() - t0;
     if (st->first_audio_s <= 0) st->first_audio_s = st->total_s;
@@ -313,14 +313,13 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     memset(st, 0, sizeof *st);
     double t0 = -1;
     int rc = -1, eof = 0, broken = 0;
-    jb_link_t *link = jb_endpoint_link(in);   // NULL for a stream
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     jb_reader_opts_t ro = {.levels = hp->levels, .codebook = hp->l_bins,
                            .free_user = cstate_free};
     jb_reader_t *rd = jb_reader_new(&ro, err);
     if (!rd) return -1;
     replay_t rp;
-    if (replay_load(o, link, &rp, err)) {
+    if (replay_load(o, in, &rp, err)) {
         replay_free(&rp);
         jb_reader_destroy(&rd);
         return -1;
@@ -374,11 +373,12 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
                 st->msgs_skipped++;
             }
         } else {
-            if (m.job_id[0] && !jb_reader_find(rd, m.job_id) && link && m.type == JB_MSG_JOB &&
-                already_written(o->root, m.job_id)) {
+            // (A stream without a spool writes such a job again, as ROOT/<id>.1.)
+            if (m.job_id[0] && !jb_reader_find(rd, m.job_id) && m.type == JB_MSG_JOB &&
+                jb_endpoint_is_reliable(in) && already_written(o->root, m.job_id)) {
                 jb_log(JB_INFO, "job=%s: %s/%s already written; done", m.job_id, o->root,
                        m.job_id);
-                jb_link_done(link, m.job_id);
+                jb_endpoint_done(in, m.job_id);
                 jb_msg_clear(&m);
                 continue;
             }
@@ -398,13 +398,13 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             if (ev.level == 0 && codes_arrived(vq, o, st, t0, ev.job, err)) goto out;
             break;
         case JB_READ_DONE: {
-            int bad = write_run(vq, o, st, t0, link, ev.job, err);
+            int bad = write_run(vq, o, st, t0, in, ev.job, err);
             jb_reader_job_free(&ev.job);
             if (bad) goto out;
             break;
         }
         case JB_READ_FAILED:
-            if (failed(o, st, ev.id, ev.level, ev.code, ev.why, link, err)) goto out;
+            if (failed(o, st, ev.id, ev.level, ev.code, ev.why, in, err)) goto out;
             break;
         case JB_READ_CANCEL:   // the link: this job went elsewhere
             jb_log(JB_INFO, "job=%s cancelled by its producer", ev.id);
@@ -432,9 +432,9 @@ out:
             jb_err_t e2 = {0};
             failed(o, st, j->id, eof ? -2 : -1, eof ? 69 : 65, eof ? "the input ended before the job was "
                    "complete" : "the input broke (a corrupt or truncated frame) before the job "
-                   "was complete", link, &e2);
-        } else if (link) {   // stopped: another decoder instance can take it now
-            jb_link_release(link, j->id);
+                   "was complete", in, &e2);
+        } else {   // stopped: another decoder instance can take it now (a link)
+            jb_endpoint_release(in, j->id);
         }
         jb_reader_job_free(&j);
     }

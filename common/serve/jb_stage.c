@@ -92,8 +92,8 @@ typedef struct {
     int out_broken;          // a send or spool write failed: the stage stops (not the job's fault)
     jb_msg_t *cap;
     int n_cap, cap_cap;
-    // Reliable link (NULL for streams) and the status the links' I/O threads report.
-    jb_link_t *in_link, *out_link, *control;
+    // --control (NULL without) and the status the links' I/O threads report.
+    jb_link_t *control;
     pthread_mutex_t status_mu;
     char *status;                     // JSON object text: stage, jobs, tokens/s, last error
     char last_error[512];
@@ -172,11 +172,10 @@ static char *control_status(void *user) {
     json_t *o = base ? json_loads(base, 0, NULL) : json_object();
     free(base);
     if (!o) return NULL;
-    jb_link_t *links[2] = {s->in_link, s->out_link};
+    jb_endpoint_t *eps[2] = {s->in, s->out};
     const char *names[2] = {"in", "out"};
     for (int i = 0; i < 2; i++) {
-        if (!links[i]) continue;
-        char *t = jb_link_status_json(links[i]);
+        char *t = jb_endpoint_status_json(eps[i]);   // NULL for a stream
         json_t *lj = t ? json_loads(t, 0, NULL) : NULL;
         free(t);
         if (lj) {
@@ -190,11 +189,10 @@ static char *control_status(void *user) {
     return text;
 }
 
-// The output link's consumer reported a job DONE: so is it here (DONE flows upstream),
-// and its spool goes.
+// The output link's consumer reported a job DONE: so is it here (the output endpoint
+// has passed the DONE upstream already, opts.upstream), and its spool goes.
 static void stage_on_done(void *user, const char *job_id) {
     stage_t *s = user;
-    if (s->in_link) jb_link_done(s->in_link, job_id);
     pthread_mutex_lock(&s->done_mu);
     if (s->n_done_q == s->cap_done_q) {
         int cap = s->cap_done_q ? 2 * s->cap_done_q : 16;
@@ -262,8 +260,8 @@ static int stage_persist(void *user, const jb_msg_t *m, jb_err_t *err) {
     for (int i = 0; i < 64 && i < s->n_done_recent && !rc; i++)
         if (!strcmp(s->done_recent[i], m->job_id))
             rc = jb_err_set(err, JB_EUNAVAIL, "job %s is done below", m->job_id);
-    if (!rc && m->seq == 0 && s->in_link &&
-        !jb_link_owner(s->in_link, m->job_id, name, sizeof name, epoch, sizeof epoch)) {
+    if (!rc && m->seq == 0 &&
+        !jb_endpoint_owner(s->in, m->job_id, name, sizeof name, epoch, sizeof epoch)) {
         snprintf(note, sizeof note, "%s\n%s\n", name, epoch);
         rc = jb_spool_put_note(s->spool, m->job_id, "from", note, err);
     }
@@ -500,7 +498,7 @@ static int fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
     jb_msg_clear(&m);
     j->failed = 1;
     snprintf(s->failed_ids[s->n_failed++ % 32], sizeof s->failed_ids[0], "%s", j->spec.id);
-    if (!rc && s->in_link && !s->out_link) jb_link_done(s->in_link, j->spec.id);
+    if (!rc) jb_endpoint_finished(s->out, j->spec.id);   // its ERROR is its result
     return rc ? -1 : 0;
 }
 
@@ -969,9 +967,9 @@ static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
         jb_msg_clear(&m);
         if (rc) return -1;
         jb_log(JB_INFO, "job=%s level=%d done", j->spec.id, s->info->level);
-        // A stream output holds the job now: done here. (A link output reports DONE
-        // when its consumer does: stage_on_done.)
-        if (s->in_link && !s->out_link) jb_link_done(s->in_link, j->spec.id);
+        // DONE upstream: now for a stream output, which holds the job; for a link
+        // output when its consumer reports it (then stage_on_done).
+        jb_endpoint_finished(s->out, j->spec.id);
         return finish_job(s, j, err) ? -1 : 1;
     }
     return 0;
@@ -997,7 +995,7 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
         jb_log(JB_INFO, "job=%s level=%d cancelled by its producer%s", m->job_id, level,
                c ? "; dropped" : "");
         if (c) drop_job(s, c);
-        if (s->out_link) jb_link_cancel(s->out_link, m->job_id);
+        jb_endpoint_cancel(s->out, m->job_id);
         if (s->spool && jb_spool_remove(s->spool, m->job_id, err)) return -1;
         return 0;
     }
@@ -1050,7 +1048,7 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
             return finish_job(s, j, err);
         }
         if (send_msg(s, m, err)) return -1;
-        if (s->in_link && !s->out_link) jb_link_done(s->in_link, m->job_id);
+        jb_endpoint_finished(s->out, m->job_id);
         return 0;
     default:
         return send_msg(s, m, err);
@@ -1077,7 +1075,8 @@ static uint32_t msg_sum(const jb_msg_t *m) {
 // what upstream resends of a job already in the spool is dropped.
 static int accept_msg(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     // A link input: spooled by the persist hook; what is held is dropped by the link.
-    if (!s->spool || !m->job_id[0] || s->in_link) return on_message(s, m, err);
+    if (!s->spool || !m->job_id[0] || jb_endpoint_is_reliable(s->in))
+        return on_message(s, m, err);
     job_t *j = find_job(s, m->job_id);
     if (j && j->recv_n < j->n_in) {   // resent after a restart: in.jbc has it
         if (j->in_sum && !j->failed && msg_sum(m) != j->in_sum[j->recv_n]) {
@@ -1169,7 +1168,7 @@ static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
             jb_err_prefix(err, "%s: resending job %s", s->o->stage, id);
             goto done;
         }
-    if (!s->in_link && in.n > 0) {
+    if (!jb_endpoint_is_reliable(s->in) && in.n > 0) {
         if (!(sums = malloc(sizeof(uint32_t) * (size_t)in.n))) {
             jb_err_set(err, JB_ENOMEM, "out of memory");
             goto done;
@@ -1185,7 +1184,7 @@ static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
         }
     s->replaying = 0;
     job_t *j = find_job(s, id);
-    if (s->in_link) {   // only the stream the spool holds continues at in.n
+    {   // a link: only the stream the spool holds continues at in.n
         char from[400], *nl;
         const char *pname = NULL, *pepoch = NULL;
         if (jb_spool_get_note(s->spool, id, "from", from, sizeof from) > 0 &&
@@ -1195,7 +1194,7 @@ static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
             pname = from;
             pepoch = nl + 1;
         }
-        if (jb_link_preload_from(s->in_link, id, in.n, pname, pepoch, err)) goto done;
+        if (jb_endpoint_preload(s->in, id, in.n, pname, pepoch, err)) goto done;
     }
     if (j && !j->failed) {
         j->n_in = in.n;
@@ -1249,19 +1248,15 @@ done:
 // SIGTERM over a link: take no new work, hand back every job not finished here
 // (its producer gives it to another instance at once) and cancel what was sent of it
 // downstream; give the messages of finished jobs up to 2 s to be acked.
+// (Streams: nothing to hand back; the jobs stay in the spool, if any.)
 static void hand_back(stage_t *s) {
-    if (!s->in_link && !s->out_link) return;
-    if (s->in_link) jb_link_pause(s->in_link);
+    jb_endpoint_pause(s->in);
     int n = 0;
-    for (job_t *j = s->jobs; j; j = j->next) {
-        if (s->in_link) jb_link_release(s->in_link, j->spec.id);
-        if (s->out_link) jb_link_cancel(s->out_link, j->spec.id);
-        n++;
-    }
+    for (job_t *j = s->jobs; j; j = j->next)   // '|': both, whatever the first did
+        n += jb_endpoint_release(s->in, j->spec.id) | jb_endpoint_cancel(s->out, j->spec.id);
     if (n) jb_log(JB_INFO, "handed back %d unfinished job(s)", n);
     jb_err_t e = {0};
-    if (s->out_link && jb_link_flush(s->out_link, 2000, 0, &e))
-        jb_log(JB_WARN, "%s", e.msg);
+    if (jb_endpoint_flush(s->out, 2000, 0, &e)) jb_log(JB_WARN, "%s", e.msg);
 }
 
 int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
@@ -1342,11 +1337,10 @@ int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
         eo.admit.hop[l] = s.hp->vqvae.hop_lengths[l];
     lo.admit = eo.admit;
     if (!(s.in = jb_endpoint_open_in(o->in, &eo, err))) goto done;
-    s.in_link = jb_endpoint_link(s.in);
+    eo.upstream = s.in;   // a job's DONE from below (or its end, on a stream) goes up
     lo.on_done = stage_on_done;
     lo.done_user = &s;
     if (!(s.out = jb_endpoint_open_out(o->out, &eo, err))) goto done;
-    s.out_link = jb_endpoint_link(s.out);
     if (o->control) {
         jb_link_opts_t co = lo;
         co.role = JB_LINK_CONTROL;
@@ -1485,10 +1479,11 @@ done:
     if (rc == 0 && s.out) {
         int64_t unread;
         int pipe_out = jb_endpoint_unread(s.out, &unread) != 0;
+        int reliable_out = jb_endpoint_is_reliable(s.out);
         if (jb_endpoint_close(&s.out, err)) rc = -1;
         // A file closed cleanly holds the finished jobs. (A link output: only their
         // DONE removes them, stage_on_done.)
-        else if (!pipe_out && !s.out_link && release_finished(&s, 0, 1, err)) rc = -1;
+        else if (!pipe_out && !reliable_out && release_finished(&s, 0, 1, err)) rc = -1;
     }
     // The links' I/O threads use the spool (persist, DONE): they stop first.
     jb_endpoint_destroy(&s.out);

@@ -44,6 +44,8 @@ struct jb_endpoint {
     // ZeroMQ
     jb_link_t *link;
     char address[256];
+    jb_link_done_fn user_done;   // the link template's on_done hook (after opts.upstream)
+    void *user_done_arg;
 };
 
 void jb_endpoint_default_opts(jb_endpoint_opts_t *opts) {
@@ -52,6 +54,7 @@ void jb_endpoint_default_opts(jb_endpoint_opts_t *opts) {
     opts->linger_ms = 10000;
     opts->codebook = -1;
     opts->link = NULL;
+    opts->upstream = NULL;
 }
 
 const char *jb_endpoint_address(const jb_endpoint_t *ep) {
@@ -103,6 +106,13 @@ static bool is_zmq_spec(const char *s) {
     return strncmp(s, "tcp://", 6) == 0 || strncmp(s, "ipc://", 6) == 0;
 }
 
+// An output link's consumer reported a job DONE (on the link's I/O thread).
+static void link_on_done(void *user, const char *job_id) {
+    jb_endpoint_t *ep = user;
+    jb_endpoint_done(ep->opts.upstream, job_id);
+    if (ep->user_done) ep->user_done(ep->user_done_arg, job_id);
+}
+
 static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_opts_t *opts,
                                jb_err_t *err) {
     jb_endpoint_t *ep = ep_alloc(spec, is_out, opts, err);
@@ -121,6 +131,12 @@ static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_
     if (!ep->opts.link || lo.codebook < 0) lo.codebook = ep->opts.codebook;
     if (!ep->opts.link || lo.admit.levels <= 0) lo.admit = ep->opts.admit;
     if (!ep->opts.link) lo.send_timeout_ms = ep->opts.send_timeout_ms;
+    if (is_out) {   // a consumer's DONE passes on upstream first, then to the caller's hook
+        ep->user_done = lo.on_done;
+        ep->user_done_arg = lo.done_user;
+        lo.on_done = ep->opts.upstream || lo.on_done ? link_on_done : NULL;
+        lo.done_user = ep;
+    }
     ep->link = jb_link_open(spec, &lo, err);
     if (!ep->link) goto fail;
     snprintf(ep->address, sizeof ep->address, "%s", jb_link_address(ep->link));
@@ -141,7 +157,61 @@ static jb_recv_t zmq_recv_msg(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms,
 
 int jb_endpoint_spec_is_link(const char *spec) { return spec && is_zmq_spec(spec); }
 
-jb_link_t *jb_endpoint_link(jb_endpoint_t *ep) { return ep && ep->kind == EP_ZMQ ? ep->link : NULL; }
+// ---------------------------------------------------------------- link-only operations
+
+// The endpoint's link, NULL for a stream (or a link already closed).
+static jb_link_t *link_of(const jb_endpoint_t *ep) {
+    return ep && ep->kind == EP_ZMQ ? ep->link : NULL;
+}
+
+int jb_endpoint_is_reliable(const jb_endpoint_t *ep) { return ep && ep->kind == EP_ZMQ; }
+
+void jb_endpoint_done(jb_endpoint_t *in, const char *job_id) {
+    if (link_of(in)) jb_link_done(in->link, job_id);
+}
+
+int jb_endpoint_release(jb_endpoint_t *in, const char *job_id) {
+    return link_of(in) ? (jb_link_release(in->link, job_id), 1) : 0;
+}
+
+void jb_endpoint_pause(jb_endpoint_t *in) {
+    if (link_of(in)) jb_link_pause(in->link);
+}
+
+int jb_endpoint_preload(jb_endpoint_t *in, const char *job_id, int64_t next_seq,
+                        const char *producer, const char *epoch, jb_err_t *err) {
+    if (!link_of(in)) return 0;
+    return jb_link_preload_from(in->link, job_id, next_seq, producer, epoch, err);
+}
+
+int jb_endpoint_owner(jb_endpoint_t *in, const char *job_id, char *name, size_t n_name,
+                      char *epoch, size_t n_epoch) {
+    if (!link_of(in)) return -1;
+    return jb_link_owner(in->link, job_id, name, n_name, epoch, n_epoch);
+}
+
+int jb_endpoint_cancel(jb_endpoint_t *out, const char *job_id) {
+    return link_of(out) ? (jb_link_cancel(out->link, job_id), 1) : 0;
+}
+
+void jb_endpoint_finished(jb_endpoint_t *out, const char *job_id) {
+    // A link: its consumer's DONE comes later (link_on_done). A stream: the reader has it.
+    if (out && !link_of(out)) jb_endpoint_done(out->opts.upstream, job_id);
+}
+
+int jb_endpoint_flush(jb_endpoint_t *out, int timeout_ms, int want_done, jb_err_t *err) {
+    return link_of(out) ? jb_link_flush(out->link, timeout_ms, want_done, err) : 0;
+}
+
+char *jb_endpoint_status_json(jb_endpoint_t *ep) {
+    return link_of(ep) ? jb_link_status_json(ep->link) : NULL;
+}
+
+int jb_endpoint_stats(jb_endpoint_t *ep, struct jb_link_stats *st) {
+    if (!link_of(ep)) return -1;
+    jb_link_stats(ep->link, st);
+    return 0;
+}
 
 // ---------------------------------------------------------------- streams
 

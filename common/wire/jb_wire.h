@@ -99,6 +99,18 @@ typedef struct {
                             // weights in [0, JB_WIRE_ALIGN_ONE]; owned
 } jb_msg_t;
 
+// What waiting for one message gave (jb_endpoint_recv, jb_link_recv): here, below both,
+// so that the endpoint and the link it may wrap share it without including each other.
+typedef enum {
+    JB_RECV_ERROR = -1,  // the endpoint is unusable (read error, truncated or corrupt
+                         // stream); err says why with the byte offset. Sticky.
+    JB_RECV_MSG = 0,     // *msg holds a message (owned by msg: jb_msg_clear it)
+    JB_RECV_EOF,         // stream ended cleanly at a frame boundary (never for ZeroMQ)
+    JB_RECV_TIMEOUT,     // nothing within timeout_ms, or a signal arrived
+    JB_RECV_BAD,         // a malformed message was dropped (err says why; msg->job_id and
+                         // msg->type are set when its header named them); keep going
+} jb_recv_t;
+
 // A growable byte buffer. Zero-initialise ({0}); data owned.
 typedef struct {
     uint8_t *data;
