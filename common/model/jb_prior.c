@@ -768,6 +768,8 @@ void jb_prior_sampler_set_backend(jb_prior_sampler_t *s, jb_prior_sample_backend
     s->backend = fn, s->backend_impl = impl;
 }
 
+void *jb_prior_sampler_backend(const jb_prior_sampler_t *s) { return s->backend_impl; }
+
 int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_t *z_cond,
                     const int32_t *prime, int P, int n_fill, int chunk_size,
                     jb_prior_choose_fn choose, void *user, int32_t *out, int *n_clamped,
