@@ -114,8 +114,8 @@ static int already_written(const char *root, const char *id) {
 // ---- spool -----------------------------------------------------------------------
 
 typedef struct {
-    jb_msg_t *v;       // in.jbc messages of the spooled jobs, replayed first
-    int n, cap, next;
+    jb_msg_list_t in;  // in.jbc messages of the spooled jobs, replayed first; [0, next)
+    int next;          // were taken out
     struct sjob {      // per spooled job: messages in in.jbc, and received again since
         char id[JB_WIRE_JOB_ID_MAX + 1];
         int64_t n_in, recv_n;
@@ -123,25 +123,8 @@ typedef struct {
     int n_jobs;
 } replay_t;
 
-static int take_msg(jb_msg_t *m, uint64_t at, void *user) {
-    (void)at;
-    replay_t *r = user;
-    if (r->n == r->cap) {
-        int cap = r->cap ? 2 * r->cap : 64;
-        jb_msg_t *p = realloc(r->v, sizeof *p * (size_t)cap);
-        if (!p) return -1;
-        r->v = p;
-        r->cap = cap;
-    }
-    r->v[r->n++] = *m;   // takes the pointers
-    m->spec = m->text = NULL;
-    m->codes = NULL;
-    return 0;
-}
-
 static void replay_free(replay_t *r) {
-    for (int i = r->next; i < r->n; i++) jb_msg_clear(&r->v[i]);
-    free(r->v);
+    jb_msg_list_free(&r->in, r->next);
     free(r->jobs);
 }
 
@@ -172,9 +155,10 @@ static int replay_load(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *
             jb_endpoint_done(in, sj->id);
             continue;
         }
-        int before = r->n;
-        if (jb_spool_read(o->spool, sj->id, JB_SPOOL_IN, take_msg, r, err)) return -1;
-        sj->n_in = r->n - before;
+        int before = r->in.n;
+        if (jb_spool_read(o->spool, sj->id, JB_SPOOL_IN, jb_msg_list_take, &r->in, err))
+            return -1;
+        sj->n_in = r->in.n - before;
         // Whose stream the held messages are (recorded at its seq 0): only that one
         // continues them (docs/reliability.md, "Ownership of a job across restarts").
         char from[400], *nl;
@@ -338,9 +322,9 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
         }
         jb_err_t rerr = {0};
         jb_recv_t r;
-        if (rp.next < rp.n) {   // the spooled jobs first
+        if (rp.next < rp.in.n) {   // the spooled jobs first
             jb_msg_clear(&m);
-            m = rp.v[rp.next++];
+            m = rp.in.v[rp.next++];
             r = JB_RECV_MSG;
         } else {
             r = jb_endpoint_recv(in, &m, 200, &rerr);

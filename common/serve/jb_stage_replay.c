@@ -287,33 +287,6 @@ int stage_accept_msg(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     return rc;
 }
 
-typedef struct {
-    jb_msg_t *v;
-    int n, cap;
-} msgs_t;
-
-static void msgs_free(msgs_t *a) {
-    for (int i = 0; i < a->n; i++) jb_msg_clear(&a->v[i]);
-    free(a->v);
-    memset(a, 0, sizeof *a);
-}
-
-static int take_msg(jb_msg_t *m, uint64_t at, void *user) {
-    (void)at;
-    msgs_t *a = user;
-    if (a->n == a->cap) {
-        int cap = a->cap ? 2 * a->cap : 64;
-        jb_msg_t *p = realloc(a->v, sizeof *p * (size_t)cap);
-        if (!p) return -1;
-        a->v = p;
-        a->cap = cap;
-    }
-    a->v[a->n++] = *m;   // takes the pointers
-    m->spec = m->text = NULL;
-    m->codes = NULL;
-    return 0;
-}
-
 // Same message (the link's seq and credit aside): same encoding.
 static int same_msg(const jb_msg_t *a, const jb_msg_t *b) {
     if (a->type != b->type || a->level != b->level || a->offset != b->offset) return 0;
@@ -338,11 +311,11 @@ static int same_msg(const jb_msg_t *a, const jb_msg_t *b) {
 //      out.jbc is what this stage had generated (its codes: the windows done);
 //   4. the captured messages past the last match (received, never forwarded) go now.
 int stage_replay_job(stage_t *s, const char *id, jb_err_t *err) {
-    msgs_t out = {0}, in = {0};
+    jb_msg_list_t out = {0}, in = {0};
     uint32_t *sums = NULL;   // (in.n) checksums of the spooled inputs
     int rc = -1;
-    if (jb_spool_read(s->spool, id, JB_SPOOL_OUT, take_msg, &out, err) ||
-        jb_spool_read(s->spool, id, JB_SPOOL_IN, take_msg, &in, err)) {
+    if (jb_spool_read(s->spool, id, JB_SPOOL_OUT, jb_msg_list_take, &out, err) ||
+        jb_spool_read(s->spool, id, JB_SPOOL_IN, jb_msg_list_take, &in, err)) {
         jb_err_prefix(err, "%s: replaying job %s", s->o->stage, id);
         goto done;
     }
@@ -422,8 +395,8 @@ done:
     s->replaying = 0;
     for (int i = 0; i < s->n_cap; i++) jb_msg_clear(&s->cap[i]);
     s->n_cap = 0;
-    msgs_free(&out);
-    msgs_free(&in);
+    jb_msg_list_free(&out, 0);
+    jb_msg_list_free(&in, 0);
     free(sums);
     return rc;
 }

@@ -993,3 +993,27 @@ int jb_frame_decode_all(const uint8_t *buf, size_t len, int64_t codebook, jb_fra
     }
     return 0;
 }
+
+// ---- message lists ---------------------------------------------------------------------
+
+int jb_msg_list_take(jb_msg_t *msg, uint64_t byte_offset, void *user) {
+    (void)byte_offset;
+    jb_msg_list_t *a = user;
+    if (a->n == a->cap) {
+        int cap = a->cap ? 2 * a->cap : 64;
+        jb_msg_t *p = realloc(a->v, sizeof *p * (size_t)cap);
+        if (!p) return -1;
+        a->v = p;
+        a->cap = cap;
+    }
+    a->v[a->n++] = *msg;   // takes the pointers
+    msg->spec = msg->text = NULL;
+    msg->codes = NULL;
+    return 0;
+}
+
+void jb_msg_list_free(jb_msg_list_t *list, int from) {
+    for (int i = from < 0 ? 0 : from; i < list->n; i++) jb_msg_clear(&list->v[i]);
+    free(list->v);
+    memset(list, 0, sizeof *list);
+}
