@@ -290,6 +290,112 @@ static int codes_arrived(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_
     return 0;
 }
 
+// The next message: a spooled job's first (replayed), else from the input, into the spool
+// (a stream with a spool). *r: what came (JB_RECV_TIMEOUT also for a message dropped as
+// already held or written). 0, or -1 + err (the spool could not be written).
+static int next_msg(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *rp, jb_reader_t *rd,
+                    jb_msg_t *m, jb_recv_t *r, jb_err_t *rerr, jb_err_t *err) {
+    jb_msg_clear(m);
+    if (rp->next < rp->in.n) {   // the spooled jobs first
+        *m = rp->in.v[rp->next++];
+        *r = JB_RECV_MSG;
+        return 0;
+    }
+    *r = jb_endpoint_recv(in, m, 200, rerr);
+    if (*r != JB_RECV_MSG) return 0;
+    int d = spool_in(o, in, rp, rd, m, err);
+    if (d < 0) return -1;
+    if (d) {
+        jb_msg_clear(m);
+        *r = JB_RECV_TIMEOUT;
+    }
+    return 0;
+}
+
+// What a job's event means here: its audio so far, its run directory, its error record,
+// its spool gone. 0, or -1 + err (fatal: the decoder stops).
+static int on_event(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stats_t *st,
+                    double t0, jb_endpoint_t *in, jb_reader_ev_t *ev, jb_err_t *err) {
+    switch (ev->kind) {
+    case JB_READ_CODES:
+        return ev->level == 0 ? codes_arrived(vq, o, st, t0, ev->job, err) : 0;
+    case JB_READ_DONE: {
+        int bad = write_run(vq, o, st, t0, in, ev->job, err);
+        jb_reader_job_free(&ev->job);
+        return bad ? -1 : 0;
+    }
+    case JB_READ_FAILED:
+        return failed(o, st, ev->id, ev->level, ev->code, ev->why, in, err);
+    case JB_READ_CANCEL:   // the link: this job went elsewhere
+        jb_log(JB_INFO, "job=%s cancelled by its producer", ev->id);
+        return spool_done(o, ev->id, err);
+    case JB_READ_DROPPED:
+        jb_log(JB_DEBUG, "job=%s: a message after the job's result, dropped", ev->id);
+        return 0;
+    default: return 0;
+    }
+}
+
+// One message (r: JB_RECV_MSG, or JB_RECV_BAD with rerr saying why) through the reader,
+// then its event. 0, or -1 + err (fatal).
+static int take(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stats_t *st, double t0,
+                jb_endpoint_t *in, jb_reader_t *rd, jb_msg_t *m, jb_recv_t r,
+                const jb_err_t *rerr, jb_err_t *err) {
+    jb_reader_ev_t ev;
+    if (r == JB_RECV_BAD) {
+        jb_reader_refused(rd, m, rerr, &ev);
+        if (ev.kind == JB_READ_NONE) {
+            jb_log(JB_WARN, "skipped a message: %s", rerr->msg);
+            st->msgs_skipped++;
+        }
+    } else {
+        // (A stream without a spool writes such a job again, as ROOT/<id>.1.)
+        if (m->job_id[0] && !jb_reader_find(rd, m->job_id) && m->type == JB_MSG_JOB &&
+            jb_endpoint_is_reliable(in) && already_written(o->root, m->job_id)) {
+            jb_log(JB_INFO, "job=%s: %s/%s already written; done", m->job_id, o->root,
+                   m->job_id);
+            jb_endpoint_done(in, m->job_id);
+            jb_msg_clear(m);
+            return 0;
+        }
+        // A level's END: when its codes were complete (the page's compute times).
+        int end_level = m->type == JB_MSG_END ? m->level : -1;
+        char end_id[sizeof m->job_id];
+        snprintf(end_id, sizeof end_id, "%s", m->job_id);
+        if (jb_reader_feed(rd, m, &ev, err)) return -1;
+        jb_reader_job_t *oj = ev.job ? ev.job : jb_reader_find(rd, end_id);
+        cstate_t *cs = oj ? cstate_of(oj) : NULL;
+        if (cs && end_level >= 0 && end_level < JB_CODES_MAX_LEVELS)
+            cs->t_end[end_level] = jb_now() - cs->t_start;
+    }
+    jb_msg_clear(m);
+    return on_event(vq, o, st, t0, in, &ev, err);
+}
+
+// Jobs the input left unfinished: an error record each, so none is lost silently.
+// With a spool they are kept for a restart; stopped by a signal, they are handed
+// back (a link) to be redone.
+static void leave_open_jobs(const jb_collect_opts_t *o, jb_collect_stats_t *st,
+                            jb_endpoint_t *in, jb_reader_t *rd, int eof, int broken) {
+    for (jb_reader_job_t *j = jb_reader_take_open(rd), *next; j; j = next) {
+        next = j->next;
+        if ((eof || broken) && o->spool) {
+            jb_log(JB_WARN, "job=%s: the input %s before the job was complete; kept in the "
+                   "spool %s for a restart", j->id, eof ? "ended" : "broke",
+                   jb_spool_dir(o->spool));
+            st->jobs_kept++;
+        } else if (eof || broken) {
+            jb_err_t e2 = {0};
+            failed(o, st, j->id, eof ? -2 : -1, eof ? 69 : 65, eof ? "the input ended before "
+                   "the job was complete" : "the input broke (a corrupt or truncated frame) "
+                   "before the job was complete", in, &e2);
+        } else {   // stopped: another decoder instance can take it now (a link)
+            jb_endpoint_release(in, j->id);
+        }
+        jb_reader_job_free(&j);
+    }
+}
+
 int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o,
                    jb_collect_stats_t *st, jb_err_t *err) {
     jb_msg_t m;
@@ -312,31 +418,14 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     jb_service_ready("model loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
-        if (o->stop && *o->stop) {
-            rc = 0;
-            break;
-        }
-        if (o->max_jobs > 0 && st->jobs_done + st->jobs_failed >= o->max_jobs) {
+        if ((o->stop && *o->stop) ||
+            (o->max_jobs > 0 && st->jobs_done + st->jobs_failed >= o->max_jobs)) {
             rc = 0;
             break;
         }
         jb_err_t rerr = {0};
         jb_recv_t r;
-        if (rp.next < rp.in.n) {   // the spooled jobs first
-            jb_msg_clear(&m);
-            m = rp.in.v[rp.next++];
-            r = JB_RECV_MSG;
-        } else {
-            r = jb_endpoint_recv(in, &m, 200, &rerr);
-            if (r == JB_RECV_MSG) {
-                int d = spool_in(o, in, &rp, rd, &m, err);
-                if (d < 0) break;
-                if (d) {
-                    jb_msg_clear(&m);
-                    continue;
-                }
-            }
-        }
+        if (next_msg(o, in, &rp, rd, &m, &r, &rerr, err)) break;
         if (r == JB_RECV_TIMEOUT) continue;
         if (r == JB_RECV_ERROR) {   // the stream cannot go on: its open jobs fail below
             *err = rerr;
@@ -349,79 +438,10 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             break;
         }
         if (t0 < 0) t0 = jb_now();
-        jb_reader_ev_t ev;
-        if (r == JB_RECV_BAD) {
-            jb_reader_refused(rd, &m, &rerr, &ev);
-            if (ev.kind == JB_READ_NONE) {
-                jb_log(JB_WARN, "skipped a message: %s", rerr.msg);
-                st->msgs_skipped++;
-            }
-        } else {
-            // (A stream without a spool writes such a job again, as ROOT/<id>.1.)
-            if (m.job_id[0] && !jb_reader_find(rd, m.job_id) && m.type == JB_MSG_JOB &&
-                jb_endpoint_is_reliable(in) && already_written(o->root, m.job_id)) {
-                jb_log(JB_INFO, "job=%s: %s/%s already written; done", m.job_id, o->root,
-                       m.job_id);
-                jb_endpoint_done(in, m.job_id);
-                jb_msg_clear(&m);
-                continue;
-            }
-            // A level's END: when its codes were complete (the page's compute times).
-            int end_level = m.type == JB_MSG_END ? m.level : -1;
-            char end_id[sizeof m.job_id];
-            snprintf(end_id, sizeof end_id, "%s", m.job_id);
-            if (jb_reader_feed(rd, &m, &ev, err)) break;
-            jb_reader_job_t *oj = ev.job ? ev.job : jb_reader_find(rd, end_id);
-            cstate_t *cs = oj ? cstate_of(oj) : NULL;
-            if (cs && end_level >= 0 && end_level < JB_CODES_MAX_LEVELS)
-                cs->t_end[end_level] = jb_now() - cs->t_start;
-        }
-        jb_msg_clear(&m);
-        switch (ev.kind) {
-        case JB_READ_CODES:
-            if (ev.level == 0 && codes_arrived(vq, o, st, t0, ev.job, err)) goto out;
-            break;
-        case JB_READ_DONE: {
-            int bad = write_run(vq, o, st, t0, in, ev.job, err);
-            jb_reader_job_free(&ev.job);
-            if (bad) goto out;
-            break;
-        }
-        case JB_READ_FAILED:
-            if (failed(o, st, ev.id, ev.level, ev.code, ev.why, in, err)) goto out;
-            break;
-        case JB_READ_CANCEL:   // the link: this job went elsewhere
-            jb_log(JB_INFO, "job=%s cancelled by its producer", ev.id);
-            if (spool_done(o, ev.id, err)) goto out;
-            break;
-        case JB_READ_DROPPED:
-            jb_log(JB_DEBUG, "job=%s: a message after the job's result, dropped", ev.id);
-            break;
-        default: break;
-        }
+        if (take(vq, o, st, t0, in, rd, &m, r, &rerr, err)) break;
     }
-out:
     jb_msg_clear(&m);
-    // Jobs the input left unfinished: an error record each, so none is lost silently.
-    // With a spool they are kept for a restart; stopped by a signal, they are handed
-    // back (a link) to be redone.
-    for (jb_reader_job_t *j = jb_reader_take_open(rd), *next; j; j = next) {
-        next = j->next;
-        if ((eof || broken) && o->spool) {
-            jb_log(JB_WARN, "job=%s: the input %s before the job was complete; kept in the "
-                   "spool %s for a restart", j->id, eof ? "ended" : "broke",
-                   jb_spool_dir(o->spool));
-            st->jobs_kept++;
-        } else if (eof || broken) {
-            jb_err_t e2 = {0};
-            failed(o, st, j->id, eof ? -2 : -1, eof ? 69 : 65, eof ? "the input ended before the job was "
-                   "complete" : "the input broke (a corrupt or truncated frame) before the job "
-                   "was complete", in, &e2);
-        } else {   // stopped: another decoder instance can take it now (a link)
-            jb_endpoint_release(in, j->id);
-        }
-        jb_reader_job_free(&j);
-    }
+    leave_open_jobs(o, st, in, rd, eof, broken);
     replay_free(&rp);
     jb_reader_destroy(&rd);
     return rc;

@@ -591,235 +591,261 @@ static void hand_back(stage_t *s) {
     if (jb_endpoint_flush(s->out, 2000, 0, &e)) jb_log(JB_WARN, "%s", e.msg);
 }
 
-int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
-    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER,
-                 .done_mu = PTHREAD_MUTEX_INITIALIZER};
-    jb_msg_t m;
-    jb_msg_init(&m);
-    int rc = -1, input_open = 1;
+// ---- the run ---------------------------------------------------------------------------
+
+// The model, its vocabularies, the sampler, the spool (checked against the model).
+static int stage_load(stage_t *s, jb_err_t *err) {
+    const jb_stage_opts_t *o = s->o;
     // On the GPU the weights are uploaded as stored: no packed CPU copy is needed.
     jb_weights_opts_t wo = {o->weights, o->cuda ? 0 : o->packed};
-    s.prior = jb_prior_new_opts(o->model_path, &wo, err);
-    if (!s.prior) goto done;
-    s.info = jb_prior_info(s.prior);
-    s.hp = jb_prior_hparams(s.prior);
-    s.levels = s.hp->vqvae.levels;
-    if (o->level >= 0 && s.info->level != o->level) {
-        jb_err_set(err, JB_EINVAL, "%s: model is a level-%d prior; this stage runs level %d",
-                   o->model_path, s.info->level, o->level);
-        goto done;
-    }
-    if (s.info->labels) {
-        s.st = jb_st_open(o->model_path, err);
-        if (!s.st) goto done;
+    if (!(s->prior = jb_prior_new_opts(o->model_path, &wo, err))) return -1;
+    s->info = jb_prior_info(s->prior);
+    s->hp = jb_prior_hparams(s->prior);
+    s->levels = s->hp->vqvae.levels;
+    if (o->level >= 0 && s->info->level != o->level)
+        return jb_err_set(err, JB_EINVAL, "%s: model is a level-%d prior; this stage runs "
+                          "level %d", o->model_path, s->info->level, o->level);
+    if (s->info->labels) {
+        if (!(s->st = jb_st_open(o->model_path, err))) return -1;
         // Models converted from the releases carry their vocabularies; test
         // models may not, and then take ids only.
-        if (jb_st_meta(s.st, "artists") &&
-            !(s.artists = jb_labels_vocab_from_model(s.st, "artists", err)))
-            goto done;
-        if (jb_st_meta(s.st, "genres") &&
-            !(s.genres = jb_labels_vocab_from_model(s.st, "genres", err)))
-            goto done;
+        if (jb_st_meta(s->st, "artists") &&
+            !(s->artists = jb_labels_vocab_from_model(s->st, "artists", err)))
+            return -1;
+        if (jb_st_meta(s->st, "genres") &&
+            !(s->genres = jb_labels_vocab_from_model(s->st, "genres", err)))
+            return -1;
     }
-    s.sampler = jb_sample_sampler_new(s.prior, o->max_batch > 0 ? o->max_batch : 16,
-                                      o->max_chunk > 0 ? o->max_chunk : 64, o->cuda, err);
-    if (!s.sampler) goto done;
+    s->sampler = jb_sample_sampler_new(s->prior, o->max_batch > 0 ? o->max_batch : 16,
+                                       o->max_chunk > 0 ? o->max_chunk : 64, o->cuda, err);
+    if (!s->sampler) return -1;
     if (o->spool) {
-        if (!(s.spool = jb_spool_open(o->spool, err))) goto done;
-        for (int i = 0; i < jb_spool_n_warnings(s.spool); i++)
-            jb_log(JB_WARN, "%s", jb_spool_warning(s.spool, i));
-        if (stage_check_spool_model(&s, err)) goto done;
+        if (!(s->spool = jb_spool_open(o->spool, err))) return -1;
+        for (int i = 0; i < jb_spool_n_warnings(s->spool); i++)
+            jb_log(JB_WARN, "%s", jb_spool_warning(s->spool, i));
+        if (stage_check_spool_model(s, err)) return -1;
     }
-    jb_link_opts_t lo;
+    return 0;
+}
+
+// The input, the output (a job's DONE passes from it to the input) and --control.
+static int stage_open(stage_t *s, jb_err_t *err) {
+    const jb_stage_opts_t *o = s->o;
+    jb_link_opts_t lo;   // used when an endpoint is a link (its strings copied at open)
     jb_link_default_opts(&lo);
     lo.name = o->name;
     char spool_name[200];   // with a spool, the default name survives a restart
-    if (!lo.name && s.spool)
-        lo.name = jb_spool_instance_name(s.spool, spool_name, sizeof spool_name);
+    if (!lo.name && s->spool)
+        lo.name = jb_spool_instance_name(s->spool, spool_name, sizeof spool_name);
     lo.stage = o->stage;
     if (o->heartbeat_ms > 0) lo.heartbeat_ms = o->heartbeat_ms;
     if (o->peer_timeout_ms > 0) lo.peer_timeout_ms = o->peer_timeout_ms;
     lo.stop = o->stop;
     lo.status = stage_status;
-    lo.status_user = &s;
-    stage_update_status(&s);
-    if (s.spool) {   // a link input spools on its I/O thread, once the replay is set up
+    lo.status_user = s;
+    stage_update_status(s);
+    if (s->spool) {   // a link input spools on its I/O thread, once the replay is set up
         lo.persist = stage_persist;
-        lo.persist_user = &s;
+        lo.persist_user = s;
     }
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.link = &lo;
     // Each job's messages are bounded by its levels' lengths under this model (wire.md 3.1).
-    eo.admit.sr = s.hp->sr;
-    eo.admit.levels = s.hp->vqvae.levels;
-    for (int l = 0; l < s.hp->vqvae.levels && l <= JB_WIRE_MAX_LEVEL; l++)
-        eo.admit.hop[l] = s.hp->vqvae.hop_lengths[l];
+    eo.admit.sr = s->hp->sr;
+    eo.admit.levels = s->hp->vqvae.levels;
+    for (int l = 0; l < s->hp->vqvae.levels && l <= JB_WIRE_MAX_LEVEL; l++)
+        eo.admit.hop[l] = s->hp->vqvae.hop_lengths[l];
     lo.admit = eo.admit;
-    if (!(s.in = jb_endpoint_open_in(o->in, &eo, err))) goto done;
-    eo.upstream = s.in;   // a job's DONE from below (or its end, on a stream) goes up
+    if (!(s->in = jb_endpoint_open_in(o->in, &eo, err))) return -1;
+    eo.upstream = s->in;   // a job's DONE from below (or its end, on a stream) goes up
     lo.on_done = stage_on_done;
-    lo.done_user = &s;
-    if (!(s.out = jb_endpoint_open_out(o->out, &eo, err))) goto done;
+    lo.done_user = s;
+    if (!(s->out = jb_endpoint_open_out(o->out, &eo, err))) return -1;
     if (o->control) {
         jb_link_opts_t co = lo;
         co.role = JB_LINK_CONTROL;
         co.on_done = NULL;
         co.persist = NULL;
         co.status = stage_control_status;
-        if (!(s.control = jb_link_open(o->control, &co, err))) goto done;
+        if (!(s->control = jb_link_open(o->control, &co, err))) return -1;
     }
-    jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s%s%s", s.info->level, o->model_path,
-           jb_endpoint_address(s.in), jb_endpoint_address(s.out), o->spool ? " spool=" : "",
+    jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s%s%s", s->info->level, o->model_path,
+           jb_endpoint_address(s->in), jb_endpoint_address(s->out), o->spool ? " spool=" : "",
            o->spool ? o->spool : "");
-    if (s.spool) {
-        int n = jb_spool_n_jobs(s.spool);
-        char (*ids)[JB_WIRE_JOB_ID_MAX + 1] = malloc(sizeof *ids * (size_t)(n ? n : 1));
-        if (!ids) {
-            jb_err_set(err, JB_ENOMEM, "out of memory");
-            goto done;
+    return 0;
+}
+
+// Whether some job can move without new input (then the input is only polled).
+static int busy(stage_t *s) {
+    for (job_t *j = s->jobs; j; j = j->next)
+        if (window_ready(s, j) || (j->prefix_done && !j->started) ||
+            (j->started && !j->level_done && j->next_window >= j->n_windows) ||
+            (j->level_done && j->upstream_done))
+            return 1;
+    return 0;
+}
+
+// Waits up to timeout_ms for one input message and acts on it. 1: a message was taken
+// (read on: forwarding stays prompt), 0: nothing taken (*input_open 0 at the end of the
+// input), -1 + err: fatal.
+static int receive(stage_t *s, int timeout_ms, int *input_open, jb_err_t *err) {
+    jb_msg_t m;
+    jb_msg_init(&m);
+    jb_err_t rerr = {0};
+    int rc = 0;
+    jb_recv_t r = jb_endpoint_recv(s->in, &m, timeout_ms, &rerr);
+    if (r == JB_RECV_MSG) {
+        rc = stage_accept_msg(s, &m, err) ? -1 : 1;
+        if (rc > 0) stage_update_status(s);
+    } else if (r == JB_RECV_EOF) {
+        *input_open = 0;
+    } else if (r == JB_RECV_BAD) {
+        // A message of a job in progress that cannot be read: the job is missing
+        // part of its stream, so it fails as a whole (wire.md 8.3).
+        job_t *bj = m.job_id[0] ? stage_find_job(s, m.job_id) : NULL;
+        if (bj && !bj->failed) {
+            jb_err_prefix(&rerr, "a %s message of the job was refused", jb_msg_type_name(m.type));
+            if (stage_fail_job(s, bj, &rerr, err)) rc = -1;
+        } else {
+            jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
         }
-        for (int i = 0; i < n; i++)
-            snprintf(ids[i], sizeof ids[i], "%s", jb_spool_job_id(s.spool, i));
-        for (int i = 0; i < n; i++)
-            if (stage_replay_job(&s, ids[i], err)) {
-                free(ids);
-                goto done;
-            }
-        free(ids);
-        s.spool_ready = 1;   // the link input may persist new messages from here on
+    } else if (r == JB_RECV_ERROR) {
+        *err = rerr;
+        rc = jb_err_prefix(err, "%s: input", s->o->stage);
     }
-    jb_service_ready("weights loaded; waiting for jobs");
+    jb_msg_clear(&m);
+    return rc;
+}
+
+// One step: first what every job can do without sampling (start, finish, END: quick, and
+// a batch must not starve it), then the windows of several jobs together when they can
+// share a batch, else one window of the oldest job that can move. 1: worked, 0: nothing
+// to do, -1 + err: fatal.
+static int step(stage_t *s, jb_err_t *err) {
+    int worked = 0;
+    job_t *order[256];
+    int n_jobs = 0;
+    for (job_t *j = s->jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
+    for (int i = n_jobs - 1; i >= 0; i--) {   // list is newest first; advance may free
+        int a = advance(s, order[i], 0, err);
+        if (a < 0) return -1;
+        worked |= a;
+    }
+    n_jobs = 0;
+    for (job_t *j = s->jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
+    if (!worked && (worked = run_batched(s, order, n_jobs, err)) < 0) return -1;
+    for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
+        int a = advance(s, order[i], 1, err);
+        if (a < 0) return -1;
+        worked = a;
+    }
+    if (worked) stage_update_status(s);
+    // Failed jobs are forgotten once their ERROR is out.
+    for (job_t *j = s->jobs, *next; j; j = next) {
+        next = j->next;
+        if (j->failed && stage_finish_job(s, j, err)) return -1;
+    }
+    if (stage_release_finished(s, 0, 0, err)) return -1;
+    return worked;
+}
+
+// The input ended and nothing can move: 0 when no job is left, else -1 + err (JB_EUNAVAIL):
+// with a spool the jobs stay there for a restart, without one each gets an ERROR record.
+static int input_ended(stage_t *s, jb_err_t *err) {
+    const jb_stage_opts_t *o = s->o;
+    if (s->jobs && s->spool) {   // upstream ended in the middle: kept for a restart
+        char ids[256] = "";
+        for (job_t *j = s->jobs; j; j = j->next)
+            if (strlen(ids) + strlen(j->spec.id) + 2 < sizeof ids)
+                snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%s", ids[0] ? " " : "",
+                         j->spec.id);
+        stage_release_finished(s, 1, 0, err);
+        return jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of job(s) %s; kept "
+                          "in the spool %s for a restart", o->stage, ids, o->spool);
+    }
+    if (s->jobs) {   // upstream ended in the middle of these jobs
+        for (job_t *j = s->jobs, *next; j; j = next) {
+            next = j->next;
+            jb_err_t why;
+            jb_err_set(&why, JB_EUNAVAIL, "input ended before the job was complete");
+            if (stage_fail_job(s, j, &why, err)) return -1;
+            stage_drop_job(s, j);
+        }
+        return jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of a job", o->stage);
+    }
+    return 0;
+}
+
+// Until the input ends with every job done (0), stop (-1, JB_ECANCEL) or a fatal error.
+static int serve(stage_t *s, jb_err_t *err) {
+    int input_open = 1;
     for (;;) {
         jb_service_watchdog();
-        stage_drain_done(&s);
-        if (stop_requested(&s)) {
-            jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
-            goto done;
-        }
-        int busy = 0;
-        for (job_t *j = s.jobs; j && !busy; j = j->next)
-            busy = window_ready(&s, j) || (j->prefix_done && !j->started) ||
-                   (j->started && !j->level_done && j->next_window >= j->n_windows) ||
-                   (j->level_done && j->upstream_done);
+        stage_drain_done(s);
+        if (stop_requested(s))
+            return jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", s->o->stage);
         if (input_open) {
-            jb_err_t rerr = {0};
-            jb_recv_t r = jb_endpoint_recv(s.in, &m, busy ? 0 : 200, &rerr);
-            if (r == JB_RECV_MSG) {
-                int mrc = stage_accept_msg(&s, &m, err);
-                jb_msg_clear(&m);
-                if (mrc) goto done;
-                stage_update_status(&s);
-                continue;   // drain input first: forwarding stays prompt
-            } else if (r == JB_RECV_EOF) {
-                input_open = 0;
-            } else if (r == JB_RECV_BAD) {
-                // A message of a job in progress that cannot be read: the job is missing
-                // part of its stream, so it fails as a whole (wire.md 8.3).
-                job_t *bj = m.job_id[0] ? stage_find_job(&s, m.job_id) : NULL;
-                if (bj && !bj->failed) {
-                    jb_err_prefix(&rerr, "a %s message of the job was refused",
-                                  jb_msg_type_name(m.type));
-                    if (stage_fail_job(&s, bj, &rerr, err)) goto done;
-                } else {
-                    jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
-                }
-                jb_msg_clear(&m);
-            } else if (r == JB_RECV_ERROR) {
-                *err = rerr;
-                jb_err_prefix(err, "%s: input", o->stage);
-                goto done;
-            }
+            int r = receive(s, busy(s) ? 0 : 200, &input_open, err);
+            if (r < 0) return -1;
+            if (r > 0) continue;   // drain input first: forwarding stays prompt
         }
-        // One step: the windows of several jobs together when they can share a batch, else
-        // the oldest job that can move.
-        // First what every job can do without sampling (start, finish, END: quick, and a
-        // batch must not starve it), then one batch or one window.
-        int worked = 0;
-        job_t *order[256];
-        int n_jobs = 0;
-        for (job_t *j = s.jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
-        for (int i = n_jobs - 1; i >= 0; i--) {   // list is newest first; advance may free
-            int a = advance(&s, order[i], 0, err);
-            if (a < 0) goto done;
-            worked |= a;
-        }
-        n_jobs = 0;
-        for (job_t *j = s.jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
-        if (!worked && (worked = run_batched(&s, order, n_jobs, err)) < 0) goto done;
-        for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
-            int a = advance(&s, order[i], 1, err);
-            if (a < 0) goto done;
-            worked = a;
-        }
-        if (worked) stage_update_status(&s);
-        // Failed jobs are forgotten once their ERROR is out.
-        for (job_t *j = s.jobs, *next; j; j = next) {
-            next = j->next;
-            if (j->failed && stage_finish_job(&s, j, err)) goto done;
-        }
-        if (stage_release_finished(&s, 0, 0, err)) goto done;
+        int worked = step(s, err);
+        if (worked < 0) return -1;
         if (!input_open && !worked) {
-            if (s.jobs && s.spool) {   // upstream ended in the middle: kept for a restart
-                char ids[256] = "";
-                for (job_t *j = s.jobs; j; j = j->next)
-                    if (strlen(ids) + strlen(j->spec.id) + 2 < sizeof ids)
-                        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%s",
-                                 ids[0] ? " " : "", j->spec.id);
-                stage_release_finished(&s, 1, 0, err);
-                jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of job(s) %s; kept "
-                           "in the spool %s for a restart", o->stage, ids, o->spool);
-                goto done;
-            }
-            if (s.jobs) {   // upstream ended in the middle of these jobs
-                for (job_t *j = s.jobs, *next; j; j = next) {
-                    next = j->next;
-                    jb_err_t why;
-                    jb_err_set(&why, JB_EUNAVAIL, "input ended before the job was complete");
-                    if (stage_fail_job(&s, j, &why, err)) goto done;
-                    stage_drop_job(&s, j);
-                }
-                jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of a job", o->stage);
-                goto done;
-            }
+            if (input_ended(s, err)) return -1;
             break;
         }
     }
     // The pipe read empty: the next stage has every message of the finished jobs.
-    if (stage_release_finished(&s, 1, 0, err)) goto done;
-    rc = 0;
-done:
+    return stage_release_finished(s, 1, 0, err);
+}
+
+// After the run (rc its result): stopped: hand back; done: the output closed, and a
+// file's finished jobs' spools removed. Frees everything. Returns rc, or -1 when the
+// output could not be closed.
+static int stage_close(stage_t *s, int rc, jb_err_t *err) {
     jb_service_stopping();
-    jb_msg_clear(&m);
-    if (rc && err->code != JB_ECANCEL && err->msg[0]) stage_note_error(&s, err->msg);
+    if (rc && err->code != JB_ECANCEL && err->msg[0]) stage_note_error(s, err->msg);
     // Stopped (between windows, or while a send waited for room): hand back.
-    if (rc && err->code == JB_ECANCEL) hand_back(&s);
-    jb_link_close(&s.control, 0);
-    while (s.jobs) stage_drop_job(&s, s.jobs);
-    if (rc == 0 && s.out) {
+    if (rc && err->code == JB_ECANCEL) hand_back(s);
+    jb_link_close(&s->control, 0);
+    while (s->jobs) stage_drop_job(s, s->jobs);
+    if (rc == 0 && s->out) {
         int64_t unread;
-        int pipe_out = jb_endpoint_unread(s.out, &unread) != 0;
-        int reliable_out = jb_endpoint_is_reliable(s.out);
-        if (jb_endpoint_close(&s.out, err)) rc = -1;
+        int pipe_out = jb_endpoint_unread(s->out, &unread) != 0;
+        int reliable_out = jb_endpoint_is_reliable(s->out);
+        if (jb_endpoint_close(&s->out, err)) rc = -1;
         // A file closed cleanly holds the finished jobs. (A link output: only their
         // DONE removes them, stage_on_done.)
-        else if (!pipe_out && !reliable_out && stage_release_finished(&s, 0, 1, err)) rc = -1;
+        else if (!pipe_out && !reliable_out && stage_release_finished(s, 0, 1, err)) rc = -1;
     }
     // The links' I/O threads use the spool (persist, DONE): they stop first.
-    jb_endpoint_destroy(&s.out);
-    jb_endpoint_destroy(&s.in);
-    stage_drain_done(&s);   // the last DONEs' spools
-    jb_spool_destroy(&s.spool);
-    free(s.finished);
-    free(s.cap);
-    jb_sample_sampler_destroy(&s.sampler);
-    jb_labels_vocab_destroy(&s.artists);
-    jb_labels_vocab_destroy(&s.genres);
-    jb_st_close(&s.st);
-    jb_prior_destroy(&s.prior);
-    free(s.status);
-    pthread_mutex_destroy(&s.status_mu);
-    pthread_mutex_destroy(&s.done_mu);
-    free(s.done_q);
+    jb_endpoint_destroy(&s->out);
+    jb_endpoint_destroy(&s->in);
+    stage_drain_done(s);   // the last DONEs' spools
+    jb_spool_destroy(&s->spool);
+    free(s->finished);
+    free(s->cap);
+    jb_sample_sampler_destroy(&s->sampler);
+    jb_labels_vocab_destroy(&s->artists);
+    jb_labels_vocab_destroy(&s->genres);
+    jb_st_close(&s->st);
+    jb_prior_destroy(&s->prior);
+    free(s->status);
+    pthread_mutex_destroy(&s->status_mu);
+    pthread_mutex_destroy(&s->done_mu);
+    free(s->done_q);
     return rc;
+}
+
+int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
+    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER,
+                 .done_mu = PTHREAD_MUTEX_INITIALIZER};
+    int rc = -1;
+    if (!stage_load(&s, err) && !stage_open(&s, err) && !stage_replay_all(&s, err)) {
+        jb_service_ready("weights loaded; waiting for jobs");
+        rc = serve(&s, err) ? -1 : 0;
+    }
+    return stage_close(&s, rc, err);
 }

@@ -126,6 +126,8 @@ int stage_persist(void *user, const jb_msg_t *m, jb_err_t *err);
 int stage_accept_msg(stage_t *s, jb_msg_t *m, jb_err_t *err);
 // A spooled job after a restart: resent, rebuilt, forwarded (jb_stage.h).
 int stage_replay_job(stage_t *s, const char *id, jb_err_t *err);
+// Every spooled job replayed, then a link input may persist (s->spool_ready).
+int stage_replay_all(stage_t *s, jb_err_t *err);
 // While replaying, what the stage would send is captured here instead.
 int stage_capture(stage_t *s, const jb_msg_t *m, jb_err_t *err);
 int stage_is_finished(const stage_t *s, const char *id);

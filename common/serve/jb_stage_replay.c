@@ -400,3 +400,21 @@ done:
     free(sums);
     return rc;
 }
+
+// Every spooled job replayed (stage_replay_job), then a link input may persist new
+// messages. 0 / -1 + err.
+int stage_replay_all(stage_t *s, jb_err_t *err) {
+    if (!s->spool) return 0;
+    int n = jb_spool_n_jobs(s->spool);
+    char (*ids)[JB_WIRE_JOB_ID_MAX + 1] = malloc(sizeof *ids * (size_t)(n ? n : 1));
+    if (!ids) return jb_err_set(err, JB_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) snprintf(ids[i], sizeof ids[i], "%s", jb_spool_job_id(s->spool, i));
+    for (int i = 0; i < n; i++)
+        if (stage_replay_job(s, ids[i], err)) {
+            free(ids);
+            return -1;
+        }
+    free(ids);
+    s->spool_ready = 1;   // the link input may persist new messages from here on
+    return 0;
+}
