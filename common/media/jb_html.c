@@ -9,26 +9,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "jb_publish.h"
+
 // Frames of the alignment animation: one per 16 top-level tokens (~46 ms at
 // 44.1 kHz and hop 128), as the reference's page does.
 #define JB_HTML_FRAME_TOKENS 16
-
-static int write_file_atomic(const char *path, const void *data, size_t n, jb_err_t *err) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return jb_err_set(err, JB_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    int ok = fwrite(data, 1, n, f) == n;
-    ok &= fflush(f) == 0;
-    ok &= fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return jb_err_set(err, JB_EIO, "%s: write failed: %s", path, strerror(e));
-    }
-    return 0;
-}
 
 static void put_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
@@ -76,7 +61,7 @@ int jb_png_write_gray(const char *path, const uint8_t *pix, int w, int h, jb_err
     n += png_chunk(png + n, "IHDR", ihdr, 13);
     n += png_chunk(png + n, "IDAT", z, (uint32_t)z_n);
     n += png_chunk(png + n, "IEND", NULL, 0);
-    rc = write_file_atomic(path, png, n, err);
+    rc = jb_publish_bytes(path, png, n, err);
 done:
     free(raw);
     free(z);
@@ -369,7 +354,7 @@ static int write_timings(const char *outdir, const jb_html_page_t *p, jb_err_t *
     }
     n += snprintf(js + n, sizeof js - (size_t)n, "};\n");
     snprintf(path, sizeof path, "%s/timings.js", outdir);
-    return write_file_atomic(path, js, (size_t)n, err);
+    return jb_publish_bytes(path, js, (size_t)n, err);
 }
 
 int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
@@ -386,7 +371,7 @@ int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
         goto fail;
     }
     snprintf(path, sizeof path, "%s/index.html", outdir);
-    if (write_file_atomic(path, b.s, b.n, err) != 0 || write_timings(outdir, p, err)) goto fail;
+    if (jb_publish_bytes(path, b.s, b.n, err) != 0 || write_timings(outdir, p, err)) goto fail;
     free(b.s);
     return 0;
 fail:

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "jb_link.h"
+#include "jb_publish.h"
 
 #define READ_CHUNK (64 * 1024)
 
@@ -38,8 +39,8 @@ struct jb_endpoint {
     size_t in_start;
     uint64_t in_base;       // stream offset of in.data[in_start]
     uint64_t out_bytes;     // bytes written so far
-    char *tmp_path;         // output file being written; renamed to final_path on close
-    char *final_path;
+    jb_publish_t publish;   // output file: written under a temporary name, published on
+    bool publishing;        // a clean close (jb_publish.h); fd is publish.fd
     jb_admit_t *admit;      // stream input: per-job bounds before decompression
     // ZeroMQ
     jb_link_t *link;
@@ -87,9 +88,7 @@ void jb_endpoint_destroy(jb_endpoint_t **ep_p) {
     jb_endpoint_t *ep = *ep_p;
     jb_link_close(&ep->link, ep->is_out ? 0 : 1000);   // removes a bound ipc file
     if (ep->owns_fd && ep->fd >= 0) close(ep->fd);
-    if (ep->tmp_path) unlink(ep->tmp_path);
-    free(ep->tmp_path);
-    free(ep->final_path);
+    if (ep->publishing) jb_publish_abort(&ep->publish);   // closes fd, removes the temporary
     free(ep->name);
     jb_bytes_free(&ep->hdr);
     jb_bytes_free(&ep->payload);
@@ -252,32 +251,16 @@ jb_endpoint_t *jb_endpoint_open_out(const char *spec, const jb_endpoint_opts_t *
     }
     if (is_zmq_spec(spec)) return open_zmq(spec, true, opts, err);
     if (strcmp(spec, "-") == 0) return jb_endpoint_from_fd(1, 1, 0, "stdout", opts, err);
-    jb_endpoint_t *ep = jb_endpoint_from_fd(-1, 1, 1, spec, opts, err);
+    jb_endpoint_t *ep = jb_endpoint_from_fd(-1, 1, 0, spec, opts, err);
     if (!ep) return NULL;
-    size_t n = strlen(spec) + 64;
-    ep->tmp_path = malloc(n);
-    ep->final_path = strdup(spec);
-    if (!ep->tmp_path || !ep->final_path) {
-        jb_err_set(err, JB_ENOMEM, "%s: out of memory", spec);
-        goto fail;
+    if (jb_publish_open(&ep->publish, spec, err)) {
+        if (errno == ENOENT) err->code = JB_ENOENT;   // the directory is missing
+        jb_endpoint_destroy(&ep);
+        return NULL;
     }
-    // Same directory as the final name, so that rename() is atomic.
-    for (int attempt = 0; attempt < 100 && ep->fd < 0; attempt++) {
-        snprintf(ep->tmp_path, n, "%s.tmp.%ld.%d", spec, (long)getpid(), attempt);
-        ep->fd = open(ep->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (ep->fd < 0 && errno != EEXIST) break;
-    }
-    if (ep->fd < 0) {
-        jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: cannot create %s: %s", spec,
-                   ep->tmp_path, strerror(errno));
-        free(ep->tmp_path);   // not created: nothing to unlink
-        ep->tmp_path = NULL;
-        goto fail;
-    }
+    ep->publishing = true;
+    ep->fd = ep->publish.fd;
     return ep;
-fail:
-    jb_endpoint_destroy(&ep);
-    return NULL;
 }
 
 // Writes all of iov, retrying short writes and EINTR. SIGPIPE is blocked for
@@ -485,20 +468,10 @@ int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err) {
     } else if (ep->link) {
         if (ep->is_out && jb_link_flush(ep->link, ep->opts.linger_ms, 0, err)) rc = -1;
         jb_link_close(&ep->link, 1000);
-    } else if (ep->tmp_path) {
-        int e = fsync(ep->fd) ? errno : 0;
-        if (close(ep->fd) && !e) e = errno;
-        if (e) {
-            rc = jb_err_set(err, JB_EIO, "%s: cannot finish %s: %s", ep->name, ep->tmp_path,
-                            strerror(e));
-        } else if (rename(ep->tmp_path, ep->final_path)) {
-            rc = jb_err_set(err, JB_EIO, "%s: cannot rename %s: %s", ep->name, ep->tmp_path,
-                            strerror(errno));
-        } else {
-            free(ep->tmp_path);
-            ep->tmp_path = NULL;
-        }
-        ep->fd = -1;   // closed above, even when close() reported an error
+    } else if (ep->publishing) {
+        ep->publishing = false;   // closed and, on failure, removed by the commit
+        ep->fd = -1;
+        if (jb_publish_commit(&ep->publish, err)) rc = -1;
     }
     jb_endpoint_destroy(ep_p);
     return rc;

@@ -3,8 +3,9 @@
 // An endpoint is named by a string:
 //   "-"                 stdin (input) or stdout (output), as a frame stream
 //   a file path         a frame stream in a file (a codes file); an output file is
-//                       written under a temporary name and renamed by a successful
-//                       jb_endpoint_close(), so a reader never sees a partial file
+//                       written under a temporary name and published by a successful
+//                       jb_endpoint_close() (jb_publish.h: fsync, rename, fsync of the
+//                       directory), so a reader never sees a partial file
 //   "tcp://host:port"   ZeroMQ; one message = two parts (header, payload)
 //   "ipc://path"        ZeroMQ over a Unix socket
 // A ZeroMQ input binds and an output connects (downstream listens, upstream dials);
@@ -155,9 +156,9 @@ char *jb_endpoint_status_json(jb_endpoint_t *ep);
 // The link's counters (jb_link_stats). 0, or -1 for a stream (*st untouched).
 int jb_endpoint_stats(jb_endpoint_t *ep, struct jb_link_stats *st);
 
-// Finishes an output: file -> fsync and rename to its name; ZeroMQ -> waits up to
-// linger_ms for every message to be acked (JB_EUNAVAIL when not). Frees the endpoint and sets *ep_p NULL
-// either way. 0 / -1 + err (an output file that failed is removed, not renamed).
+// Finishes an output: file -> published under its name (fsync, rename, fsync of the
+// directory); ZeroMQ -> waits up to linger_ms for every message to be acked (JB_EUNAVAIL
+// when not). Frees the endpoint and sets *ep_p NULL either way. 0 / -1 + err (an output file that failed is removed, not renamed).
 int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err);
 
 // Frees without finishing: an output file's temporary is removed, ZeroMQ data queues
