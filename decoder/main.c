@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sysexits.h>
 
 #include "jb_codec.h"
 #include "jb_collect.h"
@@ -119,7 +120,7 @@ static int check_out_dir(const char *opt, const char *arg, const char *dir, int 
     struct stat sb;
     if (must_exist && stat(p, &sb) != 0) {
         fprintf(stderr, "jukebox-decoder: %s %s: no directory %s\n", opt, arg, p);
-        return 74;
+        return EX_IOERR;
     }
     while (stat(p, &sb) != 0) {
         char *slash = strrchr(p, '/');
@@ -132,19 +133,19 @@ static int check_out_dir(const char *opt, const char *arg, const char *dir, int 
     }
     if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         fprintf(stderr, "jukebox-decoder: %s %s: %s is not a directory\n", opt, arg, p);
-        return 74;
+        return EX_IOERR;
     }
     if (access(p, W_OK | X_OK) != 0) {
         fprintf(stderr, "jukebox-decoder: %s %s: cannot write in %s: %s\n", opt, arg, p,
                 strerror(errno));
-        return 74;
+        return EX_IOERR;
     }
     return 0;
 }
 
 static jb_link_opts_t g_link;    // --name, --heartbeat, --peer-timeout
 static const char *g_control;    // --control EP
-static jb_link_t *g_in_link;     // for the control endpoint's status
+static jb_endpoint_t *g_in;      // for the control endpoint's status
 
 static char *decoder_status(void *user) {
     (void)user;
@@ -153,7 +154,7 @@ static char *decoder_status(void *user) {
 
 static char *control_status(void *user) {
     (void)user;
-    char *t = g_in_link ? jb_link_status_json(g_in_link) : NULL;
+    char *t = jb_endpoint_status_json(g_in);   // NULL for a stream
     return t ? t : strdup("{\"stage\":\"decoder\"}");
 }
 
@@ -214,8 +215,8 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     g_link.status = decoder_status;
     eo.link = &g_link;
     jb_endpoint_t *ep = jb_endpoint_open_in(in, &eo, &err);
-    g_in_link = ep ? jb_endpoint_link(ep) : NULL;
-    co.link = g_in_link;
+    g_in = ep;
+    co.in = ep;
     jb_link_t *control = NULL;
     if (ep && g_control) {
         jb_link_opts_t cl = g_link;
@@ -239,25 +240,25 @@ static int run_outdir(const char *model, const char *in, const char *root, int m
     } else if (st.jobs_failed) {
         jb_log(JB_ERROR, "%d of %d job(s) failed (see ROOT/<job>/error.json)", st.jobs_failed,
                st.jobs_failed + st.jobs_done);
-        rc = st.first_fail_code ? st.first_fail_code : 65;
+        rc = st.first_fail_code ? st.first_fail_code : EX_DATAERR;
     } else if (st.jobs_kept) {
         jb_log(JB_ERROR, "the input ended in the middle of %d job(s), kept in the spool %s",
                st.jobs_kept, spool);
-        rc = 69;
+        rc = EX_UNAVAILABLE;
     } else if (st.msgs_skipped) {
         jb_log(JB_ERROR, "%d job(s) written under %s, but %d message(s) naming no job were "
                "skipped", st.jobs_done, root, st.msgs_skipped);
-        rc = 65;
+        rc = EX_DATAERR;
     } else if (!st.jobs_done && !stop_flag && !jb_endpoint_spec_is_link(in)) {
         jb_log(JB_ERROR, "%s: the input ended before any complete job (did the stage before "
                "this one fail?)", in);
-        rc = 65;
+        rc = EX_DATAERR;
     } else {
         jb_log(JB_INFO, "%d job(s) written under %s; first audio %.2f s, all %.2f s after the "
                "first message", st.jobs_done, root, st.first_audio_s, st.total_s);
     }
     jb_link_close(&control, 0);
-    g_in_link = NULL;
+    g_in = NULL;
     jb_endpoint_destroy(&ep);   // a link input: the last DONEs get up to 1 s to leave
     jb_spool_destroy(&sp);
     jb_codec_detach_device(vq, &on_dev);
@@ -303,7 +304,7 @@ int main(int argc, char **argv) {
             if (*end || !*optarg || level < 0 || level > JB_WIRE_MAX_LEVEL) {
                 fprintf(stderr, "jukebox-decoder: --level: expected a level number, got '%s'\n",
                         optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case OPT_FLOAT: want_float = 1; break;
@@ -314,7 +315,7 @@ int main(int argc, char **argv) {
             if (*end || max_jobs < 1) {
                 fprintf(stderr, "jukebox-decoder: --jobs: expected a positive count, got '%s'\n",
                         optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case 'd': device = optarg; break;
@@ -326,7 +327,7 @@ int main(int argc, char **argv) {
             if (*end || !*optarg || v < 1 || v > 86400000) {
                 fprintf(stderr, "jukebox-decoder: --%s: expected milliseconds, got '%s'\n",
                         c == OPT_HB ? "heartbeat" : "peer-timeout", optarg);
-                return 64;
+                return EX_USAGE;
             }
             if (c == OPT_HB) g_link.heartbeat_ms = (int)v;
             else g_link.peer_timeout_ms = (int)v;
@@ -337,7 +338,7 @@ int main(int argc, char **argv) {
             if (*end || !*optarg || decode_step < 0) {
                 fprintf(stderr, "jukebox-decoder: --decode-step: expected a count, got '%s'\n",
                         optarg);
-                return 64;
+                return EX_USAGE;
             }
             if (decode_step == 0) decode_step = -1;   // only at the end
             break;
@@ -346,7 +347,7 @@ int main(int argc, char **argv) {
             threads = (int)strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) {
                 fprintf(stderr, "jukebox-decoder: --threads: expected 1..1024, got '%s'\n", optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case 'w':
@@ -354,7 +355,7 @@ int main(int argc, char **argv) {
             if (*end || window < 1) {
                 fprintf(stderr, "jukebox-decoder: --window: expected a sample count, got '%s'\n",
                         optarg);
-                return 64;
+                return EX_USAGE;
             }
             break;
         case 'q': jb_log_set_level(JB_ERROR); break;
@@ -362,7 +363,7 @@ int main(int argc, char **argv) {
         case 'h': usage(stdout); return 0;
         default:
             fprintf(stderr, "Try 'jukebox-decoder --help'.\n");
-            return 64;
+            return EX_USAGE;
         }
     }
     if (optind < argc || (!out && !outdir) || !model || (out && outdir)) {
@@ -371,11 +372,11 @@ int main(int argc, char **argv) {
                 : !model      ? "--model is required"
                 : out && outdir ? "-o and --outdir exclude each other"
                               : "-o AUDIO (or --outdir ROOT) is required");
-        return 64;
+        return EX_USAGE;
     }
     if (g_link.peer_timeout_ms <= g_link.heartbeat_ms) {
         fprintf(stderr, "jukebox-decoder: --peer-timeout must be longer than --heartbeat\n");
-        return 64;
+        return EX_USAGE;
     }
     jb_err_t err = {0};
     jb_device_t dev;
@@ -385,7 +386,7 @@ int main(int argc, char **argv) {
     }
     if (spool && !outdir) {
         fprintf(stderr, "jukebox-decoder: --spool needs --outdir\n");
-        return 64;
+        return EX_USAGE;
     }
     if (outdir) {
         int bad = check_out_dir("--outdir", outdir, outdir, 0);
@@ -407,18 +408,18 @@ int main(int argc, char **argv) {
     jb_codec_decode_opts_t o = {.level = level, .out = out, .format = JB_AUDIO_AUTO};
     if (want_float && want_flac) {
         fprintf(stderr, "jukebox-decoder: --float and --flac exclude each other\n");
-        return 64;
+        return EX_USAGE;
     }
     if (want_flac) o.format = JB_AUDIO_FLAC;
     else if (want_float) o.format = JB_AUDIO_WAV_FLOAT;
     else if (jb_audio_format_for_path(out, &o.format, &err)) {
         fprintf(stderr, "jukebox-decoder: -o %s\n", err.msg);   // before any work
-        return 64;
+        return EX_USAGE;
     }
     if (!strcmp(out, "-") && o.format == JB_AUDIO_AUTO) o.format = JB_AUDIO_WAV_PCM16;
     if (!strcmp(out, "-") && isatty(1)) {
         fprintf(stderr, "jukebox-decoder: not writing audio to a terminal; redirect stdout\n");
-        return 64;
+        return EX_USAGE;
     }
     if (threads) jb_codec_set_threads(threads);
     jb_vqvae_t *vq = jb_codec_load_vqvae(model, window, &err);
@@ -430,13 +431,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "jukebox-decoder: --window %lld: this model needs at least %lld\n",
                 window, (long long)jb_codec_min_window(vq));
         jb_vqvae_destroy(&vq);
-        return 64;
+        return EX_USAGE;
     }
     if (level >= jb_vqvae_hparams(vq)->levels) {
         fprintf(stderr, "jukebox-decoder: --level %d: the model has levels 0..%d\n", level,
                 jb_vqvae_hparams(vq)->levels - 1);
         jb_vqvae_destroy(&vq);
-        return 64;
+        return EX_USAGE;
     }
     void *on_dev = NULL;
     if (jb_codec_attach_device(vq, dev.is_cuda, &on_dev, &err)) {

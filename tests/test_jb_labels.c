@@ -240,6 +240,40 @@ int main(void) {
     JB_CHECK(jb_labels_starts(10, 4, 3, st, 2, &ns, &err) == -1, "starts: no room -> error");
     JB_CHECK(jb_labels_starts(10, 4, 0, st, 8, &ns, &err) == -1, "starts: hop 0 -> error");
 
+    // A stage's labels for a job: no vocabulary (names give 0), explicit ids win, every
+    // sample's row the same, lyrics cleaned (what the vocabulary lacks is dropped and named).
+    {
+        jb_labeller_t lb = {.version = JB_TEXT_V2, .max_genre_words = 2, .n_tokens = 8,
+                            .sample_length = 1024};
+        int gids[1] = {5};
+        jb_labels_job_t q = {.id = "j1", .level = 2, .artist = "nobody", .genre = "pop",
+                             .lyrics = "la la\u00e9 #", .artist_id = 7, .genre_ids = gids,
+                             .n_genre_ids = 1, .total_length = 44100, .n_samples = 3};
+        jb_labels_built_t b;
+        int L = 4 + 2 + 8;
+        int rc = jb_labeller_build(&lb, L, &q, &b, &err);
+        JB_CHECK(rc == 0 && b.y && b.y[3] == 7 && b.y[4] == 5 && b.y[5] == -1 && b.y[0] == 44100,
+                 "build: y = [44100, 0, ., 7, 5, -1, ...] (%s)", rc ? err.msg : "ok");
+        int same = rc == 0;
+        for (int k = 1; same && k < 3; k++) same = !memcmp(b.y, b.y + k * L, sizeof *b.y * L);
+        JB_CHECK(same, "build: every sample's row is the same");
+        JB_CHECK(rc == 0 && b.full_tokens && b.n_full > 0 && b.n_dropped == 1 &&
+                 !strcmp(b.dropped, "#"), "build: lyric tokens, '#' dropped (%zu: \"%s\")",
+                 b.n_dropped, b.dropped);
+        JB_CHECK(rc == 0 && strstr(b.used_json, "\"artist_id\":7") &&
+                 strstr(b.used_json, "\"genre_ids\":[5]") &&
+                 strstr(b.used_json, "\"lyrics_dropped\":\"#\"") &&
+                 strstr(b.used_json, "\"level\":2"), "build: what was used: %s",
+                 rc ? "" : b.used_json);
+        jb_labels_built_free(&b);
+        JB_CHECK(b.y == NULL && b.used_json == NULL, "build: free zeroes");
+        q.artist_id = -1;
+        rc = jb_labeller_build(&lb, 0, &q, &b, &err);
+        JB_CHECK(rc == 0 && !b.y && !strcmp(b.used_json, "{\"level\":2}"),
+                 "build: no labels: only the level (%s)", rc ? err.msg : b.used_json);
+        jb_labels_built_free(&b);
+    }
+
     jb_log_set_sink(NULL, NULL);
     return jb_test_summary("test_jb_labels");
 }

@@ -371,7 +371,7 @@ static void test_zmq_stream(const char *bind_spec, const char *what) {
     // part counts, bad headers, a cut payload, a valid message from an unknown peer.
     // The link drops and counts each; the receiver never sees them and keeps serving.
     jb_link_stats_t st0, st1;
-    jb_link_stats(jb_endpoint_link(in), &st0);
+    JB_CHECK(jb_endpoint_stats(in, &st0) == 0, "%s: a link has counters", what);
     void *ctx = zmq_ctx_new();
     void *raw = zmq_socket(ctx, ZMQ_DEALER);
     zmq_connect(raw, addr);
@@ -395,7 +395,7 @@ static void test_zmq_stream(const char *bind_spec, const char *what) {
     zmq_send(raw, h.data, h.len, ZMQ_SNDMORE);
     zmq_send(raw, p.data, p.len, 0);       // valid, but from a peer without HELLO
     int64_t t_end = now_ms() + WAIT_MS;
-    do jb_link_stats(jb_endpoint_link(in), &st1);
+    do jb_endpoint_stats(in, &st1);
     while (st1.bad - st0.bad < 6 && now_ms() < t_end);
     JB_CHECK(st1.bad - st0.bad == 6, "%s: 6 garbage messages dropped and counted (%lld)", what,
              (long long)(st1.bad - st0.bad));
@@ -511,6 +511,83 @@ static void test_zmq_bounds(void) {
     }
 }
 
+// ---- what only a link does: on a stream nothing; DONE passes on upstream
+
+static int send_job(jb_endpoint_t *out, const char *id, jb_err_t *err) {
+    jb_msg_t m;
+    jb_msg_init(&m);
+    m.type = JB_MSG_END;
+    m.level = -1;
+    snprintf(m.job_id, sizeof m.job_id, "%s", id);
+    return jb_endpoint_send(out, &m, err);
+}
+
+static void test_link_ops(void) {
+    // Streams: the link-only operations do nothing and say so.
+    int fds[2];
+    JB_CHECK(pipe(fds) == 0, "ops: pipe");
+    jb_err_t err = {0};
+    jb_endpoint_t *sin = jb_endpoint_from_fd(fds[0], 0, 1, "pipe-in", NULL, &err);
+    jb_endpoint_opts_t so;
+    jb_endpoint_default_opts(&so);
+    so.upstream = sin;
+    jb_endpoint_t *sout = jb_endpoint_from_fd(fds[1], 1, 1, "pipe-out", &so, &err);
+    char name[64], epoch[64];
+    jb_link_stats_t st;
+    JB_CHECK(!jb_endpoint_is_reliable(sin) && !jb_endpoint_is_reliable(sout),
+             "ops: a pipe is not a reliable link");
+    jb_endpoint_done(sin, "j");
+    jb_endpoint_pause(sin);
+    jb_endpoint_finished(sout, "j");   // DONE to a stream input: nothing
+    JB_CHECK(jb_endpoint_release(sin, "j") == 0 && jb_endpoint_cancel(sout, "j") == 0,
+             "ops: release / cancel on a pipe do nothing (0)");
+    JB_CHECK(jb_endpoint_preload(sin, "j", 3, NULL, NULL, &err) == 0 &&
+             jb_endpoint_flush(sout, 0, 1, &err) == 0,
+             "ops: preload / flush on a pipe succeed at once");
+    JB_CHECK(jb_endpoint_owner(sin, "j", name, sizeof name, epoch, sizeof epoch) == -1 &&
+             jb_endpoint_status_json(sin) == NULL && jb_endpoint_stats(sin, &st) == -1,
+             "ops: a pipe has no owner, status or counters");
+    JB_CHECK(send_job(sout, "j", &err) == 0, "ops: the pipe still works (%s)", err.msg);
+    jb_endpoint_destroy(&sout);
+    jb_endpoint_destroy(&sin);
+
+    // A link P -> C, and a stream output S whose upstream is C: the job is finished
+    // on S (a stream holds it at once), so C reports it DONE to P.
+    jb_endpoint_t *c = jb_endpoint_open_in("tcp://127.0.0.1:*", NULL, &err);
+    JB_CHECK(c != NULL, "ops: bind (%s)", c ? "" : err.msg);
+    if (!c) return;
+    jb_endpoint_t *p = jb_endpoint_open_out(jb_endpoint_address(c), NULL, &err);
+    JB_CHECK(p != NULL && jb_endpoint_is_reliable(p) && jb_endpoint_is_reliable(c),
+             "ops: tcp endpoints are reliable links");
+    JB_CHECK(pipe(fds) == 0, "ops: pipe");
+    so.upstream = c;
+    jb_endpoint_t *s = jb_endpoint_from_fd(fds[1], 1, 1, "pipe-out", &so, &err);
+    close(fds[0]);
+    jb_msg_t m;
+    jb_msg_init(&m);
+    JB_CHECK(p && send_job(p, "k", &err) == 0 &&
+             jb_endpoint_recv(c, &m, WAIT_MS, &err) == JB_RECV_MSG && !strcmp(m.job_id, "k"),
+             "ops: the job arrives over the link (%s)", err.msg);
+    jb_msg_clear(&m);
+    JB_CHECK(jb_endpoint_flush(p, 50, 1, &err) == -1 && err.code == JB_EUNAVAIL,
+             "ops: before it is finished below, the producer waits for its DONE");
+    JB_CHECK(jb_endpoint_owner(c, "k", name, sizeof name, epoch, sizeof epoch) == 0,
+             "ops: the consumer knows whose stream the job is");
+    char *status = jb_endpoint_status_json(c);
+    JB_CHECK(status && strstr(status, "\"role\""), "ops: a link's status: %.60s",
+             status ? status : "(null)");
+    free(status);
+    jb_endpoint_finished(s, "k");
+    JB_CHECK(jb_endpoint_flush(p, WAIT_MS, 1, &err) == 0,
+             "ops: finished on the stream below: DONE reached the producer (%s)",
+             err.code ? err.msg : "ok");
+    JB_CHECK(jb_endpoint_stats(p, &st) == 0 && st.done_rx == 1, "ops: one DONE counted (%lld)",
+             (long long)st.done_rx);
+    jb_endpoint_destroy(&s);
+    jb_endpoint_destroy(&p);
+    jb_endpoint_destroy(&c);
+}
+
 int main(void) {
     if (!getenv("JB_TEST_VERBOSE")) jb_log_set_level(JB_ERROR);   // link warnings on garbage
     test_pipe();
@@ -520,5 +597,6 @@ int main(void) {
     snprintf(ipc, sizeof ipc, "ipc:///tmp/jb_test_ipc_%ld", (long)getpid());
     test_zmq_stream(ipc, "ipc");
     test_zmq_bounds();
+    test_link_ops();
     return jb_test_summary("test_jb_transport");
 }

@@ -896,6 +896,31 @@ static void test_additions(void) {
     jb_bytes_free(&pl);
 }
 
+// A message list takes each message's pointers; freeing from k leaves the first k to
+// whoever moved them out (a spool replayed message by message).
+static void test_msg_list(void) {
+    jb_msg_list_t list = {0};
+    jb_err_t err = {0};
+    int ok = 1;
+    for (int i = 0; i < 70 && ok; i++) {   // past the first growth (64)
+        jb_msg_t m;
+        jb_msg_init(&m);
+        m.type = JB_MSG_ERROR;
+        snprintf(m.job_id, sizeof m.job_id, "j%d", i);
+        ok = jb_msg_set_text(&m, "why", &err) == 0 && jb_msg_list_take(&m, 0, &list) == 0 &&
+             m.text == NULL;
+        jb_msg_clear(&m);
+    }
+    JB_CHECK(ok && list.n == 70 && !strcmp(list.v[69].job_id, "j69") &&
+             !strcmp(list.v[69].text, "why"), "list: 70 messages taken, pointers moved");
+    jb_msg_t first = list.v[0];   // moved out: the list no longer frees it
+    jb_msg_list_free(&list, 1);
+    JB_CHECK(list.v == NULL && list.n == 0 && !strcmp(first.text, "why"),
+             "list: freed from 1, the moved message intact");
+    jb_msg_clear(&first);
+    jb_msg_list_free(&list, 0);   // empty: nothing to do
+}
+
 int main(void) {
     test_roundtrips();
     test_hand_built();
@@ -904,5 +929,6 @@ int main(void) {
     test_frames();
     test_big();
     test_additions();
+    test_msg_list();
     return jb_test_summary("test_jb_wire");
 }

@@ -6,6 +6,7 @@
 // writing that file and a line in the table below.
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "bench/bench.h"
 
@@ -29,11 +30,11 @@ static void usage(FILE *to) {
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 64 : 0;
+        return argc < 2 ? EX_USAGE : 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "jukebox-bench: unknown subcommand '%s'\n", argv[1]);
     usage(stderr);
-    return 64;
+    return EX_USAGE;
 }

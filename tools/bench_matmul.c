@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sysexits.h>
 
 #include "jb_matmul.h"
 #include "jb_tensor.h"
@@ -184,20 +185,20 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--kernel") && i + 1 < argc) {
             if (jb_matmul_set_kernel(argv[++i]) < 0) {
                 fprintf(stderr, "bench_matmul: kernel %s not available\n", argv[i]);
-                return 64;
+                return EX_USAGE;
             }
         } else {
             fprintf(stderr,
                     "usage: %s [--reps N] [--large] [--layout plain|packed|both] [--config upsampler|5b|all]"
                     " [--threads 1|2|12] [--dtypes f32,bf16,f16,int8] [--kernel c|avx2|avx512]\n",
                     argv[0]);
-            return 64;
+            return EX_USAGE;
         }
     }
     if (reps < 1) reps = 1;
     size_t bw_n = (size_t)512 << 20 >> 2;
     float *bw_buf = jb_alloc(bw_n * sizeof(float));
-    if (!bw_buf) return 70;
+    if (!bw_buf) return EX_SOFTWARE;
     for (size_t i = 0; i < bw_n; i++) bw_buf[i] = (float)(i & 255);
     double bw[3] = {0}, bw_plain[3] = {0};   // the bound uses bw (multi-stream)
     static const int Ms[] = {1, 4, 16};

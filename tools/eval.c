@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "jb_audio.h"
 #include "jb_eval.h"
@@ -81,7 +82,7 @@ static int write_json(const char *path, json_t *o) {
     if (!path) return 0;
     if (json_dump_file(o, path, JSON_INDENT(2) | JSON_SORT_KEYS)) {
         jb_log(JB_ERROR, "%s: cannot write", path);
-        return 74;
+        return EX_IOERR;
     }
     return 0;
 }
@@ -106,7 +107,7 @@ static jb_vqvae_t *open_vqvae(const char *path, jb_err_t *err) {
 
 static int cmd_vqvae(const char *vq_path, const char *data, const char *json_out) {
     jb_err_t err = {0};
-    int rc = 70;
+    int rc = EX_SOFTWARE;
     jb_trainer_data_t *d = NULL;
     float *x = NULL, *xh = NULL;
     int32_t *z = NULL;
@@ -240,7 +241,7 @@ static int cmd_prior(const char *prior_path, const char *vq_path, const char *tr
                      const char *train_codes, const char *data, int batch,
                      const char *json_out) {
     jb_err_t err = {0};
-    int rc = 70;
+    int rc = EX_SOFTWARE;
     jb_trainer_data_t *dt = NULL, *dh = NULL;
     jb_train_prior_t *tp = NULL;
     jb_st_t *pst = NULL;
@@ -410,7 +411,7 @@ static int features(const jb_trainer_data_t *d, double *f, jb_err_t *err) {
 static int cmd_genre(const char *train, const char **tests, int n_tests, int sr,
                      const char *json_out) {
     jb_err_t err = {0};
-    int rc = 70, D = 2 * N_MELS;
+    int rc = EX_SOFTWARE, D = 2 * N_MELS;
     jb_trainer_data_t *dt = NULL, *de = NULL;
     jb_eval_centroids_t *cl = NULL;
     genres_t g = {0};
@@ -529,7 +530,7 @@ static int cmd_spectrogram(const char *in, const char *out, int sr, double range
 
 static int cmd_music(const char **tests, int n_tests, int sr, const char *json_out) {
     jb_err_t err = {0};
-    int rc = 70;
+    int rc = EX_SOFTWARE;
     jb_trainer_data_t *d = NULL;
     json_t *out = json_object(), *arr = json_array();
     printf("%-40s %5s %8s %8s %8s %8s %9s %9s\n", "songs of", "songs", "loud", "pitched",
@@ -621,7 +622,7 @@ static char *read_text(const char *path, jb_err_t *err) {
 // each an array of a value 0..255 per lyric character, in <script id="align-K">).
 static int cmd_lyrics(const char **tests, int n_tests, const char *json_out) {
     jb_err_t err = {0};
-    int rc = 70;
+    int rc = EX_SOFTWARE;
     char *html = NULL;
     double *att = NULL;
     json_t *out = json_object(), *arr = json_array(), *fr = NULL;
@@ -707,7 +708,7 @@ done:
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
-        return 64;
+        return EX_USAGE;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(stdout);
@@ -737,7 +738,7 @@ int main(int argc, char **argv) {
         case O_TEST:
             if (n_tests == MAX_TESTS) {
                 fprintf(stderr, "jukebox-eval: at most %d --test directories\n", MAX_TESTS);
-                return 64;
+                return EX_USAGE;
             }
             tests[n_tests++] = optarg;
             break;
@@ -751,12 +752,12 @@ int main(int argc, char **argv) {
         case O_CODES: codes = optarg; break;
         case 'q': jb_log_set_level(JB_WARN); break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 64;
+        default: usage(stderr); return EX_USAGE;
         }
     }
     if (optind < argc || sr < 1000 || batch < 1 || scale < 1 || !(range > 0)) {
         fprintf(stderr, "jukebox-eval: bad arguments (see --help)\n");
-        return 64;
+        return EX_USAGE;
     }
     if (!strcmp(cmd, "vqvae") && vq && data) return cmd_vqvae(vq, data, json);
     if (!strcmp(cmd, "prior") && prior && vq && train && data)
@@ -767,5 +768,5 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "music") && n_tests > 0) return cmd_music(tests, n_tests, sr, json);
     if (!strcmp(cmd, "lyrics") && n_tests > 0) return cmd_lyrics(tests, n_tests, json);
     fprintf(stderr, "jukebox-eval: '%s': unknown command or missing options (see --help)\n", cmd);
-    return 64;
+    return EX_USAGE;
 }

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sysexits.h>
 
 #include "jb_codes.h"
 #include "jb_hparams.h"
@@ -278,7 +279,7 @@ int main(int argc, char **argv) {
     jb_log_set_stage("job");
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 64 : 0;
+        return argc < 2 ? EX_USAGE : 0;
     }
     jb_err_t err = {0};
     jb_job_t job;
@@ -288,7 +289,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode_name, "sample")) mode_name = "ancestral";
     if (jb_job_mode_parse(mode_name, &mode, &err)) {
         fprintf(stderr, "jukebox-job: %s (modes: sample, primed, continue, upsample)\n", err.msg);
-        return 64;
+        return EX_USAGE;
     }
     enum { O_ARTIST = 256, O_GENRE, O_ARTIST_ID, O_GENRE_IDS, O_LYRICS, O_LYRICS_FILE, O_SECONDS,
            O_TOTAL, O_PROMPT_SECONDS, O_SAMPLES, O_TEMP, O_TOPK, O_TOPP, O_HOP, O_BATCH, O_CHUNK,
@@ -315,7 +316,7 @@ int main(int argc, char **argv) {
     int total_given = 0, prompt_s_given = 0, from_spec = 0;
     jb_prior_hparams_t check_hp[8];
     int hops[LEVELS] = {8, 32, 128}, sr = 44100, print_spec = 0;
-    int seconds_given = 0, rc = 64;
+    int seconds_given = 0, rc = EX_USAGE;
     int timeout_ms = 10000, wait_done = 0;
     jb_link_opts_t lo;   // -o tcp:// or ipc://: the reliable link's options
     jb_link_default_opts(&lo);
@@ -368,7 +369,7 @@ int main(int argc, char **argv) {
             case O_LYRICS:
                 if (check_lyrics_text("--lyrics", optarg, strlen(optarg), &err)) {
                     fprintf(stderr, "jukebox-job: %s\n", err.msg);
-                    rc = 65;
+                    rc = EX_DATAERR;
                     goto out;
                 }
                 free(job.lyrics);
@@ -468,7 +469,7 @@ int main(int argc, char **argv) {
             if (!js || jb_job_from_json(js, &job, &err)) {
                 fprintf(stderr, "jukebox-job: %s: %s\n", spec_path, js ? err.msg : jerr.text);
                 json_decref(js);
-                rc = js ? 64 : 66;
+                rc = js ? EX_USAGE : EX_NOINPUT;
                 goto out;
             }
             json_decref(js);
@@ -509,7 +510,7 @@ int main(int argc, char **argv) {
         if (!ok) {
             fprintf(stderr, "jukebox-job: --vqvae %s: %s\n", vqvae,
                     err.msg[0] ? err.msg : "not a 3-level VQ-VAE");
-            rc = err.code == JB_ENOENT ? 66 : 65;
+            rc = err.code == JB_ENOENT ? EX_NOINPUT : EX_DATAERR;
             goto out;
         }
         for (int l = 0; l < LEVELS; l++) hops[l] = v.hop_lengths[l];
@@ -537,7 +538,7 @@ int main(int argc, char **argv) {
         jb_st_close(&st);
         if (!ok) {
             fprintf(stderr, "jukebox-job: --check %s: %s\n", checks[i], err.msg);
-            rc = err.code == JB_ENOENT ? 66 : 65;
+            rc = err.code == JB_ENOENT ? EX_NOINPUT : EX_DATAERR;
             goto out;
         }
         if (check_level[i] >= 0 && check_hp[i].level != check_level[i]) {
@@ -549,14 +550,14 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "; %s is expected to be that one: are the two swapped?",
                             checks[k]);
             fprintf(stderr, "\n");
-            rc = 65;
+            rc = EX_DATAERR;
             goto out;
         }
         for (int k = 0; k < i; k++)
             if (check_hp[k].level == check_hp[i].level) {
                 fprintf(stderr, "jukebox-job: %s and %s are both priors of level %d (%s)\n",
                         checks[k], checks[i], check_hp[i].level, level_name(check_hp[i].level));
-                rc = 65;
+                rc = EX_DATAERR;
                 goto out;
             }
         if (check_hp[i].level == check_hp[i].vqvae.levels - 1) top_hp = &check_hp[i];
@@ -609,7 +610,7 @@ int main(int argc, char **argv) {
         if (codes.levels < LEVELS) {
             fprintf(stderr, "jukebox-job: %s: codes of %d levels; a 3-level job needs all\n", path,
                     codes.levels);
-            rc = 65;
+            rc = EX_DATAERR;
             goto out;
         }
         if (job.n_pick && jb_codes_pick(&codes, job.pick, job.n_pick, &err)) {
@@ -620,7 +621,7 @@ int main(int argc, char **argv) {
         if (top_len < 1) {
             fprintf(stderr, "jukebox-job: %s: no top-level codes (shorter than one top token)\n",
                     path);
-            rc = 65;
+            rc = EX_DATAERR;
             goto out;
         }
         if (mode == JB_MODE_PRIMED) {
@@ -639,7 +640,7 @@ int main(int argc, char **argv) {
                             "--prompt-seconds %g needs at least %g s (give a shorter "
                             "--prompt-seconds or a longer prompt)\n", shown, have,
                             job.prompt_seconds, job.prompt_seconds);
-                    rc = 65;
+                    rc = EX_DATAERR;
                     goto out;
                 }
             }
@@ -704,7 +705,7 @@ int main(int argc, char **argv) {
     json_decref(js);
     if (!text) {
         fprintf(stderr, "jukebox-job: out of memory\n");
-        rc = 70;
+        rc = EX_SOFTWARE;
         goto out;
     }
     if (print_spec) {
@@ -734,12 +735,12 @@ int main(int argc, char **argv) {
         bad = (have_codes && send_level_codes(ep, job.id, &codes, l, prefix[l], &err)) ||
               send_end(ep, job.id, l, &err);
     bad = bad || send_end(ep, job.id, -1, &err);
-    if (!bad && jb_endpoint_link(ep)) {
+    if (!bad && jb_endpoint_is_reliable(ep)) {
         // Acknowledged by a stage: it holds the job from here (and its producer's
         // retention), so this process may go. --wait: until the pipeline finished it.
-        bad = jb_link_flush(jb_endpoint_link(ep), timeout_ms, 0, &err);
+        bad = jb_endpoint_flush(ep, timeout_ms, 0, &err);
         if (!bad) jb_log(JB_INFO, "job=%s acknowledged by the first stage", job.id);
-        if (!bad && wait_done) bad = jb_link_flush(jb_endpoint_link(ep), -1, 1, &err);
+        if (!bad && wait_done) bad = jb_endpoint_flush(ep, -1, 1, &err);
         if (!bad && wait_done) jb_log(JB_INFO, "job=%s done", job.id);
     }
     bad = bad || jb_endpoint_close(&ep, &err);

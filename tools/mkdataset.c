@@ -32,6 +32,7 @@
 #include <fluidsynth.h>
 
 #include "jb_compose.h"
+#include "jb_publish.h"
 #include "jb_log.h"
 
 #define SR 44100
@@ -399,28 +400,32 @@ static int sing(const jb_song_t *s, float *voc, int64_t n, double *start, double
 // Output.
 
 static int write_wav(const char *path, const float *x, int64_t n, char *why, size_t why_len) {
-    char tmp[4200];
-    const char *slash = strrchr(path, '/');
-    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp", slash ? (int)(slash - path + 1) : 0, path,
-             slash ? slash + 1 : path);
+    jb_err_t err = {0};
+    jb_publish_t p;
+    if (jb_publish_open(&p, path, &err)) {
+        snprintf(why, why_len, "%s", err.msg);
+        return -1;
+    }
     SF_INFO info = {.samplerate = SR, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_PCM_16};
-    SNDFILE *f = sf_open(tmp, SFM_WRITE, &info);
+    SNDFILE *f = sf_open_fd(p.fd, SFM_WRITE, &info, 0);   // the fd stays p's
     if (!f) {
-        snprintf(why, why_len, "%s: %s", tmp, sf_strerror(NULL));
+        snprintf(why, why_len, "%s: %s", path, sf_strerror(NULL));
+        jb_publish_abort(&p);
         return -1;
     }
     sf_count_t got = sf_write_float(f, x, n);
     int rc = got == n ? 0 : -1;
-    if (rc) snprintf(why, why_len, "%s: %s", tmp, sf_strerror(f));
+    if (rc) snprintf(why, why_len, "%s: %s", path, sf_strerror(f));
     if (sf_close(f) != 0 && !rc) {
-        snprintf(why, why_len, "%s: close failed", tmp);
+        snprintf(why, why_len, "%s: close failed", path);
         rc = -1;
     }
-    if (!rc && rename(tmp, path) != 0) {
-        snprintf(why, why_len, "rename %s: %s", tmp, strerror(errno));
+    if (rc) {
+        jb_publish_abort(&p);
+    } else if (jb_publish_commit(&p, &err)) {
+        snprintf(why, why_len, "%s", err.msg);
         rc = -1;
     }
-    if (rc) unlink(tmp);
     return rc;
 }
 
@@ -563,21 +568,25 @@ static void *worker(void *arg) {
 }
 
 static int write_labels(const run_t *run, char *why, size_t why_len) {
-    char path[4200], tmp[4300];
+    char path[4200];
     snprintf(path, sizeof path, "%s/labels.jsonl", run->o->out);
-    snprintf(tmp, sizeof tmp, "%s/.labels.jsonl.tmp", run->o->out);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        snprintf(why, why_len, "%s: %s", tmp, strerror(errno));
+    jb_err_t err = {0};
+    jb_publish_t p;
+    FILE *f = NULL;
+    if (jb_publish_open(&p, path, &err) || !(f = jb_publish_stream(&p, &err))) {
+        if (!f && p.tmp) jb_publish_abort(&p);
+        snprintf(why, why_len, "%s", err.msg);
         return -1;
     }
     int bad = 0;
     for (int i = 0; i < run->o->songs; i++) bad |= fprintf(f, "%s\n", run->labels[i]) < 0;
-    bad |= fflush(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        snprintf(why, why_len, "%s: %s", bad ? tmp : path, strerror(errno));
-        unlink(tmp);
+    if (bad) {
+        snprintf(why, why_len, "%s: %s", path, strerror(errno));
+        jb_publish_abort(&p);
+        return -1;
+    }
+    if (jb_publish_commit(&p, &err)) {
+        snprintf(why, why_len, "%s", err.msg);
         return -1;
     }
     return 0;

@@ -35,7 +35,9 @@ int jb_publish_open(jb_publish_t *p, const char *path, jb_err_t *err) {
         int e = errno;
         free(p->path), free(p->tmp);
         p->path = p->tmp = NULL;
-        return write_error(err, e, "cannot create a temporary file beside it", path);
+        write_error(err, e, "cannot create a temporary file beside it", path);
+        errno = e;   // for a caller that tells a missing directory apart (jb_publish.h)
+        return -1;
     }
     return 0;
 }

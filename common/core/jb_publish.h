@@ -33,7 +33,8 @@ typedef struct {
     char *tmp;    // the temporary beside it
 } jb_publish_t;
 
-// Creates the temporary. On failure nothing is left behind and p needs no abort.
+// Creates the temporary. On failure nothing is left behind and p needs no abort, and errno
+// is the failing call's (ENOENT: the directory is missing).
 int jb_publish_open(jb_publish_t *p, const char *path, jb_err_t *err);
 // A stdio stream over p->fd (made once; closed by commit or abort). NULL with err on failure.
 FILE *jb_publish_stream(jb_publish_t *p, jb_err_t *err);

@@ -9,26 +9,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "jb_publish.h"
+
 // Frames of the alignment animation: one per 16 top-level tokens (~46 ms at
 // 44.1 kHz and hop 128), as the reference's page does.
 #define JB_HTML_FRAME_TOKENS 16
-
-static int write_file_atomic(const char *path, const void *data, size_t n, jb_err_t *err) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return jb_err_set(err, JB_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    int ok = fwrite(data, 1, n, f) == n;
-    ok &= fflush(f) == 0;
-    ok &= fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return jb_err_set(err, JB_EIO, "%s: write failed: %s", path, strerror(e));
-    }
-    return 0;
-}
 
 static void put_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
@@ -76,7 +61,7 @@ int jb_png_write_gray(const char *path, const uint8_t *pix, int w, int h, jb_err
     n += png_chunk(png + n, "IHDR", ihdr, 13);
     n += png_chunk(png + n, "IDAT", z, (uint32_t)z_n);
     n += png_chunk(png + n, "IEND", NULL, 0);
-    rc = write_file_atomic(path, png, n, err);
+    rc = jb_publish_bytes(path, png, n, err);
 done:
     free(raw);
     free(z);
@@ -235,124 +220,130 @@ static const char *k_script =
     "});\n"
     "</script>\n";
 
-int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
-    sbuf_t b = {0};
-    char path[4096];
-    sb_str(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>");
-    sb_html(&b, p->title ? p->title : "jukebox");
-    sb_str(&b, "</title>\n<style>\n"
-               "body{font-family:sans-serif;max-width:1024px;margin:auto;padding:1em;"
-               "background:#111;color:#eee}\n"
-               "a,a:visited{color:#9cc3ff}\n"
-               "section{margin:2em 0;padding:1em;border:1px solid #444;border-radius:8px}\n"
-               "audio{width:100%}\n"
-               ".lyrics{white-space:pre-wrap;font-size:1.2em;font-weight:bold;color:#e6e6e6}\n"
-               ".align{width:100%;max-height:256px;image-rendering:pixelated;background:#fff}\n"
-               ".meta{color:#b8b8b8}\n"
-               "table.levels{border-collapse:collapse;width:100%}\n"
-               ".levels td,.levels th{padding:4px 8px;text-align:left;vertical-align:middle}\n"
-               ".levels th{color:#b8b8b8;font-weight:normal}\n"
-               ".wave{width:100%;height:64px;display:block;background:#1c1c1c}\n"
-               "</style></head><body>\n<h1>");
-    sb_html(&b, p->title ? p->title : "jukebox");
-    sb_str(&b, "</h1>\n<p class=\"meta\">Artist <b>");
-    sb_html(&b, p->artist && *p->artist ? p->artist : "(none)");
-    sb_str(&b, "</b>, genre <b>");
-    sb_html(&b, p->genre && *p->genre ? p->genre : "(none)");
-    sb_str(&b, "</b>");
+// The page's head, its styles, the title and the job's settings.
+static void page_head(sbuf_t *b, const jb_html_page_t *p) {
+    sb_str(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>");
+    sb_html(b, p->title ? p->title : "jukebox");
+    sb_str(b, "</title>\n<style>\n"
+              "body{font-family:sans-serif;max-width:1024px;margin:auto;padding:1em;"
+              "background:#111;color:#eee}\n"
+              "a,a:visited{color:#9cc3ff}\n"
+              "section{margin:2em 0;padding:1em;border:1px solid #444;border-radius:8px}\n"
+              "audio{width:100%}\n"
+              ".lyrics{white-space:pre-wrap;font-size:1.2em;font-weight:bold;color:#e6e6e6}\n"
+              ".align{width:100%;max-height:256px;image-rendering:pixelated;background:#fff}\n"
+              ".meta{color:#b8b8b8}\n"
+              "table.levels{border-collapse:collapse;width:100%}\n"
+              ".levels td,.levels th{padding:4px 8px;text-align:left;vertical-align:middle}\n"
+              ".levels th{color:#b8b8b8;font-weight:normal}\n"
+              ".wave{width:100%;height:64px;display:block;background:#1c1c1c}\n"
+              "</style></head><body>\n<h1>");
+    sb_html(b, p->title ? p->title : "jukebox");
+    sb_str(b, "</h1>\n<p class=\"meta\">Artist <b>");
+    sb_html(b, p->artist && *p->artist ? p->artist : "(none)");
+    sb_str(b, "</b>, genre <b>");
+    sb_html(b, p->genre && *p->genre ? p->genre : "(none)");
+    sb_str(b, "</b>");
     if (p->details) {
-        sb_str(&b, "<br>Settings: ");
-        sb_html(&b, p->details);
+        sb_str(b, "<br>Settings: ");
+        sb_html(b, p->details);
     }
-    sb_str(&b, "</p>\n");
-    for (int i = 0; i < p->n_samples; i++) {
-        const jb_html_sample_t *s = &p->samples[i];
-        sb_printf(&b, "<section id=\"sample-%d\">\n<h2>Sample %d", i, i);
-        // The player rounds its duration down (9.999 s shows as 0:09): say it here.
-        if (s->seconds > 0) sb_printf(&b, " <span class=\"meta duration\">%.1f s</span>", s->seconds);
-        sb_str(&b, "</h2>\n");
-        if (s->audio_href) {
-            sb_printf(&b, "<audio controls preload=\"metadata\" data-sample=\"%d\" src=\"", i);
-            sb_html(&b, s->audio_href);
-            sb_str(&b, "\"></audio>\n");
-        }
-        if (s->n_levels > 0) {
-            static const char *names[] = {"bottom, the result", "middle, preview",
-                                          "top, preview", "level 3"};
-            sb_str(&b, "<table class=\"levels\"><tr><th>level</th><th>waveform</th>"
-                       "<th>audio</th><th>codes complete after</th></tr>\n");
-            for (int k = 0; k < s->n_levels && k < JB_HTML_MAX_LEVELS; k++) {
-                const jb_html_level_t *L = &s->levels[k];
-                int li = L->level >= 0 && L->level < 4 ? L->level : 3;
-                sb_printf(&b, "<tr class=\"level-%d\"><td style=\"white-space:nowrap\">%d: %s</td>"
-                              "<td style=\"width:55%%\">",
-                          L->level, L->level, names[li]);
-                if (L->picture_href) {
-                    sb_printf(&b, "<img class=\"wave\" alt=\"waveform of sample %d, level %d\" "
-                                  "src=\"", i, L->level);
-                    sb_html(&b, L->picture_href);
-                    sb_str(&b, "\">");
-                }
-                sb_str(&b, "</td><td>");
-                if (L->audio_href) {
-                    sb_str(&b, "<a href=\"");
-                    sb_html(&b, L->audio_href);
-                    sb_str(&b, "\">");
-                    sb_html(&b, L->audio_href);
-                    sb_str(&b, "</a>");
-                }
-                // The time varies from run to run: timings.js carries it, so that
-                // index.html itself is the same for the same job on every run.
-                sb_printf(&b, " <span class=\"meta\">%.1f s</span></td><td class=\"ready\" "
-                              "data-level=\"%d\"><span class=\"meta\">unknown</span></td></tr>\n",
-                          L->seconds, L->level);
+    sb_str(b, "</p>\n");
+}
+
+// A sample's levels: a table of waveform, audio and when the codes were complete (a
+// preview link when the levels are not known).
+static void sample_levels(sbuf_t *b, const jb_html_sample_t *s, int i) {
+    if (s->n_levels > 0) {
+        static const char *names[] = {"bottom, the result", "middle, preview",
+                                      "top, preview", "level 3"};
+        sb_str(b, "<table class=\"levels\"><tr><th>level</th><th>waveform</th>"
+                  "<th>audio</th><th>codes complete after</th></tr>\n");
+        for (int k = 0; k < s->n_levels && k < JB_HTML_MAX_LEVELS; k++) {
+            const jb_html_level_t *L = &s->levels[k];
+            int li = L->level >= 0 && L->level < 4 ? L->level : 3;
+            sb_printf(b, "<tr class=\"level-%d\"><td style=\"white-space:nowrap\">%d: %s</td>"
+                         "<td style=\"width:55%%\">",
+                      L->level, L->level, names[li]);
+            if (L->picture_href) {
+                sb_printf(b, "<img class=\"wave\" alt=\"waveform of sample %d, level %d\" "
+                             "src=\"", i, L->level);
+                sb_html(b, L->picture_href);
+                sb_str(b, "\">");
             }
-            sb_str(&b, "</table>\n");
-        } else if (s->preview_href) {
-            sb_str(&b, "<p class=\"meta\">Preview from the top-level codes: <a href=\"");
-            sb_html(&b, s->preview_href);
-            sb_str(&b, "\">");
-            sb_html(&b, s->preview_href);
-            sb_str(&b, "</a></p>\n");
+            sb_str(b, "</td><td>");
+            if (L->audio_href) {
+                sb_str(b, "<a href=\"");
+                sb_html(b, L->audio_href);
+                sb_str(b, "\">");
+                sb_html(b, L->audio_href);
+                sb_str(b, "</a>");
+            }
+            // The time varies from run to run: timings.js carries it, so that
+            // index.html itself is the same for the same job on every run.
+            sb_printf(b, " <span class=\"meta\">%.1f s</span></td><td class=\"ready\" "
+                         "data-level=\"%d\"><span class=\"meta\">unknown</span></td></tr>\n",
+                      L->seconds, L->level);
         }
-        int have_align = s->alignment && s->n_frames > 0 && s->n_chars > 0;
-        if (have_align) {
-            snprintf(path, sizeof path, "%s/align_%d.png", outdir, i);
-            if (write_alignment_png(path, s, err) != 0) goto fail;
-            sb_printf(&b, "<img class=\"align\" alt=\"alignment of sample %d: lyrics across, "
-                          "time down\" src=\"align_%d.png\">\n", i, i);
-        }
-        // One span per character. The model's lyric token i is predicted with
-        // the characters before it in view, so span i shows character i - 1,
-        // as the reference's page does.
-        sb_printf(&b, "<pre class=\"lyrics\" id=\"lyrics-%d\">", i);
-        const char *ly = p->lyrics ? p->lyrics : "";
-        size_t len = strlen(ly);
-        if (len) sb_str(&b, "<span></span>");
-        for (size_t c = 0; c + 1 < len; c++) {
-            char ch[2] = {ly[c], 0};
-            sb_str(&b, "<span>");
-            sb_html(&b, ch);
-            sb_str(&b, "</span>");
-        }
-        sb_str(&b, "</pre>\n");
-        sb_printf(&b, "<script type=\"application/json\" id=\"align-%d\">", i);
-        if (have_align) frames_json(&b, s);
-        else sb_str(&b, "[]");
-        sb_str(&b, "</script>\n</section>\n");
+        sb_str(b, "</table>\n");
+    } else if (s->preview_href) {
+        sb_str(b, "<p class=\"meta\">Preview from the top-level codes: <a href=\"");
+        sb_html(b, s->preview_href);
+        sb_str(b, "\">");
+        sb_html(b, s->preview_href);
+        sb_str(b, "</a></p>\n");
     }
-    sb_str(&b, "<script src=\"timings.js\"></script>\n");
-    sb_str(&b, k_script);
-    sb_str(&b, "</body></html>\n");
-    if (b.oom) {
-        jb_err_set(err, JB_ENOMEM, "%s: out of memory building the page", outdir);
-        goto fail;
+}
+
+// One sample's section: title, player, levels, the alignment picture (written beside the
+// page), the lyrics one span per character and the alignment frames. 0 / -1 + err.
+static int sample_section(sbuf_t *b, const char *outdir, const jb_html_page_t *p, int i,
+                          jb_err_t *err) {
+    const jb_html_sample_t *s = &p->samples[i];
+    char path[4096];
+    sb_printf(b, "<section id=\"sample-%d\">\n<h2>Sample %d", i, i);
+    // The player rounds its duration down (9.999 s shows as 0:09): say it here.
+    if (s->seconds > 0) sb_printf(b, " <span class=\"meta duration\">%.1f s</span>", s->seconds);
+    sb_str(b, "</h2>\n");
+    if (s->audio_href) {
+        sb_printf(b, "<audio controls preload=\"metadata\" data-sample=\"%d\" src=\"", i);
+        sb_html(b, s->audio_href);
+        sb_str(b, "\"></audio>\n");
     }
-    snprintf(path, sizeof path, "%s/index.html", outdir);
-    if (write_file_atomic(path, b.s, b.n, err) != 0) goto fail;
-    // timings.js: per level, seconds from the job's start until its codes were complete
-    // (the same for every sample; {} when unknown).
-    char js[256];
+    sample_levels(b, s, i);
+    int have_align = s->alignment && s->n_frames > 0 && s->n_chars > 0;
+    if (have_align) {
+        snprintf(path, sizeof path, "%s/align_%d.png", outdir, i);
+        if (write_alignment_png(path, s, err) != 0) return -1;
+        sb_printf(b, "<img class=\"align\" alt=\"alignment of sample %d: lyrics across, "
+                     "time down\" src=\"align_%d.png\">\n", i, i);
+    }
+    // One span per character. The model's lyric token i is predicted with
+    // the characters before it in view, so span i shows character i - 1,
+    // as the reference's page does.
+    sb_printf(b, "<pre class=\"lyrics\" id=\"lyrics-%d\">", i);
+    const char *ly = p->lyrics ? p->lyrics : "";
+    size_t len = strlen(ly);
+    if (len) sb_str(b, "<span></span>");
+    for (size_t c = 0; c + 1 < len; c++) {
+        char ch[2] = {ly[c], 0};
+        sb_str(b, "<span>");
+        sb_html(b, ch);
+        sb_str(b, "</span>");
+    }
+    sb_str(b, "</pre>\n");
+    sb_printf(b, "<script type=\"application/json\" id=\"align-%d\">", i);
+    if (have_align) frames_json(b, s);
+    else sb_str(b, "[]");
+    sb_str(b, "</script>\n</section>\n");
+    return 0;
+}
+
+// timings.js: per level, seconds from the job's start until its codes were complete
+// (the same for every sample; {} when unknown). The time varies from run to run, so it
+// is kept out of index.html, which is then the same for the same job on every run.
+static int write_timings(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
+    char js[256], path[4096];
     int n = snprintf(js, sizeof js, "window.jbTimings = {");
     const jb_html_sample_t *s0 = p->n_samples > 0 ? &p->samples[0] : NULL;
     for (int k = 0, first = 1; s0 && k < s0->n_levels && k < JB_HTML_MAX_LEVELS; k++) {
@@ -363,7 +354,24 @@ int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
     }
     n += snprintf(js + n, sizeof js - (size_t)n, "};\n");
     snprintf(path, sizeof path, "%s/timings.js", outdir);
-    if (write_file_atomic(path, js, (size_t)n, err) != 0) goto fail;
+    return jb_publish_bytes(path, js, (size_t)n, err);
+}
+
+int jb_html_write(const char *outdir, const jb_html_page_t *p, jb_err_t *err) {
+    sbuf_t b = {0};
+    char path[4096];
+    page_head(&b, p);
+    for (int i = 0; i < p->n_samples; i++)
+        if (sample_section(&b, outdir, p, i, err)) goto fail;
+    sb_str(&b, "<script src=\"timings.js\"></script>\n");
+    sb_str(&b, k_script);
+    sb_str(&b, "</body></html>\n");
+    if (b.oom) {
+        jb_err_set(err, JB_ENOMEM, "%s: out of memory building the page", outdir);
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/index.html", outdir);
+    if (jb_publish_bytes(path, b.s, b.n, err) != 0 || write_timings(outdir, p, err)) goto fail;
     free(b.s);
     return 0;
 fail:

@@ -617,3 +617,123 @@ int jb_labeller_window_y(const jb_labeller_t *lb, const int64_t *y_base, const i
     free(win);
     return rc;
 }
+
+// ---- a stage's labels for one job ---------------------------------------------------
+
+void jb_labels_built_free(jb_labels_built_t *b) {
+    if (!b) return;
+    free(b->y);
+    free(b->full_tokens);
+    free(b->used_json);
+    memset(b, 0, sizeof *b);
+}
+
+// y64: (label_len) from get_label, with the job's explicit ids written over the names'.
+static int fill_rows(const jb_labeller_t *lb, int label_len, const jb_labels_job_t *job,
+                     int64_t *y64, jb_labels_built_t *out, jb_err_t *err) {
+    if (job->artist_id >= 0) y64[3] = job->artist_id;
+    if (job->n_genre_ids > 0)
+        for (int g = 0; g < lb->max_genre_words; g++)
+            y64[4 + g] = g < job->n_genre_ids ? job->genre_ids[g] : -1;
+    for (int i = 0; i < label_len; i++) {
+        if (y64[i] < INT32_MIN || y64[i] > INT32_MAX)
+            return jb_err_set(err, JB_EINVAL, "job %s level %d: label %d = %lld out of range",
+                              job->id, job->level, i, (long long)y64[i]);
+        for (int k = 0; k < job->n_samples; k++)
+            out->y[(int64_t)k * label_len + i] = (int32_t)y64[i];
+    }
+    return 0;
+}
+
+// The lyrics as the model reads them, and what cleaning dropped (the reference drops it
+// silently): characters outside the vocabulary after transliteration to ASCII.
+static int lyrics_used(const jb_labeller_t *lb, const jb_labels_job_t *job, json_t *used,
+                       jb_labels_built_t *out, jb_err_t *err) {
+    char *clean = jb_text_textise(lb->version, out->full_tokens, out->n_full, err);
+    if (!clean) return -1;
+    const char *raw = job->lyrics ? job->lyrics : "";
+    char *ascii = jb_text_unidecode(raw, strlen(raw), NULL, NULL, err);
+    if (!ascii) {
+        free(clean);
+        return -1;
+    }
+    size_t nd = 0;
+    for (const unsigned char *c = (const unsigned char *)ascii; *c; c++) {
+        if (*c == '\\' || jb_text_token(lb->version, *c) != 0) continue;
+        out->n_dropped++;
+        if (!memchr(out->dropped, *c, nd) && nd + 1 < sizeof out->dropped)
+            out->dropped[nd++] = (char)*c;
+    }
+    out->dropped[nd] = '\0';
+    free(ascii);
+    if (out->n_dropped) json_object_set_new(used, "lyrics_dropped", json_string(out->dropped));
+    json_object_set_new(used, "lyrics", json_string(clean));
+    json_object_set_new(used, "lyric_tokens", json_integer(out->n_full));
+    free(clean);
+    return 0;
+}
+
+// The label vector (rows of y) and, with lyrics, the song's tokens; what was used into used.
+static int build_y(const jb_labeller_t *lb_in, int label_len, const jb_labels_job_t *job,
+                   json_t *used, jb_labels_built_t *out, jb_err_t *err) {
+    jb_labeller_t lb = *lb_in;
+    int64_t *y64 = malloc(sizeof(int64_t) * (size_t)label_len);
+    out->y = malloc(sizeof(int32_t) * (size_t)job->n_samples * label_len);
+    if (!y64 || !out->y) {
+        free(y64);
+        return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", job->id);
+    }
+    char what[96];
+    snprintf(what, sizeof what, "job %s level %d", job->id, job->level);
+    // Without a vocabulary in the model file names cannot be looked up: the job must
+    // give ids (or gets 0, "unknown", as the reference does).
+    jb_labels_vocab_t *empty = NULL;
+    if (!lb.artists || !lb.genres) {
+        empty = jb_labels_vocab_from_json("{}", "empty vocabulary", err);
+        if (!empty) {
+            free(y64);
+            return -1;
+        }
+        if (!lb.artists) lb.artists = empty;
+        if (!lb.genres) lb.genres = empty;
+    }
+    int rc = jb_labeller_get_label(&lb, job->artist, job->genre, job->lyrics ? job->lyrics : "",
+                                   job->total_length, 0, what, y64, &out->full_tokens,
+                                   &out->n_full, err);
+    jb_labels_vocab_destroy(&empty);
+    if (rc) {
+        free(y64);
+        return jb_err_prefix(err, "job %s level %d", job->id, job->level);
+    }
+    if (fill_rows(&lb, label_len, job, y64, out, err)) {
+        free(y64);
+        return -1;
+    }
+    json_object_set_new(used, "artist_id", json_integer(y64[3]));
+    json_t *g = json_array();
+    for (int k = 0; k < lb.max_genre_words; k++)
+        if (y64[4 + k] >= 0) json_array_append_new(g, json_integer(y64[4 + k]));
+    json_object_set_new(used, "genre_ids", g);
+    free(y64);
+    return lb.n_tokens > 0 ? lyrics_used(&lb, job, used, out, err) : 0;
+}
+
+int jb_labeller_build(const jb_labeller_t *lb, int label_len, const jb_labels_job_t *job,
+                      jb_labels_built_t *out, jb_err_t *err) {
+    memset(out, 0, sizeof *out);
+    json_t *used = json_object();
+    if (!used) return jb_err_set(err, JB_ENOMEM, "out of memory");
+    if (label_len > 0 && build_y(lb, label_len, job, used, out, err)) {
+        json_decref(used);
+        jb_labels_built_free(out);
+        return -1;
+    }
+    json_object_set_new(used, "level", json_integer(job->level));
+    out->used_json = json_dumps(used, JSON_COMPACT);
+    json_decref(used);
+    if (!out->used_json) {
+        jb_labels_built_free(out);
+        return jb_err_set(err, JB_ENOMEM, "out of memory");
+    }
+    return 0;
+}

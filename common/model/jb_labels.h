@@ -139,4 +139,39 @@ int jb_labeller_window_y(const jb_labeller_t *lb, const int64_t *y_base, const i
                          int n_full, int64_t start, int64_t raw_to_tokens, int64_t *y,
                          int32_t *indices, jb_err_t *err);
 
+// ---- a stage's labels for one job ---------------------------------------------------
+
+// What a job asks for at one level (a job spec's fields; jb_job.h).
+typedef struct {
+    const char *id;                   // job id, for messages
+    int level;                        // the stage's level, for messages and the summary
+    const char *artist, *genre;       // names ("" = unknown)
+    const char *lyrics;               // UTF-8 or NULL
+    int artist_id;                    // >= 0: this id wins over the name
+    const int *genre_ids;             // (n_genre_ids); n_genre_ids > 0: win over the names
+    int n_genre_ids;
+    int64_t total_length;             // the song's length in raw audio samples
+    int n_samples;                    // rows of y (each the same)
+} jb_labels_job_t;
+
+// What jb_labeller_build made. Owns every pointer (jb_labels_built_free).
+typedef struct {
+    int32_t *y;            // (n_samples, label_len) base labels, NULL when label_len is 0
+    int32_t *full_tokens;  // (n_full) lyric tokens of the song (n_tokens > 0), else NULL
+    int n_full;
+    char *used_json;       // what was used, compact JSON: {"artist_id","genre_ids","lyrics",
+                           // "lyric_tokens","lyrics_dropped","level"} (a stage's END text)
+    char dropped[128];     // characters of the lyrics outside the vocabulary (each once)
+    size_t n_dropped;      // how many characters were dropped (0: none)
+} jb_labels_built_t;
+
+// The labels of a job for a prior whose labels are label_len long (0: none; lb then
+// unused beyond its version): Labeller.get_label with the job's explicit ids over the
+// names, every sample's row the same, and a summary of what was used. A vocabulary of
+// lb that is NULL looks nothing up (names give 0, "unknown": the job must give ids).
+// 0, or -1 + err naming the job and level (*out then freed).
+int jb_labeller_build(const jb_labeller_t *lb, int label_len, const jb_labels_job_t *job,
+                      jb_labels_built_t *out, jb_err_t *err);
+void jb_labels_built_free(jb_labels_built_t *b);
+
 #endif

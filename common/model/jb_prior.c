@@ -193,6 +193,86 @@ jb_prior_t *jb_prior_new(const char *path, jb_err_t *err) {
     return jb_prior_new_opts(path, NULL, err);
 }
 
+// What the hyper-parameters make of this prior (jb_prior_info_t).
+static void fill_info(jb_prior_t *p) {
+    const jb_prior_hparams_t *hp = &p->hp;
+    jb_prior_info_t *in = &p->info;
+    const jb_vqvae_hparams_t *vq = &hp->vqvae;
+    in->level = hp->level, in->width = hp->width, in->bins = vq->l_bins, in->n_ctx = hp->n_ctx;
+    in->labels = hp->labels;
+    in->x_cond = hp->level != vq->levels - 1;
+    in->include_time_signal = hp->labels && !in->x_cond;
+    in->merged_decoder = hp->merged_decoder;
+    in->n_tokens = hp->n_tokens;
+    in->n_vocab = hp->n_vocab;
+    in->lyrics = hp->single_enc_dec ? JB_PRIOR_LYRICS_JOINT
+                 : (hp->use_tokens && hp->n_tokens > 0) ? JB_PRIOR_LYRICS_ENCODER
+                                                        : JB_PRIOR_NO_LYRICS;
+    in->label_len = hp->labels ? 4 + hp->max_bow_genre_size + hp->n_tokens : 0;
+    in->seq_len = hp->n_ctx + (in->lyrics == JB_PRIOR_LYRICS_JOINT ? hp->n_tokens : 0);
+    in->seq_bins = vq->l_bins + (in->lyrics == JB_PRIOR_LYRICS_JOINT ? hp->n_vocab : 0);
+    in->raw_to_tokens = 1;
+    for (int l = 0; l <= hp->level; l++) in->raw_to_tokens *= vq->downsamples[l];
+    in->cond_downsample = in->x_cond ? vq->downsamples[hp->level + 1] : 0;
+    in->sample_length = hp->n_ctx * in->raw_to_tokens;
+}
+
+// The label embeddings (artist, genre, and the timing signal of a top prior), or the
+// start token of a prior without labels.
+static int load_labels(jb_prior_t *p, const char *path, jb_err_t *err) {
+    const jb_prior_hparams_t *hp = &p->hp;
+    const int W = hp->width;
+    if (!hp->labels) return (p->start_token = get_mat(p, "prior.start_token", 1, W, err)) ? 0 : -1;
+    if (!(p->artist_emb = get_mat(p, "y_emb.artist_emb.emb.weight", hp->y_bins[1], W, err)) ||
+        !(p->genre_emb = get_mat(p, "y_emb.bow_genre_emb.emb.weight", hp->y_bins[0], W, err)))
+        return -1;
+    if (!p->info.include_time_signal) return 0;
+    static const char *names[3] = {"total_length", "absolute_pos", "relative_pos"};
+    char nm[256];
+    for (int i = 0; i < 3; i++) {
+        snprintf(nm, sizeof nm, "y_emb.%s_emb.emb.weight", names[i]);
+        if (!(p->time_emb[i] = get_mat(p, nm, hp->t_bins, W, err))) return -1;
+    }
+    double sr = hp->sr;
+    p->t_lo[0] = hp->min_duration * sr, p->t_hi[0] = hp->max_duration * sr;
+    p->t_lo[1] = 0.0, p->t_hi[1] = hp->max_duration * sr;
+    p->t_lo[2] = 0.0, p->t_hi[2] = 1.0;
+    if (!(p->t_hi[0] > p->t_lo[0]) || !(p->t_hi[1] > 0) || hp->t_bins <= 0)
+        return jb_err_set(err, JB_EFORMAT, "%s: timing signal needs min_duration < max_duration "
+                          "and t_bins > 0", path);
+    return 0;
+}
+
+// The lyrics encoder (prime prior) of a JB_PRIOR_LYRICS_ENCODER model and its projection.
+static int load_lyrics_encoder(jb_prior_t *p, const jb_weights_opts_t *opts, jb_err_t *err) {
+    const jb_prior_hparams_t *hp = &p->hp;
+    const int W = hp->width, pw = hp->prime_width;
+    jb_transformer_hp_t ph = {
+        .width = pw, .depth = hp->prime_depth, .heads = hp->prime_heads,
+        .n_ctx = hp->n_tokens, .attn_order = hp->prime_attn_order,
+        .blocks = hp->prime_blocks, .m_attn = hp->prime_m_attn, .m_mlp = hp->prime_m_mlp,
+        .res_scale = hp->prime_res_scale};
+    if (!(p->ptf = jb_transformer_new_opts(p->st, "prime_prior.transformer.", &ph, opts, err)))
+        return -1;
+    int64_t ps[2] = {pw, W};
+    const jb_st_entry_t *e = jb_st_get(p->st, "prime_state_proj.w", 2, ps, err);
+    if (!e) return -1;
+    if (e->dtype == JB_F16 || e->dtype == JB_BF16) {
+        p->p_proj_w = e->data, p->p_proj_dt = e->dtype;
+    } else {
+        if (!(p->p_proj_w = get_mat(p, "prime_state_proj.w", pw, W, err))) return -1;
+        p->p_proj_dt = JB_F32;
+    }
+    if (!(p->p_start = get_mat(p, "prime_prior.start_token", 1, pw, err)) ||
+        !(p->p_x_emb = get_mat(p, "prime_prior.x_emb.weight", hp->n_vocab, pw, err)) ||
+        !(p->p_pos_emb = get_mat(p, "prime_prior.pos_emb.pos_emb", hp->n_tokens, pw, err)) ||
+        !(p->p_proj_b = get_vec(p, "prime_state_proj.b", W, err)) ||
+        !(p->p_ln_g = get_vec(p, "prime_state_ln.weight", W, err)) ||
+        !(p->p_ln_b = get_vec(p, "prime_state_ln.bias", W, err)))
+        return -1;
+    return 0;
+}
+
 jb_prior_t *jb_prior_new_opts(const char *path, const jb_weights_opts_t *opts, jb_err_t *err) {
     jb_prior_t *p = calloc(1, sizeof *p);
     if (!p) {
@@ -214,55 +294,15 @@ jb_prior_t *jb_prior_new_opts(const char *path, const jb_weights_opts_t *opts, j
         goto fail;
     }
     const jb_prior_hparams_t *hp = &p->hp;
-    jb_prior_info_t *in = &p->info;
-    const jb_vqvae_hparams_t *vq = &hp->vqvae;
-    int W = hp->width;
-    in->level = hp->level, in->width = W, in->bins = vq->l_bins, in->n_ctx = hp->n_ctx;
-    in->labels = hp->labels;
-    in->x_cond = hp->level != vq->levels - 1;
-    in->include_time_signal = hp->labels && !in->x_cond;
-    in->merged_decoder = hp->merged_decoder;
-    in->n_tokens = hp->n_tokens;
-    in->n_vocab = hp->n_vocab;
-    in->lyrics = hp->single_enc_dec ? JB_PRIOR_LYRICS_JOINT
-                 : (hp->use_tokens && hp->n_tokens > 0) ? JB_PRIOR_LYRICS_ENCODER
-                                                        : JB_PRIOR_NO_LYRICS;
-    in->label_len = hp->labels ? 4 + hp->max_bow_genre_size + hp->n_tokens : 0;
-    in->seq_len = hp->n_ctx + (in->lyrics == JB_PRIOR_LYRICS_JOINT ? hp->n_tokens : 0);
-    in->seq_bins = vq->l_bins + (in->lyrics == JB_PRIOR_LYRICS_JOINT ? hp->n_vocab : 0);
-    in->raw_to_tokens = 1;
-    for (int l = 0; l <= hp->level; l++) in->raw_to_tokens *= vq->downsamples[l];
-    in->cond_downsample = in->x_cond ? vq->downsamples[hp->level + 1] : 0;
-    in->sample_length = hp->n_ctx * in->raw_to_tokens;
+    const jb_prior_info_t *in = &p->info;
+    const int W = hp->width;
+    fill_info(p);
     if (in->lyrics && (hp->n_tokens <= 0 || hp->n_vocab <= 0)) {
         jb_err_set(err, JB_EFORMAT, "%s: lyrics model with n_tokens %d, n_vocab %d", path,
                    hp->n_tokens, hp->n_vocab);
         goto fail;
     }
-    char nm[256];
-    if (hp->labels) {
-        if (!(p->artist_emb = get_mat(p, "y_emb.artist_emb.emb.weight", hp->y_bins[1], W, err)) ||
-            !(p->genre_emb = get_mat(p, "y_emb.bow_genre_emb.emb.weight", hp->y_bins[0], W, err)))
-            goto fail;
-        if (in->include_time_signal) {
-            static const char *names[3] = {"total_length", "absolute_pos", "relative_pos"};
-            for (int i = 0; i < 3; i++) {
-                snprintf(nm, sizeof nm, "y_emb.%s_emb.emb.weight", names[i]);
-                if (!(p->time_emb[i] = get_mat(p, nm, hp->t_bins, W, err))) goto fail;
-            }
-            double sr = hp->sr;
-            p->t_lo[0] = hp->min_duration * sr, p->t_hi[0] = hp->max_duration * sr;
-            p->t_lo[1] = 0.0, p->t_hi[1] = hp->max_duration * sr;
-            p->t_lo[2] = 0.0, p->t_hi[2] = 1.0;
-            if (!(p->t_hi[0] > p->t_lo[0]) || !(p->t_hi[1] > 0) || hp->t_bins <= 0) {
-                jb_err_set(err, JB_EFORMAT, "%s: timing signal needs min_duration < max_duration "
-                           "and t_bins > 0", path);
-                goto fail;
-            }
-        }
-    } else {
-        if (!(p->start_token = get_mat(p, "prior.start_token", 1, W, err))) goto fail;
-    }
+    if (load_labels(p, path, err)) goto fail;
     jb_transformer_hp_t th = {
         .width = W, .depth = hp->depth, .heads = hp->heads, .n_ctx = in->seq_len,
         .attn_order = hp->attn_order, .blocks = hp->blocks, .m_attn = hp->m_attn,
@@ -278,31 +318,7 @@ jb_prior_t *jb_prior_new_opts(const char *path, const jb_weights_opts_t *opts, j
     } else {
         p->x_out = p->x_emb;   // tied: x_out.weight is x_emb.weight
     }
-    if (in->lyrics == JB_PRIOR_LYRICS_ENCODER) {
-        int pw = hp->prime_width;
-        jb_transformer_hp_t ph = {
-            .width = pw, .depth = hp->prime_depth, .heads = hp->prime_heads,
-            .n_ctx = hp->n_tokens, .attn_order = hp->prime_attn_order,
-            .blocks = hp->prime_blocks, .m_attn = hp->prime_m_attn, .m_mlp = hp->prime_m_mlp,
-            .res_scale = hp->prime_res_scale};
-        if (!(p->ptf = jb_transformer_new_opts(p->st, "prime_prior.transformer.", &ph, opts, err))) goto fail;
-        int64_t ps[2] = {pw, W};
-        const jb_st_entry_t *e = jb_st_get(p->st, "prime_state_proj.w", 2, ps, err);
-        if (!e) goto fail;
-        if (e->dtype == JB_F16 || e->dtype == JB_BF16) {
-            p->p_proj_w = e->data, p->p_proj_dt = e->dtype;
-        } else {
-            if (!(p->p_proj_w = get_mat(p, "prime_state_proj.w", pw, W, err))) goto fail;
-            p->p_proj_dt = JB_F32;
-        }
-        if (!(p->p_start = get_mat(p, "prime_prior.start_token", 1, pw, err)) ||
-            !(p->p_x_emb = get_mat(p, "prime_prior.x_emb.weight", hp->n_vocab, pw, err)) ||
-            !(p->p_pos_emb = get_mat(p, "prime_prior.pos_emb.pos_emb", hp->n_tokens, pw, err)) ||
-            !(p->p_proj_b = get_vec(p, "prime_state_proj.b", W, err)) ||
-            !(p->p_ln_g = get_vec(p, "prime_state_ln.weight", W, err)) ||
-            !(p->p_ln_b = get_vec(p, "prime_state_ln.bias", W, err)))
-            goto fail;
-    }
+    if (in->lyrics == JB_PRIOR_LYRICS_ENCODER && load_lyrics_encoder(p, opts, err)) goto fail;
     if (in->x_cond && load_conditioner(p, err)) goto fail;
     if (in->lyrics && hp->alignment_layer >= hp->depth) {
         jb_err_set(err, JB_EFORMAT, "%s: alignment_layer %d >= depth %d", path,
@@ -767,6 +783,8 @@ void jb_prior_sampler_set_backend(jb_prior_sampler_t *s, jb_prior_sample_backend
                                   void *impl) {
     s->backend = fn, s->backend_impl = impl;
 }
+
+void *jb_prior_sampler_backend(const jb_prior_sampler_t *s) { return s->backend_impl; }
 
 int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_t *z_cond,
                     const int32_t *prime, int P, int n_fill, int chunk_size,

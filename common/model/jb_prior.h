@@ -168,5 +168,7 @@ typedef int (*jb_prior_sample_backend_fn)(void *impl, int N, const int32_t *y,
                                           jb_err_t *err);
 void jb_prior_sampler_set_backend(jb_prior_sampler_t *s, jb_prior_sample_backend_fn fn,
                                   void *impl);
+// The impl given to jb_prior_sampler_set_backend, or NULL (the CPU), for its owner to free.
+void *jb_prior_sampler_backend(const jb_prior_sampler_t *s);
 
 #endif

@@ -11,7 +11,6 @@
 
 #include "jb_codes.h"
 #include "jb_reader.h"
-#include "jb_link.h"
 #include "jb_log.h"
 #include "jb_outdir.h"
 #include "jb_progress.h"
@@ -92,7 +91,7 @@ static int decode_more(jb_vqvae_t *vq, jb_reader_job_t *rj, int64_t upto, jb_err
 static int spool_done(const jb_collect_opts_t *o, const char *id, jb_err_t *err);
 
 static int failed(const jb_collect_opts_t *o, jb_collect_stats_t *st, const char *id, int level,
-                  int code, const char *why, jb_link_t *link, jb_err_t *err) {
+                  int code, const char *why, jb_endpoint_t *in, jb_err_t *err) {
     jb_log(JB_ERROR, "job=%s failed: %s", id, why);
     // The exit status it gives: 69 for a job the input left unfinished, 65 otherwise
     // (bad data, or an error record from upstream whatever its class).
@@ -100,7 +99,7 @@ static int failed(const jb_collect_opts_t *o, jb_collect_stats_t *st, const char
     if (level == -2) level = -1;
     st->jobs_failed++;
     if (jb_outdir_write_error(o->root, id, level, code, why, err)) return -1;
-    if (link) jb_link_done(link, id);   // the error record is the job's result
+    jb_endpoint_done(in, id);   // the error record is the job's result
     return spool_done(o, id, err);
 }
 
@@ -115,8 +114,8 @@ static int already_written(const char *root, const char *id) {
 // ---- spool -----------------------------------------------------------------------
 
 typedef struct {
-    jb_msg_t *v;       // in.jbc messages of the spooled jobs, replayed first
-    int n, cap, next;
+    jb_msg_list_t in;  // in.jbc messages of the spooled jobs, replayed first; [0, next)
+    int next;          // were taken out
     struct sjob {      // per spooled job: messages in in.jbc, and received again since
         char id[JB_WIRE_JOB_ID_MAX + 1];
         int64_t n_in, recv_n;
@@ -124,25 +123,8 @@ typedef struct {
     int n_jobs;
 } replay_t;
 
-static int take_msg(jb_msg_t *m, uint64_t at, void *user) {
-    (void)at;
-    replay_t *r = user;
-    if (r->n == r->cap) {
-        int cap = r->cap ? 2 * r->cap : 64;
-        jb_msg_t *p = realloc(r->v, sizeof *p * (size_t)cap);
-        if (!p) return -1;
-        r->v = p;
-        r->cap = cap;
-    }
-    r->v[r->n++] = *m;   // takes the pointers
-    m->spec = m->text = NULL;
-    m->codes = NULL;
-    return 0;
-}
-
 static void replay_free(replay_t *r) {
-    for (int i = r->next; i < r->n; i++) jb_msg_clear(&r->v[i]);
-    free(r->v);
+    jb_msg_list_free(&r->in, r->next);
     free(r->jobs);
 }
 
@@ -154,7 +136,8 @@ static int run_exists(const char *root, const char *id) {
 
 // The spooled jobs: those already written are done (spool removed); the others are
 // queued for decoding again.
-static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r, jb_err_t *err) {
+static int replay_load(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *r,
+                       jb_err_t *err) {
     memset(r, 0, sizeof *r);
     if (!o->spool) return 0;
     int n = jb_spool_n_jobs(o->spool);
@@ -169,12 +152,13 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
             jb_log(JB_INFO, "job=%s already written to %s/%s; spool removed", sj->id, o->root,
                    sj->id);
             if (jb_spool_remove(o->spool, sj->id, err)) return -1;
-            if (link) jb_link_done(link, sj->id);
+            jb_endpoint_done(in, sj->id);
             continue;
         }
-        int before = r->n;
-        if (jb_spool_read(o->spool, sj->id, JB_SPOOL_IN, take_msg, r, err)) return -1;
-        sj->n_in = r->n - before;
+        int before = r->in.n;
+        if (jb_spool_read(o->spool, sj->id, JB_SPOOL_IN, jb_msg_list_take, &r->in, err))
+            return -1;
+        sj->n_in = r->in.n - before;
         // Whose stream the held messages are (recorded at its seq 0): only that one
         // continues them (docs/reliability.md, "Ownership of a job across restarts").
         char from[400], *nl;
@@ -186,7 +170,7 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
             nl[1 + strcspn(nl + 1, "\n")] = '\0';
             pepoch = nl + 1;
         }
-        if (link && !pname && sj->n_in > 0) {
+        if (jb_endpoint_is_reliable(in) && !pname && sj->n_in > 0) {
             // No record of whose stream this is: its seq 0 (which records it) is not among
             // the held messages, so no producer can continue them, and fed to the reader
             // they could even make a whole job without its job message. Void: the job is
@@ -194,12 +178,12 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
             jb_log(JB_WARN, "job=%s: the spool %s holds %lld message(s) without their "
                    "stream's start (no producer recorded); void, the job is taken again from "
                    "seq 0", sj->id, jb_spool_dir(o->spool), (long long)sj->n_in);
-            for (int k = before; k < r->n; k++) jb_msg_clear(&r->v[k]);
-            r->n = before;
+            for (int k = before; k < r->in.n; k++) jb_msg_clear(&r->in.v[k]);
+            r->in.n = before;
             if (jb_spool_remove(o->spool, sj->id, err)) return -1;
             continue;
         }
-        if (link && jb_link_preload_from(link, sj->id, sj->n_in, pname, pepoch, err)) return -1;
+        if (jb_endpoint_preload(in, sj->id, sj->n_in, pname, pepoch, err)) return -1;
         jb_log(JB_INFO, "job=%s resumed from the spool: %lld message(s)", sj->id,
                (long long)sj->n_in);
         r->n_jobs++;
@@ -212,7 +196,7 @@ static int replay_load(const jb_collect_opts_t *o, jb_link_t *link, replay_t *r,
 static int spool_in(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *r, jb_reader_t *rd,
                     jb_msg_t *m, jb_err_t *err) {
     // Over a link the persist hook has spooled it and the link drops what is held.
-    if (!o->spool || !m->job_id[0] || jb_endpoint_link(in)) return 0;
+    if (!o->spool || !m->job_id[0] || jb_endpoint_is_reliable(in)) return 0;
     for (int i = 0; i < r->n_jobs; i++)
         if (!strcmp(r->jobs[i].id, m->job_id) && r->jobs[i].recv_n < r->jobs[i].n_in) {
             r->jobs[i].recv_n++;
@@ -236,8 +220,8 @@ int jb_collect_persist(void *user, const jb_msg_t *msg, jb_err_t *err) {
     // The first message of a stream: which producer (and run of it) sent it, so that a
     // restart continues the held messages only with that same stream.
     char name[200], epoch[64], note[300];
-    if (msg->seq == 0 && o->link &&
-        !jb_link_owner(o->link, msg->job_id, name, sizeof name, epoch, sizeof epoch)) {
+    if (msg->seq == 0 &&
+        !jb_endpoint_owner(o->in, msg->job_id, name, sizeof name, epoch, sizeof epoch)) {
         snprintf(note, sizeof note, "%s\n%s\n", name, epoch);
         if (jb_spool_put_note(o->spool, msg->job_id, "from", note, err)) return -1;
     }
@@ -251,7 +235,7 @@ static int spool_done(const jb_collect_opts_t *o, const char *id, jb_err_t *err)
 // The job is complete: its run directory. 0, or -1 + err (the directory could not be
 // written: the decoder stops).
 static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stats_t *st,
-                     double t0, jb_link_t *link, jb_reader_job_t *j, jb_err_t *err) {
+                     double t0, jb_endpoint_t *in, jb_reader_job_t *j, jb_err_t *err) {
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     cstate_t *cs = j->user;
     // What the codes file of the run says of them: this model's rate, and the audio
@@ -284,7 +268,7 @@ static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stat
         free(dir);
         return -1;
     }
-    if (link) jb_link_done(link, j->id);   // renamed into place: DONE
+    jb_endpoint_done(in, j->id);   // renamed into place: DONE
     st->jobs_done++;
     st->total_s = jb_now() - t0;
     if (st->first_audio_s <= 0) st->first_audio_s = st->total_s;
@@ -319,6 +303,112 @@ static int codes_arrived(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_
     return 0;
 }
 
+// The next message: a spooled job's first (replayed), else from the input, into the spool
+// (a stream with a spool). *r: what came (JB_RECV_TIMEOUT also for a message dropped as
+// already held or written). 0, or -1 + err (the spool could not be written).
+static int next_msg(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *rp, jb_reader_t *rd,
+                    jb_msg_t *m, jb_recv_t *r, jb_err_t *rerr, jb_err_t *err) {
+    jb_msg_clear(m);
+    if (rp->next < rp->in.n) {   // the spooled jobs first
+        *m = rp->in.v[rp->next++];
+        *r = JB_RECV_MSG;
+        return 0;
+    }
+    *r = jb_endpoint_recv(in, m, 200, rerr);
+    if (*r != JB_RECV_MSG) return 0;
+    int d = spool_in(o, in, rp, rd, m, err);
+    if (d < 0) return -1;
+    if (d) {
+        jb_msg_clear(m);
+        *r = JB_RECV_TIMEOUT;
+    }
+    return 0;
+}
+
+// What a job's event means here: its audio so far, its run directory, its error record,
+// its spool gone. 0, or -1 + err (fatal: the decoder stops).
+static int on_event(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stats_t *st,
+                    double t0, jb_endpoint_t *in, jb_reader_ev_t *ev, jb_err_t *err) {
+    switch (ev->kind) {
+    case JB_READ_CODES:
+        return ev->level == 0 ? codes_arrived(vq, o, st, t0, ev->job, err) : 0;
+    case JB_READ_DONE: {
+        int bad = write_run(vq, o, st, t0, in, ev->job, err);
+        jb_reader_job_free(&ev->job);
+        return bad ? -1 : 0;
+    }
+    case JB_READ_FAILED:
+        return failed(o, st, ev->id, ev->level, ev->code, ev->why, in, err);
+    case JB_READ_CANCEL:   // the link: this job went elsewhere
+        jb_log(JB_INFO, "job=%s cancelled by its producer", ev->id);
+        return spool_done(o, ev->id, err);
+    case JB_READ_DROPPED:
+        jb_log(JB_DEBUG, "job=%s: a message after the job's result, dropped", ev->id);
+        return 0;
+    default: return 0;
+    }
+}
+
+// One message (r: JB_RECV_MSG, or JB_RECV_BAD with rerr saying why) through the reader,
+// then its event. 0, or -1 + err (fatal).
+static int take(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stats_t *st, double t0,
+                jb_endpoint_t *in, jb_reader_t *rd, jb_msg_t *m, jb_recv_t r,
+                const jb_err_t *rerr, jb_err_t *err) {
+    jb_reader_ev_t ev;
+    if (r == JB_RECV_BAD) {
+        jb_reader_refused(rd, m, rerr, &ev);
+        if (ev.kind == JB_READ_NONE) {
+            jb_log(JB_WARN, "skipped a message: %s", rerr->msg);
+            st->msgs_skipped++;
+        }
+    } else {
+        // (A stream without a spool writes such a job again, as ROOT/<id>.1.)
+        if (m->job_id[0] && !jb_reader_find(rd, m->job_id) && m->type == JB_MSG_JOB &&
+            jb_endpoint_is_reliable(in) && already_written(o->root, m->job_id)) {
+            jb_log(JB_INFO, "job=%s: %s/%s already written; done", m->job_id, o->root,
+                   m->job_id);
+            jb_endpoint_done(in, m->job_id);
+            jb_msg_clear(m);
+            return 0;
+        }
+        // A level's END: when its codes were complete (the page's compute times).
+        int end_level = m->type == JB_MSG_END ? m->level : -1;
+        char end_id[sizeof m->job_id];
+        snprintf(end_id, sizeof end_id, "%s", m->job_id);
+        if (jb_reader_feed(rd, m, &ev, err)) return -1;
+        jb_reader_job_t *oj = ev.job ? ev.job : jb_reader_find(rd, end_id);
+        cstate_t *cs = oj ? cstate_of(oj) : NULL;
+        if (cs && end_level >= 0 && end_level < JB_CODES_MAX_LEVELS)
+            cs->t_end[end_level] = jb_now() - cs->t_start;
+    }
+    jb_msg_clear(m);
+    return on_event(vq, o, st, t0, in, &ev, err);
+}
+
+// Jobs the input left unfinished: an error record each, so none is lost silently.
+// With a spool they are kept for a restart; stopped by a signal, they are handed
+// back (a link) to be redone.
+static void leave_open_jobs(const jb_collect_opts_t *o, jb_collect_stats_t *st,
+                            jb_endpoint_t *in, jb_reader_t *rd, int eof, int broken) {
+    for (jb_reader_job_t *j = jb_reader_take_open(rd), *next; j; j = next) {
+        next = j->next;
+        if ((eof || broken) && o->spool) {
+            jb_log(JB_WARN, "job=%s: the input %s before the job was complete; kept in the "
+                   "spool %s for a restart", j->id, eof ? "ended" : "broke",
+                   jb_spool_dir(o->spool));
+            st->jobs_kept++;
+        } else if (eof || broken) {
+            jb_err_t e2 = {0};
+            failed(o, st, j->id, eof ? -2 : -1, eof ? 69 : 65, eof ? "the input ended before "
+                   "the job was complete" : "the input broke (a corrupt or truncated frame) "
+                   "before the job was complete", in, &e2);
+        } else {   // stopped: another decoder instance can take it now (a link)
+            jb_endpoint_release(in, j->id);
+        }
+        jb_reader_job_free(&j);
+    }
+}
+
 int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o,
                    jb_collect_stats_t *st, jb_err_t *err) {
     jb_msg_t m;
@@ -326,14 +416,13 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     memset(st, 0, sizeof *st);
     double t0 = -1;
     int rc = -1, eof = 0, broken = 0;
-    jb_link_t *link = jb_endpoint_link(in);   // NULL for a stream
     const jb_vqvae_hparams_t *hp = jb_vqvae_hparams(vq);
     jb_reader_opts_t ro = {.levels = hp->levels, .codebook = hp->l_bins,
                            .free_user = cstate_free};
     jb_reader_t *rd = jb_reader_new(&ro, err);
     if (!rd) return -1;
     replay_t rp;
-    if (replay_load(o, link, &rp, err)) {
+    if (replay_load(o, in, &rp, err)) {
         replay_free(&rp);
         jb_reader_destroy(&rd);
         return -1;
@@ -342,31 +431,14 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
     jb_service_ready("model loaded; waiting for jobs");
     for (;;) {
         jb_service_watchdog();
-        if (o->stop && *o->stop) {
-            rc = 0;
-            break;
-        }
-        if (o->max_jobs > 0 && st->jobs_done + st->jobs_failed >= o->max_jobs) {
+        if ((o->stop && *o->stop) ||
+            (o->max_jobs > 0 && st->jobs_done + st->jobs_failed >= o->max_jobs)) {
             rc = 0;
             break;
         }
         jb_err_t rerr = {0};
         jb_recv_t r;
-        if (rp.next < rp.n) {   // the spooled jobs first
-            jb_msg_clear(&m);
-            m = rp.v[rp.next++];
-            r = JB_RECV_MSG;
-        } else {
-            r = jb_endpoint_recv(in, &m, 200, &rerr);
-            if (r == JB_RECV_MSG) {
-                int d = spool_in(o, in, &rp, rd, &m, err);
-                if (d < 0) break;
-                if (d) {
-                    jb_msg_clear(&m);
-                    continue;
-                }
-            }
-        }
+        if (next_msg(o, in, &rp, rd, &m, &r, &rerr, err)) break;
         if (r == JB_RECV_TIMEOUT) continue;
         if (r == JB_RECV_ERROR) {   // the stream cannot go on: its open jobs fail below
             *err = rerr;
@@ -379,78 +451,10 @@ int jb_collect_run(jb_vqvae_t *vq, jb_endpoint_t *in, const jb_collect_opts_t *o
             break;
         }
         if (t0 < 0) t0 = jb_now();
-        jb_reader_ev_t ev;
-        if (r == JB_RECV_BAD) {
-            jb_reader_refused(rd, &m, &rerr, &ev);
-            if (ev.kind == JB_READ_NONE) {
-                jb_log(JB_WARN, "skipped a message: %s", rerr.msg);
-                st->msgs_skipped++;
-            }
-        } else {
-            if (m.job_id[0] && !jb_reader_find(rd, m.job_id) && link && m.type == JB_MSG_JOB &&
-                already_written(o->root, m.job_id)) {
-                jb_log(JB_INFO, "job=%s: %s/%s already written; done", m.job_id, o->root,
-                       m.job_id);
-                jb_link_done(link, m.job_id);
-                jb_msg_clear(&m);
-                continue;
-            }
-            // A level's END: when its codes were complete (the page's compute times).
-            int end_level = m.type == JB_MSG_END ? m.level : -1;
-            char end_id[sizeof m.job_id];
-            snprintf(end_id, sizeof end_id, "%s", m.job_id);
-            if (jb_reader_feed(rd, &m, &ev, err)) break;
-            jb_reader_job_t *oj = ev.job ? ev.job : jb_reader_find(rd, end_id);
-            cstate_t *cs = oj ? cstate_of(oj) : NULL;
-            if (cs && end_level >= 0 && end_level < JB_CODES_MAX_LEVELS)
-                cs->t_end[end_level] = jb_now() - cs->t_start;
-        }
-        jb_msg_clear(&m);
-        switch (ev.kind) {
-        case JB_READ_CODES:
-            if (ev.level == 0 && codes_arrived(vq, o, st, t0, ev.job, err)) goto out;
-            break;
-        case JB_READ_DONE: {
-            int bad = write_run(vq, o, st, t0, link, ev.job, err);
-            jb_reader_job_free(&ev.job);
-            if (bad) goto out;
-            break;
-        }
-        case JB_READ_FAILED:
-            if (failed(o, st, ev.id, ev.level, ev.code, ev.why, link, err)) goto out;
-            break;
-        case JB_READ_CANCEL:   // the link: this job went elsewhere
-            jb_log(JB_INFO, "job=%s cancelled by its producer", ev.id);
-            if (spool_done(o, ev.id, err)) goto out;
-            break;
-        case JB_READ_DROPPED:
-            jb_log(JB_DEBUG, "job=%s: a message after the job's result, dropped", ev.id);
-            break;
-        default: break;
-        }
+        if (take(vq, o, st, t0, in, rd, &m, r, &rerr, err)) break;
     }
-out:
     jb_msg_clear(&m);
-    // Jobs the input left unfinished: an error record each, so none is lost silently.
-    // With a spool they are kept for a restart; stopped by a signal, they are handed
-    // back (a link) to be redone.
-    for (jb_reader_job_t *j = jb_reader_take_open(rd), *next; j; j = next) {
-        next = j->next;
-        if ((eof || broken) && o->spool) {
-            jb_log(JB_WARN, "job=%s: the input %s before the job was complete; kept in the "
-                   "spool %s for a restart", j->id, eof ? "ended" : "broke",
-                   jb_spool_dir(o->spool));
-            st->jobs_kept++;
-        } else if (eof || broken) {
-            jb_err_t e2 = {0};
-            failed(o, st, j->id, eof ? -2 : -1, eof ? 69 : 65, eof ? "the input ended before the job was "
-                   "complete" : "the input broke (a corrupt or truncated frame) before the job "
-                   "was complete", link, &e2);
-        } else if (link) {   // stopped: another decoder instance can take it now
-            jb_link_release(link, j->id);
-        }
-        jb_reader_job_free(&j);
-    }
+    leave_open_jobs(o, st, in, rd, eof, broken);
     replay_free(&rp);
     jb_reader_destroy(&rd);
     return rc;

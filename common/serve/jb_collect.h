@@ -34,8 +34,8 @@ typedef struct {
     int64_t decode_step;           // bottom codes decoded at a time as they stream in
                                    // (0: one second of audio; < 0: only at the end)
     jb_spool_t *spool;             // or NULL (borrowed)
-    jb_link_t *link;               // the link input, or NULL: the persist hook records
-                                   // which producer's stream each spooled job is
+    jb_endpoint_t *in;             // the input (set once open), or NULL: the persist hook
+                                   // records which producer's stream each spooled job is
     atomic_int *spool_ready;       // with a spool over a link: set to 1 once the spooled
                                    // jobs are replayed (jb_collect_persist refuses before)
 } jb_collect_opts_t;

@@ -173,6 +173,105 @@ static int has_codes(const jb_reader_job_t *j) {
 
 static int code_of(int64_t c) { return c >= 1 && c <= 255 ? (int)c : 70; }
 
+// A new job: JB_READ_OPENED, or (over max_jobs) failed at once. 0, or -1 + err (no memory).
+static int open_job(jb_reader_t *r, const jb_msg_t *m, jb_reader_ev_t *ev,
+                    jb_reader_job_t **j_p, jb_err_t *err) {
+    if (r->n_open >= r->o.max_jobs) {
+        char why[200];
+        snprintf(why, sizeof why, "job %s: over %d jobs open at once", m->job_id, r->o.max_jobs);
+        fail(r, NULL, m->job_id, -1, 65, why, ev);
+        return 0;
+    }
+    jb_reader_job_t *j = calloc(1, sizeof *j);
+    if (!j) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", m->job_id);
+    snprintf(j->id, sizeof j->id, "%s", m->job_id);
+    j->free_user = r->o.free_user;
+    j->next = r->jobs;
+    r->jobs = j;
+    r->n_open++;
+    ev->kind = JB_READ_OPENED;
+    ev->job = j;
+    *j_p = j;
+    return 0;
+}
+
+// JOB: the spec (taken from m), or checked against the codes that came first. 0 / -1 + why.
+static int on_spec(jb_reader_job_t *j, jb_msg_t *m, jb_err_t *why) {
+    json_t *spec = m->spec ? json_loads(m->spec, 0, NULL) : NULL;
+    json_t *ns = json_object_get(spec, "n_samples");
+    int n = json_is_integer(ns) && json_integer_value(ns) >= 1 &&
+            json_integer_value(ns) <= JB_CODES_MAX_SAMPLES ? (int)json_integer_value(ns) : 0;
+    json_decref(spec);
+    int bad = 0;
+    if (j->inited) {   // codes came first: the store checks a second spec
+        bad = jb_codes_apply(&j->codes, m, why);
+        if (!bad && n && j->spec_samples != n) {
+            if (n < j->codes.n_samples)
+                bad = jb_err_set(why, JB_EFORMAT, "job %s: the job message says %d "
+                                 "samples, codes for %d came before it", j->id, n,
+                                 j->codes.n_samples);
+            else
+                bad = jb_codes_grow_samples(&j->codes, n, why);
+            if (!bad) j->spec_samples = n;
+        }
+    } else if (j->spec && m->spec && strcmp(j->spec, m->spec)) {
+        bad = jb_err_set(why, JB_EFORMAT, "job %s: a second job message with another "
+                         "spec", j->id);
+    } else if (!j->spec && m->spec) {
+        j->spec = m->spec;   // taken over
+        m->spec = NULL;
+        j->spec_samples = n;
+    }
+    return bad ? -1 : 0;
+}
+
+// END(level >= 0): that level's codes are complete; its text (what the stage used) kept.
+static int on_level_end(jb_reader_t *r, jb_reader_job_t *j, jb_msg_t *m, jb_err_t *why) {
+    if (m->level >= r->o.levels)
+        return jb_err_set(why, JB_EFORMAT, "job %s: end of level %d, the model has "
+                          "levels 0..%d", j->id, m->level, r->o.levels - 1);
+    if (m->text) {
+        free(j->labels[m->level]);
+        j->labels[m->level] = m->text;   // taken over
+        m->text = NULL;
+    }
+    return ensure_codes(r, j, m, why) || jb_codes_apply(&j->codes, m, why) ? -1 : 0;
+}
+
+// END(-1): the job is complete (JB_READ_DONE), or fails without codes. 0 / -1 + why.
+static int on_job_end(jb_reader_t *r, jb_reader_job_t *j, jb_msg_t *m, jb_reader_ev_t *ev,
+                      jb_err_t *why) {
+    if (!has_codes(j)) {
+        char w[200];
+        snprintf(w, sizeof w, "job %s: the job ended without any codes", j->id);
+        fail(r, j, m->job_id, -1, 65, w, ev);
+        return 0;
+    }
+    if (jb_codes_apply(&j->codes, m, why)) return -1;
+    unlink_job(r, j);
+    close_id(r, j->id);
+    ev->kind = JB_READ_DONE;
+    ev->job = j;
+    return 0;
+}
+
+// ALIGN: the lyric alignment as weights in [0, 1] and its lyrics (taken from m).
+static int on_align(jb_reader_job_t *j, jb_msg_t *m, jb_err_t *err) {
+    if (m->batch < 1 || m->cols < 1 || !m->codes) return 0;
+    size_t n = (size_t)m->batch * (size_t)m->count * (size_t)m->cols;
+    float *a = malloc(sizeof(float) * n);
+    if (!a) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->id);
+    for (size_t i = 0; i < n; i++) a[i] = (float)m->codes[i] / (float)JB_WIRE_ALIGN_ONE;
+    free(j->align);
+    free(j->align_lyrics);
+    j->align = a;
+    j->align_tokens = m->count;
+    j->align_cols = (int)m->cols;
+    j->align_lyrics = m->text;   // taken over
+    m->text = NULL;
+    return 0;
+}
+
 int jb_reader_feed(jb_reader_t *r, jb_msg_t *m, jb_reader_ev_t *ev, jb_err_t *err) {
     memset(ev, 0, sizeof *ev);
     ev->level = -1;
@@ -204,53 +303,13 @@ int jb_reader_feed(jb_reader_t *r, jb_msg_t *m, jb_reader_ev_t *ev, jb_err_t *er
         return 0;
     }
     if (!j) {
-        if (r->n_open >= r->o.max_jobs) {
-            char why[200];
-            snprintf(why, sizeof why, "job %s: over %d jobs open at once", m->job_id,
-                     r->o.max_jobs);
-            fail(r, NULL, m->job_id, -1, 65, why, ev);
-            return 0;
-        }
-        if (!(j = calloc(1, sizeof *j)))
-            return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", m->job_id);
-        snprintf(j->id, sizeof j->id, "%s", m->job_id);
-        j->free_user = r->o.free_user;
-        j->next = r->jobs;
-        r->jobs = j;
-        r->n_open++;
-        ev->kind = JB_READ_OPENED;
-        ev->job = j;
+        if (open_job(r, m, ev, &j, err)) return -1;
+        if (!j) return 0;   // over max_jobs: failed
     }
     jb_err_t why = {0};
     int bad = 0;
     switch (m->type) {
-    case JB_MSG_JOB: {
-        json_t *spec = m->spec ? json_loads(m->spec, 0, NULL) : NULL;
-        json_t *ns = json_object_get(spec, "n_samples");
-        int n = json_is_integer(ns) && json_integer_value(ns) >= 1 &&
-                json_integer_value(ns) <= JB_CODES_MAX_SAMPLES ? (int)json_integer_value(ns) : 0;
-        json_decref(spec);
-        if (j->inited) {   // codes came first: the store checks a second spec
-            bad = jb_codes_apply(&j->codes, m, &why);
-            if (!bad && n && j->spec_samples != n) {
-                if (n < j->codes.n_samples)
-                    bad = jb_err_set(&why, JB_EFORMAT, "job %s: the job message says %d "
-                                     "samples, codes for %d came before it", j->id, n,
-                                     j->codes.n_samples);
-                else
-                    bad = jb_codes_grow_samples(&j->codes, n, &why);
-                if (!bad) j->spec_samples = n;
-            }
-        } else if (j->spec && m->spec && strcmp(j->spec, m->spec)) {
-            bad = jb_err_set(&why, JB_EFORMAT, "job %s: a second job message with another "
-                             "spec", j->id);
-        } else if (!j->spec && m->spec) {
-            j->spec = m->spec;   // taken over
-            m->spec = NULL;
-            j->spec_samples = n;
-        }
-        break;
-    }
+    case JB_MSG_JOB: bad = on_spec(j, m, &why); break;
     case JB_MSG_CODES:
         bad = add_codes(r, j, m, &why);
         if (!bad) {   // (also for the message that opened the job)
@@ -260,51 +319,9 @@ int jb_reader_feed(jb_reader_t *r, jb_msg_t *m, jb_reader_ev_t *ev, jb_err_t *er
         }
         break;
     case JB_MSG_END:
-        if (m->level >= 0) {
-            if (m->level >= r->o.levels) {
-                bad = jb_err_set(&why, JB_EFORMAT, "job %s: end of level %d, the model has "
-                                 "levels 0..%d", j->id, m->level, r->o.levels - 1);
-                break;
-            }
-            if (m->text) {
-                free(j->labels[m->level]);
-                j->labels[m->level] = m->text;   // taken over
-                m->text = NULL;
-            }
-            bad = ensure_codes(r, j, m, &why) || jb_codes_apply(&j->codes, m, &why);
-            break;
-        }
-        // END of the job
-        if (!has_codes(j)) {
-            char w[200];
-            snprintf(w, sizeof w, "job %s: the job ended without any codes", j->id);
-            fail(r, j, m->job_id, -1, 65, w, ev);
-            return 0;
-        }
-        if (jb_codes_apply(&j->codes, m, &why)) {
-            bad = 1;
-            break;
-        }
-        unlink_job(r, j);
-        close_id(r, j->id);
-        ev->kind = JB_READ_DONE;
-        ev->job = j;
-        return 0;
-    case JB_MSG_ALIGN: {
-        if (m->batch < 1 || m->cols < 1 || !m->codes) break;
-        size_t n = (size_t)m->batch * (size_t)m->count * (size_t)m->cols;
-        float *a = malloc(sizeof(float) * n);
-        if (!a) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->id);
-        for (size_t i = 0; i < n; i++) a[i] = (float)m->codes[i] / (float)JB_WIRE_ALIGN_ONE;
-        free(j->align);
-        free(j->align_lyrics);
-        j->align = a;
-        j->align_tokens = m->count;
-        j->align_cols = (int)m->cols;
-        j->align_lyrics = m->text;   // taken over
-        m->text = NULL;
+        bad = m->level >= 0 ? on_level_end(r, j, m, &why) : on_job_end(r, j, m, ev, &why);
         break;
-    }
+    case JB_MSG_ALIGN: return on_align(j, m, err);
     default: break;
     }
     if (bad) {

@@ -5,7 +5,53 @@
 #include <string.h>
 
 #include "jb_labels.h"
+#include "jb_log.h"
 #include "jb_rng.h"
+
+// ---- the sampler: the CPU, or the CUDA device behind it --------------------------------
+
+#ifdef JB_HAVE_CUDA
+#include "jb_prior_cuda.h"
+
+static int device_attach(jb_prior_sampler_t *s, const jb_prior_t *p, int max_chunk,
+                         jb_err_t *err) {
+    jb_prior_cuda_t *d = jb_prior_cuda_new(p, jb_prior_sampler_max_batch(s), max_chunk, 0, err);
+    if (!d || jb_prior_cuda_attach(s, d, err)) {
+        jb_prior_cuda_destroy(&d);
+        return -1;
+    }
+    jb_log(JB_INFO, "sampling on the GPU (batch up to %d)", jb_prior_cuda_max_batch(d));
+    return 0;
+}
+
+static void device_free(void *impl) {
+    jb_prior_cuda_t *d = impl;
+    jb_prior_cuda_destroy(&d);
+}
+#else
+static int device_attach(jb_prior_sampler_t *s, const jb_prior_t *p, int max_chunk,
+                         jb_err_t *err) {
+    (void)s, (void)p, (void)max_chunk;
+    return jb_err_set(err, JB_EUNAVAIL,
+                      "this build has no CUDA support (rebuild with make CUDA=1)");
+}
+
+static void device_free(void *impl) { (void)impl; }
+#endif
+
+jb_prior_sampler_t *jb_sample_sampler_new(const jb_prior_t *p, int max_batch, int max_chunk,
+                                          int cuda, jb_err_t *err) {
+    jb_prior_sampler_t *s = jb_prior_sampler_new(p, max_batch, max_chunk, err);
+    if (s && cuda && device_attach(s, p, max_chunk, err)) jb_prior_sampler_destroy(&s);
+    return s;
+}
+
+void jb_sample_sampler_destroy(jb_prior_sampler_t **s_p) {
+    if (!s_p || !*s_p) return;
+    void *device = jb_prior_sampler_backend(*s_p);
+    jb_prior_sampler_destroy(s_p);
+    device_free(device);
+}
 
 typedef struct {
     int32_t *y;         // (B, label_len)

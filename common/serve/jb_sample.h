@@ -43,6 +43,15 @@ typedef struct {
     int n;
 } jb_sample_lyrics_t;
 
+// The sampler a stage samples with: up to max_batch sequences and priming passes of up to
+// max_chunk tokens (jb_prior_sampler_new); cuda: its windows run on the current CUDA
+// device (jb_prior_cuda_attach; JB_EUNAVAIL in a build without CUDA), whose state the
+// sampler then owns. The one place that knows whether this build has CUDA. NULL + err.
+jb_prior_sampler_t *jb_sample_sampler_new(const jb_prior_t *p, int max_batch, int max_chunk,
+                                          int cuda, jb_err_t *err);
+// Frees a sampler of jb_sample_sampler_new, its device state too; sets *s_p NULL. Accepts NULL.
+void jb_sample_sampler_destroy(jb_prior_sampler_t **s_p);
+
 // Samples one level. zs: (n_samples, zs_stride) codes of this level, the first `have` of
 // every item present; on success *out_len codes are present (total, or have + total for a
 // partial window). zs_above: (n_samples, above_stride) codes of the level above (upsamplers)

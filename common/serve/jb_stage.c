@@ -1,349 +1,18 @@
-// jb_stage.c: see jb_stage.h and docs/wire.md ("Job stream").
-#include "jb_stage.h"
+// jb_stage.c: the loop of a prior stage; see jb_stage.h and docs/wire.md ("Job stream").
+// Its spool is jb_stage_replay.c, its status jb_stage_status.c (jb_stage_private.h).
+#include "jb_stage_private.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "jb_codes.h"
-#include "jb_job.h"
-#include "jb_labels.h"
-#include "jb_link.h"
 #include "jb_log.h"
-#include "jb_prior.h"
-#ifdef JB_HAVE_CUDA
-#include "jb_prior_cuda.h"
-#endif
-#include "jb_progress.h"
 #include "jb_rng.h"
-#include "jb_sample.h"
 #include "jb_service.h"
-#include "jb_spool.h"
-#include "jb_transport.h"
 
-typedef struct job {
-    struct job *next;
-    jb_job_t spec;
-    jb_codes_t codes;        // everything received for this job, every level
-    int failed;              // refused or failed: its later messages are dropped
-    int prefix_done;         // upstream END(level): the prefix of this level is closed
-    int upstream_done;       // upstream END(-1), held back until this level is done
-    int started, level_done;
-    // this stage's level
-    int total;               // codes of this level the job wants
-    int64_t total_above;     // codes of the level above it will have (upsamplers)
-    int32_t *zs;             // (n_samples, total)
-    int have;
-    jb_sample_window_t *windows;
-    int n_windows, next_window;
-    int32_t *y;              // (n_samples, label_len) base labels, or NULL
-    int32_t *full_tokens;    // lyric tokens of the song (one list for every sample)
-    int n_full;
-    jb_sample_lyrics_t *lyrics;   // (n_samples) all pointing at full_tokens
-    char *labels_json;       // END(level) text: what this stage used
-    jb_progress_t progress;
-    // spool
-    int64_t n_in;            // messages of this job in in.jbc
-    int64_t recv_n;          // messages of this job received from upstream in this run: the
-                             // first n_in of them (resent after a restart) are dropped
-    uint32_t *in_sum;        // (n_in) checksums of the spooled inputs (pipe input after a
-                             // restart): a resent message must be the same
-    int *gen;                // (n_gen) type * 256 + level + 1 of the messages this stage had
-                             // generated before a restart (in out.jbc): not sent again
-    int n_gen, gen_idx;
-    jb_codes_t mine;         // codes of this level from out.jbc (resumed job), or zeroed
-    int resumed;
-} job_t;
-
-typedef struct {
-    const jb_stage_opts_t *o;
-    jb_prior_t *prior;
-    const jb_prior_info_t *info;
-    const jb_prior_hparams_t *hp;
-    jb_st_t *st;                      // the model file again, for its vocabularies
-    jb_labels_vocab_t *artists, *genres;
-    jb_prior_sampler_t *sampler;
-#ifdef JB_HAVE_CUDA
-    jb_prior_cuda_t *dsampler;        // --device cuda: the sampler's windows run here
-#endif
-    jb_endpoint_t *in, *out;
-    job_t *jobs;
-    int levels;                       // VQ-VAE levels (3)
-    // Ids of the last jobs refused or failed here: their later messages (codes,
-    // alignment) are dropped, not passed on after the ERROR record.
-    char failed_ids[32][JB_WIRE_JOB_ID_MAX + 1];
-    int n_failed;
-    jb_spool_t *spool;
-    char model_id[160];      // the model and settings that make this stage's codes
-    atomic_int spool_ready;  // replay done: a link input's persist hook may spool
-    // Jobs finished here whose spool waits until the next stage has them.
-    char (*finished)[JB_WIRE_JOB_ID_MAX + 1];
-    int n_finished, cap_finished;
-    // Replay of a spooled job: what on_message would send is captured here instead.
-    int replaying;
-    int out_broken;          // a send or spool write failed: the stage stops (not the job's fault)
-    jb_msg_t *cap;
-    int n_cap, cap_cap;
-    // Reliable link (NULL for streams) and the status the links' I/O threads report.
-    jb_link_t *in_link, *out_link, *control;
-    pthread_mutex_t status_mu;
-    char *status;                     // JSON object text: stage, jobs, tokens/s, last error
-    char last_error[512];
-    double last_error_t;
-    double rate_t[64];                // (time, tokens emitted so far) after each window
-    int64_t rate_tok[64], tokens;
-    int n_rate;
-    // DONE from below (the output link's I/O thread): the job is finished for good
-    // downstream (another copy may have got there first). The stage thread drops it and
-    // its spool (drain_done); until then nothing more of it is sent or spooled.
-    pthread_mutex_t done_mu;
-    char (*done_q)[JB_WIRE_JOB_ID_MAX + 1];
-    int n_done_q, cap_done_q;
-    // The last 64 jobs DONE from below: the input link's persist hook spools nothing more
-    // of them (a message it was persisting when the DONE came would recreate the spool
-    // directory after drain_done removed it).
-    char done_recent[64][JB_WIRE_JOB_ID_MAX + 1];
-    int n_done_recent;
-} stage_t;
-
-// ---- status (read by the links' I/O threads) ---------------------------------------
-
-static void update_status(stage_t *s) {
-    json_t *o = json_object();
-    if (!o) return;
-    double now = jb_now();
-    json_object_set_new(o, "stage", json_string(s->o->stage));
-    json_object_set_new(o, "level", json_integer(s->info ? s->info->level : s->o->level));
-    json_object_set_new(o, "pid", json_integer(getpid()));
-    json_t *jobs = json_array();
-    for (job_t *j = s->jobs; j; j = j->next)
-        json_array_append_new(jobs, json_pack("{s:s,s:i,s:i,s:i,s:i,s:b}", "id", j->spec.id,
-                                              "window", j->next_window, "windows", j->n_windows,
-                                              "tokens", j->have, "total", j->total, "started",
-                                              j->started));
-    json_object_set_new(o, "jobs_in_flight", jobs);
-    // Tokens per second over the last minute (windows finished in it).
-    double tps = 0;
-    int n = s->n_rate < 64 ? s->n_rate : 64;
-    if (n > 0) {
-        int last = (s->n_rate - 1) % 64, first = last;
-        for (int k = 1; k < n; k++) {
-            int i = (s->n_rate - 1 - k) % 64;
-            if (now - s->rate_t[i] > 60) break;
-            first = i;
-        }
-        double dt = now - s->rate_t[first];
-        if (first != last && dt > 0) tps = (double)(s->rate_tok[last] - s->rate_tok[first]) / dt;
-        if (now - s->rate_t[last] > 60) tps = 0;
-    }
-    json_object_set_new(o, "tokens_per_s", json_real(tps));
-    json_object_set_new(o, "tokens_total", json_integer(s->tokens));
-    if (s->last_error[0])
-        json_object_set_new(o, "last_error", json_pack("{s:s,s:f}", "text", s->last_error,
-                                                       "ago_s", now - s->last_error_t));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    pthread_mutex_lock(&s->status_mu);
-    free(s->status);
-    s->status = text;
-    pthread_mutex_unlock(&s->status_mu);
-}
-
-static char *stage_status(void *user) {
-    stage_t *s = user;
-    pthread_mutex_lock(&s->status_mu);
-    char *t = s->status ? strdup(s->status) : NULL;
-    pthread_mutex_unlock(&s->status_mu);
-    return t;
-}
-
-// --control: the stage's status plus both links'.
-static char *control_status(void *user) {
-    stage_t *s = user;
-    char *base = stage_status(s);
-    json_t *o = base ? json_loads(base, 0, NULL) : json_object();
-    free(base);
-    if (!o) return NULL;
-    jb_link_t *links[2] = {s->in_link, s->out_link};
-    const char *names[2] = {"in", "out"};
-    for (int i = 0; i < 2; i++) {
-        if (!links[i]) continue;
-        char *t = jb_link_status_json(links[i]);
-        json_t *lj = t ? json_loads(t, 0, NULL) : NULL;
-        free(t);
-        if (lj) {
-            json_object_del(lj, "jobs_in_flight");   // the stage's own keys, already above
-            json_object_del(lj, "stage");
-            json_object_set_new(o, names[i], lj);
-        }
-    }
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return text;
-}
-
-// The output link's consumer reported a job DONE: so is it here (DONE flows upstream),
-// and its spool goes.
-static void stage_on_done(void *user, const char *job_id) {
-    stage_t *s = user;
-    if (s->in_link) jb_link_done(s->in_link, job_id);
-    pthread_mutex_lock(&s->done_mu);
-    if (s->n_done_q == s->cap_done_q) {
-        int cap = s->cap_done_q ? 2 * s->cap_done_q : 16;
-        void *q = realloc(s->done_q, sizeof *s->done_q * (size_t)cap);
-        if (q) s->done_q = q, s->cap_done_q = cap;
-    }
-    int queued = s->n_done_q < s->cap_done_q;
-    if (queued) snprintf(s->done_q[s->n_done_q++], sizeof s->done_q[0], "%s", job_id);
-    snprintf(s->done_recent[s->n_done_recent++ % 64], sizeof s->done_recent[0], "%s", job_id);
-    pthread_mutex_unlock(&s->done_mu);
-    if (!queued) jb_log(JB_WARN, "job=%s: out of memory queueing its DONE; its spool stays until "
-                        "a restart replays it", job_id);
-}
-
-static int done_pending(stage_t *s, const char *id) {
-    int r = 0;
-    pthread_mutex_lock(&s->done_mu);
-    for (int i = 0; i < s->n_done_q && !r; i++) r = !strcmp(s->done_q[i], id);
-    pthread_mutex_unlock(&s->done_mu);
-    return r;
-}
-
-static void drop_job(stage_t *s, struct job *j);
-static struct job *find_job(stage_t *s, const char *id);
-
-// The stage thread: jobs reported DONE from below are dropped here (a copy elsewhere
-// finished first) and their spools removed. Before, the spool went on the I/O thread
-// while this thread still sampled the job and spooled its next window into a new
-// directory that no DONE removed (a job left in the spool: issue 18 D).
-static void drain_done(stage_t *s) {
-    char ids[16][JB_WIRE_JOB_ID_MAX + 1];
-    for (;;) {   // 16 at a time, without the lock while dropping
-        pthread_mutex_lock(&s->done_mu);
-        int n = s->n_done_q < 16 ? s->n_done_q : 16;
-        memcpy(ids, s->done_q, sizeof ids[0] * (size_t)n);
-        memmove(s->done_q, s->done_q + n, sizeof ids[0] * (size_t)(s->n_done_q - n));
-        s->n_done_q -= n;
-        pthread_mutex_unlock(&s->done_mu);
-        if (!n) return;
-        for (int i = 0; i < n; i++) {
-            struct job *j = find_job(s, ids[i]);
-            if (j) {
-                jb_log(JB_INFO, "job=%s: DONE from below while this stage still had it "
-                       "(another copy finished first); dropped", ids[i]);
-                drop_job(s, j);
-            }
-            jb_err_t e = {0};
-            if (s->spool && jb_spool_remove(s->spool, ids[i], &e)) jb_log(JB_WARN, "%s", e.msg);
-        }
-    }
-}
-
-// A link input's new message, on its I/O thread: into in.jbc before it is acked.
-// Refused (the producer resends it) until the spooled jobs are replayed and preloaded.
-static int stage_persist(void *user, const jb_msg_t *m, jb_err_t *err) {
-    stage_t *s = user;
-    if (!atomic_load(&s->spool_ready))
-        return jb_err_set(err, JB_EUNAVAIL, "%s: starting (replaying the spool)", s->o->stage);
-    if (!m->job_id[0]) return 0;
-    // The first message of a stream: which producer (and run of it) sent it, so that a
-    // restart continues the held messages only with that same stream.
-    char name[200], epoch[64], note[300];
-    int rc = 0;
-    pthread_mutex_lock(&s->done_mu);   // a DONE from below is recorded before or after this
-    for (int i = 0; i < 64 && i < s->n_done_recent && !rc; i++)
-        if (!strcmp(s->done_recent[i], m->job_id))
-            rc = jb_err_set(err, JB_EUNAVAIL, "job %s is done below", m->job_id);
-    if (!rc && m->seq == 0 && s->in_link &&
-        !jb_link_owner(s->in_link, m->job_id, name, sizeof name, epoch, sizeof epoch)) {
-        snprintf(note, sizeof note, "%s\n%s\n", name, epoch);
-        rc = jb_spool_put_note(s->spool, m->job_id, "from", note, err);
-    }
-    if (!rc) rc = jb_spool_append(s->spool, m->job_id, JB_SPOOL_IN, m, err);
-    pthread_mutex_unlock(&s->done_mu);
-    return rc;
-}
-
-// Which model and settings make this stage's codes: the model file's size and CRC-32
-// (of the whole file up to 64 MiB, else of its safetensors header and 256 blocks of
-// 4 KiB spread over it), the weights' type and the device. A spool records it: jobs
-// spooled under another identity are not resumed with this one.
-static int model_identity(const jb_stage_opts_t *o, char *buf, size_t n, jb_err_t *err) {
-    int fd = open(o->model_path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st)) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return jb_err_set(err, JB_EIO, "%s: %s", o->model_path, strerror(e));
-    }
-    const int64_t size = (int64_t)st.st_size, whole = (int64_t)64 << 20, blk = 4096;
-    uint8_t *b = malloc((size_t)blk);
-    uint32_t crc = 0;
-    int64_t hdr = size;
-    if (b && size > whole && pread(fd, b, 8, 0) == 8) {
-        uint64_t h = 0;
-        for (int i = 7; i >= 0; i--) h = h << 8 | b[i];
-        hdr = (int64_t)(8 + h < (uint64_t)size ? 8 + h : (uint64_t)size);
-    }
-    // [0, hdr): every byte (the whole file when small); then 256 spread blocks.
-    for (int64_t at = 0; b && at < hdr;) {
-        ssize_t r = pread(fd, b, (size_t)(hdr - at < blk ? hdr - at : blk), (off_t)at);
-        if (r <= 0) break;
-        crc = jb_frame_crc32(crc, b, (size_t)r);
-        at += r;
-    }
-    for (int k = 0; b && hdr < size && k < 256; k++) {
-        int64_t at = hdr + (size - hdr - blk) / 255 * k;
-        ssize_t r = pread(fd, b, (size_t)blk, (off_t)(at > hdr ? at : hdr));
-        if (r > 0) crc = jb_frame_crc32(crc, b, (size_t)r);
-    }
-    close(fd);
-    if (!b) return jb_err_set(err, JB_ENOMEM, "out of memory");
-    free(b);
-    static const char *const wnames[] = {"stored", "f32", "f16", "bf16"};
-    snprintf(buf, n, "size=%lld crc32=%08x weights=%s device=%s\n", (long long)size,
-             (unsigned)crc, o->weights >= 0 && o->weights < 4 ? wnames[o->weights] : "?",
-             o->cuda ? "cuda" : "cpu");
-    return 0;
-}
-
-// Each spooled job records the model identity its codes were made with (a note beside
-// its out.jbc); resuming it with another model or settings (other weights, another
-// weights type or device) would mix two models' codes in one job: refused.
-static int check_spool_model(stage_t *s, jb_err_t *err) {
-    if (model_identity(s->o, s->model_id, sizeof s->model_id, err)) return -1;
-    char held[160];
-    for (int i = 0; i < jb_spool_n_jobs(s->spool); i++) {
-        const char *id = jb_spool_job_id(s->spool, i);
-        if (jb_spool_get_note(s->spool, id, "model", held, sizeof held) <= 0 ||
-            !strcmp(held, s->model_id))
-            continue;
-        char want[160];
-        snprintf(want, sizeof want, "%s", s->model_id);
-        held[strcspn(held, "\n")] = '\0';
-        want[strcspn(want, "\n")] = '\0';
-        return jb_err_set(err, JB_EINVAL, "%s: spool %s: job %s was made with another model or "
-                          "settings (%s); %s here is %s: restart with the model and settings "
-                          "the spool was made with, or with another (empty) spool",
-                          s->o->stage, jb_spool_dir(s->spool), id, held, s->o->model_path, want);
-    }
-    return 0;
-}
-
-static void note_error(stage_t *s, const char *text) {
-    snprintf(s->last_error, sizeof s->last_error, "%s", text);
-    s->last_error_t = jb_now();
-}
-
-static job_t *find_job(stage_t *s, const char *id) {
+job_t *stage_find_job(stage_t *s, const char *id) {
     for (job_t *j = s->jobs; j; j = j->next)
         if (!strcmp(j->spec.id, id)) return j;
     return NULL;
@@ -365,7 +34,7 @@ static void job_free(job_t *j) {
     free(j);
 }
 
-static void drop_job(stage_t *s, job_t *j) {
+void stage_drop_job(stage_t *s, job_t *j) {
     for (job_t **p = &s->jobs; *p; p = &(*p)->next)
         if (*p == j) {
             *p = j->next;
@@ -374,83 +43,11 @@ static void drop_job(stage_t *s, job_t *j) {
         }
 }
 
-static int is_finished(const stage_t *s, const char *id) {
-    for (int i = 0; i < s->n_finished; i++)
-        if (!strcmp(s->finished[i], id)) return 1;
-    return 0;
-}
-
-// The job is over here (END(-1) or ERROR sent): forgotten; its spool is removed
-// once the next stage has everything (release_finished).
-static int finish_job(stage_t *s, job_t *j, jb_err_t *err) {
-    if (s->spool && !is_finished(s, j->spec.id)) {
-        if (s->n_finished == s->cap_finished) {
-            int cap = s->cap_finished ? 2 * s->cap_finished : 16;
-            void *p = realloc(s->finished, sizeof *s->finished * (size_t)cap);
-            if (!p) return jb_err_set(err, JB_ENOMEM, "out of memory");
-            s->finished = p;
-            s->cap_finished = cap;
-        }
-        snprintf(s->finished[s->n_finished++], sizeof s->finished[0], "%s", j->spec.id);
-    }
-    drop_job(s, j);
-    return 0;
-}
-
-// Removes the spools of finished jobs. wait: at the end of the input, wait (stop
-// flag honoured) for a pipe to be read empty. Output that is not a pipe: only
-// after it was closed cleanly (closed = 1).
-static int release_finished(stage_t *s, int wait, int closed, jb_err_t *err) {
-    if (!s->spool || !s->n_finished) return 0;
-    if (!closed) {
-        int64_t unread = 0;
-        int r;
-        while ((r = jb_endpoint_unread(s->out, &unread)) == 1 && unread > 0 && wait &&
-               !(s->o->stop && *s->o->stop)) {
-            jb_service_watchdog();
-            struct timespec ts = {0, 20 * 1000000};
-            nanosleep(&ts, NULL);
-        }
-        if (r != 1 || unread > 0) return 0;   // not a pipe, reader gone, or not read yet
-    }
-    for (int i = 0; i < s->n_finished; i++) {
-        if (jb_spool_remove(s->spool, s->finished[i], err)) return -1;
-        jb_log(JB_DEBUG, "job=%s spool removed", s->finished[i]);
-    }
-    s->n_finished = 0;
-    return 0;
-}
-
-static int capture(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
-    if (s->n_cap == s->cap_cap) {
-        int cap = s->cap_cap ? 2 * s->cap_cap : 64;
-        jb_msg_t *p = realloc(s->cap, sizeof *p * (size_t)cap);
-        if (!p) return jb_err_set(err, JB_ENOMEM, "out of memory");
-        s->cap = p;
-        s->cap_cap = cap;
-    }
-    jb_msg_t *c = &s->cap[s->n_cap];
-    *c = *m;   // deep copy of the owned pointers
-    c->spec = NULL;
-    c->text = NULL;
-    c->codes = NULL;
-    size_t n = jb_msg_payload_elems(m);
-    if ((m->spec && jb_msg_set_spec(c, m->spec, err)) ||
-        (m->text && jb_msg_set_text(c, m->text, err)) ||
-        (m->codes && n && !(c->codes = malloc(sizeof(int32_t) * n)))) {
-        jb_msg_clear(c);
-        return jb_err_set(err, JB_ENOMEM, "out of memory");
-    }
-    if (c->codes) memcpy(c->codes, m->codes, sizeof(int32_t) * n);
-    s->n_cap++;
-    return 0;
-}
-
 // Every message out goes through here: with a spool, into the job's out.jbc first.
-static int send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
-    if (s->replaying) return capture(s, m, err);
-    if (m->job_id[0] && done_pending(s, m->job_id)) return 0;   // finished below: dropped soon
-    // A job's first output here: which model makes its codes, first (check_spool_model).
+int stage_send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
+    if (s->replaying) return stage_capture(s, m, err);
+    if (m->job_id[0] && stage_done_pending(s, m->job_id)) return 0;   // finished below
+    // A job's first output here: which model makes its codes, first (stage_check_spool_model).
     if (s->spool && m->job_id[0] && jb_spool_count(s->spool, m->job_id, JB_SPOOL_OUT) == 0 &&
         jb_spool_put_note(s->spool, m->job_id, "model", s->model_id, err)) {
         s->out_broken = 1;
@@ -483,13 +80,13 @@ static int emit(stage_t *s, job_t *j, const jb_msg_t *m, jb_err_t *err) {
                jb_msg_type_name(m->type), jb_msg_type_name(want / 256));
         j->n_gen = j->gen_idx;
     }
-    return send_msg(s, m, err);
+    return stage_send_msg(s, m, err);
 }
 
 // Refuse or abandon a job: an ERROR record downstream, then forget it.
-static int fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
+int stage_fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
     jb_log(JB_ERROR, "job=%s level=%d refused: %s", j->spec.id, s->info->level, why->msg);
-    note_error(s, why->msg);
+    stage_note_error(s, why->msg);
     jb_msg_t m;
     jb_msg_init(&m);
     m.type = JB_MSG_ERROR;
@@ -500,7 +97,7 @@ static int fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
     jb_msg_clear(&m);
     j->failed = 1;
     snprintf(s->failed_ids[s->n_failed++ % 32], sizeof s->failed_ids[0], "%s", j->spec.id);
-    if (!rc && s->in_link && !s->out_link) jb_link_done(s->in_link, j->spec.id);
+    if (!rc) jb_endpoint_finished(s->out, j->spec.id);   // its ERROR is its result
     return rc ? -1 : 0;
 }
 
@@ -509,126 +106,52 @@ static int fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err) {
 static int build_labels(stage_t *s, job_t *j, jb_err_t *err) {
     const jb_prior_info_t *in = s->info;
     const int level = in->level, n = j->spec.n_samples;
-    json_t *used = json_object();
-    if (!used) return jb_err_set(err, JB_ENOMEM, "out of memory");
-    if (in->label_len > 0) {
-        jb_labeller_t lb = {
-            .version = s->hp->labels_v3 ? JB_TEXT_V3 : JB_TEXT_V2,
-            .max_genre_words = s->hp->max_bow_genre_size,
-            .n_tokens = in->n_tokens,
-            .sample_length = in->sample_length,
-            .artists = s->artists,
-            .genres = s->genres,
-        };
-        int L = in->label_len;
-        int64_t *y64 = malloc(sizeof(int64_t) * (size_t)L);
-        j->y = malloc(sizeof(int32_t) * (size_t)n * L);
-        if (!y64 || !j->y) {
-            free(y64);
-            json_decref(used);
-            return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->spec.id);
-        }
-        char what[96];
-        snprintf(what, sizeof what, "job %s level %d", j->spec.id, level);
-        int64_t total_length = jb_job_total_length(&j->spec, s->hp->sr);
-        // Without a vocabulary in the model file names cannot be looked up: the
-        // job must give ids (or gets 0, "unknown", as the reference does).
-        jb_labels_vocab_t *empty = NULL;
-        if (!s->artists || !s->genres) {
-            empty = jb_labels_vocab_from_json("{}", "empty vocabulary", err);
-            if (!empty) {
-                free(y64);
-                json_decref(used);
-                return -1;
-            }
-            if (!lb.artists) lb.artists = empty;
-            if (!lb.genres) lb.genres = empty;
-        }
-        int rc = jb_labeller_get_label(&lb, j->spec.artist, j->spec.genre,
-                                       j->spec.lyrics ? j->spec.lyrics : "", total_length, 0,
-                                       what, y64, &j->full_tokens, &j->n_full, err);
-        jb_labels_vocab_destroy(&empty);
-        if (rc) {
-            free(y64);
-            json_decref(used);
-            return jb_err_prefix(err, "job %s level %d", j->spec.id, level);
-        }
-        // Explicit ids for this level win over names.
-        if (j->spec.artist_id[level] >= 0) y64[3] = j->spec.artist_id[level];
-        if (j->spec.n_genre_ids[level] > 0)
-            for (int g = 0; g < lb.max_genre_words; g++)
-                y64[4 + g] = g < j->spec.n_genre_ids[level] ? j->spec.genre_ids[level][g] : -1;
-        for (int i = 0; i < L; i++) {
-            if (y64[i] < INT32_MIN || y64[i] > INT32_MAX) {
-                long long v = (long long)y64[i];
-                free(y64);
-                json_decref(used);
-                return jb_err_set(err, JB_EINVAL, "job %s level %d: label %d = %lld out of range",
-                                  j->spec.id, level, i, v);
-            }
-            for (int k = 0; k < n; k++) j->y[(int64_t)k * L + i] = (int32_t)y64[i];
-        }
-        json_object_set_new(used, "artist_id", json_integer(y64[3]));
-        json_t *g = json_array();
-        for (int k = 0; k < lb.max_genre_words; k++)
-            if (y64[4 + k] >= 0) json_array_append_new(g, json_integer(y64[4 + k]));
-        json_object_set_new(used, "genre_ids", g);
-        free(y64);
-        if (in->n_tokens > 0) {
-            j->lyrics = malloc(sizeof *j->lyrics * (size_t)n);
-            if (!j->lyrics) {
-                json_decref(used);
-                return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->spec.id);
-            }
-            for (int k = 0; k < n; k++) {
-                j->lyrics[k].tokens = j->full_tokens;
-                j->lyrics[k].n = j->n_full;
-            }
-            char *clean = jb_text_textise(lb.version, j->full_tokens, j->n_full, err);
-            if (!clean) {
-                json_decref(used);
-                return -1;
-            }
-            // What cleaning dropped (the reference drops it silently): characters
-            // outside the vocabulary after transliteration to ASCII.
-            const char *raw = j->spec.lyrics ? j->spec.lyrics : "";
-            char *ascii = jb_text_unidecode(raw, strlen(raw), NULL, NULL, err);
-            if (!ascii) {
-                free(clean);
-                json_decref(used);
-                return -1;
-            }
-            char dropped[128] = "";
-            size_t nd = 0, n_dropped = 0;
-            for (const unsigned char *c = (const unsigned char *)ascii; *c; c++) {
-                if (*c == '\\' || jb_text_token(lb.version, *c) != 0) continue;
-                n_dropped++;
-                if (!memchr(dropped, *c, nd) && nd + 1 < sizeof dropped) dropped[nd++] = (char)*c;
-            }
-            dropped[nd] = '\0';
-            free(ascii);
-            if (n_dropped) {
-                jb_log(JB_WARN, "job=%s level=%d lyrics: %zu character(s) outside the model's "
-                       "vocabulary dropped: \"%s\"", j->spec.id, level, n_dropped, dropped);
-                json_object_set_new(used, "lyrics_dropped", json_string(dropped));
-            }
-            json_object_set_new(used, "lyrics", json_string(clean));
-            json_object_set_new(used, "lyric_tokens", json_integer(j->n_full));
-            free(clean);
+    jb_labeller_t lb = {
+        .version = s->hp->labels_v3 ? JB_TEXT_V3 : JB_TEXT_V2,
+        .max_genre_words = s->hp->max_bow_genre_size,
+        .n_tokens = in->n_tokens,
+        .sample_length = in->sample_length,
+        .artists = s->artists,
+        .genres = s->genres,
+    };
+    jb_labels_job_t q = {
+        .id = j->spec.id,
+        .level = level,
+        .artist = j->spec.artist,
+        .genre = j->spec.genre,
+        .lyrics = j->spec.lyrics,
+        .artist_id = j->spec.artist_id[level],
+        .genre_ids = j->spec.genre_ids[level],
+        .n_genre_ids = j->spec.n_genre_ids[level],
+        .total_length = jb_job_total_length(&j->spec, s->hp->sr),
+        .n_samples = n,
+    };
+    jb_labels_built_t b;
+    if (jb_labeller_build(&lb, in->label_len, &q, &b, err)) return -1;
+    j->y = b.y;   // j owns them from here
+    j->full_tokens = b.full_tokens;
+    j->n_full = b.n_full;
+    j->labels_json = b.used_json;
+    if (b.n_dropped)
+        jb_log(JB_WARN, "job=%s level=%d lyrics: %zu character(s) outside the model's "
+               "vocabulary dropped: \"%s\"", j->spec.id, level, b.n_dropped, b.dropped);
+    if (in->label_len > 0 && in->n_tokens > 0) {   // every sample sings the same lyrics
+        j->lyrics = malloc(sizeof *j->lyrics * (size_t)n);
+        if (!j->lyrics) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", j->spec.id);
+        for (int k = 0; k < n; k++) {
+            j->lyrics[k].tokens = j->full_tokens;
+            j->lyrics[k].n = j->n_full;
         }
     }
-    json_object_set_new(used, "level", json_integer(level));
-    j->labels_json = json_dumps(used, JSON_COMPACT);
-    json_decref(used);
-    return j->labels_json ? 0 : jb_err_set(err, JB_ENOMEM, "out of memory");
+    return 0;
 }
 
 static int on_job(stage_t *s, jb_msg_t *m, jb_err_t *err) {
-    if (find_job(s, m->job_id)) {
+    if (stage_find_job(s, m->job_id)) {
         jb_log(JB_WARN, "job=%s: a second JOB message for a job in progress; dropped", m->job_id);
         return 0;
     }
-    if (send_msg(s, m, err)) return -1;
+    if (stage_send_msg(s, m, err)) return -1;
     job_t *j = calloc(1, sizeof *j);
     if (!j) return jb_err_set(err, JB_ENOMEM, "out of memory");
     jb_job_defaults(&j->spec);
@@ -652,7 +175,7 @@ static int on_job(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     ok = ok && jb_codes_init(&j->codes, j->spec.id, s->levels, j->spec.n_samples,
                              s->info->bins, &why) == 0;
     ok = ok && build_labels(s, j, &why) == 0;
-    if (!ok) return fail_job(s, j, &why, err);
+    if (!ok) return stage_fail_job(s, j, &why, err);
     jb_log(JB_INFO, "job=%s level=%d accepted: mode=%s samples=%d seconds=%g", j->spec.id,
            s->info->level, jb_job_mode_name(j->spec.mode), j->spec.n_samples,
            j->spec.sample_seconds);
@@ -860,10 +383,7 @@ static int window_done(stage_t *s, job_t *j, int before, jb_err_t *err) {
     j->next_window++;
     if (j->have > before && send_codes(s, j, before, j->have - before, err))   // the new codes
         return -1;
-    s->tokens += (int64_t)(j->have - before) * j->spec.n_samples;
-    s->rate_t[s->n_rate % 64] = jb_now();
-    s->rate_tok[s->n_rate % 64] = s->tokens;
-    s->n_rate++;
+    stage_count_tokens(s, (int64_t)(j->have - before) * j->spec.n_samples);
     // "window=k/n" in the progress lines: the front command's display shows it.
     snprintf(j->progress.what, sizeof j->progress.what, "job=%s level=%d window=%d/%d",
              j->spec.id, s->info->level, j->next_window, j->n_windows);
@@ -945,7 +465,7 @@ static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
                 *err = why;
                 return -1;
             }
-            return fail_job(s, j, &why, err) ? -1 : 1;
+            return stage_fail_job(s, j, &why, err) ? -1 : 1;
         }
     }
     if (!j->started) return 0;
@@ -957,7 +477,7 @@ static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
                 *err = why;
                 return -1;
             }
-            return fail_job(s, j, &why, err) ? -1 : 1;
+            return stage_fail_job(s, j, &why, err) ? -1 : 1;
         }
         return 1;
     }
@@ -969,17 +489,17 @@ static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
         jb_msg_clear(&m);
         if (rc) return -1;
         jb_log(JB_INFO, "job=%s level=%d done", j->spec.id, s->info->level);
-        // A stream output holds the job now: done here. (A link output reports DONE
-        // when its consumer does: stage_on_done.)
-        if (s->in_link && !s->out_link) jb_link_done(s->in_link, j->spec.id);
-        return finish_job(s, j, err) ? -1 : 1;
+        // DONE upstream: now for a stream output, which holds the job; for a link
+        // output when its consumer reports it (then stage_on_done).
+        jb_endpoint_finished(s->out, j->spec.id);
+        return stage_finish_job(s, j, err) ? -1 : 1;
     }
     return 0;
 }
 
 // ---- messages ------------------------------------------------------------------------
 
-static int failed_before(const stage_t *s, const char *id) {
+int stage_failed_before(const stage_t *s, const char *id) {
     int n = s->n_failed < 32 ? s->n_failed : 32;
     for (int i = 0; i < n; i++)
         if (!strcmp(s->failed_ids[i], id)) return 1;
@@ -990,20 +510,20 @@ static int failed_before(const stage_t *s, const char *id) {
 // windows, so the window being sampled is finished (spooled and sent) first.
 static int stop_requested(const stage_t *s) { return s->o->stop && *s->o->stop; }
 
-static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
+int stage_on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     const int level = s->info->level;
     if (m->type == JB_MSG_CANCEL) {   // the link: this job went elsewhere
-        job_t *c = find_job(s, m->job_id);
+        job_t *c = stage_find_job(s, m->job_id);
         jb_log(JB_INFO, "job=%s level=%d cancelled by its producer%s", m->job_id, level,
                c ? "; dropped" : "");
-        if (c) drop_job(s, c);
-        if (s->out_link) jb_link_cancel(s->out_link, m->job_id);
+        if (c) stage_drop_job(s, c);
+        jb_endpoint_cancel(s->out, m->job_id);
         if (s->spool && jb_spool_remove(s->spool, m->job_id, err)) return -1;
         return 0;
     }
     if (m->type == JB_MSG_JOB) return on_job(s, m, err);
-    job_t *j = m->job_id[0] ? find_job(s, m->job_id) : NULL;
-    if (!j && m->job_id[0] && m->type != JB_MSG_ERROR && failed_before(s, m->job_id))
+    job_t *j = m->job_id[0] ? stage_find_job(s, m->job_id) : NULL;
+    if (!j && m->job_id[0] && m->type != JB_MSG_ERROR && stage_failed_before(s, m->job_id))
         return 0;   // the job ended here with an ERROR record; drop what follows
     switch (m->type) {
     case JB_MSG_CODES:
@@ -1021,11 +541,11 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
             // being sampled anew (an upsample that silently is not one).
             if (j->prefix_done) {
                 jb_err_set(&why, JB_EFORMAT, "a second end of level %d's prefix", level);
-                return fail_job(s, j, &why, err);
+                return stage_fail_job(s, j, &why, err);
             }
             if (jb_codes_apply(&j->codes, m, &why)) {
                 jb_err_prefix(&why, "the prefix of level %d", level);
-                return fail_job(s, j, &why, err);
+                return stage_fail_job(s, j, &why, err);
             }
             j->prefix_done = 1;
             return 0;
@@ -1036,478 +556,296 @@ static int on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
         }
         if (m->type == JB_MSG_CODES && m->level == level && j->prefix_done) {
             jb_err_set(&why, JB_EFORMAT, "codes of level %d after its prefix was closed", level);
-            return fail_job(s, j, &why, err);
+            return stage_fail_job(s, j, &why, err);
         }
-        if (jb_codes_apply(&j->codes, m, &why)) return fail_job(s, j, &why, err);
+        if (jb_codes_apply(&j->codes, m, &why)) return stage_fail_job(s, j, &why, err);
         // Forwarded, our own level's prefix too: our windows emit only the tokens
         // they add (offset = first new token), so downstream needs the prefix.
-        return send_msg(s, m, err);
+        return stage_send_msg(s, m, err);
     }
     case JB_MSG_ERROR:
         if (j) {
             jb_log(JB_WARN, "job=%s failed upstream: %s", m->job_id, m->text ? m->text : "");
-            if (send_msg(s, m, err)) return -1;
-            return finish_job(s, j, err);
+            if (stage_send_msg(s, m, err)) return -1;
+            return stage_finish_job(s, j, err);
         }
-        if (send_msg(s, m, err)) return -1;
-        if (s->in_link && !s->out_link) jb_link_done(s->in_link, m->job_id);
+        if (stage_send_msg(s, m, err)) return -1;
+        jb_endpoint_finished(s->out, m->job_id);
         return 0;
     default:
-        return send_msg(s, m, err);
+        return stage_send_msg(s, m, err);
     }
-}
-
-// ---- spool: accepting input, replaying a job after a restart ---------------------------
-
-// Checksum of a message's encoding (the link's seq and credit aside).
-static uint32_t msg_sum(const jb_msg_t *m) {
-    jb_msg_t x = *m;
-    x.seq = x.credit = -1;
-    jb_bytes_t h = {0}, p = {0};
-    jb_err_t e;
-    uint32_t c = 0;
-    if (!jb_wire_encode(&x, &h, &p, &e))
-        c = jb_frame_crc32(jb_frame_crc32(0, h.data, h.len), p.data, p.len);
-    jb_bytes_free(&h);
-    jb_bytes_free(&p);
-    return c;
-}
-
-// One input message: a spooled job's message goes to in.jbc before it is acted on;
-// what upstream resends of a job already in the spool is dropped.
-static int accept_msg(stage_t *s, jb_msg_t *m, jb_err_t *err) {
-    // A link input: spooled by the persist hook; what is held is dropped by the link.
-    if (!s->spool || !m->job_id[0] || s->in_link) return on_message(s, m, err);
-    job_t *j = find_job(s, m->job_id);
-    if (j && j->recv_n < j->n_in) {   // resent after a restart: in.jbc has it
-        if (j->in_sum && !j->failed && msg_sum(m) != j->in_sum[j->recv_n]) {
-            jb_err_t why;
-            jb_err_set(&why, JB_EFORMAT, "after the restart, upstream's message %lld of the job "
-                       "differs from the one in the spool (another job under the same id, or "
-                       "another model upstream?)", (long long)j->recv_n);
-            j->recv_n++;
-            return fail_job(s, j, &why, err);
-        }
-        j->recv_n++;
-        return 0;
-    }
-    if (!j && is_finished(s, m->job_id)) return 0;   // done here; resent after a restart
-    int take = j ? !j->failed : m->type == JB_MSG_JOB && !failed_before(s, m->job_id);
-    if (take && jb_spool_append(s->spool, m->job_id, JB_SPOOL_IN, m, err))
-        return jb_err_prefix(err, "%s: spool", s->o->stage);
-    char id[JB_WIRE_JOB_ID_MAX + 1];
-    snprintf(id, sizeof id, "%s", m->job_id);
-    int rc = on_message(s, m, err);
-    if (take && (j = find_job(s, id))) {
-        j->recv_n++;
-        j->n_in = jb_spool_count(s->spool, id, JB_SPOOL_IN);
-    }
-    return rc;
-}
-
-typedef struct {
-    jb_msg_t *v;
-    int n, cap;
-} msgs_t;
-
-static void msgs_free(msgs_t *a) {
-    for (int i = 0; i < a->n; i++) jb_msg_clear(&a->v[i]);
-    free(a->v);
-    memset(a, 0, sizeof *a);
-}
-
-static int take_msg(jb_msg_t *m, uint64_t at, void *user) {
-    (void)at;
-    msgs_t *a = user;
-    if (a->n == a->cap) {
-        int cap = a->cap ? 2 * a->cap : 64;
-        jb_msg_t *p = realloc(a->v, sizeof *p * (size_t)cap);
-        if (!p) return -1;
-        a->v = p;
-        a->cap = cap;
-    }
-    a->v[a->n++] = *m;   // takes the pointers
-    m->spec = m->text = NULL;
-    m->codes = NULL;
-    return 0;
-}
-
-// Same message (the link's seq and credit aside): same encoding.
-static int same_msg(const jb_msg_t *a, const jb_msg_t *b) {
-    if (a->type != b->type || a->level != b->level || a->offset != b->offset) return 0;
-    jb_msg_t x = *a, y = *b;
-    x.seq = y.seq = x.credit = y.credit = -1;
-    jb_bytes_t h1 = {0}, p1 = {0}, h2 = {0}, p2 = {0};
-    jb_err_t e;
-    int same = !jb_wire_encode(&x, &h1, &p1, &e) && !jb_wire_encode(&y, &h2, &p2, &e) &&
-               h1.len == h2.len && p1.len == p2.len && !memcmp(h1.data, h2.data, h1.len) &&
-               (!p1.len || !memcmp(p1.data, p2.data, p1.len));
-    jb_bytes_free(&h1);
-    jb_bytes_free(&p1);
-    jb_bytes_free(&h2);
-    jb_bytes_free(&p2);
-    return same;
-}
-
-// A spooled job after a restart:
-//   1. out.jbc is sent again, as it is (downstream drops what it already has);
-//   2. in.jbc goes through on_message with sending captured: the job's state again;
-//   3. the captured forwards are matched in order against out.jbc: the rest of
-//      out.jbc is what this stage had generated (its codes: the windows done);
-//   4. the captured messages past the last match (received, never forwarded) go now.
-static int replay_job(stage_t *s, const char *id, jb_err_t *err) {
-    msgs_t out = {0}, in = {0};
-    uint32_t *sums = NULL;   // (in.n) checksums of the spooled inputs
-    int rc = -1;
-    if (jb_spool_read(s->spool, id, JB_SPOOL_OUT, take_msg, &out, err) ||
-        jb_spool_read(s->spool, id, JB_SPOOL_IN, take_msg, &in, err)) {
-        jb_err_prefix(err, "%s: replaying job %s", s->o->stage, id);
-        goto done;
-    }
-    for (int i = 0; i < out.n; i++)
-        if (jb_endpoint_send(s->out, &out.v[i], err)) {
-            jb_err_prefix(err, "%s: resending job %s", s->o->stage, id);
-            goto done;
-        }
-    if (!s->in_link && in.n > 0) {
-        if (!(sums = malloc(sizeof(uint32_t) * (size_t)in.n))) {
-            jb_err_set(err, JB_ENOMEM, "out of memory");
-            goto done;
-        }
-        for (int i = 0; i < in.n; i++) sums[i] = msg_sum(&in.v[i]);
-    }
-    s->replaying = 1;
-    for (int i = 0; i < in.n; i++)
-        if (on_message(s, &in.v[i], err)) {
-            s->replaying = 0;
-            jb_err_prefix(err, "%s: replaying job %s", s->o->stage, id);
-            goto done;
-        }
-    s->replaying = 0;
-    job_t *j = find_job(s, id);
-    if (s->in_link) {   // only the stream the spool holds continues at in.n
-        char from[400], *nl;
-        const char *pname = NULL, *pepoch = NULL;
-        if (jb_spool_get_note(s->spool, id, "from", from, sizeof from) > 0 &&
-            (nl = strchr(from, '\n'))) {
-            *nl = '\0';
-            nl[1 + strcspn(nl + 1, "\n")] = '\0';
-            pname = from;
-            pepoch = nl + 1;
-        }
-        if (jb_link_preload_from(s->in_link, id, in.n, pname, pepoch, err)) goto done;
-    }
-    if (j && !j->failed) {
-        j->n_in = in.n;
-        j->recv_n = 0;
-        j->resumed = 1;
-        j->in_sum = sums;   // a pipe: what upstream resends is checked against these
-        sums = NULL;
-        j->gen = malloc(sizeof(int) * (size_t)(out.n ? out.n : 1));
-        if (!j->gen) {
-            jb_err_set(err, JB_ENOMEM, "out of memory");
-            goto done;
-        }
-        if (jb_codes_init(&j->mine, id, s->levels, j->spec.n_samples, s->info->bins, err))
-            goto done;
-    }
-    int p = 0;
-    for (int i = 0; i < out.n; i++) {
-        const jb_msg_t *o = &out.v[i];
-        if (p < s->n_cap && same_msg(o, &s->cap[p])) {
-            p++;
-            continue;
-        }
-        if (!j || j->failed) continue;
-        j->gen[j->n_gen++] = o->type * 256 + o->level + 1;
-        jb_err_t why = {0};
-        if (o->type == JB_MSG_CODES && o->level == s->info->level &&
-            jb_codes_put(&j->mine, o->level, o->offset, o->sample0 > 0 ? (int)o->sample0 : 0,
-                         o->batch, o->count, o->codes, &why))
-            jb_log(JB_WARN, "job=%s level=%d: spooled codes not usable (%s); they are sampled "
-                   "again", id, s->info->level, why.msg);
-    }
-    int pending = s->n_cap - p;
-    for (; p < s->n_cap; p++)
-        if (send_msg(s, &s->cap[p], err)) goto done;
-    jb_log(JB_INFO, "job=%s level=%d replayed from the spool: %d input message(s), %d output "
-           "message(s) sent again, %d forwarded now", id, s->info->level, in.n, out.n, pending);
-    if (!find_job(s, id) && !is_finished(s, id)) {   // nothing left to do for it
-        if (jb_spool_remove(s->spool, id, err)) goto done;
-    }
-    rc = 0;
-done:
-    s->replaying = 0;
-    for (int i = 0; i < s->n_cap; i++) jb_msg_clear(&s->cap[i]);
-    s->n_cap = 0;
-    msgs_free(&out);
-    msgs_free(&in);
-    free(sums);
-    return rc;
 }
 
 // SIGTERM over a link: take no new work, hand back every job not finished here
 // (its producer gives it to another instance at once) and cancel what was sent of it
 // downstream; give the messages of finished jobs up to 2 s to be acked.
+// (Streams: nothing to hand back; the jobs stay in the spool, if any.)
 static void hand_back(stage_t *s) {
-    if (!s->in_link && !s->out_link) return;
-    if (s->in_link) jb_link_pause(s->in_link);
+    jb_endpoint_pause(s->in);
     int n = 0;
-    for (job_t *j = s->jobs; j; j = j->next) {
-        if (s->in_link) jb_link_release(s->in_link, j->spec.id);
-        if (s->out_link) jb_link_cancel(s->out_link, j->spec.id);
-        n++;
-    }
+    for (job_t *j = s->jobs; j; j = j->next)   // '|': both, whatever the first did
+        n += jb_endpoint_release(s->in, j->spec.id) | jb_endpoint_cancel(s->out, j->spec.id);
     if (n) jb_log(JB_INFO, "handed back %d unfinished job(s)", n);
     jb_err_t e = {0};
-    if (s->out_link && jb_link_flush(s->out_link, 2000, 0, &e))
-        jb_log(JB_WARN, "%s", e.msg);
+    if (jb_endpoint_flush(s->out, 2000, 0, &e)) jb_log(JB_WARN, "%s", e.msg);
 }
 
-int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
-    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER,
-                 .done_mu = PTHREAD_MUTEX_INITIALIZER};
-    jb_msg_t m;
-    jb_msg_init(&m);
-    int rc = -1, input_open = 1;
+// ---- the run ---------------------------------------------------------------------------
+
+// The model, its vocabularies, the sampler, the spool (checked against the model).
+static int stage_load(stage_t *s, jb_err_t *err) {
+    const jb_stage_opts_t *o = s->o;
     // On the GPU the weights are uploaded as stored: no packed CPU copy is needed.
     jb_weights_opts_t wo = {o->weights, o->cuda ? 0 : o->packed};
-    s.prior = jb_prior_new_opts(o->model_path, &wo, err);
-    if (!s.prior) goto done;
-    s.info = jb_prior_info(s.prior);
-    s.hp = jb_prior_hparams(s.prior);
-    s.levels = s.hp->vqvae.levels;
-    if (o->level >= 0 && s.info->level != o->level) {
-        jb_err_set(err, JB_EINVAL, "%s: model is a level-%d prior; this stage runs level %d",
-                   o->model_path, s.info->level, o->level);
-        goto done;
-    }
-    if (s.info->labels) {
-        s.st = jb_st_open(o->model_path, err);
-        if (!s.st) goto done;
+    if (!(s->prior = jb_prior_new_opts(o->model_path, &wo, err))) return -1;
+    s->info = jb_prior_info(s->prior);
+    s->hp = jb_prior_hparams(s->prior);
+    s->levels = s->hp->vqvae.levels;
+    if (o->level >= 0 && s->info->level != o->level)
+        return jb_err_set(err, JB_EINVAL, "%s: model is a level-%d prior; this stage runs "
+                          "level %d", o->model_path, s->info->level, o->level);
+    if (s->info->labels) {
+        if (!(s->st = jb_st_open(o->model_path, err))) return -1;
         // Models converted from the releases carry their vocabularies; test
         // models may not, and then take ids only.
-        if (jb_st_meta(s.st, "artists") &&
-            !(s.artists = jb_labels_vocab_from_model(s.st, "artists", err)))
-            goto done;
-        if (jb_st_meta(s.st, "genres") &&
-            !(s.genres = jb_labels_vocab_from_model(s.st, "genres", err)))
-            goto done;
+        if (jb_st_meta(s->st, "artists") &&
+            !(s->artists = jb_labels_vocab_from_model(s->st, "artists", err)))
+            return -1;
+        if (jb_st_meta(s->st, "genres") &&
+            !(s->genres = jb_labels_vocab_from_model(s->st, "genres", err)))
+            return -1;
     }
-    s.sampler = jb_prior_sampler_new(s.prior, o->max_batch > 0 ? o->max_batch : 16,
-                                     o->max_chunk > 0 ? o->max_chunk : 64, err);
-    if (!s.sampler) goto done;
-    if (o->cuda) {
-#ifdef JB_HAVE_CUDA
-        s.dsampler = jb_prior_cuda_new(s.prior, jb_prior_sampler_max_batch(s.sampler),
-                                       o->max_chunk > 0 ? o->max_chunk : 64, 0, err);
-        if (!s.dsampler || jb_prior_cuda_attach(s.sampler, s.dsampler, err)) goto done;
-        jb_log(JB_INFO, "sampling on the GPU (batch up to %d)",
-               jb_prior_cuda_max_batch(s.dsampler));
-#else
-        jb_err_set(err, JB_EUNAVAIL, "this build has no CUDA support (rebuild with make CUDA=1)");
-        goto done;
-#endif
-    }
+    s->sampler = jb_sample_sampler_new(s->prior, o->max_batch > 0 ? o->max_batch : 16,
+                                       o->max_chunk > 0 ? o->max_chunk : 64, o->cuda, err);
+    if (!s->sampler) return -1;
     if (o->spool) {
-        if (!(s.spool = jb_spool_open(o->spool, err))) goto done;
-        for (int i = 0; i < jb_spool_n_warnings(s.spool); i++)
-            jb_log(JB_WARN, "%s", jb_spool_warning(s.spool, i));
-        if (check_spool_model(&s, err)) goto done;
+        if (!(s->spool = jb_spool_open(o->spool, err))) return -1;
+        for (int i = 0; i < jb_spool_n_warnings(s->spool); i++)
+            jb_log(JB_WARN, "%s", jb_spool_warning(s->spool, i));
+        if (stage_check_spool_model(s, err)) return -1;
     }
-    jb_link_opts_t lo;
+    return 0;
+}
+
+// The input, the output (a job's DONE passes from it to the input) and --control.
+static int stage_open(stage_t *s, jb_err_t *err) {
+    const jb_stage_opts_t *o = s->o;
+    jb_link_opts_t lo;   // used when an endpoint is a link (its strings copied at open)
     jb_link_default_opts(&lo);
     lo.name = o->name;
     char spool_name[200];   // with a spool, the default name survives a restart
-    if (!lo.name && s.spool)
-        lo.name = jb_spool_instance_name(s.spool, spool_name, sizeof spool_name);
+    if (!lo.name && s->spool)
+        lo.name = jb_spool_instance_name(s->spool, spool_name, sizeof spool_name);
     lo.stage = o->stage;
     if (o->heartbeat_ms > 0) lo.heartbeat_ms = o->heartbeat_ms;
     if (o->peer_timeout_ms > 0) lo.peer_timeout_ms = o->peer_timeout_ms;
     lo.stop = o->stop;
     lo.status = stage_status;
-    lo.status_user = &s;
-    update_status(&s);
-    if (s.spool) {   // a link input spools on its I/O thread, once the replay is set up
+    lo.status_user = s;
+    stage_update_status(s);
+    if (s->spool) {   // a link input spools on its I/O thread, once the replay is set up
         lo.persist = stage_persist;
-        lo.persist_user = &s;
+        lo.persist_user = s;
     }
     jb_endpoint_opts_t eo;
     jb_endpoint_default_opts(&eo);
     eo.link = &lo;
     // Each job's messages are bounded by its levels' lengths under this model (wire.md 3.1).
-    eo.admit.sr = s.hp->sr;
-    eo.admit.levels = s.hp->vqvae.levels;
-    for (int l = 0; l < s.hp->vqvae.levels && l <= JB_WIRE_MAX_LEVEL; l++)
-        eo.admit.hop[l] = s.hp->vqvae.hop_lengths[l];
+    eo.admit.sr = s->hp->sr;
+    eo.admit.levels = s->hp->vqvae.levels;
+    for (int l = 0; l < s->hp->vqvae.levels && l <= JB_WIRE_MAX_LEVEL; l++)
+        eo.admit.hop[l] = s->hp->vqvae.hop_lengths[l];
     lo.admit = eo.admit;
-    if (!(s.in = jb_endpoint_open_in(o->in, &eo, err))) goto done;
-    s.in_link = jb_endpoint_link(s.in);
+    if (!(s->in = jb_endpoint_open_in(o->in, &eo, err))) return -1;
+    eo.upstream = s->in;   // a job's DONE from below (or its end, on a stream) goes up
     lo.on_done = stage_on_done;
-    lo.done_user = &s;
-    if (!(s.out = jb_endpoint_open_out(o->out, &eo, err))) goto done;
-    s.out_link = jb_endpoint_link(s.out);
+    lo.done_user = s;
+    if (!(s->out = jb_endpoint_open_out(o->out, &eo, err))) return -1;
     if (o->control) {
         jb_link_opts_t co = lo;
         co.role = JB_LINK_CONTROL;
         co.on_done = NULL;
         co.persist = NULL;
-        co.status = control_status;
-        if (!(s.control = jb_link_open(o->control, &co, err))) goto done;
+        co.status = stage_control_status;
+        if (!(s->control = jb_link_open(o->control, &co, err))) return -1;
     }
-    jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s%s%s", s.info->level, o->model_path,
-           jb_endpoint_address(s.in), jb_endpoint_address(s.out), o->spool ? " spool=" : "",
+    jb_log(JB_INFO, "level=%d model=%s ready: in=%s out=%s%s%s", s->info->level, o->model_path,
+           jb_endpoint_address(s->in), jb_endpoint_address(s->out), o->spool ? " spool=" : "",
            o->spool ? o->spool : "");
-    if (s.spool) {
-        int n = jb_spool_n_jobs(s.spool);
-        char (*ids)[JB_WIRE_JOB_ID_MAX + 1] = malloc(sizeof *ids * (size_t)(n ? n : 1));
-        if (!ids) {
-            jb_err_set(err, JB_ENOMEM, "out of memory");
-            goto done;
+    return 0;
+}
+
+// Whether some job can move without new input (then the input is only polled).
+static int busy(stage_t *s) {
+    for (job_t *j = s->jobs; j; j = j->next)
+        if (window_ready(s, j) || (j->prefix_done && !j->started) ||
+            (j->started && !j->level_done && j->next_window >= j->n_windows) ||
+            (j->level_done && j->upstream_done))
+            return 1;
+    return 0;
+}
+
+// Waits up to timeout_ms for one input message and acts on it. 1: a message was taken
+// (read on: forwarding stays prompt), 0: nothing taken (*input_open 0 at the end of the
+// input), -1 + err: fatal.
+static int receive(stage_t *s, int timeout_ms, int *input_open, jb_err_t *err) {
+    jb_msg_t m;
+    jb_msg_init(&m);
+    jb_err_t rerr = {0};
+    int rc = 0;
+    jb_recv_t r = jb_endpoint_recv(s->in, &m, timeout_ms, &rerr);
+    if (r == JB_RECV_MSG) {
+        rc = stage_accept_msg(s, &m, err) ? -1 : 1;
+        if (rc > 0) stage_update_status(s);
+    } else if (r == JB_RECV_EOF) {
+        *input_open = 0;
+    } else if (r == JB_RECV_BAD) {
+        // A message of a job in progress that cannot be read: the job is missing
+        // part of its stream, so it fails as a whole (wire.md 8.3).
+        job_t *bj = m.job_id[0] ? stage_find_job(s, m.job_id) : NULL;
+        if (bj && !bj->failed) {
+            jb_err_prefix(&rerr, "a %s message of the job was refused", jb_msg_type_name(m.type));
+            if (stage_fail_job(s, bj, &rerr, err)) rc = -1;
+        } else {
+            jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
         }
-        for (int i = 0; i < n; i++)
-            snprintf(ids[i], sizeof ids[i], "%s", jb_spool_job_id(s.spool, i));
-        for (int i = 0; i < n; i++)
-            if (replay_job(&s, ids[i], err)) {
-                free(ids);
-                goto done;
-            }
-        free(ids);
-        s.spool_ready = 1;   // the link input may persist new messages from here on
+    } else if (r == JB_RECV_ERROR) {
+        *err = rerr;
+        rc = jb_err_prefix(err, "%s: input", s->o->stage);
     }
-    jb_service_ready("weights loaded; waiting for jobs");
+    jb_msg_clear(&m);
+    return rc;
+}
+
+// One step: first what every job can do without sampling (start, finish, END: quick, and
+// a batch must not starve it), then the windows of several jobs together when they can
+// share a batch, else one window of the oldest job that can move. 1: worked, 0: nothing
+// to do, -1 + err: fatal.
+static int step(stage_t *s, jb_err_t *err) {
+    int worked = 0;
+    job_t *order[256];
+    int n_jobs = 0;
+    for (job_t *j = s->jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
+    for (int i = n_jobs - 1; i >= 0; i--) {   // list is newest first; advance may free
+        int a = advance(s, order[i], 0, err);
+        if (a < 0) return -1;
+        worked |= a;
+    }
+    n_jobs = 0;
+    for (job_t *j = s->jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
+    if (!worked && (worked = run_batched(s, order, n_jobs, err)) < 0) return -1;
+    for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
+        int a = advance(s, order[i], 1, err);
+        if (a < 0) return -1;
+        worked = a;
+    }
+    if (worked) stage_update_status(s);
+    // Failed jobs are forgotten once their ERROR is out.
+    for (job_t *j = s->jobs, *next; j; j = next) {
+        next = j->next;
+        if (j->failed && stage_finish_job(s, j, err)) return -1;
+    }
+    if (stage_release_finished(s, 0, 0, err)) return -1;
+    return worked;
+}
+
+// The input ended and nothing can move: 0 when no job is left, else -1 + err (JB_EUNAVAIL):
+// with a spool the jobs stay there for a restart, without one each gets an ERROR record.
+static int input_ended(stage_t *s, jb_err_t *err) {
+    const jb_stage_opts_t *o = s->o;
+    if (s->jobs && s->spool) {   // upstream ended in the middle: kept for a restart
+        char ids[256] = "";
+        for (job_t *j = s->jobs; j; j = j->next)
+            if (strlen(ids) + strlen(j->spec.id) + 2 < sizeof ids)
+                snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%s", ids[0] ? " " : "",
+                         j->spec.id);
+        stage_release_finished(s, 1, 0, err);
+        return jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of job(s) %s; kept "
+                          "in the spool %s for a restart", o->stage, ids, o->spool);
+    }
+    if (s->jobs) {   // upstream ended in the middle of these jobs
+        for (job_t *j = s->jobs, *next; j; j = next) {
+            next = j->next;
+            jb_err_t why;
+            jb_err_set(&why, JB_EUNAVAIL, "input ended before the job was complete");
+            if (stage_fail_job(s, j, &why, err)) return -1;
+            stage_drop_job(s, j);
+        }
+        return jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of a job", o->stage);
+    }
+    return 0;
+}
+
+// Until the input ends with every job done (0), stop (-1, JB_ECANCEL) or a fatal error.
+static int serve(stage_t *s, jb_err_t *err) {
+    int input_open = 1;
     for (;;) {
         jb_service_watchdog();
-        drain_done(&s);
-        if (stop_requested(&s)) {
-            jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", o->stage);
-            goto done;
-        }
-        int busy = 0;
-        for (job_t *j = s.jobs; j && !busy; j = j->next)
-            busy = window_ready(&s, j) || (j->prefix_done && !j->started) ||
-                   (j->started && !j->level_done && j->next_window >= j->n_windows) ||
-                   (j->level_done && j->upstream_done);
+        stage_drain_done(s);
+        if (stop_requested(s))
+            return jb_err_set(err, JB_ECANCEL, "%s: stopped by a signal", s->o->stage);
         if (input_open) {
-            jb_err_t rerr = {0};
-            jb_recv_t r = jb_endpoint_recv(s.in, &m, busy ? 0 : 200, &rerr);
-            if (r == JB_RECV_MSG) {
-                int mrc = accept_msg(&s, &m, err);
-                jb_msg_clear(&m);
-                if (mrc) goto done;
-                update_status(&s);
-                continue;   // drain input first: forwarding stays prompt
-            } else if (r == JB_RECV_EOF) {
-                input_open = 0;
-            } else if (r == JB_RECV_BAD) {
-                // A message of a job in progress that cannot be read: the job is missing
-                // part of its stream, so it fails as a whole (wire.md 8.3).
-                job_t *bj = m.job_id[0] ? find_job(&s, m.job_id) : NULL;
-                if (bj && !bj->failed) {
-                    jb_err_prefix(&rerr, "a %s message of the job was refused",
-                                  jb_msg_type_name(m.type));
-                    if (fail_job(&s, bj, &rerr, err)) goto done;
-                } else {
-                    jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
-                }
-                jb_msg_clear(&m);
-            } else if (r == JB_RECV_ERROR) {
-                *err = rerr;
-                jb_err_prefix(err, "%s: input", o->stage);
-                goto done;
-            }
+            int r = receive(s, busy(s) ? 0 : 200, &input_open, err);
+            if (r < 0) return -1;
+            if (r > 0) continue;   // drain input first: forwarding stays prompt
         }
-        // One step: the windows of several jobs together when they can share a batch, else
-        // the oldest job that can move.
-        // First what every job can do without sampling (start, finish, END: quick, and a
-        // batch must not starve it), then one batch or one window.
-        int worked = 0;
-        job_t *order[256];
-        int n_jobs = 0;
-        for (job_t *j = s.jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
-        for (int i = n_jobs - 1; i >= 0; i--) {   // list is newest first; advance may free
-            int a = advance(&s, order[i], 0, err);
-            if (a < 0) goto done;
-            worked |= a;
-        }
-        n_jobs = 0;
-        for (job_t *j = s.jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
-        if (!worked && (worked = run_batched(&s, order, n_jobs, err)) < 0) goto done;
-        for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
-            int a = advance(&s, order[i], 1, err);
-            if (a < 0) goto done;
-            worked = a;
-        }
-        if (worked) update_status(&s);
-        // Failed jobs are forgotten once their ERROR is out.
-        for (job_t *j = s.jobs, *next; j; j = next) {
-            next = j->next;
-            if (j->failed && finish_job(&s, j, err)) goto done;
-        }
-        if (release_finished(&s, 0, 0, err)) goto done;
+        int worked = step(s, err);
+        if (worked < 0) return -1;
         if (!input_open && !worked) {
-            if (s.jobs && s.spool) {   // upstream ended in the middle: kept for a restart
-                char ids[256] = "";
-                for (job_t *j = s.jobs; j; j = j->next)
-                    if (strlen(ids) + strlen(j->spec.id) + 2 < sizeof ids)
-                        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%s",
-                                 ids[0] ? " " : "", j->spec.id);
-                release_finished(&s, 1, 0, err);
-                jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of job(s) %s; kept "
-                           "in the spool %s for a restart", o->stage, ids, o->spool);
-                goto done;
-            }
-            if (s.jobs) {   // upstream ended in the middle of these jobs
-                for (job_t *j = s.jobs, *next; j; j = next) {
-                    next = j->next;
-                    jb_err_t why;
-                    jb_err_set(&why, JB_EUNAVAIL, "input ended before the job was complete");
-                    if (fail_job(&s, j, &why, err)) goto done;
-                    drop_job(&s, j);
-                }
-                jb_err_set(err, JB_EUNAVAIL, "%s: input ended in the middle of a job", o->stage);
-                goto done;
-            }
+            if (input_ended(s, err)) return -1;
             break;
         }
     }
     // The pipe read empty: the next stage has every message of the finished jobs.
-    if (release_finished(&s, 1, 0, err)) goto done;
-    rc = 0;
-done:
+    return stage_release_finished(s, 1, 0, err);
+}
+
+// After the run (rc its result): stopped: hand back; done: the output closed, and a
+// file's finished jobs' spools removed. Frees everything. Returns rc, or -1 when the
+// output could not be closed.
+static int stage_close(stage_t *s, int rc, jb_err_t *err) {
     jb_service_stopping();
-    jb_msg_clear(&m);
-    if (rc && err->code != JB_ECANCEL && err->msg[0]) note_error(&s, err->msg);
+    if (rc && err->code != JB_ECANCEL && err->msg[0]) stage_note_error(s, err->msg);
     // Stopped (between windows, or while a send waited for room): hand back.
-    if (rc && err->code == JB_ECANCEL) hand_back(&s);
-    jb_link_close(&s.control, 0);
-    while (s.jobs) drop_job(&s, s.jobs);
-    if (rc == 0 && s.out) {
+    if (rc && err->code == JB_ECANCEL) hand_back(s);
+    jb_link_close(&s->control, 0);
+    while (s->jobs) stage_drop_job(s, s->jobs);
+    if (rc == 0 && s->out) {
         int64_t unread;
-        int pipe_out = jb_endpoint_unread(s.out, &unread) != 0;
-        if (jb_endpoint_close(&s.out, err)) rc = -1;
+        int pipe_out = jb_endpoint_unread(s->out, &unread) != 0;
+        int reliable_out = jb_endpoint_is_reliable(s->out);
+        if (jb_endpoint_close(&s->out, err)) rc = -1;
         // A file closed cleanly holds the finished jobs. (A link output: only their
         // DONE removes them, stage_on_done.)
-        else if (!pipe_out && !s.out_link && release_finished(&s, 0, 1, err)) rc = -1;
+        else if (!pipe_out && !reliable_out && stage_release_finished(s, 0, 1, err)) rc = -1;
     }
     // The links' I/O threads use the spool (persist, DONE): they stop first.
-    jb_endpoint_destroy(&s.out);
-    jb_endpoint_destroy(&s.in);
-    drain_done(&s);   // the last DONEs' spools
-    jb_spool_destroy(&s.spool);
-    free(s.finished);
-    free(s.cap);
-    jb_prior_sampler_destroy(&s.sampler);
-#ifdef JB_HAVE_CUDA
-    jb_prior_cuda_destroy(&s.dsampler);
-#endif
-    jb_labels_vocab_destroy(&s.artists);
-    jb_labels_vocab_destroy(&s.genres);
-    jb_st_close(&s.st);
-    jb_prior_destroy(&s.prior);
-    free(s.status);
-    pthread_mutex_destroy(&s.status_mu);
-    pthread_mutex_destroy(&s.done_mu);
-    free(s.done_q);
+    jb_endpoint_destroy(&s->out);
+    jb_endpoint_destroy(&s->in);
+    stage_drain_done(s);   // the last DONEs' spools
+    jb_spool_destroy(&s->spool);
+    free(s->finished);
+    free(s->cap);
+    jb_sample_sampler_destroy(&s->sampler);
+    jb_labels_vocab_destroy(&s->artists);
+    jb_labels_vocab_destroy(&s->genres);
+    jb_st_close(&s->st);
+    jb_prior_destroy(&s->prior);
+    free(s->status);
+    pthread_mutex_destroy(&s->status_mu);
+    pthread_mutex_destroy(&s->done_mu);
+    free(s->done_q);
     return rc;
+}
+
+int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
+    stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER,
+                 .done_mu = PTHREAD_MUTEX_INITIALIZER};
+    int rc = -1;
+    if (!stage_load(&s, err) && !stage_open(&s, err) && !stage_replay_all(&s, err)) {
+        jb_service_ready("weights loaded; waiting for jobs");
+        rc = serve(&s, err) ? -1 : 0;
+    }
+    return stage_close(&s, rc, err);
 }

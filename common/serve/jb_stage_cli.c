@@ -84,12 +84,10 @@ static void usage(FILE *f, const char *stage, int level) {
             stage, what, level);
 }
 
-int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
-    jb_stage_opts_t o = {.stage = stage, .level = level, .in = "-", .out = "-",
-                         .max_batch = 16, .max_chunk = 64, .stop = &g_stop,
-                         .weights = JB_WEIGHTS_STORED, .packed = 1};
-    const char *device = "cpu";
-    int threads = 0;
+// The command line into o, *device and *threads. -1 when the stage is to run, else the
+// exit code (0 after --help, EX_USAGE with a message on stderr).
+static int parse_args(int argc, char **argv, const char *stage, int level, jb_stage_opts_t *o,
+                      const char **device, int *threads) {
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},   {"in", required_argument, 0, 'i'},
         {"out", required_argument, 0, 'o'},     {"threads", required_argument, 0, 't'},
@@ -101,14 +99,13 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         {"name", required_argument, 0, 'N'},    {"heartbeat", required_argument, 0, 'H'},
         {"peer-timeout", required_argument, 0, 'T'}, {"control", required_argument, 0, 'C'},
         {0, 0, 0, 0}};
-    jb_log_set_stage(stage);
     int c;
     while ((c = getopt_long(argc, argv, "m:i:o:t:b:c:d:s:qvh", longs, NULL)) != -1) {
         char *end = NULL;
         switch (c) {
-        case 'm': o.model_path = optarg; break;
-        case 'i': o.in = optarg; break;
-        case 'o': o.out = optarg; break;
+        case 'm': o->model_path = optarg; break;
+        case 'i': o->in = optarg; break;
+        case 'o': o->out = optarg; break;
         case 't':
         case 'b':
         case 'c': {
@@ -118,15 +115,15 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
                         optarg);
                 return EX_USAGE;
             }
-            if (c == 't') threads = (int)v;
-            else if (c == 'b') o.max_batch = (int)v;
-            else o.max_chunk = (int)v;
+            if (c == 't') *threads = (int)v;
+            else if (c == 'b') o->max_batch = (int)v;
+            else o->max_chunk = (int)v;
             break;
         }
-        case 'd': device = optarg; break;
-        case 's': o.spool = optarg; break;
-        case 'N': o.name = optarg; break;
-        case 'C': o.control = optarg; break;
+        case 'd': *device = optarg; break;
+        case 's': o->spool = optarg; break;
+        case 'N': o->name = optarg; break;
+        case 'C': o->control = optarg; break;
         case 'H':
         case 'T': {
             long v = strtol(optarg, &end, 10);
@@ -135,12 +132,12 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
                         c == 'H' ? "heartbeat" : "peer-timeout", optarg);
                 return EX_USAGE;
             }
-            if (c == 'H') o.heartbeat_ms = (int)v;
-            else o.peer_timeout_ms = (int)v;
+            if (c == 'H') o->heartbeat_ms = (int)v;
+            else o->peer_timeout_ms = (int)v;
             break;
         }
         case 'W':
-            if ((o.weights = jb_weights_parse(optarg)) < 0) {
+            if ((o->weights = jb_weights_parse(optarg)) < 0) {
                 fprintf(stderr, "jukebox-%s: --weights %s: expected stored, bf16, f16, f32 or int8\n",
                         stage, optarg);
                 return EX_USAGE;
@@ -151,7 +148,7 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
                 fprintf(stderr, "jukebox-%s: --packed %s: expected 0 or 1\n", stage, optarg);
                 return EX_USAGE;
             }
-            o.packed = optarg[0] == '1';
+            o->packed = optarg[0] == '1';
             break;
         case 'q': jb_log_set_level(JB_ERROR); break;
         case 'v': jb_log_set_level(JB_DEBUG); break;
@@ -163,15 +160,28 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         fprintf(stderr, "jukebox-%s: unexpected argument '%s' (see --help)\n", stage, argv[optind]);
         return EX_USAGE;
     }
-    if ((o.heartbeat_ms || o.peer_timeout_ms) &&
-        (o.peer_timeout_ms ? o.peer_timeout_ms : 5000) <= (o.heartbeat_ms ? o.heartbeat_ms : 1000)) {
+    int heartbeat = o->heartbeat_ms ? o->heartbeat_ms : 1000;       // the link's defaults
+    int peer_timeout = o->peer_timeout_ms ? o->peer_timeout_ms : 5000;
+    if ((o->heartbeat_ms || o->peer_timeout_ms) && peer_timeout <= heartbeat) {
         fprintf(stderr, "jukebox-%s: --peer-timeout must be longer than --heartbeat\n", stage);
         return EX_USAGE;
     }
-    if (!o.model_path) {
+    if (!o->model_path) {
         fprintf(stderr, "jukebox-%s: --model is required (see --help)\n", stage);
         return EX_USAGE;
     }
+    return -1;
+}
+
+int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
+    jb_stage_opts_t o = {.stage = stage, .level = level, .in = "-", .out = "-",
+                         .max_batch = 16, .max_chunk = 64, .stop = &g_stop,
+                         .weights = JB_WEIGHTS_STORED, .packed = 1};
+    const char *device = "cpu";
+    int threads = 0;
+    jb_log_set_stage(stage);
+    int code = parse_args(argc, argv, stage, level, &o, &device, &threads);
+    if (code >= 0) return code;
     jb_err_t err = {0};
     jb_device_t dev;
     if (jb_device_parse(device, &dev, &err) || jb_device_open(&dev, &err)) {
@@ -182,7 +192,7 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
     if (o.cuda && o.weights == JB_WEIGHTS_INT8) {
         fprintf(stderr, "jukebox-%s: --weights int8 runs on the CPU only (--device %s)\n", stage,
                 device);
-        return 64;
+        return EX_USAGE;
     }
     if (dev.is_cuda) jb_log(JB_INFO, "device %s, %.1f GiB free", dev.name,
                             (double)dev.mem_free / (1 << 30));

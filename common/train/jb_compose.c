@@ -454,6 +454,268 @@ jb_song_t *jb_compose_song(int genre, int artist, double seconds, uint64_t seed,
     return jb_compose_song_opts(genre, artist, seconds, seed, &o, err);
 }
 
+// What composing one song needs from bar to bar. The random draws come from r in the
+// order the bars ask for them (a song is a function of its seed).
+typedef struct {
+    const genre_t *g;
+    jb_song_t *s;
+    builder_t *b;
+    rng_t *r;
+    const mode_t_ *mode;
+    const chord_t *prog;     // (n_prog) the progression, one chord per bar
+    int n_prog;
+    const char *comp;        // the chords' pattern
+    const motif_t *motifs;   // (2) the lead's motifs
+    bool vocals, tunes;
+    int vocal_c;             // the vocal line's centre
+    double beat;             // seconds
+    int mel_pos, voc_pos, arp_k, bass_k, instr_phrase;
+} song_ctx_t;
+
+// The artist's traits: functions of (genre, artist) only. Returns the vocal centre.
+static int artist_traits(jb_song_t *s, const genre_t *g, int genre, int a, bool tunes,
+                         builder_t *b) {
+    s->tonic = (genre * 7 + a * 5 + 2) % 12;
+    s->mode = g->modes[a % 2];
+    b->swing = g->swing > 0 ? g->swing + 0.04 * (a % 3 - 1) : 0.0;
+    s->voice = VOICES[(genre * 4 + a) % 9];
+    int female = strstr(s->voice, "+f") != NULL;
+    int vocal_c = (female ? 57 : 47) + 2 * (a % 2);   // within espeak-ng's pitch range
+    s->vocal_gain = 0.9f + 0.1f * (float)(a % 3);
+    s->eq_low = g->eq_low;
+    s->eq_high = g->eq_high;
+    int rev = g->reverb + 12 * (a % 3) - 12;
+    rev = rev < 0 ? 0 : rev;
+    for (int c = 0; c < 16; c++) s->chan[c] = (jb_channel_t){-1, 100, 64, 0, 0};
+    s->chan[CH_MEL] = (jb_channel_t){g->mel[a], 100, 64 + 18 * (a % 3 - 1), rev, g->chorus};
+    s->chan[CH_CHORD] = (jb_channel_t){g->chord[a], 82, 44, rev, g->chorus};
+    s->chan[CH_BASS] = (jb_channel_t){g->bass[a], 104, 64, rev / 3, 0};
+    if (g->pad[a] >= 0) s->chan[CH_PAD] = (jb_channel_t){g->pad[a], 64, 84, rev, g->chorus};
+    if (g->kit[a] >= 0)
+        s->chan[JB_COMPOSE_DRUM_CHANNEL] = (jb_channel_t){g->kit[a], 100, 64, rev / 2, 0};
+    if (tunes) {   // the melody in front: lead up, accompaniment down, no pad
+        s->chan[CH_MEL].volume = 127;
+        s->chan[CH_MEL].reverb = rev / 2;
+        s->chan[CH_CHORD].volume = 50;
+        s->chan[CH_BASS].volume = 72;
+        s->chan[CH_PAD].program = -1;
+        s->chan[JB_COMPOSE_DRUM_CHANNEL].volume = 56;
+        s->vocal_gain *= 1.6f;
+    }
+    return vocal_c;
+}
+
+// Every pattern has one character per step of a bar (a table typo would read past it).
+static int check_patterns(const genre_t *g, jb_err_t *err) {
+    size_t steps = (size_t)(g->bpb * g->sub);
+    int bad_pat = strlen(g->comp[0]) != steps || strlen(g->comp[1]) != steps ||
+                  strlen(g->bass_pat) != steps;
+    for (int d = 0; d < 5 && g->drums[d]; d++) {
+        const char *colon = strchr(g->drums[d], ':');
+        bad_pat |= !colon || strlen(colon + 1) != steps;
+    }
+    if (bad_pat)
+        return jb_err_set(err, JB_EINTERNAL, "compose: genre %s: a pattern is not %zu steps long",
+                          g->name, steps);
+    return 0;
+}
+
+// The chords of one bar in the genre's comping style, and the pad under the whole bar.
+static void bar_chords(song_ctx_t *c, int bar, const chord_t *ch, const int *tones, int nt) {
+    const genre_t *g = c->g;
+    builder_t *b = c->b;
+    const int tonic = c->s->tonic;
+    for (int st = 0; st < b->steps; st++) {
+        int vel = pat_vel(c->r, c->comp[st]);
+        if (!vel) continue;
+        int nx = st + 1;
+        while (nx < b->steps && c->comp[nx] == '.') nx++;
+        double t = step_time(b, bar, st), len = step_time(b, bar, nx) - t;
+        vel = vel * 85 / 100;
+        if (c->tunes) len *= 0.6;
+        switch (g->comp_style) {
+        case COMP_BLOCK:
+            for (int i = 0; i < nt; i++) add_note(b, t, len * 0.92, CH_CHORD, tones[i], vel);
+            break;
+        case COMP_POWER: {
+            int root = nearest((tonic + ch->root) % 12, g->chord_c - 5);
+            add_note(b, t, len * 0.85, CH_CHORD, root, vel);
+            add_note(b, t, len * 0.85, CH_CHORD, root + 7, vel);
+            add_note(b, t, len * 0.85, CH_CHORD, root + 12, vel);
+            break;
+        }
+        case COMP_ARP: {   // up through the chord and the root an octave higher
+            int k = c->arp_k++ % (nt + 1);
+            int key = k < nt ? tones[k] : tones[0] + 12;
+            add_note(b, t, len * 1.5, CH_CHORD, key, vel);
+            break;
+        }
+        case COMP_ALBERTI: {   // low, high, middle, high
+            static const int ORD[4] = {0, 2, 1, 2};
+            int k = ORD[c->arp_k++ % 4];
+            add_note(b, t, len * 1.8, CH_CHORD, tones[k < nt ? k : nt - 1], vel);
+            break;
+        }
+        case COMP_STAB:
+            for (int i = 0; i < nt; i++)
+                add_note(b, t, b->step_len * 0.8, CH_CHORD, tones[i] + 12, vel);
+            break;
+        }
+    }
+    // Pad: the whole bar.
+    if (c->s->chan[CH_PAD].program >= 0)
+        for (int i = 0; i < nt; i++)
+            add_note(b, bar * b->bar_len, b->bar_len * 0.98, CH_PAD, tones[i], 58);
+}
+
+// The bass line of one bar (ch: its chord; next: the next bar's, a walk approaches it).
+static void bar_bass(song_ctx_t *c, int bar, const chord_t *ch, const chord_t *next) {
+    const genre_t *g = c->g;
+    builder_t *b = c->b;
+    const int tonic = c->s->tonic;
+    int root = nearest((tonic + ch->root) % 12, g->bass_c);
+    int n_hits = 0;
+    for (int st = 0; st < b->steps; st++) n_hits += g->bass_pat[st] != '.';
+    for (int st = 0, hit = 0; st < b->steps; st++) {
+        int vel = pat_vel(c->r, g->bass_pat[st]);
+        int choice = rng_int(c->r, 4), approach = rng_bern(c->r, 0.5) ? 1 : -1;
+        if (!vel) continue;
+        int nx = st + 1;
+        while (nx < b->steps && g->bass_pat[nx] == '.') nx++;
+        double t = step_time(b, bar, st), len = step_time(b, bar, nx) - t;
+        int key = root;
+        switch (g->bass_style) {
+        case BASS_ROOT: break;
+        case BASS_ROOT5:
+            if (c->bass_k++ % 2) key = root + 7 <= g->bass_c + 7 ? root + 7 : root - 5;
+            break;
+        case BASS_OCT:
+            if (c->bass_k++ % 2) key = root + 12;
+            break;
+        case BASS_WALK:
+            if (hit == n_hits - 1) {
+                key = nearest((tonic + next->root) % 12, root) + approach;
+            } else if (hit > 0) {
+                static const int DEG[4] = {1, 2, 1, 3};   // third, fifth, third, seventh
+                int d = DEG[choice] < ch->n ? DEG[choice] : 1;
+                key = root + ch->iv[d];
+            }
+            break;
+        case BASS_BOOGIE: {
+            static const int UP[8] = {0, 4, 7, 9, 10, 9, 7, 4};
+            int off = UP[hit % 8];
+            if (off == 4) off = ch->iv[1];
+            key = root + off;
+            break;
+        }
+        }
+        add_note(b, t, len * 0.9, CH_BASS, key, vel);
+        hit++;
+    }
+}
+
+// The drums of one bar, and a snare fill on the last beat of a 4-bar phrase now and then.
+static void bar_drums(song_ctx_t *c, int bar) {
+    const genre_t *g = c->g;
+    builder_t *b = c->b;
+    if (c->s->chan[JB_COMPOSE_DRUM_CHANNEL].program < 0) return;
+    for (int d = 0; d < 5 && g->drums[d]; d++) {
+        int key = atoi(g->drums[d]);
+        const char *pat = strchr(g->drums[d], ':') + 1;
+        for (int st = 0; st < b->steps; st++) {
+            int vel = pat_vel(c->r, pat[st]);
+            // Shorter than a step: a note-off must not cut the next hit.
+            double len = fmin(0.12, 0.9 * b->step_len);
+            if (vel && (key != 49 || bar % 4 == 0))
+                add_note(b, step_time(b, bar, st), len, JB_COMPOSE_DRUM_CHANNEL, key, vel);
+        }
+    }
+    int fill = bar % 4 == 3 && g->sub >= 2 && rng_bern(c->r, 0.5);
+    for (int st = b->steps - g->sub; st < b->steps; st++) {
+        int vel = 70 + rng_int(c->r, 30);
+        if (fill)
+            add_note(b, step_time(b, bar, st), fmin(0.1, 0.9 * b->step_len),
+                     JB_COMPOSE_DRUM_CHANNEL, 38, vel);
+    }
+}
+
+// A sung 2-bar phrase from bar: one word per beat, a breath on the last beat; half notes
+// when fast. Without vocals (or a word that does not fit) the lead plays the note.
+static void sung_phrase(song_ctx_t *c, int bar, const chord_t *ch, const chord_t *ch2) {
+    const genre_t *g = c->g;
+    builder_t *b = c->b;
+    rng_t *r = c->r;
+    const int tonic = c->s->tonic;
+    int every = c->s->tempo > 150 ? 2 : 1;
+    int nb = 2 * g->bpb, on[16], n_on = 0;
+    for (int k = 0; k < nb - 1; k++) {
+        int sing = rng_bern(r, 0.85);
+        if (k % every == 0 && (k == 0 || sing)) on[n_on++] = k;
+    }
+    char words[16][24];
+    int sung = 0;
+    lyric_line(r, g, n_on, words);
+    int oct = 12 * (int)lround((g->mel_c - c->vocal_c) / 12.0);
+    for (int i = 0; i < n_on; i++) {
+        static const int VMOVES[6] = {-1, 0, 1, 1, -2, 2};
+        int k = on[i], kn = i + 1 < n_on ? on[i + 1] : nb - 1;
+        const chord_t *cc = k < g->bpb ? ch : ch2;
+        c->voc_pos += VMOVES[rng_int(r, 6)];
+        if (k % 2 == 0) c->voc_pos = snap_chord(c->mode, tonic, c->voc_pos, cc);
+        c->voc_pos = keep_in_range(c->mode, tonic, c->voc_pos, c->vocal_c - 6, c->vocal_c + 7);
+        int key = scale_note(c->mode, tonic, c->voc_pos);
+        int kb = bar + k / g->bpb, ks = (k % g->bpb) * g->sub;
+        double t = step_time(b, kb, ks);
+        double len = (kn - k) * c->beat;
+        if (c->vocals && add_word(b, words[i], t, len, key)) sung++;
+        else
+            add_note(b, t, len * (c->tunes ? 0.98 : 0.9), CH_MEL, key + oct, 92);
+    }
+    if (sung > 0) {   // the words that fit before the end
+        if (b->lyr_len) add_text(b, "\n");
+        for (int i = 0; i < sung; i++) {
+            if (i) add_text(b, " ");
+            add_text(b, words[i]);
+        }
+    }
+}
+
+// A played 2-bar phrase from bar: the lead's motif, moved along the scale.
+static void played_phrase(song_ctx_t *c, int bar, const chord_t *ch, const chord_t *ch2) {
+    const genre_t *g = c->g;
+    builder_t *b = c->b;
+    const int tonic = c->s->tonic;
+    const motif_t *mo = &c->motifs[c->instr_phrase++ % 4 == 2];
+    for (int i = 0; i < mo->n; i++) {
+        int st = mo->step[i], kb = bar + st / b->steps;
+        const chord_t *cc = kb == bar ? ch : ch2;
+        c->mel_pos += mo->move[i];
+        if (st % b->steps == 0 || (st % g->sub == 0 && mo->len[i] >= 2 * g->sub))
+            c->mel_pos = snap_chord(c->mode, tonic, c->mel_pos, cc);
+        c->mel_pos = keep_in_range(c->mode, tonic, c->mel_pos, g->mel_c - 8, g->mel_c + 9);
+        double t = step_time(b, kb, st % b->steps);
+        double len = mo->len[i] * b->step_len;
+        int vel = 88 + (st % g->sub == 0 ? 10 : 0) + rng_int(c->r, 9) - 4;
+        add_note(b, t, len * (c->tunes ? 0.98 : 0.9), CH_MEL,
+                 scale_note(c->mode, tonic, c->mel_pos), vel);
+    }
+}
+
+// One bar: chords, bass, drums; on even bars a 2-bar melody phrase, even phrases sung,
+// odd ones played by the lead.
+static void compose_bar(song_ctx_t *c, int bar) {
+    const chord_t *ch = &c->prog[bar % c->n_prog];
+    const chord_t *next = &c->prog[(bar + 1) % c->n_prog];
+    int tones[4], nt = voice_chord(ch, c->s->tonic, c->g->chord_c, tones);
+    bar_chords(c, bar, ch, tones, nt);
+    bar_bass(c, bar, ch, next);
+    bar_drums(c, bar);
+    if (bar % 2) return;
+    const chord_t *ch2 = &c->prog[(bar + 1) % c->n_prog];
+    if (bar / 2 % 2 == 0) sung_phrase(c, bar, ch, ch2);
+    else played_phrase(c, bar, ch, ch2);
+}
+
 jb_song_t *jb_compose_song_opts(int genre, int artist, double seconds, uint64_t seed,
                                 const jb_compose_opts_t *opts, jb_err_t *err) {
     const bool vocals = opts->vocals, tunes = opts->tunes;
@@ -482,39 +744,10 @@ jb_song_t *jb_compose_song_opts(int genre, int artist, double seconds, uint64_t 
     s->artist = artist;
     s->seconds = seconds;
     s->beats_per_bar = g->bpb;
-
-    // Artist traits: functions of (genre, artist) only.
+    int vocal_c = artist_traits(s, g, genre, a, tunes, &b);
     static const int TEMPO_RANK[4] = {1, 3, 0, 2};
-    s->tonic = (genre * 7 + a * 5 + 2) % 12;
-    s->mode = g->modes[a % 2];
-    const mode_t_ *mode = mode_find(s->mode);
     double tempo_c = g->tmin + (g->tmax - g->tmin) * (TEMPO_RANK[a] + 0.5) / 4.0;
     double density = g->density * (0.8 + 0.12 * ((a * 3) % 4)) * (tunes ? 0.6 : 1.0);
-    b.swing = g->swing > 0 ? g->swing + 0.04 * (a % 3 - 1) : 0.0;
-    s->voice = VOICES[(genre * 4 + a) % 9];
-    int female = strstr(s->voice, "+f") != NULL;
-    int vocal_c = (female ? 57 : 47) + 2 * (a % 2);   // within espeak-ng's pitch range
-    s->vocal_gain = 0.9f + 0.1f * (float)(a % 3);
-    s->eq_low = g->eq_low;
-    s->eq_high = g->eq_high;
-    int rev = g->reverb + 12 * (a % 3) - 12;
-    rev = rev < 0 ? 0 : rev;
-    for (int c = 0; c < 16; c++) s->chan[c] = (jb_channel_t){-1, 100, 64, 0, 0};
-    s->chan[CH_MEL] = (jb_channel_t){g->mel[a], 100, 64 + 18 * (a % 3 - 1), rev, g->chorus};
-    s->chan[CH_CHORD] = (jb_channel_t){g->chord[a], 82, 44, rev, g->chorus};
-    s->chan[CH_BASS] = (jb_channel_t){g->bass[a], 104, 64, rev / 3, 0};
-    if (g->pad[a] >= 0) s->chan[CH_PAD] = (jb_channel_t){g->pad[a], 64, 84, rev, g->chorus};
-    if (g->kit[a] >= 0)
-        s->chan[JB_COMPOSE_DRUM_CHANNEL] = (jb_channel_t){g->kit[a], 100, 64, rev / 2, 0};
-    if (tunes) {   // the melody in front: lead up, accompaniment down, no pad
-        s->chan[CH_MEL].volume = 127;
-        s->chan[CH_MEL].reverb = rev / 2;
-        s->chan[CH_CHORD].volume = 50;
-        s->chan[CH_BASS].volume = 72;
-        s->chan[CH_PAD].program = -1;
-        s->chan[JB_COMPOSE_DRUM_CHANNEL].volume = 56;
-        s->vocal_gain *= 1.6f;
-    }
 
     // Song choices: from the seed.
     rng_t rr, *r = &rr;
@@ -527,202 +760,22 @@ jb_song_t *jb_compose_song_opts(int genre, int artist, double seconds, uint64_t 
         jb_err_set(err, JB_EINTERNAL, "compose: genre %s: bad progression '%s'", g->name, prog_src);
         goto fail;
     }
-    // Every pattern has one character per step of a bar (a table typo would read past it).
-    size_t steps = (size_t)(g->bpb * g->sub);
-    int bad_pat = strlen(g->comp[0]) != steps || strlen(g->comp[1]) != steps ||
-                  strlen(g->bass_pat) != steps;
-    for (int d = 0; d < 5 && g->drums[d]; d++) {
-        const char *colon = strchr(g->drums[d], ':');
-        bad_pat |= !colon || strlen(colon + 1) != steps;
-    }
-    if (bad_pat) {
-        jb_err_set(err, JB_EINTERNAL, "compose: genre %s: a pattern is not %zu steps long",
-                   g->name, steps);
-        goto fail;
-    }
-    const char *comp = g->comp[rng_bern(r, 0.8) ? a / 2 % 2 : 1 - a / 2 % 2];
-    double beat = 60.0 / s->tempo;
+    if (check_patterns(g, err)) goto fail;
+    song_ctx_t c = {.g = g, .s = s, .b = &b, .r = r, .mode = mode_find(s->mode), .prog = prog,
+                    .n_prog = n_prog, .vocals = vocals, .tunes = tunes, .vocal_c = vocal_c};
+    c.comp = g->comp[rng_bern(r, 0.8) ? a / 2 % 2 : 1 - a / 2 % 2];
+    c.beat = 60.0 / s->tempo;
     b.steps = g->bpb * g->sub;
-    b.step_len = beat / g->sub;
-    b.bar_len = beat * g->bpb;
+    b.step_len = c.beat / g->sub;
+    b.bar_len = c.beat * g->bpb;
     int n_bars = (int)ceil(seconds / b.bar_len);
-    const int tonic = s->tonic;   // pitch class; registers come from the centres
-
     motif_t motifs[2];
     motif_make(r, &motifs[0], 2 * b.steps, g->sub, density);
     motif_make(r, &motifs[1], 2 * b.steps, g->sub, density);
-    int mel_pos = scale_pos_near(mode, tonic, g->mel_c);
-    int voc_pos = scale_pos_near(mode, tonic, vocal_c);
-    int arp_k = 0, bass_k = 0, instr_phrase = 0;
-
-    for (int bar = 0; bar < n_bars; bar++) {
-        const chord_t *ch = &prog[bar % n_prog];
-        const chord_t *next = &prog[(bar + 1) % n_prog];
-        int tones[4], nt = voice_chord(ch, tonic, g->chord_c, tones);
-
-        // Chords.
-        for (int st = 0; st < b.steps; st++) {
-            int vel = pat_vel(r, comp[st]);
-            if (!vel) continue;
-            int nx = st + 1;
-            while (nx < b.steps && comp[nx] == '.') nx++;
-            double t = step_time(&b, bar, st), len = step_time(&b, bar, nx) - t;
-            vel = vel * 85 / 100;
-            if (tunes) len *= 0.6;
-            switch (g->comp_style) {
-            case COMP_BLOCK:
-                for (int i = 0; i < nt; i++) add_note(&b, t, len * 0.92, CH_CHORD, tones[i], vel);
-                break;
-            case COMP_POWER: {
-                int root = nearest((tonic + ch->root) % 12, g->chord_c - 5);
-                add_note(&b, t, len * 0.85, CH_CHORD, root, vel);
-                add_note(&b, t, len * 0.85, CH_CHORD, root + 7, vel);
-                add_note(&b, t, len * 0.85, CH_CHORD, root + 12, vel);
-                break;
-            }
-            case COMP_ARP: {   // up through the chord and the root an octave higher
-                int k = arp_k++ % (nt + 1);
-                int key = k < nt ? tones[k] : tones[0] + 12;
-                add_note(&b, t, len * 1.5, CH_CHORD, key, vel);
-                break;
-            }
-            case COMP_ALBERTI: {   // low, high, middle, high
-                static const int ORD[4] = {0, 2, 1, 2};
-                int k = ORD[arp_k++ % 4];
-                add_note(&b, t, len * 1.8, CH_CHORD, tones[k < nt ? k : nt - 1], vel);
-                break;
-            }
-            case COMP_STAB:
-                for (int i = 0; i < nt; i++)
-                    add_note(&b, t, b.step_len * 0.8, CH_CHORD, tones[i] + 12, vel);
-                break;
-            }
-        }
-        // Pad: the whole bar.
-        if (s->chan[CH_PAD].program >= 0)
-            for (int i = 0; i < nt; i++)
-                add_note(&b, bar * b.bar_len, b.bar_len * 0.98, CH_PAD, tones[i], 58);
-
-        // Bass.
-        int root = nearest((tonic + ch->root) % 12, g->bass_c);
-        int n_hits = 0;
-        for (int st = 0; st < b.steps; st++) n_hits += g->bass_pat[st] != '.';
-        for (int st = 0, hit = 0; st < b.steps; st++) {
-            int vel = pat_vel(r, g->bass_pat[st]);
-            int choice = rng_int(r, 4), approach = rng_bern(r, 0.5) ? 1 : -1;
-            if (!vel) continue;
-            int nx = st + 1;
-            while (nx < b.steps && g->bass_pat[nx] == '.') nx++;
-            double t = step_time(&b, bar, st), len = step_time(&b, bar, nx) - t;
-            int key = root;
-            switch (g->bass_style) {
-            case BASS_ROOT: break;
-            case BASS_ROOT5:
-                if (bass_k++ % 2) key = root + 7 <= g->bass_c + 7 ? root + 7 : root - 5;
-                break;
-            case BASS_OCT:
-                if (bass_k++ % 2) key = root + 12;
-                break;
-            case BASS_WALK:
-                if (hit == n_hits - 1) {
-                    key = nearest((tonic + next->root) % 12, root) + approach;
-                } else if (hit > 0) {
-                    static const int DEG[4] = {1, 2, 1, 3};   // third, fifth, third, seventh
-                    int d = DEG[choice] < ch->n ? DEG[choice] : 1;
-                    key = root + ch->iv[d];
-                }
-                break;
-            case BASS_BOOGIE: {
-                static const int UP[8] = {0, 4, 7, 9, 10, 9, 7, 4};
-                int off = UP[hit % 8];
-                if (off == 4) off = ch->iv[1];
-                key = root + off;
-                break;
-            }
-            }
-            add_note(&b, t, len * 0.9, CH_BASS, key, vel);
-            hit++;
-        }
-
-        // Drums.
-        if (s->chan[JB_COMPOSE_DRUM_CHANNEL].program >= 0) {
-            for (int d = 0; d < 5 && g->drums[d]; d++) {
-                int key = atoi(g->drums[d]);
-                const char *pat = strchr(g->drums[d], ':') + 1;
-                for (int st = 0; st < b.steps; st++) {
-                    int vel = pat_vel(r, pat[st]);
-                    // Shorter than a step: a note-off must not cut the next hit.
-                    double len = fmin(0.12, 0.9 * b.step_len);
-                    if (vel && (key != 49 || bar % 4 == 0))
-                        add_note(&b, step_time(&b, bar, st), len, JB_COMPOSE_DRUM_CHANNEL, key,
-                                 vel);
-                }
-            }
-            // A snare fill on the last beat of every 4-bar phrase, now and then.
-            int fill = bar % 4 == 3 && g->sub >= 2 && rng_bern(r, 0.5);
-            for (int st = b.steps - g->sub; st < b.steps; st++) {
-                int vel = 70 + rng_int(r, 30);
-                if (fill)
-                    add_note(&b, step_time(&b, bar, st), fmin(0.1, 0.9 * b.step_len),
-                             JB_COMPOSE_DRUM_CHANNEL, 38, vel);
-            }
-        }
-
-        // Melody: 2-bar phrases, even phrases sung, odd ones played by the lead.
-        if (bar % 2) continue;
-        int phrase = bar / 2;
-        const chord_t *ch2 = &prog[(bar + 1) % n_prog];
-        if (phrase % 2 == 0) {
-            // Vocal line: one word per beat, a breath on the last beat; half notes when fast.
-            int every = s->tempo > 150 ? 2 : 1;
-            int nb = 2 * g->bpb, on[16], n_on = 0;
-            for (int k = 0; k < nb - 1; k++) {
-                int sing = rng_bern(r, 0.85);
-                if (k % every == 0 && (k == 0 || sing)) on[n_on++] = k;
-            }
-            char words[16][24];
-            int sung = 0;
-            lyric_line(r, g, n_on, words);
-            int oct = 12 * (int)lround((g->mel_c - vocal_c) / 12.0);
-            for (int i = 0; i < n_on; i++) {
-                static const int VMOVES[6] = {-1, 0, 1, 1, -2, 2};
-                int k = on[i], kn = i + 1 < n_on ? on[i + 1] : nb - 1;
-                const chord_t *cc = k < g->bpb ? ch : ch2;
-                voc_pos += VMOVES[rng_int(r, 6)];
-                if (k % 2 == 0) voc_pos = snap_chord(mode, tonic, voc_pos, cc);
-                voc_pos = keep_in_range(mode, tonic, voc_pos, vocal_c - 6, vocal_c + 7);
-                int key = scale_note(mode, tonic, voc_pos);
-                int kb = bar + k / g->bpb, ks = (k % g->bpb) * g->sub;
-                double t = step_time(&b, kb, ks);
-                double len = (kn - k) * beat;
-                if (vocals && add_word(&b, words[i], t, len, key)) sung++;
-                else
-                    add_note(&b, t, len * (tunes ? 0.98 : 0.9), CH_MEL, key + oct, 92);
-            }
-            if (sung > 0) {   // the words that fit before the end
-                if (b.lyr_len) add_text(&b, "\n");
-                for (int i = 0; i < sung; i++) {
-                    if (i) add_text(&b, " ");
-                    add_text(&b, words[i]);
-                }
-            }
-        } else {
-            const motif_t *mo = &motifs[instr_phrase++ % 4 == 2];
-            for (int i = 0; i < mo->n; i++) {
-                int st = mo->step[i], kb = bar + st / b.steps;
-                const chord_t *cc = kb == bar ? ch : ch2;
-                mel_pos += mo->move[i];
-                if (st % b.steps == 0 || (st % g->sub == 0 && mo->len[i] >= 2 * g->sub))
-                    mel_pos = snap_chord(mode, tonic, mel_pos, cc);
-                mel_pos = keep_in_range(mode, tonic, mel_pos, g->mel_c - 8, g->mel_c + 9);
-                double t = step_time(&b, kb, st % b.steps);
-                double len = mo->len[i] * b.step_len;
-                int vel = 88 + (st % g->sub == 0 ? 10 : 0) + rng_int(r, 9) - 4;
-                add_note(&b, t, len * (tunes ? 0.98 : 0.9), CH_MEL, scale_note(mode, tonic, mel_pos),
-                         vel);
-            }
-        }
-    }
+    c.motifs = motifs;
+    c.mel_pos = scale_pos_near(c.mode, s->tonic, g->mel_c);
+    c.voc_pos = scale_pos_near(c.mode, s->tonic, vocal_c);
+    for (int bar = 0; bar < n_bars; bar++) compose_bar(&c, bar);
     if (!s->lyrics) add_text(&b, "");
     if (b.failed) {
         jb_err_set(err, JB_ENOMEM, "compose: out of memory");

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,8 @@
 #include <unistd.h>
 
 #include <jansson.h>
+
+#include "jb_publish.h"
 
 // Tokens per row in one CODES message of a saved file: a few MiB of codes per
 // frame keeps the writer's and reader's buffers small without many frames.
@@ -447,48 +448,17 @@ static int write_file(writer_t *w, const jb_codes_t *c, jb_err_t *err) {
     return write_msg(w, &m, err);
 }
 
-// fsync of the directory holding path, so that the rename itself is durable.
-static int sync_dir(const char *path, jb_err_t *err) {
-    char *copy = strdup(path);
-    if (!copy) return jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
-    if (fd < 0 || fsync(fd))
-        rc = jb_err_set(err, JB_EIO, "%s: cannot sync its directory: %s", path, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(copy);
-    return rc;
-}
-
 int jb_codes_save(const jb_codes_t *c, const char *path, jb_err_t *err) {
     if (!path || !*path) return jb_err_set(err, JB_EINVAL, "codes file: empty path");
-    size_t n = strlen(path) + 48;
-    char *tmp = malloc(n);
-    if (!tmp) return jb_err_set(err, JB_ENOMEM, "%s: out of memory", path);
-    writer_t w = {.fd = -1, .path = path};
-    // Same directory as the final name, so that rename() is atomic.
-    for (int attempt = 0; attempt < 100 && w.fd < 0; attempt++) {
-        snprintf(tmp, n, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
-        w.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (w.fd < 0 && errno != EEXIST) break;
-    }
-    if (w.fd < 0) {
-        jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: cannot create %s: %s", path,
-                   tmp, strerror(errno));
-        free(tmp);
+    jb_publish_t p;
+    if (jb_publish_open(&p, path, err)) {
+        if (errno == ENOENT) err->code = JB_ENOENT;   // the directory is missing
         return -1;
     }
+    writer_t w = {.fd = p.fd, .path = path};
     int rc = write_file(&w, c, err);
-    if (rc == 0 && fsync(w.fd))
-        rc = jb_err_set(err, JB_EIO, "%s: fsync: %s", path, strerror(errno));
-    if (close(w.fd) && rc == 0)
-        rc = jb_err_set(err, JB_EIO, "%s: close: %s", path, strerror(errno));
-    if (rc == 0 && rename(tmp, path))
-        rc = jb_err_set(err, JB_EIO, "%s: cannot rename %s to it: %s", path, tmp,
-                        strerror(errno));
-    if (rc) unlink(tmp);
-    else rc = sync_dir(path, err);
-    free(tmp);
+    if (rc) jb_publish_abort(&p);
+    else rc = jb_publish_commit(&p, err);
     jb_bytes_free(&w.hdr);
     jb_bytes_free(&w.payload);
     return rc;

@@ -38,13 +38,12 @@
 
 #include "jb_err.h"
 #include "jb_admit.h"
-#include "jb_transport.h"   // jb_recv_t
 #include "jb_wire.h"
 
 // A consumer's default byte budget: two of the largest messages (JB_WIRE_MAX_RAW).
 #define JB_LINK_CREDIT_BYTES (2 * (int64_t)JB_WIRE_MAX_RAW)
 
-typedef struct jb_link jb_link_t;   // also declared in jb_transport.h
+typedef struct jb_link jb_link_t;
 
 typedef enum { JB_LINK_CONSUMER = 0, JB_LINK_PRODUCER = 1, JB_LINK_CONTROL = 2 } jb_link_role_t;
 
@@ -160,7 +159,7 @@ int jb_link_owner(jb_link_t *l, const char *job_id, char *name, size_t n_name, c
 
 // ---- status ----
 
-typedef struct {
+typedef struct jb_link_stats {
     int64_t rx, tx;            // data messages received (delivered) / sent (first time)
     int64_t resent;            // data messages sent again (rewinds, reassignment)
     int64_t acks_rx;           // acks received (producer)

@@ -16,6 +16,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "jb_publish.h"
+
 static const char *const k_file[2] = {"in.jbc", "out.jbc"};
 
 typedef struct {
@@ -509,7 +511,7 @@ static int note_key_ok(const char *key) {
 
 static int put_note_locked(jb_spool_t *sp, const char *job_id, const char *key, const char *text,
                            jb_err_t *err) {
-    char dir[4096], tmp[4200], path[4200];
+    char dir[4096], path[4200];
     if (job_id) {
         snprintf(dir, sizeof dir, "%s/%s", sp->dir, job_id);
         if (!find(sp, job_id)) {
@@ -521,26 +523,15 @@ static int put_note_locked(jb_spool_t *sp, const char *job_id, const char *key, 
     } else {
         snprintf(dir, sizeof dir, "%s", sp->dir);
     }
-    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, key);
     snprintf(path, sizeof path, "%s/%s", dir, key);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    size_t len = strlen(text), done = 0;
-    int e = fd < 0 ? errno : 0;
-    while (!e && done < len) {
-        ssize_t w = write(fd, text + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) e = w < 0 ? errno : EIO;
-        else done += (size_t)w;
+    // A temporary left by a crash is harmless: a job's directory goes as a whole, and
+    // the spool's own directory lists only directories as jobs.
+    if (jb_publish_bytes(path, text, strlen(text), err)) {
+        jb_err_t e = *err;
+        return jb_err_set(err, JB_EIO, "spool %s: %s%s", sp->dir, e.msg,
+                          strstr(e.msg, strerror(ENOSPC)) ? " (disk full)" : "");
     }
-    if (!e && fdatasync(fd)) e = errno;
-    if (fd >= 0) close(fd);
-    if (!e && rename(tmp, path)) e = errno;
-    if (e) {
-        unlink(tmp);
-        return jb_err_set(err, JB_EIO, "spool %s: writing %s failed: %s%s", sp->dir, path,
-                          strerror(e), e == ENOSPC ? " (disk full)" : "");
-    }
-    return fsync_dir(dir, err);
+    return 0;
 }
 
 int jb_spool_put_note(jb_spool_t *sp, const char *job_id, const char *key, const char *text,

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "jb_link.h"
+#include "jb_publish.h"
 
 #define READ_CHUNK (64 * 1024)
 
@@ -38,12 +39,14 @@ struct jb_endpoint {
     size_t in_start;
     uint64_t in_base;       // stream offset of in.data[in_start]
     uint64_t out_bytes;     // bytes written so far
-    char *tmp_path;         // output file being written; renamed to final_path on close
-    char *final_path;
+    jb_publish_t publish;   // output file: written under a temporary name, published on
+    bool publishing;        // a clean close (jb_publish.h); fd is publish.fd
     jb_admit_t *admit;      // stream input: per-job bounds before decompression
     // ZeroMQ
     jb_link_t *link;
     char address[256];
+    jb_link_done_fn user_done;   // the link template's on_done hook (after opts.upstream)
+    void *user_done_arg;
 };
 
 void jb_endpoint_default_opts(jb_endpoint_opts_t *opts) {
@@ -52,6 +55,7 @@ void jb_endpoint_default_opts(jb_endpoint_opts_t *opts) {
     opts->linger_ms = 10000;
     opts->codebook = -1;
     opts->link = NULL;
+    opts->upstream = NULL;
 }
 
 const char *jb_endpoint_address(const jb_endpoint_t *ep) {
@@ -84,9 +88,7 @@ void jb_endpoint_destroy(jb_endpoint_t **ep_p) {
     jb_endpoint_t *ep = *ep_p;
     jb_link_close(&ep->link, ep->is_out ? 0 : 1000);   // removes a bound ipc file
     if (ep->owns_fd && ep->fd >= 0) close(ep->fd);
-    if (ep->tmp_path) unlink(ep->tmp_path);
-    free(ep->tmp_path);
-    free(ep->final_path);
+    if (ep->publishing) jb_publish_abort(&ep->publish);   // closes fd, removes the temporary
     free(ep->name);
     jb_bytes_free(&ep->hdr);
     jb_bytes_free(&ep->payload);
@@ -101,6 +103,13 @@ void jb_endpoint_destroy(jb_endpoint_t **ep_p) {
 static bool is_zmq_spec(const char *s) {
     if (*s == '@' || *s == '>') s++;
     return strncmp(s, "tcp://", 6) == 0 || strncmp(s, "ipc://", 6) == 0;
+}
+
+// An output link's consumer reported a job DONE (on the link's I/O thread).
+static void link_on_done(void *user, const char *job_id) {
+    jb_endpoint_t *ep = user;
+    jb_endpoint_done(ep->opts.upstream, job_id);
+    if (ep->user_done) ep->user_done(ep->user_done_arg, job_id);
 }
 
 static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_opts_t *opts,
@@ -121,6 +130,12 @@ static jb_endpoint_t *open_zmq(const char *spec, bool is_out, const jb_endpoint_
     if (!ep->opts.link || lo.codebook < 0) lo.codebook = ep->opts.codebook;
     if (!ep->opts.link || lo.admit.levels <= 0) lo.admit = ep->opts.admit;
     if (!ep->opts.link) lo.send_timeout_ms = ep->opts.send_timeout_ms;
+    if (is_out) {   // a consumer's DONE passes on upstream first, then to the caller's hook
+        ep->user_done = lo.on_done;
+        ep->user_done_arg = lo.done_user;
+        lo.on_done = ep->opts.upstream || lo.on_done ? link_on_done : NULL;
+        lo.done_user = ep;
+    }
     ep->link = jb_link_open(spec, &lo, err);
     if (!ep->link) goto fail;
     snprintf(ep->address, sizeof ep->address, "%s", jb_link_address(ep->link));
@@ -141,7 +156,61 @@ static jb_recv_t zmq_recv_msg(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms,
 
 int jb_endpoint_spec_is_link(const char *spec) { return spec && is_zmq_spec(spec); }
 
-jb_link_t *jb_endpoint_link(jb_endpoint_t *ep) { return ep && ep->kind == EP_ZMQ ? ep->link : NULL; }
+// ---------------------------------------------------------------- link-only operations
+
+// The endpoint's link, NULL for a stream (or a link already closed).
+static jb_link_t *link_of(const jb_endpoint_t *ep) {
+    return ep && ep->kind == EP_ZMQ ? ep->link : NULL;
+}
+
+int jb_endpoint_is_reliable(const jb_endpoint_t *ep) { return ep && ep->kind == EP_ZMQ; }
+
+void jb_endpoint_done(jb_endpoint_t *in, const char *job_id) {
+    if (link_of(in)) jb_link_done(in->link, job_id);
+}
+
+int jb_endpoint_release(jb_endpoint_t *in, const char *job_id) {
+    return link_of(in) ? (jb_link_release(in->link, job_id), 1) : 0;
+}
+
+void jb_endpoint_pause(jb_endpoint_t *in) {
+    if (link_of(in)) jb_link_pause(in->link);
+}
+
+int jb_endpoint_preload(jb_endpoint_t *in, const char *job_id, int64_t next_seq,
+                        const char *producer, const char *epoch, jb_err_t *err) {
+    if (!link_of(in)) return 0;
+    return jb_link_preload_from(in->link, job_id, next_seq, producer, epoch, err);
+}
+
+int jb_endpoint_owner(jb_endpoint_t *in, const char *job_id, char *name, size_t n_name,
+                      char *epoch, size_t n_epoch) {
+    if (!link_of(in)) return -1;
+    return jb_link_owner(in->link, job_id, name, n_name, epoch, n_epoch);
+}
+
+int jb_endpoint_cancel(jb_endpoint_t *out, const char *job_id) {
+    return link_of(out) ? (jb_link_cancel(out->link, job_id), 1) : 0;
+}
+
+void jb_endpoint_finished(jb_endpoint_t *out, const char *job_id) {
+    // A link: its consumer's DONE comes later (link_on_done). A stream: the reader has it.
+    if (out && !link_of(out)) jb_endpoint_done(out->opts.upstream, job_id);
+}
+
+int jb_endpoint_flush(jb_endpoint_t *out, int timeout_ms, int want_done, jb_err_t *err) {
+    return link_of(out) ? jb_link_flush(out->link, timeout_ms, want_done, err) : 0;
+}
+
+char *jb_endpoint_status_json(jb_endpoint_t *ep) {
+    return link_of(ep) ? jb_link_status_json(ep->link) : NULL;
+}
+
+int jb_endpoint_stats(jb_endpoint_t *ep, struct jb_link_stats *st) {
+    if (!link_of(ep)) return -1;
+    jb_link_stats(ep->link, st);
+    return 0;
+}
 
 // ---------------------------------------------------------------- streams
 
@@ -182,32 +251,16 @@ jb_endpoint_t *jb_endpoint_open_out(const char *spec, const jb_endpoint_opts_t *
     }
     if (is_zmq_spec(spec)) return open_zmq(spec, true, opts, err);
     if (strcmp(spec, "-") == 0) return jb_endpoint_from_fd(1, 1, 0, "stdout", opts, err);
-    jb_endpoint_t *ep = jb_endpoint_from_fd(-1, 1, 1, spec, opts, err);
+    jb_endpoint_t *ep = jb_endpoint_from_fd(-1, 1, 0, spec, opts, err);
     if (!ep) return NULL;
-    size_t n = strlen(spec) + 64;
-    ep->tmp_path = malloc(n);
-    ep->final_path = strdup(spec);
-    if (!ep->tmp_path || !ep->final_path) {
-        jb_err_set(err, JB_ENOMEM, "%s: out of memory", spec);
-        goto fail;
+    if (jb_publish_open(&ep->publish, spec, err)) {
+        if (errno == ENOENT) err->code = JB_ENOENT;   // the directory is missing
+        jb_endpoint_destroy(&ep);
+        return NULL;
     }
-    // Same directory as the final name, so that rename() is atomic.
-    for (int attempt = 0; attempt < 100 && ep->fd < 0; attempt++) {
-        snprintf(ep->tmp_path, n, "%s.tmp.%ld.%d", spec, (long)getpid(), attempt);
-        ep->fd = open(ep->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (ep->fd < 0 && errno != EEXIST) break;
-    }
-    if (ep->fd < 0) {
-        jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: cannot create %s: %s", spec,
-                   ep->tmp_path, strerror(errno));
-        free(ep->tmp_path);   // not created: nothing to unlink
-        ep->tmp_path = NULL;
-        goto fail;
-    }
+    ep->publishing = true;
+    ep->fd = ep->publish.fd;
     return ep;
-fail:
-    jb_endpoint_destroy(&ep);
-    return NULL;
 }
 
 // Writes all of iov, retrying short writes and EINTR. SIGPIPE is blocked for
@@ -415,20 +468,10 @@ int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err) {
     } else if (ep->link) {
         if (ep->is_out && jb_link_flush(ep->link, ep->opts.linger_ms, 0, err)) rc = -1;
         jb_link_close(&ep->link, 1000);
-    } else if (ep->tmp_path) {
-        int e = fsync(ep->fd) ? errno : 0;
-        if (close(ep->fd) && !e) e = errno;
-        if (e) {
-            rc = jb_err_set(err, JB_EIO, "%s: cannot finish %s: %s", ep->name, ep->tmp_path,
-                            strerror(e));
-        } else if (rename(ep->tmp_path, ep->final_path)) {
-            rc = jb_err_set(err, JB_EIO, "%s: cannot rename %s: %s", ep->name, ep->tmp_path,
-                            strerror(errno));
-        } else {
-            free(ep->tmp_path);
-            ep->tmp_path = NULL;
-        }
-        ep->fd = -1;   // closed above, even when close() reported an error
+    } else if (ep->publishing) {
+        ep->publishing = false;   // closed and, on failure, removed by the commit
+        ep->fd = -1;
+        if (jb_publish_commit(&ep->publish, err)) rc = -1;
     }
     jb_endpoint_destroy(ep_p);
     return rc;

@@ -3,8 +3,9 @@
 // An endpoint is named by a string:
 //   "-"                 stdin (input) or stdout (output), as a frame stream
 //   a file path         a frame stream in a file (a codes file); an output file is
-//                       written under a temporary name and renamed by a successful
-//                       jb_endpoint_close(), so a reader never sees a partial file
+//                       written under a temporary name and published by a successful
+//                       jb_endpoint_close() (jb_publish.h: fsync, rename, fsync of the
+//                       directory), so a reader never sees a partial file
 //   "tcp://host:port"   ZeroMQ; one message = two parts (header, payload)
 //   "ipc://path"        ZeroMQ over a Unix socket
 // A ZeroMQ input binds and an output connects (downstream listens, upstream dials);
@@ -37,6 +38,7 @@
 #ifndef JB_TRANSPORT_H
 #define JB_TRANSPORT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "jb_admit.h"
@@ -44,8 +46,8 @@
 #include "jb_wire.h"
 
 typedef struct jb_endpoint jb_endpoint_t;   // opaque
-typedef struct jb_link jb_link_t;           // jb_link.h
-struct jb_link_opts;
+struct jb_link_opts;                        // jb_link.h
+struct jb_link_stats;
 
 typedef struct {
     int hwm;              // ZeroMQ: input credit / output unsent backlog (default 16)
@@ -60,6 +62,9 @@ typedef struct {
     // the defaults. role comes from the direction; credit / backlog from hwm, and
     // codebook from above, unless the template sets them (> 0 / >= 0).
     const struct jb_link_opts *link;
+    // output: the input a job's DONE passes on to (jb_endpoint_finished), or NULL.
+    // Over a link the template's on_done hook is still called, after the DONE passed on.
+    jb_endpoint_t *upstream;
 } jb_endpoint_opts_t;
 
 void jb_endpoint_default_opts(jb_endpoint_opts_t *opts);
@@ -80,10 +85,6 @@ jb_endpoint_t *jb_endpoint_from_fd(int fd, int is_out, int owns, const char *nam
 // Whether spec names a ZeroMQ endpoint (a reliable link), '@' / '>' prefix allowed.
 int jb_endpoint_spec_is_link(const char *spec);
 
-// The reliable link behind a ZeroMQ endpoint (jb_link.h), NULL for a stream. It
-// belongs to the endpoint (freed by close / destroy).
-jb_link_t *jb_endpoint_link(jb_endpoint_t *ep);
-
 // Resolved address (ZeroMQ: "tcp://127.0.0.1:40123" after binding "tcp://127.0.0.1:*"),
 // or the spec. Valid until destroy.
 const char *jb_endpoint_address(const jb_endpoint_t *ep);
@@ -94,16 +95,6 @@ const char *jb_endpoint_address(const jb_endpoint_t *ep);
 // JB_ECANCEL a signal arrived while waiting (nothing sent), JB_EIO write failed.
 // After JB_EIO or JB_EUNAVAIL on a stream the endpoint is broken: sends fail.
 int jb_endpoint_send(jb_endpoint_t *ep, const jb_msg_t *msg, jb_err_t *err);
-
-typedef enum {
-    JB_RECV_ERROR = -1,  // the endpoint is unusable (read error, truncated or corrupt
-                         // stream); err says why with the byte offset. Sticky.
-    JB_RECV_MSG = 0,     // *msg holds a message (owned by msg: jb_msg_clear it)
-    JB_RECV_EOF,         // stream ended cleanly at a frame boundary (never for ZeroMQ)
-    JB_RECV_TIMEOUT,     // nothing within timeout_ms, or a signal arrived
-    JB_RECV_BAD,         // a malformed message was dropped (err says why; msg->job_id and
-                         // msg->type are set when its header named them); keep going
-} jb_recv_t;
 
 // Waits up to timeout_ms (-1 = forever, 0 = do not wait) for one message.
 // On a stream, a frame whose checksum is right but whose message breaks the
@@ -119,9 +110,55 @@ jb_recv_t jb_endpoint_recv(jb_endpoint_t *ep, jb_msg_t *msg, int timeout_ms, jb_
 // -1 when the reader is gone (the pipe's read end is closed).
 int jb_endpoint_unread(jb_endpoint_t *ep, int64_t *bytes);
 
-// Finishes an output: file -> fsync and rename to its name; ZeroMQ -> waits up to
-// linger_ms for every message to be acked (JB_EUNAVAIL when not). Frees the endpoint and sets *ep_p NULL
-// either way. 0 / -1 + err (an output file that failed is removed, not renamed).
+// ---- what only a reliable link does: on a pipe or a file these do nothing ----
+// The caller does not ask which transport it has: a stage calls them at the points of a
+// job's life where they mean something, and a stream simply has nothing to tell.
+
+// 1 for a reliable link (ZeroMQ; docs/reliability.md), 0 for a stream. An input that is
+// a link records each message through its persist hook before acking it and drops what
+// it already holds (jb_endpoint_preload), so its caller must not spool or deduplicate
+// again; an output that is a link reports each job DONE when its reader does.
+int jb_endpoint_is_reliable(const jb_endpoint_t *ep);
+
+// Input: the job is finished for good here: DONE to every producer that sent it (the
+// link forgets it). A stream: nothing.
+void jb_endpoint_done(jb_endpoint_t *in, const char *job_id);
+// Input: hands the job back (RELEASE to its producer, which reassigns it). 1 when it
+// did, 0 on a stream.
+int jb_endpoint_release(jb_endpoint_t *in, const char *job_id);
+// Input: takes no new work from now on (credit 0; SIGTERM, before handing back).
+void jb_endpoint_pause(jb_endpoint_t *in);
+// Input, spool resume: the first next_seq messages of the job, from the producer
+// (name, epoch; NULL: unknown) whose stream they are, are held here already
+// (jb_link_preload_from). 0 / -1 + err; a stream: 0.
+int jb_endpoint_preload(jb_endpoint_t *in, const char *job_id, int64_t next_seq,
+                        const char *producer, const char *epoch, jb_err_t *err);
+// Input: the producer (name, epoch) whose stream of the job is processed here
+// (jb_link_owner). 0, or -1 when none (yet), and always on a stream.
+int jb_endpoint_owner(jb_endpoint_t *in, const char *job_id, char *name, size_t n_name,
+                      char *epoch, size_t n_epoch);
+
+// Output: the job is dropped here: CANCEL to the consumer(s) it went to (the link
+// forgets it). 1 when it did, 0 on a stream.
+int jb_endpoint_cancel(jb_endpoint_t *out, const char *job_id);
+// Output: the job's last message (END(-1) or its ERROR) is sent. A stream holds the job
+// from here: DONE passes on to opts.upstream at once. A link passes it on later, when
+// its consumer reports the job DONE (then the template's on_done hook runs).
+void jb_endpoint_finished(jb_endpoint_t *out, const char *job_id);
+// Output: waits up to timeout_ms (-1: forever) until every message sent so far is acked
+// (want_done 0) or every job is DONE (want_done 1) (jb_link_flush). 0 / -1 + err
+// (JB_EUNAVAIL timed out, JB_ECANCEL stop flag); a stream: 0 at once.
+int jb_endpoint_flush(jb_endpoint_t *out, int timeout_ms, int want_done, jb_err_t *err);
+
+// The link's status as a JSON object text (jb_link_status_json; malloc'd, caller
+// frees), NULL for a stream (or no memory).
+char *jb_endpoint_status_json(jb_endpoint_t *ep);
+// The link's counters (jb_link_stats). 0, or -1 for a stream (*st untouched).
+int jb_endpoint_stats(jb_endpoint_t *ep, struct jb_link_stats *st);
+
+// Finishes an output: file -> published under its name (fsync, rename, fsync of the
+// directory); ZeroMQ -> waits up to linger_ms for every message to be acked (JB_EUNAVAIL
+// when not). Frees the endpoint and sets *ep_p NULL either way. 0 / -1 + err (an output file that failed is removed, not renamed).
 int jb_endpoint_close(jb_endpoint_t **ep_p, jb_err_t *err);
 
 // Frees without finishing: an output file's temporary is removed, ZeroMQ data queues

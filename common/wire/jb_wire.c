@@ -272,39 +272,12 @@ static bool json_object_ok(const char *s, size_t n, char *why, size_t why_size) 
 
 static bool present_i(int64_t v) { return v >= 0; }
 
-// The rules shared by encoder (on the struct) and decoder (after parsing).
-// code: the error class to report (JB_EINVAL for the encoder, JB_EFORMAT decoding).
-static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t *err) {
-    char ctx[160];
-    msg_context(ctx, sizeof ctx, m->job_id, m->level, m->offset);
-    if (m->type <= JB_MSG_NONE || m->type >= JB_MSG_TYPE_COUNT)
-        return jb_err_set(err, code, "%s: unknown message type %d", ctx, (int)m->type);
-    unsigned t = T(m->type);
-    const char *tn = type_names[m->type];
-    size_t job_len = strnlen(m->job_id, sizeof m->job_id);
-    bool have[K_COUNT_KEYS] = {
-        [K_TYPE] = true, [K_V] = true, [K_JOB] = job_len > 0,
-        [K_LEVEL] = m->level != -1, [K_OFFSET] = m->offset != -1, [K_COUNT] = m->count != -1,
-        [K_BATCH] = m->batch != -1, [K_DTYPE] = has_payload(m->type),
-        [K_RAW_LEN] = has_payload(m->type), [K_CODEBOOK] = m->codebook != -1,
-        [K_RATE] = m->sample_rate != -1, [K_AUDIO_LEN] = m->audio_len != -1,
-        [K_SEQ] = m->seq != -1, [K_CREDIT] = m->credit != -1, [K_CODE] = m->code != -1,
-        [K_SPEC] = m->spec != NULL, [K_SAMPLE0] = m->sample0 != -1, [K_COLS] = m->cols != -1,
-    };
-    if (m->text) have[text_key(m->type)] = true;
-    if (m->text && !(key_rules[text_key(m->type)].allowed & t))
-        return jb_err_set(err, code, "%s: a '%s' message carries no text", ctx, tn);
-    for (int k = 0; k < K_COUNT_KEYS; k++) {
-        if (have[k] && !(key_rules[k].allowed & t))
-            return jb_err_set(err, code, "%s: field '%s' is not allowed in a '%s' message", ctx,
-                              key_rules[k].name, tn);
-        if (!have[k] && (key_rules[k].required & t))
-            return jb_err_set(err, code, "%s: '%s' message without field '%s'", ctx, tn,
-                              key_rules[k].name);
-    }
+// The numeric fields that are present, each within its range.
+static int check_ranges(const jb_msg_t *m, const bool *have, size_t job_len, int code,
+                        const char *ctx, jb_err_t *err) {
     if (have[K_JOB] && !job_id_ok(m->job_id, job_len))
-        return jb_err_set(err, code, "%s: job id must be 1..%d of [A-Za-z0-9._:-], not starting with '.'", ctx,
-                          JB_WIRE_JOB_ID_MAX);
+        return jb_err_set(err, code, "%s: job id must be 1..%d of [A-Za-z0-9._:-], not "
+                          "starting with '.'", ctx, JB_WIRE_JOB_ID_MAX);
     if (have[K_LEVEL] && (m->level < 0 || m->level > JB_WIRE_MAX_LEVEL))
         return jb_err_set(err, code, "%s: level %d out of range 0..%d", ctx, m->level,
                           JB_WIRE_MAX_LEVEL);
@@ -336,6 +309,12 @@ static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t
     if (have[K_COLS] && (m->cols < 1 || m->cols > JB_WIRE_MAX_COLS))
         return jb_err_set(err, code, "%s: cols %" PRId64 " out of range 1..%d", ctx, m->cols,
                           JB_WIRE_MAX_COLS);
+    return 0;
+}
+
+// The strings: length, UTF-8, JSON objects (spec, info), the lyrics' length (cols).
+static int check_texts(const jb_msg_t *m, const bool *have, int code, const char *ctx,
+                       jb_err_t *err) {
     for (int k = K_SPEC; k < K_COUNT_KEYS; k++) {
         if (!have[k] || (k != K_SPEC && k != K_MSG && k != K_INFO && k != K_LYRICS)) continue;
         const char *s = k == K_SPEC ? m->spec : m->text;
@@ -353,50 +332,89 @@ static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t
             return jb_err_set(err, code, "%s: lyrics of %zu characters for %" PRId64
                               " alignment columns", ctx, utf8_chars(s, n), m->cols);
     }
-    if (has_payload(m->type)) {
-        const char *what = m->type == JB_MSG_CODES ? "codes" : "alignment";
-        uint64_t cols = m->type == JB_MSG_ALIGN ? (uint64_t)m->cols : 1;
-        if (m->count < 1 || m->count > INT32_MAX || m->batch < 1 || m->batch > INT32_MAX)
-            return jb_err_set(err, code, "%s: %s of shape (%" PRId64 ", %" PRId64
-                              ") out of range", ctx, what, m->batch, m->count);
-        if ((uint64_t)m->batch * (uint64_t)m->count > JB_WIRE_MAX_RAW / 4 / cols)
-            return jb_err_set(err, code, "%s: %" PRId64 " x %" PRId64 " x %" PRIu64 " %s is "
-                              "over the cap of %u bytes", ctx, m->batch, m->count, cols, what,
-                              JB_WIRE_MAX_RAW);
-        if ((m->offset > 0 ? m->offset : 0) + m->count > JB_WIRE_MAX_OFFSET)
-            return jb_err_set(err, code, "%s: offset + count past %" PRId64, ctx,
-                              (int64_t)JB_WIRE_MAX_OFFSET);
-        if (m->type == JB_MSG_CODES && codebook_arg >= 0 && have[K_CODEBOOK]
-            && m->codebook != codebook_arg)
-            return jb_err_set(err, code, "%s: codes for a codebook of %" PRId64 " entries, "
-                              "this one has %" PRId64, ctx, m->codebook, codebook_arg);
-        if (m->codes && m->type == JB_MSG_CODES) {
-            int64_t cb = codebook_arg >= 0 ? codebook_arg : have[K_CODEBOOK] ? m->codebook : -1;
-            size_t n = (size_t)m->batch * (size_t)m->count;
-            for (size_t i = 0; i < n; i++) {
-                int32_t c = m->codes[i];
-                if (c < 0 || (cb >= 0 && c >= cb))
-                    return jb_err_set(err, code, "%s: code %" PRId32 " at row %zu token %"
-                                      PRId64 " is outside the codebook [0, %" PRId64 ")",
-                                      ctx, c, i / (size_t)m->count,
-                                      m->offset + (int64_t)(i % (size_t)m->count),
-                                      cb >= 0 ? cb : (int64_t)INT32_MAX);
-            }
-        } else if (m->codes) {
-            size_t n = jb_msg_payload_elems(m);
-            for (size_t i = 0; i < n; i++) {
-                int32_t w = m->codes[i];
-                if (w < 0 || w > JB_WIRE_ALIGN_ONE) {
-                    size_t per_row = (size_t)m->count * (size_t)m->cols;
-                    return jb_err_set(err, code, "%s: alignment weight %" PRId32 " at row %zu "
-                                      "token %zu column %zu is outside [0, %d]", ctx, w,
-                                      i / per_row, i % per_row / (size_t)m->cols,
-                                      i % (size_t)m->cols, JB_WIRE_ALIGN_ONE);
-                }
+    return 0;
+}
+
+// A payload's shape within the caps, its codebook, and its values when present.
+static int check_payload(const jb_msg_t *m, const bool *have, int code, int64_t codebook_arg,
+                         const char *ctx, jb_err_t *err) {
+    const char *what = m->type == JB_MSG_CODES ? "codes" : "alignment";
+    uint64_t cols = m->type == JB_MSG_ALIGN ? (uint64_t)m->cols : 1;
+    if (m->count < 1 || m->count > INT32_MAX || m->batch < 1 || m->batch > INT32_MAX)
+        return jb_err_set(err, code, "%s: %s of shape (%" PRId64 ", %" PRId64
+                          ") out of range", ctx, what, m->batch, m->count);
+    if ((uint64_t)m->batch * (uint64_t)m->count > JB_WIRE_MAX_RAW / 4 / cols)
+        return jb_err_set(err, code, "%s: %" PRId64 " x %" PRId64 " x %" PRIu64 " %s is "
+                          "over the cap of %u bytes", ctx, m->batch, m->count, cols, what,
+                          JB_WIRE_MAX_RAW);
+    if ((m->offset > 0 ? m->offset : 0) + m->count > JB_WIRE_MAX_OFFSET)
+        return jb_err_set(err, code, "%s: offset + count past %" PRId64, ctx,
+                          (int64_t)JB_WIRE_MAX_OFFSET);
+    if (m->type == JB_MSG_CODES && codebook_arg >= 0 && have[K_CODEBOOK]
+        && m->codebook != codebook_arg)
+        return jb_err_set(err, code, "%s: codes for a codebook of %" PRId64 " entries, "
+                          "this one has %" PRId64, ctx, m->codebook, codebook_arg);
+    if (m->codes && m->type == JB_MSG_CODES) {
+        int64_t cb = codebook_arg >= 0 ? codebook_arg : have[K_CODEBOOK] ? m->codebook : -1;
+        size_t n = (size_t)m->batch * (size_t)m->count;
+        for (size_t i = 0; i < n; i++) {
+            int32_t c = m->codes[i];
+            if (c < 0 || (cb >= 0 && c >= cb))
+                return jb_err_set(err, code, "%s: code %" PRId32 " at row %zu token %"
+                                  PRId64 " is outside the codebook [0, %" PRId64 ")",
+                                  ctx, c, i / (size_t)m->count,
+                                  m->offset + (int64_t)(i % (size_t)m->count),
+                                  cb >= 0 ? cb : (int64_t)INT32_MAX);
+        }
+    } else if (m->codes) {
+        size_t n = jb_msg_payload_elems(m);
+        for (size_t i = 0; i < n; i++) {
+            int32_t w = m->codes[i];
+            if (w < 0 || w > JB_WIRE_ALIGN_ONE) {
+                size_t per_row = (size_t)m->count * (size_t)m->cols;
+                return jb_err_set(err, code, "%s: alignment weight %" PRId32 " at row %zu "
+                                  "token %zu column %zu is outside [0, %d]", ctx, w,
+                                  i / per_row, i % per_row / (size_t)m->cols,
+                                  i % (size_t)m->cols, JB_WIRE_ALIGN_ONE);
             }
         }
     }
     return 0;
+}
+
+// The rules shared by encoder (on the struct) and decoder (after parsing).
+// code: the error class to report (JB_EINVAL for the encoder, JB_EFORMAT decoding).
+static int check_msg(const jb_msg_t *m, int code, int64_t codebook_arg, jb_err_t *err) {
+    char ctx[160];
+    msg_context(ctx, sizeof ctx, m->job_id, m->level, m->offset);
+    if (m->type <= JB_MSG_NONE || m->type >= JB_MSG_TYPE_COUNT)
+        return jb_err_set(err, code, "%s: unknown message type %d", ctx, (int)m->type);
+    unsigned t = T(m->type);
+    const char *tn = type_names[m->type];
+    size_t job_len = strnlen(m->job_id, sizeof m->job_id);
+    bool have[K_COUNT_KEYS] = {
+        [K_TYPE] = true, [K_V] = true, [K_JOB] = job_len > 0,
+        [K_LEVEL] = m->level != -1, [K_OFFSET] = m->offset != -1, [K_COUNT] = m->count != -1,
+        [K_BATCH] = m->batch != -1, [K_DTYPE] = has_payload(m->type),
+        [K_RAW_LEN] = has_payload(m->type), [K_CODEBOOK] = m->codebook != -1,
+        [K_RATE] = m->sample_rate != -1, [K_AUDIO_LEN] = m->audio_len != -1,
+        [K_SEQ] = m->seq != -1, [K_CREDIT] = m->credit != -1, [K_CODE] = m->code != -1,
+        [K_SPEC] = m->spec != NULL, [K_SAMPLE0] = m->sample0 != -1, [K_COLS] = m->cols != -1,
+    };
+    if (m->text) have[text_key(m->type)] = true;
+    if (m->text && !(key_rules[text_key(m->type)].allowed & t))
+        return jb_err_set(err, code, "%s: a '%s' message carries no text", ctx, tn);
+    for (int k = 0; k < K_COUNT_KEYS; k++) {
+        if (have[k] && !(key_rules[k].allowed & t))
+            return jb_err_set(err, code, "%s: field '%s' is not allowed in a '%s' message", ctx,
+                              key_rules[k].name, tn);
+        if (!have[k] && (key_rules[k].required & t))
+            return jb_err_set(err, code, "%s: '%s' message without field '%s'", ctx, tn,
+                              key_rules[k].name);
+    }
+    if (check_ranges(m, have, job_len, code, ctx, err) || check_texts(m, have, code, ctx, err))
+        return -1;
+    return has_payload(m->type) ? check_payload(m, have, code, codebook_arg, ctx, err) : 0;
 }
 
 int jb_wire_check(const jb_msg_t *msg, jb_err_t *err) {
@@ -583,10 +601,9 @@ int jb_wire_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
                                 err);
 }
 
-int jb_wire_decode_admit(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
-                         size_t payload_len, int64_t codebook, jb_wire_admit_fn admit,
-                         void *admit_user, jb_msg_t *out, jb_err_t *err) {
-    jb_msg_clear(out);
+// The header's bytes before unpacking: sizes, well-formed MessagePack within the caps, a map.
+static int check_header_bytes(const uint8_t *hdr, size_t hdr_len, size_t payload_len,
+                              jb_err_t *err) {
     if (hdr_len == 0) return jb_err_set(err, JB_EFORMAT, "message: empty header");
     if (hdr_len > JB_WIRE_MAX_HEADER)
         return jb_err_set(err, JB_EFORMAT, "message: header is %zu bytes, over the cap of %u",
@@ -605,111 +622,85 @@ int jb_wire_decode_admit(const uint8_t *hdr, size_t hdr_len, const uint8_t *payl
                           hdr_len - end);
     if (hdr[0] != 0xde && hdr[0] != 0xdf && (hdr[0] & 0xf0) != 0x80)
         return jb_err_set(err, JB_EFORMAT, "message: header is not a MessagePack map");
+    return 0;
+}
 
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    size_t off = 0;
-    int rc = -1;
-    uint8_t *raw = NULL;
-    int ur = msgpack_unpack_next(&up, (const char *)hdr, hdr_len, &off);
-    if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
-        jb_err_set(err, JB_ENOMEM, "message: out of memory unpacking the header");
-        goto done;
-    }
-    if (ur != MSGPACK_UNPACK_SUCCESS || off != hdr_len || up.data.type != MSGPACK_OBJECT_MAP) {
-        jb_err_set(err, JB_EFORMAT, "message: header is not a MessagePack map");
-        goto done;
-    }
-    const msgpack_object_map *map = &up.data.via.map;
-    if (map->size > MAX_HEADER_KEYS) {
-        jb_err_set(err, JB_EFORMAT, "message: header has %u keys, at most %d", map->size,
-                   MAX_HEADER_KEYS);
-        goto done;
-    }
-    const msgpack_object *val[K_COUNT_KEYS] = {0};
+// val[K_*]: the map's value of each known key (NULL when absent); keys are strings, each once.
+static int header_values(const msgpack_object_map *map, const msgpack_object **val,
+                         jb_err_t *err) {
+    if (map->size > MAX_HEADER_KEYS)
+        return jb_err_set(err, JB_EFORMAT, "message: header has %u keys, at most %d", map->size,
+                          MAX_HEADER_KEYS);
     for (uint32_t i = 0; i < map->size; i++) {
         const msgpack_object *k = &map->ptr[i].key;
-        if (k->type != MSGPACK_OBJECT_STR) {
-            jb_err_set(err, JB_EFORMAT, "message: header key %u is not a string", i);
-            goto done;
-        }
+        if (k->type != MSGPACK_OBJECT_STR)
+            return jb_err_set(err, JB_EFORMAT, "message: header key %u is not a string", i);
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *k2 = &map->ptr[j].key;
             if (k2->via.str.size == k->via.str.size
-                && memcmp(k2->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0) {
-                jb_err_set(err, JB_EFORMAT, "message: header key '%.*s' appears twice",
-                           (int)(k->via.str.size > 40 ? 40 : k->via.str.size), k->via.str.ptr);
-                goto done;
-            }
+                && memcmp(k2->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+                return jb_err_set(err, JB_EFORMAT, "message: header key '%.*s' appears twice",
+                                  (int)(k->via.str.size > 40 ? 40 : k->via.str.size),
+                                  k->via.str.ptr);
         }
         for (int kk = 0; kk < K_COUNT_KEYS; kk++)
             if (key_is(k, key_rules[kk].name)) val[kk] = &map->ptr[i].val;
     }
+    return 0;
+}
 
-    // The job id first, so that every later message names it.
+// The job id (first, so that every later error names it), the version and the type.
+static int read_id_type(const msgpack_object **val, jb_msg_t *out, jb_err_t *err) {
     const msgpack_object *o = val[K_JOB];
     if (o) {
-        if (o->type != MSGPACK_OBJECT_STR || !job_id_ok(o->via.str.ptr, o->via.str.size)) {
-            jb_err_set(err, JB_EFORMAT, "message: field 'job' must be a string of 1..%d of "
-                       "[A-Za-z0-9._:-], not starting with '.'", JB_WIRE_JOB_ID_MAX);
-            goto done;
-        }
+        if (o->type != MSGPACK_OBJECT_STR || !job_id_ok(o->via.str.ptr, o->via.str.size))
+            return jb_err_set(err, JB_EFORMAT, "message: field 'job' must be a string of 1..%d "
+                              "of [A-Za-z0-9._:-], not starting with '.'", JB_WIRE_JOB_ID_MAX);
         memcpy(out->job_id, o->via.str.ptr, o->via.str.size);
         out->job_id[o->via.str.size] = 0;
     }
     const char *job = out->job_id[0] ? out->job_id : "?";
-
     o = val[K_V];
-    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        jb_err_set(err, JB_EFORMAT, "job %s: field 'v' (version) missing or not an unsigned "
-                   "integer", job);
-        goto done;
-    }
-    if (o->via.u64 != JB_WIRE_VERSION) {
-        jb_err_set(err, JB_EUNSUP, "job %s: message version %" PRIu64 ", this reader knows %d",
-                   job, o->via.u64, JB_WIRE_VERSION);
-        goto done;
-    }
+    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return jb_err_set(err, JB_EFORMAT, "job %s: field 'v' (version) missing or not an "
+                          "unsigned integer", job);
+    if (o->via.u64 != JB_WIRE_VERSION)
+        return jb_err_set(err, JB_EUNSUP, "job %s: message version %" PRIu64 ", this reader "
+                          "knows %d", job, o->via.u64, JB_WIRE_VERSION);
     o = val[K_TYPE];
-    if (!o || o->type != MSGPACK_OBJECT_STR) {
-        jb_err_set(err, JB_EFORMAT, "job %s: field 'type' missing or not a string", job);
-        goto done;
-    }
+    if (!o || o->type != MSGPACK_OBJECT_STR)
+        return jb_err_set(err, JB_EFORMAT, "job %s: field 'type' missing or not a string", job);
     for (int t = JB_MSG_NONE + 1; t < JB_MSG_TYPE_COUNT; t++)
         if (key_is(o, type_names[t])) out->type = (jb_msg_type_t)t;
-    if (out->type == JB_MSG_NONE) {
-        jb_err_set(err, JB_EFORMAT, "job %s: unknown message type '%.*s'", job,
-                   (int)(o->via.str.size > 40 ? 40 : o->via.str.size), o->via.str.ptr);
-        goto done;
-    }
+    if (out->type == JB_MSG_NONE)
+        return jb_err_set(err, JB_EFORMAT, "job %s: unknown message type '%.*s'", job,
+                          (int)(o->via.str.size > 40 ? 40 : o->via.str.size), o->via.str.ptr);
+    return 0;
+}
 
-    // Unsigned integer fields; ranges are checked by check_msg below.
+// Unsigned integer fields into out (-1: absent) and iv[K_*] (raw_len there only); ranges
+// are checked by check_msg. dtype: "i32", and only in a message with a payload.
+static int read_ints(const msgpack_object **val, jb_msg_t *out, int64_t *iv, jb_err_t *err) {
     static const int int_keys[] = {K_LEVEL, K_OFFSET, K_COUNT, K_BATCH, K_RAW_LEN, K_CODEBOOK,
                                    K_RATE, K_AUDIO_LEN, K_SEQ, K_CREDIT, K_CODE, K_SAMPLE0,
                                    K_COLS};
-    int64_t iv[K_COUNT_KEYS];
+    const char *job = out->job_id[0] ? out->job_id : "?";
     for (size_t i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
         int k = int_keys[i];
         iv[k] = -1;
-        o = val[k];
+        const msgpack_object *o = val[k];
         if (!o) continue;
-        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not an unsigned integer", job,
-                       key_rules[k].name);
-            goto done;
-        }
-        if (o->via.u64 > (uint64_t)JB_WIRE_MAX_SEQ) {   // the largest cap of any field
-            jb_err_set(err, JB_EFORMAT, "job %s: field '%s' = %" PRIu64 " out of range", job,
-                       key_rules[k].name, o->via.u64);
-            goto done;
-        }
+        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not an unsigned integer",
+                              job, key_rules[k].name);
+        if (o->via.u64 > (uint64_t)JB_WIRE_MAX_SEQ)   // the largest cap of any field
+            return jb_err_set(err, JB_EFORMAT, "job %s: field '%s' = %" PRIu64 " out of range",
+                              job, key_rules[k].name, o->via.u64);
         iv[k] = (int64_t)o->via.u64;
     }
-    if (iv[K_LEVEL] > JB_WIRE_MAX_LEVEL) {
-        jb_err_set(err, JB_EFORMAT, "job %s: level %" PRId64 " out of range 0..%d", job,
-                   iv[K_LEVEL], JB_WIRE_MAX_LEVEL);
-        goto done;
-    }
+    if (iv[K_LEVEL] > JB_WIRE_MAX_LEVEL)
+        return jb_err_set(err, JB_EFORMAT, "job %s: level %" PRId64 " out of range 0..%d", job,
+                          iv[K_LEVEL], JB_WIRE_MAX_LEVEL);
     out->level = (int)iv[K_LEVEL];
     out->offset = iv[K_OFFSET];
     out->count = iv[K_COUNT];
@@ -722,140 +713,145 @@ int jb_wire_decode_admit(const uint8_t *hdr, size_t hdr_len, const uint8_t *payl
     out->code = iv[K_CODE];
     out->sample0 = iv[K_SAMPLE0];
     out->cols = iv[K_COLS];
-    if (!has_payload(out->type) && (val[K_DTYPE] || val[K_RAW_LEN])) {
-        jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' message", job,
-                   val[K_DTYPE] ? "dtype" : "raw_len", type_names[out->type]);
-        goto done;
-    }
-    o = val[K_DTYPE];
-    if (o && !(o->type == MSGPACK_OBJECT_STR && key_is(o, "i32"))) {
-        jb_err_set(err, JB_EFORMAT, "job %s: dtype must be the string \"i32\"", job);
-        goto done;
-    }
+    if (!has_payload(out->type) && (val[K_DTYPE] || val[K_RAW_LEN]))
+        return jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' message",
+                          job, val[K_DTYPE] ? "dtype" : "raw_len", type_names[out->type]);
+    const msgpack_object *o = val[K_DTYPE];
+    if (o && !(o->type == MSGPACK_OBJECT_STR && key_is(o, "i32")))
+        return jb_err_set(err, JB_EFORMAT, "job %s: dtype must be the string \"i32\"", job);
+    return 0;
+}
 
-    // Strings: copied NUL-terminated; check_msg checks length, UTF-8 and JSON.
+// Strings: copied NUL-terminated (spec, else text); check_msg checks length, UTF-8 and JSON.
+static int read_strings(const msgpack_object **val, jb_msg_t *out, jb_err_t *err) {
     static const int str_keys[] = {K_SPEC, K_MSG, K_INFO, K_LYRICS};
+    const char *job = out->job_id[0] ? out->job_id : "?";
     for (size_t i = 0; i < sizeof str_keys / sizeof str_keys[0]; i++) {
         int k = str_keys[i];
-        o = val[k];
+        const msgpack_object *o = val[k];
         if (!o) continue;
-        if (o->type != MSGPACK_OBJECT_STR) {
-            jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not a string", job,
-                       key_rules[k].name);
-            goto done;
-        }
-        if (o->via.str.size > JB_WIRE_MAX_TEXT) {
-            jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is %u bytes, over the cap of %u",
-                       job, key_rules[k].name, o->via.str.size, JB_WIRE_MAX_TEXT);
-            goto done;
-        }
-        if (memchr(o->via.str.ptr, 0, o->via.str.size)) {
-            jb_err_set(err, JB_EFORMAT, "job %s: field '%s' holds a NUL byte", job,
-                       key_rules[k].name);
-            goto done;
-        }
-        if (!(key_rules[k].allowed & T(out->type))) {
-            jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' message",
-                       job, key_rules[k].name, type_names[out->type]);
-            goto done;
-        }
+        if (o->type != MSGPACK_OBJECT_STR)
+            return jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not a string", job,
+                              key_rules[k].name);
+        if (o->via.str.size > JB_WIRE_MAX_TEXT)
+            return jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is %u bytes, over the cap "
+                              "of %u", job, key_rules[k].name, o->via.str.size, JB_WIRE_MAX_TEXT);
+        if (memchr(o->via.str.ptr, 0, o->via.str.size))
+            return jb_err_set(err, JB_EFORMAT, "job %s: field '%s' holds a NUL byte", job,
+                              key_rules[k].name);
+        if (!(key_rules[k].allowed & T(out->type)))
+            return jb_err_set(err, JB_EFORMAT, "job %s: field '%s' is not allowed in a '%s' "
+                              "message", job, key_rules[k].name, type_names[out->type]);
         char *s = malloc((size_t)o->via.str.size + 1);
-        if (!s) {
-            jb_err_set(err, JB_ENOMEM, "job %s: out of memory", job);
-            goto done;
-        }
+        if (!s) return jb_err_set(err, JB_ENOMEM, "job %s: out of memory", job);
         memcpy(s, o->via.str.ptr, o->via.str.size);
         s[o->via.str.size] = 0;
         if (k == K_SPEC) out->spec = s;
         else out->text = s;
     }
-    if (has_payload(out->type) && !val[K_DTYPE]) {
-        jb_err_set(err, JB_EFORMAT, "job %s: %s message without field 'dtype'", job,
-                   type_names[out->type]);
-        goto done;
-    }
-    if (has_payload(out->type) && iv[K_RAW_LEN] < 0) {
-        jb_err_set(err, JB_EFORMAT, "job %s: %s message without field 'raw_len'", job,
-                   type_names[out->type]);
-        goto done;
-    }
-    // Fields, types and ranges (codes are not there yet: checked after decompression).
-    if (check_msg(out, JB_EFORMAT, codebook, err)) goto done;
+    return 0;
+}
 
+// The payload of a message whose header is read and checked (raw_len: the header's), after
+// the receiver's admit: decompressed into out->codes. 0 / -1 + err.
+static int read_payload(jb_msg_t *out, int64_t raw_len, const uint8_t *payload,
+                        size_t payload_len, jb_wire_admit_fn admit, void *admit_user,
+                        jb_err_t *err) {
     char ctx[160];
     msg_context(ctx, sizeof ctx, out->job_id, out->level, out->offset);
     if (!has_payload(out->type)) {
-        if (payload_len) {
-            jb_err_set(err, JB_EFORMAT, "%s: a '%s' message with a %zu-byte payload", ctx,
-                       type_names[out->type], payload_len);
-            goto done;
-        }
-        if (admit && admit(admit_user, out, 0, err)) goto done;
-        rc = 0;
-        goto done;
+        if (payload_len)
+            return jb_err_set(err, JB_EFORMAT, "%s: a '%s' message with a %zu-byte payload", ctx,
+                              type_names[out->type], payload_len);
+        return admit ? admit(admit_user, out, 0, err) : 0;
     }
     // check_msg bounded batch x count (x cols) by the raw cap: no overflow here.
     uint64_t want = (uint64_t)jb_msg_payload_elems(out) * 4;
-    if ((uint64_t)iv[K_RAW_LEN] != want) {
-        jb_err_set(err, JB_EFORMAT, "%s: raw_len %" PRId64 " but its %" PRIu64 " int32 "
-                   "values are %" PRIu64 " bytes", ctx, iv[K_RAW_LEN], want / 4, want);
-        goto done;
-    }
+    if ((uint64_t)raw_len != want)
+        return jb_err_set(err, JB_EFORMAT, "%s: raw_len %" PRId64 " but its %" PRIu64 " int32 "
+                          "values are %" PRIu64 " bytes", ctx, raw_len, want / 4, want);
     // The receiver's bounds for this job, before anything is allocated for the payload.
-    if (admit && admit(admit_user, out, want, err)) goto done;
-    if (payload_len == 0) {
-        jb_err_set(err, JB_EFORMAT, "%s: %s message without a payload", ctx,
-                   type_names[out->type]);
-        goto done;
-    }
+    if (admit && admit(admit_user, out, want, err)) return -1;
+    if (payload_len == 0)
+        return jb_err_set(err, JB_EFORMAT, "%s: %s message without a payload", ctx,
+                          type_names[out->type]);
     // LZ4 turns one input byte into at most 255 output bytes: a payload that
     // claims more is refused before the output buffer is allocated.
-    if (want > (uint64_t)payload_len * 255 + 64) {
-        jb_err_set(err, JB_EFORMAT, "%s: %zu payload bytes cannot hold %" PRIu64
-                   " bytes of codes", ctx, payload_len, want);
-        goto done;
-    }
-    if (payload_len > (size_t)LZ4_compressBound((int)want)) {
-        jb_err_set(err, JB_EFORMAT, "%s: payload of %zu bytes is over LZ4's bound for %" PRIu64
-                   " bytes", ctx, payload_len, want);
-        goto done;
-    }
-    raw = malloc(want);
-    if (!raw) {
-        jb_err_set(err, JB_ENOMEM, "%s: out of memory for %" PRIu64 " bytes of codes", ctx,
-                   want);
-        goto done;
-    }
+    if (want > (uint64_t)payload_len * 255 + 64)
+        return jb_err_set(err, JB_EFORMAT, "%s: %zu payload bytes cannot hold %" PRIu64
+                          " bytes of codes", ctx, payload_len, want);
+    if (payload_len > (size_t)LZ4_compressBound((int)want))
+        return jb_err_set(err, JB_EFORMAT, "%s: payload of %zu bytes is over LZ4's bound for %"
+                          PRIu64 " bytes", ctx, payload_len, want);
+    uint8_t *raw = malloc(want);
+    if (!raw)
+        return jb_err_set(err, JB_ENOMEM, "%s: out of memory for %" PRIu64 " bytes of codes",
+                          ctx, want);
     int got = LZ4_decompress_safe((const char *)payload, (char *)raw, (int)payload_len,
                                   (int)want);
-    if (got < 0) {
-        jb_err_set(err, JB_EFORMAT, "%s: payload is not a valid LZ4 block for %" PRIu64
-                   " bytes", ctx, want);
-        goto done;
-    }
-    if ((uint64_t)got != want) {
-        jb_err_set(err, JB_EFORMAT, "%s: payload decompresses to %d bytes, header says %"
-                   PRIu64, ctx, got, want);
-        goto done;
+    if (got < 0 || (uint64_t)got != want) {
+        free(raw);
+        if (got < 0)
+            return jb_err_set(err, JB_EFORMAT, "%s: payload is not a valid LZ4 block for %"
+                              PRIu64 " bytes", ctx, want);
+        return jb_err_set(err, JB_EFORMAT, "%s: payload decompresses to %d bytes, header says %"
+                          PRIu64, ctx, got, want);
     }
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     out->codes = (int32_t *)(void *)raw;   // malloc'd memory is suitably aligned
 #else
     out->codes = malloc(want);
     if (!out->codes) {
-        jb_err_set(err, JB_ENOMEM, "%s: out of memory", ctx);
-        goto done;
+        free(raw);
+        return jb_err_set(err, JB_ENOMEM, "%s: out of memory", ctx);
     }
     for (uint64_t i = 0; i < want / 4; i++)
         out->codes[i] = (int32_t)((uint32_t)raw[4 * i] | (uint32_t)raw[4 * i + 1] << 8
                                   | (uint32_t)raw[4 * i + 2] << 16 | (uint32_t)raw[4 * i + 3] << 24);
     free(raw);
 #endif
-    raw = NULL;
-    if (check_msg(out, JB_EFORMAT, codebook, err)) goto done;
-    rc = 0;
-done:
-    free(raw);
+    return 0;
+}
+
+// The header's fields into out, checked (codes are not there yet). 0 / -1 + err.
+static int read_header(const msgpack_object_map *map, jb_msg_t *out, int64_t *raw_len,
+                       int64_t codebook, jb_err_t *err) {
+    const msgpack_object *val[K_COUNT_KEYS] = {0};
+    int64_t iv[K_COUNT_KEYS];
+    if (header_values(map, val, err) || read_id_type(val, out, err) ||
+        read_ints(val, out, iv, err) || read_strings(val, out, err))
+        return -1;
+    const char *job = out->job_id[0] ? out->job_id : "?";
+    if (has_payload(out->type) && !val[K_DTYPE])
+        return jb_err_set(err, JB_EFORMAT, "job %s: %s message without field 'dtype'", job,
+                          type_names[out->type]);
+    if (has_payload(out->type) && iv[K_RAW_LEN] < 0)
+        return jb_err_set(err, JB_EFORMAT, "job %s: %s message without field 'raw_len'", job,
+                          type_names[out->type]);
+    *raw_len = iv[K_RAW_LEN];
+    // Fields, types and ranges (codes are not there yet: checked after decompression).
+    return check_msg(out, JB_EFORMAT, codebook, err);
+}
+
+int jb_wire_decode_admit(const uint8_t *hdr, size_t hdr_len, const uint8_t *payload,
+                         size_t payload_len, int64_t codebook, jb_wire_admit_fn admit,
+                         void *admit_user, jb_msg_t *out, jb_err_t *err) {
+    jb_msg_clear(out);
+    if (check_header_bytes(hdr, hdr_len, payload_len, err)) return -1;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    int rc = -1;
+    int64_t raw_len = -1;
+    int ur = msgpack_unpack_next(&up, (const char *)hdr, hdr_len, &off);
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
+        jb_err_set(err, JB_ENOMEM, "message: out of memory unpacking the header");
+    else if (ur != MSGPACK_UNPACK_SUCCESS || off != hdr_len || up.data.type != MSGPACK_OBJECT_MAP)
+        jb_err_set(err, JB_EFORMAT, "message: header is not a MessagePack map");
+    else if (!read_header(&up.data.via.map, out, &raw_len, codebook, err) &&
+             !read_payload(out, raw_len, payload, payload_len, admit, admit_user, err) &&
+             (!out->codes || !check_msg(out, JB_EFORMAT, codebook, err)))
+        rc = 0;
     msgpack_unpacked_destroy(&up);
     if (rc) {   // cleared, but the job id, type and seq stay when they were read: the
                 // receiver can fail that job (wire.md 8.3) instead of going on without the
@@ -995,4 +991,28 @@ int jb_frame_decode_all(const uint8_t *buf, size_t len, int64_t codebook, jb_fra
         pos += f.size;
     }
     return 0;
+}
+
+// ---- message lists ---------------------------------------------------------------------
+
+int jb_msg_list_take(jb_msg_t *msg, uint64_t byte_offset, void *user) {
+    (void)byte_offset;
+    jb_msg_list_t *a = user;
+    if (a->n == a->cap) {
+        int cap = a->cap ? 2 * a->cap : 64;
+        jb_msg_t *p = realloc(a->v, sizeof *p * (size_t)cap);
+        if (!p) return -1;
+        a->v = p;
+        a->cap = cap;
+    }
+    a->v[a->n++] = *msg;   // takes the pointers
+    msg->spec = msg->text = NULL;
+    msg->codes = NULL;
+    return 0;
+}
+
+void jb_msg_list_free(jb_msg_list_t *list, int from) {
+    for (int i = from < 0 ? 0 : from; i < list->n; i++) jb_msg_clear(&list->v[i]);
+    free(list->v);
+    memset(list, 0, sizeof *list);
 }

@@ -99,6 +99,18 @@ typedef struct {
                             // weights in [0, JB_WIRE_ALIGN_ONE]; owned
 } jb_msg_t;
 
+// What waiting for one message gave (jb_endpoint_recv, jb_link_recv): here, below both,
+// so that the endpoint and the link it may wrap share it without including each other.
+typedef enum {
+    JB_RECV_ERROR = -1,  // the endpoint is unusable (read error, truncated or corrupt
+                         // stream); err says why with the byte offset. Sticky.
+    JB_RECV_MSG = 0,     // *msg holds a message (owned by msg: jb_msg_clear it)
+    JB_RECV_EOF,         // stream ended cleanly at a frame boundary (never for ZeroMQ)
+    JB_RECV_TIMEOUT,     // nothing within timeout_ms, or a signal arrived
+    JB_RECV_BAD,         // a malformed message was dropped (err says why; msg->job_id and
+                         // msg->type are set when its header named them); keep going
+} jb_recv_t;
+
 // A growable byte buffer. Zero-initialise ({0}); data owned.
 typedef struct {
     uint8_t *data;
@@ -197,6 +209,20 @@ typedef struct {
 // its cap or a checksum mismatch.
 int jb_frame_parse(const uint8_t *buf, size_t len, uint64_t base, jb_frame_t *frame,
                    size_t *need, jb_err_t *err);
+
+// A growable list of messages, e.g. a spooled file read whole (jb_spool_read(...,
+// jb_msg_list_take, &list, err)). Zero-initialise ({0}); owns its messages.
+typedef struct {
+    jb_msg_t *v;   // (n) messages; v[i] owns its pointers until taken out
+    int n, cap;
+} jb_msg_list_t;
+
+// A jb_frame_msg_fn: appends *msg to the list (user: a jb_msg_list_t), taking its owned
+// pointers (msg's are set NULL). 0, or -1 out of memory (msg unchanged).
+int jb_msg_list_take(jb_msg_t *msg, uint64_t byte_offset, void *user);
+// Clears messages [from, n) (those before from were moved out by the caller), frees the
+// array and zeroes the list.
+void jb_msg_list_free(jb_msg_list_t *list, int from);
 
 // Encodes msg and appends it as one frame to *out (scratch: reused buffers). 0 / -1.
 int jb_frame_append_msg(jb_bytes_t *out, const jb_msg_t *msg, jb_bytes_t *scratch_hdr,

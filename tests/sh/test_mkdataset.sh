@@ -42,7 +42,7 @@ for i in $(seq 0 $((N - 1))); do
 done
 check "$N wav files, 44100 Hz mono, $S s each" [ $fmt_ok = 1 ]
 check "every song is audible (RMS > 0.03)" [ $loud_ok = 1 ]
-check "no temporary files left" [ -z "$(find "$T/a" -name '*.tmp')" ]
+check "no temporary files left" [ -z "$(find "$T/a" -name '*.tmp*')" ]
 
 # Labels: one JSON object per song with known genre/artist, word timings inside the song.
 cat >"$T/labels.py" <<'EOF'
