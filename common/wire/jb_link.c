@@ -773,29 +773,253 @@ static void reply_raw(jb_link_t *l, void *sock, const uint8_t *rid, size_t rid_l
     zsend(sock, rid, rid_len, hdr, NULL);
 }
 
+// The peer a message came from: -1 not known (yet). sock_i: -1 ROUTER, else DEALER index.
+static int find_peer(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len) {
+    int pi = -1;
+    if (sock_i < 0) pi = find_rid(l, rid, rid_len);
+    else
+        for (int i = 0; i < MAX_PEERS && pi < 0; i++)
+            if (l->peers[i].used && l->peers[i].sock == sock_i) pi = i;
+    return pi;
+}
+
+// Names the sender for log lines: its HELLO name, its routing id or the link's address,
+// and its network address when libzmq gave one.
+static void peer_who(const jb_link_t *l, int pi, int sock_i, const uint8_t *rid,
+                     size_t rid_len, const char *from, char *who, size_t n_who) {
+    if (pi >= 0 && l->peers[pi].name[0]) snprintf(who, n_who, "%s", l->peers[pi].name);
+    else if (sock_i < 0) {
+        size_t k = 0;
+        for (size_t i = 0; i < rid_len && k + 4 < n_who; i++)
+            k += (size_t)snprintf(who + k, n_who - k, rid[i] >= 32 && rid[i] < 127 ? "%c"
+                                                                                : "\\x%02x",
+                                  rid[i]);
+        who[k] = '\0';
+    } else snprintf(who, n_who, "peer at %s", l->address);
+    if (from && *from && strlen(who) + strlen(from) + 8 < n_who)
+        snprintf(who + strlen(who), n_who - strlen(who), " (from %s)", from);
+}
+
+// A STATUS request (from anyone): answered with the whole status. Lock held; dropped while
+// the status hook runs.
+static void on_status_request(jb_link_t *l, void *sock, const uint8_t *rid, size_t rid_len) {
+    pthread_mutex_unlock(&l->mu);
+    char *s = status_text(l);
+    pthread_mutex_lock(&l->mu);
+    jb_bytes_t hb = {0};
+    if (s && !enc_ctl(l, &hb, JB_MSG_STATUS, NULL, -1, -1, s))
+        reply_raw(l, sock, rid, rid_len, &hb);
+    jb_bytes_free(&hb);
+    free(s);
+}
+
+// c's stream is void: another live producer that sent the job takes over, or the job is
+// dropped (a CANCEL to the stage when it holds some of it) until it comes again.
+static void take_over_or_drop(jb_link_t *l, cjob_t *c) {
+    int q = -1;
+    for (int i = 0; i < MAX_PEERS && q < 0; i++)
+        if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
+    if (q >= 0) {
+        take_over(l, c, q);
+    } else {
+        if (c->next_seq > 0) enqueue_cancel(l, c->id);
+        remove_cjob(l, c);
+    }
+}
+
+// HELLO of producer pi (name, run epoch), not renamed.
+static void consumer_void_preloaded(jb_link_t *l, int pi, const char *name, const char *epoch) {
+    // Preloaded jobs (spool) of an earlier run of this producer: that stream is
+    // void. Another producer's copy takes over, or the job is dropped until it
+    // comes again.
+    for (cjob_t *c = l->cjobs, *next; c; c = next) {
+        next = c->next;
+        if (c->owner >= 0 || strcmp(c->pre_name, name) || !strcmp(c->pre_epoch, epoch))
+            continue;
+        jb_log(JB_WARN, "link %s: job=%s: the spool holds %lld message(s) of %s run %s; "
+               "it is back as run %s: they are void", l->name, c->id,
+               (long long)c->next_seq, name, c->pre_epoch, epoch);
+        c->senders &= ~(UINT64_C(1) << pi);
+        take_over_or_drop(l, c);
+    }
+}
+
+// Producer pi is another instance (renamed) or another run of it (restarted).
+static void consumer_on_replaced(jb_link_t *l, int pi, bool renamed) {
+    // Another producer instance (or another run of it): what the old one sent is
+    // void (a regenerated stream interleaves differently). Another copy takes
+    // over, or the job is dropped until it comes again.
+    jb_log(JB_WARN, "link %s: %s %s", l->name, l->peers[pi].name,
+           renamed ? "replaced by another instance" : "restarted");
+    for (cjob_t *c = l->cjobs, *next; c; c = next) {
+        next = c->next;
+        c->senders &= ~(UINT64_C(1) << pi);
+        if (c->owner != pi) continue;
+        take_over_or_drop(l, c);
+    }
+}
+
+// A HELLO: introduces (or re-introduces) a peer of the other role. pi: -1 not known yet.
+static void on_hello(jb_link_t *l, int pi, const uint8_t *rid, size_t rid_len,
+                     const jb_msg_t *m, const char *who, int64_t t) {
+    json_t *o = m->text ? json_loads(m->text, 0, NULL) : NULL;
+    const char *name = json_string_value(json_object_get(o, "name"));
+    const char *role = json_string_value(json_object_get(o, "role"));
+    const char *stage = json_string_value(json_object_get(o, "stage"));
+    int want = (int)json_integer_value(json_object_get(o, "want"));
+    const char *epoch = json_string_value(json_object_get(o, "epoch"));
+    const char *need = l->o.role == JB_LINK_PRODUCER ? "consumer" : "producer";
+    if (!name || !*name || !role || strcmp(role, need)) {
+        l->st.bad++;
+        jb_log(JB_WARN, "link %s: HELLO from %s refused: %s", l->name, who,
+               !name || !*name ? "no name" : "a link of the same role (two outputs or two "
+                                             "inputs connected together?)");
+        json_decref(o);
+        return;
+    }
+    if (pi < 0) pi = new_peer(l, -1, rid, rid_len);
+    if (pi < 0) {
+        jb_log(JB_WARN, "link %s: HELLO from %s: too many peers", l->name, who);
+        json_decref(o);
+        return;
+    }
+    peer_t *p = &l->peers[pi];
+    bool renamed = p->name[0] && strcmp(p->name, name);
+    // Same name, another run (restarted without a spool): its streams are new ones.
+    bool restarted = !renamed && p->epoch[0] && epoch && strcmp(p->epoch, epoch);
+    if (renamed && l->o.role == JB_LINK_PRODUCER) {
+        // Another instance behind the same address: the old one is gone.
+        for (pjob_t *j = l->pjobs; j; j = j->next)
+            if (j->peer == pi) unassign(l, j, false);
+    }
+    if (l->o.role == JB_LINK_CONSUMER && epoch && !renamed)
+        consumer_void_preloaded(l, pi, name, epoch);
+    if ((renamed || restarted) && l->o.role == JB_LINK_CONSUMER)
+        consumer_on_replaced(l, pi, renamed);
+    bool was_alive = p->alive;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    if (epoch) snprintf(p->epoch, sizeof p->epoch, "%s", epoch);
+    snprintf(p->role, sizeof p->role, "%s", role);
+    snprintf(p->stage, sizeof p->stage, "%s", stage ? stage : "");
+    json_decref(o);
+    p->alive = true;
+    p->hello_gap = 0;
+    p->last_seen = t;
+    if (m->credit >= 0) p->credit = m->credit;
+    if (!was_alive)
+        jb_log(JB_INFO, "link %s: %s %s (%s) joined", l->name, p->role, p->name, p->stage);
+    else if (restarted && l->o.role == JB_LINK_PRODUCER)
+        jb_log(JB_INFO, "link %s: consumer %s restarted", l->name, p->name);
+    if (want) send_hello(l, pi, 0);
+    if (l->o.role == JB_LINK_PRODUCER) producer_on_hello(l, pi);
+}
+
+// A message other than HELLO from a peer not introduced (or declared dead): asks for a
+// HELLO, drops the message.
+static void on_unknown_peer(jb_link_t *l, int sock_i, int pi, void *sock, const uint8_t *rid,
+                            size_t rid_len, const jb_msg_t *m, const char *who) {
+    if (pi < 0 && sock_i < 0) {
+        jb_bytes_t hb = {0};
+        json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", l->name, "role",
+                              role_name(l->o.role), "stage", l->stage, "want", 1, "epoch",
+                              l->epoch);
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        int64_t cr = l->o.role == JB_LINK_CONSUMER ? my_credit(l) : -1;
+        if (s && !enc_ctl(l, &hb, JB_MSG_HELLO, NULL, -1, cr, s))
+            reply_raw(l, sock, rid, rid_len, &hb);
+        free(s);
+        jb_bytes_free(&hb);
+        if (m->type != JB_MSG_HEARTBEAT) {
+            l->st.bad++;
+            jb_log(JB_WARN, "link %s: %s message from unknown peer %s dropped", l->name,
+                   jb_msg_type_name(m->type), who);
+        }
+    } else if (pi >= 0) {
+        send_hello(l, pi, 1);
+    }
+}
+
+static void on_heartbeat(peer_t *p, const jb_msg_t *m) {
+    if (m->credit >= 0) p->credit = m->credit;
+    free(p->info);
+    p->info = m->text ? strdup(m->text) : NULL;
+}
+
+// ACK from consumer pi (with its credit).
+static void producer_on_ack(jb_link_t *l, int pi, const jb_msg_t *m) {
+    if (m->credit >= 0) l->peers[pi].credit = m->credit;
+    l->st.acks_rx++;
+    pjob_t *j = find_pjob(l, m->job_id);
+    if (j && j->peer == pi && m->seq >= j->acked && m->seq < j->sent) {
+        j->acked = (int)m->seq + 1;
+        pthread_cond_broadcast(&l->cv);
+    }
+}
+
+// DONE from consumer pi: the job is finished; its id goes to done_id for on_done.
+static void producer_on_done(jb_link_t *l, int pi, const jb_msg_t *m, char *done_id) {
+    l->st.done_rx++;
+    pjob_t *j = find_pjob(l, m->job_id);
+    if (j) {
+        jb_log(JB_DEBUG, "link %s: job=%s DONE by %s", l->name, j->id, l->peers[pi].name);
+        ring_add(l->done_ring, &l->n_done, j->id);   // later sends of it: dropped
+        unlink_pjob(l, j);
+        snprintf(done_id, JB_WIRE_JOB_ID_MAX + 1, "%s", m->job_id);
+        pthread_cond_broadcast(&l->cv);
+    }
+}
+
+// RELEASE from consumer pi: it hands the job back.
+static void producer_on_release(jb_link_t *l, int pi, const jb_msg_t *m) {
+    l->st.releases_rx++;
+    pjob_t *j = find_pjob(l, m->job_id);
+    if (j && j->peer == pi) {
+        jb_log(JB_INFO, "link %s: job=%s handed back by %s", l->name, j->id, l->peers[pi].name);
+        unassign(l, j, false);
+        j->released_by = pi;
+    }
+}
+
+// CANCEL from producer pi.
+static void consumer_on_cancel(jb_link_t *l, int pi, const jb_msg_t *m) {
+    peer_t *p = &l->peers[pi];
+    l->st.cancels_rx++;
+    cjob_t *c = find_cjob(l, m->job_id);
+    if (c) c->senders &= ~(UINT64_C(1) << pi);
+    int q = -1;   // another live producer that sent the job: its copy takes over
+    for (int i = 0; c && i < MAX_PEERS && q < 0; i++)
+        if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
+    // A preloaded job (held in the spool, no stream since the restart) is
+    // cancelled by the producer the spool names, or by any when it names none.
+    bool mine = c && (c->owner == pi ||
+                      (c->owner < 0 && (!c->pre_name[0] || !strcmp(c->pre_name, p->name))));
+    if (mine && q >= 0) {
+        jb_log(JB_INFO, "link %s: job=%s cancelled by %s", l->name, c->id, p->name);
+        take_over(l, c, q);
+    } else if (mine) {
+        jb_log(JB_INFO, "link %s: job=%s cancelled by %s", l->name, c->id, p->name);
+        bool had = c->next_seq > 0;
+        remove_cjob(l, c);
+        if (had) enqueue_cancel(l, m->job_id);
+    } else if (!c) {   // maybe in the spool, not preloaded yet
+        int k = l->n_early++ % 32;
+        snprintf(l->early_cancel[k].id, sizeof l->early_cancel[k].id, "%s", m->job_id);
+        size_t nl = strnlen(p->name, NAME_LEN - 1);
+        memcpy(l->early_cancel[k].from, p->name, nl);
+        l->early_cancel[k].from[nl] = '\0';
+    }
+}
+
 // One received message. sock_i: -1 ROUTER, else DEALER index. Lock held.
 // Returns a job id to report DONE for in done_id (producer) or "".
 static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
                    const uint8_t *h, size_t hn, const uint8_t *pl, size_t pn, const char *from,
                    char *done_id) {
     void *sock = sock_i < 0 ? l->router : l->dealer[sock_i];
-    int pi = -1;
-    if (sock_i < 0) pi = find_rid(l, rid, rid_len);
-    else
-        for (int i = 0; i < MAX_PEERS && pi < 0; i++)
-            if (l->peers[i].used && l->peers[i].sock == sock_i) pi = i;
+    int pi = find_peer(l, sock_i, rid, rid_len);
     char who[300];
-    if (pi >= 0 && l->peers[pi].name[0]) snprintf(who, sizeof who, "%s", l->peers[pi].name);
-    else if (sock_i < 0) {
-        size_t k = 0;
-        for (size_t i = 0; i < rid_len && k + 4 < sizeof who; i++)
-            k += (size_t)snprintf(who + k, sizeof who - k, rid[i] >= 32 && rid[i] < 127 ? "%c"
-                                                                                    : "\\x%02x",
-                                  rid[i]);
-        who[k] = '\0';
-    } else snprintf(who, sizeof who, "peer at %s", l->address);
-    if (from && *from && strlen(who) + strlen(from) + 8 < sizeof who)
-        snprintf(who + strlen(who), sizeof who - strlen(who), " (from %s)", from);
+    peer_who(l, pi, sock_i, rid, rid_len, from, who, sizeof who);
     jb_msg_t m;
     jb_msg_init(&m);
     jb_err_t err = {0};
@@ -809,16 +1033,7 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
     }
     int64_t t = now_ms();
     if (m.type == JB_MSG_STATUS) {   // from anyone; a request has no info
-        if (!m.text) {
-            pthread_mutex_unlock(&l->mu);
-            char *s = status_text(l);
-            pthread_mutex_lock(&l->mu);
-            jb_bytes_t hb = {0};
-            if (s && !enc_ctl(l, &hb, JB_MSG_STATUS, NULL, -1, -1, s))
-                reply_raw(l, sock, rid, rid_len, &hb);
-            jb_bytes_free(&hb);
-            free(s);
-        }
+        if (!m.text) on_status_request(l, sock, rid, rid_len);
         goto out;
     }
     if (l->o.role == JB_LINK_CONTROL) {
@@ -828,204 +1043,27 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
         goto out;
     }
     if (m.type == JB_MSG_HELLO) {
-        json_t *o = m.text ? json_loads(m.text, 0, NULL) : NULL;
-        const char *name = json_string_value(json_object_get(o, "name"));
-        const char *role = json_string_value(json_object_get(o, "role"));
-        const char *stage = json_string_value(json_object_get(o, "stage"));
-        int want = (int)json_integer_value(json_object_get(o, "want"));
-        const char *epoch = json_string_value(json_object_get(o, "epoch"));
-        const char *need = l->o.role == JB_LINK_PRODUCER ? "consumer" : "producer";
-        if (!name || !*name || !role || strcmp(role, need)) {
-            l->st.bad++;
-            jb_log(JB_WARN, "link %s: HELLO from %s refused: %s", l->name, who,
-                   !name || !*name ? "no name" : "a link of the same role (two outputs or two "
-                                                 "inputs connected together?)");
-            json_decref(o);
-            goto out;
-        }
-        if (pi < 0) pi = new_peer(l, -1, rid, rid_len);
-        if (pi < 0) {
-            jb_log(JB_WARN, "link %s: HELLO from %s: too many peers", l->name, who);
-            json_decref(o);
-            goto out;
-        }
-        peer_t *p = &l->peers[pi];
-        bool renamed = p->name[0] && strcmp(p->name, name);
-        // Same name, another run (restarted without a spool): its streams are new ones.
-        bool restarted = !renamed && p->epoch[0] && epoch && strcmp(p->epoch, epoch);
-        if (renamed && l->o.role == JB_LINK_PRODUCER) {
-            // Another instance behind the same address: the old one is gone.
-            for (pjob_t *j = l->pjobs; j; j = j->next)
-                if (j->peer == pi) unassign(l, j, false);
-        }
-        if (l->o.role == JB_LINK_CONSUMER && epoch && !renamed) {
-            // Preloaded jobs (spool) of an earlier run of this producer: that stream is
-            // void. Another producer's copy takes over, or the job is dropped until it
-            // comes again.
-            for (cjob_t *c = l->cjobs, *next; c; c = next) {
-                next = c->next;
-                if (c->owner >= 0 || strcmp(c->pre_name, name) || !strcmp(c->pre_epoch, epoch))
-                    continue;
-                jb_log(JB_WARN, "link %s: job=%s: the spool holds %lld message(s) of %s run %s; "
-                       "it is back as run %s: they are void", l->name, c->id,
-                       (long long)c->next_seq, name, c->pre_epoch, epoch);
-                c->senders &= ~(UINT64_C(1) << pi);
-                int q = -1;
-                for (int i = 0; i < MAX_PEERS && q < 0; i++)
-                    if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
-                if (q >= 0) {
-                    take_over(l, c, q);
-                } else {
-                    if (c->next_seq > 0) enqueue_cancel(l, c->id);
-                    remove_cjob(l, c);
-                }
-            }
-        }
-        if ((renamed || restarted) && l->o.role == JB_LINK_CONSUMER) {
-            // Another producer instance (or another run of it): what the old one sent is
-            // void (a regenerated stream interleaves differently). Another copy takes
-            // over, or the job is dropped until it comes again.
-            jb_log(JB_WARN, "link %s: %s %s", l->name, p->name,
-                   renamed ? "replaced by another instance" : "restarted");
-            for (cjob_t *c = l->cjobs, *next; c; c = next) {
-                next = c->next;
-                c->senders &= ~(UINT64_C(1) << pi);
-                if (c->owner != pi) continue;
-                int q = -1;
-                for (int i = 0; i < MAX_PEERS && q < 0; i++)
-                    if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
-                if (q >= 0) {
-                    take_over(l, c, q);
-                } else {
-                    if (c->next_seq > 0) enqueue_cancel(l, c->id);
-                    remove_cjob(l, c);
-                }
-            }
-        }
-        bool was_alive = p->alive;
-        snprintf(p->name, sizeof p->name, "%s", name);
-        if (epoch) snprintf(p->epoch, sizeof p->epoch, "%s", epoch);
-        snprintf(p->role, sizeof p->role, "%s", role);
-        snprintf(p->stage, sizeof p->stage, "%s", stage ? stage : "");
-        json_decref(o);
-        p->alive = true;
-        p->hello_gap = 0;
-        p->last_seen = t;
-        if (m.credit >= 0) p->credit = m.credit;
-        if (!was_alive)
-            jb_log(JB_INFO, "link %s: %s %s (%s) joined", l->name, p->role, p->name, p->stage);
-        else if (restarted && l->o.role == JB_LINK_PRODUCER)
-            jb_log(JB_INFO, "link %s: consumer %s restarted", l->name, p->name);
-        if (want) send_hello(l, pi, 0);
-        if (l->o.role == JB_LINK_PRODUCER) producer_on_hello(l, pi);
+        on_hello(l, pi, rid, rid_len, &m, who, t);
         goto out;
     }
     if (pi < 0 || !l->peers[pi].alive) {
-        // Not introduced (or declared dead): ask for a HELLO, drop the message.
-        if (pi < 0 && sock_i < 0) {
-            jb_bytes_t hb = {0};
-            json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", l->name, "role",
-                                  role_name(l->o.role), "stage", l->stage, "want", 1, "epoch",
-                                  l->epoch);
-            char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-            json_decref(o);
-            int64_t cr = l->o.role == JB_LINK_CONSUMER ? my_credit(l) : -1;
-            if (s && !enc_ctl(l, &hb, JB_MSG_HELLO, NULL, -1, cr, s))
-                reply_raw(l, sock, rid, rid_len, &hb);
-            free(s);
-            jb_bytes_free(&hb);
-            if (m.type != JB_MSG_HEARTBEAT) {
-                l->st.bad++;
-                jb_log(JB_WARN, "link %s: %s message from unknown peer %s dropped", l->name,
-                       jb_msg_type_name(m.type), who);
-            }
-        } else if (pi >= 0) {
-            send_hello(l, pi, 1);
-        }
+        on_unknown_peer(l, sock_i, pi, sock, rid, rid_len, &m, who);
         goto out;
     }
-    peer_t *p = &l->peers[pi];
-    p->last_seen = t;
+    l->peers[pi].last_seen = t;
+    bool producer = l->o.role == JB_LINK_PRODUCER, consumer = l->o.role == JB_LINK_CONSUMER;
     switch (m.type) {
-    case JB_MSG_HEARTBEAT:
-        if (m.credit >= 0) p->credit = m.credit;
-        free(p->info);
-        p->info = m.text ? strdup(m.text) : NULL;
-        break;
-    case JB_MSG_ACK:
-        if (l->o.role != JB_LINK_PRODUCER) goto bad;
-        if (m.credit >= 0) p->credit = m.credit;
-        l->st.acks_rx++;
-        {
-            pjob_t *j = find_pjob(l, m.job_id);
-            if (j && j->peer == pi && m.seq >= j->acked && m.seq < j->sent) {
-                j->acked = (int)m.seq + 1;
-                pthread_cond_broadcast(&l->cv);
-            }
-        }
-        break;
-    case JB_MSG_DONE:
-        if (l->o.role != JB_LINK_PRODUCER) goto bad;
-        l->st.done_rx++;
-        {
-            pjob_t *j = find_pjob(l, m.job_id);
-            if (j) {
-                jb_log(JB_DEBUG, "link %s: job=%s DONE by %s", l->name, j->id, p->name);
-                ring_add(l->done_ring, &l->n_done, j->id);   // later sends of it: dropped
-                unlink_pjob(l, j);
-                snprintf(done_id, JB_WIRE_JOB_ID_MAX + 1, "%s", m.job_id);
-                pthread_cond_broadcast(&l->cv);
-            }
-        }
-        break;
-    case JB_MSG_RELEASE:
-        if (l->o.role != JB_LINK_PRODUCER) goto bad;
-        l->st.releases_rx++;
-        {
-            pjob_t *j = find_pjob(l, m.job_id);
-            if (j && j->peer == pi) {
-                jb_log(JB_INFO, "link %s: job=%s handed back by %s", l->name, j->id, p->name);
-                unassign(l, j, false);
-                j->released_by = pi;
-            }
-        }
-        break;
-    case JB_MSG_CANCEL:
-        if (l->o.role != JB_LINK_CONSUMER) goto bad;
-        l->st.cancels_rx++;
-        {
-            cjob_t *c = find_cjob(l, m.job_id);
-            if (c) c->senders &= ~(UINT64_C(1) << pi);
-            int q = -1;   // another live producer that sent the job: its copy takes over
-            for (int i = 0; c && i < MAX_PEERS && q < 0; i++)
-                if ((c->senders >> i & 1) && l->peers[i].alive) q = i;
-            // A preloaded job (held in the spool, no stream since the restart) is
-            // cancelled by the producer the spool names, or by any when it names none.
-            bool mine = c && (c->owner == pi ||
-                              (c->owner < 0 && (!c->pre_name[0] || !strcmp(c->pre_name, p->name))));
-            if (mine && q >= 0) {
-                jb_log(JB_INFO, "link %s: job=%s cancelled by %s", l->name, c->id, p->name);
-                take_over(l, c, q);
-            } else if (mine) {
-                jb_log(JB_INFO, "link %s: job=%s cancelled by %s", l->name, c->id, p->name);
-                bool had = c->next_seq > 0;
-                remove_cjob(l, c);
-                if (had) enqueue_cancel(l, m.job_id);
-            } else if (!c) {   // maybe in the spool, not preloaded yet
-                int k = l->n_early++ % 32;
-                snprintf(l->early_cancel[k].id, sizeof l->early_cancel[k].id, "%s", m.job_id);
-                size_t nl = strnlen(p->name, NAME_LEN - 1);
-                memcpy(l->early_cancel[k].from, p->name, nl);
-                l->early_cancel[k].from[nl] = '\0';
-            }
-        }
-        break;
+    case JB_MSG_HEARTBEAT: on_heartbeat(&l->peers[pi], &m); break;
+    case JB_MSG_ACK: if (!producer) goto bad; producer_on_ack(l, pi, &m); break;
+    case JB_MSG_DONE: if (!producer) goto bad; producer_on_done(l, pi, &m, done_id); break;
+    case JB_MSG_RELEASE: if (!producer) goto bad; producer_on_release(l, pi, &m); break;
+    case JB_MSG_CANCEL: if (!consumer) goto bad; consumer_on_cancel(l, pi, &m); break;
     case JB_MSG_JOB:
     case JB_MSG_CODES:
     case JB_MSG_END:
     case JB_MSG_ERROR:
     case JB_MSG_ALIGN:
-        if (l->o.role != JB_LINK_CONSUMER) goto bad;
+        if (!consumer) goto bad;
         consumer_on_data(l, pi, &m);
         break;
     default:
