@@ -1,5 +1,5 @@
 // test_jb_link_peer_death.c: a link's connecting socket keeps reading two-frame
-// messages when the peer that sent them dies (common/jb_link.c, jb_link_dealer_setup).
+// messages when the peer that sent them dies (common/wire/jb_link.c, jb_link_dealer_setup).
 //
 // The scenario that killed the decoder in the kill -9 fault test, made deterministic: a
 // ROUTER in a child process sends two-frame messages to our DEALER and is killed; the

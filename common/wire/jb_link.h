@@ -29,6 +29,12 @@
 //
 // Ownership: a received message belongs to the caller (jb_msg_clear it). Strings in
 // jb_link_opts_t are copied at open.
+//
+// Files: jb_link.c (open/close, the I/O thread and its dispatcher, peers, heartbeats,
+// sending), jb_link_producer.c (retention, assignment, the pump, reassign/unassign,
+// ACK/DONE/RELEASE; send, cancel, flush), jb_link_consumer.c (data intake, ownership,
+// voiding, preload, take-over, credit, CANCEL; recv, done, release, pause, preload, owner),
+// jb_link_status.c (status JSON, stats, query_status); their shared state: jb_link_private.h.
 #ifndef JB_LINK_H
 #define JB_LINK_H
 

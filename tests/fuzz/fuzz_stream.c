@@ -7,6 +7,8 @@
 //
 // fuzz-sources: common/jb_transport.c common/jb_link.c common/jb_log.c common/jb_wire.c common/jb_err.c
 // fuzz-sources: common/wire/jb_admit.c common/serve/jb_reader.c common/wire/jb_codes.c
+// fuzz-sources: common/wire/jb_link_producer.c common/wire/jb_link_consumer.c
+// fuzz-sources: common/wire/jb_link_status.c common/core/jb_publish.c
 // fuzz-libs: -lzmq -lmsgpackc -llz4 -ljansson -lpthread
 #include <stdint.h>
 #include <stdio.h>
