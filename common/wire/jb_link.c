@@ -19,14 +19,14 @@ const char *jb_link_address(const jb_link_t *l) { return l->address[0] ? l->addr
 
 const char *jb_link_name(const jb_link_t *l) { return l->name; }
 
-void wake(jb_link_t *l) {
+void jbl_wake(jb_link_t *l) {
     char c = 1;
     ssize_t r = write(l->wake[1], &c, 1);
     (void)r;   // a full pipe already wakes the thread
 }
 
 // Records the last error for status (lock held).
-void note_error(jb_link_t *l, const char *fmt, ...) {
+void jbl_note_error(jb_link_t *l, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(l->last_error, sizeof l->last_error, fmt, ap);
@@ -36,8 +36,8 @@ void note_error(jb_link_t *l, const char *fmt, ...) {
 
 // ---------------------------------------------------------------- sending (I/O thread)
 
-int zsend(void *sock, const uint8_t *rid, size_t rid_len, const jb_bytes_t *hdr,
-          const jb_bytes_t *pl) {
+int jbl_zsend(void *sock, const uint8_t *rid, size_t rid_len, const jb_bytes_t *hdr,
+              const jb_bytes_t *pl) {
     if (rid && zmq_send(sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
     if (zmq_send(sock, hdr->data, hdr->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
     const void *p = pl && pl->len ? (const void *)pl->data : (const void *)"";
@@ -48,10 +48,10 @@ int zsend(void *sock, const uint8_t *rid, size_t rid_len, const jb_bytes_t *hdr,
     return r < 0 ? -1 : 0;
 }
 
-int send_peer(jb_link_t *l, int pi, const jb_bytes_t *hdr, const jb_bytes_t *pl) {
+int jbl_send_peer(jb_link_t *l, int pi, const jb_bytes_t *hdr, const jb_bytes_t *pl) {
     peer_t *p = &l->peers[pi];
     void *sock = p->sock < 0 ? l->router : l->dealer[p->sock];
-    if (zsend(sock, p->sock < 0 ? p->rid : NULL, p->rid_len, hdr, pl)) return -1;
+    if (jbl_zsend(sock, p->sock < 0 ? p->rid : NULL, p->rid_len, hdr, pl)) return -1;
     p->last_sent = now_ms();
     return 0;
 }
@@ -70,31 +70,31 @@ static int enc_ctl(jb_link_t *l, jb_bytes_t *out, int type, const char *job, int
     jb_bytes_t pl = {0};
     int rc = jb_wire_encode(&m, out, &pl, &err);
     jb_bytes_free(&pl);
-    if (rc) note_error(l, "encoding %s: %s", jb_msg_type_name(type), err.msg);
+    if (rc) jbl_note_error(l, "encoding %s: %s", jb_msg_type_name(type), err.msg);
     return rc;
 }
 
-int send_ctl(jb_link_t *l, int pi, int type, const char *job, int64_t seq,
-             const char *info) {
+int jbl_send_ctl(jb_link_t *l, int pi, int type, const char *job, int64_t seq,
+                 const char *info) {
     int64_t credit = (type == JB_MSG_ACK || type == JB_MSG_HEARTBEAT || type == JB_MSG_HELLO) &&
-                     l->o.role == JB_LINK_CONSUMER ? my_credit(l) : -1;
+                     l->o.role == JB_LINK_CONSUMER ? jbl_my_credit(l) : -1;
     if (enc_ctl(l, &l->ehdr, type, job, seq, credit, info)) return -1;
-    return send_peer(l, pi, &l->ehdr, NULL);
+    return jbl_send_peer(l, pi, &l->ehdr, NULL);
 }
 
-void send_hello(jb_link_t *l, int pi, int want) {
+void jbl_send_hello(jb_link_t *l, int pi, int want) {
     json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", l->name, "role",
                           role_name(l->o.role), "stage", l->stage, "want", want, "epoch",
                           l->epoch);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    if (s) send_ctl(l, pi, JB_MSG_HELLO, NULL, -1, s);
+    if (s) jbl_send_ctl(l, pi, JB_MSG_HELLO, NULL, -1, s);
     free(s);
     l->peers[pi].last_hello = now_ms();
 }
 
 // Queues a control message for the I/O thread (lock held).
-void outbox(jb_link_t *l, int pi, int type, const char *job) {
+void jbl_outbox(jb_link_t *l, int pi, int type, const char *job) {
     obox_t *b = calloc(1, sizeof *b);
     if (!b) return;
     if (enc_ctl(l, &b->hdr, type, job, -1, -1, NULL)) {
@@ -146,7 +146,7 @@ static int new_peer(jb_link_t *l, int sock, const uint8_t *rid, size_t n) {
 
 static void reply_raw(jb_link_t *l, void *sock, const uint8_t *rid, size_t rid_len,
                       jb_bytes_t *hdr) {
-    zsend(sock, rid, rid_len, hdr, NULL);
+    jbl_zsend(sock, rid, rid_len, hdr, NULL);
 }
 
 // The peer a message came from: -1 not known (yet). sock_i: -1 ROUTER, else DEALER index.
@@ -180,7 +180,7 @@ static void peer_who(const jb_link_t *l, int pi, int sock_i, const uint8_t *rid,
 // the status hook runs.
 static void on_status_request(jb_link_t *l, void *sock, const uint8_t *rid, size_t rid_len) {
     pthread_mutex_unlock(&l->mu);
-    char *s = status_text(l);
+    char *s = jbl_status_text(l);
     pthread_mutex_lock(&l->mu);
     jb_bytes_t hb = {0};
     if (s && !enc_ctl(l, &hb, JB_MSG_STATUS, NULL, -1, -1, s))
@@ -220,12 +220,12 @@ static void on_hello(jb_link_t *l, int pi, const uint8_t *rid, size_t rid_len,
     if (renamed && l->o.role == JB_LINK_PRODUCER) {
         // Another instance behind the same address: the old one is gone.
         for (pjob_t *j = l->pjobs; j; j = j->next)
-            if (j->peer == pi) unassign(l, j, false);
+            if (j->peer == pi) jbl_unassign(l, j, false);
     }
     if (l->o.role == JB_LINK_CONSUMER && epoch && !renamed)
-        consumer_void_preloaded(l, pi, name, epoch);
+        jbl_consumer_void_preloaded(l, pi, name, epoch);
     if ((renamed || restarted) && l->o.role == JB_LINK_CONSUMER)
-        consumer_on_replaced(l, pi, renamed);
+        jbl_consumer_on_replaced(l, pi, renamed);
     bool was_alive = p->alive;
     snprintf(p->name, sizeof p->name, "%s", name);
     if (epoch) snprintf(p->epoch, sizeof p->epoch, "%s", epoch);
@@ -240,8 +240,8 @@ static void on_hello(jb_link_t *l, int pi, const uint8_t *rid, size_t rid_len,
         jb_log(JB_INFO, "link %s: %s %s (%s) joined", l->name, p->role, p->name, p->stage);
     else if (restarted && l->o.role == JB_LINK_PRODUCER)
         jb_log(JB_INFO, "link %s: consumer %s restarted", l->name, p->name);
-    if (want) send_hello(l, pi, 0);
-    if (l->o.role == JB_LINK_PRODUCER) producer_on_hello(l, pi);
+    if (want) jbl_send_hello(l, pi, 0);
+    if (l->o.role == JB_LINK_PRODUCER) jbl_producer_on_hello(l, pi);
 }
 
 // A message other than HELLO from a peer not introduced (or declared dead): asks for a
@@ -255,7 +255,7 @@ static void on_unknown_peer(jb_link_t *l, int sock_i, int pi, void *sock, const 
                               l->epoch);
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
-        int64_t cr = l->o.role == JB_LINK_CONSUMER ? my_credit(l) : -1;
+        int64_t cr = l->o.role == JB_LINK_CONSUMER ? jbl_my_credit(l) : -1;
         if (s && !enc_ctl(l, &hb, JB_MSG_HELLO, NULL, -1, cr, s))
             reply_raw(l, sock, rid, rid_len, &hb);
         free(s);
@@ -266,7 +266,7 @@ static void on_unknown_peer(jb_link_t *l, int sock_i, int pi, void *sock, const 
                    jb_msg_type_name(m->type), who);
         }
     } else if (pi >= 0) {
-        send_hello(l, pi, 1);
+        jbl_send_hello(l, pi, 1);
     }
 }
 
@@ -291,9 +291,9 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
     if (jb_wire_decode_admit(h, hn, pl, pn, l->o.codebook, l->admit ? jb_admit_check : NULL,
                              l->admit, &m, &err)) {
         l->st.bad++;
-        note_error(l, "from %s: %s", who, err.msg);
+        jbl_note_error(l, "from %s: %s", who, err.msg);
         jb_log(JB_WARN, "link %s: rejected a message from %s: %s", l->name, who, err.msg);
-        refused_data(l, pi, &m, &err);
+        jbl_refused_data(l, pi, &m, &err);
         return;
     }
     int64_t t = now_ms();
@@ -319,17 +319,17 @@ static void handle(jb_link_t *l, int sock_i, const uint8_t *rid, size_t rid_len,
     bool producer = l->o.role == JB_LINK_PRODUCER, consumer = l->o.role == JB_LINK_CONSUMER;
     switch (m.type) {
     case JB_MSG_HEARTBEAT: on_heartbeat(&l->peers[pi], &m); break;
-    case JB_MSG_ACK: if (!producer) goto bad; producer_on_ack(l, pi, &m); break;
-    case JB_MSG_DONE: if (!producer) goto bad; producer_on_done(l, pi, &m, done_id); break;
-    case JB_MSG_RELEASE: if (!producer) goto bad; producer_on_release(l, pi, &m); break;
-    case JB_MSG_CANCEL: if (!consumer) goto bad; consumer_on_cancel(l, pi, &m); break;
+    case JB_MSG_ACK: if (!producer) goto bad; jbl_producer_on_ack(l, pi, &m); break;
+    case JB_MSG_DONE: if (!producer) goto bad; jbl_producer_on_done(l, pi, &m, done_id); break;
+    case JB_MSG_RELEASE: if (!producer) goto bad; jbl_producer_on_release(l, pi, &m); break;
+    case JB_MSG_CANCEL: if (!consumer) goto bad; jbl_consumer_on_cancel(l, pi, &m); break;
     case JB_MSG_JOB:
     case JB_MSG_CODES:
     case JB_MSG_END:
     case JB_MSG_ERROR:
     case JB_MSG_ALIGN:
         if (!consumer) goto bad;
-        consumer_on_data(l, pi, &m);
+        jbl_consumer_on_data(l, pi, &m);
         break;
     default:
     bad:
@@ -399,7 +399,7 @@ static void tick(jb_link_t *l) {
             // the first arrives as soon as it connects, so they can grow rarer.
             if (p->hello_gap < l->o.heartbeat_ms) p->hello_gap = l->o.heartbeat_ms;
             if (p->sock >= 0 && t - p->last_hello >= p->hello_gap) {
-                send_hello(l, i, 1);
+                jbl_send_hello(l, i, 1);
                 if (p->hello_gap < 8 * (int64_t)l->o.heartbeat_ms) p->hello_gap *= 2;
             }
             continue;
@@ -408,7 +408,7 @@ static void tick(jb_link_t *l) {
             p->alive = false;
             jb_log(JB_WARN, "link %s: %s %s silent for %lld ms: dead", l->name, p->role,
                    peer_label(p), (long long)(t - p->last_seen));
-            if (l->o.role == JB_LINK_CONSUMER) consumer_on_dead(l, i);
+            if (l->o.role == JB_LINK_CONSUMER) jbl_consumer_on_dead(l, i);
             continue;
         }
         if (t - p->last_sent >= l->o.heartbeat_ms) {
@@ -418,17 +418,17 @@ static void tick(jb_link_t *l) {
             for (cjob_t *c = l->cjobs; c; c = c->next) jobs++;
             snprintf(info, sizeof info, "{\"jobs\":%d,\"queue\":%d,\"backlog\":%d}", jobs,
                      l->qlen, backlog);
-            send_ctl(l, i, JB_MSG_HEARTBEAT, NULL, -1, info);
+            jbl_send_ctl(l, i, JB_MSG_HEARTBEAT, NULL, -1, info);
         }
     }
     while (l->obox) {
         obox_t *b = l->obox;
-        if (b->peer >= 0 && l->peers[b->peer].used) send_peer(l, b->peer, &b->hdr, NULL);
+        if (b->peer >= 0 && l->peers[b->peer].used) jbl_send_peer(l, b->peer, &b->hdr, NULL);
         l->obox = b->next;
         jb_bytes_free(&b->hdr);
         free(b);
     }
-    if (l->o.role == JB_LINK_PRODUCER) producer_pump(l);
+    if (l->o.role == JB_LINK_PRODUCER) jbl_producer_pump(l);
 }
 
 static void *io_main(void *arg) {
@@ -550,7 +550,7 @@ static void free_all(jb_link_t *l) {
     while (l->pjobs) {
         pjob_t *j = l->pjobs;
         l->pjobs = j->next;
-        pjob_free(j);
+        jbl_pjob_free(j);
     }
     while (l->cjobs) {
         cjob_t *c = l->cjobs;
@@ -677,7 +677,7 @@ void jb_link_close(jb_link_t **lp, int timeout_ms) {
         l->quit = true;
         l->quit_at = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
         pthread_mutex_unlock(&l->mu);
-        wake(l);
+        jbl_wake(l);
         pthread_join(l->th, NULL);
         // What libzmq still holds for sending gets the rest of the time.
         int linger = timeout_ms > 0 ? timeout_ms : 0;

@@ -51,7 +51,7 @@ static void take_over(jb_link_t *l, cjob_t *c, int q) {
     if (c->owner >= 0 && c->next_seq > 0) enqueue_cancel(l, c->id);
     c->owner = q;
     c->next_seq = 0;
-    send_hello(l, q, 0);   // makes q resend its jobs for us from seq 0
+    jbl_send_hello(l, q, 0);   // makes q resend its jobs for us from seq 0
 }
 
 // c's stream is void: another live producer that sent the job takes over, or the job is
@@ -68,7 +68,7 @@ static void take_over_or_drop(jb_link_t *l, cjob_t *c) {
     }
 }
 
-void consumer_on_dead(jb_link_t *l, int pi) {
+void jbl_consumer_on_dead(jb_link_t *l, int pi) {
     for (cjob_t *c = l->cjobs; c; c = c->next) {
         if (c->owner != pi) continue;
         for (int q = 0; q < MAX_PEERS; q++)
@@ -81,7 +81,7 @@ void consumer_on_dead(jb_link_t *l, int pi) {
 
 // A data message from producer pi (lock held; may drop it to call persist).
 // Takes msg's contents when it is queued.
-void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
+void jbl_consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
     peer_t *p = &l->peers[pi];
     if (m->seq < 0) {
         l->st.bad++;
@@ -93,8 +93,8 @@ void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
     if (is_voiding(l, m->job_id)) return;   // the stage is still dropping the old stream
     cjob_t *c = find_cjob(l, m->job_id);
     if (!c && in_ring(l->done_ring, l->n_done, m->job_id)) {
-        send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
-        send_ctl(l, pi, JB_MSG_DONE, m->job_id, -1, NULL);
+        jbl_send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
+        jbl_send_ctl(l, pi, JB_MSG_DONE, m->job_id, -1, NULL);
         l->st.dups++;
         return;
     }
@@ -125,7 +125,7 @@ void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
             if (c->next_seq > 0) {
                 enqueue_cancel(l, c->id);
                 c->next_seq = 0;
-                send_hello(l, pi, 0);   // resend from seq 0 once the stage dropped the old
+                jbl_send_hello(l, pi, 0);   // resend from seq 0 once the stage dropped the old
                 return;
             }
         }
@@ -139,13 +139,13 @@ void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
             // then its retransmit), and is_voiding() drops it until then.
             if (is_voiding(l, m->job_id)) return;
         } else {   // a duplicate copy: acked, not processed (DONE goes to it too)
-            send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
+            jbl_send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
             l->st.dups++;
             return;
         }
     }
     if (m->seq < c->next_seq) {
-        send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
+        jbl_send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
         l->st.dups++;
         return;
     }
@@ -164,7 +164,7 @@ void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
         int rc = l->o.persist(l->o.persist_user, m, &err);
         pthread_mutex_lock(&l->mu);
         if (rc) {
-            note_error(l, "job %s seq %lld not accepted: %s", id, (long long)seq, err.msg);
+            jbl_note_error(l, "job %s seq %lld not accepted: %s", id, (long long)seq, err.msg);
             jb_log(JB_WARN, "link %s: job=%s seq=%lld not accepted: %s", l->name, id,
                    (long long)seq, err.msg);
             return;
@@ -179,7 +179,7 @@ void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
     c->next_seq++;
     l->st.rx++;
     enqueue(l, q);
-    send_ctl(l, pi, JB_MSG_ACK, q->msg.job_id, q->msg.seq, NULL);
+    jbl_send_ctl(l, pi, JB_MSG_ACK, q->msg.job_id, q->msg.seq, NULL);
 }
 
 // A data message of a live producer's job that this consumer cannot take (malformed, over
@@ -187,7 +187,7 @@ void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
 // would never end. It stands instead as an ERROR of the job at the same seq (wire.md 8.3):
 // taken, persisted and acked like the message, so the stage fails the job (an error record
 // at the decoder, DONE upstream).
-void refused_data(jb_link_t *l, int pi, const jb_msg_t *bad, const jb_err_t *why) {
+void jbl_refused_data(jb_link_t *l, int pi, const jb_msg_t *bad, const jb_err_t *why) {
     if (l->o.role != JB_LINK_CONSUMER || pi < 0 || !l->peers[pi].alive || !bad->job_id[0] ||
         bad->seq < 0)
         return;
@@ -206,12 +206,12 @@ void refused_data(jb_link_t *l, int pi, const jb_msg_t *bad, const jb_err_t *why
     snprintf(text, sizeof text, "%s: %s message seq %lld refused at %s: %s",
              bad->job_id, jb_msg_type_name(bad->type), (long long)bad->seq, l->name, why->msg);
     jb_err_t err = {0};
-    if (jb_msg_set_text(&e, text, &err) == 0) consumer_on_data(l, pi, &e);
+    if (jb_msg_set_text(&e, text, &err) == 0) jbl_consumer_on_data(l, pi, &e);
     jb_msg_clear(&e);
 }
 
 // HELLO of producer pi (name, run epoch), not renamed.
-void consumer_void_preloaded(jb_link_t *l, int pi, const char *name, const char *epoch) {
+void jbl_consumer_void_preloaded(jb_link_t *l, int pi, const char *name, const char *epoch) {
     // Preloaded jobs (spool) of an earlier run of this producer: that stream is
     // void. Another producer's copy takes over, or the job is dropped until it
     // comes again.
@@ -228,7 +228,7 @@ void consumer_void_preloaded(jb_link_t *l, int pi, const char *name, const char 
 }
 
 // Producer pi is another instance (renamed) or another run of it (restarted).
-void consumer_on_replaced(jb_link_t *l, int pi, bool renamed) {
+void jbl_consumer_on_replaced(jb_link_t *l, int pi, bool renamed) {
     // Another producer instance (or another run of it): what the old one sent is
     // void (a regenerated stream interleaves differently). Another copy takes
     // over, or the job is dropped until it comes again.
@@ -243,7 +243,7 @@ void consumer_on_replaced(jb_link_t *l, int pi, bool renamed) {
 }
 
 // CANCEL from producer pi.
-void consumer_on_cancel(jb_link_t *l, int pi, const jb_msg_t *m) {
+void jbl_consumer_on_cancel(jb_link_t *l, int pi, const jb_msg_t *m) {
     peer_t *p = &l->peers[pi];
     l->st.cancels_rx++;
     cjob_t *c = find_cjob(l, m->job_id);
@@ -272,7 +272,7 @@ void consumer_on_cancel(jb_link_t *l, int pi, const jb_msg_t *m) {
     }
 }
 
-int64_t my_credit(const jb_link_t *l) {
+int64_t jbl_my_credit(const jb_link_t *l) {
     if (l->o.role != JB_LINK_CONSUMER || l->paused || l->qbytes >= l->o.credit_bytes) return 0;
     int c = l->o.credit - l->qlen;
     return c > 0 ? c : 0;
@@ -303,7 +303,7 @@ jb_recv_t jb_link_recv(jb_link_t *l, jb_msg_t *msg, int timeout_ms, jb_err_t *er
     if (q->msg.type == JB_MSG_CANCEL)
         for (int i = 0; i < l->n_voiding; i++)
             if (!strcmp(l->voiding[i].id, q->msg.job_id)) l->voiding[i].handed = true;
-    int before = my_credit(l);
+    int before = jbl_my_credit(l);
     l->qlen--;
     l->qbytes -= msg_bytes(&q->msg);
     pthread_mutex_unlock(&l->mu);
@@ -315,7 +315,7 @@ jb_recv_t jb_link_recv(jb_link_t *l, jb_msg_t *msg, int timeout_ms, jb_err_t *er
         for (int i = 0; i < MAX_PEERS; i++)
             if (l->peers[i].used && l->peers[i].alive) l->peers[i].last_sent = 0;
         pthread_mutex_unlock(&l->mu);
-        wake(l);
+        jbl_wake(l);
     }
     return JB_RECV_MSG;
 }
@@ -326,7 +326,7 @@ int jb_link_done(jb_link_t *l, const char *job_id) {
     if (c) {
         for (int i = 0; i < MAX_PEERS; i++)
             if (c->senders >> i & 1) {
-                outbox(l, i, JB_MSG_DONE, job_id);
+                jbl_outbox(l, i, JB_MSG_DONE, job_id);
                 l->st.done_tx++;
             }
         remove_cjob(l, c);
@@ -354,7 +354,7 @@ int jb_link_done(jb_link_t *l, const char *job_id) {
         jb_log(JB_DEBUG, "link %s: job=%s done: %d queued message(s) of it dropped", l->name,
                job_id, dropped);
     pthread_mutex_unlock(&l->mu);
-    wake(l);
+    jbl_wake(l);
     return 0;
 }
 
@@ -362,12 +362,12 @@ int jb_link_release(jb_link_t *l, const char *job_id) {
     pthread_mutex_lock(&l->mu);
     cjob_t *c = find_cjob(l, job_id);
     if (c) {
-        if (c->owner >= 0) outbox(l, c->owner, JB_MSG_RELEASE, job_id);
+        if (c->owner >= 0) jbl_outbox(l, c->owner, JB_MSG_RELEASE, job_id);
         remove_cjob(l, c);
     }
     ring_add(l->rel_ring, &l->n_rel, job_id);
     pthread_mutex_unlock(&l->mu);
-    wake(l);
+    jbl_wake(l);
     return 0;
 }
 
@@ -377,7 +377,7 @@ void jb_link_pause(jb_link_t *l) {
     for (int i = 0; i < MAX_PEERS; i++)
         if (l->peers[i].used && l->peers[i].alive) l->peers[i].last_sent = 0;   // tell now
     pthread_mutex_unlock(&l->mu);
-    wake(l);
+    jbl_wake(l);
 }
 
 int jb_link_preload(jb_link_t *l, const char *job_id, int64_t next_seq, jb_err_t *err) {

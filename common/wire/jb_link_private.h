@@ -206,37 +206,38 @@ static inline void wait_slice(jb_link_t *l, int ms) {
 }
 
 // Shared between the files (one definition each, in the file named; the others of each
-// file stay static there). Not part of the library's API: no jb_ prefix, as before the split.
+// file stay static there). Not part of the API: the jbl_ prefix keeps them out of the
+// library users' way (they were static before the split).
 // jb_link.c.
-void wake(jb_link_t *l);
-void note_error(jb_link_t *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int zsend(void *sock, const uint8_t *rid, size_t rid_len, const jb_bytes_t *hdr,
-          const jb_bytes_t *pl);
-int send_peer(jb_link_t *l, int pi, const jb_bytes_t *hdr, const jb_bytes_t *pl);
-int send_ctl(jb_link_t *l, int pi, int type, const char *job, int64_t seq,
-             const char *info);
-void send_hello(jb_link_t *l, int pi, int want);
-void outbox(jb_link_t *l, int pi, int type, const char *job);
+void jbl_wake(jb_link_t *l);
+void jbl_note_error(jb_link_t *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int jbl_zsend(void *sock, const uint8_t *rid, size_t rid_len, const jb_bytes_t *hdr,
+              const jb_bytes_t *pl);
+int jbl_send_peer(jb_link_t *l, int pi, const jb_bytes_t *hdr, const jb_bytes_t *pl);
+int jbl_send_ctl(jb_link_t *l, int pi, int type, const char *job, int64_t seq,
+                 const char *info);
+void jbl_send_hello(jb_link_t *l, int pi, int want);
+void jbl_outbox(jb_link_t *l, int pi, int type, const char *job);
 
 // jb_link_producer.c.
-void pjob_free(pjob_t *j);
-void unassign(jb_link_t *l, pjob_t *j, bool remember);
-void producer_pump(jb_link_t *l);
-void producer_on_hello(jb_link_t *l, int pi);
-void producer_on_ack(jb_link_t *l, int pi, const jb_msg_t *m);
-void producer_on_done(jb_link_t *l, int pi, const jb_msg_t *m, char *done_id);
-void producer_on_release(jb_link_t *l, int pi, const jb_msg_t *m);
+void jbl_pjob_free(pjob_t *j);
+void jbl_unassign(jb_link_t *l, pjob_t *j, bool remember);
+void jbl_producer_pump(jb_link_t *l);
+void jbl_producer_on_hello(jb_link_t *l, int pi);
+void jbl_producer_on_ack(jb_link_t *l, int pi, const jb_msg_t *m);
+void jbl_producer_on_done(jb_link_t *l, int pi, const jb_msg_t *m, char *done_id);
+void jbl_producer_on_release(jb_link_t *l, int pi, const jb_msg_t *m);
 
 // jb_link_consumer.c.
-void consumer_on_dead(jb_link_t *l, int pi);
-void consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m);
-void refused_data(jb_link_t *l, int pi, const jb_msg_t *bad, const jb_err_t *why);
-void consumer_void_preloaded(jb_link_t *l, int pi, const char *name, const char *epoch);
-void consumer_on_replaced(jb_link_t *l, int pi, bool renamed);
-void consumer_on_cancel(jb_link_t *l, int pi, const jb_msg_t *m);
-int64_t my_credit(const jb_link_t *l);
+void jbl_consumer_on_dead(jb_link_t *l, int pi);
+void jbl_consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m);
+void jbl_refused_data(jb_link_t *l, int pi, const jb_msg_t *bad, const jb_err_t *why);
+void jbl_consumer_void_preloaded(jb_link_t *l, int pi, const char *name, const char *epoch);
+void jbl_consumer_on_replaced(jb_link_t *l, int pi, bool renamed);
+void jbl_consumer_on_cancel(jb_link_t *l, int pi, const jb_msg_t *m);
+int64_t jbl_my_credit(const jb_link_t *l);
 
 // jb_link_status.c.
-char *status_text(jb_link_t *l);
+char *jbl_status_text(jb_link_t *l);
 
 #endif

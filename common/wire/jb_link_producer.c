@@ -5,7 +5,7 @@
 
 // ---------------------------------------------------------------- producer (I/O thread)
 
-void pjob_free(pjob_t *j) {
+void jbl_pjob_free(pjob_t *j) {
     for (int i = 0; i < j->n; i++) {
         jb_bytes_free(&j->m[i].hdr);
         jb_bytes_free(&j->m[i].pl);
@@ -19,13 +19,13 @@ static void unlink_pjob(jb_link_t *l, pjob_t *j) {
         if (*p == j) {
             *p = j->next;
             l->st.retained_bytes -= j->bytes;
-            pjob_free(j);
+            jbl_pjob_free(j);
             return;
         }
 }
 
 // Takes a job from its consumer (death or RELEASE): resent from seq 0 to another.
-void unassign(jb_link_t *l, pjob_t *j, bool remember) {
+void jbl_unassign(jb_link_t *l, pjob_t *j, bool remember) {
     if (j->peer >= 0 && remember) {
         const char *nm = l->peers[j->peer].name;
         bool have = false;
@@ -38,7 +38,7 @@ void unassign(jb_link_t *l, pjob_t *j, bool remember) {
     j->sent = j->acked = 0;
 }
 
-void producer_pump(jb_link_t *l) {
+void jbl_producer_pump(jb_link_t *l) {
     int64_t t = now_ms();
     int64_t unacked[MAX_PEERS] = {0};
     int njobs[MAX_PEERS] = {0};
@@ -59,7 +59,7 @@ void producer_pump(jb_link_t *l) {
                    l->name, j->id, peer_label(&l->peers[j->peer]));
             unacked[j->peer] -= j->sent - j->acked;
             njobs[j->peer]--;
-            unassign(l, j, true);
+            jbl_unassign(l, j, true);
         }
         if (j->peer < 0 && j->n > 0) {
             int best = -1;
@@ -99,18 +99,18 @@ void producer_pump(jb_link_t *l) {
             // Everything acked, no DONE yet: offer the last message again. The consumer
             // acks it as held, or answers DONE when the job is finished (a DONE lost
             // on a reconnecting connection is not waited for forever).
-            if (send_peer(l, j->peer, &j->m[j->n - 1].hdr, &j->m[j->n - 1].pl) == 0) {
+            if (jbl_send_peer(l, j->peer, &j->m[j->n - 1].hdr, &j->m[j->n - 1].pl) == 0) {
                 l->st.resent++;
                 j->last_tx = t;
             }
         }
         while (j->sent < j->n && p->credit - unacked[j->peer] > 0) {
             if (j->sent == 0 && j->recancel && !(j->recancelled >> j->peer & 1)) {
-                send_ctl(l, j->peer, JB_MSG_CANCEL, j->id, -1, NULL);   // before seq 0
+                jbl_send_ctl(l, j->peer, JB_MSG_CANCEL, j->id, -1, NULL);   // before seq 0
                 j->recancelled |= UINT64_C(1) << j->peer;
                 l->st.cancels_tx++;
             }
-            if (send_peer(l, j->peer, &j->m[j->sent].hdr, &j->m[j->sent].pl)) break;
+            if (jbl_send_peer(l, j->peer, &j->m[j->sent].hdr, &j->m[j->sent].pl)) break;
             if (j->sent < j->hi) l->st.resent++;
             else {
                 l->st.tx++;
@@ -125,7 +125,7 @@ void producer_pump(jb_link_t *l) {
     if (progressed) pthread_cond_broadcast(&l->cv);
 }
 
-void producer_on_hello(jb_link_t *l, int pi) {
+void jbl_producer_on_hello(jb_link_t *l, int pi) {
     peer_t *p = &l->peers[pi];
     for (pjob_t *j = l->pjobs; j; j = j->next) {
         if (j->peer == pi) {   // resent whole: the consumer drops what it has
@@ -137,7 +137,7 @@ void producer_on_hello(jb_link_t *l, int pi) {
             if (!strcmp(j->prev[i], p->name)) {
                 jb_log(JB_INFO, "link %s: job=%s went elsewhere; CANCEL to returning %s",
                        l->name, j->id, p->name);
-                send_ctl(l, pi, JB_MSG_CANCEL, j->id, -1, NULL);
+                jbl_send_ctl(l, pi, JB_MSG_CANCEL, j->id, -1, NULL);
                 l->st.cancels_tx++;
                 memmove(j->prev[i], j->prev[i + 1], (size_t)(j->n_prev - i - 1) * NAME_LEN);
                 j->n_prev--;
@@ -147,7 +147,7 @@ void producer_on_hello(jb_link_t *l, int pi) {
 }
 
 // ACK from consumer pi (with its credit).
-void producer_on_ack(jb_link_t *l, int pi, const jb_msg_t *m) {
+void jbl_producer_on_ack(jb_link_t *l, int pi, const jb_msg_t *m) {
     if (m->credit >= 0) l->peers[pi].credit = m->credit;
     l->st.acks_rx++;
     pjob_t *j = find_pjob(l, m->job_id);
@@ -158,7 +158,7 @@ void producer_on_ack(jb_link_t *l, int pi, const jb_msg_t *m) {
 }
 
 // DONE from consumer pi: the job is finished; its id goes to done_id for on_done.
-void producer_on_done(jb_link_t *l, int pi, const jb_msg_t *m, char *done_id) {
+void jbl_producer_on_done(jb_link_t *l, int pi, const jb_msg_t *m, char *done_id) {
     l->st.done_rx++;
     pjob_t *j = find_pjob(l, m->job_id);
     if (j) {
@@ -171,12 +171,12 @@ void producer_on_done(jb_link_t *l, int pi, const jb_msg_t *m, char *done_id) {
 }
 
 // RELEASE from consumer pi: it hands the job back.
-void producer_on_release(jb_link_t *l, int pi, const jb_msg_t *m) {
+void jbl_producer_on_release(jb_link_t *l, int pi, const jb_msg_t *m) {
     l->st.releases_rx++;
     pjob_t *j = find_pjob(l, m->job_id);
     if (j && j->peer == pi) {
         jb_log(JB_INFO, "link %s: job=%s handed back by %s", l->name, j->id, l->peers[pi].name);
-        unassign(l, j, false);
+        jbl_unassign(l, j, false);
         j->released_by = pi;
     }
 }
@@ -251,7 +251,7 @@ int jb_link_send(jb_link_t *l, const jb_msg_t *msg, jb_err_t *err) {
     j->bytes += (int64_t)(r->hdr.len + r->pl.len);
     l->st.retained_bytes += (int64_t)(r->hdr.len + r->pl.len);
     pthread_mutex_unlock(&l->mu);
-    wake(l);
+    jbl_wake(l);
     return 0;
 nomem:
     pthread_mutex_unlock(&l->mu);
@@ -263,7 +263,7 @@ int jb_link_cancel(jb_link_t *l, const char *job_id) {
     pjob_t *j = find_pjob(l, job_id);
     if (j) {
         if (j->peer >= 0) {
-            outbox(l, j->peer, JB_MSG_CANCEL, job_id);
+            jbl_outbox(l, j->peer, JB_MSG_CANCEL, job_id);
             l->st.cancels_tx++;
         }
         if (!in_ring(l->cancel_ring, l->n_cancel, job_id))
@@ -272,7 +272,7 @@ int jb_link_cancel(jb_link_t *l, const char *job_id) {
         pthread_cond_broadcast(&l->cv);
     }
     pthread_mutex_unlock(&l->mu);
-    wake(l);
+    jbl_wake(l);
     return 0;
 }
 

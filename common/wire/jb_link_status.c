@@ -41,7 +41,7 @@ static json_t *status_locked(jb_link_t *l) {
     json_object_set_new(o, "jobs", jobs);
     json_object_set_new(o, "queue", json_integer(l->qlen));
     json_object_set_new(o, "backlog", json_integer(backlog));
-    json_object_set_new(o, "credit", json_integer(my_credit(l)));
+    json_object_set_new(o, "credit", json_integer(jbl_my_credit(l)));
     json_object_set_new(o, "paused", json_boolean(l->paused));
     json_t *st = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "rx", (json_int_t)l->st.rx,
@@ -65,7 +65,7 @@ static json_t *status_locked(jb_link_t *l) {
 }
 
 // Whole status (link + hook): called without the lock.
-char *status_text(jb_link_t *l) {
+char *jbl_status_text(jb_link_t *l) {
     pthread_mutex_lock(&l->mu);
     json_t *o = status_locked(l);
     pthread_mutex_unlock(&l->mu);
@@ -82,7 +82,7 @@ char *status_text(jb_link_t *l) {
     return s;
 }
 
-char *jb_link_status_json(jb_link_t *l) { return status_text(l); }
+char *jb_link_status_json(jb_link_t *l) { return jbl_status_text(l); }
 
 void jb_link_stats(jb_link_t *l, jb_link_stats_t *st) {
     pthread_mutex_lock(&l->mu);
@@ -126,7 +126,7 @@ int jb_link_query_status(const char *endpoint, int timeout_ms, char **info, jb_e
     jb_msg_init(&m);
     m.type = JB_MSG_STATUS;
     if (jb_wire_encode(&m, &hdr, &pl, err)) goto done;
-    if (zsend(s, NULL, 0, &hdr, &pl)) {
+    if (jbl_zsend(s, NULL, 0, &hdr, &pl)) {
         jb_err_set(err, JB_EUNAVAIL, "%s: send: %s", endpoint, zmq_strerror(errno));
         goto done;
     }
