@@ -92,6 +92,14 @@ void jb_prior_cond_up(const jb_prior_t *p, int i, const float **wt, const float 
 
 // ---- conditioning -----------------------------------------------------------
 
+// The timing signal's bins, one body for inference and training: for each of the n_ctx
+// positions of one label row y (total length, offset, sample length first), the bins of
+// the total length, the absolute and the relative position (RangeEmbedding over
+// [lo[k], hi[k]) in t_bins bins). bins: (n_ctx, 3). 0, or -1 + err naming the value that
+// falls outside its range (label row `row`, for the message).
+int jb_prior_time_bins(const int32_t *y, int row, int n_ctx, int t_bins, const double lo[3],
+                       const double hi[3], int32_t *bins, jb_err_t *err);
+
 // Start conditioning: artist embedding + sum of genre embeddings (ids < 0 skipped).
 // y: (N, label_len); out: (N, width). Error for ids outside the tables.
 int jb_prior_cond_y(const jb_prior_t *p, const int32_t *y, int N, float *out, jb_err_t *err);

@@ -628,41 +628,20 @@ float *jb_train_prior_grads(jb_train_prior_t *tp, int64_t *n) {
 
 // ---- forward ----------------------------------------------------------------------------------
 
-// Bin of a float32 position in [lo, hi) as the reference's RangeEmbedding computes it.
-static int range_bin(float pos, double lo, double hi, int bins) {
-    float norm = (pos - (float)lo) / (float)(hi - lo);
-    return (int)floorf((float)bins * norm);
-}
-
-// Timing-signal rows of every position (jb_prior's time_signal, rows kept for the backward).
+// Timing-signal rows of every position (the bins from jb_prior_time_bins, the inference's
+// own body; kept for the backward).
 static int time_signal(jb_train_prior_t *tp, const int32_t *y, int N, jb_err_t *err) {
     const jb_prior_hparams_t *hp = &tp->hp;
-    int W = hp->width, T = hp->n_ctx, L = tp->info.label_len, tb = hp->t_bins;
+    int W = hp->width, T = hp->n_ctx, L = tp->info.label_len;
     for (int n = 0; n < N; n++) {
-        const int32_t *yn = y + (int64_t)n * L;
-        float total = (float)yn[0], start = (float)yn[1], end = (float)((int64_t)yn[1] + yn[2]);
-        if (!(total > 0))
-            return jb_err_set(err, JB_EINVAL, "sample %d: total_length %d", n, yn[0]);
-        float rs = start / total, re = end / total;
-        re = re < 0.0f ? 0.0f : re > 1.0f ? 1.0f : re;
-        int bt = range_bin(total, tp->t_lo[0], tp->t_hi[0], tb);
-        if (bt < 0 || bt >= tb)
-            return jb_err_set(err, JB_EINVAL, "sample %d: total_length %d outside [%g, %g)", n,
-                              yn[0], tp->t_lo[0], tp->t_hi[0]);
+        int32_t *bins = tp->tbins + (int64_t)n * T * 3;
+        if (jb_prior_time_bins(y + (int64_t)n * L, n, T, hp->t_bins, tp->t_lo, tp->t_hi, bins,
+                               err))
+            return -1;
         for (int i = 0; i < T; i++) {
-            float interp = (float)i / (float)T;
-            float pa = start + (end - start) * interp;
-            float pr = rs + (re - rs) * interp;
-            int ba = range_bin(pa, tp->t_lo[1], tp->t_hi[1], tb);
-            int br = range_bin(pr, tp->t_lo[2], tp->t_hi[2], tb);
-            if (ba < 0 || ba >= tb || br < 0 || br >= tb)
-                return jb_err_set(err, JB_EINVAL, "sample %d: offset %d, length %d: position %d "
-                                  "outside the timing signal's range", n, yn[1], yn[2], i);
-            int32_t *b = tp->tbins + ((int64_t)n * T + i) * 3;
-            b[0] = bt, b[1] = ba, b[2] = br;
-            const float *et = PW(tp, tp->time[0]) + (int64_t)bt * W;
-            const float *ea = PW(tp, tp->time[1]) + (int64_t)ba * W;
-            const float *er = PW(tp, tp->time[2]) + (int64_t)br * W;
+            const float *et = PW(tp, tp->time[0]) + (int64_t)bins[3 * i] * W;
+            const float *ea = PW(tp, tp->time[1]) + (int64_t)bins[3 * i + 1] * W;
+            const float *er = PW(tp, tp->time[2]) + (int64_t)bins[3 * i + 2] * W;
             float *o = tp->cond_x + ((int64_t)n * T + i) * W;
             for (int c = 0; c < W; c++) o[c] = (et[c] + ea[c]) + er[c];
         }
