@@ -636,10 +636,8 @@ static void outputs(const jb_prior_t *p, float *x, const float *cond_x, int N, i
     jb_matmul_wt(logits, x, p->x_out, N * c, W, B);
 }
 
-// Joint ids of the known part of the window: lyrics (joint model) then codes[0..P).
-static int fill_seq(const jb_prior_t *p, int32_t *seq, const int32_t *y, const int32_t *codes,
-                    int P, int N, jb_err_t *err) {
-    const jb_prior_info_t *in = &p->info;
+int jb_prior_fill_seq(const jb_prior_info_t *in, int32_t *seq, const int32_t *y,
+                      const int32_t *codes, int P, int N, jb_err_t *err) {
     int S = in->seq_len, off = S - in->n_ctx;
     for (int n = 0; n < N; n++) {
         int32_t *s = seq + (int64_t)n * S;
@@ -687,7 +685,7 @@ int jb_prior_forward(const jb_prior_t *p, const int32_t *z, const int32_t *z_con
         jb_err_set(err, JB_ENOMEM, "out of memory");
         goto done;
     }
-    if (fill_seq(p, s->seq, y, z, in->n_ctx, N, err) || jb_prior_cond_y(p, y, N, s->cond_y, err) ||
+    if (jb_prior_fill_seq(&p->info, s->seq, y, z, in->n_ctx, N, err) || jb_prior_cond_y(p, y, N, s->cond_y, err) ||
         jb_prior_cond_x(p, y, z_cond, N, s->cond_x, err))
         goto done;
     if (jb_tcache_set_batch(s->cache, N, err)) goto done;
@@ -818,7 +816,7 @@ int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_
     if (check_labels(p, y, z_cond, err)) return -1;
     if (chunk_size <= 0 || chunk_size > s->max_chunk) chunk_size = s->max_chunk;
     int S = in->seq_len, B = in->seq_bins, off = S - in->n_ctx;
-    if (fill_seq(p, s->seq, y, prime, P, N, err) || jb_prior_cond_y(p, y, N, s->cond_y, err) ||
+    if (jb_prior_fill_seq(&p->info, s->seq, y, prime, P, N, err) || jb_prior_cond_y(p, y, N, s->cond_y, err) ||
         jb_prior_cond_x(p, y, z_cond, N, s->cond_x, err))
         return -1;
     if (jb_tcache_set_batch(s->cache, N, err)) return -1;

@@ -92,6 +92,14 @@ void jb_prior_cond_up(const jb_prior_t *p, int i, const float **wt, const float 
 
 // ---- conditioning -----------------------------------------------------------
 
+// The joint id sequence of N windows, one body for every backend and for training: the
+// lyric tokens (joint 1b_lyrics model: the last n_tokens of each label row y), then the
+// known codes codes[n * P + t] (t < P), offset by n_vocab in the joint model.
+// seq: (N, seq_len); positions from off + P on are left as they are. 0, or -1 + err
+// naming the sample and the id outside its range.
+int jb_prior_fill_seq(const jb_prior_info_t *in, int32_t *seq, const int32_t *y,
+                      const int32_t *codes, int P, int N, jb_err_t *err);
+
 // The timing signal's bins, one body for inference and training: for each of the n_ctx
 // positions of one label row y (total length, offset, sample length first), the bins of
 // the total length, the absolute and the relative position (RangeEmbedding over

@@ -752,14 +752,12 @@ static int seq_and_start(jb_train_prior_t *tp, const int32_t *z, const int32_t *
                          jb_err_t *err) {
     const jb_prior_hparams_t *hp = &tp->hp;
     const jb_prior_info_t *in = &tp->info;
-    int W = hp->width, S = in->seq_len, T = hp->n_ctx, P = hp->n_tokens;
-    int off = S - T, LL = in->label_len, V = hp->n_vocab;
+    int W = hp->width, T = hp->n_ctx, P = hp->n_tokens;
+    int LL = in->label_len, V = hp->n_vocab;
+    if (jb_prior_fill_seq(in, tp->seq, y, z, T, N, err)) return -1;   // inference's body
     for (int n = 0; n < N; n++) {
-        int32_t *sq = tp->seq + (int64_t)n * S;
         const int32_t *ly = in->lyrics ? y + (int64_t)n * LL + LL - P : NULL;
         if (ly && check_ids(ly, P, 0, V, "lyric token", err)) return -1;
-        for (int t = 0; t < off; t++) sq[t] = ly[t];
-        for (int t = 0; t < T; t++) sq[off + t] = z[(int64_t)n * T + t] + (off ? V : 0);
         if (in->lyrics == JB_PRIOR_LYRICS_ENCODER)
             memcpy(tp->tok + (int64_t)n * P, ly, sizeof(int32_t) * (size_t)P);
     }
