@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$T" ] || T=$(mktemp -d /tmp/jb_soak.XXXXXX)
 mkdir -p "$T"
-RANDOM=$seed
+RANDOM=$((10#$seed))
 st=$T/s
 STAGE_ARGS="-b 1"
 job_args() { echo "--total-seconds 0.95 --seconds 0.95 --samples 2 --hop-fraction 0.125 --seed $1"; }

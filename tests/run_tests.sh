@@ -7,7 +7,7 @@
 # run every test), unless it is named in JB_CI_MAY_SKIP (space-separated; `make asan` names
 # the tests a sanitizer build cannot run).
 # Env: BUILD (default build), GOLDEN (default tests/golden), TEST_FILTER (substring),
-#      CI, JB_CI_MAY_SKIP.
+#      CI, JB_CI_MAY_SKIP, JB_TEST_TIMEOUT (seconds a test may run, default 1200).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -22,8 +22,14 @@ run_one() {   # name, command...
     [ -n "${TEST_FILTER:-}" ] && [[ "$name" != *"$TEST_FILTER"* ]] && return
     echo "== $name"
     local out rc
-    out=$("$@" 2>&1); rc=$?
+    # A bound on each test (JB_TEST_TIMEOUT seconds, default 1200): a test that hangs fails
+    # with a line saying so instead of holding up the whole run.
+    out=$(timeout --kill-after=30 "${JB_TEST_TIMEOUT:-1200}" "$@" 2>&1); rc=$?
     printf '%s\n' "$out"
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        echo "   (still running after ${JB_TEST_TIMEOUT:-1200} s: stopped) -> counted as 1 failure"
+        fail=$((fail + 1)); broken="$broken $name"; return
+    fi
     local line
     line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
     if [ -z "$line" ]; then

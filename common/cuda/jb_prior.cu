@@ -418,25 +418,7 @@ int jb_prior_cuda_sample(jb_prior_cuda_t *s, int N, const int32_t *y, const int3
     if (chunk_size <= 0 || chunk_size > s->max_chunk) chunk_size = s->max_chunk;
     int S = in->seq_len, B = in->seq_bins, W = in->width, off = S - in->n_ctx;
     // The known part of the sequence: lyrics (joint model), then the prime.
-    for (int n = 0; n < N; n++) {
-        int32_t *sq = s->h_seq + (int64_t)n * S;
-        if (off) {
-            const int32_t *ly = y + (int64_t)n * in->label_len + in->label_len - in->n_tokens;
-            for (int t = 0; t < off; t++) {
-                if (ly[t] < 0 || ly[t] >= in->n_vocab)
-                    return jb_err_set(err, JB_EINVAL, "sample %d: lyric token %d at %d outside "
-                                      "[0, %d)", n, ly[t], t, in->n_vocab);
-                sq[t] = ly[t];
-            }
-        }
-        for (int t = 0; t < P; t++) {
-            int32_t z = prime[(int64_t)n * P + t];
-            if (z < 0 || z >= in->bins)
-                return jb_err_set(err, JB_EINVAL, "sample %d: code %d at %d outside [0, %d)", n, z,
-                                  t, in->bins);
-            sq[off + t] = z + (off ? in->n_vocab : 0);
-        }
-    }
+    if (jb_prior_fill_seq(in, s->h_seq, y, prime, P, N, err)) return -1;
     if (jb_prior_cond_y(p, y, N, s->h_cond_y, err)) return -1;
     if (s->cond ? cond_run(s, z_cond, N, err) : jb_prior_cond_x(p, y, z_cond, N, s->h_cond_x, err))
         return -1;

@@ -390,37 +390,51 @@ static int range_bin(float pos, double lo, double hi, int bins) {
     return (int)floorf((float)bins * norm);
 }
 
+int jb_prior_time_bins(const int32_t *y, int row, int n_ctx, int t_bins, const double lo[3],
+                       const double hi[3], int32_t *bins, jb_err_t *err) {
+    float total = (float)y[0], start = (float)y[1], end = (float)((int64_t)y[1] + y[2]);
+    if (!(total > 0)) return jb_err_set(err, JB_EINVAL, "sample %d: total_length %d", row, y[0]);
+    float rs = start / total, re = end / total;
+    re = re < 0.0f ? 0.0f : re > 1.0f ? 1.0f : re;
+    int bt = range_bin(total, lo[0], hi[0], t_bins);
+    if (bt < 0 || bt >= t_bins)
+        return jb_err_set(err, JB_EINVAL, "sample %d: total_length %d outside [%g, %g)", row,
+                          y[0], lo[0], hi[0]);
+    for (int i = 0; i < n_ctx; i++) {
+        float interp = (float)i / (float)n_ctx;
+        float pa = start + (end - start) * interp;
+        float pr = rs + (re - rs) * interp;
+        int ba = range_bin(pa, lo[1], hi[1], t_bins);
+        int br = range_bin(pr, lo[2], hi[2], t_bins);
+        if (ba < 0 || ba >= t_bins || br < 0 || br >= t_bins)
+            return jb_err_set(err, JB_EINVAL, "sample %d: offset %d, length %d: position %d "
+                              "outside the timing signal's range [0, %g)", row, y[1], y[2], i,
+                              hi[1]);
+        bins[3 * i] = bt, bins[3 * i + 1] = ba, bins[3 * i + 2] = br;
+    }
+    return 0;
+}
+
 static int time_signal(const jb_prior_t *p, const int32_t *y, int N, float *out, jb_err_t *err) {
     const jb_prior_hparams_t *hp = &p->hp;
-    int W = hp->width, T = hp->n_ctx, L = p->info.label_len, tb = hp->t_bins;
+    int W = hp->width, T = hp->n_ctx, L = p->info.label_len;
+    int32_t *bins = malloc(sizeof(int32_t) * 3 * (size_t)T);
+    if (!bins) return jb_err_set(err, JB_ENOMEM, "timing signal: out of memory");
     for (int n = 0; n < N; n++) {
-        const int32_t *yn = y + (int64_t)n * L;
-        float total = (float)yn[0], start = (float)yn[1], end = (float)((int64_t)yn[1] + yn[2]);
-        if (!(total > 0))
-            return jb_err_set(err, JB_EINVAL, "sample %d: total_length %d", n, yn[0]);
-        float rs = start / total, re = end / total;
-        re = re < 0.0f ? 0.0f : re > 1.0f ? 1.0f : re;
-        int bt = range_bin(total, p->t_lo[0], p->t_hi[0], tb);
-        if (bt < 0 || bt >= tb)
-            return jb_err_set(err, JB_EINVAL, "sample %d: total_length %d outside [%g, %g)", n,
-                              yn[0], p->t_lo[0], p->t_hi[0]);
-        const float *et = p->time_emb[0] + (int64_t)bt * W;
+        if (jb_prior_time_bins(y + (int64_t)n * L, n, T, hp->t_bins, p->t_lo, p->t_hi, bins,
+                               err)) {
+            free(bins);
+            return -1;
+        }
         for (int i = 0; i < T; i++) {
-            float interp = (float)i / (float)T;
-            float pa = start + (end - start) * interp;
-            float pr = rs + (re - rs) * interp;
-            int ba = range_bin(pa, p->t_lo[1], p->t_hi[1], tb);
-            int br = range_bin(pr, p->t_lo[2], p->t_hi[2], tb);
-            if (ba < 0 || ba >= tb || br < 0 || br >= tb)
-                return jb_err_set(err, JB_EINVAL, "sample %d: offset %d, length %d: position %d "
-                                  "outside the timing signal's range [0, %g)", n, yn[1], yn[2], i,
-                                  p->t_hi[1]);
-            const float *ea = p->time_emb[1] + (int64_t)ba * W;
-            const float *er = p->time_emb[2] + (int64_t)br * W;
+            const float *et = p->time_emb[0] + (int64_t)bins[3 * i] * W;
+            const float *ea = p->time_emb[1] + (int64_t)bins[3 * i + 1] * W;
+            const float *er = p->time_emb[2] + (int64_t)bins[3 * i + 2] * W;
             float *o = out + ((int64_t)n * T + i) * W;
             for (int c = 0; c < W; c++) o[c] = (et[c] + ea[c]) + er[c];
         }
     }
+    free(bins);
     return 0;
 }
 
@@ -622,10 +636,8 @@ static void outputs(const jb_prior_t *p, float *x, const float *cond_x, int N, i
     jb_matmul_wt(logits, x, p->x_out, N * c, W, B);
 }
 
-// Joint ids of the known part of the window: lyrics (joint model) then codes[0..P).
-static int fill_seq(const jb_prior_t *p, int32_t *seq, const int32_t *y, const int32_t *codes,
-                    int P, int N, jb_err_t *err) {
-    const jb_prior_info_t *in = &p->info;
+int jb_prior_fill_seq(const jb_prior_info_t *in, int32_t *seq, const int32_t *y,
+                      const int32_t *codes, int P, int N, jb_err_t *err) {
     int S = in->seq_len, off = S - in->n_ctx;
     for (int n = 0; n < N; n++) {
         int32_t *s = seq + (int64_t)n * S;
@@ -673,7 +685,7 @@ int jb_prior_forward(const jb_prior_t *p, const int32_t *z, const int32_t *z_con
         jb_err_set(err, JB_ENOMEM, "out of memory");
         goto done;
     }
-    if (fill_seq(p, s->seq, y, z, in->n_ctx, N, err) || jb_prior_cond_y(p, y, N, s->cond_y, err) ||
+    if (jb_prior_fill_seq(&p->info, s->seq, y, z, in->n_ctx, N, err) || jb_prior_cond_y(p, y, N, s->cond_y, err) ||
         jb_prior_cond_x(p, y, z_cond, N, s->cond_x, err))
         goto done;
     if (jb_tcache_set_batch(s->cache, N, err)) goto done;
@@ -804,7 +816,7 @@ int jb_prior_sample(jb_prior_sampler_t *s, int N, const int32_t *y, const int32_
     if (check_labels(p, y, z_cond, err)) return -1;
     if (chunk_size <= 0 || chunk_size > s->max_chunk) chunk_size = s->max_chunk;
     int S = in->seq_len, B = in->seq_bins, off = S - in->n_ctx;
-    if (fill_seq(p, s->seq, y, prime, P, N, err) || jb_prior_cond_y(p, y, N, s->cond_y, err) ||
+    if (jb_prior_fill_seq(&p->info, s->seq, y, prime, P, N, err) || jb_prior_cond_y(p, y, N, s->cond_y, err) ||
         jb_prior_cond_x(p, y, z_cond, N, s->cond_x, err))
         return -1;
     if (jb_tcache_set_batch(s->cache, N, err)) return -1;

@@ -92,6 +92,22 @@ void jb_prior_cond_up(const jb_prior_t *p, int i, const float **wt, const float 
 
 // ---- conditioning -----------------------------------------------------------
 
+// The joint id sequence of N windows, one body for every backend and for training: the
+// lyric tokens (joint 1b_lyrics model: the last n_tokens of each label row y), then the
+// known codes codes[n * P + t] (t < P), offset by n_vocab in the joint model.
+// seq: (N, seq_len); positions from off + P on are left as they are. 0, or -1 + err
+// naming the sample and the id outside its range.
+int jb_prior_fill_seq(const jb_prior_info_t *in, int32_t *seq, const int32_t *y,
+                      const int32_t *codes, int P, int N, jb_err_t *err);
+
+// The timing signal's bins, one body for inference and training: for each of the n_ctx
+// positions of one label row y (total length, offset, sample length first), the bins of
+// the total length, the absolute and the relative position (RangeEmbedding over
+// [lo[k], hi[k]) in t_bins bins). bins: (n_ctx, 3). 0, or -1 + err naming the value that
+// falls outside its range (label row `row`, for the message).
+int jb_prior_time_bins(const int32_t *y, int row, int n_ctx, int t_bins, const double lo[3],
+                       const double hi[3], int32_t *bins, jb_err_t *err);
+
 // Start conditioning: artist embedding + sum of genre embeddings (ids < 0 skipped).
 // y: (N, label_len); out: (N, width). Error for ids outside the tables.
 int jb_prior_cond_y(const jb_prior_t *p, const int32_t *y, int N, float *out, jb_err_t *err);

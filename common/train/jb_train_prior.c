@@ -628,41 +628,20 @@ float *jb_train_prior_grads(jb_train_prior_t *tp, int64_t *n) {
 
 // ---- forward ----------------------------------------------------------------------------------
 
-// Bin of a float32 position in [lo, hi) as the reference's RangeEmbedding computes it.
-static int range_bin(float pos, double lo, double hi, int bins) {
-    float norm = (pos - (float)lo) / (float)(hi - lo);
-    return (int)floorf((float)bins * norm);
-}
-
-// Timing-signal rows of every position (jb_prior's time_signal, rows kept for the backward).
+// Timing-signal rows of every position (the bins from jb_prior_time_bins, the inference's
+// own body; kept for the backward).
 static int time_signal(jb_train_prior_t *tp, const int32_t *y, int N, jb_err_t *err) {
     const jb_prior_hparams_t *hp = &tp->hp;
-    int W = hp->width, T = hp->n_ctx, L = tp->info.label_len, tb = hp->t_bins;
+    int W = hp->width, T = hp->n_ctx, L = tp->info.label_len;
     for (int n = 0; n < N; n++) {
-        const int32_t *yn = y + (int64_t)n * L;
-        float total = (float)yn[0], start = (float)yn[1], end = (float)((int64_t)yn[1] + yn[2]);
-        if (!(total > 0))
-            return jb_err_set(err, JB_EINVAL, "sample %d: total_length %d", n, yn[0]);
-        float rs = start / total, re = end / total;
-        re = re < 0.0f ? 0.0f : re > 1.0f ? 1.0f : re;
-        int bt = range_bin(total, tp->t_lo[0], tp->t_hi[0], tb);
-        if (bt < 0 || bt >= tb)
-            return jb_err_set(err, JB_EINVAL, "sample %d: total_length %d outside [%g, %g)", n,
-                              yn[0], tp->t_lo[0], tp->t_hi[0]);
+        int32_t *bins = tp->tbins + (int64_t)n * T * 3;
+        if (jb_prior_time_bins(y + (int64_t)n * L, n, T, hp->t_bins, tp->t_lo, tp->t_hi, bins,
+                               err))
+            return -1;
         for (int i = 0; i < T; i++) {
-            float interp = (float)i / (float)T;
-            float pa = start + (end - start) * interp;
-            float pr = rs + (re - rs) * interp;
-            int ba = range_bin(pa, tp->t_lo[1], tp->t_hi[1], tb);
-            int br = range_bin(pr, tp->t_lo[2], tp->t_hi[2], tb);
-            if (ba < 0 || ba >= tb || br < 0 || br >= tb)
-                return jb_err_set(err, JB_EINVAL, "sample %d: offset %d, length %d: position %d "
-                                  "outside the timing signal's range", n, yn[1], yn[2], i);
-            int32_t *b = tp->tbins + ((int64_t)n * T + i) * 3;
-            b[0] = bt, b[1] = ba, b[2] = br;
-            const float *et = PW(tp, tp->time[0]) + (int64_t)bt * W;
-            const float *ea = PW(tp, tp->time[1]) + (int64_t)ba * W;
-            const float *er = PW(tp, tp->time[2]) + (int64_t)br * W;
+            const float *et = PW(tp, tp->time[0]) + (int64_t)bins[3 * i] * W;
+            const float *ea = PW(tp, tp->time[1]) + (int64_t)bins[3 * i + 1] * W;
+            const float *er = PW(tp, tp->time[2]) + (int64_t)bins[3 * i + 2] * W;
             float *o = tp->cond_x + ((int64_t)n * T + i) * W;
             for (int c = 0; c < W; c++) o[c] = (et[c] + ea[c]) + er[c];
         }
@@ -773,14 +752,12 @@ static int seq_and_start(jb_train_prior_t *tp, const int32_t *z, const int32_t *
                          jb_err_t *err) {
     const jb_prior_hparams_t *hp = &tp->hp;
     const jb_prior_info_t *in = &tp->info;
-    int W = hp->width, S = in->seq_len, T = hp->n_ctx, P = hp->n_tokens;
-    int off = S - T, LL = in->label_len, V = hp->n_vocab;
+    int W = hp->width, T = hp->n_ctx, P = hp->n_tokens;
+    int LL = in->label_len, V = hp->n_vocab;
+    if (jb_prior_fill_seq(in, tp->seq, y, z, T, N, err)) return -1;   // inference's body
     for (int n = 0; n < N; n++) {
-        int32_t *sq = tp->seq + (int64_t)n * S;
         const int32_t *ly = in->lyrics ? y + (int64_t)n * LL + LL - P : NULL;
         if (ly && check_ids(ly, P, 0, V, "lyric token", err)) return -1;
-        for (int t = 0; t < off; t++) sq[t] = ly[t];
-        for (int t = 0; t < T; t++) sq[off + t] = z[(int64_t)n * T + t] + (off ? V : 0);
         if (in->lyrics == JB_PRIOR_LYRICS_ENCODER)
             memcpy(tp->tok + (int64_t)n * P, ly, sizeof(int32_t) * (size_t)P);
     }

@@ -243,6 +243,7 @@ while True:
 
 . tests/sh/lib/check.sh   # check, ok, bad, skip, check_summary
 seed=${FAULTS_SEED:-$(date +%s%N | cut -c10-16)}
+seed=$((10#$seed))   # decimal even with leading zeros (RANDOM=0368023 is an octal error)
 RANDOM=$seed
 fj_services_cleanup() {
     kill "${fj_pids[@]}" 2>/dev/null
