@@ -534,7 +534,7 @@ static void test_link_ops(void) {
     jb_endpoint_t *sout = jb_endpoint_from_fd(fds[1], 1, 1, "pipe-out", &so, &err);
     char name[64], epoch[64];
     jb_link_stats_t st;
-    JB_CHECK(!jb_endpoint_is_reliable(sin) && !jb_endpoint_is_reliable(sout),
+    JB_CHECK(!jb_endpoint_records_input(sin) && !jb_endpoint_confirms(sout),
              "ops: a pipe is not a reliable link");
     jb_endpoint_done(sin, "j");
     jb_endpoint_pause(sin);
@@ -557,7 +557,7 @@ static void test_link_ops(void) {
     JB_CHECK(c != NULL, "ops: bind (%s)", c ? "" : err.msg);
     if (!c) return;
     jb_endpoint_t *p = jb_endpoint_open_out(jb_endpoint_address(c), NULL, &err);
-    JB_CHECK(p != NULL && jb_endpoint_is_reliable(p) && jb_endpoint_is_reliable(c),
+    JB_CHECK(p != NULL && jb_endpoint_confirms(p) && jb_endpoint_records_input(c),
              "ops: tcp endpoints are reliable links");
     JB_CHECK(pipe(fds) == 0, "ops: pipe");
     so.upstream = c;

@@ -735,7 +735,7 @@ int main(int argc, char **argv) {
         bad = (have_codes && send_level_codes(ep, job.id, &codes, l, prefix[l], &err)) ||
               send_end(ep, job.id, l, &err);
     bad = bad || send_end(ep, job.id, -1, &err);
-    if (!bad && jb_endpoint_is_reliable(ep)) {
+    if (!bad && jb_endpoint_confirms(ep)) {
         // Acknowledged by a stage: it holds the job from here (and its producer's
         // retention), so this process may go. --wait: until the pipeline finished it.
         bad = jb_endpoint_flush(ep, timeout_ms, 0, &err);

@@ -170,7 +170,7 @@ static int replay_load(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *
             nl[1 + strcspn(nl + 1, "\n")] = '\0';
             pepoch = nl + 1;
         }
-        if (jb_endpoint_is_reliable(in) && !pname && sj->n_in > 0) {
+        if (jb_endpoint_records_input(in) && !pname && sj->n_in > 0) {
             // No record of whose stream this is: its seq 0 (which records it) is not among
             // the held messages, so no producer can continue them, and fed to the reader
             // they could even make a whole job without its job message. Void: the job is
@@ -196,7 +196,7 @@ static int replay_load(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *
 static int spool_in(const jb_collect_opts_t *o, jb_endpoint_t *in, replay_t *r, jb_reader_t *rd,
                     jb_msg_t *m, jb_err_t *err) {
     // Over a link the persist hook has spooled it and the link drops what is held.
-    if (!o->spool || !m->job_id[0] || jb_endpoint_is_reliable(in)) return 0;
+    if (!o->spool || !m->job_id[0] || jb_endpoint_records_input(in)) return 0;
     for (int i = 0; i < r->n_jobs; i++)
         if (!strcmp(r->jobs[i].id, m->job_id) && r->jobs[i].recv_n < r->jobs[i].n_in) {
             r->jobs[i].recv_n++;
@@ -364,7 +364,7 @@ static int take(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stats_t *
     } else {
         // (A stream without a spool writes such a job again, as ROOT/<id>.1.)
         if (m->job_id[0] && !jb_reader_find(rd, m->job_id) && m->type == JB_MSG_JOB &&
-            jb_endpoint_is_reliable(in) && already_written(o->root, m->job_id)) {
+            jb_endpoint_records_input(in) && already_written(o->root, m->job_id)) {
             jb_log(JB_INFO, "job=%s: %s/%s already written; done", m->job_id, o->root,
                    m->job_id);
             jb_endpoint_done(in, m->job_id);

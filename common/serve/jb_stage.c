@@ -814,11 +814,11 @@ static int stage_close(stage_t *s, int rc, jb_err_t *err) {
     if (rc == 0 && s->out) {
         int64_t unread;
         int pipe_out = jb_endpoint_unread(s->out, &unread) != 0;
-        int reliable_out = jb_endpoint_is_reliable(s->out);
+        int confirms = jb_endpoint_confirms(s->out);
         if (jb_endpoint_close(&s->out, err)) rc = -1;
-        // A file closed cleanly holds the finished jobs. (A link output: only their
-        // DONE removes them, stage_on_done.)
-        else if (!pipe_out && !reliable_out && stage_release_finished(s, 0, 1, err)) rc = -1;
+        // A file closed cleanly holds the finished jobs. (An output whose reader confirms:
+        // only their DONE removes them, stage_on_done.)
+        else if (!pipe_out && !confirms && stage_release_finished(s, 0, 1, err)) rc = -1;
     }
     // The links' I/O threads use the spool (persist, DONE): they stop first.
     jb_endpoint_destroy(&s->out);

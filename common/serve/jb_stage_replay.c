@@ -258,7 +258,7 @@ static uint32_t msg_sum(const jb_msg_t *m) {
 // what upstream resends of a job already in the spool is dropped.
 int stage_accept_msg(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     // A link input: spooled by the persist hook; what is held is dropped by the link.
-    if (!s->spool || !m->job_id[0] || jb_endpoint_is_reliable(s->in))
+    if (!s->spool || !m->job_id[0] || jb_endpoint_records_input(s->in))
         return stage_on_message(s, m, err);
     job_t *j = stage_find_job(s, m->job_id);
     if (j && j->recv_n < j->n_in) {   // resent after a restart: in.jbc has it
@@ -324,7 +324,7 @@ int stage_replay_job(stage_t *s, const char *id, jb_err_t *err) {
             jb_err_prefix(err, "%s: resending job %s", s->o->stage, id);
             goto done;
         }
-    if (!jb_endpoint_is_reliable(s->in) && in.n > 0) {
+    if (!jb_endpoint_records_input(s->in) && in.n > 0) {
         if (!(sums = malloc(sizeof(uint32_t) * (size_t)in.n))) {
             jb_err_set(err, JB_ENOMEM, "out of memory");
             goto done;

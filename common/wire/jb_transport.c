@@ -163,7 +163,8 @@ static jb_link_t *link_of(const jb_endpoint_t *ep) {
     return ep && ep->kind == EP_ZMQ ? ep->link : NULL;
 }
 
-int jb_endpoint_is_reliable(const jb_endpoint_t *ep) { return ep && ep->kind == EP_ZMQ; }
+int jb_endpoint_records_input(const jb_endpoint_t *in) { return in && in->kind == EP_ZMQ; }
+int jb_endpoint_confirms(const jb_endpoint_t *out) { return out && out->kind == EP_ZMQ; }
 
 void jb_endpoint_done(jb_endpoint_t *in, const char *job_id) {
     if (link_of(in)) jb_link_done(in->link, job_id);

@@ -114,11 +114,16 @@ int jb_endpoint_unread(jb_endpoint_t *ep, int64_t *bytes);
 // The caller does not ask which transport it has: a stage calls them at the points of a
 // job's life where they mean something, and a stream simply has nothing to tell.
 
-// 1 for a reliable link (ZeroMQ; docs/reliability.md), 0 for a stream. An input that is
-// a link records each message through its persist hook before acking it and drops what
-// it already holds (jb_endpoint_preload), so its caller must not spool or deduplicate
-// again; an output that is a link reports each job DONE when its reader does.
-int jb_endpoint_is_reliable(const jb_endpoint_t *ep);
+// What an endpoint does for its caller (capabilities, not the transport's name):
+// Input: 1 when it records each message before delivering it (its persist hook) and drops
+// what it already holds (jb_endpoint_preload), so that its caller neither spools nor
+// de-duplicates input (a reliable link, docs/reliability.md); 0 when that is the caller's
+// work (a pipe or a file: no sequence numbers, no hook).
+int jb_endpoint_records_input(const jb_endpoint_t *in);
+// Output: 1 when its reader confirms what it takes: acknowledgements (jb_endpoint_flush
+// waits for them) and each job's DONE (a reliable link); 0 for a stream, whose reader says
+// nothing back.
+int jb_endpoint_confirms(const jb_endpoint_t *out);
 
 // Input: the job is finished for good here: DONE to every producer that sent it (the
 // link forgets it). A stream: nothing.
