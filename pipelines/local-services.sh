@@ -208,12 +208,16 @@ build_cmd() {
 }
 
 pid_of() { local f=$state/run/$1.pid; [ -f "$f" ] && cat "$f" 2>/dev/null; }
-# Running: the pid file's process exists, is not a zombie and is still this instance.
+# Running: the pid file's process exists, is not a zombie and is still this instance. A
+# process in the middle of exiting has an empty command line already: still running (stop
+# returned before such a process was gone once).
 alive() {
-    local p; p=$(pid_of "$1") || return 1
+    local p cmd; p=$(pid_of "$1") || return 1
     [ -n "$p" ] && [ -d "/proc/$p" ] || return 1
     [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] || return 1
-    tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q -- "$(stage_of "$1")" || return 1
+    cmd=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)
+    [ -z "$cmd" ] && [ -d "/proc/$p" ] && return 0
+    grep -q -- "$(stage_of "$1")" <<<"$cmd" || return 1
 }
 
 check_names() {
