@@ -274,8 +274,27 @@ static void alignment(void) {
     }
     JB_CHECK(m2 == 0, "rows of the first window hold its weights at its lyric indices");
     JB_CHECK(rowmax <= 1.0 + 1e-5 && rowmax > 0.5, "rows are distributions (max sum %.6f)", rowmax);
-    JB_CHECK(jb_sample_alignment(p, 1, total, zz, total, yb, &lf, 48, &al, &err) == -1,
-             "a window past the end is refused: %s", err.msg);
+    // (c) a hop that does not divide the rest (get_starts): the last window moves back to end
+    // at the last code (the reference's starts for 2·n_ctx codes, hop h: 0, h, ..., then
+    // total - n_ctx), and the rows only it covers hold its weights. (This was refused as "a
+    // window past the end", which failed a top prior with lyrics on a 6 s song.)
+    int h = T * 3 / 4;   // starts 0, h, then 2h clamped to T
+    JB_CHECK_OK(jb_sample_alignment(p, 1, total, zz, total, yb, &lf, h, &al, &err), &err,
+                "alignment with a hop of 3/4 of the window over two windows of codes");
+    memcpy(yw, yb, sizeof(int32_t) * L);
+    yw[2] = in->sample_length;
+    yw[1] = (int32_t)(yb[1] + (int64_t)T * in->raw_to_tokens);
+    jb_labels_lyric_window(full, nf, nt, yw[0], yw[1], yw[2], yw + L - nt, idx, &err);
+    JB_CHECK_OK(jb_prior_forward(p, zz + T, NULL, yw, 1, lg, w0, &err), &err,
+                "the last window's forward (start n_ctx)");
+    double m3 = 0;
+    for (int t = h + T; t < total; t++)   // rows after window h's end: the last window's only
+        for (int k = 0; k < nt; k++) {
+            double d = fabs((double)al[t * nf + idx[k]] - w0[(t - T) * nt + k]);
+            m3 = d > m3 ? d : m3;
+        }
+    JB_CHECK(m3 == 0, "rows only the last (moved back) window covers hold its weights "
+             "(max |diff| %.3g)", m3);
     free(a0), free(a1), free(zz), free(al), free(lg), free(w0);
     jb_free(y), jb_free(z), jb_free(ref);
     jb_prior_destroy(&p);

@@ -285,15 +285,14 @@ int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int
         jb_err_set(err, JB_ENOMEM, "alignment: out of memory");
         goto done;
     }
-    int64_t last = 0;
-    for (int64_t st = 0; st < (int64_t)total - T + hop_length; st += hop_length) last = st;
-    // Windows from the last to the first, so that earlier windows overwrite later ones.
-    for (int64_t start = last; start >= 0; start -= hop_length) {
-        if (start + T > total) {
-            jb_err_set(err, JB_EINVAL, "alignment: window [%lld, %lld) past the %d codes (hop %d)",
-                       (long long)start, (long long)(start + T), total, hop_length);
-            goto done;
-        }
+    // The windows of get_starts: every hop_length, the last one moved back to end at the
+    // last code (total - T: the most context). From the last to the first, so that earlier
+    // windows overwrite later ones.
+    int64_t n_starts = 0;
+    for (int64_t st = 0; st < (int64_t)total - T + hop_length; st += hop_length) n_starts++;
+    for (int64_t w = n_starts - 1; w >= 0; w--) {
+        int64_t start = w * hop_length;
+        if (start + T >= total) start = total - T;
         for (int i = 0; i < n_samples; i++) {
             memcpy(yw, y + (int64_t)i * L, sizeof(int32_t) * (size_t)L);
             yw[2] = in->sample_length;

@@ -325,9 +325,18 @@ done:
 static int finish_level(stage_t *s, job_t *j, jb_err_t *err) {
     jb_msg_t m;
     jb_msg_init(&m);
-    if (s->info->lyrics != JB_PRIOR_NO_LYRICS && s->hp->alignment_layer >= 0 &&
-        send_alignment(s, j, err))
-        return -1;
+    if (s->info->lyrics != JB_PRIOR_NO_LYRICS && s->hp->alignment_layer >= 0) {
+        // The alignment failing is this job's failure (an ERROR record), not the stage's;
+        // only a broken output stops the stage.
+        jb_err_t why = {0};
+        if (send_alignment(s, j, &why)) {
+            if (s->out_broken) {
+                *err = why;
+                return -1;
+            }
+            return stage_fail_job(s, j, &why, err);
+        }
+    }
     m.type = JB_MSG_END;
     m.level = s->info->level;
     m.offset = j->total;
@@ -471,6 +480,7 @@ static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
     if (!j->started) return 0;
     if (!j->level_done && j->next_window >= j->n_windows) {
         if (finish_level(s, j, err)) return -1;   // (sending: fatal)
+        if (j->failed) return 1;                  // its alignment failed: the job, not us
     } else if (may_sample && window_ready(s, j)) {
         if (run_window(s, j, &why)) {
             if (why.code == JB_ECANCEL || s->out_broken) {
