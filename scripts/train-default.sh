@@ -9,10 +9,10 @@
 #                                          in that order); priors = top, mid and bottom at
 #                                          the same time, each also a step of its own
 #
-# This is issue 15's recipe, sized for about 1-1.5 hours of an idle 2-core machine. It has
-# not been run to the end: on 2026-12-06 the shared machine's load (25-40) gave each prior
-# ~5 % of a core, so models/default is still the model this script's previous recipe made
-# (commit 33587e3; its settings and figures are in docs/default_model.md).
+# This is issue 15's recipe, sized for about 1-1.5 hours of an idle 2-core machine. Its one
+# run so far (2026-12-06, priors stopped by DEADLINE at 2236/6000/5789 steps on a loaded
+# machine) generated songs with no pitch (docs/default_model.md, "First run of the next
+# model"), so models/default is still the model of the previous recipe (commit 33587e3).
 # The VQ-VAE starts from that model's VQ-VAE (read from git history) and is fine-tuned with
 # tied upsampling (jukebox-train "upsample_tied").
 #
@@ -165,7 +165,7 @@ step_eval() {
         [ -f "$c" ] && tc=(--train-codes "$c")
         "$B/jukebox-eval" prior --prior "$MODELS/prior_level_$L.safetensors" --vqvae "$V" \
             --train "$WORK/train" "${tc[@]}" --data "$WORK/heldout" --json "$E/prior_$L.json" |
-            tee "$E/prior_$L.txt"
+            tee "$E/prior_$L.txt" || echo "(prior $L: not evaluated: jukebox-eval prior does not take lyrics priors)"
     done
     # held-out songs 128..143 (2 a genre) through the VQ-VAE alone (level 0)
     local R="$E/recon0"
