@@ -269,14 +269,24 @@ stop_some() {   # names...: SIGTERM all, wait, SIGKILL the ones left
 # Until every running instance's output link sees every running instance of the next
 # stage (READY means sockets open, not yet introduced): a job sent after `start` can then
 # go to any instance. Bounded by --start-timeout.
+# The running instances are counted again every 2 s: one that dies meanwhile is not
+# waited for.
 wait_linked() {
     [ $link = 1 ] && [ -x "$bindir/jukebox-status" ] || return 0
-    local n eps=()
-    while read -r n; do
-        alive "$n" && eps+=("tcp://$connhost:$(control_port "$n")")
-    done < <(all_names)
-    [ ${#eps[@]} -gt 1 ] || return 0
-    "$bindir/jukebox-status" --wait-linked "${cfg[start-timeout]}" "${eps[@]}"
+    local n eps end=$((SECONDS + cfg[start-timeout]))
+    while :; do
+        eps=()
+        while read -r n; do
+            alive "$n" && eps+=("tcp://$connhost:$(control_port "$n")")
+        done < <(all_names)
+        [ ${#eps[@]} -gt 1 ] || return 0
+        "$bindir/jukebox-status" --wait-linked 2 --timeout 1000 "${eps[@]}" 2> "$state/.linked" &&
+            { rm -f "$state/.linked"; return 0; }
+        if [ $SECONDS -ge $end ]; then
+            cat "$state/.linked" >&2; rm -f "$state/.linked"
+            return 1
+        fi
+    done
 }
 
 write_state() {
