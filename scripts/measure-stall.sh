@@ -31,16 +31,8 @@ while [ $# -gt 0 ]; do
 done
 T=$(mktemp -d /tmp/jb_stall.XXXXXX)
 trap '$LS --state "$T/s" --stop-timeout 5 stop >/dev/null 2>&1; kill -CONT "${dec:-0}" 2>/dev/null; rm -rf "$T"' EXIT
-port=$(python3 -c 'import socket, random
-while True:
-    p = random.randint(20000, 60000)
-    try:
-        ss = []
-        for i in range(80):
-            s = socket.socket(); s.bind(("127.0.0.1", p + i)); ss.append(s)
-        print(p); break
-    except OSError:
-        pass')
+. scripts/lib/ports.sh
+port=$(jb_free_base_port)
 job_args() { echo "--total-seconds 0.95 --seconds 0.95 --samples $samples --hop-fraction 0.125 --seed $1"; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status" 2>/dev/null; }
 

@@ -53,18 +53,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "soak-restart: seed $seed, $minutes min, $K jobs per round, work folder $T"
-# Below the kernel's ephemeral range (32768-60999 by default): a port freed by a
-# restarting instance is not taken meanwhile by some client's outgoing connection.
-P=$(python3 -c 'import socket, random
-while True:
-    p = random.randint(20000, 32000)
-    try:
-        ss = []
-        for i in range(80):
-            s = socket.socket(); s.bind(("127.0.0.1", p + i)); ss.append(s)
-        print(p); break
-    except OSError:
-        pass')
+. scripts/lib/ports.sh
+P=$(jb_free_base_port)
 $LS --state "$st" --base-port "$P" --top 2 --mid 2 --bottom 2 --heartbeat 200 \
     --peer-timeout 1000 --stage-args "$STAGE_ARGS" start > "$T/start.txt" 2>&1 ||
     { cat "$T/start.txt"; exit 69; }

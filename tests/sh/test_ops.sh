@@ -18,18 +18,8 @@ LS=pipelines/local-services.sh
 cleanup() { $LS --state "$T/s" stop >/dev/null 2>&1; rm -rf "$T"; }
 trap cleanup EXIT
 . tests/sh/lib/check.sh
-free_port() {   # a base port with 80 free ports above it
-    python3 -c 'import socket, random
-while True:
-    p = random.randint(20000, 60000)
-    try:
-        ss = []
-        for i in range(80):
-            s = socket.socket(); s.bind(("127.0.0.1", p + i)); ss.append(s)
-        print(p); break
-    except OSError:
-        pass'
-}
+. scripts/lib/ports.sh
+free_port() { jb_free_base_port; }   # a base port with 80 free ports above it
 alive() { [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 
 echo "-- jukebox-launch"

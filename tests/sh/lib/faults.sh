@@ -226,22 +226,10 @@ for line in sys.stdin:
 }
 fj_pick() { local a=("$@"); echo "${a[RANDOM % ${#a[@]}]}"; }
 fj_alive() { [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-# Below the kernel's ephemeral range (32768-60999 by default), so that a port freed by
-# a restarting instance is not taken meanwhile by some outgoing connection.
-fj_free_port() {
-    python3 -c 'import socket, random
-while True:
-    p = random.randint(20000, 32000)
-    try:
-        ss = []
-        for i in range(80):
-            s = socket.socket(); s.bind(("127.0.0.1", p + i)); ss.append(s)
-        print(p); break
-    except OSError:
-        pass'
-}
+fj_free_port() { jb_free_base_port; }   # scripts/lib/ports.sh
 
 . tests/sh/lib/check.sh   # check, ok, bad, skip, check_summary
+. scripts/lib/ports.sh    # jb_free_base_port
 seed=${FAULTS_SEED:-$(date +%s%N | cut -c10-16)}
 seed=$((10#$seed))   # decimal even with leading zeros (RANDOM=0368023 is an octal error)
 RANDOM=$seed
