@@ -3,9 +3,9 @@
 //
 // The defect (issue 16, item 8): one buffer sized max(logits, activations) served both, and the
 // stored logits had to have that size, so a prior whose width is larger than its codebook
-// (width 48, 40 codes) failed with "logits: stored shape does not match". No fixture of that
-// shape exists: the fixtures' expected values come from the reference implementation, which
-// cannot run here (no PyTorch), so this checks the shape logic itself.
+// (width 48, 40 codes) failed with "logits: stored shape does not match". The golden case
+// tests/golden/prior_top_wide_tiny (made with the reference) has that shape end to end; this
+// checks the size logic on the shapes no fixture has (joint lyrics layout, n_tokens > n_ctx).
 #include <string.h>
 
 #include "golden_prior_sizes.h"
