@@ -24,6 +24,8 @@ double bench_peak_rss_mib(void);
 void bench_set_threads(int n);
 // Machine description on one line (CPU model, cores) into buf.
 void bench_machine(char *buf, size_t size);
+// How idle OpenMP threads wait (OMP_WAIT_POLICY / GOMP_SPINCOUNT), in words.
+void bench_wait_policy(char *buf, size_t size);
 
 // The machine's read bandwidth with the current OpenMP threads, GB/s, best of `reps` passes
 // over 512 MiB. plain: one sequential stream per thread, no software prefetch (a simple read

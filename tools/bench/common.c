@@ -50,8 +50,19 @@ void bench_machine(char *buf, size_t size) {
             }
         fclose(f);
     }
-    snprintf(buf, size, "%s, %ld online CPUs, OpenBLAS %s", model, sysconf(_SC_NPROCESSORS_ONLN),
-             openblas_get_config());
+    char wait[96];
+    bench_wait_policy(wait, sizeof wait);
+    snprintf(buf, size, "%s, %ld online CPUs, OpenBLAS %s; OpenMP threads wait: %s", model,
+             sysconf(_SC_NPROCESSORS_ONLN), openblas_get_config(), wait);
+}
+
+// How idle OpenMP threads wait, as libgomp read it from the environment at load: at one row
+// a 2-thread step is 25-35 % slower when they sleep between products (docs/bench.md).
+void bench_wait_policy(char *buf, size_t size) {
+    const char *wp = getenv("OMP_WAIT_POLICY"), *sc = getenv("GOMP_SPINCOUNT");
+    if (sc) snprintf(buf, size, "spin %s then sleep (GOMP_SPINCOUNT)", sc);
+    else if (wp) snprintf(buf, size, "%s (OMP_WAIT_POLICY)", wp);
+    else snprintf(buf, size, "libgomp default (spin ~300000, then sleep)");
 }
 
 // One pass over a (n bytes, 4 KiB aligned): every thread reads its contiguous share as S
