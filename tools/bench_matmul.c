@@ -201,7 +201,7 @@ int main(int argc, char **argv) {
     if (!bw_buf) return EX_SOFTWARE;
     for (size_t i = 0; i < bw_n; i++) bw_buf[i] = (float)(i & 255);
     double bw[3] = {0}, bw_plain[3] = {0};   // the bound uses bw (multi-stream)
-    static const int Ms[] = {1, 4, 16};
+    static const int Ms[] = {1, 4, 8, 16};
     printf("kernel %s; every figure the best of %d rounds (each round runs every case once)\n",
            jb_matmul_kernel_name(), reps);
     // Sleeping threads cost 25-35 % at one row on 2 threads (docs/bench.md): say which.
