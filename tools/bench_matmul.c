@@ -204,7 +204,7 @@ int main(int argc, char **argv) {
     static const int Ms[] = {1, 4, 8, 16};
     printf("kernel %s; every figure the best of %d rounds (each round runs every case once)\n",
            jb_matmul_kernel_name(), reps);
-    // Sleeping threads cost 25-35 % at one row on 2 threads (docs/bench.md): say which.
+    // Sleeping threads make one row 25-50 % slower on 2 threads (docs/bench.md): say which.
     const char *wp = getenv("OMP_WAIT_POLICY"), *sc = getenv("GOMP_SPINCOUNT");
     printf("OpenMP threads wait: OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s\n", wp ? wp : "(unset)",
            sc ? sc : "(unset)");

@@ -57,7 +57,7 @@ void bench_machine(char *buf, size_t size) {
 }
 
 // How idle OpenMP threads wait, as libgomp read it from the environment at load: at one row
-// a 2-thread step is 25-35 % slower when they sleep between products (docs/bench.md).
+// a 2-thread step's products take 25-50 % longer when they sleep between them (docs/bench.md).
 void bench_wait_policy(char *buf, size_t size) {
     const char *wp = getenv("OMP_WAIT_POLICY"), *sc = getenv("GOMP_SPINCOUNT");
     if (sc) snprintf(buf, size, "spin %s then sleep (GOMP_SPINCOUNT)", sc);
