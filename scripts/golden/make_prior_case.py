@@ -12,7 +12,10 @@ It imports and calls the reference; nothing of the model is re-implemented here:
         --width 48 --bins 40 --name prior_top_wide_tiny
 
 The seed is re-rolled until the smallest top-1 minus top-2 logit gap of both greedy runs is
-over 1e-3, as for the other cases.
+over 1e-3, as for the other cases. `--check` first rebuilds the template case from its stored
+weights and inputs and prints how far this script's path is from the stored outputs.
+
+Python packages the reference needs: torch numpy tqdm unidecode fire librosa soundfile.
 """
 import argparse
 import json
@@ -146,8 +149,44 @@ def build(hp, seed, N, prime_len, chunk_size, label_metas, case_hp):
                 raw_to_tokens=raw_to_tokens)
 
 
+def load_safetensors(path):
+    head, meta = read_safetensors(path)
+    b = open(path, "rb").read()
+    base = 8 + struct.unpack("<Q", b[:8])[0]
+    dtypes = {"F32": np.float32, "I32": np.int32, "F16": np.float16}
+    out = {}
+    for k, v in head.items():
+        s, e = v["data_offsets"]
+        out[k] = np.frombuffer(b[base + s:base + e], dtype=dtypes[v["dtype"]]).reshape(v["shape"])
+    return out, meta
+
+
+def check_template(template, case):
+    """The template's stored weights and inputs through this script's path vs its outputs."""
+    w, meta = load_safetensors(os.path.join(template, "model.safetensors"))
+    io, _ = load_safetensors(os.path.join(template, "io.safetensors"))
+    hp = json.loads(meta["hparams"])
+    prior = make_prior(Hyperparams(hp), FakeVQVAE(hp["vqvae"]), "cpu")
+    prior.load_state_dict({k: t.from_numpy(v.astype(np.float32)) for k, v in w.items()})
+    z, y = t.from_numpy(io["z"].astype(np.int64)), t.from_numpy(io["y"].astype(np.int64))
+    N, P = case["N"], case["prime_len"]
+    with t.no_grad():
+        x_cond, y_cond, _ = prior.get_cond([], y)
+        logits = prior.z_forward(z, [], y, get_preds=True)[1]["preds"]
+        greedy = prior.sample(N, z=None, z_conds=[], y=y, top_k=1)
+        primed = prior.sample(N, z=z[:, :P], z_conds=[], y=y, top_k=1, chunk_size=case["chunk_size"])
+        g_margin = margin_of(prior.z_forward(greedy, [], y, get_preds=True)[1]["preds"])
+    print(f"check {template}: cond.x max diff {np.abs(x_cond.numpy() - io['cond.x']).max():.2e}, "
+          f"cond.y {np.abs(y_cond.numpy() - io['cond.y']).max():.2e}, "
+          f"logits {np.abs(logits.numpy() - io['logits']).max():.2e}, "
+          f"greedy equal {bool((greedy.numpy() == io['greedy']).all())}, "
+          f"primed equal {bool((primed.numpy() == io['primed_greedy']).all())}, "
+          f"greedy margin {g_margin:.6g} (stored {float(io['greedy_margin'][0]):.6g})")
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true", help="rebuild the template case first")
     ap.add_argument("--template", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", required=True)
@@ -163,6 +202,8 @@ def main():
     hp["vqvae"]["l_bins"] = args.bins
     hp["l_bins"] = args.bins
     N, P, chunk = case["N"], case["prime_len"], case["chunk_size"]
+    if args.check:
+        check_template(args.template, case)
 
     seed = args.seed
     while True:
