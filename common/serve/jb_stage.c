@@ -393,6 +393,7 @@ static int window_done(stage_t *s, job_t *j, int before, jb_err_t *err) {
     if (j->have > before && send_codes(s, j, before, j->have - before, err))   // the new codes
         return -1;
     stage_count_tokens(s, (int64_t)(j->have - before) * j->spec.n_samples);
+    j->sampled += (int64_t)(j->have - before) * j->spec.n_samples;
     // "window=k/n" in the progress lines: the front command's display shows it.
     snprintf(j->progress.what, sizeof j->progress.what, "job=%s level=%d window=%d/%d",
              j->spec.id, s->info->level, j->next_window, j->n_windows);
@@ -405,10 +406,13 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     window_opts(s, j, &o);
     jb_sample_part_t pt = window_part(s, j, &o);
     int before = j->have;
+    double t0 = jb_now();
     if (jb_sample_window(s->sampler, &o, pt.n_samples, pt.win, pt.zs, pt.zs_stride, pt.have,
                          pt.zs_above, pt.above_stride, pt.y, pt.lyrics, err))
         return jb_err_prefix(err, "job %s", j->spec.id);
-    return window_done(s, j, before, err);
+    int rc = window_done(s, j, before, err);
+    j->busy_s += jb_now() - t0;
+    return rc;
 }
 
 // Many jobs in one step: the oldest job whose next window can run, and every other such job
@@ -447,6 +451,7 @@ static int run_batched(stage_t *s, job_t **order, int n_jobs, jb_err_t *err) {
         before[i] = sel[i]->have;
     }
     jb_err_t why = {0};
+    double t0 = jb_now();
     if (jb_sample_windows(s->sampler, parts, n, &why)) {
         if (why.code == JB_ECANCEL) {
             *err = why;
@@ -460,6 +465,8 @@ static int run_batched(stage_t *s, job_t **order, int n_jobs, jb_err_t *err) {
     jb_log(JB_DEBUG, "level %d: one batch of %d jobs, %d samples", s->info->level, n, rows);
     for (int i = 0; i < n; i++)
         if (window_done(s, sel[i], before[i], err)) return -1;
+    double dt = jb_now() - t0;   // the batch's time, each job's share by its samples
+    for (int i = 0; i < n; i++) sel[i]->busy_s += dt * sel[i]->spec.n_samples / rows;
     return 1;
 }
 
@@ -498,7 +505,10 @@ static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
         int rc = jb_msg_set_job_id(&m, j->spec.id, err) || emit(s, j, &m, err);
         jb_msg_clear(&m);
         if (rc) return -1;
-        jb_log(JB_INFO, "job=%s level=%d done", j->spec.id, s->info->level);
+        // tokens (codes sampled here, every sample) and busy: what jukebox-bench pipeline
+        // reads to size the stages (docs/bench.md)
+        jb_log(JB_INFO, "job=%s level=%d done tokens=%lld busy=%.3fs", j->spec.id,
+               s->info->level, (long long)j->sampled, j->busy_s);
         // DONE upstream: now for a stream output, which holds the job; for a link
         // output when its consumer reports it (then stage_on_done).
         jb_endpoint_finished(s->out, j->spec.id);
