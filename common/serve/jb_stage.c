@@ -410,9 +410,8 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     if (jb_sample_window(s->sampler, &o, pt.n_samples, pt.win, pt.zs, pt.zs_stride, pt.have,
                          pt.zs_above, pt.above_stride, pt.y, pt.lyrics, err))
         return jb_err_prefix(err, "job %s", j->spec.id);
-    int rc = window_done(s, j, before, err);
     j->busy_s += jb_now() - t0;
-    return rc;
+    return window_done(s, j, before, err);
 }
 
 // Many jobs in one step: the oldest job whose next window can run, and every other such job
@@ -462,11 +461,12 @@ static int run_batched(stage_t *s, job_t **order, int n_jobs, jb_err_t *err) {
                s->info->level, n, why.msg);
         return 0;
     }
-    jb_log(JB_DEBUG, "level %d: one batch of %d jobs, %d samples", s->info->level, n, rows);
-    for (int i = 0; i < n; i++)
-        if (window_done(s, sel[i], before[i], err)) return -1;
     double dt = jb_now() - t0;   // the batch's time, each job's share by its samples
-    for (int i = 0; i < n; i++) sel[i]->busy_s += dt * sel[i]->spec.n_samples / rows;
+    jb_log(JB_DEBUG, "level %d: one batch of %d jobs, %d samples", s->info->level, n, rows);
+    for (int i = 0; i < n; i++) {
+        sel[i]->busy_s += dt * sel[i]->spec.n_samples / rows;
+        if (window_done(s, sel[i], before[i], err)) return -1;
+    }
     return 1;
 }
 
