@@ -199,6 +199,11 @@ static int find_files(run_t *r) {
                         "JUKEBOX_MODELS)\n");
         return EX_NOINPUT;
     }
+    struct stat sb;
+    if (stat(m, &sb) || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "jukebox-bench pipeline: --models %s: no such directory\n", m);
+        return EX_NOINPUT;
+    }
     if (m != r->models) snprintf(r->models, sizeof r->models, "%s", m);
     if (realpath(m, path)) snprintf(r->models, sizeof r->models, "%s", path);
     for (int k = 0; k < N_STAGES; k++) {
@@ -467,10 +472,11 @@ static void kill_stages(run_t *r) {
 
 // Reads the stages' stderr and notifications; submits the jobs once all four are ready;
 // returns 0 when every stage has closed its stderr (it ended), -1 when one ended before it
-// was ready, when the jobs could not be written or after --timeout (the stages then get
-// SIGTERM).
+// was ready (once all have ended), when the jobs could not be written or after --timeout
+// (the stages then get SIGTERM).
 static int run_loop(run_t *r) {
     double start = bench_now();
+    int failed = 0;
     for (;;) {
         struct pollfd pf[2 * N_STAGES];
         int map[2 * N_STAGES], n = 0, n_open = 0, ready = 0;
@@ -482,13 +488,16 @@ static int run_loop(run_t *r) {
             n_open += s->err_fd >= 0;
             ready += s->ready;
         }
-        if (!n_open) return 0;
-        if (r->t0 == 0 && n_open < N_STAGES) {
+        if (!n_open) return failed;
+        if (r->t0 == 0 && n_open < N_STAGES && !failed) {
+            // No jobs then: the top prior's input ends, and every stage ends by itself with
+            // its own exit status (not a SIGTERM racing the one that failed).
             fprintf(stderr, "jukebox-bench pipeline: a stage ended before it was ready\n");
-            kill_stages(r);
-            return -1;
+            close(r->top_in);
+            r->top_in = -1;
+            failed = -1;
         }
-        if (r->t0 == 0 && ready == N_STAGES && submit(r)) {
+        if (r->t0 == 0 && !failed && ready == N_STAGES && submit(r)) {
             kill_stages(r);
             return -1;
         }
@@ -701,9 +710,9 @@ int bench_pipeline(int argc, char **argv) {
             kill_stages(r);
             rc = EX_OSERR;
         }
-        if (!rc && run_loop(r)) rc = EX_SOFTWARE;
-        int st = reap(r);
-        rc = rc ? rc : st;
+        int stopped = rc ? 0 : run_loop(r);
+        int st = reap(r);   // a stage's own failure says most (a bad model: 65, 66)
+        rc = rc ? rc : st ? st : stopped ? EX_SOFTWARE : 0;
         if (!rc && compute(r, &rep)) rc = EX_SOFTWARE;
     }
     for (int k = 0; k < N_STAGES; k++) {
