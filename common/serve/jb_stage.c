@@ -755,6 +755,16 @@ static int step(stage_t *s, jb_err_t *err) {
     n_jobs = 0;
     for (job_t *j = s->jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
     if (!worked && (worked = run_batched(s, order, n_jobs, err)) < 0) return -1;
+    // A job whose first window has not run goes before the older jobs: its first window's
+    // prime length differs from theirs, so it cannot join their batch, and oldest-first
+    // would keep it waiting as long as an older job can move (at a bottom upsampler fed
+    // faster than it samples: until that job is done). After one window alone its windows
+    // share the older jobs' steps (docs/operations.md, "Many jobs in one step").
+    for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
+        job_t *j = order[i];
+        if (!j->started || j->next_window != 0 || !window_ready(s, j)) continue;
+        if ((worked = advance(s, j, 1, err)) < 0) return -1;
+    }
     for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
         int a = advance(s, order[i], 1, err);
         if (a < 0) return -1;
