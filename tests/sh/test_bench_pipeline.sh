@@ -8,7 +8,8 @@
 #   - the table (no --json) names the bottleneck, the balance and the time to first audio;
 #   - an unknown option and a bad number exit 64; a missing model directory, a model file
 #     missing from it, exit 66; a length the model refuses exits 64 with jukebox-job's reason;
-#     a stage that fails (--weights nonsense) gives its exit status, name and last lines.
+#     a stage that fails (--weights nonsense) gives its exit status, name and last lines;
+#     --timeout stops the stages and exits 70.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -107,5 +108,9 @@ check "a stage that fails (--weights nonsense): its exit status 64 (got $rc), na
 timeout 60 "$B/jukebox-bench" pipeline --seconds 60 --tmp "$T" > /dev/null 2> "$T/err"; rc=$?
 check "--seconds 60 on the bundled model (it takes < 11 s): exit 64 (got $rc) with the reason" \
     '[ $rc = 64 ] && grep -q "outside this model.s range" "$T/err"'
-check "nothing left behind by the refused runs" '[ -z "$(ls "$T" | grep jb_bench_pipeline)" ]'
+timeout 120 "$B/jukebox-bench" pipeline --seconds 10 --jobs 1 --threads 1 --timeout 0.5 \
+    --tmp "$T" > /dev/null 2> "$T/err"; rc=$?
+check "--timeout 0.5: the stages are stopped, exit 70 (got $rc), said" \
+    '[ $rc = 70 ] && grep -q "not done after 0.5 s" "$T/err" && ! grep -q "failed (" "$T/err"'
+check "nothing left behind by the refused and stopped runs" '[ -z "$(ls "$T" | grep jb_bench_pipeline)" ]'
 check_finish test_bench_pipeline

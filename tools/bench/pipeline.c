@@ -80,6 +80,7 @@ typedef struct {
     stage_t st[N_STAGES];
     int top_in;                // write end of the top prior's input
     double t0;                 // submission (monotonic), 0 before
+    int killed;                // the stages got SIGTERM from here: their statuses say nothing
 } run_t;
 
 static void usage(FILE *to) {
@@ -107,11 +108,11 @@ static int bad_number(const char *a, const char *v) {
 
 // 0, or EX_USAGE with the reason on stderr.
 static int parse_args(int argc, char **argv, opts_t *o) {
-    const char *tmp = getenv("TMPDIR");
+    const char *tmp = getenv("TMPDIR"), *models = getenv("JUKEBOX_MODELS");
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     // threads: as the front command (pipelines/jukebox): the cores shared by four stages
     *o = (opts_t){.jobs = 2, .threads = nc >= 4 ? (int)(nc / 4) : 1, .timeout = 3600,
-                  .models = getenv("JUKEBOX_MODELS"), .weights = "stored",
+                  .models = models && *models ? models : NULL, .weights = "stored",
                   .tmp = tmp && *tmp ? tmp : "/tmp"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -466,6 +467,7 @@ static int submit(run_t *r) {
 }
 
 static void kill_stages(run_t *r) {
+    r->killed = 1;
     for (int k = 0; k < N_STAGES; k++)
         if (r->st[k].pid > 0) kill(r->st[k].pid, SIGTERM);
 }
@@ -519,8 +521,9 @@ static int run_loop(run_t *r) {
     }
 }
 
-// Waits for every stage (its exit status, CPU and memory); 0 when all exited 0, else the
-// first failure's exit status (its last lines shown), EX_SOFTWARE for a signal.
+// Waits for every stage (its exit status, CPU and memory); 0 when all exited 0 (or were
+// stopped from here), else the first failure's exit status (its last lines shown),
+// EX_SOFTWARE for a signal.
 static int reap(run_t *r) {
     int rc = 0;
     for (int k = 0; k < N_STAGES; k++) {
@@ -528,7 +531,7 @@ static int reap(run_t *r) {
         if (s->pid <= 0) continue;
         while (wait4(s->pid, &s->status, 0, &s->ru) < 0 && errno == EINTR) {}
         int code = WIFEXITED(s->status) ? WEXITSTATUS(s->status) : EX_SOFTWARE;
-        if (code && !rc) {
+        if (code && !rc && !r->killed) {
             rc = code >= EX__BASE && code <= EX__MAX ? code : EX_SOFTWARE;
             fprintf(stderr, "jukebox-bench pipeline: %s failed (%s %d); its last lines:\n",
                     stage_names[k], WIFEXITED(s->status) ? "exit" : "signal",
