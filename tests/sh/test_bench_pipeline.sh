@@ -6,6 +6,7 @@
 #     codes for 2 s of audio (hops 128, 32, 8 at 44.1 kHz); first audio after submission and
 #     no later than the job's end; the balance lines name all four stages; one bottleneck;
 #   - the table (no --json) names the bottleneck, the balance and the time to first audio;
+#     --logs DIR keeps each stage's log with the per-job lines the figures come from;
 #   - an unknown option and a bad number exit 64; a missing model directory, a model file
 #     missing from it, exit 66; a length the model refuses exits 64 with jukebox-job's reason;
 #     a stage that fails (--weights nonsense) gives its exit status, name and last lines;
@@ -76,10 +77,20 @@ done < <(sed -n 's/^\(ok\|FAIL\) \+/\1 /p' "$T/py")
 grep -v '^\(ok\|FAIL\) ' "$T/py" | sed 's/^/    /'
 check "the JSON checks ran" '[ "$(grep -c "^ok\|^FAIL" "$T/py")" -ge 20 ]'
 
-# The table.
+# The table, and the stages' logs kept.
+mkdir "$T/logs"
 timeout 300 "$B/jukebox-bench" pipeline --jobs 1 --seconds 2 --threads 1 --timeout 240 \
-    --tmp "$T" > "$T/table" 2> "$T/err"
+    --tmp "$T" --logs "$T/logs" > "$T/table" 2> "$T/err"
 rc=$?
+for s in prior-top upsampler-mid upsampler-bottom; do
+    check "--logs: $s.log has the job's done line, stamped" \
+        'grep -q "^ *[0-9.]* .* $s INFO job=bench-0 level=[0-2] done tokens=[0-9]* busy=" "$T/logs/$s.log"'
+done
+check "--logs: decoder.log has the first audio and written lines" \
+    'grep -q "job=bench-0 first audio decoded" "$T/logs/decoder.log" &&
+     grep -q "job=bench-0 written to .* codes=11024 busy=" "$T/logs/decoder.log"'
+"$B/jukebox-bench" pipeline --logs "$T/nodir" > /dev/null 2> "$T/err"; rc2=$?
+check "--logs to a missing directory: exit 73 (got $rc2)" '[ $rc2 = 73 ] && grep -q "nodir" "$T/err"'
 check "table: exit 0 (got $rc)" '[ $rc = 0 ]'
 for s in prior-top upsampler-mid upsampler-bottom decoder; do
     check "table: a row for $s" 'grep -q "^$s " "$T/table"'

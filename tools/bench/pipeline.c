@@ -51,7 +51,8 @@ static const char *const model_files[N_STAGES] = {"prior_level_2", "prior_level_
 typedef struct {
     int jobs, threads, json;
     double seconds, total, timeout;
-    const char *models, *weights, *tmp;
+    const char *models, *weights, *tmp, *logs;
+    int verbose;               // -v: the stages log at debug level (with --logs)
 } opts_t;
 
 typedef struct {
@@ -71,6 +72,7 @@ typedef struct {
     int ready, status;         // READY=1 seen; wait status
     double cpu_ready;          // its CPU seconds at READY (loading the model)
     struct rusage ru;
+    FILE *log;                 // --logs DIR/<stage>.log, or NULL
     jobrec_t job[MAX_JOBS];
 } stage_t;
 
@@ -80,6 +82,7 @@ typedef struct {
     stage_t st[N_STAGES];
     int top_in;                // write end of the top prior's input
     double t0;                 // submission (monotonic), 0 before
+    double t_start;            // the stages' start (logs: before submission, negative)
     int killed;                // the stages got SIGTERM from here: their statuses say nothing
 } run_t;
 
@@ -96,9 +99,13 @@ static void usage(FILE *to) {
             "  --weights W      the prior stages' --weights (default stored)\n"
             "  --timeout S      give up after S seconds (default 3600)\n"
             "  --json           one JSON object per stage and a summary, one per line\n"
+            "  --logs DIR       keep each stage's log in DIR/<stage>.log, every line stamped\n"
+            "                   with seconds since submission (negative: before it)\n"
+            "  -v, --verbose    the stages log at debug level (e.g. their batches)\n"
             "  --tmp DIR        where the run's temporary files go (default $TMPDIR or /tmp)\n"
             "exit codes: 0 done; 64 bad usage or a job the model refuses; 66 model or stage\n"
-            "  executable missing; 70 a stage failed or timed out (its last lines are shown)\n");
+            "  executable missing; 73 --logs is not a directory; 70 a stage failed or timed\n"
+            "  out (its last lines are shown; a stage's own exit status is passed on)\n");
 }
 
 static int bad_number(const char *a, const char *v) {
@@ -120,14 +127,14 @@ static int parse_args(int argc, char **argv, opts_t *o) {
             usage(stdout);
             return -1;
         }
-        if (!strcmp(a, "--json")) {
-            o->json = 1;
+        if (!strcmp(a, "--json") || !strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            *(a[2] == 'j' ? &o->json : &o->verbose) = 1;
             continue;
         }
         int known = !strcmp(a, "--jobs") || !strcmp(a, "--seconds") ||
                     !strcmp(a, "--total-seconds") || !strcmp(a, "--models") ||
                     !strcmp(a, "--threads") || !strcmp(a, "--weights") ||
-                    !strcmp(a, "--timeout") || !strcmp(a, "--tmp");
+                    !strcmp(a, "--timeout") || !strcmp(a, "--tmp") || !strcmp(a, "--logs");
         if (!known) {
             fprintf(stderr, "jukebox-bench pipeline: unknown option '%s'\n", a);
             usage(stderr);
@@ -144,6 +151,7 @@ static int parse_args(int argc, char **argv, opts_t *o) {
         if (!strcmp(a, "--models")) o->models = v;
         else if (!strcmp(a, "--weights")) o->weights = v;
         else if (!strcmp(a, "--tmp")) o->tmp = v;
+        else if (!strcmp(a, "--logs")) o->logs = v;
         else if (!num) return bad_number(a, v);
         else if (!strcmp(a, "--seconds")) o->seconds = x;
         else if (!strcmp(a, "--total-seconds")) o->total = x;
@@ -318,7 +326,15 @@ static int start_stage(run_t *r, int k, int in_fd, int out_fd) {
     snprintf(parent, sizeof parent, "%ld", (long)getpid());
     char *argv[] = {exe, "--threads", threads, "--model", model,
                     k < 3 ? "--weights" : "--outdir", k < 3 ? (char *)r->o.weights : outdir,
-                    NULL};
+                    r->o.verbose ? "-v" : NULL, NULL};
+    if (r->o.logs) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/%s.log", r->o.logs, stage_names[k]);
+        if (!(s->log = fopen(path, "we"))) {
+            fprintf(stderr, "jukebox-bench pipeline: --logs: %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+    }
     s->pid = fork();
     if (s->pid < 0) return -1;
     if (s->pid == 0) {
@@ -337,6 +353,7 @@ static int start_stage(run_t *r, int k, int in_fd, int out_fd) {
 
 // The four stages, connected by pipes; the top prior's input is r->top_in.
 static int start_stages(run_t *r) {
+    r->t_start = bench_now();
     int p[2], in_fd, out_fd, devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (devnull < 0 || pipe2(p, O_CLOEXEC)) return -1;
     r->top_in = p[1];
@@ -386,6 +403,7 @@ static int job_index(const char *line, int jobs) {
 static void on_line(run_t *r, int k, const char *line, double now) {
     stage_t *s = &r->st[k];
     snprintf(s->tail[s->n_tail++ % 4], sizeof s->tail[0], "%s", line);
+    if (s->log) fprintf(s->log, "%8.3f %s\n", r->t0 > 0 ? now - r->t0 : now - r->t_start, line);
     if (strstr(line, " ERROR ") || strstr(line, " WARN ")) fprintf(stderr, "%s\n", line);
     int j = job_index(line, r->o.jobs);
     if (j < 0) return;
@@ -695,6 +713,12 @@ int bench_pipeline(int argc, char **argv) {
         free(r);
         return rc;
     }
+    struct stat sb;
+    if (r->o.logs && (stat(r->o.logs, &sb) || !S_ISDIR(sb.st_mode))) {
+        fprintf(stderr, "jukebox-bench pipeline: --logs %s: no such directory\n", r->o.logs);
+        free(r);
+        return EX_CANTCREAT;
+    }
     signal(SIGPIPE, SIG_IGN);   // a stage that died shows in its exit status
     for (int k = 0; k < N_STAGES; k++) r->st[k].err_fd = r->st[k].notify_fd = -1;
     r->top_in = -1;
@@ -721,6 +745,7 @@ int bench_pipeline(int argc, char **argv) {
     for (int k = 0; k < N_STAGES; k++) {
         if (r->st[k].err_fd >= 0) close(r->st[k].err_fd);
         if (r->st[k].notify_fd >= 0) close(r->st[k].notify_fd);
+        if (r->st[k].log) fclose(r->st[k].log);
     }
     if (r->top_in >= 0) close(r->top_in);
     nftw(r->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
