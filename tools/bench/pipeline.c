@@ -342,6 +342,7 @@ static int start_stage(run_t *r, int k, int in_fd, int out_fd) {
         // process ends, however it ends (jb_threads.h).
         setenv("NOTIFY_SOCKET", sock, 1);
         setenv("JUKEBOX_PARENT_PID", parent, 1);
+        signal(SIGPIPE, SIG_DFL);   // as a shell starts it (ignored here, and that is inherited)
         if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(errp[1], 2) < 0) _exit(EX_OSERR);
         execv(exe, argv);
         _exit(EX_UNAVAILABLE);
