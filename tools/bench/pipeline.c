@@ -668,8 +668,24 @@ static void print_table(const run_t *r, const report_t *rep, const double la[2])
            N, rep->wall, la[1]);
 }
 
+// s as a JSON string's contents (quotes, backslashes and control bytes escaped) into buf.
+static const char *json_text(const char *s, char *buf, size_t size) {
+    size_t n = 0;
+    for (; *s && n + 7 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') buf[n++] = '\\', buf[n++] = (char)c;
+        else if (c < 0x20) n += (size_t)snprintf(buf + n, size - n, "\\u%04x", c);
+        else buf[n++] = (char)c;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
 static void print_json(const run_t *r, const report_t *rep, const double la[2]) {
     const int N = r->o.jobs;
+    char models[2 * PATH_MAX], weights[128];
+    json_text(r->models, models, sizeof models);
+    json_text(r->o.weights, weights, sizeof weights);
     // The fields of `jukebox-bench stage` where they apply (docs/bench.md).
     for (int k = 0; k < N_STAGES; k++) {
         const figs_t *f = &rep->st[k];
@@ -677,7 +693,7 @@ static void print_json(const run_t *r, const report_t *rep, const double la[2]) 
                "\"threads\":%d,\"jobs\":%d,\"seconds\":%g,\"tokens\":%.0f,\"busy_s\":%.3f,"
                "\"tokens_per_s\":%.3f,\"ms_per_token\":%.4f,\"cpu_s\":%.3f,\"share\":%.4f,"
                "\"instances\":%d,\"instances_cpu\":%d,\"bottleneck\":%s,\"peak_rss_mib\":%.1f",
-               stage_names[k], r->models, k < 3 ? r->o.weights : "stored", r->o.threads, N,
+               stage_names[k], models, k < 3 ? weights : "stored", r->o.threads, N,
                r->o.seconds, f->tokens, f->busy, f->tps, 1e3 / f->tps, f->cpu, f->share,
                f->instances, f->instances_cpu, k == rep->bottleneck ? "true" : "false", f->rss);
         if (k == N_STAGES - 1)
@@ -690,7 +706,7 @@ static void print_json(const run_t *r, const report_t *rep, const double la[2]) 
            "\"balance_cpu\":\"%s\",\"instances_cpu\":[%d,%d,%d,%d],"
            "\"first_output_s\":%.3f,\"job_s\":%.3f,\"first_output_fraction\":%.4f,"
            "\"wall_s\":%.3f,\"first_output_s_each\":[",
-           r->models, r->o.weights, r->o.threads, N, r->o.seconds, r->o.total,
+           models, weights, r->o.threads, N, r->o.seconds, r->o.total,
            stage_names[rep->bottleneck], rep->balance, rep->st[0].instances,
            rep->st[1].instances, rep->st[2].instances, rep->st[3].instances, rep->balance_cpu,
            rep->st[0].instances_cpu, rep->st[1].instances_cpu, rep->st[2].instances_cpu,
