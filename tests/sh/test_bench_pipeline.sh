@@ -46,7 +46,7 @@ for o in lines[:4]:
     ok("%s: tokens/s %.1f > 0, busy %.3f s > 0, cpu %.3f s > 0, ms/token consistent" %
        (s, o["tokens_per_s"], o["busy_s"], o["cpu_s"]),
        o["tokens_per_s"] > 0 and o["busy_s"] > 0 and o["cpu_s"] > 0 and
-       abs(o["ms_per_token"] * o["tokens_per_s"] - 1000) < 1)
+       abs(o["ms_per_token"] * o["tokens_per_s"] - 1000) < 0.5)
     ok("%s: %d tokens a job (2 s of codes: %d)" % (s, o["tokens"], want[s]),
        o["tokens"] == want[s])
     ok("%s: tokens/s = tokens / busy" % s,

@@ -691,7 +691,7 @@ static void print_json(const run_t *r, const report_t *rep, const double la[2]) 
         const figs_t *f = &rep->st[k];
         printf("{\"name\":\"pipeline\",\"stage\":\"%s\",\"config\":\"%s\",\"weights\":\"%s\","
                "\"threads\":%d,\"jobs\":%d,\"seconds\":%g,\"tokens\":%.0f,\"busy_s\":%.3f,"
-               "\"tokens_per_s\":%.3f,\"ms_per_token\":%.4f,\"cpu_s\":%.3f,\"share\":%.4f,"
+               "\"tokens_per_s\":%.3f,\"ms_per_token\":%.6f,\"cpu_s\":%.3f,\"share\":%.4f,"
                "\"instances\":%d,\"instances_cpu\":%d,\"bottleneck\":%s,\"peak_rss_mib\":%.1f",
                stage_names[k], models, k < 3 ? weights : "stored", r->o.threads, N,
                r->o.seconds, f->tokens, f->busy, f->tps, 1e3 / f->tps, f->cpu, f->share,
