@@ -18,6 +18,8 @@ static const struct {
     {"vqvae", bench_vqvae, "VQ-VAE encode/decode: seconds of compute per second of audio"},
     {"prior", bench_prior, "prior sampling steps: ms/token, tokens/s, fraction of read bandwidth"},
     {"stage", bench_stage, "a prior stage serving N concurrent jobs: tokens/s, latency, memory"},
+    {"pipeline", bench_pipeline, "the stage executables as one pipeline on N jobs: each stage's "
+                                 "share, the balance, time to first audio"},
 };
 
 static void usage(FILE *to) {

@@ -25,6 +25,8 @@ typedef struct {
     // Seconds from the job's first message here until each level's END: when that
     // level's codes were complete (the page shows them as the levels' compute times).
     double t_start, t_end[JB_CODES_MAX_LEVELS];
+    double first_audio;   // seconds from t_start to its first audio (0: none yet)
+    double busy_s;        // wall seconds spent decoding it and writing its run directory
 } cstate_t;
 
 // The job's state, made on its first message (t_start: now).
@@ -251,6 +253,7 @@ static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stat
         }
         json_decref(spec);
     }
+    double t_busy = jb_now();
     if (cs && cs->dec_upto > 0 && decode_more(vq, j, jb_codes_len(&j->codes, 0), err)) return -1;
     jb_outdir_job_t oj = {.codes = &j->codes, .alignment = j->align,
                           .align_tokens = j->align_tokens, .align_cols = j->align_cols,
@@ -270,10 +273,17 @@ static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stat
     }
     jb_endpoint_done(in, j->id);   // renamed into place: DONE
     st->jobs_done++;
-    st->total_s = jb_now() - t0;
+    double now = jb_now();
+    st->total_s = now - t0;
     if (st->first_audio_s <= 0) st->first_audio_s = st->total_s;
+    // This job's own figures (from its first message here); codes and busy are what
+    // jukebox-bench pipeline reads to size the decoder (docs/bench.md).
+    double all = cs ? now - cs->t_start : st->total_s;
+    double first = cs && cs->first_audio > 0 ? cs->first_audio : all;
     jb_log(JB_INFO, "job=%s written to %s (first audio %.2f s, all %.2f s after the job's first "
-           "message)", j->id, dir, st->first_audio_s, st->total_s);
+           "message) codes=%lld busy=%.3fs", j->id, dir, first, all,
+           (long long)jb_codes_len(&j->codes, 0) * j->codes.n_samples,
+           (cs ? cs->busy_s : 0) + now - t_busy);
     free(dir);
     return 0;
 }
@@ -294,11 +304,15 @@ static int codes_arrived(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_
     int64_t step = o->decode_step ? o->decode_step : hp->sr / hop;
     if (o->decode_step < 0 || ready - cs->dec_upto < step) return 0;
     int first = cs->dec_upto == 0;
+    double t_busy = jb_now();
     if (decode_more(vq, j, ready, err)) return -1;
-    if (first && st->first_audio_s <= 0) {
-        st->first_audio_s = jb_now() - t0;
+    double now = jb_now();
+    cs->busy_s += now - t_busy;
+    if (first) {   // every job's (the stats keep the decoder's first)
+        cs->first_audio = now - cs->t_start;
+        if (st->first_audio_s <= 0) st->first_audio_s = now - t0;
         jb_log(JB_INFO, "job=%s first audio decoded %.2f s after the job started", j->id,
-               st->first_audio_s);
+               cs->first_audio);
     }
     return 0;
 }

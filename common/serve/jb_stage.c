@@ -393,6 +393,7 @@ static int window_done(stage_t *s, job_t *j, int before, jb_err_t *err) {
     if (j->have > before && send_codes(s, j, before, j->have - before, err))   // the new codes
         return -1;
     stage_count_tokens(s, (int64_t)(j->have - before) * j->spec.n_samples);
+    j->sampled += (int64_t)(j->have - before) * j->spec.n_samples;
     // "window=k/n" in the progress lines: the front command's display shows it.
     snprintf(j->progress.what, sizeof j->progress.what, "job=%s level=%d window=%d/%d",
              j->spec.id, s->info->level, j->next_window, j->n_windows);
@@ -405,19 +406,22 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
     window_opts(s, j, &o);
     jb_sample_part_t pt = window_part(s, j, &o);
     int before = j->have;
+    double t0 = jb_now();
     if (jb_sample_window(s->sampler, &o, pt.n_samples, pt.win, pt.zs, pt.zs_stride, pt.have,
                          pt.zs_above, pt.above_stride, pt.y, pt.lyrics, err))
         return jb_err_prefix(err, "job %s", j->spec.id);
+    j->busy_s += jb_now() - t0;
     return window_done(s, j, before, err);
 }
 
 // Many jobs in one step: the oldest job whose next window can run, and every other such job
 // whose window has the same prime length, fill and chunk size, as long as their samples fit
 // the sampler's batch (--max-batch), sampled together (jb_sample_windows); each job's codes
-// are those it gets alone. order: the jobs, oldest last. Returns 1 when it ran a batch of two
+// are those it gets alone. order: the jobs, oldest last; first_only: only jobs whose first
+// window has not run (new jobs, see step()). Returns 1 when it ran a batch of two
 // or more jobs, 0 when there is none to run (the caller then advances one job: also the path
 // that names a failing job), -1 on a fatal error. CPU only: the device sampler takes one job.
-static int run_batched(stage_t *s, job_t **order, int n_jobs, jb_err_t *err) {
+static int run_batched(stage_t *s, job_t **order, int n_jobs, int first_only, jb_err_t *err) {
     if (s->o->cuda) return 0;
     const int maxb = jb_prior_sampler_max_batch(s->sampler);
     job_t *sel[64];
@@ -426,7 +430,7 @@ static int run_batched(stage_t *s, job_t **order, int n_jobs, jb_err_t *err) {
     for (int i = n_jobs - 1; i >= 0 && n < 64; i--) {
         job_t *j = order[i];
         if (j->failed || !j->started || j->level_done || j->next_window >= j->n_windows ||
-            !window_ready(s, j))
+            (first_only && j->next_window != 0) || !window_ready(s, j))
             continue;
         jb_sample_window_t w = j->windows[j->next_window];
         int pj = jb_sample_window_prime(s->info, w, j->have), nj = j->spec.n_samples;
@@ -447,6 +451,7 @@ static int run_batched(stage_t *s, job_t **order, int n_jobs, jb_err_t *err) {
         before[i] = sel[i]->have;
     }
     jb_err_t why = {0};
+    double t0 = jb_now();
     if (jb_sample_windows(s->sampler, parts, n, &why)) {
         if (why.code == JB_ECANCEL) {
             *err = why;
@@ -457,9 +462,12 @@ static int run_batched(stage_t *s, job_t **order, int n_jobs, jb_err_t *err) {
                s->info->level, n, why.msg);
         return 0;
     }
+    double dt = jb_now() - t0;   // the batch's time, each job's share by its samples
     jb_log(JB_DEBUG, "level %d: one batch of %d jobs, %d samples", s->info->level, n, rows);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        sel[i]->busy_s += dt * sel[i]->spec.n_samples / rows;
         if (window_done(s, sel[i], before[i], err)) return -1;
+    }
     return 1;
 }
 
@@ -498,7 +506,10 @@ static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
         int rc = jb_msg_set_job_id(&m, j->spec.id, err) || emit(s, j, &m, err);
         jb_msg_clear(&m);
         if (rc) return -1;
-        jb_log(JB_INFO, "job=%s level=%d done", j->spec.id, s->info->level);
+        // tokens (codes sampled here, every sample) and busy: what jukebox-bench pipeline
+        // reads to size the stages (docs/bench.md)
+        jb_log(JB_INFO, "job=%s level=%d done tokens=%lld busy=%.3fs", j->spec.id,
+               s->info->level, (long long)j->sampled, j->busy_s);
         // DONE upstream: now for a stream output, which holds the job; for a link
         // output when its consumer reports it (then stage_on_done).
         jb_endpoint_finished(s->out, j->spec.id);
@@ -729,9 +740,9 @@ static int receive(stage_t *s, int timeout_ms, int *input_open, jb_err_t *err) {
 }
 
 // One step: first what every job can do without sampling (start, finish, END: quick, and
-// a batch must not starve it), then the windows of several jobs together when they can
-// share a batch, else one window of the oldest job that can move. 1: worked, 0: nothing
-// to do, -1 + err: fatal.
+// a batch must not starve it), then new jobs' first windows, then the windows of several
+// jobs together when they can share a batch, else one window of the oldest job that can
+// move. 1: worked, 0: nothing to do, -1 + err: fatal.
 static int step(stage_t *s, jb_err_t *err) {
     int worked = 0;
     job_t *order[256];
@@ -744,7 +755,18 @@ static int step(stage_t *s, jb_err_t *err) {
     }
     n_jobs = 0;
     for (job_t *j = s->jobs; j && n_jobs < 256; j = j->next) order[n_jobs++] = j;
-    if (!worked && (worked = run_batched(s, order, n_jobs, err)) < 0) return -1;
+    // New jobs' first windows go before the older jobs' windows (together when they can):
+    // a first window's prime length differs from a later one's, so it cannot join the older
+    // jobs' batch, and oldest-first would keep it waiting as long as the older jobs can move
+    // (at a bottom upsampler fed faster than it samples: until they are done). After one
+    // window its windows share the older jobs' steps (docs/operations.md).
+    if (!worked && (worked = run_batched(s, order, n_jobs, 1, err)) < 0) return -1;
+    for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
+        job_t *j = order[i];
+        if (!j->started || j->next_window != 0 || !window_ready(s, j)) continue;
+        if ((worked = advance(s, j, 1, err)) < 0) return -1;
+    }
+    if (!worked && (worked = run_batched(s, order, n_jobs, 0, err)) < 0) return -1;
     for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
         int a = advance(s, order[i], 1, err);
         if (a < 0) return -1;

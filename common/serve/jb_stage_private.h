@@ -45,6 +45,10 @@ typedef struct job {
     jb_sample_lyrics_t *lyrics;   // (n_samples) all pointing at full_tokens
     char *labels_json;       // END(level) text: what this stage used
     jb_progress_t progress;
+    double busy_s;           // wall seconds this stage spent sampling the job's windows (a
+                             // batch of several jobs split by their samples; sending and
+                             // spooling not counted): "done ... busy=" in the log
+    int64_t sampled;         // codes this stage sampled for the job in this run, every sample
     // spool
     int64_t n_in;            // messages of this job in in.jbc
     int64_t recv_n;          // messages of this job received from upstream in this run: the

@@ -2,7 +2,7 @@
 //
 // A subcommand is `int bench_<name>(int argc, char **argv)` in tools/bench/<name>.c
 // (argv[0] is the subcommand's name), listed in the table of tools/bench.c. It prints a
-// human-readable report on stdout and returns an exit code (0, or 64 for bad usage).
+// human-readable report on stdout and returns an exit code (sysexits: 0, 64 bad usage, ...).
 #ifndef JB_BENCH_H
 #define JB_BENCH_H
 
@@ -13,6 +13,7 @@
 int bench_vqvae(int argc, char **argv);
 int bench_prior(int argc, char **argv);
 int bench_stage(int argc, char **argv);
+int bench_pipeline(int argc, char **argv);
 
 // Monotonic clock, seconds.
 double bench_now(void);
