@@ -759,18 +759,28 @@ static int step(stage_t *s, jb_err_t *err) {
     // a first window's prime length differs from a later one's, so it cannot join the older
     // jobs' batch, and oldest-first would keep it waiting as long as the older jobs can move
     // (at a bottom upsampler fed faster than it samples: until they are done). After one
-    // window its windows share the older jobs' steps (docs/operations.md).
-    if (!worked && (worked = run_batched(s, order, n_jobs, 1, err)) < 0) return -1;
-    for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
-        job_t *j = order[i];
-        if (!j->started || j->next_window != 0 || !window_ready(s, j)) continue;
-        if ((worked = advance(s, j, 1, err)) < 0) return -1;
-    }
-    if (!worked && (worked = run_batched(s, order, n_jobs, 0, err)) < 0) return -1;
-    for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
-        int a = advance(s, order[i], 1, err);
-        if (a < 0) return -1;
-        worked = a;
+    // window its windows share the older jobs' steps (docs/operations.md). Not twice in a
+    // row while an older job can move: new jobs arriving faster than a step would stall the
+    // older ones for good (no job would ever finish); this way they go at least every
+    // other step and a new job waits at most one.
+    if (!worked) {
+        int first = 0;
+        if (!s->first_windows_last) {
+            if ((worked = run_batched(s, order, n_jobs, 1, err)) < 0) return -1;
+            for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
+                job_t *j = order[i];
+                if (!j->started || j->next_window != 0 || !window_ready(s, j)) continue;
+                if ((worked = advance(s, j, 1, err)) < 0) return -1;
+            }
+            first = worked;
+        }
+        if (!worked && (worked = run_batched(s, order, n_jobs, 0, err)) < 0) return -1;
+        for (int i = n_jobs - 1; i >= 0 && !worked; i--) {
+            int a = advance(s, order[i], 1, err);
+            if (a < 0) return -1;
+            worked = a;
+        }
+        if (worked) s->first_windows_last = first;
     }
     if (worked) stage_update_status(s);
     // Failed jobs are forgotten once their ERROR is out.

@@ -108,6 +108,9 @@ typedef struct {
     // directory after drain_done removed it).
     char done_recent[64][JB_WIRE_JOB_ID_MAX + 1];
     int n_done_recent;
+    // The last sampling step ran new jobs' first windows: the next one goes to the older
+    // jobs when one of them can move (step()), so a stream of new jobs cannot stall them.
+    int first_windows_last;
 } stage_t;
 
 // ---- jb_stage.c: jobs and messages
