@@ -16,7 +16,8 @@
 # The VQ-VAE starts from that model's VQ-VAE (read from git history) and is fine-tuned with
 # tied upsampling (jukebox-train "upsample_tied").
 #
-# Environment: WORK (default data/default-model: data set, runs, evaluation; not committed),
+# Environment: TOP_STEPS, MID_STEPS, BOTTOM_STEPS (the step counts below: more steps resume
+# a finished run), WORK (default data/default-model: data set, runs, evaluation; not committed),
 # MODELS (default models/default: where `install` copies the model files), THREADS (2: the
 # VQ-VAE and the evaluation), PRIOR_THREADS (1 a prior), DEADLINE (optional: a time `date -d`
 # understands, e.g. 09:05; the priors stop at the step during which it passes, with a
@@ -40,9 +41,9 @@ SECONDS_=10         # seconds a song
 HELDOUT_FROM=128    # songs 128..159 (the 5th song of every artist) are held out
 VQ_INIT_COMMIT=33587e3   # the VQ-VAE starts from models/default/vqvae.safetensors of this commit
 VQ_STEPS=400        # VQ-VAE fine-tuning: batch 2 x 8192 samples
-TOP_STEPS=3000      # top prior with lyrics: batch 2 x (48 lyric tokens + 1024 codes, 2.97 s)
-MID_STEPS=6000      # upsamplers: batch 8 x 384 codes (0.28 s at level 1, 70 ms at level 0)
-BOTTOM_STEPS=6000
+TOP_STEPS=${TOP_STEPS:-3000}   # top prior with lyrics: batch 2 x (48 lyric tokens + 1024 codes, 2.97 s)
+MID_STEPS=${MID_STEPS:-6000}   # upsamplers: batch 8 x 384 codes (0.28 s at level 1, 70 ms at level 0)
+BOTTOM_STEPS=${BOTTOM_STEPS:-6000}
 TRAIN_SEED=1
 
 mkdir -p "$WORK/hp" "$WORK/runs"
