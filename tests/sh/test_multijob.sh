@@ -6,6 +6,8 @@
 #     file twice: --max-batch 1 (each window alone) and --max-batch 8 (the jobs whose windows
 #     can share a step, together);
 #   - the second run did batch several jobs (its debug log says so);
+#   - one window a step: new jobs' first windows go ahead of the older jobs' windows, never
+#     two in a row while an older job can move (the order of the stages' output);
 #   - every level of every sample of every job is identical in the two runs.
 set -u
 cd "$(dirname "$0")/../.."
@@ -48,6 +50,38 @@ check "one job at a time: every stage exits 0" '[ $? = 0 ]'
 serve 8 "$T/batched"
 check "many jobs in one step: every stage exits 0" '[ $? = 0 ]'
 check "--max-batch 1 never batched" '! grep -q "one batch of" "$T/mid_1.log" "$T/bot_1.log"'
+# The order a stage took the windows in (--max-batch 1: one job's window a step): a new job's
+# first window goes before the older jobs' windows, but never two first windows in a row
+# while a job already started at that level can still move (new jobs would stall it).
+# Prints the first violation, else "ok N": N first windows went ahead of an older job's.
+order_check() {   # FILE LEVEL
+    python3 tests/sh/lib/jbx.py list < "$1" | python3 -c '
+import sys
+level = sys.argv[1]
+started, ended, prev_first, ahead = [], set(), None, 0
+for line in sys.stdin:
+    t, job, lev, off, _ = line.split()
+    if lev != level:
+        continue
+    if t == "end":
+        ended.add(job)
+    elif t == "codes" and off == "0" and job not in started:
+        waiting = [j for j in started if j not in ended]
+        if prev_first is not None and waiting:
+            print("%s first window right after %s first window, %s waiting" % (job, prev_first, waiting))
+            sys.exit(1)
+        ahead += bool(waiting)
+        started.append(job)
+        prev_first = job
+    elif t == "codes":
+        prev_first = None
+print("ok %d" % ahead)' "$2"
+}
+mo=$(order_check "$T/mid_1.jbc" 1)
+check "middle upsampler: new jobs' first windows interleave with the older jobs' windows ($mo)" \
+    '[ "${mo#ok }" != "$mo" ] && [ "${mo#ok }" -ge 2 ]'
+bo=$(order_check "$T/bot_1.jbc" 0)
+check "bottom upsampler: the same ($bo)" '[ "${bo#ok }" != "$bo" ]'
 check "middle upsampler ran several jobs in one batch ($(grep -c 'one batch of' "$T/mid_8.log") batches)" \
     'grep -q "one batch of [2-9] jobs" "$T/mid_8.log"'
 check "bottom upsampler ran several jobs in one batch ($(grep -c 'one batch of' "$T/bot_8.log") batches)" \

@@ -9,6 +9,8 @@ decompression bombs, streams cut anywhere.
       in the order given. PAYLOAD: "codes:1,2,3" (int32 LE, a literal-only LZ4 block),
       "zeros:N" (an LZ4 block of N zero bytes: a bomb's payload), or none.
   python3 jbx.py cut N < in > out      the first N bytes (a stream cut anywhere)
+  python3 jbx.py list < stream.jbc     one line a message, in stream order:
+      TYPE JOB LEVEL OFFSET COUNT (a key the header lacks: -)
 """
 import json
 import struct
@@ -76,6 +78,44 @@ def frame(hdr, payload=b""):
     return pre + struct.pack("<I", crc) + hdr + payload
 
 
+def mp_read(b, i):
+    """One MessagePack object of the kinds headers hold (docs/wire.md 2.1): map, str, uint."""
+    t = b[i]
+    if t <= 0x7F:
+        return t, i + 1
+    if 0x80 <= t <= 0x8F or t in (0xDE, 0xDF):
+        n, i = (t & 0x0F, i + 1) if t <= 0x8F else (
+            (struct.unpack(">H", b[i + 1:i + 3])[0], i + 3) if t == 0xDE
+            else (struct.unpack(">I", b[i + 1:i + 5])[0], i + 5))
+        d = {}
+        for _ in range(n):
+            k, i = mp_read(b, i)
+            d[k], i = mp_read(b, i)
+        return d, i
+    if 0xA0 <= t <= 0xBF or t in (0xD9, 0xDA, 0xDB):
+        if t <= 0xBF:
+            n, i = t & 0x1F, i + 1
+        else:
+            w = {0xD9: 1, 0xDA: 2, 0xDB: 4}[t]
+            n, i = int.from_bytes(b[i + 1:i + 1 + w], "big"), i + 1 + w
+        return b[i:i + n].decode(), i + n
+    if t in (0xCC, 0xCD, 0xCE, 0xCF):
+        w = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}[t]
+        return int.from_bytes(b[i + 1:i + 1 + w], "big"), i + 1 + w
+    raise ValueError("MessagePack type 0x%02x at %d: not in a header" % (t, i))
+
+
+def frames(data):
+    """The headers of a stream's frames, in order."""
+    i = 0
+    while i + 16 <= len(data):
+        if data[i:i + 4] != b"JBX1":
+            raise ValueError("no frame at byte %d" % i)
+        hl, pl = struct.unpack("<II", data[i + 4:i + 12])
+        yield mp_read(data, i + 16)[0]
+        i += 16 + hl + pl
+
+
 def main():
     if sys.argv[1] == "frame":
         hdr = mp_map(json.loads(sys.argv[2]))
@@ -88,6 +128,9 @@ def main():
             elif kind == "zeros":
                 payload = lz4_zeros(int(arg))
         sys.stdout.buffer.write(frame(hdr, payload))
+    elif sys.argv[1] == "list":
+        for h in frames(sys.stdin.buffer.read()):
+            print(" ".join(str(h.get(k, "-")) for k in ("type", "job", "level", "offset", "count")))
     elif sys.argv[1] == "cut":
         data = sys.stdin.buffer.read()
         sys.stdout.buffer.write(data[: int(sys.argv[2])])
