@@ -42,6 +42,14 @@ int main(void) {
     jb_service_status("y");
     jb_service_stopping();
 
+    // the listening side's parser: READY=1 as a whole line of the notification
+    JB_CHECK(jb_service_is_ready_msg("READY=1") && jb_service_is_ready_msg("STATUS=x\nREADY=1") &&
+                 jb_service_is_ready_msg("READY=1\nSTATUS=loaded"),
+             "READY=1 found as any line of a notification");
+    JB_CHECK(!jb_service_is_ready_msg("READY=10") && !jb_service_is_ready_msg("STATUS=READY=1") &&
+                 !jb_service_is_ready_msg("") && !jb_service_is_ready_msg("WATCHDOG=1"),
+             "no READY=1 line: not ready (READY=10, inside another value, empty, watchdog)");
+
     sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     snprintf(a.sun_path, sizeof a.sun_path, "%s", path);

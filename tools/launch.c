@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "jb_publish.h"
+#include "jb_service.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -56,16 +57,6 @@ static int write_pidfile(const char *path, pid_t pid, jb_err_t *err) {
     char text[32];
     int n = snprintf(text, sizeof text, "%ld\n", (long)pid);
     return jb_publish_bytes(path, text, (size_t)n, err);
-}
-
-// A notification is lines "KEY=VALUE"; READY=1 must be one of them.
-static int has_ready(const char *msg) {
-    for (const char *p = msg; p && *p;) {
-        if (!strncmp(p, "READY=1", 7) && (p[7] == '\n' || p[7] == '\0')) return 1;
-        p = strchr(p, '\n');
-        if (p) p++;
-    }
-    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -175,7 +166,7 @@ int main(int argc, char **argv) {
             ssize_t got = recv(fd, buf, sizeof buf - 1, 0);
             if (got > 0) {
                 buf[got] = '\0';
-                if (has_ready(buf)) {
+                if (jb_service_is_ready_msg(buf)) {
                     printf("%ld\n", (long)pid);
                     rc = 0;
                     break;

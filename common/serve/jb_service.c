@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <systemd/sd-daemon.h>
 
 #include "jb_progress.h"
@@ -39,3 +40,12 @@ void jb_service_status(const char *fmt, ...) {
 }
 
 void jb_service_stopping(void) { sd_notify(0, "STOPPING=1"); }
+
+int jb_service_is_ready_msg(const char *msg) {
+    for (const char *p = msg; p && *p;) {
+        if (!strncmp(p, "READY=1", 7) && (p[7] == '\n' || p[7] == '\0')) return 1;
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return 0;
+}

@@ -16,4 +16,8 @@ void jb_service_watchdog(void);
 void jb_service_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void jb_service_stopping(void);
 
+// The listening side (a launcher standing in for systemd, a benchmark): 1 when a
+// notification (lines "KEY=VALUE") holds the line READY=1, else 0.
+int jb_service_is_ready_msg(const char *msg);
+
 #endif

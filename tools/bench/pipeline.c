@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "jb_service.h"
 
 #define MAX_JOBS 64
 #define N_STAGES 4
@@ -457,7 +458,7 @@ static void read_notify(run_t *r, int k) {
     ssize_t n = recv(s->notify_fd, msg, sizeof msg - 1, 0);
     if (n <= 0) return;
     msg[n] = 0;
-    if (!s->ready && (!strncmp(msg, "READY=1", 7) || strstr(msg, "\nREADY=1"))) {
+    if (!s->ready && jb_service_is_ready_msg(msg)) {
         s->ready = 1;
         s->cpu_ready = proc_cpu_s(s->pid);
     }
