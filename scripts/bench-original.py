@@ -22,21 +22,9 @@ import time
 import torch as t
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lib'))
-import reference_cpu  # noqa: E402,F401  (CPU patches of the reference, before using it)
+from reference_cpu import FakeVQVAE  # noqa: E402  (also: the reference's CPU patches)
 from jukebox.hparams import setup_hparams
 from jukebox.make_models import make_prior
-
-
-class FakeVQVAE:
-    """What make_prior reads of a VQ-VAE: its codebook size and code shapes."""
-
-    def __init__(self, vq):
-        self.l_bins, self.downs_t, self.strides_t = vq.l_bins, vq.downs_t, vq.strides_t
-        hop, self.z_shapes = 1, []
-        for d, s in zip(self.downs_t, self.strides_t):
-            hop *= s ** d
-            self.z_shapes.append((vq.sample_length // hop,))
-        self.encode = self.decode = None
 
 
 def build(config, layers):   # layers 0: the configuration's depth

@@ -27,7 +27,7 @@ import numpy as np
 import torch as t
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-import reference_cpu  # noqa: E402,F401  (CPU patches of the reference, before using it)
+from reference_cpu import FakeVQVAE  # noqa: E402  (also: the reference's CPU patches)
 from jukebox.hparams import Hyperparams
 from jukebox.make_models import make_prior
 from jukebox.prior.prior import SimplePrior
@@ -62,19 +62,6 @@ def write_safetensors(path, tensors, meta):
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
     os.replace(tmp, path)
-
-
-class FakeVQVAE:
-    """What make_prior reads of a VQ-VAE: its codebook size and code shapes."""
-
-    def __init__(self, vq):
-        self.l_bins = vq["l_bins"]
-        self.downs_t, self.strides_t = vq["downs_t"], vq["strides_t"]
-        hop, self.z_shapes = 1, []
-        for d, s in zip(self.downs_t, self.strides_t):
-            hop *= s ** d
-            self.z_shapes.append((vq["sample_length"] // hop,))
-        self.encode = self.decode = None
 
 
 def randomise(prior, gen):
