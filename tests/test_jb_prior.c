@@ -301,8 +301,68 @@ static void alignment(void) {
     jb_st_close(&io);
 }
 
+// jb_prior_set_alignment: which layer/head the alignment records (jukebox-eval align).
+static void set_alignment(void) {
+    jb_err_t err;
+    jb_prior_t *p = jb_prior_new(GOLDEN "prior_top_5b_lyrics_tiny/model.safetensors", &err);
+    jb_prior_t *q = jb_prior_new(GOLDEN "prior_top_5b_tiny/model.safetensors", &err);
+    jb_st_t *io = jb_st_open(GOLDEN "prior_top_5b_lyrics_tiny/io.safetensors", &err);
+    JB_CHECK(p && q && io, "load prior_top_5b_lyrics_tiny and prior_top_5b_tiny");
+    if (!p || !q || !io) goto done;
+    const jb_prior_info_t *in = jb_prior_info(p);
+    const jb_prior_hparams_t *hp = jb_prior_hparams(p);
+    int T = in->n_ctx, nt = in->n_tokens, L0 = hp->alignment_layer, H0 = hp->alignment_head;
+    JB_CHECK(jb_prior_set_alignment(q, 0, 0, &err) == -1 && err.code == JB_EINVAL,
+             "a prior without lyrics is refused (%s)", err.msg);
+    JB_CHECK(jb_prior_set_alignment(p, hp->depth, 0, &err) == -1 && err.code == JB_EINVAL &&
+             jb_prior_set_alignment(p, L0, hp->heads, &err) == -1 &&
+             jb_prior_set_alignment(p, -1, 0, &err) == -1,
+             "layer or head out of range refused (%s)", err.msg);
+    // the lyrics encoder model: only its encoder-attention (kind 6) layers see the lyrics
+    int kind6 = -1, other = -1;
+    for (int d = 0; d < hp->depth; d++) {
+        jb_transformer_layer_t l;
+        jb_transformer_layer(jb_prior_transformer(p), d, &l);
+        if (l.kind == 6 && d != L0 && kind6 < 0) kind6 = d;
+        if (l.kind != 6 && other < 0) other = d;
+    }
+    JB_CHECK(other >= 0 && jb_prior_set_alignment(p, other, 0, &err) == -1 &&
+             strstr(err.msg, "does not attend"), "layer %d (not encoder attention) refused", other);
+    JB_CHECK(hp->alignment_layer == L0 && hp->alignment_head == H0, "a refusal changes nothing");
+    int32_t *y = jb_st_get_i32(io, "y", -1, NULL, &err), *z = jb_st_get_i32(io, "z", -1, NULL, &err);
+    float *ref = jb_st_get_f32(io, "attn", -1, NULL, &err);
+    float *lg = malloc(sizeof(float) * in->seq_len * in->seq_bins);
+    float *a = malloc(sizeof(float) * T * nt), *b = malloc(sizeof(float) * T * nt);
+    int other_head = (H0 + 1) % hp->heads;
+    JB_CHECK_OK(jb_prior_set_alignment(p, kind6 >= 0 ? kind6 : L0, other_head, &err), &err,
+                "another encoder-attention head");
+    JB_CHECK_OK(jb_prior_forward(p, z, NULL, y, 1, lg, a, &err), &err, "forward, another head");
+    JB_CHECK_OK(jb_prior_set_alignment(p, L0, H0, &err), &err, "back to the stored head");
+    JB_CHECK_OK(jb_prior_forward(p, z, NULL, y, 1, lg, b, &err), &err, "forward, stored head");
+    double dref = 0, dother = 0, rowmax = 0;
+    for (int k = 0; k < T * nt; k++) {
+        dref = fmax(dref, fabs((double)b[k] - ref[k]));
+        dother = fmax(dother, fabs((double)a[k] - b[k]));
+    }
+    for (int t = 0; t < T; t++) {
+        double s = 0;
+        for (int k = 0; k < nt; k++) s += a[t * nt + k];
+        rowmax = fmax(rowmax, s);
+    }
+    JB_CHECK(dref <= 1e-5, "the stored head again gives the reference attention (%.3g)", dref);
+    JB_CHECK(dother > 1e-3 && rowmax <= 1 + 1e-5,
+             "another head records other weights (max |diff| %.3g), rows distributions", dother);
+    free(lg), free(a), free(b);
+    jb_free(y), jb_free(z), jb_free(ref);
+done:
+    jb_prior_destroy(&p);
+    jb_prior_destroy(&q);
+    jb_st_close(&io);
+}
+
 int main(void) {
     alignment();
+    set_alignment();
     const char *cases[] = {"prior_top_5b_tiny", "prior_top_5b_fp16w", "prior_top_5b_lyrics_tiny",
                            "prior_top_1b_lyrics_tiny", "upsampler_mid_tiny",
                            "upsampler_bottom_tiny"};

@@ -6,6 +6,7 @@
 //   jukebox-eval spectrogram --in SONG.wav --out PICTURE.png
 //   jukebox-eval music --test DIR [--test DIR ...]      (common/jb_music.c, aubio)
 //   jukebox-eval lyrics --test RUN_DIR [--test RUN_DIR ...]
+//   jukebox-eval align --prior TOP.safetensors --vqvae VQ.safetensors --data DIR
 //
 // Data directories are those of jukebox-train (DIR/audio/* and DIR/labels.jsonl), read by
 // common/jb_trainer.c; the metrics are common/jb_eval.c; the models are loaded by the
@@ -24,6 +25,9 @@
 #include "jb_labels.h"
 #include "jb_log.h"
 #include "jb_music.h"
+#include "jb_prior.h"
+#include "jb_sample.h"
+#include "jb_stage.h"
 #include "jb_safetensors.h"
 #include "jb_train_prior.h"
 #include "jb_trainer.h"
@@ -44,6 +48,8 @@ static void usage(FILE *f) {
 "       jukebox-eval spectrogram --in AUDIO --out PNG [--sr HZ] [--range DB] [--scale N]\n"
 "       jukebox-eval music --test DIR [--test DIR ...] [--json OUT]\n"
 "       jukebox-eval lyrics --test RUN_DIR [--test RUN_DIR ...] [--json OUT]\n"
+"       jukebox-eval align --prior TOP.safetensors --vqvae VQ.safetensors --data DIR\n"
+"                          [--hop-fraction F] [--json OUT]\n"
 "\n"
 "Figures of a trained model on held-out songs (DIR/audio/* and DIR/labels.jsonl, the\n"
 "layout of jukebox-train and jukebox-mkdataset):\n"
@@ -69,6 +75,11 @@ static void usage(FILE *f) {
 "  lyrics       lyrics alignment monotonicity of each sample of a `jukebox sample` output\n"
 "               directory (its index.html's alignment frames): Spearman's rank correlation\n"
 "               of time and the most attended lyric position\n"
+"  align        the same figure for every layer and head of a lyrics top prior, on --data's\n"
+"               real songs with their own lyrics (top-level codes from --vqvae; windows\n"
+"               every n_ctx * F codes, F default 0.125 as jukebox-job's): the mean and\n"
+"               lowest over the songs per head, and the best head (the model file's\n"
+"               alignment_layer and alignment_head choose the head a run shows)\n"
 "options: --json OUT writes the figures as a JSON object too; -q quiet; -h help\n"
 "exit codes: 0 done, 64 bad usage, 65 bad data or model, 66 missing file, 70 internal.\n");
 }
@@ -705,6 +716,159 @@ done:
     return rc;
 }
 
+// ---- align ---------------------------------------------------------------------------------
+
+// Rows of JB_STAGE_ALIGN_TOKENS top-level codes, as a stage's ALIGN message (and the page)
+// has them: the mean weight of each lyric character over the row's codes.
+static void align_rows(const float *full, int64_t total, int cols, double *att, int64_t *rows) {
+    const int G = JB_STAGE_ALIGN_TOKENS;
+    *rows = (total + G - 1) / G;
+    for (int64_t r = 0; r < *rows; r++) {
+        int64_t t0 = r * G, t1 = t0 + G < total ? t0 + G : total;
+        for (int c = 0; c < cols; c++) {
+            double acc = 0;
+            for (int64_t t = t0; t < t1; t++) acc += full[t * cols + c];
+            att[r * cols + c] = acc / (double)(t1 - t0);
+        }
+    }
+}
+
+// The lyric alignment of every layer and head of a lyrics top prior on real songs: each song
+// of `data` encoded to top-level codes, its own lyrics, jb_sample_alignment as a stage runs it
+// (windows every n_ctx·hop_fraction codes), the rank correlation of time and attended lyric
+// position (jukebox-eval lyrics' figure) per song; the mean over the songs per layer and head.
+// The reference picks its alignment head by hand after training; this is the measurement.
+static int cmd_align(const char *prior_path, const char *vq_path, const char *data,
+                     double hop_fraction, const char *json_out) {
+    jb_err_t err = {0};
+    int rc = EX_SOFTWARE;
+    jb_trainer_data_t *d = NULL;
+    jb_prior_t *p = NULL;
+    jb_st_t *pst = NULL;
+    jb_labels_vocab_t *av = NULL, *gv = NULL;
+    int32_t **z = NULL;
+    int64_t *nz = NULL;
+    float *full = NULL;
+    double *att = NULL, *rho = NULL;
+    json_t *out = json_object(), *arr = json_array();
+    jb_vqvae_t *vq = open_vqvae(vq_path, &err);
+    if (!vq || !(p = jb_prior_new(prior_path, &err))) goto fail;
+    const jb_prior_info_t *in = jb_prior_info(p);
+    const jb_prior_hparams_t *hp = jb_prior_hparams(p);
+    const jb_vqvae_hparams_t *h = jb_vqvae_hparams(vq);
+    int L = in->level, D = hp->depth, H = hp->heads;
+    const int stored_l = hp->alignment_layer, stored_h = hp->alignment_head;
+    if (in->lyrics == JB_PRIOR_NO_LYRICS || L != h->levels - 1) {
+        jb_err_set(&err, JB_EINVAL, "%s: not a lyrics top prior for %s", prior_path, vq_path);
+        goto fail;
+    }
+    // without vocabularies (test models) names give 0, "unknown", as in a stage
+    if (!(pst = jb_st_open(prior_path, &err)) ||
+        (jb_st_meta(pst, "artists") && !(av = jb_labels_vocab_from_model(pst, "artists", &err))) ||
+        (jb_st_meta(pst, "genres") && !(gv = jb_labels_vocab_from_model(pst, "genres", &err))) ||
+        !(d = jb_trainer_data_load(data, h->sr, &err)))
+        goto fail;
+    int ns = d->n_items, hop = (int)(hop_fraction * in->n_ctx);
+    if (hop < 1) {
+        jb_err_set(&err, JB_EINVAL, "--hop-fraction %g: a hop of %d codes", hop_fraction, hop);
+        goto fail;
+    }
+    z = calloc((size_t)ns, sizeof *z);
+    nz = calloc((size_t)ns, sizeof *nz);
+    rho = malloc(sizeof(double) * (size_t)D * H * ns);
+    if (!z || !nz || !rho) goto oom;
+    if (encode_all(vq, d, L, z, nz, &err)) goto fail;
+    jb_labeller_t lb = {.version = hp->labels_v3 ? JB_TEXT_V3 : JB_TEXT_V2,
+                        .max_genre_words = hp->max_bow_genre_size, .n_tokens = in->n_tokens,
+                        .sample_length = in->sample_length, .artists = av, .genres = gv};
+    int used = 0;
+    for (int i = 0; i < ns; i++) {
+        const jb_trainer_item_t *it = &d->items[i];
+        if (!it->lyrics || !*it->lyrics || nz[i] < in->n_ctx) continue;   // nothing to align
+        jb_labels_job_t q = {.id = it->id, .level = L, .artist = it->artist ? it->artist : "",
+                             .genre = it->genre ? it->genre : "", .lyrics = it->lyrics,
+                             .artist_id = -1, .total_length = it->n, .n_samples = 1};
+        jb_labels_built_t b;
+        if (jb_labeller_build(&lb, in->label_len, &q, &b, &err)) goto fail;
+        jb_sample_lyrics_t ly = {b.full_tokens, b.n_full};
+        int64_t rows = 0;
+        free(full), free(att);
+        full = malloc(sizeof(float) * (size_t)(nz[i] * (b.n_full > 0 ? b.n_full : 1)));
+        att = malloc(sizeof(double) * (size_t)(nz[i] * (b.n_full > 0 ? b.n_full : 1)));
+        int ok = full && att;
+        for (int l = 0; ok && l < D; l++)
+            for (int k = 0; ok && k < H; k++) {
+                double r = NAN;
+                if (jb_prior_set_alignment(p, l, k, NULL) == 0) {   // else not a lyrics layer
+                    if (jb_sample_alignment(p, 1, (int)nz[i], z[i], (int)nz[i], b.y, &ly, hop,
+                                            &full, &err)) {
+                        jb_labels_built_free(&b);
+                        jb_err_prefix(&err, "%s", it->id);
+                        goto fail;
+                    }
+                    align_rows(full, nz[i], b.n_full, att, &rows);
+                    r = jb_music_alignment_rank(att, (int)rows, b.n_full);
+                }
+                rho[((int64_t)l * H + k) * ns + used] = r;
+            }
+        jb_labels_built_free(&b);
+        if (!ok) goto oom;
+        used++;
+    }
+    if (!used) {
+        jb_err_set(&err, JB_EINVAL, "%s: no song with lyrics and at least %d top-level codes",
+                   data, in->n_ctx);
+        goto fail;
+    }
+    printf("lyric alignment of %s on %d songs of %s (rank correlation of time and attended "
+           "lyric position, mean over the songs; stored head: layer %d head %d)\n",
+           prior_path, used, data, stored_l, stored_h);
+    printf("layer head  mean rho   min rho\n");
+    int bl = -1, bh = -1;
+    double best = -2;
+    for (int l = 0; l < D; l++)
+        for (int k = 0; k < H; k++) {
+            double sum = 0, lo = 1e30;
+            int n = 0;
+            for (int i = 0; i < used; i++) {
+                double r = rho[((int64_t)l * H + k) * ns + i];
+                if (isnan(r)) r = 0;   // no attended position varies: no alignment
+                sum += r, lo = fmin(lo, r), n++;
+            }
+            double mean = sum / n;
+            if (jb_prior_set_alignment(p, l, k, NULL)) continue;   // not a lyrics layer
+            printf("%5d %4d  %8.3f  %8.3f\n", l, k, mean, lo);
+            json_array_append_new(arr, json_pack("{s:i,s:i,s:f,s:f}", "layer", l, "head", k,
+                                                 "mean_rho", mean, "min_rho", lo));
+            if (mean > best) best = mean, bl = l, bh = k;
+        }
+    printf("best: layer %d head %d (mean rho %.3f)\n", bl, bh, best);
+    if (hp->alignment_layer >= 0) jb_prior_set_alignment(p, stored_l, stored_h, NULL);
+    json_object_set_new(out, "heads", arr);
+    arr = NULL;
+    json_object_set_new(out, "songs", json_integer(used));
+    json_object_set_new(out, "best", json_pack("{s:i,s:i,s:f}", "layer", bl, "head", bh,
+                                               "mean_rho", best));
+    rc = write_json(json_out, out);
+    goto done;
+oom:
+    jb_err_set(&err, JB_ENOMEM, "out of memory");
+fail:
+    rc = die(&err);
+done:
+    free(full), free(att), free(rho), free(nz);
+    free_codes(z, d ? d->n_items : 0);
+    json_decref(arr);
+    json_decref(out);
+    jb_labels_vocab_destroy(&av);
+    jb_labels_vocab_destroy(&gv);
+    jb_st_close(&pst);
+    jb_prior_destroy(&p);
+    jb_trainer_data_destroy(&d);
+    jb_vqvae_destroy(&vq);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -718,14 +882,15 @@ int main(int argc, char **argv) {
     const char *vq = NULL, *prior = NULL, *train = NULL, *data = NULL, *json = NULL;
     const char *in = NULL, *out = NULL, *codes = NULL, *tests[MAX_TESTS];
     int n_tests = 0, sr = 44100, batch = 8, scale = 3;
-    double range = 80;
-    enum { O_VQ = 256, O_PRIOR, O_TRAIN, O_DATA, O_TEST, O_JSON, O_SR, O_BATCH, O_IN, O_RANGE,
+    double range = 80, hop_fraction = 0.125;
+    enum { O_HOPF = 300, O_VQ = 256, O_PRIOR, O_TRAIN, O_DATA, O_TEST, O_JSON, O_SR, O_BATCH, O_IN, O_RANGE,
            O_SCALE, O_CODES };
     static const struct option lo[] = {
         {"vqvae", 1, 0, O_VQ}, {"prior", 1, 0, O_PRIOR}, {"train", 1, 0, O_TRAIN},
         {"data", 1, 0, O_DATA}, {"test", 1, 0, O_TEST}, {"json", 1, 0, O_JSON},
         {"sr", 1, 0, O_SR}, {"batch", 1, 0, O_BATCH}, {"in", 1, 0, O_IN}, {"out", 1, 0, 'o'},
-        {"range", 1, 0, O_RANGE}, {"scale", 1, 0, O_SCALE}, {"train-codes", 1, 0, O_CODES}, {"quiet", 0, 0, 'q'},
+        {"range", 1, 0, O_RANGE}, {"scale", 1, 0, O_SCALE}, {"train-codes", 1, 0, O_CODES},
+        {"hop-fraction", 1, 0, O_HOPF}, {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 2;
     int c;
@@ -750,6 +915,7 @@ int main(int argc, char **argv) {
         case O_RANGE: range = atof(optarg); break;
         case O_SCALE: scale = atoi(optarg); break;
         case O_CODES: codes = optarg; break;
+        case O_HOPF: hop_fraction = atof(optarg); break;
         case 'q': jb_log_set_level(JB_WARN); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
@@ -767,6 +933,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "spectrogram") && in && out) return cmd_spectrogram(in, out, sr, range, scale);
     if (!strcmp(cmd, "music") && n_tests > 0) return cmd_music(tests, n_tests, sr, json);
     if (!strcmp(cmd, "lyrics") && n_tests > 0) return cmd_lyrics(tests, n_tests, json);
+    if (!strcmp(cmd, "align") && prior && vq && data)
+        return cmd_align(prior, vq, data, hop_fraction, json);
     fprintf(stderr, "jukebox-eval: '%s': unknown command or missing options (see --help)\n", cmd);
     return EX_USAGE;
 }

@@ -348,6 +348,21 @@ const jb_prior_info_t *jb_prior_info(const jb_prior_t *p) { return &p->info; }
 const jb_prior_hparams_t *jb_prior_hparams(const jb_prior_t *p) { return &p->hp; }
 const jb_transformer_t *jb_prior_transformer(const jb_prior_t *p) { return p->tf; }
 
+int jb_prior_set_alignment(jb_prior_t *p, int layer, int head, jb_err_t *err) {
+    if (!p->info.lyrics) return jb_err_set(err, JB_EINVAL, "alignment: not a lyrics prior");
+    if (layer < 0 || layer >= p->hp.depth || head < 0 || head >= p->hp.heads)
+        return jb_err_set(err, JB_EINVAL, "alignment: layer %d head %d outside [0, %d) x [0, %d)",
+                          layer, head, p->hp.depth, p->hp.heads);
+    jb_transformer_layer_t l;
+    if (p->info.lyrics == JB_PRIOR_LYRICS_ENCODER &&
+        (jb_transformer_layer(p->tf, layer, &l) || l.kind != 6))
+        return jb_err_set(err, JB_EINVAL, "alignment: layer %d does not attend to the lyrics "
+                          "(not an encoder-attention layer)", layer);
+    p->hp.alignment_layer = layer;
+    p->hp.alignment_head = head;
+    return 0;
+}
+
 // ---- conditioning -------------------------------------------------------------------
 
 int jb_prior_cond_y(const jb_prior_t *p, const int32_t *y, int N, float *out, jb_err_t *err) {

@@ -62,6 +62,11 @@ void jb_prior_destroy(jb_prior_t **p_p);
 const jb_prior_info_t *jb_prior_info(const jb_prior_t *p);
 const jb_prior_hparams_t *jb_prior_hparams(const jb_prior_t *p);
 const jb_transformer_t *jb_prior_transformer(const jb_prior_t *p);
+// Which attention head of which layer is the lyric alignment (hparams alignment_layer and
+// alignment_head: what jb_prior_forward's attn records and a stage's ALIGN message shows), for
+// choosing it after training (jukebox-eval align). A lyrics prior only; layer in [0, depth),
+// head in [0, heads). 0, or -1 + err (JB_EINVAL).
+int jb_prior_set_alignment(jb_prior_t *p, int layer, int head, jb_err_t *err);
 // The embedding tables, for other backends (common/cuda/jb_prior.cu); float32, the prior's memory.
 // x_emb: (seq_bins, width) input embedding; pos_emb: (seq_len, width); x_out: (seq_bins, width)
 // output projection (x_emb itself when tied).

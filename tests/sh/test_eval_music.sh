@@ -4,6 +4,9 @@
 # labels file: the shares of pitched and in-tune frames, and an 11025 Hz sine under noise as
 # a line. lyrics: run directories with hand-made index.html alignments (diagonal: 1,
 # reversed: -1, a sample without alignment) and errors (no page: 66, a broken alignment: 65).
+# align: a lyrics top prior's every encoder-attention head on two sox-made songs with lyrics
+# (one row per such layer and head, counted from the model file's tensors by python3; the
+# best row is the highest mean) and errors (a prior without lyrics: 64, no data: 66).
 set -u
 BUILD=${BUILD:-build}
 E=$BUILD/bin/jukebox-eval
@@ -74,4 +77,42 @@ check "frames of different lengths exit 65 and name the frame (rc $rc)" \
 "$E" music > /dev/null 2>&1
 rc=$?
 check "music without --test exits 64 (rc $rc)" "[ $rc = 64 ]"
+
+# align: every layer/head of a lyrics top prior on real songs (the golden tiny pipeline's
+# models: lyrics encoder, songs up to 1 s; no vocabularies: names give "unknown")
+G=tests/golden/pipeline_tiny_lyrics
+mkdir -p "$T/al/audio"
+for n in s1 s2; do
+    sox -n -r 44100 -c 1 -b 16 "$T/al/audio/$n.wav" synth 0.9 sine 330 vol 0.4 synth 0.9 pinknoise mix vol 0.3 2>/dev/null
+    printf '{"file":"audio/%s.wav","genre":"x","artist":"y","lyrics":"la la la lo li la"}\n' "$n" >> "$T/al/labels.jsonl"
+done
+"$E" align --prior $G/prior_level_2.safetensors --vqvae $G/vqvae.safetensors --data "$T/al" \
+    --json "$T/a.json" > "$T/a.txt" 2>&1
+rc=$?
+check "align exits 0 (rc $rc)" "[ $rc = 0 ]"
+read -r an asongs aok < <(python3 -c "import json, sys
+d = json.load(open(sys.argv[1])); h = d['heads']; b = d['best']
+ok = all(-1 <= x['min_rho'] <= x['mean_rho'] <= 1 for x in h)
+ok = ok and b['mean_rho'] == max(x['mean_rho'] for x in h)
+ok = ok and any((x['layer'], x['head']) == (b['layer'], b['head']) for x in h)
+ok = ok and len({(x['layer'], x['head']) for x in h}) == len(h)
+print(len(h), d['songs'], int(ok))" "$T/a.json" 2>/dev/null)
+# the model's encoder-attention layers (the only ones that see the lyrics), 2 heads each
+nk=$(python3 -c "import json, struct, sys
+f = open(sys.argv[1], 'rb'); n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n))
+print(2 * sum(1 for k in h if k.startswith('prior.') and k.endswith('.attn.c_enc_kv.w')))" $G/prior_level_2.safetensors 2>/dev/null)
+check "align: one row per encoder-attention layer and head ($an rows, $nk expected), 2 songs ($asongs)" \
+    "[ -n '$nk' ] && [ '$an' = '$nk' ] && [ '$asongs' = 2 ]"
+check "align: rho within [-1, 1], min <= mean, the best is the highest mean ($aok)" "[ '$aok' = 1 ]"
+check "align prints the table and the best head" "grep -q '^best: layer' '$T/a.txt'"
+"$E" align --prior tests/golden/pipeline_tiny/prior_level_2.safetensors \
+    --vqvae tests/golden/pipeline_tiny/vqvae.safetensors --data "$T/al" > "$T/e2.txt" 2>&1
+rc=$?
+check "align: a prior without lyrics is refused (rc $rc): $(head -c 120 "$T/e2.txt")" \
+    "[ $rc = 64 ] && grep -q 'not a lyrics top prior' '$T/e2.txt'"
+"$E" align --prior $G/prior_level_2.safetensors --vqvae $G/vqvae.safetensors --data "$T/nosuch" \
+    > /dev/null 2>&1
+rc=$?
+check "align: a missing data directory exits 66 (rc $rc)" "[ $rc = 66 ]"
+
 finish
