@@ -1,0 +1,199 @@
+// test_cuda_matmul.c: the device's batch-invariant product (jb_matmul_cuda.h).
+//
+// (a) Against a double-precision product of the same (widened) weights, for F32, F16 and BF16
+//     weights, odd shapes (K and N not multiples of the tile or the slice; K past 512, so that
+//     every slice and a short last one run), M = 1, 3, 16, 17, 40, with and without bias; an
+//     element fails when |y - ref| > 1e-5 · Σ_k |x_k w_kn| (+ |b|): float32 accumulation stays
+//     ~1e-6 of it, one lost or doubled term is ~1/K. 32 guard floats before and after y (in the
+//     same device allocation) must be untouched.
+// (b) Invariance: every row of a 40-row product is bit-identical to the same row computed
+//     alone (M = 1) and inside another batch (17 rows of other data, the row at another place).
+// Built against the CPU emulation of CUDA by plain make; against a GPU by make CUDA=1.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jb_device.h"
+#include "jb_gpu.h"
+#include "jb_matmul_cuda.h"
+#include "jb_tensor.h"
+#include "jb_test.h"
+
+#ifdef JB_CUDA_EMU
+#include "jb_cuda_emu.h"
+#endif
+
+#define GUARD 32
+static const float kGuard = -12345.5f;
+
+static uint64_t rs = 7;
+static float frand(void) {
+    rs = rs * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rs >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
+}
+
+// A host matrix (K, N) in dt, and its exact float32 values.
+typedef struct {
+    void *w;
+    float *wf;
+    jb_dtype_t dt;
+    int K, N;
+} hmat_t;
+
+static hmat_t hmat_new(jb_dtype_t dt, int K, int N) {
+    hmat_t m = {NULL, NULL, dt, K, N};
+    size_t n = (size_t)K * N;
+    m.w = malloc(n * jb_dtype_size(dt) + 1), m.wf = malloc(n * sizeof(float) + 1);
+    for (size_t i = 0; i < n; i++) {
+        float v = frand();
+        if (dt == JB_F16) ((uint16_t *)m.w)[i] = jb_f32_to_f16(v), v = jb_f16_to_f32(((uint16_t *)m.w)[i]);
+        else if (dt == JB_BF16)
+            ((uint16_t *)m.w)[i] = jb_f32_to_bf16(v), v = jb_bf16_to_f32(((uint16_t *)m.w)[i]);
+        else ((float *)m.w)[i] = v;
+        m.wf[i] = v;
+    }
+    return m;
+}
+
+// y (M, N) on the device with guards: returns 0 and fills y (host, M·N) or -1 (+ err).
+static int run(float *y, const float *x, int M, const void *dw, const float *dsc,
+               const hmat_t *m, const float *bias, int *guards_ok, jb_err_t *err) {
+    int K = m->K, N = m->N;
+    size_t ny = (size_t)M * N, nb = ny + 2 * GUARD;
+    float *hy = malloc(sizeof(float) * nb);
+    for (size_t i = 0; i < nb; i++) hy[i] = kGuard;
+    float *dx = jb_gpu_alloc(sizeof(float) * ((size_t)M * K + 1), err);
+    float *dy = jb_gpu_alloc(sizeof(float) * nb, err);
+    float *db = bias ? jb_gpu_alloc(sizeof(float) * (size_t)N, err) : NULL;
+    int rc = -1;
+    if (dx && dy && (!bias || db) && !jb_gpu_upload(dx, x, sizeof(float) * (size_t)M * K, err) &&
+        !jb_gpu_upload(dy, hy, sizeof(float) * nb, err) &&
+        (!bias || !jb_gpu_upload(db, bias, sizeof(float) * (size_t)N, err))) {
+        jb_matmul_cuda_w_t w = {dw, dsc, m->dt, K, N};
+        if (!jb_matmul_cuda(dy + GUARD, dx, &w, db, M, NULL, err) && !jb_gpu_sync(err) &&
+            !jb_gpu_download(hy, dy, sizeof(float) * nb, err)) {
+            rc = 0;
+            int g = 1;
+            for (int i = 0; i < GUARD; i++) g &= hy[i] == kGuard && hy[GUARD + ny + i] == kGuard;
+            *guards_ok = g;
+            memcpy(y, hy + GUARD, sizeof(float) * ny);
+        }
+    }
+    jb_gpu_free(dx), jb_gpu_free(dy), jb_gpu_free(db);
+    free(hy);
+    return rc;
+}
+
+// Elements of y (M, N) outside 1e-5 · Σ|x w| (+ |b|) of the double product; worst ratio.
+static long bad_elems(const float *y, const float *x, const float *wf, const float *b, int M,
+                      int K, int N, double *worst) {
+    long bad = 0;
+    *worst = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double ref = b ? b[n] : 0, mag = b ? fabs(b[n]) : 0;
+            for (int k = 0; k < K; k++) {
+                double t = (double)x[(size_t)m * K + k] * wf[(size_t)k * N + n];
+                ref += t, mag += fabs(t);
+            }
+            double e = fabs(y[(size_t)m * N + n] - ref), tol = 1e-5 * mag + 1e-30;
+            if (!(e <= tol)) bad++;
+            if (e / tol > *worst || e != e) *worst = e / tol;
+        }
+    return bad;
+}
+
+static void check_dtype(jb_dtype_t dt) {
+    static const int shapes[][2] = {{133, 77}, {64, 192}, {1, 33}, {700, 40}, {257, 1}, {1100, 65}};
+    static const int Ms[] = {1, 3, 16, 17, 40};
+    jb_err_t err = {0};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int K = shapes[si][0], N = shapes[si][1];
+        hmat_t m = hmat_new(dt, K, N);
+        void *dw = jb_gpu_alloc((size_t)K * N * jb_dtype_size(dt), &err);
+        int ok = dw && !jb_gpu_upload(dw, m.w, (size_t)K * N * jb_dtype_size(dt), &err);
+        JB_CHECK(ok, "%s (%d, %d): upload (%s)", jb_dtype_name(dt), K, N, err.msg);
+        float *x = malloc(sizeof(float) * 40 * K), *b = malloc(sizeof(float) * N);
+        float *y = malloc(sizeof(float) * 40 * N), *y1 = malloc(sizeof(float) * N);
+        for (int i = 0; i < 40 * K; i++) x[i] = frand();
+        for (int i = 0; i < N; i++) b[i] = frand();
+        for (size_t mi = 0; ok && mi < sizeof Ms / sizeof Ms[0]; mi++)
+            for (int wb = 0; wb < 2; wb++) {
+                int M = Ms[mi], g = 0;
+                int rok = run(y, x, M, dw, NULL, &m, wb ? b : NULL, &g, &err) == 0;
+                double worst;
+                long bad = rok ? bad_elems(y, x, m.wf, wb ? b : NULL, M, K, N, &worst) : -1;
+                JB_CHECK(rok && bad == 0 && g, "%s (%d, %d) M %d%s: %ld of %d elements outside "
+                         "1e-5 of sum |x w| (worst %.3g of it), guards %s (%s)", jb_dtype_name(dt),
+                         K, N, M, wb ? " + bias" : "", bad, M * N, rok ? worst : 0.0,
+                         g ? "intact" : "OVERWRITTEN", err.msg);
+            }
+        // (b) invariance: rows of the 40-row product alone and inside another batch.
+        if (ok && run(y, x, 40, dw, NULL, &m, b, &(int){0}, &err) == 0) {
+            long alone = 0, other = 0;
+            float *x2 = malloc(sizeof(float) * 17 * K), *y2 = malloc(sizeof(float) * 17 * N);
+            for (int r = 0; r < 40; r++) {
+                int g;
+                if (run(y1, x + (size_t)r * K, 1, dw, NULL, &m, b, &g, &err) ||
+                    memcmp(y1, y + (size_t)r * N, sizeof(float) * N))
+                    alone++;
+                int at = (r * 7) % 17;   // row r among 16 rows of other data
+                for (int i = 0; i < 17 * K; i++) x2[i] = frand();
+                memcpy(x2 + (size_t)at * K, x + (size_t)r * K, sizeof(float) * K);
+                if (run(y2, x2, 17, dw, NULL, &m, b, &g, &err) ||
+                    memcmp(y2 + (size_t)at * N, y + (size_t)r * N, sizeof(float) * N))
+                    other++;
+            }
+            JB_CHECK(alone == 0 && other == 0, "%s (%d, %d): rows of a 40-row product "
+                     "bit-identical alone (%ld of 40 differ) and in another 17-row batch (%ld "
+                     "differ)", jb_dtype_name(dt), K, N, alone, other);
+            free(x2), free(y2);
+        }
+        jb_gpu_free(dw);
+        free(m.w), free(m.wf), free(x), free(b), free(y), free(y1);
+    }
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+int main(void) {
+#ifndef JB_CUDA_EMU
+    {   // a real CUDA build: the device must be there (make test-gpu)
+        jb_device_t dev;
+        jb_err_t derr = {0};
+        int dok = jb_device_parse("cuda", &dev, &derr) == 0 && jb_device_open(&dev, &derr) == 0;
+        JB_CHECK(dok, "CUDA device: %s", derr.msg);
+        if (!dok) return jb_test_summary("test_cuda_matmul");
+    }
+#endif
+    check_dtype(JB_F32);
+    check_dtype(JB_F16);
+    check_dtype(JB_BF16);
+    jb_err_t err = {0};
+    jb_matmul_cuda_w_t bad = {NULL, NULL, JB_I32, 4, 4};
+    JB_CHECK(jb_matmul_cuda(NULL, NULL, &bad, NULL, 1, NULL, &err) == -1 && err.code == JB_EINVAL,
+             "int32 weights refused: %s", err.msg);
+    if (getenv("JB_CUDA_TIMING")) {   // one small product, as a tiny model's step launches it
+        hmat_t m = hmat_new(JB_F32, 64, 192);
+        float x[64], y[192];
+        for (int i = 0; i < 64; i++) x[i] = frand();
+        void *dw = jb_gpu_alloc(sizeof(float) * 64 * 192, &err);
+        jb_gpu_upload(dw, m.w, sizeof(float) * 64 * 192, &err);
+        double t = now_ms();
+        for (int i = 0; i < 100; i++) run(y, x, 1, dw, NULL, &m, NULL, &(int){0}, &err);
+        printf("(64, 192) M 1: %.3f ms per call (with copies)\n", (now_ms() - t) / 100);
+        jb_gpu_free(dw);
+        free(m.w), free(m.wf);
+    }
+#ifdef JB_CUDA_EMU
+    JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",
+             jb_cuda_emu_used());
+#endif
+    return jb_test_summary("test_cuda_matmul");
+}
