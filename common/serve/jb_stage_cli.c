@@ -47,7 +47,7 @@ static void usage(FILE *f, const char *stage, int level) {
             "  -b, --max-batch N    samples sampled together at most, of one job or of several:\n"
             "                       jobs whose next windows can share a step (same prime\n"
             "                       length and fill) advance together, each with the codes\n"
-            "                       it gets alone (CPU; default 16)\n"
+            "                       it gets alone (CPU or GPU; default 16)\n"
             "  -c, --max-chunk N    priming chunk capacity in tokens (default 64)\n"
             "  -d, --device DEV     cpu, cuda or cuda:N (default cpu)\n"
             "      --weights W      matrix weights in memory: stored (as in the model file, the\n"
