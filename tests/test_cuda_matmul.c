@@ -8,6 +8,9 @@
 //     same device allocation) must be untouched.
 // (b) Invariance: every row of a 40-row product is bit-identical to the same row computed
 //     alone (M = 1) and inside another batch (17 rows of other data, the row at another place).
+// (c) int8: F32 and BF16 matrices quantized by the CPU's jb_matmul_pack_q8, tiles and scales
+//     uploaded as they are: (a) against the dequantized weights, the same bound against the
+//     CPU's jb_matmul_packed on the same packed weights, and (b).
 // Built against the CPU emulation of CUDA by plain make; against a GPU by make CUDA=1.
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +20,7 @@
 
 #include "jb_device.h"
 #include "jb_gpu.h"
+#include "jb_matmul.h"
 #include "jb_matmul_cuda.h"
 #include "jb_tensor.h"
 #include "jb_test.h"
@@ -105,54 +109,124 @@ static long bad_elems(const float *y, const float *x, const float *wf, const flo
     return bad;
 }
 
-static void check_dtype(jb_dtype_t dt) {
-    static const int shapes[][2] = {{133, 77}, {64, 192}, {1, 33}, {700, 40}, {257, 1}, {1100, 65}};
-    static const int Ms[] = {1, 3, 16, 17, 40};
+// (b) invariance: rows of a 40-row product (y, from x) alone and inside another batch.
+static void check_invariance(const char *what, const float *x, const float *y, const float *b,
+                             const void *dw, const float *dsc, const hmat_t *m) {
+    int K = m->K, N = m->N;
     jb_err_t err = {0};
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        int K = shapes[si][0], N = shapes[si][1];
+    long alone = 0, other = 0;
+    float *x2 = malloc(sizeof(float) * 17 * K), *y2 = malloc(sizeof(float) * 17 * N);
+    float *y1 = malloc(sizeof(float) * N);
+    for (int r = 0; r < 40; r++) {
+        int g;
+        if (run(y1, x + (size_t)r * K, 1, dw, dsc, m, b, &g, &err) ||
+            memcmp(y1, y + (size_t)r * N, sizeof(float) * N))
+            alone++;
+        int at = (r * 7) % 17;   // row r among 16 rows of other data
+        for (int i = 0; i < 17 * K; i++) x2[i] = frand();
+        memcpy(x2 + (size_t)at * K, x + (size_t)r * K, sizeof(float) * K);
+        if (run(y2, x2, 17, dw, dsc, m, b, &g, &err) ||
+            memcmp(y2 + (size_t)at * N, y + (size_t)r * N, sizeof(float) * N))
+            other++;
+    }
+    JB_CHECK(alone == 0 && other == 0, "%s (%d, %d): rows of a 40-row product bit-identical "
+             "alone (%ld of 40 differ) and in another 17-row batch (%ld differ)", what, K, N,
+             alone, other);
+    free(x2), free(y2), free(y1);
+}
+
+// (a) and (b) for one matrix m on the device (dw, dsc); pk: the CPU's int8 packing of the
+// same weights, whose product (jb_matmul_packed) the device must also match, or NULL.
+static void check_matrix(const char *what, const hmat_t *m, const void *dw, const float *dsc,
+                         const jb_matmul_packed_t *pk) {
+    static const int Ms[] = {1, 3, 16, 17, 40};
+    int K = m->K, N = m->N;
+    jb_err_t err = {0};
+    float *x = malloc(sizeof(float) * 40 * K), *b = malloc(sizeof(float) * N);
+    float *y = malloc(sizeof(float) * 40 * N), *yc = malloc(sizeof(float) * 40 * N);
+    for (int i = 0; i < 40 * K; i++) x[i] = frand();
+    for (int i = 0; i < N; i++) b[i] = frand();
+    for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
+        for (int wb = 0; wb < 2; wb++) {
+            int M = Ms[mi], g = 0;
+            int rok = run(y, x, M, dw, dsc, m, wb ? b : NULL, &g, &err) == 0;
+            double worst = 0;
+            long bad = rok ? bad_elems(y, x, m->wf, wb ? b : NULL, M, K, N, &worst) : -1;
+            JB_CHECK(rok && bad == 0 && g, "%s (%d, %d) M %d%s: %ld of %d elements outside "
+                     "1e-5 of sum |x w| (worst %.3g of it), guards %s (%s)", what, K, N, M,
+                     wb ? " + bias" : "", bad, M * N, worst, g ? "intact" : "OVERWRITTEN",
+                     err.msg);
+            if (!pk || !rok) continue;
+            // the CPU's int8 product of the same packed weights, same measure
+            jb_matmul_packed(yc, x, pk, wb ? b : NULL, M);
+            long badc = 0;
+            double wc = 0;
+            for (int r = 0; r < M; r++)
+                for (int n = 0; n < N; n++) {
+                    double mag = wb ? fabs(b[n]) : 0;
+                    for (int k = 0; k < K; k++) mag += fabs((double)x[r * K + k] * m->wf[k * N + n]);
+                    double e = fabs((double)y[r * N + n] - yc[r * N + n]);
+                    badc += !(e <= 1e-5 * mag);
+                    if (e / (1e-5 * mag + 1e-30) > wc) wc = e / (1e-5 * mag + 1e-30);
+                }
+            JB_CHECK(badc == 0, "%s (%d, %d) M %d%s: device vs the CPU's jb_matmul_packed: %ld "
+                     "elements outside 1e-5 of sum |x w| (worst %.3g of it)", what, K, N, M,
+                     wb ? " + bias" : "", badc, wc);
+        }
+    if (run(y, x, 40, dw, dsc, m, b, &(int){0}, &err) == 0)
+        check_invariance(what, x, y, b, dw, dsc, m);
+    free(x), free(b), free(y), free(yc);
+}
+
+static const int kShapes[][2] = {{133, 77}, {64, 192}, {1, 33}, {700, 40}, {257, 1}, {1100, 65}};
+
+static void check_dtype(jb_dtype_t dt) {
+    jb_err_t err = {0};
+    for (size_t si = 0; si < sizeof kShapes / sizeof kShapes[0]; si++) {
+        int K = kShapes[si][0], N = kShapes[si][1];
         hmat_t m = hmat_new(dt, K, N);
         void *dw = jb_gpu_alloc((size_t)K * N * jb_dtype_size(dt), &err);
         int ok = dw && !jb_gpu_upload(dw, m.w, (size_t)K * N * jb_dtype_size(dt), &err);
         JB_CHECK(ok, "%s (%d, %d): upload (%s)", jb_dtype_name(dt), K, N, err.msg);
-        float *x = malloc(sizeof(float) * 40 * K), *b = malloc(sizeof(float) * N);
-        float *y = malloc(sizeof(float) * 40 * N), *y1 = malloc(sizeof(float) * N);
-        for (int i = 0; i < 40 * K; i++) x[i] = frand();
-        for (int i = 0; i < N; i++) b[i] = frand();
-        for (size_t mi = 0; ok && mi < sizeof Ms / sizeof Ms[0]; mi++)
-            for (int wb = 0; wb < 2; wb++) {
-                int M = Ms[mi], g = 0;
-                int rok = run(y, x, M, dw, NULL, &m, wb ? b : NULL, &g, &err) == 0;
-                double worst;
-                long bad = rok ? bad_elems(y, x, m.wf, wb ? b : NULL, M, K, N, &worst) : -1;
-                JB_CHECK(rok && bad == 0 && g, "%s (%d, %d) M %d%s: %ld of %d elements outside "
-                         "1e-5 of sum |x w| (worst %.3g of it), guards %s (%s)", jb_dtype_name(dt),
-                         K, N, M, wb ? " + bias" : "", bad, M * N, rok ? worst : 0.0,
-                         g ? "intact" : "OVERWRITTEN", err.msg);
-            }
-        // (b) invariance: rows of the 40-row product alone and inside another batch.
-        if (ok && run(y, x, 40, dw, NULL, &m, b, &(int){0}, &err) == 0) {
-            long alone = 0, other = 0;
-            float *x2 = malloc(sizeof(float) * 17 * K), *y2 = malloc(sizeof(float) * 17 * N);
-            for (int r = 0; r < 40; r++) {
-                int g;
-                if (run(y1, x + (size_t)r * K, 1, dw, NULL, &m, b, &g, &err) ||
-                    memcmp(y1, y + (size_t)r * N, sizeof(float) * N))
-                    alone++;
-                int at = (r * 7) % 17;   // row r among 16 rows of other data
-                for (int i = 0; i < 17 * K; i++) x2[i] = frand();
-                memcpy(x2 + (size_t)at * K, x + (size_t)r * K, sizeof(float) * K);
-                if (run(y2, x2, 17, dw, NULL, &m, b, &g, &err) ||
-                    memcmp(y2 + (size_t)at * N, y + (size_t)r * N, sizeof(float) * N))
-                    other++;
-            }
-            JB_CHECK(alone == 0 && other == 0, "%s (%d, %d): rows of a 40-row product "
-                     "bit-identical alone (%ld of 40 differ) and in another 17-row batch (%ld "
-                     "differ)", jb_dtype_name(dt), K, N, alone, other);
-            free(x2), free(y2);
-        }
+        if (ok) check_matrix(jb_dtype_name(dt), &m, dw, NULL, NULL);
         jb_gpu_free(dw);
-        free(m.w), free(m.wf), free(x), free(b), free(y), free(y1);
+        free(m.w), free(m.wf);
+    }
+}
+
+// (c) int8: weights in src (F32 or BF16) quantized by the CPU's jb_matmul_pack_q8, its tiles and
+// scales uploaded as they are; the exact weights are the dequantized q·scale.
+static void check_q8(jb_dtype_t src) {
+    jb_err_t err = {0};
+    for (size_t si = 0; si < sizeof kShapes / sizeof kShapes[0]; si++) {
+        int K = kShapes[si][0], N = kShapes[si][1], ng = (K + 63) / 64;
+        hmat_t m = hmat_new(src, K, N);
+        jb_matmul_packed_t *pk = jb_matmul_pack_q8(m.w, src, K, N, &err);
+        const void *q;
+        const float *sc;
+        size_t qb = 0, sb = 0;
+        if (pk) jb_matmul_packed_arrays(pk, &q, &qb, &sc, &sb);
+        JB_CHECK(pk && qb == (size_t)((N + 31) / 32) * K * 32 &&
+                     sb == sizeof(float) * ((N + 31) / 32) * ng * 32,
+                 "int8 from %s (%d, %d): packed, %zu + %zu bytes (%s)", jb_dtype_name(src), K, N,
+                 qb, sb, err.msg);
+        void *dq = pk ? jb_gpu_alloc(qb, &err) : NULL;
+        float *dsc = pk ? jb_gpu_alloc(sb, &err) : NULL;
+        int ok = dq && dsc && !jb_gpu_upload(dq, q, qb, &err) && !jb_gpu_upload(dsc, sc, sb, &err);
+        for (int k = 0; ok && k < K; k++)   // the weights the device and the CPU multiply
+            for (int n = 0; n < N; n++) {
+                int t = n / 32, c = n % 32;
+                m.wf[(size_t)k * N + n] = (float)((const int8_t *)q)[((size_t)t * K + k) * 32 + c] *
+                                          sc[((size_t)t * ng + k / 64) * 32 + c];
+            }
+        m.dt = JB_I8;
+        char what[32];
+        snprintf(what, sizeof what, "I8 (from %s)", jb_dtype_name(src));
+        if (ok) check_matrix(what, &m, dq, dsc, pk);
+        JB_CHECK(ok, "%s (%d, %d): upload (%s)", what, K, N, err.msg);
+        jb_gpu_free(dq), jb_gpu_free(dsc);
+        jb_matmul_packed_destroy(&pk);
+        free(m.w), free(m.wf);
     }
 }
 
@@ -175,6 +249,8 @@ int main(void) {
     check_dtype(JB_F32);
     check_dtype(JB_F16);
     check_dtype(JB_BF16);
+    check_q8(JB_F32);
+    check_q8(JB_BF16);
     jb_err_t err = {0};
     jb_matmul_cuda_w_t bad = {NULL, NULL, JB_I32, 4, 4};
     JB_CHECK(jb_matmul_cuda(NULL, NULL, &bad, NULL, 1, NULL, &err) == -1 && err.code == JB_EINVAL,

@@ -9,7 +9,8 @@
 // level of 1.5 windows (windows at 0 and T/2: primes of 0 and T/2, so the priming passes run
 // batched too). Reference: each job's windows alone (jb_sample_window). Batched: the three
 // jobs' windows in one jb_sample_windows call per window. Greedy, then sampled (temperature,
-// top-k, top-p: each row its own seeded stream).
+// top-k, top-p: each row its own seeded stream). And with int8 weights (--weights int8) on two
+// of them, whose device codes must also equal the CPU int8 sampler's.
 // Built against the CPU emulation of CUDA by plain make; against a GPU by make CUDA=1.
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,12 +78,15 @@ static void job_init(job_t *b, int j, const char *name, const jb_prior_info_t *i
     for (int i = 0; i < b->n; i++) b->lyr[i] = (jb_sample_lyrics_t){lyric_tokens + j + i, 24};
 }
 
-static void run_model(const char *name, int sampled) {
+// weights: JB_WEIGHTS_STORED or JB_WEIGHTS_INT8 (the device multiplies the CPU's int8 tiles;
+// then each job alone on the CPU too, whose codes the device's must equal).
+static void run_model(const char *name, int sampled, int weights) {
     char path[256];
     const char *g = getenv("GOLDEN") ? getenv("GOLDEN") : "tests/golden";
     jb_err_t err = {0};
     snprintf(path, sizeof path, "%s/%s/model.safetensors", g, name);
-    jb_prior_t *p = jb_prior_new(path, &err);
+    jb_weights_opts_t wo = {weights, 0};
+    jb_prior_t *p = jb_prior_new_opts(path, &wo, &err);
     snprintf(path, sizeof path, "%s/%s/io.safetensors", g, name);
     jb_st_t *io = p ? jb_st_open(path, &err) : NULL;
     jb_prior_cuda_t *d = io ? jb_prior_cuda_new(p, MAXB, 8, 0, &err) : NULL;
@@ -123,6 +127,25 @@ static void run_model(const char *name, int sampled) {
     JB_CHECK(!ok || jb_cuda_emu_launches() > l0 + (uint64_t)in->n_ctx, "%s: it ran on the device",
              name);
 #endif
+    if (ok && weights == JB_WEIGHTS_INT8) {   // the CPU's int8 sampler, each job alone
+        jb_prior_sampler_t *cs = jb_prior_sampler_new(p, MAXB, 8, &err);
+        long differ = 0, total = 0;
+        for (int j = 0; cs && j < JOBS; j++) {
+            job_t *b = &jobs[j];
+            for (int w = 0; ok && w < n_win; w++)
+                ok = jb_sample_window(cs, &b->o, b->n, win[w], b->zs, b->total, &b->have,
+                                      b->above, b->above_len, b->y, in->lyrics ? b->lyr : NULL,
+                                      &err) == 0;
+            for (int i = 0; i < b->n * b->total; i++) differ += b->zs[i] != ref[j][i];
+            total += (long)b->n * b->total;
+            memset(b->zs, 0, sizeof(int32_t) * (size_t)b->n * b->total);
+            b->have = 0;
+        }
+        JB_CHECK(cs && ok && differ == 0, "%s int8 (%s): device codes == the CPU int8 sampler's "
+                 "(%ld of %ld differ; %s)", name, sampled ? "sampled" : "greedy", differ, total,
+                 err.msg);
+        jb_prior_sampler_destroy(&cs);
+    }
     // Batched: the three jobs' windows in one call per window (6 rows).
     for (int w = 0; ok && w < n_win; w++) {
         jb_sample_part_t parts[JOBS];
@@ -140,9 +163,10 @@ static void run_model(const char *name, int sampled) {
         for (int i = 0; i < jobs[j].n * jobs[j].total; i++) differ += jobs[j].zs[i] != ref[j][i];
         total += (long)jobs[j].n * jobs[j].total;
     }
-    JB_CHECK(ok && differ == 0, "%s (%s): three jobs (1 + 2 + 3 samples) batched on the device: "
-             "codes byte-identical to each job alone (%ld of %ld differ)", name,
-             sampled ? "sampled" : "greedy", differ, total);
+    JB_CHECK(ok && differ == 0, "%s (%s%s): three jobs (1 + 2 + 3 samples) batched on the "
+             "device: codes byte-identical to each job alone (%ld of %ld differ)", name,
+             sampled ? "sampled" : "greedy", weights == JB_WEIGHTS_INT8 ? ", int8" : "", differ,
+             total);
     for (int j = 0; in && n_win && j < JOBS; j++) {
         free(jobs[j].zs), free(jobs[j].above), free(jobs[j].y);
         free(ref[j]);
@@ -167,8 +191,12 @@ int main(void) {
 #endif
     const char *models[] = {"upsampler_mid_tiny", "prior_top_1b_lyrics_tiny",
                             "prior_top_5b_lyrics_tiny", "prior_top_5b_fp16w"};
-    for (int sampled = 0; sampled < 2; sampled++)
-        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) run_model(models[i], sampled);
+    for (int sampled = 0; sampled < 2; sampled++) {
+        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+            run_model(models[i], sampled, JB_WEIGHTS_STORED);
+        run_model("prior_top_1b_lyrics_tiny", sampled, JB_WEIGHTS_INT8);
+        run_model("upsampler_mid_tiny", sampled, JB_WEIGHTS_INT8);
+    }
 #ifdef JB_CUDA_EMU
     JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",
              jb_cuda_emu_used());

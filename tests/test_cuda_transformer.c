@@ -3,7 +3,8 @@
 // (tests/golden/prior_*/model.safetensors): the teacher-forced forward (one pass over the whole
 // sequence) and one-token steps must equal the CPU's full pass within the case's golden
 // tolerance (float16 weights too: the device's products widen the weights and keep float32
-// activations, as the CPU's do; jb_matmul_cuda.h). Then memory planning:
+// activations, as the CPU's do; jb_matmul_cuda.h). With int8 weights (the CPU's int8 tiles
+// uploaded) against the CPU's int8 pass, and the plan's int8 bytes. Then memory planning:
 // with a small fake device memory (emulation) the weights or the cache are refused with
 // "needs X GiB, Y GiB free", and fit shrinks the batch.
 // Built against the CPU emulation of CUDA by plain make; against a GPU by make CUDA=1.
@@ -278,6 +279,106 @@ static void run_case(const case_t *cs) {
     free(x0), free(ref), free(got), free(enc);
 }
 
+// Bytes of a layer's matrix as int8 tiles + scales (the CPU's packed copy) and its bias.
+static size_t q8_bytes(const jb_transformer_lin_t *l, int *n_allocs) {
+    if (!l->pk) return 0;
+    *n_allocs += 2 + (l->b != NULL);
+    return jb_matmul_packed_bytes(l->pk) + (l->b ? sizeof(float) * (size_t)l->N : 0);
+}
+
+// int8 weights (JB_WEIGHTS_INT8): the device uploads the CPU's int8 tiles and scales as they
+// are; its teacher-forced forward and one-token steps (graph) against the CPU's int8 full pass,
+// at the case's golden tolerance; the plan counts int8's bytes, and the upload allocates
+// exactly what the plan says.
+static void run_int8(const case_t *cs) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/model.safetensors",
+             getenv("GOLDEN") ? getenv("GOLDEN") : "tests/golden", cs->dir);
+    jb_err_t err = {0};
+    jb_weights_opts_t wo = {JB_WEIGHTS_INT8, 0};
+    jb_prior_t *p = jb_prior_new_opts(path, &wo, &err), *pf = jb_prior_new(path, &err);
+    JB_CHECK(p && pf, "%s int8: open (%s)", cs->dir, err.msg);
+    if (!p || !pf) {
+        jb_prior_destroy(&p), jb_prior_destroy(&pf);
+        return;
+    }
+    const jb_transformer_t *tf = jb_prior_transformer(p);
+    const jb_transformer_hp_t *hp = jb_transformer_hp(tf);
+    int N = 2, T = hp->n_ctx, W = hp->width, E = hp->encoder_dims;
+    size_t nx = (size_t)N * T * W;
+    float *x0 = malloc(sizeof(float) * nx), *ref = malloc(sizeof(float) * nx);
+    float *got = malloc(sizeof(float) * nx), *row = malloc(sizeof(float) * (size_t)N * W);
+    float *enc = E > 0 ? malloc(sizeof(float) * (size_t)N * E * W) : NULL;
+    for (size_t i = 0; i < nx; i++) x0[i] = frand();
+    for (int64_t i = 0; E > 0 && i < (int64_t)N * E * W; i++) enc[i] = frand();
+    jb_tcache_t *cc = jb_tcache_new(tf, N, T, &err);
+    memcpy(ref, x0, sizeof(float) * nx);
+    int ok = cc && (!E || jb_tcache_set_encoder(cc, enc, &err) == 0) &&
+             jb_transformer_forward(tf, cc, ref, T, NULL, &err) == 0;
+    JB_CHECK(ok, "%s int8: CPU forward (%s)", cs->dir, err.msg);
+    // The plan: int8 tiles + scales + biases + 4 LayerNorm vectors a layer, each aligned.
+    jb_transformer_cuda_plan_t p8, pf32;
+    jb_transformer_cuda_plan(tf, 1, &p8);
+    jb_transformer_cuda_plan(jb_prior_transformer(pf), 1, &pf32);
+    size_t want = 0;
+    int allocs = 0;
+    for (int d = 0; d < hp->depth; d++) {
+        jb_transformer_layer_t L;
+        jb_transformer_layer(tf, d, &L);
+        want += 4 * sizeof(float) * (size_t)W + q8_bytes(&L.c_attn, &allocs) +
+                q8_bytes(&L.c_enc_kv, &allocs) + q8_bytes(&L.c_proj, &allocs) +
+                q8_bytes(&L.fc, &allocs) + q8_bytes(&L.mlp_proj, &allocs);
+        allocs += 4;
+    }
+    JB_CHECK(p8.weights >= want && p8.weights < want + 256 * (size_t)allocs &&
+                 p8.weights < pf32.weights,
+             "%s int8: plan counts int8 bytes: %zu B (tiles + scales + vectors %zu B, %d aligned "
+             "slots; as stored %zu B)", cs->dir, p8.weights, want, allocs, pf32.weights);
+#ifdef JB_CUDA_EMU
+    size_t used0 = jb_cuda_emu_used();
+#endif
+    jb_transformer_cuda_t *dt = jb_transformer_cuda_new(tf, &err);
+    JB_CHECK(dt != NULL, "%s int8: weights to the device (%s)", cs->dir, err.msg);
+#ifdef JB_CUDA_EMU
+    JB_CHECK(!dt || jb_cuda_emu_used() - used0 == p8.weights, "%s int8: uploaded %zu B, the "
+             "plan %zu B", cs->dir, jb_cuda_emu_used() - used0, p8.weights);
+#endif
+    double wf = 1e30, ws = 0;
+    if (dt && ok) {
+        jb_tcache_cuda_t *dc = jb_tcache_cuda_new(dt, N, T, 0, &err);
+        memcpy(got, x0, sizeof(float) * nx);
+        int fok = dc && (!E || jb_tcache_cuda_set_encoder(dc, enc, &err) == 0) &&
+                  jb_transformer_cuda_forward_host(dt, dc, got, T, &err) == 0;
+        JB_CHECK(fok && jb_test_close(got, ref, (long)nx, cs->rel, cs->abs_, &wf, NULL),
+                 "%s int8: device forward vs CPU int8 forward: max abs %.3g (%s)", cs->dir,
+                 fok ? wf : -1.0, err.msg);
+        jb_tcache_cuda_destroy(&dc);
+        dc = jb_tcache_cuda_new(dt, N, 1, 0, &err);
+        int sok = dc && (!E || jb_tcache_cuda_set_encoder(dc, enc, &err) == 0), close = 1;
+        for (int t = 0; sok && t < T; t++) {
+            for (int b = 0; b < N; b++)
+                memcpy(row + (size_t)b * W, x0 + ((size_t)b * T + t) * W, sizeof(float) * W);
+            sok = jb_transformer_cuda_forward_host(dt, dc, row, 1, &err) == 0;
+            for (int b = 0; sok && b < N; b++) {
+                double ma;
+                close &= jb_test_close(row + (size_t)b * W, ref + ((size_t)b * T + t) * W, W,
+                                       cs->rel, cs->abs_, &ma, NULL);
+                if (ma > ws) ws = ma;
+            }
+        }
+        JB_CHECK(sok && close, "%s int8: %d one-token steps (graph) vs CPU int8 full pass: max "
+                 "abs %.3g (%s)", cs->dir, T, ws, err.msg);
+        jb_tcache_cuda_destroy(&dc);
+        printf("%s int8: weights %.1f KiB on the device (as stored %.1f KiB); forward max abs "
+               "diff %.3g, steps %.3g vs the CPU int8 pass\n", cs->dir, p8.weights / 1024.0,
+               pf32.weights / 1024.0, wf, ws);
+    }
+    jb_transformer_cuda_destroy(&dt);
+    jb_tcache_destroy(&cc);
+    jb_prior_destroy(&p), jb_prior_destroy(&pf);
+    free(x0), free(ref), free(got), free(row), free(enc);
+}
+
 int main(void) {
 #ifndef JB_CUDA_EMU
     {   // a real CUDA build: the device must be there (make test-gpu)
@@ -296,6 +397,7 @@ int main(void) {
         {"prior_top_1b_lyrics_tiny", 1e-4, 2e-4, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_int8(&cases[i]);
 #ifdef JB_CUDA_EMU
     JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",
              jb_cuda_emu_used());

@@ -13,6 +13,7 @@ namespace {
 
 const int kCols = JB_MATMUL_CUDA_COLS, kSlices = JB_MATMUL_CUDA_SLICES;
 const int kRows = JB_MATMUL_CUDA_ROWS, kGroup = JB_MATMUL_Q8_GROUP;
+static_assert(JB_MATMUL_CUDA_COLS == JB_MATMUL_TILE, "a block's columns are one int8 tile");
 
 // Slices of K: the smallest power of two >= ceil(K / 64), at most 8 (a block of 32 × that
 // many threads: a short K does not keep idle threads). Their length: ceil(K / slices) rounded
@@ -36,14 +37,16 @@ JB_HD inline float wload(const void *w, int64_t i) {
     return ((const float *)w)[i];
 }
 
-// acc[r] += Σ_{k0 <= k < k1} x[r, k] · w[k, n] in k order, r < rows; x: (rows, K).
-template <int DT>
+// acc[r] += Σ_{k0 <= k < k1} x[r, k] · w[k, n] in k order, r < rows <= R; x: (rows, K).
+// R bounds the loops at compile time (registers, no wasted iterations for a short group);
+// each row's operations are the same whatever R.
+template <int DT, int R>
 JB_HD inline void slice_dot(float *acc, const float *x, const void *w, int K, int N, int n,
                             int k0, int k1, int rows) {
     for (int k = k0; k < k1; k++) {
         float wv = wload<DT>(w, (int64_t)k * N + n);
         const float *xk = x + k;
-        for (int r = 0; r < kRows; r++)
+        for (int r = 0; r < R; r++)
             if (r < rows) acc[r] = fmaf(xk[(int64_t)r * K], wv, acc[r]);
     }
 }
@@ -51,21 +54,45 @@ JB_HD inline void slice_dot(float *acc, const float *x, const void *w, int K, in
 // The same for int8 tiles: per group of kGroup rows, sum = Σ x_k·q_kn from zero, then
 // acc += scale·sum (jb_matmul_pack_q8's formula). q: the tile of column n, (K, 32);
 // sc: its scales, (ceil(K / kGroup), 32); c = n % 32.
+template <int R>
 JB_HD inline void slice_dot_q8(float *acc, const float *x, const int8_t *q, const float *sc,
                                int K, int c, int k0, int k1, int rows) {
     for (int g0 = k0; g0 < k1; g0 += kGroup) {
         int g1 = g0 + kGroup < k1 ? g0 + kGroup : k1;
-        float sum[kRows];
-        for (int r = 0; r < kRows; r++) sum[r] = 0.0f;
+        float sum[R];
+        for (int r = 0; r < R; r++) sum[r] = 0.0f;
         for (int k = g0; k < g1; k++) {
             float wv = (float)q[(int64_t)k * kCols + c];
             const float *xk = x + k;
-            for (int r = 0; r < kRows; r++)
+            for (int r = 0; r < R; r++)
                 if (r < rows) sum[r] = fmaf(xk[(int64_t)r * K], wv, sum[r]);
         }
         float s = sc[(g0 / kGroup) * kCols + c];
-        for (int r = 0; r < kRows; r++) acc[r] = fmaf(s, sum[r], acc[r]);
+        for (int r = 0; r < R; r++) acc[r] = fmaf(s, sum[r], acc[r]);
     }
+}
+
+template <int DT, int R>
+JB_HD inline void slice_any(float *acc, const float *x, const void *w, const float *sc, int K,
+                            int N, int n, int k0, int k1, int rows) {
+    if (DT == JB_I8) {
+        int64_t t = n / kCols;
+        slice_dot_q8<R>(acc, x, (const int8_t *)w + t * K * kCols,
+                        sc + t * ((K + kGroup - 1) / kGroup) * kCols, K, n % kCols, k0, k1, rows);
+    } else {
+        slice_dot<DT, R>(acc, x, w, K, N, n, k0, k1, rows);
+    }
+}
+
+// A thread's slice for a group of `rows` rows, through the smallest row bound that holds them.
+template <int DT>
+JB_HD inline void slice_rows(float *acc, const float *x, const void *w, const float *sc, int K,
+                             int N, int n, int k0, int k1, int rows) {
+    if (rows == 1) slice_any<DT, 1>(acc, x, w, sc, K, N, n, k0, k1, rows);
+    else if (rows <= 2) slice_any<DT, 2>(acc, x, w, sc, K, N, n, k0, k1, rows);
+    else if (rows <= 4) slice_any<DT, 4>(acc, x, w, sc, K, N, n, k0, k1, rows);
+    else if (rows <= 8) slice_any<DT, 8>(acc, x, w, sc, K, N, n, k0, k1, rows);
+    else slice_any<DT, kRows>(acc, x, w, sc, K, N, n, k0, k1, rows);
 }
 
 // Block (blockIdx.x, blockIdx.y): columns [32·bx, +32), rows [16·by, +16); threads
@@ -81,16 +108,8 @@ __global__ void k_matmul(float *y, const float *x, const void *w, const float *s
     const float *xg = x + (int64_t)r0 * K;
     float acc[kRows];
     for (int r = 0; r < kRows; r++) acc[r] = 0.0f;
-    if (n < N) {
-        if (DT == JB_I8) {
-            int64_t t = n / kCols;
-            slice_dot_q8(acc, xg, (const int8_t *)w + t * K * kCols,
-                         sc + t * ((K + kGroup - 1) / kGroup) * kCols, K, c, k0, k1, rows);
-        } else {
-            slice_dot<DT>(acc, xg, w, K, N, n, k0, k1, rows);
-        }
-    }
-    for (int r = 0; r < kRows; r++) part[s][r][c] = acc[r];
+    if (n < N) slice_rows<DT>(acc, xg, w, sc, K, N, n, k0, k1, rows);
+    for (int r = 0; r < rows; r++) part[s][r][c] = acc[r];
     __syncthreads();
     // Thread (c, s) finishes rows s, s + ns, ... of column n: the ns partial sums added
     // pairwise in one fixed order (8: ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))).

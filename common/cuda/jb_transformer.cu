@@ -7,6 +7,7 @@
 
 extern "C" {
 #include "jb_gpu.h"
+#include "jb_matmul.h"
 #include "jb_matmul_cuda.h"
 #include "jb_nn.h"
 #include "jb_tensor.h"
@@ -112,10 +113,21 @@ struct DLayer {
 
 double gib(size_t b) { return (double)b / (double)((size_t)1 << 30); }
 
+// An int8 matrix (INT8 weights): the CPU's jb_matmul_pack_q8 tiles, uploaded as they are.
+bool is_q8(const jb_transformer_lin_t &l) {
+    return !l.w && l.pk && jb_matmul_packed_dtype(l.pk) == JB_I8;
+}
+
+// Device bytes of a matrix: as stored, or int8 tiles + scales; + its bias.
 size_t lin_bytes(const jb_transformer_lin_t &l) {
-    if (!l.w) return 0;
-    return align_up((size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)) +
-           (l.b ? align_up(sizeof(float) * (size_t)l.N) : 0);
+    size_t b = l.b ? align_up(sizeof(float) * (size_t)l.N) : 0;
+    if (l.w) return align_up((size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)) + b;
+    if (!is_q8(l)) return 0;
+    const void *d;
+    const float *sc;
+    size_t db, sb;
+    jb_matmul_packed_arrays(l.pk, &d, &db, &sc, &sb);
+    return align_up(db) + align_up(sb) + b;
 }
 
 }  // namespace
@@ -249,9 +261,24 @@ jb_transformer_cuda_t *jb_transformer_cuda_new(const jb_transformer_t *tf, jb_er
         };
         auto put_lin = [&](const jb_transformer_lin_t &l, DLin *o) -> bool {
             o->m = jb_matmul_cuda_w_t{NULL, NULL, l.dt, l.K, l.N}, o->b = NULL;
-            if (!l.w) return true;
-            if (!(o->m.w = put(l.w, (size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt))))
+            if (is_q8(l)) {
+                const void *d;
+                const float *sc;
+                size_t db, sb;
+                jb_matmul_packed_arrays(l.pk, &d, &db, &sc, &sb);
+                o->m.dt = JB_I8;
+                if (!(o->m.w = put(d, db)) || !(o->m.scales = (const float *)put(sc, sb)))
+                    return false;
+            } else if (l.pk) {
+                jb_err_set(err, JB_EINVAL, "packed %s weights: the device takes weights as "
+                           "stored or int8 (load with packed 0)",
+                           jb_dtype_name(jb_matmul_packed_dtype(l.pk)));
                 return false;
+            } else if (!l.w) {
+                return true;   // no such matrix (c_enc_kv outside enc-dec layers)
+            } else if (!(o->m.w = put(l.w, (size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)))) {
+                return false;
+            }
             if (l.b && !(o->b = (const float *)put(l.b, sizeof(float) * (size_t)l.N)))
                 return false;
             return true;
