@@ -52,9 +52,9 @@ static hmat_t hmat_new(jb_dtype_t dt, int K, int N) {
     m.w = malloc(n * jb_dtype_size(dt) + 1), m.wf = malloc(n * sizeof(float) + 1);
     for (size_t i = 0; i < n; i++) {
         float v = frand();
-        if (dt == JB_F16) ((uint16_t *)m.w)[i] = jb_f32_to_f16(v), v = jb_f16_to_f32(((uint16_t *)m.w)[i]);
-        else if (dt == JB_BF16)
-            ((uint16_t *)m.w)[i] = jb_f32_to_bf16(v), v = jb_bf16_to_f32(((uint16_t *)m.w)[i]);
+        uint16_t *h = (uint16_t *)m.w + i;
+        if (dt == JB_F16) *h = jb_f32_to_f16(v), v = jb_f16_to_f32(*h);
+        else if (dt == JB_BF16) *h = jb_f32_to_bf16(v), v = jb_bf16_to_f32(*h);
         else ((float *)m.w)[i] = v;
         m.wf[i] = v;
     }
@@ -164,7 +164,8 @@ static void check_matrix(const char *what, const hmat_t *m, const void *dw, cons
             for (int r = 0; r < M; r++)
                 for (int n = 0; n < N; n++) {
                     double mag = wb ? fabs(b[n]) : 0;
-                    for (int k = 0; k < K; k++) mag += fabs((double)x[r * K + k] * m->wf[k * N + n]);
+                    for (int k = 0; k < K; k++)
+                        mag += fabs((double)x[r * K + k] * m->wf[k * N + n]);
                     double e = fabs((double)y[r * N + n] - yc[r * N + n]);
                     badc += !(e <= 1e-5 * mag);
                     if (e / (1e-5 * mag + 1e-30) > wc) wc = e / (1e-5 * mag + 1e-30);
@@ -236,6 +237,85 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
+// JB_CUDA_TIMING (make test-gpu): jb_matmul_cuda against cuBLAS (jb_gpu_gemm: f32, and bf16
+// with activations rounded to bf16, its tensor-core path) on one upsampler_level_0 c_fc product
+// (1920 × 1920) at 1, 4, 8 and 16 rows, weights read from memory (each call the next of enough
+// copies to fill 256 MiB, beyond the L2 cache): ms per product and the weight bytes / time.
+// Under the emulation (one copy, 2 calls) the figures time the CPU and mean nothing.
+static void time_products(void) {
+#ifdef JB_CUDA_EMU
+    const int K = 1920, N = 1920, reps = 2, emu = 1;
+#else
+    const int K = 1920, N = 1920, reps = 100, emu = 0;
+#endif
+    static const int Ms[] = {1, 4, 8, 16};
+    jb_err_t err = {0};
+    void *blas = jb_gpu_blas_new(&err);
+    float *x = jb_gpu_alloc(sizeof(float) * 16 * K, &err);
+    float *y = jb_gpu_alloc(sizeof(float) * 16 * N, &err);
+    uint16_t *xh = jb_gpu_alloc(sizeof(uint16_t) * 16 * K, &err);
+    jb_dtype_t dts[3] = {JB_F32, JB_BF16, JB_I8};
+    void *w[3] = {NULL, NULL, NULL};
+    float *sc = NULL;
+    hmat_t m32 = hmat_new(JB_F32, K, N), m16 = hmat_new(JB_BF16, K, N);
+    jb_matmul_packed_t *pk = jb_matmul_pack_q8(m32.w, JB_F32, K, N, &err);
+    const void *q = NULL;
+    const float *hsc = NULL;
+    size_t qb = 0, sb = 0;
+    if (pk) jb_matmul_packed_arrays(pk, &q, &qb, &hsc, &sb);
+    size_t wb[3] = {sizeof(float) * K * N, sizeof(uint16_t) * K * N, qb};
+    int copies[3];
+    const void *src[3] = {m32.w, m16.w, q};
+    int ok = pk != NULL;
+    for (int d = 0; ok && d < 3; d++) {   // copy c of dtype d at w[d] + c · wb[d]
+        copies[d] = emu ? 1 : (int)(((size_t)256 << 20) / wb[d]) + 1;
+        ok = (w[d] = jb_gpu_alloc(wb[d] * copies[d], &err)) != NULL;
+        for (int c = 0; ok && c < copies[d]; c++)
+            ok = !jb_gpu_upload((char *)w[d] + wb[d] * c, src[d], wb[d], &err);
+    }
+    sc = jb_gpu_alloc(sb > 0 ? sb : 1, &err);   // scales: one copy (1/16 of int8's bytes)
+    ok = ok && blas && x && y && xh && sc && !jb_gpu_upload(sc, hsc, sb, &err) &&
+             !jb_gpu_memset(x, 0, sizeof(float) * 16 * K, &err) &&
+             !jb_gpu_memset(xh, 0, sizeof(uint16_t) * 16 * K, &err);
+    JB_CHECK(ok, "timing setup (%s)", err.msg);
+    for (size_t mi = 0; ok && mi < sizeof Ms / sizeof Ms[0]; mi++) {
+        int M = Ms[mi];
+        for (int d = 0; d < 3; d++) {
+            jb_matmul_cuda_w_t mw = {w[d], d == 2 ? sc : NULL, dts[d], K, N};
+            double t = now_ms();
+            for (int r = 0; ok && r < reps; r++) {
+                mw.w = (char *)w[d] + wb[d] * (r % copies[d]);
+                ok = !jb_matmul_cuda(y, x, &mw, NULL, M, NULL, &err);
+            }
+            ok = ok && !jb_gpu_sync(&err);
+            double ms = (now_ms() - t) / reps, gb = (double)(wb[d] + (d == 2 ? sb : 0)) / 1e6 / ms;
+            printf("(%d x %d) M %2d %-4s jb_matmul_cuda %.4f ms (%.0f GB/s of weights)", K, N, M,
+                   jb_dtype_name(dts[d]), ms, gb);
+            if (d < 2) {   // cuBLAS: f32 x f32, or bf16 x bf16 (x rounded)
+                t = now_ms();
+                for (int r = 0; ok && r < reps; r++)
+                    ok = !jb_gpu_gemm(blas, 0, 0, N, M, K, 1.0f,
+                                      (char *)w[d] + wb[d] * (r % copies[d]), dts[d], N,
+                                      d ? (const void *)xh : (const void *)x, dts[d], K, 0.0f, y,
+                                      N, &err);
+                ok = ok && !jb_gpu_sync(&err);
+                ms = (now_ms() - t) / reps;
+                printf(", cuBLAS %.4f ms (%.0f GB/s)", ms, (double)wb[d] / 1e6 / ms);
+            }
+            printf("\n");
+        }
+    }
+    JB_CHECK(ok, "timing runs (%s)", err.msg);
+#ifdef JB_CUDA_EMU
+    printf("(the CUDA emulation: CPU times, not GPU figures)\n");
+#endif
+    for (int d = 0; d < 3; d++) jb_gpu_free(w[d]);
+    jb_gpu_free(sc), jb_gpu_free(x), jb_gpu_free(y), jb_gpu_free(xh);
+    jb_gpu_blas_destroy(blas);
+    jb_matmul_packed_destroy(&pk);
+    free(m32.w), free(m32.wf), free(m16.w), free(m16.wf);
+}
+
 int main(void) {
 #ifndef JB_CUDA_EMU
     {   // a real CUDA build: the device must be there (make test-gpu)
@@ -255,18 +335,7 @@ int main(void) {
     jb_matmul_cuda_w_t bad = {NULL, NULL, JB_I32, 4, 4};
     JB_CHECK(jb_matmul_cuda(NULL, NULL, &bad, NULL, 1, NULL, &err) == -1 && err.code == JB_EINVAL,
              "int32 weights refused: %s", err.msg);
-    if (getenv("JB_CUDA_TIMING")) {   // one small product, as a tiny model's step launches it
-        hmat_t m = hmat_new(JB_F32, 64, 192);
-        float x[64], y[192];
-        for (int i = 0; i < 64; i++) x[i] = frand();
-        void *dw = jb_gpu_alloc(sizeof(float) * 64 * 192, &err);
-        jb_gpu_upload(dw, m.w, sizeof(float) * 64 * 192, &err);
-        double t = now_ms();
-        for (int i = 0; i < 100; i++) run(y, x, 1, dw, NULL, &m, NULL, &(int){0}, &err);
-        printf("(64, 192) M 1: %.3f ms per call (with copies)\n", (now_ms() - t) / 100);
-        jb_gpu_free(dw);
-        free(m.w), free(m.wf);
-    }
+    if (getenv("JB_CUDA_TIMING")) time_products();
 #ifdef JB_CUDA_EMU
     JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",
              jb_cuda_emu_used());

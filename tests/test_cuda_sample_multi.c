@@ -65,7 +65,8 @@ static void job_init(job_t *b, int j, const char *name, const jb_prior_info_t *i
     if (in->x_cond) {
         b->above_len = b->total / in->cond_downsample;
         b->above = malloc(sizeof(int32_t) * (size_t)b->n * b->above_len);
-        for (int i = 0; i < b->n * b->above_len; i++) b->above[i] = (int32_t)urand((uint32_t)in->bins);
+        for (int i = 0; i < b->n * b->above_len; i++)
+            b->above[i] = (int32_t)urand((uint32_t)in->bins);
     }
     if (y_io) {
         b->y = malloc(sizeof(int32_t) * (size_t)b->n * L);
