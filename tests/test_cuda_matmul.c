@@ -335,6 +335,12 @@ int main(void) {
     jb_matmul_cuda_w_t bad = {NULL, NULL, JB_I32, 4, 4};
     JB_CHECK(jb_matmul_cuda(NULL, NULL, &bad, NULL, 1, NULL, &err) == -1 && err.code == JB_EINVAL,
              "int32 weights refused: %s", err.msg);
+    bad.dt = JB_F32;
+    JB_CHECK(jb_matmul_cuda(NULL, NULL, &bad, NULL, 65535 * 16 + 1, NULL, &err) == -1 &&
+             err.code == JB_EINVAL, "more rows than a grid holds refused: %s", err.msg);
+    bad.dt = JB_I8;
+    JB_CHECK(jb_matmul_cuda(NULL, NULL, &bad, NULL, 1, NULL, &err) == -1 && err.code == JB_EINVAL,
+             "int8 weights without scales refused: %s", err.msg);
     if (getenv("JB_CUDA_TIMING")) time_products();
 #ifdef JB_CUDA_EMU
     JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",

@@ -133,6 +133,9 @@ int jb_matmul_cuda(float *y, const float *x, const jb_matmul_cuda_w_t *w, const 
                           w->K, w->N, jb_dtype_name(w->dt),
                           w->dt == JB_I8 && !w->scales ? " without scales" : "");
     if (M == 0 || w->N == 0) return 0;
+    if ((M + kRows - 1) / kRows > 65535)   // gridDim.y's limit
+        return jb_err_set(err, JB_EINVAL, "jb_matmul_cuda: %d rows (at most %d)", M,
+                          65535 * kRows);
     dim3 grid((unsigned)((w->N + kCols - 1) / kCols), (unsigned)((M + kRows - 1) / kRows));
     dim3 block(kCols, (unsigned)n_slices(w->K));
     cudaStream_t st = (cudaStream_t)stream;

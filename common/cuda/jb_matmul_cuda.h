@@ -48,9 +48,9 @@ typedef struct {
     int K, N;
 } jb_matmul_cuda_w_t;
 
-// y: (M, N) = x: (M, K) · w (+ bias: (N) or NULL); device pointers; y must not alias x.
-// Queued on stream (a cudaStream_t; NULL: the legacy default stream). 0, or -1 + err (a bad
-// dtype, or the launch failed).
+// y: (M, N) = x: (M, K) · w (+ bias: (N) or NULL); device pointers; y must not alias x;
+// M <= 65535 · 16. Queued on stream (a cudaStream_t; NULL: the legacy default stream). 0, or
+// -1 + err (a bad dtype or shape, or the launch failed).
 int jb_matmul_cuda(float *y, const float *x, const jb_matmul_cuda_w_t *w, const float *bias,
                    int M, void *stream, jb_err_t *err);
 
