@@ -618,7 +618,8 @@ static void hand_back(stage_t *s) {
 // The model, its vocabularies, the sampler, the spool (checked against the model).
 static int stage_load(stage_t *s, jb_err_t *err) {
     const jb_stage_opts_t *o = s->o;
-    // On the GPU the weights are uploaded as stored: no packed CPU copy is needed.
+    // On the GPU the weights are uploaded as stored (no packed CPU copy is needed), or as the
+    // int8 tiles `--weights int8` packs on the CPU (always packed), as they are.
     jb_weights_opts_t wo = {o->weights, o->cuda ? 0 : o->packed};
     if (!(s->prior = jb_prior_new_opts(o->model_path, &wo, err))) return -1;
     s->info = jb_prior_info(s->prior);
