@@ -4,7 +4,8 @@
 // sequence) and one-token steps must equal the CPU's full pass within the case's golden
 // tolerance (float16 weights too: the device's products widen the weights and keep float32
 // activations, as the CPU's do; jb_matmul_cuda.h). With int8 weights (the CPU's int8 tiles
-// uploaded) against the CPU's int8 pass, and the plan's int8 bytes. Then memory planning:
+// uploaded) against the CPU's int8 pass, and the plan's int8 bytes. Batch invariance of the
+// whole pass: sequences stepped together == each alone, bit for bit. Then memory planning:
 // with a small fake device memory (emulation) the weights or the cache are refused with
 // "needs X GiB, Y GiB free", and fit shrinks the batch.
 // Built against the CPU emulation of CUDA by plain make; against a GPU by make CUDA=1.
@@ -279,6 +280,73 @@ static void run_case(const case_t *cs) {
     free(x0), free(ref), free(got), free(enc);
 }
 
+// Batch invariance of the whole device pass: three sequences stepped together (graph), and each
+// alone in a cache of batch 1, give bit-identical outputs at every step; also a teacher-forced
+// pass of the three against each alone. weights: as stored or INT8.
+static void run_invariance(const case_t *cs, int weights) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/model.safetensors",
+             getenv("GOLDEN") ? getenv("GOLDEN") : "tests/golden", cs->dir);
+    jb_err_t err = {0};
+    jb_weights_opts_t wo = {weights, 0};
+    jb_prior_t *p = jb_prior_new_opts(path, &wo, &err);
+    const jb_transformer_t *tf = p ? jb_prior_transformer(p) : NULL;
+    jb_transformer_cuda_t *dt = tf ? jb_transformer_cuda_new(tf, &err) : NULL;
+    const char *wn = jb_weights_name(weights);
+    JB_CHECK(dt != NULL, "%s %s: invariance setup (%s)", cs->dir, wn, err.msg);
+    if (!dt) {
+        jb_prior_destroy(&p);
+        return;
+    }
+    const jb_transformer_hp_t *hp = jb_transformer_hp(tf);
+    int B = 3, T = hp->n_ctx < 24 ? hp->n_ctx : 24, W = hp->width, E = hp->encoder_dims;
+    size_t nx = (size_t)B * T * W;
+    float *x0 = malloc(sizeof(float) * nx), *all = malloc(sizeof(float) * nx);
+    float *one = malloc(sizeof(float) * (size_t)T * W);
+    float *enc = E > 0 ? malloc(sizeof(float) * (size_t)B * E * W) : NULL;
+    for (size_t i = 0; i < nx; i++) x0[i] = frand();
+    for (int64_t i = 0; E > 0 && i < (int64_t)B * E * W; i++) enc[i] = frand();
+    long steps_differ = 0, fwd_differ = 0;
+    int ok = 1;
+    for (int steps = 1; ok && steps >= 0; steps--) {
+        // together: (B, T, W) outputs in `all`
+        jb_tcache_cuda_t *c = jb_tcache_cuda_new(dt, B, steps ? 1 : T, 0, &err);
+        ok = c && (!E || jb_tcache_cuda_set_encoder(c, enc, &err) == 0);
+        memcpy(all, x0, sizeof(float) * nx);
+        float *row = malloc(sizeof(float) * (size_t)B * W);
+        for (int t = 0; ok && steps && t < T; t++) {
+            for (int b = 0; b < B; b++)
+                memcpy(row + (size_t)b * W, x0 + ((size_t)b * T + t) * W, sizeof(float) * W);
+            ok = jb_transformer_cuda_forward_host(dt, c, row, 1, &err) == 0;
+            for (int b = 0; b < B; b++)
+                memcpy(all + ((size_t)b * T + t) * W, row + (size_t)b * W, sizeof(float) * W);
+        }
+        if (ok && !steps) ok = jb_transformer_cuda_forward_host(dt, c, all, T, &err) == 0;
+        free(row);
+        jb_tcache_cuda_destroy(&c);
+        // each alone
+        for (int b = 0; ok && b < B; b++) {
+            c = jb_tcache_cuda_new(dt, 1, steps ? 1 : T, 0, &err);
+            ok = c && (!E || jb_tcache_cuda_set_encoder(c, enc + (size_t)b * E * W, &err) == 0);
+            memcpy(one, x0 + (size_t)b * T * W, sizeof(float) * (size_t)T * W);
+            for (int t = 0; ok && steps && t < T; t++)
+                ok = jb_transformer_cuda_forward_host(dt, c, one + (size_t)t * W, 1, &err) == 0;
+            if (ok && !steps) ok = jb_transformer_cuda_forward_host(dt, c, one, T, &err) == 0;
+            for (int t = 0; ok && t < T; t++)
+                if (memcmp(one + (size_t)t * W, all + ((size_t)b * T + t) * W,
+                           sizeof(float) * W))
+                    *(steps ? &steps_differ : &fwd_differ) += 1;
+            jb_tcache_cuda_destroy(&c);
+        }
+    }
+    JB_CHECK(ok && steps_differ == 0 && fwd_differ == 0, "%s %s: 3 sequences together vs each "
+             "alone, bit for bit: %d one-token steps (%ld of %d outputs differ), a %d-token pass "
+             "(%ld differ) (%s)", cs->dir, wn, T, steps_differ, B * T, T, fwd_differ, err.msg);
+    jb_transformer_cuda_destroy(&dt);
+    jb_prior_destroy(&p);
+    free(x0), free(all), free(one), free(enc);
+}
+
 // Bytes of a layer's matrix as int8 tiles + scales (the CPU's packed copy) and its bias.
 static size_t q8_bytes(const jb_transformer_lin_t *l, int *n_allocs) {
     if (!l->pk) return 0;
@@ -398,6 +466,10 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_int8(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_invariance(&cases[i], JB_WEIGHTS_STORED);
+        run_invariance(&cases[i], JB_WEIGHTS_INT8);
+    }
 #ifdef JB_CUDA_EMU
     JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",
              jb_cuda_emu_used());
