@@ -14,8 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "jb_prior.h"
+#include "jb_safetensors.h"
 #include "jb_test.h"
 #include "jb_device.h"
 #include "jb_transformer.h"
@@ -280,24 +282,14 @@ static void run_case(const case_t *cs) {
     free(x0), free(ref), free(got), free(enc);
 }
 
-// Batch invariance of the whole device pass: three sequences stepped together (graph), and each
-// alone in a cache of batch 1, give bit-identical outputs at every step; also a teacher-forced
-// pass of the three against each alone. weights: as stored or INT8.
-static void run_invariance(const case_t *cs, int weights) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s/model.safetensors",
-             getenv("GOLDEN") ? getenv("GOLDEN") : "tests/golden", cs->dir);
+// Batch invariance of the whole device pass of tf: three sequences stepped together (graph), and
+// each alone in a cache of batch 1, give bit-identical outputs at every step; also a
+// teacher-forced pass of the three against each alone.
+static void check_invariance(const char *dir, const char *wn, const jb_transformer_t *tf) {
     jb_err_t err = {0};
-    jb_weights_opts_t wo = {weights, 0};
-    jb_prior_t *p = jb_prior_new_opts(path, &wo, &err);
-    const jb_transformer_t *tf = p ? jb_prior_transformer(p) : NULL;
     jb_transformer_cuda_t *dt = tf ? jb_transformer_cuda_new(tf, &err) : NULL;
-    const char *wn = jb_weights_name(weights);
-    JB_CHECK(dt != NULL, "%s %s: invariance setup (%s)", cs->dir, wn, err.msg);
-    if (!dt) {
-        jb_prior_destroy(&p);
-        return;
-    }
+    JB_CHECK(dt != NULL, "%s %s: invariance setup (%s)", dir, wn, err.msg);
+    if (!dt) return;
     const jb_transformer_hp_t *hp = jb_transformer_hp(tf);
     int B = 3, T = hp->n_ctx < 24 ? hp->n_ctx : 24, W = hp->width, E = hp->encoder_dims;
     size_t nx = (size_t)B * T * W;
@@ -341,10 +333,102 @@ static void run_invariance(const case_t *cs, int weights) {
     }
     JB_CHECK(ok && steps_differ == 0 && fwd_differ == 0, "%s %s: 3 sequences together vs each "
              "alone, bit for bit: %d one-token steps (%ld of %d outputs differ), a %d-token pass "
-             "(%ld differ) (%s)", cs->dir, wn, T, steps_differ, B * T, T, fwd_differ, err.msg);
+             "(%ld differ) (%s)", dir, wn, T, steps_differ, B * T, T, fwd_differ, err.msg);
     jb_transformer_cuda_destroy(&dt);
-    jb_prior_destroy(&p);
     free(x0), free(all), free(one), free(enc);
+}
+
+// The same on a golden prior's transformer, weights as stored or INT8.
+static void run_invariance(const case_t *cs, int weights) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/model.safetensors",
+             getenv("GOLDEN") ? getenv("GOLDEN") : "tests/golden", cs->dir);
+    jb_err_t err = {0};
+    jb_weights_opts_t wo = {weights, 0};
+    jb_prior_t *p = jb_prior_new_opts(path, &wo, &err);
+    JB_CHECK(p != NULL, "%s: open (%s)", cs->dir, err.msg);
+    if (p) check_invariance(cs->dir, jb_weights_name(weights), jb_prior_transformer(p));
+    jb_prior_destroy(&p);
+}
+
+// A transformer wide enough for every slice count of jb_matmul_cuda (the golden priors' widths,
+// 32-64, take one slice): width 640, 2 layers, random weights written to a file; invariance as
+// above (stored f32 and int8) and the device's steps against the CPU's full pass.
+static void run_wide(void) {
+    jb_transformer_hp_t hp = {.width = 640, .depth = 2, .heads = 4, .n_ctx = 12,
+                              .attn_order = 0, .blocks = 0, .m_attn = 0.25, .m_mlp = 1.0};
+    int W = hp.width, S = W / 4, M = W;
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/test_cuda_transformer.%d.safetensors", (int)getpid());
+    jb_err_t err = {0};
+    jb_st_writer_t *wr = jb_st_writer_new(&err);
+    static float *bufs[32];
+    int nb = 0, ok = wr != NULL;
+    for (int d = 0; ok && d < hp.depth; d++) {
+        static const char *names[] = {"ln_0.weight", "ln_0.bias", "attn.c_attn.w", "attn.c_attn.b",
+                                      "attn.c_proj.w", "attn.c_proj.b", "ln_1.weight",
+                                      "ln_1.bias", "mlp.c_fc.w", "mlp.c_fc.b", "mlp.c_proj.w",
+                                      "mlp.c_proj.b"};
+        int64_t shp[12][2] = {{W, 0}, {W, 0}, {W, 3 * S}, {3 * S, 0}, {S, W}, {W, 0},
+                              {W, 0}, {W, 0}, {W, M}, {M, 0}, {M, W}, {W, 0}};
+        for (int i = 0; ok && i < 12; i++) {
+            int nd = shp[i][1] ? 2 : 1;
+            int64_t n = shp[i][0] * (nd == 2 ? shp[i][1] : 1);
+            float *v = bufs[nb++] = malloc(sizeof(float) * (size_t)n);
+            int gain = i == 0 || i == 6;   // LayerNorm gains around 1
+            for (int64_t j = 0; j < n; j++)
+                v[j] = gain ? 1.0f + 0.2f * frand() : (nd == 2 ? 0.05f : 0.1f) * frand();
+            char nm[128];
+            snprintf(nm, sizeof nm, "t._attn_mods.%d.%s", d, names[i]);
+            ok = jb_st_writer_add(wr, nm, JB_F32, nd, shp[i], v, &err) == 0;
+        }
+    }
+    ok = ok && jb_st_writer_write(wr, path, NULL, NULL, &err) == 0;
+    jb_st_writer_destroy(&wr);
+    for (int i = 0; i < nb; i++) free(bufs[i]);
+    jb_st_t *st = ok ? jb_st_open(path, &err) : NULL;
+    JB_CHECK(st != NULL, "wide transformer: written and opened (%s)", err.msg);
+    for (int weights = JB_WEIGHTS_STORED; st && weights <= JB_WEIGHTS_INT8;
+         weights += JB_WEIGHTS_INT8) {
+        jb_weights_opts_t wo = {weights, 0};
+        jb_transformer_t *tf = jb_transformer_new_opts(st, "t.", &hp, &wo, &err);
+        JB_CHECK(tf != NULL, "wide transformer %s (%s)", jb_weights_name(weights), err.msg);
+        if (!tf) continue;
+        check_invariance("wide (640)", jb_weights_name(weights), tf);
+        // the device's one-token steps against the CPU's full pass (golden tolerance)
+        int N = 2, T = hp.n_ctx;
+        size_t nx = (size_t)N * T * W;
+        float *x0 = malloc(sizeof(float) * nx), *ref = malloc(sizeof(float) * nx);
+        float *row = malloc(sizeof(float) * (size_t)N * W);
+        for (size_t i = 0; i < nx; i++) x0[i] = ref[i] = frand();
+        jb_tcache_t *cc = jb_tcache_new(tf, N, T, &err);
+        jb_transformer_cuda_t *dt = jb_transformer_cuda_new(tf, &err);
+        jb_tcache_cuda_t *dc = dt ? jb_tcache_cuda_new(dt, N, 1, 0, &err) : NULL;
+        int sok = cc && dc && jb_transformer_forward(tf, cc, ref, T, NULL, &err) == 0, close = 1;
+        double worst = 0;
+        for (int t = 0; sok && t < T; t++) {
+            for (int b = 0; b < N; b++)
+                memcpy(row + (size_t)b * W, x0 + ((size_t)b * T + t) * W, sizeof(float) * W);
+            sok = jb_transformer_cuda_forward_host(dt, dc, row, 1, &err) == 0;
+            for (int b = 0; sok && b < N; b++) {
+                double ma;
+                close &= jb_test_close(row + (size_t)b * W, ref + ((size_t)b * T + t) * W, W,
+                                       1e-4, 2e-4, &ma, NULL);
+                if (ma > worst) worst = ma;
+            }
+        }
+        JB_CHECK(sok && close, "wide (640) %s: %d device steps vs the CPU's pass: max abs %.3g "
+                 "(%s)", jb_weights_name(weights), T, worst, err.msg);
+        printf("wide (640) %s: device steps vs the CPU: max abs diff %.3g\n",
+               jb_weights_name(weights), worst);
+        jb_tcache_cuda_destroy(&dc);
+        jb_transformer_cuda_destroy(&dt);
+        jb_tcache_destroy(&cc);
+        jb_transformer_destroy(&tf);
+        free(x0), free(ref), free(row);
+    }
+    jb_st_close(&st);
+    remove(path);
 }
 
 // Bytes of a layer's matrix as int8 tiles + scales (the CPU's packed copy) and its bias.
@@ -470,6 +554,7 @@ int main(void) {
         run_invariance(&cases[i], JB_WEIGHTS_STORED);
         run_invariance(&cases[i], JB_WEIGHTS_INT8);
     }
+    run_wide();
 #ifdef JB_CUDA_EMU
     JB_CHECK(jb_cuda_emu_used() == 0, "every device allocation freed (%zu bytes left)",
              jb_cuda_emu_used());
