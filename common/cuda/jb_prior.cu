@@ -7,6 +7,7 @@
 extern "C" {
 #include "jb_conv.h"
 #include "jb_gpu.h"
+#include "jb_matmul_cuda.h"
 #include "jb_nn.h"
 #include "jb_prior_cuda.h"
 #include "jb_tensor.h"
@@ -94,7 +95,7 @@ struct jb_prior_cuda {
     cublasHandle_t blas;
     cudaStream_t st;            // the cache's
     void *dmem;                 // tables + per-window buffers
-    float *x_emb, *pos_emb, *x_out;   // device (seq_bins, W), (seq_len, W), (seq_bins, W)
+    float *x_emb, *pos_emb, *x_out_t;   // device (seq_bins, W), (seq_len, W), (W, seq_bins)
     float *cond_y, *cond_x, *logits;  // device (B, W), (B, n_ctx, W), (B, seq_bins)
     int32_t *seq, *pick;              // device (B, seq_len), (B)
     cond_dev *cond;             // the upsamplers' Conditioner, or NULL
@@ -104,6 +105,18 @@ struct jb_prior_cuda {
 };
 
 namespace {
+
+// dst (device, (cols, rows)) = src (host, (rows, cols)) transposed: the output projection as
+// the (K, N) matrix jb_matmul_cuda reads.
+int upload_transposed(float *dst, const float *src, int rows, int cols, jb_err_t *err) {
+    float *t = (float *)malloc(sizeof(float) * (size_t)rows * (size_t)cols);
+    if (!t) return jb_err_set(err, JB_ENOMEM, "out of memory (%d x %d transpose)", rows, cols);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) t[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+    int rc = jb_gpu_upload(dst, t, sizeof(float) * (size_t)rows * (size_t)cols, err);
+    free(t);
+    return rc;
+}
 
 // Conditioner weights into one device allocation, working memory for max_batch windows.
 int cond_setup(jb_prior_cuda_t *s, jb_err_t *err) {
@@ -303,12 +316,12 @@ jb_prior_cuda_t *jb_prior_cuda_new(const jb_prior_t *p, int max_batch, int max_c
         char *q = (char *)s->dmem;
         void *ptr[8];
         for (int i = 0; i < 8; i++) ptr[i] = q, q += (sz[i] + 255) / 256 * 256;
-        s->x_emb = (float *)ptr[0], s->pos_emb = (float *)ptr[1], s->x_out = (float *)ptr[2];
+        s->x_emb = (float *)ptr[0], s->pos_emb = (float *)ptr[1], s->x_out_t = (float *)ptr[2];
         s->cond_y = (float *)ptr[3], s->cond_x = (float *)ptr[4], s->logits = (float *)ptr[5];
         s->seq = (int32_t *)ptr[6], s->pick = (int32_t *)ptr[7];
         if (jb_gpu_upload(s->x_emb, x_emb, sz[0], err) ||
             jb_gpu_upload(s->pos_emb, pos_emb, sz[1], err) ||
-            jb_gpu_upload(s->x_out, x_out, sz[2], err))
+            upload_transposed(s->x_out_t, x_out, (int)SB, (int)W, err))
             goto fail;
     }
     if (!(s->cache = jb_tcache_cuda_new(s->dt, max_batch, max_chunk, fit, err))) goto fail;
@@ -455,12 +468,10 @@ int jb_prior_cuda_sample(jb_prior_cuda_t *s, int N, const int32_t *y, const int3
                       x, (const float *)s->cond_x, W, in->n_ctx, off, t, 1);
             JB_CUDA_LAUNCHED(err);
         }
-        // logits (N, B) = x (N, W) · x_outᵀ: column-major logitsᵀ (B, N) = x_outᵀ... as
-        // op(A) = x_out (B, W) (A stored column-major (W, B), transposed) times x (W, N).
-        const float one = 1.0f, zero = 0.0f;
-        JB_CUBLAS_CHECK(cublasSgemm(s->blas, CUBLAS_OP_T, CUBLAS_OP_N, B, N, W, &one, s->x_out, W,
-                                    x, W, &zero, s->logits, B),
-                        err);
+        // logits (N, B) = x (N, W) · x_outᵀ, batch-invariant like the transformer's products
+        jb_matmul_cuda_w_t xo = {s->x_out_t, NULL, JB_F32, W, B};
+        if (jb_matmul_cuda(s->logits, x, &xo, NULL, N, s->st, err))
+            return jb_err_prefix(err, "level %d position %d: output projection", level, t - off);
         JB_CUDA_CHECK(cudaMemcpyAsync(s->h_logits, s->logits, sizeof(float) * (size_t)N * B,
                                       cudaMemcpyDeviceToHost, s->st), err);
         JB_CUDA_CHECK(cudaStreamSynchronize(s->st), err);

@@ -11,7 +11,9 @@
 // transformer step (one CUDA graph), the output projection to logits; the logits (N × seq_bins
 // floats) come to the host for `choose` (top-k/top-p and the random draw stay on the CPU, as the
 // sampling RNG contract lives there), and the N chosen codes go back. The contract of
-// jb_prior_cuda_sample is jb_prior_sample's.
+// jb_prior_cuda_sample is jb_prior_sample's, batch invariance included: the N rows may be
+// several jobs' (jb_sample_windows, a stage's --max-batch), and every product is
+// jb_matmul_cuda's, so a row's codes do not depend on the other rows.
 //
 // Built from common/cuda/jb_prior.cu (nvcc, or the CPU emulation of CUDA; see jb_cuda.h).
 // Thread rules: a sampler belongs to one thread at a time. Ownership: borrows the prior, which

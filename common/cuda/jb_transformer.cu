@@ -7,6 +7,8 @@
 
 extern "C" {
 #include "jb_gpu.h"
+#include "jb_matmul.h"
+#include "jb_matmul_cuda.h"
 #include "jb_nn.h"
 #include "jb_tensor.h"
 #include "jb_transformer_cuda.h"
@@ -15,7 +17,6 @@ extern "C" {
 namespace {
 
 const size_t kAlign = 256;
-const size_t kBlasWorkspace = (size_t)32 << 20;   // cuBLAS workspace of a cache (Hopper: 32 MiB)
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -56,13 +57,6 @@ JB_HD inline void res_full_at(int64_t i, float *x, const float *t, const float *
     x[i] = x[i] + s * (t[i] + r[i]);
 }
 
-JB_HD inline void to_f16_at(int64_t i, uint16_t *out, const float *x) {
-    out[i] = jb_f32_to_f16(x[i]);
-}
-JB_HD inline void to_bf16_at(int64_t i, uint16_t *out, const float *x) {
-    out[i] = jb_f32_to_bf16(x[i]);
-}
-
 JB_CUDA_KERNEL(k_enc_split, enc_split_at,
                (int64_t n, void *k, void *v, const float *enc, int S, int kv_f16),
                (i, k, v, enc, S, kv_f16))
@@ -72,8 +66,6 @@ JB_CUDA_KERNEL(k_res_half, res_half_at, (int64_t n, float *r, const float *x, co
 JB_CUDA_KERNEL(k_res_full, res_full_at, (int64_t n, float *x, const float *t, const float *r,
                                          float s),
                (i, x, t, r, s))
-JB_CUDA_KERNEL(k_to_f16, to_f16_at, (int64_t n, uint16_t *out, const float *x), (i, out, x))
-JB_CUDA_KERNEL(k_to_bf16, to_bf16_at, (int64_t n, uint16_t *out, const float *x), (i, out, x))
 
 // The jb_nn bodies again, launched on the cache's stream (the jb_nn_cuda_* launchers use the
 // legacy default stream, which a graph capture cannot record).
@@ -84,8 +76,6 @@ JB_CUDA_KERNEL(k_ln, jb_nn_layernorm_at,
 JB_CUDA_KERNEL(k_gelu, jb_nn_quick_gelu_at, (int64_t n, float *x), (i, x))
 JB_CUDA_KERNEL(k_add2, jb_nn_add_at, (int64_t n, float *y, const float *a, const float *b),
                (i, y, a, b))
-JB_CUDA_KERNEL(k_bias, jb_nn_add_bcast_at, (int64_t n, float *y, const float *a, int64_t period),
-               (i, y, a, period))
 
 // Kernels that read the position from device memory, so that one captured step serves every
 // position: attention, the key/value scatter, and the position's advance.
@@ -108,13 +98,11 @@ __global__ void k_pos_add(int64_t n, int *pos, int d) {
     if (i < n) *pos += d;
 }
 
-size_t fixed_bytes(int depth) { return kAlign * (size_t)(2 * depth + 14) + kBlasWorkspace; }
+size_t fixed_bytes(int depth) { return kAlign * (size_t)(2 * depth + 14); }
 
 struct DLin {
-    const void *w;   // (K, N) in dt
-    jb_dtype_t dt;
-    const float *b;  // (N) or NULL
-    int K, N;
+    jb_matmul_cuda_w_t m;   // device weights (K, N) for jb_matmul_cuda; m.w NULL: absent
+    const float *b;         // (N) or NULL
 };
 
 struct DLayer {
@@ -125,10 +113,21 @@ struct DLayer {
 
 double gib(size_t b) { return (double)b / (double)((size_t)1 << 30); }
 
+// An int8 matrix (INT8 weights): the CPU's jb_matmul_pack_q8 tiles, uploaded as they are.
+bool is_q8(const jb_transformer_lin_t &l) {
+    return !l.w && l.pk && jb_matmul_packed_dtype(l.pk) == JB_I8;
+}
+
+// Device bytes of a matrix: as stored, or int8 tiles + scales; + its bias.
 size_t lin_bytes(const jb_transformer_lin_t &l) {
-    if (!l.w) return 0;
-    return align_up((size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)) +
-           (l.b ? align_up(sizeof(float) * (size_t)l.N) : 0);
+    size_t b = l.b ? align_up(sizeof(float) * (size_t)l.N) : 0;
+    if (l.w) return align_up((size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)) + b;
+    if (!is_q8(l)) return 0;
+    const void *d;
+    const float *sc;
+    size_t db, sb;
+    jb_matmul_packed_arrays(l.pk, &d, &db, &sc, &sb);
+    return align_up(db) + align_up(sb) + b;
 }
 
 }  // namespace
@@ -138,11 +137,9 @@ struct jb_transformer_cuda {
     jb_transformer_hp_t hp;
     int S, M, hd, block_ctx, prime_keys;
     float res_scale, scale;
-    cublasHandle_t blas;
     DLayer *layers;   // (depth), host array of device pointers
     void *mem;        // all weights
     size_t bytes;
-    int any_half;     // some matrix is F16/BF16
 };
 
 struct jb_tcache_cuda {
@@ -152,10 +149,7 @@ struct jb_tcache_cuda {
     void **k, **v;     // (depth) device (N, cap, S), float32 or (kv_f16) float16
     int kv_f16;
     float *x, *h, *qkv, *a, *t, *r, *m, *w, *enc, *enc_in;
-    uint16_t *half;    // activations rounded for f16/bf16 products
-    size_t half_elems;
     int *pos_dev;      // the position, on the device (read by the kernels of a pass)
-    void *blas_ws;     // cuBLAS workspace (kBlasWorkspace bytes)
     void *mem;
     cudaStream_t st;
     cudaGraphExec_t graph;   // the captured one-token step for graph_n sequences
@@ -168,8 +162,7 @@ namespace {
 
 // Per-sequence buffer sizes in bytes, in allocation order (kv caches first).
 struct Sizes {
-    size_t kv, x, h, qkv, a, t, r, m, w, enc, enc_in, half;
-    size_t half_elems;
+    size_t kv, x, h, qkv, a, t, r, m, w, enc, enc_in;
     int w_cap;
 };
 
@@ -193,15 +186,11 @@ Sizes sizes_of(const jb_transformer_t *tf, int mc, size_t kv_esz) {
     z.w = sizeof(float) * R * (size_t)hp->heads * (size_t)(z.w_cap > 0 ? z.w_cap : 1);
     z.enc = sizeof(float) * E * 2 * S;
     z.enc_in = sizeof(float) * E * W;
-    size_t he = R * (W > S ? (W > M ? W : M) : (S > M ? S : M));
-    if (E * W > he) he = E * W;
-    z.half_elems = he;
-    z.half = sizeof(uint16_t) * he;
     return z;
 }
 
 size_t per_sample(const Sizes &z) {
-    return z.kv + z.x + z.h + z.qkv + z.a + z.t + z.r + z.m + z.w + z.enc + z.enc_in + z.half;
+    return z.kv + z.x + z.h + z.qkv + z.a + z.t + z.r + z.m + z.w + z.enc + z.enc_in;
 }
 
 }  // namespace
@@ -256,7 +245,6 @@ jb_transformer_cuda_t *jb_transformer_cuda_new(const jb_transformer_t *tf, jb_er
         jb_err_set(err, JB_ENOMEM, "out of memory");
         goto fail;
     }
-    if (!(dt->blas = (cublasHandle_t)jb_gpu_blas_new(err))) goto fail;
     if (!(dt->mem = jb_gpu_alloc(plan.weights, err))) {
         jb_err_prefix(err, "transformer weights (%.3f GiB)", gib(plan.weights));
         goto fail;
@@ -272,10 +260,25 @@ jb_transformer_cuda_t *jb_transformer_cuda_new(const jb_transformer_t *tf, jb_er
             return jb_gpu_upload(d, src, n, err) ? NULL : d;
         };
         auto put_lin = [&](const jb_transformer_lin_t &l, DLin *o) -> bool {
-            o->K = l.K, o->N = l.N, o->dt = l.dt, o->w = NULL, o->b = NULL;
-            if (!l.w) return true;
-            if (l.dt != JB_F32) dt->any_half = 1;
-            if (!(o->w = put(l.w, (size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)))) return false;
+            o->m = jb_matmul_cuda_w_t{NULL, NULL, l.dt, l.K, l.N}, o->b = NULL;
+            if (is_q8(l)) {
+                const void *d;
+                const float *sc;
+                size_t db, sb;
+                jb_matmul_packed_arrays(l.pk, &d, &db, &sc, &sb);
+                o->m.dt = JB_I8;
+                if (!(o->m.w = put(d, db)) || !(o->m.scales = (const float *)put(sc, sb)))
+                    return false;
+            } else if (l.pk) {
+                jb_err_set(err, JB_EINVAL, "packed %s weights: the device takes weights as "
+                           "stored or int8 (load with packed 0)",
+                           jb_dtype_name(jb_matmul_packed_dtype(l.pk)));
+                return false;
+            } else if (!l.w) {
+                return true;   // no such matrix (c_enc_kv outside enc-dec layers)
+            } else if (!(o->m.w = put(l.w, (size_t)l.K * (size_t)l.N * jb_dtype_size(l.dt)))) {
+                return false;
+            }
             if (l.b && !(o->b = (const float *)put(l.b, sizeof(float) * (size_t)l.N)))
                 return false;
             return true;
@@ -307,7 +310,6 @@ void jb_transformer_cuda_destroy(jb_transformer_cuda_t **dt_p) {
     if (!dt_p || !*dt_p) return;
     jb_transformer_cuda_t *dt = *dt_p;
     jb_gpu_free(dt->mem);
-    jb_gpu_blas_destroy(dt->blas);
     free(dt->layers);
     free(dt);
     *dt_p = NULL;
@@ -351,7 +353,6 @@ jb_tcache_cuda_t *jb_tcache_cuda_new_kv(jb_transformer_cuda_t *dt, int n_batch, 
     }
     c->dt = dt, c->N = n_batch, c->n_active = n_batch, c->max_chunk = max_chunk, c->w_cap = z.w_cap;
     c->kv_f16 = kv_dtype == JB_F16;
-    c->half_elems = z.half_elems * (size_t)n_batch;
     int D = hp->depth;
     c->cap = (int *)calloc((size_t)D, sizeof(int));
     c->k = (void **)calloc((size_t)D, sizeof(void *));
@@ -382,9 +383,8 @@ jb_tcache_cuda_t *jb_tcache_cuda_new_kv(jb_transformer_cuda_t *dt, int n_batch, 
     c->x = (float *)take(z.x), c->h = (float *)take(z.h), c->qkv = (float *)take(z.qkv);
     c->a = (float *)take(z.a), c->t = (float *)take(z.t), c->r = (float *)take(z.r);
     c->m = (float *)take(z.m), c->w = (float *)take(z.w), c->enc = (float *)take(z.enc);
-    c->enc_in = (float *)take(z.enc_in), c->half = (uint16_t *)take(z.half);
+    c->enc_in = (float *)take(z.enc_in);
     c->pos_dev = (int *)p;
-    c->blas_ws = (char *)p + kAlign;
     c->use_graph = 1;
     cudaError_t e = cudaStreamCreate(&c->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(c->pos_dev, 0, sizeof(int), c->st);
@@ -447,38 +447,10 @@ int jb_tcache_cuda_set_batch(jb_tcache_cuda_t *c, int n, jb_err_t *err) {
 
 namespace {
 
-// y (M, l.N) = x (M, l.K) · W (+ b), row-major, as cuBLAS's column-major yᵀ = Wᵀ·xᵀ.
-int linear(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, float *y, const float *x,
-           const DLin &l, int M, jb_err_t *err) {
-    const void *B = x;
-    int64_t n = (int64_t)M * l.K;
-    if (l.dt != JB_F32) {
-        if ((size_t)n > c->half_elems)
-            return jb_err_set(err, JB_EINTERNAL, "device pass: %lld activations exceed the "
-                              "%zu-element rounding buffer", (long long)n, c->half_elems);
-        if (l.dt == JB_F16)
-            JB_LAUNCH(k_to_f16, jb_cuda_blocks(n), JB_CUDA_BLOCK, c->st, n, c->half, x);
-        else
-            JB_LAUNCH(k_to_bf16, jb_cuda_blocks(n), JB_CUDA_BLOCK, c->st, n, c->half, x);
-        JB_CUDA_LAUNCHED(err);
-        B = c->half;
-    }
-    if (jb_gpu_gemm(dt->blas, 0, 0, l.N, M, l.K, 1.0f, l.w, l.dt, l.N, B, l.dt, l.K, 0.0f, y, l.N,
-                    err))
-        return -1;
-    if (l.b) {
-        int64_t ny = (int64_t)M * l.N;
-        JB_LAUNCH(k_bias, jb_cuda_blocks(ny), JB_CUDA_BLOCK, c->st, ny, y, l.b, (int64_t)l.N);
-        JB_CUDA_LAUNCHED(err);
-    }
-    return 0;
-}
-
-// The handle works on this cache's stream with this cache's workspace.
-int bind_blas(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, jb_err_t *err) {
-    JB_CUBLAS_CHECK(cublasSetStream(dt->blas, c->st), err);
-    JB_CUBLAS_CHECK(cublasSetWorkspace(dt->blas, c->blas_ws, kBlasWorkspace), err);
-    return 0;
+// y (M, l.N) = x (M, l.K) · W (+ b) on the cache's stream: the batch-invariant product of
+// jb_matmul_cuda.h (a row's result does not depend on the other rows of the pass).
+int linear(jb_tcache_cuda_t *c, float *y, const float *x, const DLin &l, int M, jb_err_t *err) {
+    return jb_matmul_cuda(y, x, &l.m, l.b, M, c->st, err);
 }
 
 // out: (R, W) = LayerNorm of x: (R, W), on the cache's stream: one thread per row, or (block_ln)
@@ -509,7 +481,7 @@ int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_e
         const DLayer &L = dt->layers[d];
         int cap = c->cap[d];
         if (layernorm(c, c->h, x, L.ln0_g, L.ln0_b, R, W, err)) return -1;
-        if (linear(dt, c, c->qkv, c->h, L.c_attn, R, err)) return -1;
+        if (linear(c, c->qkv, c->h, L.c_attn, R, err)) return -1;
         int q_stride = S;
         if (L.kind != 6) {
             q_stride = 3 * S;
@@ -527,7 +499,7 @@ int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_e
                   (const int *)c->pos_dev,
                   c->w_cap, dt->scale);
         JB_CUDA_LAUNCHED(err);
-        if (linear(dt, c, c->t, c->a, L.c_proj, R, err)) return -1;
+        if (linear(c, c->t, c->a, L.c_proj, R, err)) return -1;
         const float *ln1_in = x;
         if (dt->res_scale == 1.0f) {
             JB_LAUNCH(k_add2, gRW, JB_CUDA_BLOCK, st, RW, x, (const float *)x,
@@ -539,10 +511,10 @@ int enqueue_pass(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, int n_tok, jb_e
         }
         JB_CUDA_LAUNCHED(err);
         if (layernorm(c, c->h, ln1_in, L.ln1_g, L.ln1_b, R, W, err)) return -1;
-        if (linear(dt, c, c->m, c->h, L.fc, R, err)) return -1;
+        if (linear(c, c->m, c->h, L.fc, R, err)) return -1;
         JB_LAUNCH(k_gelu, gRM, JB_CUDA_BLOCK, st, RM, c->m);
         JB_CUDA_LAUNCHED(err);
-        if (linear(dt, c, c->r, c->m, L.mlp_proj, R, err)) return -1;
+        if (linear(c, c->r, c->m, L.mlp_proj, R, err)) return -1;
         if (dt->res_scale == 1.0f)
             JB_LAUNCH(k_add2, gRW, JB_CUDA_BLOCK, st, RW, x, (const float *)x,
                       (const float *)c->r);
@@ -591,14 +563,13 @@ int jb_tcache_cuda_set_encoder(jb_tcache_cuda_t *c, const float *encoder_kv, jb_
     int E = dt->hp.encoder_dims, S = dt->S, W = dt->hp.width;
     if (E <= 0) return jb_err_set(err, JB_EINVAL, "transformer has no encoder-decoder layers");
     int rows = c->n_active * E;
-    if (bind_blas(dt, c, err)) return -1;
     JB_CUDA_CHECK(cudaMemcpyAsync(c->enc_in, encoder_kv, sizeof(float) * (size_t)rows * (size_t)W,
                                   cudaMemcpyHostToDevice, c->st),
                   err);
     for (int d = 0; d < dt->hp.depth; d++) {
         const DLayer &L = dt->layers[d];
         if (L.kind != 6) continue;
-        if (linear(dt, c, c->enc, c->enc_in, L.c_enc_kv, rows, err)) return -1;
+        if (linear(c, c->enc, c->enc_in, L.c_enc_kv, rows, err)) return -1;
         int64_t n = (int64_t)rows * S;
         JB_LAUNCH(k_enc_split, jb_cuda_blocks(n), JB_CUDA_BLOCK, c->st, n, c->k[d], c->v[d],
                   (const float *)c->enc, S, c->kv_f16);
@@ -616,7 +587,6 @@ int jb_transformer_cuda_forward(jb_transformer_cuda_t *dt, jb_tcache_cuda_t *c, 
     if (n_tok < 1 || n_tok > c->max_chunk || c->pos + n_tok > hp->n_ctx)
         return jb_err_set(err, JB_EINVAL, "device pass of %d tokens at position %d (chunk max %d, "
                           "n_ctx %d)", n_tok, c->pos, c->max_chunk, hp->n_ctx);
-    if (bind_blas(dt, c, err)) return -1;
     if (n_tok == 1 && c->use_graph) {
         if ((!c->graph || c->graph_n != c->n_active) && capture_step(dt, c, err)) return -1;
         JB_CUDA_CHECK(cudaGraphLaunch(c->graph, c->st), err);

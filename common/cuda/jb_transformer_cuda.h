@@ -2,17 +2,16 @@
 //
 // Design: a separate device object mirroring the CPU one, made from it.
 //   jb_transformer_cuda_t   the weights uploaded once, each matrix in its stored dtype
-//                           (F32, F16 or BF16), vectors in F32, in one device allocation,
-//                           plus a cuBLAS handle.
+//                           (F32, F16 or BF16), vectors in F32, in one device allocation.
 //   jb_tcache_cuda_t        the key/value caches (same layout as jb_tcache_t: per layer
 //                           (N, cap, S)), the activations x (N, max_chunk, width) and all
 //                           working memory of a pass, in one device allocation.
 // A pass is the CPU pass (jb_transformer_forward) step for step: LayerNorm, softmax-attention,
 // quick-GELU, residuals and the key/value scatter are one-thread-per-index kernels (the JB_HD
-// bodies of jb_nn.h and this module's .cu); products go to cublasGemmEx, with f32 compute:
-// float32 weights multiply float32 activations (no TF32); float16/bfloat16 weights multiply
-// activations rounded to the same dtype (the tensor-core path), so those results differ from the
-// CPU's (which widens the weights) by the rounding of the activations.
+// bodies of jb_nn.h and this module's .cu); products go to jb_matmul_cuda (jb_matmul_cuda.h):
+// weights widened to float32 in registers, float32 activations and accumulation, as the CPU's,
+// and batch-invariant — a sequence's results do not depend on the other sequences of the
+// batch nor on their number, so jobs sampled together get the codes they get alone.
 // Each cache has its own stream; a one-token pass (a sampling step) is one CUDA graph launch
 // (see jb_tcache_cuda_use_graph). Nothing crosses to the host during a pass; x stays on the
 // device between passes (jb_tcache_cuda_x); _forward_host is the convenience that copies x in
@@ -51,7 +50,7 @@ void jb_transformer_cuda_plan(const jb_transformer_t *tf, int max_chunk,
                               jb_transformer_cuda_plan_t *plan);
 
 // Upload the weights of tf. NULL + err: JB_ENOMEM "... needs X GiB, Y GiB free" when they do not
-// fit in the free device memory, or a CUDA/cuBLAS error.
+// fit in the free device memory, or a CUDA error.
 jb_transformer_cuda_t *jb_transformer_cuda_new(const jb_transformer_t *tf, jb_err_t *err);
 void jb_transformer_cuda_destroy(jb_transformer_cuda_t **dt_p);
 

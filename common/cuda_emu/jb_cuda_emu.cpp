@@ -633,7 +633,10 @@ void jb_emu_launch_coop_body(dim3 grid, dim3 block, cudaStream_t st,
         uint64_t launch = ++g_launches;
         int64_t nblocks = (int64_t)grid.x * grid.y * grid.z;
         std::atomic<bool> diverged{false};
-#pragma omp parallel for schedule(static) if (nblocks >= 4)
+        // Threads only for launches worth a parallel region: on a loaded 2-core machine one
+        // costs up to milliseconds, far more than a few small blocks (a one-token product).
+        int64_t threads = (int64_t)block.x * block.y * block.z;
+#pragma omp parallel for schedule(static) if (nblocks >= 4 && nblocks * threads >= 8192)
         for (int64_t bi = 0; bi < nblocks; bi++) {
             set_block(grid, block, bi);
             if (!run_block_coop(block, body, 0x9E3779B97F4A7C15ull * (launch + 1) + (uint64_t)bi))

@@ -328,7 +328,7 @@ static int keys_max(const jb_transformer_t *tf, int kind) {
 }
 
 static jb_transformer_lin_t lin_view(const lin_t *l, int K, int N) {
-    jb_transformer_lin_t v = {l->w, l->dt, l->b, K, N};
+    jb_transformer_lin_t v = {l->w, l->dt, l->b, K, N, l->pk};
     return v;
 }
 

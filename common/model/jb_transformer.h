@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "jb_err.h"
+#include "jb_matmul.h"
 #include "jb_safetensors.h"
 #include "jb_tensor.h"
 
@@ -62,7 +63,8 @@ void jb_transformer_destroy(jb_transformer_t **tf_p);
 // STORED: the file's memory as stored (F32, F16 or BF16); F32/F16/BF16: a copy converted at
 // load (round to nearest even), unless the file already stores that dtype. INT8: quantized at
 // load with jb_matmul_pack_q8 (one scale per column and group of 64 rows; always packed,
-// whatever `packed` says; CPU only: the CUDA path uploads the weights as stored).
+// whatever `packed` says; the CUDA path uploads these int8 tiles and scales as they are, and the
+// weights as stored otherwise: a device transformer needs packed 0 or INT8).
 enum {
     JB_WEIGHTS_STORED = 0,
     JB_WEIGHTS_F32 = 1,
@@ -92,12 +94,14 @@ int jb_transformer_layer_kind(const jb_transformer_t *tf, int d);
 int jb_transformer_prime_keys(const jb_transformer_t *tf);
 
 // Read-only view of one layer's weights, for other backends (common/cuda/jb_transformer.cu).
-// Pointers are the transformer's (valid while it lives). w: (K, N) in dt; b: (N) float32.
+// Pointers are the transformer's (valid while it lives). w: (K, N) in dt, or NULL when only the
+// packed copy is held (packed, INT8); pk: the packed copy or NULL; b: (N) float32 or NULL.
 typedef struct {
     const void *w;
     jb_dtype_t dt;
     const float *b;
     int K, N;
+    const jb_matmul_packed_t *pk;
 } jb_transformer_lin_t;
 typedef struct {
     int kind;                                    // attn_func

@@ -628,6 +628,16 @@ size_t jb_matmul_packed_bytes(const jb_matmul_packed_t *p) {
 
 jb_dtype_t jb_matmul_packed_dtype(const jb_matmul_packed_t *p) { return p->wdt; }
 
+_Static_assert(JB_MM_TILE == JB_MATMUL_TILE, "the public tile width is the kernels'");
+
+void jb_matmul_packed_arrays(const jb_matmul_packed_t *p, const void **data, size_t *data_bytes,
+                             const float **scales, size_t *scale_bytes) {
+    *data = p->data;
+    *data_bytes = (size_t)p->ntiles * tile_bytes(p);
+    *scales = p->scales;
+    *scale_bytes = jb_matmul_packed_bytes(p) - *data_bytes;
+}
+
 // ---- int8 tiles (jb_matmul_pack_q8) ------------------------------------------
 // Per group of G = JB_MATMUL_Q8_GROUP rows of k and per column: sum = Σ_k x_k·q_kn from zero
 // in k order (float32), then y_n += s_n·sum (one fused multiply-add). Each row of x goes

@@ -42,6 +42,15 @@ jb_matmul_packed_t *jb_matmul_pack_q8(const void *w, jb_dtype_t wdt, int K, int 
                                       jb_err_t *err);
 // JB_F32, JB_F16, JB_BF16, or JB_I8 for jb_matmul_pack_q8.
 jb_dtype_t jb_matmul_packed_dtype(const jb_matmul_packed_t *p);
+// Columns of a packed tile.
+#define JB_MATMUL_TILE 32
+// The packed copy's arrays, for other backends (common/cuda/jb_transformer.cu uploads the int8
+// tiles and scales as they are, so the device multiplies the CPU's quantization):
+// data: (ceil(N / 32), K, 32) in the packed dtype, columns past N zero; scales: I8 only,
+// (ceil(N / 32), ceil(K / JB_MATMUL_Q8_GROUP), 32), else NULL (0 bytes). Borrowed: valid while
+// p lives.
+void jb_matmul_packed_arrays(const jb_matmul_packed_t *p, const void **data, size_t *data_bytes,
+                             const float **scales, size_t *scale_bytes);
 // Frees, sets *p_p to NULL; accepts NULL.
 void jb_matmul_packed_destroy(jb_matmul_packed_t **p_p);
 // Bytes of weights the packed copy holds (N rounded up to 32 columns; int8: with the scales).

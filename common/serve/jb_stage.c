@@ -420,9 +420,10 @@ static int run_window(stage_t *s, job_t *j, jb_err_t *err) {
 // are those it gets alone. order: the jobs, oldest last; first_only: only jobs whose first
 // window has not run (new jobs, see step()). Returns 1 when it ran a batch of two
 // or more jobs, 0 when there is none to run (the caller then advances one job: also the path
-// that names a failing job), -1 on a fatal error. CPU only: the device sampler takes one job.
+// that names a failing job), -1 on a fatal error. On the CPU and the device alike: the device
+// sampler holds the sampler's batch (jb_prior_cuda_attach refuses less) and its products are
+// batch-invariant too (jb_matmul_cuda.h).
 static int run_batched(stage_t *s, job_t **order, int n_jobs, int first_only, jb_err_t *err) {
-    if (s->o->cuda) return 0;
     const int maxb = jb_prior_sampler_max_batch(s->sampler);
     job_t *sel[64];
     jb_sample_opts_t opts[64];
@@ -617,7 +618,8 @@ static void hand_back(stage_t *s) {
 // The model, its vocabularies, the sampler, the spool (checked against the model).
 static int stage_load(stage_t *s, jb_err_t *err) {
     const jb_stage_opts_t *o = s->o;
-    // On the GPU the weights are uploaded as stored: no packed CPU copy is needed.
+    // On the GPU the weights are uploaded as stored (no packed CPU copy is needed), or as the
+    // int8 tiles `--weights int8` packs on the CPU (always packed), as they are.
     jb_weights_opts_t wo = {o->weights, o->cuda ? 0 : o->packed};
     if (!(s->prior = jb_prior_new_opts(o->model_path, &wo, err))) return -1;
     s->info = jb_prior_info(s->prior);

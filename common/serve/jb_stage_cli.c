@@ -47,14 +47,14 @@ static void usage(FILE *f, const char *stage, int level) {
             "  -b, --max-batch N    samples sampled together at most, of one job or of several:\n"
             "                       jobs whose next windows can share a step (same prime\n"
             "                       length and fill) advance together, each with the codes\n"
-            "                       it gets alone (CPU; default 16)\n"
+            "                       it gets alone (CPU or GPU; default 16)\n"
             "  -c, --max-chunk N    priming chunk capacity in tokens (default 64)\n"
             "  -d, --device DEV     cpu, cuda or cuda:N (default cpu)\n"
             "      --weights W      matrix weights in memory: stored (as in the model file, the\n"
             "                       default), bf16, f16 or f32 (converted at load, round to\n"
             "                       nearest even; bf16 halves the memory traffic of f32 files),\n"
             "                       or int8 (quantized at load, a scale per column and 64 rows:\n"
-            "                       half of bf16's traffic; CPU only)\n"
+            "                       half of bf16's traffic; CPU and GPU)\n"
             "      --packed 0|1     repack the matrix weights at load for the sampling kernel\n"
             "                       (default 1: faster steps, one private copy of the weights)\n"
             "  -s, --spool DIR      keep every job's input and output in DIR (one directory\n"
@@ -189,11 +189,6 @@ int jb_stage_prior_main(int argc, char **argv, const char *stage, int level) {
         return jb_err_exit_code(err.code);
     }
     o.cuda = dev.is_cuda;
-    if (o.cuda && o.weights == JB_WEIGHTS_INT8) {
-        fprintf(stderr, "jukebox-%s: --weights int8 runs on the CPU only (--device %s)\n", stage,
-                device);
-        return EX_USAGE;
-    }
     if (dev.is_cuda) jb_log(JB_INFO, "device %s, %.1f GiB free", dev.name,
                             (double)dev.mem_free / (1 << 30));
     jb_threads_set(threads);   // 0: OMP_NUM_THREADS, else every core; idle threads sleep
