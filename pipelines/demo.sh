@@ -18,17 +18,33 @@ else
 fi
 out=${DEMO_OUT:-$PWD/demo-out}/run-$(date +%Y%m%dT%H%M%S)
 mkdir -p "$(dirname "$out")"
+lyrics_dir=$here/demo-lyrics                                              # beside demo.sh
+[ -d "$lyrics_dir" ] || lyrics_dir=$here/../share/jukebox/pipelines/demo-lyrics   # PREFIX/bin
 # The bundled model (models/default/README.md) was trained on the synthetic data set of
 # scripts/train-default.sh: 10 s songs of 8 genres, 4 artists each (jukebox-mkdataset
-# --list); its vocabularies hold exactly those names. A 10 s song of the first jazz artist:
-GENRE=${DEMO_GENRE:-jazz}
-ARTIST=${DEMO_ARTIST:-Miles Harmon Trio}
+# --list); its vocabularies hold exactly those names. Two songs of two genres, each sung
+# with a short verse (pipelines/demo-lyrics/, words of the data set's lyrics): jazz by its
+# first jazz artist in run-<time>/, rock in run-<time>-rock/, two samples each.
+# DEMO_GENRE / DEMO_ARTIST (and DEMO_LYRICS, a file): one song of your choice instead.
 export PATH
-"$front" sample --models "$models" \
-    --artist "$ARTIST" --genre "$GENRE" --total-seconds 10 --seconds 10 \
-    --samples 2 --seed 1 -o "$out"
-echo
-echo "demo: wrote $out/"
-ls "$out" "$out/level_0"
-echo "demo: listen to $out/level_0/sample_0.wav; open $out/index.html in a browser"
-echo "demo: (a small model trained on synthetic songs in a CPU hour: see models/default/README.md)"
+song() {   # outdir genre artist lyrics-file
+    local lyr=()
+    [ -n "$4" ] && lyr=(--lyrics-file "$4")
+    "$front" sample --models "$models" --artist "$3" --genre "$2" "${lyr[@]}" \
+        --total-seconds 10 --seconds 10 --samples 2 --seed 1 -o "$1"
+    echo
+    echo "demo: wrote $1/"
+    ls "$1" "$1/level_0"
+}
+if [ -n "${DEMO_GENRE:-}${DEMO_ARTIST:-}" ]; then
+    song "$out" "${DEMO_GENRE:-jazz}" "${DEMO_ARTIST:-Miles Harmon Trio}" "${DEMO_LYRICS:-}"
+    outs=("$out")
+else
+    song "$out" jazz "Miles Harmon Trio" "$lyrics_dir/jazz.txt"
+    song "$out-rock" rock "The Iron Kites" "$lyrics_dir/rock.txt"
+    outs=("$out" "$out-rock")
+fi
+for o in "${outs[@]}"; do
+    echo "demo: listen to $o/level_0/sample_0.wav; open $o/index.html in a browser"
+done
+echo "demo: (a small model trained on synthetic songs in a CPU hour or two: see models/default/README.md)"

@@ -9,23 +9,26 @@
 #                                          in that order); priors = top, mid and bottom at
 #                                          the same time, each also a step of its own
 #
-# This is issue 15's recipe, sized for about 1-1.5 hours of an idle 2-core machine. Its one
-# run so far (2026-12-06, priors stopped by DEADLINE at 2236/6000/5789 steps on a loaded
-# machine) generated songs with no pitch (docs/default_model.md, "First run of the next
-# model"), so models/default is still the model of the previous recipe (commit 33587e3).
-# The VQ-VAE starts from that model's VQ-VAE (read from git history) and is fine-tuned with
-# tied upsampling (jukebox-train "upsample_tied").
+# This is issue 15's recipe and the installed models/default (2026-12-06): about 2 hours of an
+# idle 2-core machine for the priors (measured: the upsamplers ~4.8 steps/s each with 1
+# thread on idle cores, the top prior ~1 step/s), far longer on a shared one. Its figures
+# (docs/default_model.md): the tied VQ-VAE has no 11 kHz line in generated songs and the
+# priors take lyrics, but generated songs still have almost no tune and no alignment.
+# The VQ-VAE starts from the previous model's VQ-VAE (commit 33587e3, read from git history)
+# and is fine-tuned with tied upsampling (jukebox-train "upsample_tied").
 #
-# Environment: TOP_STEPS, MID_STEPS, BOTTOM_STEPS (the step counts below: more steps resume
-# a finished run), WORK (default data/default-model: data set, runs, evaluation; not committed),
+# Environment: TOP_SCHEDULE, MID_SCHEDULE, BOTTOM_SCHEDULE (below: more or later stages
+# resume a finished run), WORK (default data/default-model: data set, runs, evaluation; not committed),
 # MODELS (default models/default: where `install` copies the model files), THREADS (2: the
 # VQ-VAE and the evaluation), PRIOR_THREADS (1 a prior), DEADLINE (optional: a time `date -d`
 # understands, e.g. 09:05; the priors stop at the step during which it passes, with a
-# checkpoint, instead of at their step counts: jukebox-train --until).
+# checkpoint, instead of at their step counts: jukebox-train --until; later stages then stop
+# at once).
 # Every step is deterministic from the seeds below; the training steps resume from their
 # checkpoint when run again with more steps (jukebox-train --resume); a run stopped by
 # DEADLINE equals a run of the steps it reached (the learning rate is constant after the
-# warm-up). With THREADS=1 the runs repeat bit for bit.
+# warm-up, within a stage). With THREADS=1 and PRIOR_THREADS=1 the runs repeat bit for bit
+# (the installed top prior ran steps 6000-6400 with 2 threads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-data/default-model}
@@ -41,9 +44,15 @@ SECONDS_=10         # seconds a song
 HELDOUT_FROM=128    # songs 128..159 (the 5th song of every artist) are held out
 VQ_INIT_COMMIT=33587e3   # the VQ-VAE starts from models/default/vqvae.safetensors of this commit
 VQ_STEPS=400        # VQ-VAE fine-tuning: batch 2 x 8192 samples
-TOP_STEPS=${TOP_STEPS:-3000}   # top prior with lyrics: batch 2 x (48 lyric tokens + 1024 codes, 2.97 s)
-MID_STEPS=${MID_STEPS:-6000}   # upsamplers: batch 8 x 384 codes (0.28 s at level 1, 70 ms at level 0)
-BOTTOM_STEPS=${BOTTOM_STEPS:-6000}
+# Training schedules: "STEPS[:LR] ...", each stage run to STEPS (resuming the run), the first at
+# the hparams' learning rate, each later one at LR (jukebox-train --resume --lr). The
+# installed model (2026-12-06): top 6000 at 6e-4 then 9000 at 2e-4; middle 6000 at 1e-3,
+# then 10000 and 16000 at 3e-4; bottom the same but its first stage stopped at 5789 (a
+# DEADLINE). A further stage to 22000 at 1.5e-4 lowered the upsamplers' loss but took the
+# pitched share of songs upsampled from real top codes from 15 % to 5 % (docs/default_model.md).
+TOP_SCHEDULE=${TOP_SCHEDULE:-"6000 9000:0.0002"}   # top prior with lyrics: batch 2 x (48 lyric tokens + 1024 codes, 2.97 s)
+MID_SCHEDULE=${MID_SCHEDULE:-"6000 10000:0.0003 16000:0.0003"}   # upsamplers: batch 8 x 384 codes (0.28 s at level 1, 70 ms at level 0)
+BOTTOM_SCHEDULE=${BOTTOM_SCHEDULE:-$MID_SCHEDULE}
 TRAIN_SEED=1
 
 mkdir -p "$WORK/hp" "$WORK/runs"
@@ -94,15 +103,25 @@ train_vqvae() {
         --log-every 10 --threads "$THREADS" --seed $TRAIN_SEED $(resume_flag "$WORK/runs/vq")
 }
 
-train_prior() {   # level run hparams steps [preset]
+train_prior() {   # level run hparams steps [preset] [lr]
     local preset=()
     [ -n "${5:-}" ] && [ ! -f "$WORK/runs/$2/optim.safetensors" ] && preset=(--preset "$5")
-    local hp=()
+    local hp=() lr=()
     [ ! -f "$WORK/runs/$2/optim.safetensors" ] && hp=(--hparams "$WORK/hp/$3")
+    [ -n "${6:-}" ] && lr=(--lr "$6")
     "$B/jukebox-train" prior --level "$1" --vqvae "$WORK/runs/vq/vqvae.safetensors" \
         --data "$WORK/train" --out "$WORK/runs/$2" "${preset[@]}" "${hp[@]}" --steps "$4" \
         --save-every 100 --log-every 50 --threads "$PRIOR_THREADS" --seed $TRAIN_SEED \
-        "${UNTIL[@]}" $(resume_flag "$WORK/runs/$2")
+        "${lr[@]}" "${UNTIL[@]}" $(resume_flag "$WORK/runs/$2")
+}
+train_schedule() {   # level run hparams "STEPS[:LR] ..." [preset]
+    local e
+    for e in $4; do
+        case $e in
+            *:*) train_prior "$1" "$2" "$3" "${e%%:*}" "${5:-}" "${e#*:}" ;;
+            *) train_prior "$1" "$2" "$3" "$e" "${5:-}" ;;
+        esac || return
+    done
 }
 
 step_install() {
@@ -110,6 +129,12 @@ step_install() {
     cp "$WORK/runs/vq/vqvae.safetensors" "$WORK/runs/top/prior_level_2.safetensors" \
        "$WORK/runs/mid/prior_level_1.safetensors" "$WORK/runs/bottom/prior_level_0.safetensors" \
        "$MODELS/"
+    # The lyric alignment head: the layer and head that align best on the held-out songs
+    # (jukebox-eval align; the reference's heads were chosen by hand after training).
+    "$B/jukebox-eval" align --prior "$MODELS/prior_level_2.safetensors" \
+        --vqvae "$MODELS/vqvae.safetensors" --data "$WORK/heldout" --hop-fraction 0.5 \
+        --json "$WORK/align.json" | tee "$WORK/align.txt"
+    python3 scripts/lib/set_alignment.py "$MODELS/prior_level_2.safetensors" "$WORK/align.json"
 }
 
 # Generated songs: 1 a genre (the first artist of each genre, seed 1), the first GEN_SECONDS
@@ -198,14 +223,14 @@ for s in $steps; do
         data) step_data ;;
         vqvae) train_vqvae ;;
         priors)
-            train_prior 2 top top.json $TOP_STEPS toy_lyrics > "$WORK/top.log" 2>&1 & p2=$!
-            train_prior 1 mid up.json $MID_STEPS > "$WORK/mid.log" 2>&1 & p1=$!
-            train_prior 0 bottom up.json $BOTTOM_STEPS > "$WORK/bottom.log" 2>&1 & p0=$!
+            train_schedule 2 top top.json "$TOP_SCHEDULE" toy_lyrics > "$WORK/top.log" 2>&1 & p2=$!
+            train_schedule 1 mid up.json "$MID_SCHEDULE" > "$WORK/mid.log" 2>&1 & p1=$!
+            train_schedule 0 bottom up.json "$BOTTOM_SCHEDULE" > "$WORK/bottom.log" 2>&1 & p0=$!
             wait $p2 && wait $p1 && wait $p0 ||
                 { echo "train-default.sh: a prior failed (see $WORK/*.log)" >&2; exit 70; } ;;
-        top) train_prior 2 top top.json $TOP_STEPS toy_lyrics ;;
-        mid) train_prior 1 mid up.json $MID_STEPS ;;
-        bottom) train_prior 0 bottom up.json $BOTTOM_STEPS ;;
+        top) train_schedule 2 top top.json "$TOP_SCHEDULE" toy_lyrics ;;
+        mid) train_schedule 1 mid up.json "$MID_SCHEDULE" ;;
+        bottom) train_schedule 0 bottom up.json "$BOTTOM_SCHEDULE" ;;
         install) step_install ;;
         eval) step_eval ;;
         *) echo "train-default.sh: unknown step '$s'" >&2; exit 64 ;;

@@ -77,13 +77,16 @@ static void test_prior_init(const char *model, const char *what) {
                  "%s: extra metadata stored", what);
         jb_st_close(&st);
         const jb_prior_info_t *in = jb_train_prior_info(tp);
-        int32_t z[2 * 512] = {0}, zc[2 * 512] = {0}, y[2 * 64];
+        // windows of the model's n_ctx (the bundled top prior's is 1024)
+        int32_t *z = calloc((size_t)2 * in->n_ctx, sizeof *z);
+        int32_t *zc = calloc((size_t)2 * in->n_ctx, sizeof *zc), y[2 * 64];
         int LL = in->label_len, P = in->n_tokens;
+        JB_CHECK(z && zc && LL <= 64, "%s: buffers for n_ctx %d, label_len %d", what, in->n_ctx, LL);
         for (int i = 0; i < 2 * in->n_ctx; i++) z[i] = (i * 7) % in->bins;
         for (int i = 0; i < 2 * LL; i++)   // no genre words; lyric tokens spread over the vocabulary
             y[i] = i % LL >= LL - P ? (i * 5) % in->n_vocab : i % LL >= 4 ? -1 : 0;
         for (int b = 0; b < 2 && in->labels; b++) {
-            y[b * in->label_len + 0] = 4 * in->sample_length;
+            y[b * in->label_len + 0] = 2 * in->sample_length;   // within the timing range
             y[b * in->label_len + 2] = in->sample_length;
             y[b * in->label_len + 3] = 1;
         }
@@ -113,6 +116,7 @@ static void test_prior_init(const char *model, const char *what) {
             JB_CHECK(kv && fabs(sk - 0.02) < 0.004, "%s: c_enc_kv of the attn_func-6 layer, std "
                      "%.4f ~ 0.02", what, sk);
         }
+        free(z), free(zc);
     }
     jb_train_prior_destroy(&tp);
     if (!json_is_true(json_object_get(hp, "use_tokens"))) {   // attn_func 7 needs lyrics

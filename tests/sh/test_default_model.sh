@@ -29,9 +29,11 @@ from=$(sed -n 's/^HELDOUT_FROM=\([0-9]*\).*/\1/p' scripts/train-default.sh)
 check "settings read from scripts/train-default.sh (seed $seed, $secs s, held out from $from)" \
     '[ -n "$seed" ] && [ -n "$secs" ] && [ -n "$from" ]'
 
-# (the committed model's data set has no --tunes: docs/default_model.md)
+# the committed model's data set: jukebox-mkdataset --tunes (docs/default_model.md)
+tunes=()
+grep -q -- '--seed \$DATA_SEED --tunes' scripts/train-default.sh && tunes=(--tunes)
 "$B/jukebox-mkdataset" --out "$T/h" --first "$from" --songs 2 --seconds "$secs" --seed "$seed" \
-    --threads 2 --quiet
+    "${tunes[@]}" --threads 2 --quiet
 check "held-out songs rendered" "[ -s '$T/h/audio/song00$from.wav' ]"
 
 # SNR = 20 log10(rms(x) / rms(x - x')), both halved so that sox's mix cannot clip.
@@ -41,9 +43,9 @@ snr() {   # original reconstruction
     d=$(sox -m -v 0.5 "$1" -v -0.5 "$2" -n stat 2>&1 | awk '/RMS +amplitude/ {print $3}')
     awk -v a="$a" -v d="$d" 'BEGIN { printf "%.2f", 20 * log(0.5 * a / d) / log(10) }'
 }
-# Threshold: the trained VQ-VAE measured 12.5 dB (rock) and 17.2 dB (jazz) on these two songs
-# with this sox computation (jukebox-eval: 15.3 dB over all 32 held-out songs,
-# docs/default_model.md); the untrained toy VQ-VAE gave -13 and -15 dB. 9 dB leaves 3.5 dB
+# Threshold: the trained VQ-VAE measured 14.95 dB (rock) and 18.89 dB (jazz) on these two
+# songs with this sox computation (jukebox-eval: 16.7 dB over all 32 held-out songs,
+# docs/default_model.md); the untrained toy VQ-VAE gave -13 and -15 dB. 9 dB leaves 6 dB
 # under the worse song for other machines' float rounding and libsoxr/libm versions (which
 # move it by far less) and still fails any model that does not reconstruct.
 for i in $from $((from + 1)); do
@@ -56,11 +58,11 @@ for i in $from $((from + 1)); do
 done
 
 # Musical figures of the originals and the reconstructions (jukebox-eval music: aubio's YIN
-# pitch tracker). Measured: a clear pitch in 35.6 % of the originals' loud frames and 35.9 %
-# of the reconstructions', 90.4 % of those in tune; floors 25 % and 80 % (and at least 80 %
+# pitch tracker). Measured: a clear pitch in 70.7 % of the originals' loud frames and 71.0 %
+# of the reconstructions', 97.3 % of those in tune; floors 25 % and 80 % (and at least 80 %
 # of the originals' share): a VQ-VAE that smears the notes fails them. The reconstructions'
-# line at sr/4 (the decoder's upsampling, docs/default_model.md) is printed, not checked:
-# 9.2 dB over its neighbourhood measured, the originals 1.3 dB.
+# line at sr/4 (docs/default_model.md) is printed, not checked: 7.3 dB over its
+# neighbourhood measured, the originals 1.0 dB.
 mkdir -p "$T/r/audio"
 : > "$T/r/labels.jsonl"
 for i in $from $((from + 1)); do

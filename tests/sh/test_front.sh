@@ -78,8 +78,12 @@ check "the same seed and settings: the same codes in another OUTDIR" \
     "cmp -s '$T/runs/a/codes.jbc' '$T/runs/other dir/b é/codes.jbc'"
 "$J" sample "${short[@]}" --lyrics "la la la" --id my-take.1 -o "$T/runs/c" 2>"$T/c.err"; rc=$?
 check "--id is kept (rc $rc)" "[ $rc = 0 ] && grep -q '\"id\": *\"my-take.1\"' '$T/runs/c/job.json'"
-check "lyrics with a model without lyrics conditioning: one warning naming the model" \
-    "[ \$(grep -c 'lyrics ignored' '$T/c.err') = 1 ] && grep 'lyrics ignored' '$T/c.err' | grep -q prior_level_2"
+check "lyrics with a lyrics model: no 'lyrics ignored' warning" "! grep -q 'lyrics ignored' '$T/c.err'"
+# (the bundled model has lyrics since 2026-12-06: the golden tiny pipeline's has none)
+"$J" sample --models "$PWD/tests/golden/pipeline_tiny" --artist-id 2=3 --total-seconds 0.19 \
+    --seconds 0.15 --seed 3 --lyrics "la la la" -o "$T/runs/nl" 2>"$T/nl.err"; rc=$?
+check "lyrics with a model without lyrics conditioning: one warning naming the model (rc $rc)" \
+    "[ $rc = 0 ] && [ \$(grep -c 'lyrics ignored' '$T/nl.err') = 1 ] && grep 'lyrics ignored' '$T/nl.err' | grep -q prior_level_2"
 check "no staging directory left beside the runs" "[ -z \"\$(ls -A '$T/runs' | grep '^\.')\" ]"
 
 echo "-- 1: threads share the host; stages do not spin"
