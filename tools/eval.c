@@ -733,6 +733,37 @@ static void align_rows(const float *full, int64_t total, int cols, double *att, 
     }
 }
 
+// The table of align: mean and lowest rho over the songs per lyrics layer and head (rho:
+// (depth, heads, ns), `used` songs each; NAN: no alignment, counted as 0), the best head;
+// the same into out ("heads", "songs", "best").
+static void align_report(jb_prior_t *p, const double *rho, int ns, int used, json_t *out) {
+    const jb_prior_hparams_t *hp = jb_prior_hparams(p);
+    int D = hp->depth, H = hp->heads, bl = -1, bh = -1;
+    json_t *arr = json_array();
+    double best = -2;
+    printf("layer head  mean rho   min rho\n");
+    for (int l = 0; l < D; l++)
+        for (int k = 0; k < H; k++) {
+            if (jb_prior_set_alignment(p, l, k, NULL)) continue;   // not a lyrics layer
+            double sum = 0, lo = 1e30;
+            for (int i = 0; i < used; i++) {
+                double r = rho[((int64_t)l * H + k) * ns + i];
+                if (isnan(r)) r = 0;   // no attended position varies: no alignment
+                sum += r, lo = fmin(lo, r);
+            }
+            double mean = sum / used;
+            printf("%5d %4d  %8.3f  %8.3f\n", l, k, mean, lo);
+            json_array_append_new(arr, json_pack("{s:i,s:i,s:f,s:f}", "layer", l, "head", k,
+                                                 "mean_rho", mean, "min_rho", lo));
+            if (mean > best) best = mean, bl = l, bh = k;
+        }
+    printf("best: layer %d head %d (mean rho %.3f)\n", bl, bh, best);
+    json_object_set_new(out, "heads", arr);
+    json_object_set_new(out, "songs", json_integer(used));
+    json_object_set_new(out, "best", json_pack("{s:i,s:i,s:f}", "layer", bl, "head", bh,
+                                               "mean_rho", best));
+}
+
 // The lyric alignment of every layer and head of a lyrics top prior on real songs: each song
 // of `data` encoded to top-level codes, its own lyrics, jb_sample_alignment as a stage runs it
 // (windows every n_ctx·hop_fraction codes), the rank correlation of time and attended lyric
@@ -750,7 +781,7 @@ static int cmd_align(const char *prior_path, const char *vq_path, const char *da
     int64_t *nz = NULL;
     float *full = NULL;
     double *att = NULL, *rho = NULL;
-    json_t *out = json_object(), *arr = json_array();
+    json_t *out = json_object();
     jb_vqvae_t *vq = open_vqvae(vq_path, &err);
     if (!vq || !(p = jb_prior_new(prior_path, &err))) goto fail;
     const jb_prior_info_t *in = jb_prior_info(p);
@@ -823,32 +854,8 @@ static int cmd_align(const char *prior_path, const char *vq_path, const char *da
     printf("lyric alignment of %s on %d songs of %s (rank correlation of time and attended "
            "lyric position, mean over the songs; stored head: layer %d head %d)\n",
            prior_path, used, data, stored_l, stored_h);
-    printf("layer head  mean rho   min rho\n");
-    int bl = -1, bh = -1;
-    double best = -2;
-    for (int l = 0; l < D; l++)
-        for (int k = 0; k < H; k++) {
-            double sum = 0, lo = 1e30;
-            int n = 0;
-            for (int i = 0; i < used; i++) {
-                double r = rho[((int64_t)l * H + k) * ns + i];
-                if (isnan(r)) r = 0;   // no attended position varies: no alignment
-                sum += r, lo = fmin(lo, r), n++;
-            }
-            double mean = sum / n;
-            if (jb_prior_set_alignment(p, l, k, NULL)) continue;   // not a lyrics layer
-            printf("%5d %4d  %8.3f  %8.3f\n", l, k, mean, lo);
-            json_array_append_new(arr, json_pack("{s:i,s:i,s:f,s:f}", "layer", l, "head", k,
-                                                 "mean_rho", mean, "min_rho", lo));
-            if (mean > best) best = mean, bl = l, bh = k;
-        }
-    printf("best: layer %d head %d (mean rho %.3f)\n", bl, bh, best);
-    if (hp->alignment_layer >= 0) jb_prior_set_alignment(p, stored_l, stored_h, NULL);
-    json_object_set_new(out, "heads", arr);
-    arr = NULL;
-    json_object_set_new(out, "songs", json_integer(used));
-    json_object_set_new(out, "best", json_pack("{s:i,s:i,s:f}", "layer", bl, "head", bh,
-                                               "mean_rho", best));
+    align_report(p, rho, ns, used, out);
+    if (stored_l >= 0) jb_prior_set_alignment(p, stored_l, stored_h, NULL);
     rc = write_json(json_out, out);
     goto done;
 oom:
@@ -858,7 +865,6 @@ fail:
 done:
     free(full), free(att), free(rho), free(nz);
     free_codes(z, d ? d->n_items : 0);
-    json_decref(arr);
     json_decref(out);
     jb_labels_vocab_destroy(&av);
     jb_labels_vocab_destroy(&gv);
