@@ -52,8 +52,9 @@ msg_faults=$(grep -cE ' (garbage-header|bad-msgpack-type|unknown-type|three-part
 logged=$(cat "$T"/s/log/*.log | grep -ciE 'WARN.*(reject|drop|bad|unknown|malformed|refus)')
 check "each of the $msg_faults message-level faults logged ($logged rejection lines)" "[ $logged -ge $msg_faults ]"
 echo "  by kind: $(awk '{print $2}' "$T/flood.log" | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')"
-# Still serving after the flood: one more job, through the same services.
-"$B/jukebox-job" sample -q --id after --total-seconds 0.19 --seconds 0.16 --vqvae "$M/vqvae.safetensors" \
+# Still serving after the flood: one more job, through the same services (0.3 s: the
+# bundled upsamplers take songs of at least one context, 0.28 s at level 1).
+"$B/jukebox-job" sample -q --id after --total-seconds 0.35 --seconds 0.3 --vqvae "$M/vqvae.safetensors" \
     -o "$($LS --state "$T/s" endpoint)"
 for i in $(seq 200); do [ -d "$T/s/out/after" ] && break; sleep 0.1; done
 check "a job after the flood completes" "[ -f '$T/s/out/after/codes.jbc' ]"

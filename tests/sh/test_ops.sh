@@ -68,10 +68,10 @@ check "start again: nothing new started (rc $rc)" \
     "[ $rc = 0 ] && [ \$(grep -c 'already running' '$T/start2.txt') = $((2 + 2 * n)) ] && [ \$(cat '$T/s/run/mid-0.pid') = $before ]"
 ep=$($LS --state "$T/s" endpoint)
 check "endpoint: the top prior's input" "[ '$ep' = 'tcp://127.0.0.1:$P' ]"
-"$B/jukebox-job" sample -q --id ls1 --total-seconds 0.19 --seconds 0.16 --samples 2 \
+"$B/jukebox-job" sample -q --id ls1 --total-seconds 0.35 --seconds 0.3 --samples 2 \
     --vqvae $M/vqvae.safetensors -o "$ep"
 for i in $(seq 300); do [ -f "$T/s/out/ls1/index.html" ] && break; sleep 0.1; done
-"$B/jukebox-job" sample -q --id ls1 --total-seconds 0.19 --seconds 0.16 --samples 2 \
+"$B/jukebox-job" sample -q --id ls1 --total-seconds 0.35 --seconds 0.3 --samples 2 \
     --vqvae $M/vqvae.safetensors |
     "$B/jukebox-prior-top" -q -t 1 -m $M/prior_level_2.safetensors |
     "$B/jukebox-upsampler-mid" -q -t 1 -m $M/prior_level_1.safetensors |

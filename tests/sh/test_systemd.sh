@@ -115,9 +115,9 @@ PY
     unit upsampler-bottom prior_level_0 ">$(ep $((P + 2)))" "@$(ep $((P + 3)))"
     unit decoder vqvae ">$(ep $((P + 3)))" -
     check "the four units' command lines start and send READY ($started of 4)" "[ $started = 4 ]"
-    "$B/jukebox-job" sample -q --id unit1 --total-seconds 0.19 --seconds 0.16 --vqvae "$M/vqvae.safetensors" -o "$(ep $P)"
+    "$B/jukebox-job" sample -q --id unit1 --total-seconds 0.35 --seconds 0.3 --vqvae "$M/vqvae.safetensors" -o "$(ep $P)"
     for i in $(seq 300); do [ -f "$T/out/unit1/codes.jbc" ] && break; sleep 0.1; done
-    "$B/jukebox-job" sample -q --id unit1 --total-seconds 0.19 --seconds 0.16 --vqvae "$M/vqvae.safetensors" |
+    "$B/jukebox-job" sample -q --id unit1 --total-seconds 0.35 --seconds 0.3 --vqvae "$M/vqvae.safetensors" |
         "$B/jukebox-prior-top" -q -t 1 -m "$M/prior_level_2.safetensors" |
         "$B/jukebox-upsampler-mid" -q -t 1 -m "$M/prior_level_1.safetensors" |
         "$B/jukebox-upsampler-bottom" -q -t 1 -m "$M/prior_level_0.safetensors" |
