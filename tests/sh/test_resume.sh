@@ -16,7 +16,9 @@ set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 B=$BUILD/bin
-M=models/default
+# The golden tiny pipeline's models: many windows a level (top n_ctx 32 codes). The bundled
+# top prior (n_ctx 1024) takes a 1 s song in one window, too soon done to be interrupted.
+M=tests/golden/pipeline_tiny
 T=$(mktemp -d /tmp/jb_resume.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; [ -n "${JB_KEEP:-}" ] || rm -rf "$T"; }
