@@ -718,21 +718,6 @@ done:
 
 // ---- align ---------------------------------------------------------------------------------
 
-// Rows of JB_STAGE_ALIGN_TOKENS top-level codes, as a stage's ALIGN message (and the page)
-// has them: the mean weight of each lyric character over the row's codes.
-static void align_rows(const float *full, int64_t total, int cols, double *att, int64_t *rows) {
-    const int G = JB_STAGE_ALIGN_TOKENS;
-    *rows = (total + G - 1) / G;
-    for (int64_t r = 0; r < *rows; r++) {
-        int64_t t0 = r * G, t1 = t0 + G < total ? t0 + G : total;
-        for (int c = 0; c < cols; c++) {
-            double acc = 0;
-            for (int64_t t = t0; t < t1; t++) acc += full[t * cols + c];
-            att[r * cols + c] = acc / (double)(t1 - t0);
-        }
-    }
-}
-
 // The table of align: mean and lowest rho over the songs per lyrics layer and head (rho:
 // (depth, heads, ns), `used` songs each; NAN: no alignment, counted as 0), the best head;
 // the same into out ("heads", "songs", "best").
@@ -837,7 +822,8 @@ static int cmd_align(const char *prior_path, const char *vq_path, const char *da
                         jb_err_prefix(&err, "%s", it->id);
                         goto fail;
                     }
-                    align_rows(full, nz[i], b.n_full, att, &rows);
+                    jb_sample_alignment_rows(full, nz[i], b.n_full, JB_STAGE_ALIGN_TOKENS, att,
+                                             &rows);
                     r = jb_music_alignment_rank(att, (int)rows, b.n_full);
                 }
                 rho[((int64_t)l * H + k) * ns + used] = r;

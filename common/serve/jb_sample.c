@@ -317,6 +317,19 @@ done:
     return rc;
 }
 
+void jb_sample_alignment_rows(const float *full, int64_t total, int cols, int group,
+                              double *out, int64_t *rows) {
+    *rows = (total + group - 1) / group;
+    for (int64_t r = 0; r < *rows; r++) {
+        int64_t t0 = r * group, t1 = t0 + group < total ? t0 + group : total;
+        for (int c = 0; c < cols; c++) {
+            double acc = 0;
+            for (int64_t t = t0; t < t1; t++) acc += full[t * cols + c];
+            out[r * cols + c] = acc / (double)(t1 - t0);
+        }
+    }
+}
+
 // ---- window by window ---------------------------------------------------------------
 
 int jb_sample_plan(const jb_prior_info_t *in, int total, int have, int hop_length,

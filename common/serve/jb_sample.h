@@ -73,6 +73,12 @@ int jb_sample_level(jb_prior_sampler_t *s, const jb_sample_opts_t *o, int n_samp
 int jb_sample_alignment(const jb_prior_t *p, int n_samples, int total, const int32_t *zs,
                         int zs_stride, const int32_t *y, const jb_sample_lyrics_t *lyrics,
                         int hop_length, float *const *out, jb_err_t *err);
+// One item's alignment (full: (total, cols), from jb_sample_alignment) in rows of `group`
+// codes, as a stage's ALIGN message and the page show it: out[r * cols + c] is the mean
+// weight of lyric position c over the codes of row r (the last row may be shorter);
+// *rows = ceil(total / group). out: (ceil(total / group), cols).
+void jb_sample_alignment_rows(const float *full, int64_t total, int cols, int group,
+                              double *out, int64_t *rows);
 
 
 // ---- window by window (streaming stages) ----------------------------------------

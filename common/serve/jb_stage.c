@@ -275,9 +275,10 @@ static int send_alignment(stage_t *s, job_t *j, jb_err_t *err) {
     const int64_t rows = (j->total + G - 1) / G;
     float **full = calloc((size_t)n, sizeof *full);
     int32_t *q = malloc(sizeof(int32_t) * (size_t)(n * rows * cols));
+    double *mean = malloc(sizeof(double) * (size_t)(rows * cols));
     char *lyrics = NULL;
     int rc = -1;
-    if (!full || !q) {
+    if (!full || !q || !mean) {
         jb_err_set(err, JB_ENOMEM, "job %s: out of memory for the alignment", j->spec.id);
         goto done;
     }
@@ -292,17 +293,14 @@ static int send_alignment(stage_t *s, job_t *j, jb_err_t *err) {
         jb_err_prefix(err, "job %s: alignment", j->spec.id);
         goto done;
     }
-    for (int k = 0; k < n; k++)
-        for (int64_t r = 0; r < rows; r++) {
-            int64_t t0 = r * G, t1 = t0 + G < j->total ? t0 + G : j->total;
-            for (int c = 0; c < cols; c++) {
-                double acc = 0;
-                for (int64_t t = t0; t < t1; t++) acc += full[k][t * cols + c];
-                double w = acc / (double)(t1 - t0);
-                w = w < 0 ? 0 : w > 1 ? 1 : w;
-                q[((int64_t)k * rows + r) * cols + c] = (int32_t)(w * JB_WIRE_ALIGN_ONE + 0.5);
-            }
+    for (int k = 0; k < n; k++) {   // rows of G codes, quantized to [0, JB_WIRE_ALIGN_ONE]
+        int64_t got;
+        jb_sample_alignment_rows(full[k], j->total, cols, G, mean, &got);
+        for (int64_t i = 0; i < rows * cols; i++) {
+            double w = mean[i] < 0 ? 0 : mean[i] > 1 ? 1 : mean[i];
+            q[(int64_t)k * rows * cols + i] = (int32_t)(w * JB_WIRE_ALIGN_ONE + 0.5);
         }
+    }
     lyrics = jb_text_textise(s->hp->labels_v3 ? JB_TEXT_V3 : JB_TEXT_V2, j->full_tokens,
                              j->n_full, err);
     if (!lyrics) goto done;
@@ -318,6 +316,7 @@ done:
     for (int k = 0; full && k < n; k++) free(full[k]);
     free(full);
     free(q);
+    free(mean);
     free(lyrics);
     return rc;
 }
