@@ -71,7 +71,8 @@ int jb_tensor_to_f32(const jb_tensor_t *t, float *dst, jb_err_t *err);
 // Convert to int32 (I32/I64/U8/I8/I16). Returns 0, or -1 (unsupported / out of range).
 int jb_tensor_to_i32(const jb_tensor_t *t, int32_t *dst, jb_err_t *err);
 
-// Aligned allocation helpers (64 bytes). jb_free accepts NULL.
+// Aligned allocation helpers (64 bytes; 2 MiB and madvise(MADV_HUGEPAGE) from 2 MiB up,
+// so that streamed weights and caches sit on huge pages). jb_free accepts NULL.
 void *jb_alloc(size_t bytes);
 void *jb_calloc(size_t bytes);
 void jb_free(void *p);
