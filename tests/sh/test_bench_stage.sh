@@ -1,0 +1,92 @@
+#!/bin/bash
+# test_bench_stage.sh: `jukebox-bench stage` serves N concurrent jobs on one prior and reports
+# the fields the README and docs/bench.md document:
+#   - --model (the bundled bottom upsampler) --jobs 1,3 --json: exit 0, one object per case,
+#     name "stage", every documented field; jobs 1 and 3 served in batches of 1 and 3;
+#     positive tokens/s, ms_per_token = 1000 / tokens_per_s, fraction_of_bound =
+#     bound_ms / ms_per_step, the bandwidth and the bound positive, peak RSS and first output
+#     sensible;
+#   - the table: both read-bandwidth lines (the bound is the best of the two), a row per
+#     case, the "3 jobs vs 1" comparison;
+#   - --max-batch 2 serves 3 jobs in batches of 2;
+#   - errors: an unknown option, a bad job list, bad --weights: exit 64; a missing model
+#     file: exit 66; a file that is not a prior: exit 65.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+B=$BUILD/bin
+source tests/sh/lib/check.sh
+T=$(mktemp -d /tmp/jb_bench_stage.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+M=models/default/prior_level_0.safetensors
+
+timeout 300 "$B/jukebox-bench" stage --model "$M" --jobs 1,3 --tokens 8 --reps 1 --threads 1 \
+    --json > "$T/out.json" 2> "$T/err"
+rc=$?
+check "--model --jobs 1,3 --json: exit 0 (got $rc)" '[ $rc = 0 ]'
+[ $rc = 0 ] || sed 's/^/    /' "$T/err"
+python3 - "$T/out.json" > "$T/py" 2>&1 <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def ok(name, cond):
+    print(("ok   " if cond else "FAIL ") + name)
+ok("2 JSON objects, one per case (%d)" % len(lines), len(lines) == 2)
+if len(lines) != 2:
+    sys.exit()
+fields = ["name", "config", "layers", "depth", "weights", "threads", "batch", "jobs",
+          "tokens_per_s", "ms_per_token", "ms_per_step", "bound_ms", "fraction_of_bound",
+          "peak_rss_mib", "first_output_s", "wall_tokens_per_s", "cpu_use", "cpu_ms_per_step",
+          "bandwidth_gbs", "load_avg"]
+for o in lines:
+    missing = [f for f in fields if f not in o]
+    ok("jobs %s: every documented field (missing: %s)" % (o.get("jobs"), missing), not missing)
+    if missing:
+        continue
+    j = o["jobs"]
+    ok("jobs %d: name stage, weights bf16 (the default), threads 1, 4 of 4 layers" % j,
+       o["name"] == "stage" and o["weights"] == "bf16" and o["threads"] == 1 and
+       o["layers"] == o["depth"] == 4)
+    ok("jobs %d: tokens/s %.1f > 0, ms/token = 1000 / tokens/s" % (j, o["tokens_per_s"]),
+       o["tokens_per_s"] > 0 and abs(o["ms_per_token"] * o["tokens_per_s"] - 1000) < 0.01)
+    ok("jobs %d: bound %.4f ms > 0, bandwidth %.1f GB/s > 0, fraction = bound / ms a step" %
+       (j, o["bound_ms"], o["bandwidth_gbs"]),
+       o["bound_ms"] > 0 and o["bandwidth_gbs"] > 0 and
+       abs(o["fraction_of_bound"] - o["bound_ms"] / o["ms_per_step"]) < 1e-4 * o["fraction_of_bound"])
+    ok("jobs %d: peak RSS %.1f MiB in (1, 4096), first output %.3g s > 0, CPU use %.2f > 0" %
+       (j, o["peak_rss_mib"], o["first_output_s"], o["cpu_use"]),
+       1 < o["peak_rss_mib"] < 4096 and o["first_output_s"] > 0 and o["cpu_use"] > 0)
+ok("jobs 1 and 3, in batches of 1 and 3",
+   [(o["jobs"], o["batch"]) for o in lines] == [(1, 1), (3, 3)])
+ok("one bandwidth for both cases", lines[0]["bandwidth_gbs"] == lines[1]["bandwidth_gbs"])
+PY
+while read -r status name; do
+    if [ "$status" = ok ]; then ok "$name"; else bad "$name"; fi
+done < <(sed -n 's/^\(ok\|FAIL\) \+/\1 /p' "$T/py")
+grep -v '^\(ok\|FAIL\) ' "$T/py" | sed 's/^/    /'
+check "the JSON checks ran" '[ "$(grep -c "^ok\|^FAIL" "$T/py")" -ge 12 ]'
+
+timeout 300 "$B/jukebox-bench" stage --model "$M" --jobs 1,3 --tokens 8 --reps 1 --threads 1 \
+    --max-batch 2 > "$T/table" 2> "$T/err"
+rc=$?
+check "table, --max-batch 2: exit 0 (got $rc)" '[ $rc = 0 ]'
+check "table: the bandwidth before the runs" 'grep -q "^read bandwidth at start: .* GB/s$" "$T/table"'
+check "table: the bandwidth after them, the bound the best of the two" \
+    'grep -q "^read bandwidth at end: .*; the bound: the best of the two, [0-9.]* GB/s$" "$T/table"'
+check "table: 1 job in a batch of 1, 3 jobs in batches of 2" \
+    'grep -Eq "^ +1 +1 +[0-9.]+ " "$T/table" && grep -Eq "^ +3 +2 +[0-9.]+ " "$T/table"'
+check "table: the comparison of 3 jobs with 1" 'grep -q "^3 jobs vs 1: [0-9.]*x the tokens/s" "$T/table"'
+
+# Errors.
+"$B/jukebox-bench" stage --bogus > /dev/null 2> "$T/err"; rc=$?
+check "an unknown option: exit 64 (got $rc), named" '[ $rc = 64 ] && grep -q "bogus" "$T/err"'
+"$B/jukebox-bench" stage --jobs 1,x > /dev/null 2> "$T/err"; rc=$?
+check "--jobs 1,x: exit 64 (got $rc)" '[ $rc = 64 ] && grep -q "jobs 1,x" "$T/err"'
+"$B/jukebox-bench" stage --model "$M" --weights int4 > /dev/null 2> "$T/err"; rc=$?
+check "--weights int4: exit 64 (got $rc), the choices named" '[ $rc = 64 ] && grep -q "int8" "$T/err"'
+"$B/jukebox-bench" stage --model "$T/none.safetensors" > /dev/null 2> "$T/err"; rc=$?
+check "a missing model file: exit 66 (got $rc), named" '[ $rc = 66 ] && grep -q "none.safetensors" "$T/err"'
+head -c 100 /dev/urandom > "$T/junk.safetensors"
+"$B/jukebox-bench" stage --model "$T/junk.safetensors" > /dev/null 2> "$T/err"; rc=$?
+check "a file that is not a model: exit 65 (got $rc), named" '[ $rc = 65 ] && grep -q "junk.safetensors" "$T/err"'
+check_finish test_bench_stage
