@@ -248,10 +248,17 @@ AI void tile_avx2_t(jb_dtype_t wdt, float *y, int64_t ldy, const float *x, const
             mpanel_avx2(4, 2, wdt, y, ldy, x + k0, K, wb, JB_MM_TILE, kb, M, wb + PF_AHEAD(wdt),
                         JB_MM_TILE * es, JB_MM_TILE * es);
         } else {
-            mpanel_avx2(2, 6, wdt, y, ldy, x + k0, K, wb, JB_MM_TILE, kb, M, wb + PF_AHEAD(wdt),
+            // Groups of 6 rows over each half (12 accumulators); a rest of 1-2 rows over all
+            // 32 columns, 4 chains a row (over a half it had 2, and waited on the FMA
+            // latency). One chain per accumulator whatever the grouping: the same bits.
+            int rest = M % 6, m6 = rest && rest <= 2 ? M - rest : M;
+            mpanel_avx2(2, 6, wdt, y, ldy, x + k0, K, wb, JB_MM_TILE, kb, m6, wb + PF_AHEAD(wdt),
                         JB_MM_TILE * es, JB_MM_TILE * es);
-            mpanel_avx2(2, 6, wdt, y + 16, ldy, x + k0, K, wb + 16 * es, JB_MM_TILE, kb, M, NULL,
+            mpanel_avx2(2, 6, wdt, y + 16, ldy, x + k0, K, wb + 16 * es, JB_MM_TILE, kb, m6, NULL,
                         0, 0);
+            if (m6 < M)
+                mpanel_avx2(4, 2, wdt, y + m6 * ldy, ldy, x + k0 + (int64_t)m6 * K, K, wb,
+                            JB_MM_TILE, kb, M - m6, NULL, 0, 0);
         }
     }
 }
@@ -709,13 +716,15 @@ static void group_q8_avx2(float *y, int64_t ldy, const float *x, int64_t ldx, co
         else ukern_q8_avx2(1, 4, y, ldy, x, ldx, w, sc, kb, pf);
         return;
     }
+    // A rest of 1-2 rows over all 32 columns (as tile_avx2_t): 4 chains a row, not 2.
+    int rest = M % 6, m6 = rest && rest <= 2 ? M - rest : M;
     for (int h = 0; h < 2; h++)
-        for (int m = 0; m < M; m += 6) {
+        for (int m = 0; m < m6; m += 6) {
             const char *p = h == 0 && m == 0 ? pf : NULL;
             float *ym = y + m * ldy + 16 * h;
             const float *xm = x + m * ldx;
             const int8_t *wh = w + 16 * h;
-            switch (M - m < 6 ? M - m : 6) {
+            switch (m6 - m < 6 ? m6 - m : 6) {
 #define CASE(RR)                                                             \
     case RR: ukern_q8_avx2(RR, 2, ym, ldy, xm, ldx, wh, sc + 16 * h, kb, p); break;
                 CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
@@ -723,6 +732,8 @@ static void group_q8_avx2(float *y, int64_t ldy, const float *x, int64_t ldx, co
             default: break;
             }
         }
+    if (M - m6 == 2) ukern_q8_avx2(2, 4, y + m6 * ldy, ldy, x + m6 * ldx, ldx, w, sc, kb, NULL);
+    else if (M - m6 == 1) ukern_q8_avx2(1, 4, y + m6 * ldy, ldy, x + m6 * ldx, ldx, w, sc, kb, NULL);
 }
 
 static void tile_q8_avx2(float *y, int64_t ldy, const float *x, const int8_t *tile,
