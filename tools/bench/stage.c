@@ -254,12 +254,9 @@ int bench_stage(int argc, char **argv) {
         printf("machine: %s\nthreads %d, load average at start %.2f %.2f %.2f\n"
                "read bandwidth at start: plain loop %.1f GB/s, %d streams/thread + prefetch %d "
                "B: %.1f GB/s\n%s, %d of %d layers, weights %s: %.0f MB a step; %d tokens a "
-               "job, batches of up to %d jobs, best of %d rounds\n\n",
+               "job, batches of up to %d jobs, best of %d rounds\n",
                mach, threads, la[0], la[1], la[2], bw.plain, bw.streams, bw.prefetch, bw.multi,
                config, L, depth, wname, wbytes / 1e6, tokens, sb, reps);
-        printf("%5s %5s %10s %9s %9s %9s %7s %10s %10s %8s %6s %9s\n", "jobs", "batch",
-               "tokens/s", "ms/token", "ms/step", "bound ms", "of bnd", "1st out s", "wall tok/s",
-               "RSS MiB", "CPU", "CPU ms/st");
     }
     result_t best[8];
     for (int i = 0; i < nj; i++)
@@ -285,6 +282,10 @@ int bench_stage(int argc, char **argv) {
                bw_end.streams, bw_end.prefetch, bw_end.multi,
                bw_end.multi > bw.multi ? bw_end.multi : bw.multi);
     if (bw_end.multi > bw.multi) bw = bw_end;
+    if (!json)
+        printf("\n%5s %5s %10s %9s %9s %9s %7s %10s %10s %8s %6s %9s\n", "jobs", "batch",
+               "tokens/s", "ms/token", "ms/step", "bound ms", "of bnd", "1st out s", "wall tok/s",
+               "RSS MiB", "CPU", "CPU ms/st");
     for (int i = 0; i < nj && !rc; i++) {
         const result_t *b = &best[i];
         // While sampling (after each window's setup: conditioning, priming): rows per step.
