@@ -1,8 +1,8 @@
 // jb_tensor.c: see jb_tensor.h.
-#include <sys/mman.h>
 #include "jb_tensor.h"
 
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 
 static const struct {

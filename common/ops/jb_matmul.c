@@ -732,8 +732,10 @@ static void group_q8_avx2(float *y, int64_t ldy, const float *x, int64_t ldx, co
             default: break;
             }
         }
-    if (M - m6 == 2) ukern_q8_avx2(2, 4, y + m6 * ldy, ldy, x + m6 * ldx, ldx, w, sc, kb, NULL);
-    else if (M - m6 == 1) ukern_q8_avx2(1, 4, y + m6 * ldy, ldy, x + m6 * ldx, ldx, w, sc, kb, NULL);
+    float *yr = y + m6 * ldy;
+    const float *xr = x + m6 * ldx;
+    if (M - m6 == 2) ukern_q8_avx2(2, 4, yr, ldy, xr, ldx, w, sc, kb, NULL);
+    else if (M - m6 == 1) ukern_q8_avx2(1, 4, yr, ldy, xr, ldx, w, sc, kb, NULL);
 }
 
 static void tile_q8_avx2(float *y, int64_t ldy, const float *x, const int8_t *tile,
@@ -758,7 +760,8 @@ static void tile_q8_pair_avx2(float *y, const float *x, const int8_t *ta, const 
         int kb = K - k0 < G ? K - k0 : G;
         const int8_t *wa = ta + (int64_t)k0 * JB_MM_TILE, *wb = tb + (int64_t)k0 * JB_MM_TILE;
         const float *ca = sa + (k0 / G) * JB_MM_TILE, *cb = sb + (k0 / G) * JB_MM_TILE;
-        const char *pa = (const char *)wa + PF_AHEAD(JB_I8), *pb = (const char *)wb + PF_AHEAD(JB_I8);
+        const char *pa = (const char *)wa + PF_AHEAD(JB_I8);
+        const char *pb = (const char *)wb + PF_AHEAD(JB_I8);
         __m256 acc[8];
 #pragma GCC unroll 8
         for (int v = 0; v < 8; v++) acc[v] = _mm256_setzero_ps();
@@ -770,15 +773,17 @@ static void tile_q8_pair_avx2(float *y, const float *x, const int8_t *ta, const 
             __m256 xb = _mm256_broadcast_ss(x + k0 + k);
 #pragma GCC unroll 4
             for (int v = 0; v < 4; v++) {
-                acc[v] = _mm256_fmadd_ps(xb, widen_q8(wa + k * JB_MM_TILE + 8 * v), acc[v]);
-                acc[4 + v] = _mm256_fmadd_ps(xb, widen_q8(wb + k * JB_MM_TILE + 8 * v), acc[4 + v]);
+                const int64_t o = (int64_t)k * JB_MM_TILE + 8 * v;
+                acc[v] = _mm256_fmadd_ps(xb, widen_q8(wa + o), acc[v]);
+                acc[4 + v] = _mm256_fmadd_ps(xb, widen_q8(wb + o), acc[4 + v]);
             }
         }
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
             float *ya = y + 8 * v, *yb = y + JB_MM_TILE + 8 * v;
-            _mm256_storeu_ps(ya, _mm256_fmadd_ps(acc[v], _mm256_loadu_ps(ca + 8 * v), _mm256_loadu_ps(ya)));
-            _mm256_storeu_ps(yb, _mm256_fmadd_ps(acc[4 + v], _mm256_loadu_ps(cb + 8 * v), _mm256_loadu_ps(yb)));
+            __m256 sa8 = _mm256_loadu_ps(ca + 8 * v), sb8 = _mm256_loadu_ps(cb + 8 * v);
+            _mm256_storeu_ps(ya, _mm256_fmadd_ps(acc[v], sa8, _mm256_loadu_ps(ya)));
+            _mm256_storeu_ps(yb, _mm256_fmadd_ps(acc[4 + v], sb8, _mm256_loadu_ps(yb)));
         }
     }
 }

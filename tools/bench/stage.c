@@ -9,10 +9,11 @@
 // rest in the next batch). The cases run in rounds, alternating (the machine is shared), the
 // best round kept. Reported: tokens/s while sampling (from each batch's first sampled token,
 // i.e. after the window's conditioning and priming, to its end), ms per token and per step,
-// tokens/s over whole windows, the step's bandwidth bound (matrix weights read per step / the multi-stream read
-// bandwidth measured in the same run, the best of before and after) and the fraction of it reached, time to the first
-// window's codes, peak RSS, CPU use (process CPU time / wall time), and the process CPU time
-// of a step while sampling (on a loaded machine, with 1 thread, the steadiest figure).
+// tokens/s over whole windows, the step's bandwidth bound (matrix weights read per step /
+// the multi-stream read bandwidth, the best of two measurements, before and after the runs)
+// and the fraction of it reached, time to the first window's codes, peak RSS, CPU use
+// (process CPU time / wall time), and the process CPU time of a step while sampling (on a
+// loaded machine, with 1 thread, the steadiest figure).
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
