@@ -237,6 +237,15 @@ static void panel_avx2(float *y, const float *x, const void *w, jb_dtype_t wdt, 
 // (one row, 2 threads, on 2 MiB pages: 8-15 % faster than 8 KiB, which the f32 and int8
 // tiles keep: there the distance made no difference; docs/bench.md).
 #define PF_AHEAD(wdt) ((wdt) == JB_F16 || (wdt) == JB_BF16 ? 2048 : 8192)
+
+// More than 2 rows: the rows taken in groups of 6 over each half of a tile (12
+// accumulators); a rest of 1-2 rows goes over all 32 columns instead (4 chains a row: over
+// a half it had 2 and waited on the FMA latency). Returns the rows of the groups of 6.
+// One chain per accumulator whatever the grouping: a row's bits do not depend on it.
+static inline int rows_in_sixes(int M) {
+    int rest = M % 6;
+    return rest && rest <= 2 ? M - rest : M;
+}
 #define PF_AHEAD_512 8192   // the AVX-512 kernel: not measured with a shorter distance
 AI void tile_avx2_t(jb_dtype_t wdt, float *y, int64_t ldy, const float *x, const void *tile,
                     int M, int K) {
@@ -248,10 +257,7 @@ AI void tile_avx2_t(jb_dtype_t wdt, float *y, int64_t ldy, const float *x, const
             mpanel_avx2(4, 2, wdt, y, ldy, x + k0, K, wb, JB_MM_TILE, kb, M, wb + PF_AHEAD(wdt),
                         JB_MM_TILE * es, JB_MM_TILE * es);
         } else {
-            // Groups of 6 rows over each half (12 accumulators); a rest of 1-2 rows over all
-            // 32 columns, 4 chains a row (over a half it had 2, and waited on the FMA
-            // latency). One chain per accumulator whatever the grouping: the same bits.
-            int rest = M % 6, m6 = rest && rest <= 2 ? M - rest : M;
+            int m6 = rows_in_sixes(M);
             mpanel_avx2(2, 6, wdt, y, ldy, x + k0, K, wb, JB_MM_TILE, kb, m6, wb + PF_AHEAD(wdt),
                         JB_MM_TILE * es, JB_MM_TILE * es);
             mpanel_avx2(2, 6, wdt, y + 16, ldy, x + k0, K, wb + 16 * es, JB_MM_TILE, kb, m6, NULL,
@@ -529,6 +535,13 @@ static size_t tile_bytes(const jb_matmul_packed_t *p) {
     return (size_t)p->K * JB_MM_TILE * jb_dtype_size(p->wdt);
 }
 
+// Int8 tile t's weights and its scales (ceil(K / JB_MATMUL_Q8_GROUP) groups x TILE).
+static const int8_t *q8_tile(const jb_matmul_packed_t *p, int t, const float **sc) {
+    const int ng = (p->K + JB_MATMUL_Q8_GROUP - 1) / JB_MATMUL_Q8_GROUP;
+    *sc = p->scales + (size_t)t * ng * JB_MM_TILE;
+    return (const int8_t *)p->data + (size_t)t * tile_bytes(p);
+}
+
 jb_matmul_packed_t *jb_matmul_pack(const void *w, jb_dtype_t wdt, int K, int N, jb_err_t *err) {
     if (wdt != JB_F32 && wdt != JB_F16 && wdt != JB_BF16) {
         jb_err_set(err, JB_EINVAL, "jb_matmul_pack: dtype %s is not F32, F16 or BF16",
@@ -716,8 +729,7 @@ static void group_q8_avx2(float *y, int64_t ldy, const float *x, int64_t ldx, co
         else ukern_q8_avx2(1, 4, y, ldy, x, ldx, w, sc, kb, pf);
         return;
     }
-    // A rest of 1-2 rows over all 32 columns (as tile_avx2_t): 4 chains a row, not 2.
-    int rest = M % 6, m6 = rest && rest <= 2 ? M - rest : M;
+    int m6 = rows_in_sixes(M);
     for (int h = 0; h < 2; h++)
         for (int m = 0; m < m6; m += 6) {
             const char *p = h == 0 && m == 0 ? pf : NULL;
@@ -792,9 +804,8 @@ static void tile_q8_pair_avx2(float *y, const float *x, const int8_t *ta, const 
 // y (M rows, stride ldy, nc <= TILE columns) += x · int8 tile t.
 static void tile_q8_any(int kern, float *y, int64_t ldy, const float *x,
                         const jb_matmul_packed_t *p, int t, int M, int nc) {
-    const int ng = (p->K + JB_MATMUL_Q8_GROUP - 1) / JB_MATMUL_Q8_GROUP;
-    const int8_t *tile = (const int8_t *)p->data + (size_t)t * tile_bytes(p);
-    const float *sc = p->scales + (size_t)t * ng * JB_MM_TILE;
+    const float *sc;
+    const int8_t *tile = q8_tile(p, t, &sc);
 #if JB_MM_AVX2
     if (kern >= 1) {   // AVX-512 machines too: the AVX2 kernel (no VNNI kernel yet)
         if (nc == JB_MM_TILE) {
@@ -884,12 +895,10 @@ static void packed_small(float *y, const float *x, const jb_matmul_packed_t *p,
         int t = t0;
 #if JB_MM_AVX2
         if (M == 1 && p->wdt == JB_I8 && kern >= 1) {   // whole tiles two at a time
-            const int ng = (K + JB_MATMUL_Q8_GROUP - 1) / JB_MATMUL_Q8_GROUP;
             for (; t + 1 < t1 && (t + 2) * JB_MM_TILE <= N; t += 2) {
-                const int8_t *ta = (const int8_t *)p->data + (size_t)t * tile_bytes(p);
-                const float *sa = p->scales + (size_t)t * ng * JB_MM_TILE;
-                tile_q8_pair_avx2(y + t * JB_MM_TILE, x, ta, ta + tile_bytes(p), sa,
-                                  sa + (size_t)ng * JB_MM_TILE, K);
+                const float *sa, *sb;
+                const int8_t *ta = q8_tile(p, t, &sa), *tb = q8_tile(p, t + 1, &sb);
+                tile_q8_pair_avx2(y + t * JB_MM_TILE, x, ta, tb, sa, sb, K);
             }
         }
 #endif

@@ -71,11 +71,7 @@ ok("0 < first_output_fraction %.3f <= 1" % a["first_output_fraction"],
    0 < a["first_output_fraction"] <= 1)
 ok("wall_s %.3f is the last job's end" % a["wall_s"], abs(a["wall_s"] - max(a["job_s_each"])) < 0.002)
 EOF
-while read -r status name; do
-    if [ "$status" = ok ]; then ok "$name"; else bad "$name"; fi
-done < <(sed -n 's/^\(ok\|FAIL\) \+/\1 /p' "$T/py")
-grep -v '^\(ok\|FAIL\) ' "$T/py" | sed 's/^/    /'
-check "the JSON checks ran" '[ "$(grep -c "^ok\|^FAIL" "$T/py")" -ge 20 ]'
+check_relay "$T/py" 20
 
 # The table, and the stages' logs kept.
 mkdir "$T/logs"

@@ -60,11 +60,7 @@ ok("jobs 1 and 3, in batches of 1 and 3",
    [(o["jobs"], o["batch"]) for o in lines] == [(1, 1), (3, 3)])
 ok("one bandwidth for both cases", lines[0]["bandwidth_gbs"] == lines[1]["bandwidth_gbs"])
 PY
-while read -r status name; do
-    if [ "$status" = ok ]; then ok "$name"; else bad "$name"; fi
-done < <(sed -n 's/^\(ok\|FAIL\) \+/\1 /p' "$T/py")
-grep -v '^\(ok\|FAIL\) ' "$T/py" | sed 's/^/    /'
-check "the JSON checks ran" '[ "$(grep -c "^ok\|^FAIL" "$T/py")" -ge 12 ]'
+check_relay "$T/py" 12
 
 timeout 300 "$B/jukebox-bench" stage --model "$M" --jobs 1,3 --tokens 8 --reps 1 --threads 1 \
     --max-batch 2 > "$T/table" 2> "$T/err"

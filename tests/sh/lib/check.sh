@@ -11,6 +11,9 @@
 #   check_summary NAME        prints "NAME: N passed, N failed[, N skipped]"; returns 0 only
 #                             when nothing failed.
 #   check_finish NAME         check_summary, then exits with its status.
+#   check_relay FILE MIN      counts FILE's "ok NAME" / "FAIL NAME" lines (a python check
+#                             script's output) as checks, prints its other lines indented,
+#                             and checks that at least MIN of them ran.
 pass=0; fail=0; skipped=0
 ok() { echo "  ok   $1"; pass=$((pass + 1)); }
 bad() { echo "  FAIL $1"; fail=$((fail + 1)); }
@@ -28,3 +31,11 @@ check_summary() {
     [ "$fail" = 0 ]
 }
 check_finish() { check_summary "$1"; exit; }
+check_relay() {
+    local status name
+    while read -r status name; do
+        if [ "$status" = ok ]; then ok "$name"; else bad "$name"; fi
+    done < <(sed -n 's/^\(ok\|FAIL\) \+/\1 /p' "$1")
+    grep -v '^\(ok\|FAIL\) ' "$1" | sed 's/^/    /'
+    check "the JSON checks ran" '[ "$(grep -c "^ok\|^FAIL" "'"$1"'")" -ge '"$2"' ]'
+}
