@@ -222,8 +222,10 @@ static void check_q8(const char *kern, jb_dtype_t dt, int M, int K, int N) {
 // as the same rows inside a product of 16 rows (a row's result must not depend on the rows
 // around it or on their number: a job's codes must not depend on the jobs sampled with it).
 // form: 0 jb_matmul, 1 jb_matmul_acc, 2 packed, 3 packed q8.
-static void check_invariant(const char *kern, jb_dtype_t dt, int form, int K, int N) {
-    const int MM = JB_MATMUL_SMALL_M, ML = 40;   // ML: a large-M product (priming)
+// ML: the rows of a large-M product (priming, the upsamplers' conditioner); more than 96
+// crosses row blocks of the AVX2 schedule for many rows.
+static void check_invariant(const char *kern, jb_dtype_t dt, int form, int K, int N, int ML) {
+    const int MM = JB_MATMUL_SMALL_M;
     size_t nw = (size_t)K * N, ny = (size_t)ML * N;
     float *wf = malloc((nw + 1) * sizeof(float));
     void *w = make_w(dt, K, N, wf);
@@ -295,6 +297,18 @@ static void check_wt(int M, int K, int N) {
     JB_CHECK(e <= TOL, "%s wt M=%d K=%d N=%d: worst error %.2e", jb_matmul_kernel_name(), M, K,
              N, e);
     JB_CHECK(guards_ok(buf, ny), "wt M=%d K=%d N=%d: guards intact", M, K, N);
+    // The output projection of a step of M jobs: each job's logits as computed alone (the
+    // plain C kernel hands large M to BLAS sgemm, which promises no such thing).
+    float *one = malloc((size_t)N * sizeof(float));
+    int bad = 0;
+    for (int m = 0; m < M && (strcmp(jb_matmul_kernel_name(), "c") || M <= JB_MATMUL_SMALL_M);
+         m++) {
+        jb_matmul_wt(one, x + (size_t)m * K, w, 1, K, N);
+        bad += memcmp(one, y + (size_t)m * N, (size_t)N * sizeof(float)) != 0;
+    }
+    JB_CHECK(bad == 0, "%s wt M=%d K=%d N=%d: rows identical to each row alone (%d differ)",
+             jb_matmul_kernel_name(), M, K, N, bad);
+    free(one);
     free(w);
     free(x);
     free(buf);
@@ -322,6 +336,7 @@ int main(void) {
                 check_case(kern, dt, irand(1, 17), irand(1, 300), irand(1, 300));
             check_case(kern, dt, 300, 77, 129);   // large M: BLAS, or the AVX-512 kernel
             check_case(kern, dt, 40, 200, 1100);  // large M across threads
+            check_case(kern, dt, 200, 70, 1048);  // several row blocks, 1024 + a tail
         }
         for (int di = 0; di < 3; di++) {   // int8 from each dtype
             for (int M = 1; M <= JB_MATMUL_SMALL_M + 1; M++) check_q8(kern, dts[di], M, 133, 77);
@@ -331,9 +346,11 @@ int main(void) {
         for (int i = 0; i < 6; i++) check_q8(kern, JB_F32, irand(1, 17), irand(1, 300), irand(1, 300));
         for (int di = 0; di < 3; di++)
             for (int form = 0; form < 4; form++) {
-                check_invariant(kern, dts[di], form, 133, 77);
-                check_invariant(kern, dts[di], form, 300, 1000);
+                check_invariant(kern, dts[di], form, 133, 77, 40);
+                check_invariant(kern, dts[di], form, 300, 1000, 40);
             }
+        for (int di = 0; di < 3; di++)   // unpacked, many rows, N a multiple of 1 KiB of f32
+            check_invariant(kern, dts[di], di % 2, 70, 1024 + 24, 200);
         check_wt(1, 1920, 2048);
         for (int M = 1; M <= 17; M++) check_wt(M, irand(1, 200), irand(1, 150));
         check_wt(300, 64, 100);

@@ -415,6 +415,38 @@ static void panel(int kern, float *y, const float *x, const void *w, jb_dtype_t 
     panel_c(y, x, w, wdt, M, K, N, c0, c1);
 }
 
+#if JB_MM_AVX2
+// Rows of x a block of stream_tiled (a multiple of 6, the AVX2 row group): x's block of KC
+// columns (48 KB) stays in L2 while the tiles' micro-panels pass over it.
+#define STREAM_ROWS 96
+
+// Many rows, unpacked W: columns c0.. of y (M rows) += x · W, 64 columns at a time copied
+// into two packed tiles (scratch: K x 64 weights) and taken by blocks of STREAM_ROWS rows.
+// The unpacked panels read W's KC x 16 micro-panels with a stride of N elements: at N = 1024
+// f32 (4 KiB) every row of a micro-panel falls in the same L1 set and they evict each other
+// (80 against 139 GFLOP/s at N = 1000, M = 2048, K = 1024). The same chain of FMAs per
+// element in k order as the panels: the same bits. Returns the first column not done (the
+// last < 64 go through the panels).
+static int stream_tiled(float *y, const float *x, const void *w, jb_dtype_t wdt, int M, int K,
+                        int N, int c0, int c1, char *scratch) {
+    const int64_t es = wdt == JB_F32 ? 4 : 2, T = JB_MM_TILE;
+    int j = c0;
+    for (; j + 2 * T <= c1; j += 2 * T) {
+        for (int h = 0; h < 2; h++)
+            for (int64_t k = 0; k < K; k++)
+                memcpy(scratch + ((int64_t)h * K + k) * T * es,
+                       (const char *)w + (k * N + j + h * T) * es, (size_t)(T * es));
+        for (int m0 = 0; m0 < M; m0 += STREAM_ROWS) {
+            int mb = M - m0 < STREAM_ROWS ? M - m0 : STREAM_ROWS;
+            for (int h = 0; h < 2; h++)
+                tile_avx2(y + (int64_t)m0 * N + j + h * T, N, x + (int64_t)m0 * K,
+                          scratch + (int64_t)h * K * T * es, wdt, mb, K);
+        }
+    }
+    return j;
+}
+#endif
+
 // Small M (and large M with AVX-512): every thread takes a panel of columns (a multiple of 8 wide, the
 // last one also the odd tail), initialises its part of y, then accumulates.
 static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t wdt,
@@ -422,14 +454,7 @@ static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t w
 
 static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wdt,
                           const float *bias, int init, int M, int K, int N) {
-    if (M <= JB_MATMUL_SMALL_M || kernel_choice() == 2) {
-        matmul_stream1(y, x, w, wdt, bias, init, M, K, N);
-        return;
-    }
-    for (int m0 = 0; m0 < M; m0 += JB_MATMUL_SMALL_M) {
-        int mb = M - m0 < JB_MATMUL_SMALL_M ? M - m0 : JB_MATMUL_SMALL_M;
-        matmul_stream1(y + (int64_t)m0 * N, x + (int64_t)m0 * K, w, wdt, bias, init, mb, K, N);
-    }
+    matmul_stream1(y, x, w, wdt, bias, init, M, K, N);
 }
 
 static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t wdt,
@@ -437,6 +462,13 @@ static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t w
     int kern = kernel_choice();
     int nvec = N / 8;
     int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && nvec >= 2;
+    // Many rows with AVX2: a scratch of two packed tiles a thread (stream_tiled); without
+    // it (no memory) the unpacked panels do the same work, slower.
+    size_t tile_bytes = (size_t)K * 2 * JB_MM_TILE * (wdt == JB_F32 ? 4 : 2);
+    char *tiles = NULL;
+#if JB_MM_AVX2
+    if (kern == 1 && M > JB_MATMUL_SMALL_M) tiles = jb_alloc(tile_bytes * (size_t)omp_get_max_threads());
+#endif
 #pragma omp parallel if (par)
     {
         int nt = 1, t = 0;
@@ -457,10 +489,16 @@ static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t w
             // every group of rows passes over stays in L1 and the sub-panel of y
             // in L2; W is still read from memory once.
             int sub = M <= JB_MATMUL_SMALL_M ? c1 - c0 : 64;
-            for (int j = c0; j < c1; j += sub)
+            int j = c0;
+#if JB_MM_AVX2
+            if (kern == 1 && M > JB_MATMUL_SMALL_M && tiles)
+                j = stream_tiled(y, x, w, wdt, M, K, N, c0, c1, tiles + (int64_t)t * tile_bytes);
+#endif
+            for (; j < c1; j += sub)
                 panel(kern, y, x, w, wdt, M, K, N, j, c1 - j < sub ? c1 : j + sub);
         }
     }
+    jb_free(tiles);
 }
 
 // Large M goes through the streaming kernel too, in blocks of JB_MATMUL_SMALL_M rows (W read
@@ -1021,7 +1059,7 @@ AI float hsum8(__m256 v) {
 
 // y[0:R, 0:NR] (stride N) = x[0:R] · w[0:NR]ᵀ, R <= 2, NR <= 4 rows of w (stride K).
 AI void wt_block_avx2(int R, int NR, float *y, int N, const float *x, const float *w, int K) {
-    __m256 acc[2][4];
+    __m256 acc[4][4];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
@@ -1052,6 +1090,19 @@ static void wt_rows(int kern, float *y, const float *x, const float *w, int M, i
 #if JB_MM_AVX2
     if (kern >= 1) {
         int n = n0;
+        // 4 rows of x x 3 of W (12 accumulators; 7 loads for 12 FMAs where 2 x 4 has 6 for 8):
+        // the output projection of a many-job step. Each (row, column) is still one 8-lane
+        // sum in k order, so the grouping does not change its bits.
+        if (M >= 4) {
+            int m4 = M / 4 * 4;
+            for (; n + 3 <= n1; n += 3) {
+                const float *wn = w + (int64_t)n * K;
+                for (int m = 0; m < m4; m += 4)
+                    wt_block_avx2(4, 3, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+                for (int m = m4; m < M; m++)
+                    wt_block_avx2(1, 3, y + (int64_t)m * N + n, N, x + (int64_t)m * K, wn, K);
+            }
+        }
         for (; n + 4 <= n1; n += 4) {
             const float *wn = w + (int64_t)n * K;
             int m = 0;
