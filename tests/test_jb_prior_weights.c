@@ -124,6 +124,9 @@ static void check_bench_helpers(void) {
     size_t want = (size_t)4 * (32 * 24 + 8 * 32 + 32 * 32 + 32 * 32) * 2;
     JB_CHECK(jb_transformer_step_weight_bytes(tf) == want, "step weight bytes %zu, expected %zu",
              jb_transformer_step_weight_bytes(tf), want);
+    JB_CHECK(jb_transformer_step_weight_params(tf) == (int64_t)want / 2,
+             "step weight params %lld, expected %zu",
+             (long long)jb_transformer_step_weight_params(tf), want / 2);
     const jb_prior_info_t *in = jb_prior_info(p);
     jb_prior_sampler_t *s = jb_prior_sampler_new(p, 4, 1, &err);
     JB_CHECK(s != NULL, "sampler");

@@ -16,6 +16,7 @@ typedef struct {
     const float *b;  // (N) or NULL
     jb_matmul_packed_t *pk;   // packed copy (opts.packed) or NULL
     size_t bytes;    // bytes of W
+    int64_t params;  // K·N
 } lin_t;
 
 typedef struct {
@@ -124,6 +125,7 @@ const char *jb_weights_name(int weights) {
 static int convert_lin(jb_transformer_t *tf, lin_t *l, int64_t K, int64_t N, jb_err_t *err) {
     size_t n = (size_t)K * (size_t)N;
     void *tmp = NULL;
+    l->params = K * N;
     if (tf->opts.weights == JB_WEIGHTS_INT8) {   // quantized from the weights as stored
         l->pk = jb_matmul_pack_q8(l->w, l->dt, (int)K, (int)N, err);
         if (!l->pk) return -1;
@@ -294,6 +296,15 @@ size_t jb_transformer_step_weight_bytes(const jb_transformer_t *tf) {
     for (int d = 0; d < tf->hp.depth; d++) {
         const layer_t *L = &tf->layers[d];
         s += L->c_attn.bytes + L->c_proj.bytes + L->fc.bytes + L->mlp_proj.bytes;
+    }
+    return s;
+}
+
+int64_t jb_transformer_step_weight_params(const jb_transformer_t *tf) {
+    int64_t s = 0;
+    for (int d = 0; d < tf->hp.depth; d++) {
+        const layer_t *L = &tf->layers[d];
+        s += L->c_attn.params + L->c_proj.params + L->fc.params + L->mlp_proj.params;
     }
     return s;
 }

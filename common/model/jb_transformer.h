@@ -86,6 +86,8 @@ jb_transformer_t *jb_transformer_new_opts(const jb_st_t *st, const char *prefix,
 // Bytes of matrix weights one pass reads (every layer's c_attn, c_proj, c_fc, c_proj; not
 // c_enc_kv, which only jb_tcache_set_encoder reads).
 size_t jb_transformer_step_weight_bytes(const jb_transformer_t *tf);
+// The same matrices' weights (K·N each): a pass of R rows does 2·R·this FLOPs in them.
+int64_t jb_transformer_step_weight_params(const jb_transformer_t *tf);
 
 const jb_transformer_hp_t *jb_transformer_hp(const jb_transformer_t *tf);
 int jb_transformer_n_state(const jb_transformer_t *tf);

@@ -5,7 +5,9 @@
 #     name "stage", every documented field; jobs 1 and 3 served in batches of 1 and 3;
 #     positive tokens/s, ms_per_token = 1000 / tokens_per_s, fraction_of_bound =
 #     bound_ms / ms_per_step, the bandwidth and the bound positive, peak RSS and first output
-#     sensible;
+#     sensible; the bound the longer of memory_bound_ms (the model file's matrix weights in
+#     bf16 + the f32 output projection / bandwidth_gbs) and compute_bound_ms (batch x 2 x
+#     those weights / peak_gflops), both recomputed here from the file's header;
 #   - the table: both read-bandwidth lines (the bound is the best of the two), a row per
 #     case, the "3 jobs vs 1" comparison;
 #   - --max-batch 2 serves 3 jobs in batches of 2;
@@ -26,9 +28,17 @@ timeout 300 "$B/jukebox-bench" stage --model "$M" --jobs 1,3 --tokens 8 --reps 1
 rc=$?
 check "--model --jobs 1,3 --json: exit 0 (got $rc)" '[ $rc = 0 ]'
 [ $rc = 0 ] || sed 's/^/    /' "$T/err"
-python3 - "$T/out.json" > "$T/py" 2>&1 <<'PY'
-import json, sys
+python3 - "$T/out.json" "$M" > "$T/py" 2>&1 <<'PY'
+import json, re, struct, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# The matrices a step reads, from the model file's header: every layer's four products
+# (bf16 in the benchmark: 2 bytes a weight) and the f32 output projection.
+with open(sys.argv[2], "rb") as f:
+    hdr = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+mat = re.compile(r"prior\.transformer\._attn_mods\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.w$")
+n_mat = sum(v["shape"][0] * v["shape"][1] for k, v in hdr.items() if mat.match(k))
+n_out = hdr["prior.x_out.weight"]["shape"][0] * hdr["prior.x_out.weight"]["shape"][1]
+step_bytes, row_flops = 2 * n_mat + 4 * n_out, 2 * (n_mat + n_out)
 def ok(name, cond):
     print(("ok   " if cond else "FAIL ") + name)
 ok("2 JSON objects, one per case (%d)" % len(lines), len(lines) == 2)
@@ -37,7 +47,7 @@ if len(lines) != 2:
 fields = ["name", "config", "layers", "depth", "weights", "threads", "batch", "jobs",
           "tokens_per_s", "ms_per_token", "ms_per_step", "bound_ms", "fraction_of_bound",
           "peak_rss_mib", "first_output_s", "wall_tokens_per_s", "cpu_use", "cpu_ms_per_step",
-          "bandwidth_gbs", "load_avg"]
+          "bandwidth_gbs", "load_avg", "memory_bound_ms", "compute_bound_ms", "peak_gflops"]
 for o in lines:
     missing = [f for f in fields if f not in o]
     ok("jobs %s: every documented field (missing: %s)" % (o.get("jobs"), missing), not missing)
@@ -53,14 +63,26 @@ for o in lines:
        (j, o["bound_ms"], o["bandwidth_gbs"]),
        o["bound_ms"] > 0 and o["bandwidth_gbs"] > 0 and
        abs(o["fraction_of_bound"] - o["bound_ms"] / o["ms_per_step"]) < 1e-4 * o["fraction_of_bound"])
+    mem = 1e3 * step_bytes / (o["bandwidth_gbs"] * 1e9)
+    fma = 1e3 * o["batch"] * row_flops / (o["peak_gflops"] * 1e9)
+    ok("jobs %d: memory bound %.5f ms = %d bytes / %.2f GB/s (%.5f)" %
+       (j, o["memory_bound_ms"], step_bytes, o["bandwidth_gbs"], mem),
+       abs(o["memory_bound_ms"] - mem) < 1e-3 * mem)
+    ok("jobs %d: compute bound %.5f ms = %d x %d FLOP / %.1f GFLOP/s (%.5f)" %
+       (j, o["compute_bound_ms"], o["batch"], row_flops, o["peak_gflops"], fma),
+       o["peak_gflops"] > 0 and abs(o["compute_bound_ms"] - fma) < 1e-3 * fma)
+    ok("jobs %d: the bound %.5f ms is the longer of the two" % (j, o["bound_ms"]),
+       abs(o["bound_ms"] - max(mem, fma)) < 1e-3 * max(mem, fma))
     ok("jobs %d: peak RSS %.1f MiB in (1, 4096), first output %.3g s > 0, CPU use %.2f > 0" %
        (j, o["peak_rss_mib"], o["first_output_s"], o["cpu_use"]),
        1 < o["peak_rss_mib"] < 4096 and o["first_output_s"] > 0 and o["cpu_use"] > 0)
 ok("jobs 1 and 3, in batches of 1 and 3",
    [(o["jobs"], o["batch"]) for o in lines] == [(1, 1), (3, 3)])
-ok("one bandwidth for both cases", lines[0]["bandwidth_gbs"] == lines[1]["bandwidth_gbs"])
+ok("one bandwidth and one FMA peak for both cases",
+   lines[0]["bandwidth_gbs"] == lines[1]["bandwidth_gbs"] and
+   lines[0]["peak_gflops"] == lines[1]["peak_gflops"])
 PY
-check_relay "$T/py" 12
+check_relay "$T/py" 18
 
 timeout 300 "$B/jukebox-bench" stage --model "$M" --jobs 1,3 --tokens 8 --reps 1 --threads 1 \
     --max-batch 2 > "$T/table" 2> "$T/err"
@@ -72,6 +94,13 @@ check "table: the bandwidth after them, the bound the best of the two" \
 check "table: 1 job in a batch of 1, 3 jobs in batches of 2" \
     'grep -Eq "^ +1 +1 +[0-9.]+ " "$T/table" && grep -Eq "^ +3 +2 +[0-9.]+ " "$T/table"'
 check "table: the comparison of 3 jobs with 1" 'grep -q "^3 jobs vs 1: [0-9.]*x the tokens/s" "$T/table"'
+check "table: the FMA peak before and after, the bound the best of the two" \
+    'grep -q "^FMA peak at start: [0-9.]* GFLOP/s (1 threads, " "$T/table" &&
+     grep -q "^FMA peak at end: .*; the bound: the best of the two, [0-9.]* GFLOP/s$" "$T/table"'
+check "table: what the bounds allow 3 jobs against 1" \
+    'grep -q "^the bounds allow at most [0-9.]*x on this machine" "$T/table"'
+check "table: which bound each row meets (bw or FMA)" \
+    'grep -Eq "^ +1 +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +(bw|FMA) " "$T/table"'
 
 # Errors.
 "$B/jukebox-bench" stage --bogus > /dev/null 2> "$T/err"; rc=$?

@@ -39,6 +39,12 @@ typedef struct {
 // Zeros when 512 MiB cannot be allocated.
 bench_bw_t bench_read_bandwidth(int reps);
 
+// The machine's peak rate of f32 multiply-adds with the current OpenMP threads, GFLOP/s
+// (all threads together, best of `reps` runs of ~20 ms): independent FMA chains in the
+// vectors of the matrix kernel jb_matmul chose (AVX2 or AVX-512). A step of many rows is
+// bound by it where a step of one row is bound by the weights' bytes.
+double bench_fma_peak_gflops(int reps);
+
 // Writes a prior model file of random values for the hyper-parameters hp (a json_t *: the
 // preset of jb_hparams_preset, depth as wanted); LayerNorm gains 1. 0 / -1 + err.
 struct json_t;

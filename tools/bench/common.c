@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "jb_matmul.h"
 #include "jb_tensor.h"
 
 double bench_now(void) {
@@ -117,4 +118,52 @@ bench_bw_t bench_read_bandwidth(int reps) {
     if (sink == 1.2345) fputc(' ', stderr);   // keeps the loads
     jb_free(a);
     return r;
+}
+
+// One thread's FMAs: 12 independent chains of n multiply-adds each (more chains than FMA
+// latency x FMA pipes on the CPUs we meet, so the pipes, not a chain, set the pace).
+// Returns the FLOPs done (2 a lane).
+#define FMA_CHAINS 12
+static double fma_chains_avx2(long n, float *sink) {
+    __m256 acc[FMA_CHAINS], a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (int j = 0; j < FMA_CHAINS; j++) acc[j] = _mm256_set1_ps((float)j);
+    for (long i = 0; i < n; i++)
+#pragma GCC unroll 12
+        for (int j = 0; j < FMA_CHAINS; j++) acc[j] = _mm256_fmadd_ps(acc[j], a, b);
+    for (int j = 1; j < FMA_CHAINS; j++) acc[0] = _mm256_add_ps(acc[0], acc[j]);
+    *sink += _mm256_cvtss_f32(acc[0]);
+    return 2.0 * 8 * FMA_CHAINS * (double)n;
+}
+
+__attribute__((target("avx512f"))) static double fma_chains_avx512(long n, float *sink) {
+    __m512 acc[FMA_CHAINS], a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+    for (int j = 0; j < FMA_CHAINS; j++) acc[j] = _mm512_set1_ps((float)j);
+    for (long i = 0; i < n; i++)
+#pragma GCC unroll 12
+        for (int j = 0; j < FMA_CHAINS; j++) acc[j] = _mm512_fmadd_ps(acc[j], a, b);
+    for (int j = 1; j < FMA_CHAINS; j++) acc[0] = _mm512_add_ps(acc[0], acc[j]);
+    *sink += _mm512_reduce_add_ps(acc[0]);
+    return 2.0 * 16 * FMA_CHAINS * (double)n;
+}
+
+double bench_fma_peak_gflops(int reps) {
+    // The vectors of the matrix kernel jb_matmul chose (a product's rate cannot beat them).
+    int wide = !strcmp(jb_matmul_kernel_name(), "avx512");
+    double best = 0;
+    float sink = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        double flops = 0, t0 = bench_now();
+#pragma omp parallel reduction(+ : flops)
+        {
+            float s = 0;
+            // ~40 M FMAs a thread: 10-30 ms, long enough against the fork and the clock.
+            flops += wide ? fma_chains_avx512(1700000, &s) : fma_chains_avx2(3400000, &s);
+#pragma omp atomic
+            sink += s;
+        }
+        double g = flops / (bench_now() - t0) / 1e9;
+        if (g > best) best = g;
+    }
+    if (sink == 1.2345f) fputc(' ', stderr);   // keeps the chains
+    return best;
 }

@@ -9,9 +9,9 @@
 // rest in the next batch). The cases run in rounds, alternating (the machine is shared), the
 // best round kept. Reported: tokens/s while sampling (from each batch's first sampled token,
 // i.e. after the window's conditioning and priming, to its end), ms per token and per step,
-// tokens/s over whole windows, the step's bandwidth bound (matrix weights read per step /
-// the multi-stream read bandwidth, the best of two measurements, before and after the runs)
-// and the fraction of it reached, time to the first window's codes, peak RSS, CPU use
+// tokens/s over whole windows, the step's bound (the longer of: matrix weights read per step /
+// the multi-stream read bandwidth, and the rows' FLOPs in them / the FMA peak; each the best
+// of two measurements, before and after the runs) and the fraction of it reached, time to the first window's codes, peak RSS, CPU use
 // (process CPU time / wall time), and the process CPU time of a step while sampling (on a
 // loaded machine, with 1 thread, the steadiest figure).
 #include <jansson.h>
@@ -23,6 +23,7 @@
 
 #include "bench.h"
 #include "jb_hparams.h"
+#include "jb_matmul.h"
 #include "jb_prior.h"
 #include "jb_rng.h"
 #include "jb_sample.h"
@@ -246,18 +247,24 @@ int bench_stage(int argc, char **argv) {
     double la[3] = {-1, -1, -1};
     getloadavg(la, 3);
     bench_bw_t bw = bench_read_bandwidth(3);
-    // Matrix weights a step reads (L layers) + the f32 output projection.
+    double peak = bench_fma_peak_gflops(3);
+    // Matrix weights a step reads (L layers) + the f32 output projection, and the FLOPs a
+    // row of the step does in them.
     double wbytes = (double)jb_transformer_step_weight_bytes(jb_prior_transformer(p)) +
                     4.0 * in->seq_bins * in->width;
+    double row_flops = 2.0 * ((double)jb_transformer_step_weight_params(jb_prior_transformer(p)) +
+                              (double)in->seq_bins * in->width);
     if (!json) {
         char mach[512];
         bench_machine(mach, sizeof mach);
         printf("machine: %s\nthreads %d, load average at start %.2f %.2f %.2f\n"
                "read bandwidth at start: plain loop %.1f GB/s, %d streams/thread + prefetch %d "
-               "B: %.1f GB/s\n%s, %d of %d layers, weights %s: %.0f MB a step; %d tokens a "
-               "job, batches of up to %d jobs, best of %d rounds\n",
+               "B: %.1f GB/s\nFMA peak at start: %.1f GFLOP/s (%d threads, %s)\n"
+               "%s, %d of %d layers, weights %s: %.0f MB and %.1f MFLOP a row a step; %d tokens "
+               "a job, batches of up to %d jobs, best of %d rounds\n",
                mach, threads, la[0], la[1], la[2], bw.plain, bw.streams, bw.prefetch, bw.multi,
-               config, L, depth, wname, wbytes / 1e6, tokens, sb, reps);
+               peak, threads, jb_matmul_kernel_name(), config, L, depth, wname, wbytes / 1e6,
+               row_flops / 1e6, tokens, sb, reps);
     }
     result_t best[8];
     for (int i = 0; i < nj; i++)
@@ -283,42 +290,60 @@ int bench_stage(int argc, char **argv) {
                bw_end.streams, bw_end.prefetch, bw_end.multi,
                bw_end.multi > bw.multi ? bw_end.multi : bw.multi);
     if (bw_end.multi > bw.multi) bw = bw_end;
+    double peak_end = bench_fma_peak_gflops(3);
     if (!json)
-        printf("\n%5s %5s %10s %9s %9s %9s %7s %10s %10s %8s %6s %9s\n", "jobs", "batch",
-               "tokens/s", "ms/token", "ms/step", "bound ms", "of bnd", "1st out s", "wall tok/s",
-               "RSS MiB", "CPU", "CPU ms/st");
+        printf("FMA peak at end: %.1f GFLOP/s; the bound: the best of the two, %.1f GFLOP/s\n",
+               peak_end, peak_end > peak ? peak_end : peak);
+    if (peak_end > peak) peak = peak_end;
+    if (!json)
+        printf("\n%5s %5s %10s %9s %9s %9s %5s %7s %10s %10s %8s %6s %9s\n", "jobs", "batch",
+               "tokens/s", "ms/token", "ms/step", "bound ms", "by", "of bnd", "1st out s",
+               "wall tok/s", "RSS MiB", "CPU", "CPU ms/st");
+    // A step's bound: the longer of reading its weights at the bandwidth and doing its rows'
+    // multiply-adds at the FMA peak (one row is bound by the bytes; many by the FMAs).
+    double bound_tps[8] = {0};
     for (int i = 0; i < nj && !rc; i++) {
         const result_t *b = &best[i];
         // While sampling (after each window's setup: conditioning, priming): rows per step.
         double ms_step = 1e3 * b->sampling / b->steps;
         double tps = (double)b->jobs * (tokens - 1) / b->sampling;
         double wall_tps = (double)b->jobs * tokens / b->wall;
-        double bound = 1e3 * wbytes / (bw.multi * 1e9);
+        double mem = 1e3 * wbytes / (bw.multi * 1e9);
+        double fma = 1e3 * b->batch * row_flops / (peak * 1e9);
+        double bound = mem > fma ? mem : fma;
+        bound_tps[i] = 1e3 * b->batch / bound;
         if (json)
             printf("{\"name\":\"stage\",\"config\":\"%s\",\"layers\":%d,\"depth\":%d,"
                    "\"weights\":\"%s\",\"threads\":%d,\"batch\":%d,\"jobs\":%d,"
                    "\"tokens_per_s\":%.6g,\"ms_per_token\":%.6g,\"ms_per_step\":%.6g,"
-                   "\"bound_ms\":%.6g,\"fraction_of_bound\":%.6g,\"peak_rss_mib\":%.1f,"
+                   "\"bound_ms\":%.6g,\"fraction_of_bound\":%.6g,\"memory_bound_ms\":%.6g,"
+                   "\"compute_bound_ms\":%.6g,\"peak_rss_mib\":%.1f,"
                    "\"first_output_s\":%.6g,\"wall_tokens_per_s\":%.6g,\"cpu_use\":%.2f,"
-                   "\"cpu_ms_per_step\":%.6g,\"bandwidth_gbs\":%.2f,\"load_avg\":%.2f}\n",
+                   "\"cpu_ms_per_step\":%.6g,\"bandwidth_gbs\":%.2f,\"peak_gflops\":%.2f,"
+                   "\"load_avg\":%.2f}\n",
                    config, L, depth, wname, threads, b->batch, b->jobs, tps, 1e3 / tps,
-                   ms_step, bound, bound / ms_step, rss, b->first, wall_tps, b->cpu / b->wall,
-                   1e3 * b->sampling_cpu / b->steps, bw.multi, la[0]);
+                   ms_step, bound, bound / ms_step, mem, fma, rss, b->first, wall_tps,
+                   b->cpu / b->wall, 1e3 * b->sampling_cpu / b->steps, bw.multi, peak, la[0]);
         else
-            printf("%5d %5d %10.1f %9.2f %9.1f %9.1f %6.0f%% %10.2f %10.1f %8.0f %6.2f %9.1f\n",
-                   b->jobs, b->batch, tps, 1e3 / tps, ms_step, bound, 100 * bound / ms_step,
-                   b->first, wall_tps, rss, b->cpu / b->wall, 1e3 * b->sampling_cpu / b->steps);
+            printf("%5d %5d %10.1f %9.2f %9.1f %9.2f %5s %6.0f%% %10.2f %10.1f %8.0f %6.2f "
+                   "%9.1f\n",
+                   b->jobs, b->batch, tps, 1e3 / tps, ms_step, bound, mem >= fma ? "bw" : "FMA",
+                   100 * bound / ms_step, b->first, wall_tps, rss, b->cpu / b->wall,
+                   1e3 * b->sampling_cpu / b->steps);
     }
     if (!json && nj > 1 && !rc)
         printf("\n%d jobs vs %d: %.2fx the tokens/s while sampling, %.2fx over whole windows, "
-               "%.2fx by CPU time a step\n"
+               "%.2fx by CPU time a step;\nthe bounds allow at most %.2fx on this machine "
+               "(bound ms: the weights' bytes / the bandwidth, or\nthe rows' FLOPs / the FMA "
+               "peak, whichever is longer: the \"by\" column)\n"
                "(tokens/s, ms/step: from each batch's first sampled token to its end; wall tok/s:\n"
                "whole windows, their conditioning and priming included)\n",
                jobs[nj - 1], jobs[0],
                (jobs[nj - 1] / best[nj - 1].sampling) / (jobs[0] / best[0].sampling),
                (jobs[nj - 1] / best[nj - 1].wall) / (jobs[0] / best[0].wall),
                (best[nj - 1].batch * best[0].sampling_cpu / best[0].steps) /
-                   (best[0].batch * best[nj - 1].sampling_cpu / best[nj - 1].steps));
+                   (best[0].batch * best[nj - 1].sampling_cpu / best[nj - 1].steps),
+               bound_tps[nj - 1] / bound_tps[0]);
     if (!json) {
         getloadavg(la, 3);
         printf("load average at end: %.2f %.2f %.2f\n", la[0], la[1], la[2]);
