@@ -12,8 +12,9 @@
 // L < depth layers the step is extrapolated: t_out + (t_step - t_out) · depth / L, t_out the
 // output projection and sampling timed alone. Bytes of weights read per step and the machine's
 // read bandwidth measured in the same run (bench_read_bandwidth: several streams per thread
-// with software prefetch, the most a weight-streaming kernel can get) give the bound and the
-// fraction of it the weight traffic reaches.
+// with software prefetch, the most a weight-streaming kernel can get) give the bound of one
+// row; the rows' FLOPs and the FMA peak (bench_fma_peak_gflops) that of many; the longer is
+// the step's bound, and the table gives the fraction of it reached.
 #include <jansson.h>
 #include <omp.h>
 #include <stdint.h>
@@ -137,21 +138,26 @@ typedef struct {
     const char *config;
     int layers, depth, weights, packed, batch, pos;
     double step, wbytes;   // seconds, bytes of weights a step
+    double row_flops;      // multiply-adds x 2 of one row in those weights
 } row_t;
 #define MAX_ROWS 256
 static row_t rows[MAX_ROWS];
 static int nrows;
 
-static void print_row(const row_t *r, double bw) {
+// The bound: the longer of reading the step's weights at the bandwidth (GB/s) and doing its
+// rows' multiply-adds at the FMA peak (GFLOP/s); "by" says which.
+static void print_row(const row_t *r, double bw, double peak) {
     double gbs = r->wbytes / r->step / 1e9;
-    printf("%-18s %3d/%-2d %-5s %3d %5d %5d %9.1f %8.1f %9.0f %8.1f %8.1f %5.0f%%\n", r->config,
-           r->layers, r->depth, jb_weights_name(r->weights), r->packed, r->batch, r->pos,
-           1e3 * r->step, r->batch / r->step, r->wbytes / 1e6, gbs, 1e3 * r->wbytes / (bw * 1e9),
-           100 * gbs / bw);
+    double mem = r->wbytes / (bw * 1e9), fma = r->batch * r->row_flops / (peak * 1e9);
+    double bound = mem > fma ? mem : fma;
+    printf("%-18s %3d/%-2d %-5s %3d %5d %5d %9.1f %8.1f %9.0f %8.1f %8.1f %4s %5.0f%%\n",
+           r->config, r->layers, r->depth, jb_weights_name(r->weights), r->packed, r->batch,
+           r->pos, 1e3 * r->step, r->batch / r->step, r->wbytes / 1e6, gbs, 1e3 * bound,
+           mem >= fma ? "bw" : "FMA", 100 * bound / r->step);
     fflush(stdout);
 }
 
-static const char *header = "%-18s %6s %-5s %3s %5s %5s %9s %8s %9s %8s %8s %6s\n";
+static const char *header = "%-18s %6s %-5s %3s %5s %5s %9s %8s %9s %8s %8s %4s %6s\n";
 
 int bench_prior(int argc, char **argv) {
     const char *config = "all", *tmpdir = "/tmp", *wlist = NULL;
@@ -201,9 +207,12 @@ int bench_prior(int argc, char **argv) {
     printf("machine: %s\nthreads: %d, matmul kernel: %s, load average at start: %.2f %.2f %.2f\n",
            mach, threads, jb_matmul_kernel_name(), la[0], la[1], la[2]);
     double bw = machine_bandwidth(5, threads, "at start");
+    double peak = bench_fma_peak_gflops(3);
+    printf("FMA peak at start (%d thread%s, %s): %.1f GFLOP/s\n", threads, threads == 1 ? "" : "s",
+           jb_matmul_kernel_name(), peak);
     printf("\n");
     printf(header, "config", "layers", "wts", "pk", "batch", "pos", "ms/step", "tok/s", "MB/step",
-           "GB/s", "bound ms", "of bw");
+           "GB/s", "bound ms", "by", "of bnd");
 
     int rc = 0;
     for (int ci = 0; configs[ci]; ci++) {
@@ -285,6 +294,9 @@ int bench_prior(int argc, char **argv) {
                 (double)jb_transformer_step_weight_bytes(jb_prior_transformer(pr[packed_lo]));
             double out_bytes = 4.0 * in->seq_bins * in->width;
             double wbytes = wbytes_L * depth / L + out_bytes;
+            double row_flops = 2.0 * ((double)jb_transformer_step_weight_params(
+                                          jb_prior_transformer(pr[packed_lo])) * depth / L +
+                                      (double)in->seq_bins * in->width);
             chooser_t ch = {.sp = jb_sampling_default_params()};
             ch.scratch = jb_alloc(jb_sampling_scratch_bytes(in->seq_bins));
             for (int i = 0; i < 16; i++) ch.streams[i] = jb_rng_stream(1, 2, (uint32_t)i, 0);
@@ -336,8 +348,8 @@ int bench_prior(int argc, char **argv) {
                         double step = L < depth ? t_out + (best[pk] - t_out) * depth / L : best[pk];
                         if (nrows < MAX_ROWS) {
                             rows[nrows++] = (row_t){configs[ci], L, depth, wts[wi], pk, B, P,
-                                                    step, wbytes};
-                            print_row(&rows[nrows - 1], bw);
+                                                    step, wbytes, row_flops};
+                            print_row(&rows[nrows - 1], bw, peak);
                         }
                     }
                 }
@@ -357,16 +369,20 @@ int bench_prior(int argc, char **argv) {
     printf("\n");
     double b = machine_bandwidth(5, threads, "at end");
     if (b > bw) bw = b;
-    printf("best multi-stream read bandwidth of the run (%d threads): %.1f GB/s; the table again "
-           "against it:\n", threads, bw);
+    double pk_end = bench_fma_peak_gflops(3);
+    if (pk_end > peak) peak = pk_end;
+    printf("FMA peak at end: %.1f GFLOP/s\n"
+           "best multi-stream read bandwidth of the run (%d threads): %.1f GB/s, best FMA peak "
+           "%.1f GFLOP/s; the table again against them:\n", pk_end, threads, bw, peak);
     printf(header, "config", "layers", "wts", "pk", "batch", "pos", "ms/step", "tok/s", "MB/step",
-           "GB/s", "bound ms", "of bw");
-    for (int i = 0; i < nrows; i++) print_row(&rows[i], bw);
+           "GB/s", "bound ms", "by", "of bnd");
+    for (int i = 0; i < nrows; i++) print_row(&rows[i], bw, peak);
     if (getloadavg(la, 3) < 0) la[0] = la[1] = la[2] = -1;
     printf("\nload average at end: %.2f %.2f %.2f\n"
            "layers L/D with L < D: the step is extrapolated to D layers as t_out + (t_step - t_out)·D/L\n"
            "(t_out: output projection + sampling timed alone). MB/step: transformer matrix weights\n"
-           "(D layers) + output projection (f32). bound: MB/step / multi-stream read bandwidth.\n",
+           "(D layers) + output projection (f32). bound: the longer of MB/step / multi-stream read\n"
+           "bandwidth (by bw) and batch x 2 FLOPs a weight / FMA peak (by FMA).\n",
            la[0], la[1], la[2]);
     return rc;
 }
