@@ -269,6 +269,47 @@ AI void tile_avx2_t(jb_dtype_t wdt, float *y, int64_t ldy, const float *x, const
     }
 }
 
+// One row over two whole tiles at once (64 columns, 8 accumulators, two streams of weights
+// each prefetched): the same chain per column as tile_avx2_t (y loaded at each block of KC,
+// then one FMA a k in order), so the same bits.
+AI void tile_pair_avx2_t(jb_dtype_t wdt, float *y, const float *x, const char *ta,
+                         const char *tb, int K) {
+    const int64_t es = wdt == JB_F32 ? 4 : 2, T = JB_MM_TILE;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kb = K - k0 < KC ? K - k0 : KC;
+        const char *wa = ta + (int64_t)k0 * T * es, *wb = tb + (int64_t)k0 * T * es;
+        __m256 acc[8];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+            acc[v] = _mm256_loadu_ps(y + 8 * v), acc[4 + v] = _mm256_loadu_ps(y + T + 8 * v);
+        for (int k = 0; k < kb; k++) {
+            for (int b = 0; b < T * es; b += 64) {
+                _mm_prefetch(wa + PF_AHEAD(wdt) + k * T * es + b, _MM_HINT_T0);
+                _mm_prefetch(wb + PF_AHEAD(wdt) + k * T * es + b, _MM_HINT_T0);
+            }
+            __m256 xb = _mm256_broadcast_ss(x + k0 + k);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                acc[v] = _mm256_fmadd_ps(xb, widen8(wa, wdt, (int64_t)k * T + 8 * v), acc[v]);
+                acc[4 + v] =
+                    _mm256_fmadd_ps(xb, widen8(wb, wdt, (int64_t)k * T + 8 * v), acc[4 + v]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            _mm256_storeu_ps(y + 8 * v, acc[v]);
+            _mm256_storeu_ps(y + T + 8 * v, acc[4 + v]);
+        }
+    }
+}
+
+static void tile_pair_avx2(float *y, const float *x, const char *ta, const char *tb,
+                           jb_dtype_t wdt, int K) {
+    if (wdt == JB_F32) tile_pair_avx2_t(JB_F32, y, x, ta, tb, K);
+    else if (wdt == JB_F16) tile_pair_avx2_t(JB_F16, y, x, ta, tb, K);
+    else tile_pair_avx2_t(JB_BF16, y, x, ta, tb, K);
+}
+
 static void tile_avx2(float *y, int64_t ldy, const float *x, const void *tile, jb_dtype_t wdt,
                       int M, int K) {
     if (wdt == JB_F32) tile_avx2_t(JB_F32, y, ldy, x, tile, M, K);
@@ -937,6 +978,13 @@ static void packed_small(float *y, const float *x, const jb_matmul_packed_t *p,
                 const float *sa, *sb;
                 const int8_t *ta = q8_tile(p, t, &sa), *tb = q8_tile(p, t + 1, &sb);
                 tile_q8_pair_avx2(y + t * JB_MM_TILE, x, ta, tb, sa, sb, K);
+            }
+        }
+        if (M == 1 && p->wdt != JB_I8 && kern == 1) {   // 16-bit and f32: the same
+        // (one thread, one bf16 row, 1920 x 1920 from memory: 0.37-0.39 -> 0.33 ms)
+            for (; t + 1 < t1 && (t + 2) * JB_MM_TILE <= N; t += 2) {
+                const char *ta = (const char *)p->data + (size_t)t * tile_bytes(p);
+                tile_pair_avx2(y + t * JB_MM_TILE, x, ta, ta + tile_bytes(p), p->wdt, K);
             }
         }
 #endif
