@@ -5,8 +5,10 @@
 //   y: (M, N)  x: (M, K)  W: (K, N) in dtype wdt (F32, F16 or BF16)  bias: (N) or NULL
 // Small M (a sampling step: one row per sample in the batch) is bound by the
 // weight traffic, so those products stream W once for all M rows and widen
-// f16/bf16 in registers; large M (priming, teacher forcing) runs the same
-// kernel where the CPU has AVX-512, else BLAS sgemm. For sampling, weights
+// f16/bf16 in registers; large M (priming, teacher forcing, the conditioner)
+// runs the same kernels (AVX2: through packed copies of 64 columns at a time),
+// so that a row's bits never depend on M; only the plain C kernel hands it to
+// BLAS sgemm. For sampling, weights
 // packed at load time (jb_matmul_pack) stream faster than weights as stored.
 // Float32 accumulation; not bit-identical to sgemm (another summation order).
 // See docs/matmul.md for the design and figures.
@@ -61,8 +63,8 @@ void jb_matmul_packed(float *y, const float *x, const jb_matmul_packed_t *w, con
                       int M);
 void jb_matmul_packed_acc(float *y, const float *x, const jb_matmul_packed_t *w, int M);
 
-// Products with M up to this many rows take the weight-streaming kernel;
-// larger ones too with AVX-512, else BLAS sgemm.
+// Products with M up to this many rows stream W straight from its layout; larger ones
+// go through the many-row schedule of the same kernels (the plain C kernel: BLAS sgemm).
 #define JB_MATMUL_SMALL_M 16
 
 // Which streaming kernel runs: "c" (plain C), "avx2" (AVX2+FMA+F16C) or
