@@ -488,18 +488,11 @@ static int stream_tiled(float *y, const float *x, const void *w, jb_dtype_t wdt,
 }
 #endif
 
-// Small M (and large M with AVX-512): every thread takes a panel of columns (a multiple of 8 wide, the
-// last one also the odd tail), initialises its part of y, then accumulates.
-static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t wdt,
-                           const float *bias, int init, int M, int K, int N);
-
+// Any M: every thread takes a panel of columns (a multiple of 8 wide, the last one also the
+// odd tail), initialises its part of y, then accumulates; many rows with AVX2 through
+// stream_tiled.
 static void matmul_stream(float *y, const float *x, const void *w, jb_dtype_t wdt,
                           const float *bias, int init, int M, int K, int N) {
-    matmul_stream1(y, x, w, wdt, bias, init, M, K, N);
-}
-
-static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t wdt,
-                           const float *bias, int init, int M, int K, int N) {
     int kern = kernel_choice();
     int nvec = N / 8;
     int par = (int64_t)K * N >= 2 * PAR_MIN_ELEMS && nvec >= 2;
@@ -542,11 +535,10 @@ static void matmul_stream1(float *y, const float *x, const void *w, jb_dtype_t w
     jb_free(tiles);
 }
 
-// Large M goes through the streaming kernel too, in blocks of JB_MATMUL_SMALL_M rows (W read
-// once a block; with 16 rows a weight takes 32 flops, so the block stays bound by arithmetic),
-// so that a row's result never depends on M: priming several jobs' windows together gives
-// each job the bits it gets alone. (The AVX-512 kernel takes any M in one pass; BLAS sgemm is
-// only the fallback of the plain C kernel.)
+// Large M goes through the streaming kernels too (AVX2: stream_tiled; AVX-512: 64-column
+// sub-panels), so that a row's result never depends on M: priming several jobs' windows
+// together gives each job the bits it gets alone. (BLAS sgemm is only the fallback of the
+// plain C kernel.)
 static int stream_large(void) { return kernel_choice() >= 1; }
 
 // ---- large M: BLAS ----------------------------------------------------------
@@ -980,8 +972,9 @@ static void packed_small(float *y, const float *x, const jb_matmul_packed_t *p,
                 tile_q8_pair_avx2(y + t * JB_MM_TILE, x, ta, tb, sa, sb, K);
             }
         }
-        if (M == 1 && p->wdt != JB_I8 && kern == 1) {   // 16-bit and f32: the same
-        // (one thread, one bf16 row, 1920 x 1920 from memory: 0.37-0.39 -> 0.33 ms)
+        // 16-bit and f32 weights, one row: two tiles at once too, for two prefetched streams
+        // (one thread, a bf16 1920 x 1920 from memory: 0.37-0.39 -> 0.33 ms).
+        if (M == 1 && p->wdt != JB_I8 && kern == 1) {
             for (; t + 1 < t1 && (t + 2) * JB_MM_TILE <= N; t += 2) {
                 const char *ta = (const char *)p->data + (size_t)t * tile_bytes(p);
                 tile_pair_avx2(y + t * JB_MM_TILE, x, ta, ta + tile_bytes(p), p->wdt, K);
@@ -1105,7 +1098,8 @@ AI float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// y[0:R, 0:NR] (stride N) = x[0:R] · w[0:NR]ᵀ, R <= 2, NR <= 4 rows of w (stride K).
+// y[0:R, 0:NR] (stride N) = x[0:R] · w[0:NR]ᵀ, R <= 4 rows of x, NR <= 4 rows of w (stride
+// K), at most 12 sums.
 AI void wt_block_avx2(int R, int NR, float *y, int N, const float *x, const float *w, int K) {
     __m256 acc[4][4];
 #pragma GCC unroll 4
