@@ -2,8 +2,8 @@
 #include "jb_tensor.h"
 
 #include <stdio.h>
-#include <sys/mman.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 static const struct {
     const char *name;

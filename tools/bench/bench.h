@@ -45,6 +45,14 @@ bench_bw_t bench_read_bandwidth(int reps);
 // bound by it where a step of one row is bound by the weights' bytes.
 double bench_fma_peak_gflops(int reps);
 
+// A step's bound: the longer of reading `bytes` at `gbs` GB/s (mem: one row's bound) and
+// doing `flops` at `gflops` GFLOP/s (fma: many rows'); seconds; by: "bw" or "FMA".
+typedef struct {
+    double mem, fma, bound;
+    const char *by;
+} bench_bound_t;
+bench_bound_t bench_step_bound(double bytes, double gbs, double flops, double gflops);
+
 // Writes a prior model file of random values for the hyper-parameters hp (a json_t *: the
 // preset of jb_hparams_preset, depth as wanted); LayerNorm gains 1. 0 / -1 + err.
 struct json_t;

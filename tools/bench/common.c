@@ -146,6 +146,12 @@ __attribute__((target("avx512f"))) static double fma_chains_avx512(long n, float
     return 2.0 * 16 * FMA_CHAINS * (double)n;
 }
 
+bench_bound_t bench_step_bound(double bytes, double gbs, double flops, double gflops) {
+    bench_bound_t b = {bytes / (gbs * 1e9), flops / (gflops * 1e9), 0, "bw"};
+    b.bound = b.mem >= b.fma ? b.mem : (b.by = "FMA", b.fma);
+    return b;
+}
+
 double bench_fma_peak_gflops(int reps) {
     // The vectors of the matrix kernel jb_matmul chose (a product's rate cannot beat them).
     int wide = !strcmp(jb_matmul_kernel_name(), "avx512");

@@ -144,16 +144,14 @@ typedef struct {
 static row_t rows[MAX_ROWS];
 static int nrows;
 
-// The bound: the longer of reading the step's weights at the bandwidth (GB/s) and doing its
-// rows' multiply-adds at the FMA peak (GFLOP/s); "by" says which.
+// bw: GB/s, peak: GFLOP/s (bench_step_bound).
 static void print_row(const row_t *r, double bw, double peak) {
     double gbs = r->wbytes / r->step / 1e9;
-    double mem = r->wbytes / (bw * 1e9), fma = r->batch * r->row_flops / (peak * 1e9);
-    double bound = mem > fma ? mem : fma;
+    bench_bound_t bd = bench_step_bound(r->wbytes, bw, r->batch * r->row_flops, peak);
     printf("%-18s %3d/%-2d %-5s %3d %5d %5d %9.1f %8.1f %9.0f %8.1f %8.1f %4s %5.0f%%\n",
            r->config, r->layers, r->depth, jb_weights_name(r->weights), r->packed, r->batch,
-           r->pos, 1e3 * r->step, r->batch / r->step, r->wbytes / 1e6, gbs, 1e3 * bound,
-           mem >= fma ? "bw" : "FMA", 100 * bound / r->step);
+           r->pos, 1e3 * r->step, r->batch / r->step, r->wbytes / 1e6, gbs, 1e3 * bd.bound,
+           bd.by, 100 * bd.bound / r->step);
     fflush(stdout);
 }
 

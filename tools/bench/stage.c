@@ -9,11 +9,12 @@
 // rest in the next batch). The cases run in rounds, alternating (the machine is shared), the
 // best round kept. Reported: tokens/s while sampling (from each batch's first sampled token,
 // i.e. after the window's conditioning and priming, to its end), ms per token and per step,
-// tokens/s over whole windows, the step's bound (the longer of: matrix weights read per step /
-// the multi-stream read bandwidth, and the rows' FLOPs in them / the FMA peak; each the best
-// of two measurements, before and after the runs) and the fraction of it reached, time to the first window's codes, peak RSS, CPU use
-// (process CPU time / wall time), and the process CPU time of a step while sampling (on a
-// loaded machine, with 1 thread, the steadiest figure).
+// tokens/s over whole windows, the step's bound (bench_step_bound: matrix weights read per
+// step / the multi-stream read bandwidth, or the rows' FLOPs in them / the FMA peak, each the
+// best of two measurements, before and after the runs) and the fraction of it reached, time
+// to the first window's codes, peak RSS, CPU use (process CPU time / wall time), and the
+// process CPU time of a step while sampling (on a loaded machine, with 1 thread, the
+// steadiest figure).
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -299,18 +300,15 @@ int bench_stage(int argc, char **argv) {
         printf("\n%5s %5s %10s %9s %9s %9s %5s %7s %10s %10s %8s %6s %9s\n", "jobs", "batch",
                "tokens/s", "ms/token", "ms/step", "bound ms", "by", "of bnd", "1st out s",
                "wall tok/s", "RSS MiB", "CPU", "CPU ms/st");
-    // A step's bound: the longer of reading its weights at the bandwidth and doing its rows'
-    // multiply-adds at the FMA peak (one row is bound by the bytes; many by the FMAs).
-    double bound_tps[8] = {0};
+    double bound_tps[8] = {0};   // tokens/s at each case's bound
     for (int i = 0; i < nj && !rc; i++) {
         const result_t *b = &best[i];
         // While sampling (after each window's setup: conditioning, priming): rows per step.
         double ms_step = 1e3 * b->sampling / b->steps;
         double tps = (double)b->jobs * (tokens - 1) / b->sampling;
         double wall_tps = (double)b->jobs * tokens / b->wall;
-        double mem = 1e3 * wbytes / (bw.multi * 1e9);
-        double fma = 1e3 * b->batch * row_flops / (peak * 1e9);
-        double bound = mem > fma ? mem : fma;
+        bench_bound_t bd = bench_step_bound(wbytes, bw.multi, b->batch * row_flops, peak);
+        double bound = 1e3 * bd.bound;   // ms
         bound_tps[i] = 1e3 * b->batch / bound;
         if (json)
             printf("{\"name\":\"stage\",\"config\":\"%s\",\"layers\":%d,\"depth\":%d,"
@@ -322,12 +320,13 @@ int bench_stage(int argc, char **argv) {
                    "\"cpu_ms_per_step\":%.6g,\"bandwidth_gbs\":%.2f,\"peak_gflops\":%.2f,"
                    "\"load_avg\":%.2f}\n",
                    config, L, depth, wname, threads, b->batch, b->jobs, tps, 1e3 / tps,
-                   ms_step, bound, bound / ms_step, mem, fma, rss, b->first, wall_tps,
-                   b->cpu / b->wall, 1e3 * b->sampling_cpu / b->steps, bw.multi, peak, la[0]);
+                   ms_step, bound, bound / ms_step, 1e3 * bd.mem, 1e3 * bd.fma, rss, b->first,
+                   wall_tps, b->cpu / b->wall, 1e3 * b->sampling_cpu / b->steps, bw.multi, peak,
+                   la[0]);
         else
             printf("%5d %5d %10.1f %9.2f %9.1f %9.2f %5s %6.0f%% %10.2f %10.1f %8.0f %6.2f "
                    "%9.1f\n",
-                   b->jobs, b->batch, tps, 1e3 / tps, ms_step, bound, mem >= fma ? "bw" : "FMA",
+                   b->jobs, b->batch, tps, 1e3 / tps, ms_step, bound, bd.by,
                    100 * bound / ms_step, b->first, wall_tps, rss, b->cpu / b->wall,
                    1e3 * b->sampling_cpu / b->steps);
     }
