@@ -190,9 +190,11 @@ static void at_fwd(void *p) {
         jb_grad_attn_forward(c->a, c->w, c->qkv, 3 * S, c->qkv + S, c->qkv + 2 * S, 3 * S, c->kind,
                              c->N, c->T, c->T, c->H, c->hd, c->kmax);
 }
-static void test_attention(int kind) {
-    at_ctx c = {.N = 2, .T = 12, .E = 5, .H = 2, .hd = 3};
-    int bc = 4, S = c.H * c.hd, pk = 8;
+// T = 12: one tile of queries; T = 150: three tiles of jb_grad's 64 (blocks of 40 keys and the
+// 70 prime keys cross tile boundaries).
+static void test_attention(int kind, int T) {
+    at_ctx c = {.N = 2, .T = T, .E = 5, .H = 2, .hd = 3};
+    int bc = T > 12 ? 40 : 4, S = c.H * c.hd, pk = T > 12 ? 70 : 8;
     c.kind = (jb_nn_attn_kind_t){kind, bc, c.E, pk};
     c.kmax = c.T > c.E ? c.T : c.E;
     int64_t R = (int64_t)c.N * c.T, qw = kind == 6 ? S : 3 * S;
@@ -206,7 +208,7 @@ static void test_attention(int kind) {
         for (int h = 0; h < c.H; h++)
             for (int i = 0; i < c.T; i++) {
                 const float *q = c.qkv + ((int64_t)n * c.T + i) * qw + h * c.hd;
-                double wt[16], m = -1e300, sum = 0;
+                double wt[160], m = -1e300, sum = 0;
                 int any = 0;
                 for (int j = 0; j < Tk; j++) {
                     if (!sees(kind, bc, pk, i, j)) continue;
@@ -234,22 +236,22 @@ static void test_attention(int kind) {
                     maxe = fmax(maxe, fabs(ours - o));
                 }
             }
-    JB_CHECK(maxe < 1e-5, "attention kind %d: forward = dense masked reference (err %.3g)", kind,
-             maxe);
+    JB_CHECK(maxe < 1e-5, "attention kind %d, T %d: forward = dense masked reference (err %.3g)",
+             kind, T, maxe);
     float *r = rnd(R * S, 1.0), *dqkv = zeros(R * qw), *dkv = zeros((int64_t)c.N * c.E * 2 * S);
     obj_t o = {at_fwd, &c, c.a, r, R * S};
     char what[64];
     if (kind == 6) {
         jb_grad_attn_backward(dqkv, dkv, dkv + S, r, c.w, c.qkv, S, c.kv, c.kv + S, 2 * S, c.kind,
                               c.N, c.T, c.E, c.H, c.hd, c.kmax);
-        snprintf(what, sizeof what, "attention kind 6 dq");
+        snprintf(what, sizeof what, "attention kind 6, T %d: dq", T);
         fd_check(what, &o, c.qkv, dqkv, R * qw, 1e-2);
-        snprintf(what, sizeof what, "attention kind 6 dk|dv");
+        snprintf(what, sizeof what, "attention kind 6, T %d: dk|dv", T);
         fd_check(what, &o, c.kv, dkv, (int64_t)c.N * c.E * 2 * S, 1e-2);
     } else {
         jb_grad_attn_backward(dqkv, dqkv + S, dqkv + 2 * S, r, c.w, c.qkv, 3 * S, c.qkv + S,
                               c.qkv + 2 * S, 3 * S, c.kind, c.N, c.T, c.T, c.H, c.hd, c.kmax);
-        snprintf(what, sizeof what, "attention kind %d dq|dk|dv", kind);
+        snprintf(what, sizeof what, "attention kind %d, T %d: dq|dk|dv", kind, T);
         fd_check(what, &o, c.qkv, dqkv, R * qw, 1e-2);
     }
     free(c.a), free(c.w), free(c.qkv), free(c.kv), free(r), free(dqkv), free(dkv);
@@ -615,7 +617,10 @@ int main(void) {
     test_linear(1);
     test_activations();
     static const int kinds[] = {0, 1, 2, 3, 6, 7};
-    for (int i = 0; i < 6; i++) test_attention(kinds[i]);
+    for (int i = 0; i < 6; i++) {
+        test_attention(kinds[i], 12);
+        test_attention(kinds[i], 150);
+    }
     test_conv(0, 3, 1);
     test_conv(0, 3, 3);
     test_conv(0, 1, 1);
