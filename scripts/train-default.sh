@@ -39,9 +39,12 @@ B=build/bin
 
 # ---- settings -----------------------------------------------------------------------------
 DATA_SEED=2026      # jukebox-mkdataset --seed
-SONGS=160           # 8 genres x 4 artists x 5 songs; song i: genre i % 8, artist (i / 8) % 4
+SONGS=640           # 8 genres x 4 artists x 20 songs; song i: genre i % 8, artist (i / 8) % 4
 SECONDS_=10         # seconds a song
 HELDOUT_FROM=128    # songs 128..159 (the 5th song of every artist) are held out
+HELDOUT_TO=160
+UP_SONGS=128        # the VQ-VAE and the upsamplers train on songs 0..127 (the installed ones did:
+                    # the data set had 160 songs then); the top prior on all 608 others
 VQ_INIT_COMMIT=33587e3   # the VQ-VAE starts from models/default/vqvae.safetensors of this commit
 VQ_STEPS=400        # VQ-VAE fine-tuning: batch 2 x 8192 samples
 # Training schedules: "STEPS[:LR] ...", each stage run to STEPS (resuming the run), the first at
@@ -74,22 +77,27 @@ EOF2
 UNTIL=()
 [ -n "${DEADLINE:-}" ] && UNTIL=(--until "$(date -d "$DEADLINE" +%s)")
 
+data_of() { [ "$1" = 2 ] && echo train || echo train-up; }   # a level's training songs
 resume_flag() { [ -f "$1/optim.safetensors" ] && echo --resume || true; }
 
 step_data() {
     make -s "$B/jukebox-mkdataset"
-    [ -f "$WORK/all/labels.jsonl" ] ||
+    # a run with more songs renders the same first songs: an older, smaller set is redone
+    [ -f "$WORK/all/labels.jsonl" ] && [ "$(wc -l < "$WORK/all/labels.jsonl")" -eq $SONGS ] ||
         "$B/jukebox-mkdataset" --out "$WORK/all" --songs $SONGS --seconds $SECONDS_ \
-            --seed $DATA_SEED --tunes --quiet
-    # split by song index (labels.jsonl is in song order): symbolic links to the audio
-    for s in train heldout; do rm -rf "$WORK/$s"; mkdir -p "$WORK/$s/audio"; done
-    awk -v from=$HELDOUT_FROM -v w="$WORK" '{
-        s = (NR - 1 >= from) ? "heldout" : "train"
-        print > (w "/" s "/labels.jsonl")
+            --seed $DATA_SEED --tunes --threads "$THREADS" --quiet
+    # split by song index (labels.jsonl is in song order): symbolic links to the audio;
+    # train-up (songs below UP_SONGS) is also in train
+    for s in train heldout train-up; do rm -rf "$WORK/$s"; mkdir -p "$WORK/$s/audio"; done
+    awk -v from=$HELDOUT_FROM -v to=$HELDOUT_TO -v up=$UP_SONGS -v w="$WORK" '{
+        i = NR - 1
+        s = (i >= from && i < to) ? "heldout" : "train"
         match($0, /"id":"[^"]*"/); id = substr($0, RSTART + 6, RLENGTH - 7)
-        print id, s }' "$WORK/all/labels.jsonl" |
+        print > (w "/" s "/labels.jsonl"); print id, s
+        if (i < up && s == "train") { print > (w "/train-up/labels.jsonl"); print id, "train-up" }
+    }' "$WORK/all/labels.jsonl" |
     while read -r id s; do ln -s "../../all/audio/$id.wav" "$WORK/$s/audio/$id.wav"; done
-    echo "data: $(ls "$WORK/train/audio" | wc -l) training songs, $(ls "$WORK/heldout/audio" | wc -l) held out"
+    echo "data: $(ls "$WORK/train/audio" | wc -l) training songs ($(ls "$WORK/train-up/audio" | wc -l) for the VQ-VAE and the upsamplers), $(ls "$WORK/heldout/audio" | wc -l) held out"
 }
 
 train_vqvae() {
@@ -98,7 +106,7 @@ train_vqvae() {
         git show "$VQ_INIT_COMMIT:models/default/vqvae.safetensors" > "$WORK/vq_init.safetensors"
         init=(--init "$WORK/vq_init.safetensors" --hparams "$WORK/hp/vqvae.json")
     fi
-    "$B/jukebox-train" vqvae --data "$WORK/train" --out "$WORK/runs/vq" "${init[@]}" \
+    "$B/jukebox-train" vqvae --data "$WORK/train-up" --out "$WORK/runs/vq" "${init[@]}" \
         --batch 2 --steps $VQ_STEPS --save-every 50 \
         --log-every 10 --threads "$THREADS" --seed $TRAIN_SEED $(resume_flag "$WORK/runs/vq")
 }
@@ -110,7 +118,7 @@ train_prior() {   # level run hparams steps [preset] [lr]
     [ ! -f "$WORK/runs/$2/optim.safetensors" ] && hp=(--hparams "$WORK/hp/$3")
     [ -n "${6:-}" ] && lr=(--lr "$6")
     "$B/jukebox-train" prior --level "$1" --vqvae "$WORK/runs/vq/vqvae.safetensors" \
-        --data "$WORK/train" --out "$WORK/runs/$2" "${preset[@]}" "${hp[@]}" --steps "$4" \
+        --data "$WORK/$(data_of "$1")" --out "$WORK/runs/$2" "${preset[@]}" "${hp[@]}" --steps "$4" \
         --save-every 100 --log-every 50 --threads "$PRIOR_THREADS" --seed $TRAIN_SEED \
         "${lr[@]}" "${UNTIL[@]}" $(resume_flag "$WORK/runs/$2")
 }
@@ -190,7 +198,7 @@ step_eval() {
         local c="$WORK/runs/${runs[$L]}/codes.safetensors" tc=()
         [ -f "$c" ] && tc=(--train-codes "$c")
         "$B/jukebox-eval" prior --prior "$MODELS/prior_level_$L.safetensors" --vqvae "$V" \
-            --train "$WORK/train" "${tc[@]}" --data "$WORK/heldout" --json "$E/prior_$L.json" |
+            --train "$WORK/$(data_of $L)" "${tc[@]}" --data "$WORK/heldout" --json "$E/prior_$L.json" |
             tee "$E/prior_$L.txt" || echo "(prior $L: not evaluated: jukebox-eval prior does not take lyrics priors)"
     done
     # held-out songs 128..143 (2 a genre) through the VQ-VAE alone (level 0)
