@@ -9,11 +9,12 @@
 #                                          in that order); priors = top, mid and bottom at
 #                                          the same time, each also a step of its own
 #
-# This is issue 15's recipe and the installed models/default (2026-12-06): about 2 hours of an
-# idle 2-core machine for the priors (measured: the upsamplers ~4.8 steps/s each with 1
-# thread on idle cores, the top prior ~1 step/s), far longer on a shared one. Its figures
+# This is issue 15's recipe and the installed models/default (top prior 2026-12-07, the rest
+# 2026-12-06): about 1.5 hours of an idle 2-core machine for the priors (measured with the
+# tiled training attention: the top prior 1.35 steps/s on 1 thread beside another run, the
+# upsamplers ~8.6 steps/s each alone), far longer on a shared one. Its figures
 # (docs/default_model.md): the tied VQ-VAE has no 11 kHz line in generated songs and the
-# priors take lyrics, but generated songs still have almost no tune and no alignment.
+# priors take lyrics, but generated songs still have little tune and no alignment.
 # The VQ-VAE starts from the previous model's VQ-VAE (commit 33587e3, read from git history)
 # and is fine-tuned with tied upsampling (jukebox-train "upsample_tied").
 #
@@ -49,11 +50,12 @@ VQ_INIT_COMMIT=33587e3   # the VQ-VAE starts from models/default/vqvae.safetenso
 VQ_STEPS=400        # VQ-VAE fine-tuning: batch 2 x 8192 samples
 # Training schedules: "STEPS[:LR] ...", each stage run to STEPS (resuming the run), the first at
 # the hparams' learning rate, each later one at LR (jukebox-train --resume --lr). The
-# installed model (2026-12-06): top 6000 at 6e-4 then 9000 at 2e-4; middle 6000 at 1e-3,
+# installed model: top (2026-12-07, 608 songs) 4428 at 6e-4 (a DEADLINE) then 6326 at 2e-4 (a
+# DEADLINE); middle (2026-12-06, 128 songs) 6000 at 1e-3,
 # then 10000 and 16000 at 3e-4; bottom the same but its first stage stopped at 5789 (a
 # DEADLINE). A further stage to 22000 at 1.5e-4 lowered the upsamplers' loss but took the
 # pitched share of songs upsampled from real top codes from 15 % to 5 % (docs/default_model.md).
-TOP_SCHEDULE=${TOP_SCHEDULE:-"6000 9000:0.0002"}   # top prior with lyrics: batch 2 x (48 lyric tokens + 1024 codes, 2.97 s)
+TOP_SCHEDULE=${TOP_SCHEDULE:-"4428 6326:0.0002"}   # top prior with lyrics: batch 2 x (48 lyric tokens + 1024 codes, 2.97 s)
 MID_SCHEDULE=${MID_SCHEDULE:-"6000 10000:0.0003 16000:0.0003"}   # upsamplers: batch 8 x 384 codes (0.28 s at level 1, 70 ms at level 0)
 BOTTOM_SCHEDULE=${BOTTOM_SCHEDULE:-$MID_SCHEDULE}
 TRAIN_SEED=1
@@ -63,9 +65,9 @@ cat > "$WORK/hp/vqvae.json" <<'EOF2'
 {"upsample_tied": true, "lr": 0.0003, "lr_warmup": 20.0}
 EOF2
 cat > "$WORK/hp/top.json" <<'EOF2'
-{"n_ctx": 1024, "prior_width": 128, "prior_depth": 4, "heads": 2, "attn_order": 0,
- "blocks": null, "spread": null, "init_scale": 1.0, "m_attn": 0.25, "m_mlp": 1.0,
- "t_bins": 32, "max_bow_genre_size": 1, "n_tokens": 48, "alignment_layer": 3,
+{"n_ctx": 1024, "prior_width": 192, "prior_depth": 6, "heads": 4, "attn_order": 0,
+ "blocks": null, "spread": null, "init_scale": 1.0, "m_attn": 0.5, "m_mlp": 2.0,
+ "t_bins": 32, "max_bow_genre_size": 1, "n_tokens": 48, "alignment_layer": 5,
  "alignment_head": 0, "lr": 0.0006, "lr_warmup": 50.0, "bs": 2}
 EOF2
 cat > "$WORK/hp/up.json" <<'EOF2'

@@ -138,7 +138,9 @@ JB_HD static inline float jb_nn_kv_dot(const float *q, const void *kc, int64_t o
     }
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
-// o += p · v over hd values of row off of vc
+// o += p · v over hd values of row off of vc. Written in blocks of eight: as a plain loop the
+// compiler could not rule out o overlapping the cache and kept it scalar (a load, add and
+// store an element), 40 % of a top-prior step (width 192, 4 heads of 24, 1072 keys).
 JB_HD static inline void jb_nn_kv_axpy(float *o, float p, const void *vc, int64_t off, int hd,
                                        int kv_f16) {
     if (kv_f16) {
@@ -146,7 +148,13 @@ JB_HD static inline void jb_nn_kv_axpy(float *o, float p, const void *vc, int64_
         for (int d = 0; d < hd; d++) o[d] += p * jb_f16_to_f32(vr[d]);
     } else {
         const float *vr = (const float *)vc + off;
-        for (int d = 0; d < hd; d++) o[d] += p * vr[d];
+        int d = 0;
+        for (; d + 8 <= hd; d += 8) {   // all eight loaded before any is stored: one vector
+            float t[8];
+            for (int j = 0; j < 8; j++) t[j] = o[d + j] + p * vr[d + j];
+            for (int j = 0; j < 8; j++) o[d + j] = t[j];
+        }
+        for (; d < hd; d++) o[d] += p * vr[d];
     }
 }
 
