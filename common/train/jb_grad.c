@@ -153,9 +153,6 @@ static float attn_scale(int hd) { return (float)(1.0 / sqrt(sqrt((double)hd))); 
 // 1072 positions, 1 thread): the per-key loops took 35 % of a training step.
 #define ATTN_TILE 64
 
-void openblas_set_num_threads(int);
-int openblas_get_num_threads(void);
-
 // The keys of queries t0 .. t1-1: [*klo, *khi). Returns 0 when none sees any key.
 static int tile_key_span(jb_nn_attn_kind_t kind, int t0, int t1, int *klo, int *khi) {
     int lo_min = INT32_MAX, hi_max = 0;
