@@ -141,6 +141,23 @@ int main(void) {
         for (int64_t i = 0; i < n; i++) ref[i] = x[i] / (1.0 + exp(-1.702 * x[i]));
         jb_nn_quick_gelu(x, n);
         JB_CHECK(maxdiff(x, ref, n) < 1e-6 && guards_ok(x, n, G), "quick_gelu");
+        // the launcher's vector path = the kernel body bit for bit, 5003 values (a tail) of
+        // every magnitude (|1.702 x| >= 88: expf's special cases), infinities, zeros
+        {
+            int64_t m = 5003;
+            float *xv = rnd(m, G), *xb = malloc(sizeof(float) * (size_t)m);
+            for (int64_t i = 0; i < m; i++) xv[i] *= ldexpf(1.0f, (int)(i % 16) - 4);
+            xv[1] = INFINITY, xv[2] = -INFINITY, xv[3] = 0.0f, xv[4] = -0.0f, xv[5] = -60.0f;
+            memcpy(xb, xv, sizeof(float) * (size_t)m);
+            jb_nn_quick_gelu(xv, m);
+            for (int64_t i = 0; i < m; i++) jb_nn_quick_gelu_at(i, xb);
+            int64_t bad = 0;
+            for (int64_t i = 0; i < m; i++) bad += memcmp(&xv[i], &xb[i], sizeof(float)) != 0;
+            JB_CHECK(bad == 0 && guards_ok(xv, m, G),
+                     "quick_gelu launcher = kernel body bit for bit: %lld of %lld differ",
+                     (long long)bad, (long long)m);
+            free(xv), free(xb);
+        }
         for (int64_t i = 0; i < n; i++) ref[i] = x[i] + a[i];   // float addition, as the kernel
         jb_nn_add(y, x, a, n);
         JB_CHECK(maxdiff(y, ref, n) == 0 && guards_ok(y, n, G), "add");
@@ -233,6 +250,52 @@ int main(void) {
             }
 #endif
             free(q), free(k), free(v), free(o), free(w), free(ref);
+        }
+    }
+    // The CPU launcher's vector path against the kernel body (jb_nn_attn_at, what the CUDA
+    // kernel runs) bit for bit: head sizes with and without a tail of the eight-value
+    // vectors, key counts not a multiple of eight, ring caches that wrap, the strided kind 2.
+    {
+        struct { int kind, hd, H, cap, t0, rows, bc; } cs[] = {
+            {0, 24, 4, 1072, 0, 1072, 0},   // the top prior's priming pass (48 + 1024 keys)
+            {0, 24, 4, 1072, 1071, 1, 0},   // ... and one sampled row
+            {0, 8, 2, 384, 200, 13, 0},     // the upsamplers' heads
+            {0, 64, 3, 300, 100, 37, 0},    // two passes of 32 values of the output
+            {0, 48, 2, 200, 5, 30, 0},      // a last pass of 16
+            {0, 64, 4, 300, 100, 37, 0},    // four heads: passes of 24, 24 and 16 values
+            {1, 8, 4, 40, 117, 29, 24},     // four heads of 8 over a ring
+            {0, 16, 8, 100, 60, 1, 0},      // one row, eight heads: two at a time
+            {0, 40, 6, 100, 60, 3, 0},      // six heads: two at a time
+            {0, 12, 2, 90, 0, 50, 0},       // a tail: the kernel body
+            {1, 16, 2, 40, 117, 29, 24},    // a ring of 40 slots holding a block of 24
+            {2, 16, 2, 300, 250, 9, 16},    // every 16th key
+            {3, 24, 2, 64, 100, 11, 32},    // the previous block
+            {6, 32, 2, 77, 3, 5, 0},        // encoder keys
+            {7, 40, 2, 20, 10, 25, 0},      // prime keys
+        };
+        for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+            int N = 2, H = cs[c].H, hd = cs[c].hd, S = H * hd, cap = cs[c].cap, rows = cs[c].rows;
+            jb_nn_attn_kind_t kd = {cs[c].kind, cs[c].bc, cap, 20};
+            int w_cap = cs[c].t0 + rows + cap;
+            float *q = rnd((int64_t)N * rows * 3 * S, 0), *k = rnd((int64_t)N * cap * S, 0);
+            float *v = rnd((int64_t)N * cap * S, 0);
+            // a query of zeros: scores of +0 and -0 (0 times keys of either sign)
+            memset(q, 0, sizeof(float) * (size_t)S);
+            int64_t no = (int64_t)N * rows * S, nw = (int64_t)N * rows * H * w_cap;
+            float *o1 = calloc((size_t)no, sizeof(float)), *o2 = calloc((size_t)no, sizeof(float));
+            float *w1 = calloc((size_t)nw, sizeof(float)), *w2 = calloc((size_t)nw, sizeof(float));
+            float scale = 1.0f / sqrtf((float)hd);
+            jb_nn_attn(o1, w1, q, 3 * S, k, v, kd, N, rows, H, hd, cap, cs[c].t0, w_cap, scale);
+            for (int64_t i = 0; i < (int64_t)N * rows * H; i++)
+                jb_nn_attn_at(i, o2, w2, q, 3 * S, k, v, kd, rows, H, hd, cap, cs[c].t0, w_cap,
+                              scale);
+            int64_t bad = 0;
+            for (int64_t i = 0; i < no; i++) bad += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
+            for (int64_t i = 0; i < nw; i++) bad += memcmp(&w1[i], &w2[i], sizeof(float)) != 0;
+            JB_CHECK(bad == 0, "attn launcher = kernel body bit for bit: kind %d hd %d cap %d t0 %d "
+                     "rows %d: %lld values differ", cs[c].kind, hd, cap, cs[c].t0, rows,
+                     (long long)bad);
+            free(q), free(k), free(v), free(o1), free(o2), free(w1), free(w2);
         }
     }
 #ifdef JB_HAVE_CUDA
