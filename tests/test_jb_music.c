@@ -138,6 +138,21 @@ static void check_rank(void) {
     double flat[F * C] = {0};
     for (int f = 0; f < F; f++) flat[f * C + 2] = 1.0;
     JB_CHECK(isnan(jb_music_alignment_rank(flat, F, C)), "one position throughout: NAN");
+    // spans: the diagonal attends to 1..8 of 10 characters, the reversed to 2..9, the partial
+    // to 1..7 (frames 1, 3, 4, 6, 7), one position to 1 of 10, nothing to none
+    int lo = -2, hi = -2;
+    double sp = jb_music_alignment_span(att, F, C, &lo, &hi);
+    JB_CHECK(fabs(sp - 0.8) < 1e-12 && lo == 1 && hi == 8, "span of the diagonal: 0.8 (%.3f, %d..%d)",
+             sp, lo, hi);
+    JB_CHECK(fabs(jb_music_alignment_span(rev, F, C, &lo, &hi) - 0.8) < 1e-12 && lo == 2 && hi == 9,
+             "span of the reversed alignment: 0.8 (%d..%d)", lo, hi);
+    JB_CHECK(fabs(jb_music_alignment_span(part, F, C, &lo, &hi) - 0.7) < 1e-12 && lo == 1 && hi == 7,
+             "span of the partial alignment: 0.7 (%d..%d)", lo, hi);
+    JB_CHECK(fabs(jb_music_alignment_span(flat, F, C, NULL, NULL) - 0.1) < 1e-12,
+             "span of one position: 0.1");
+    double none[F * C] = {0};
+    JB_CHECK(jb_music_alignment_span(none, F, C, &lo, &hi) == 0.0 && lo == -1 && hi == -1,
+             "span when no frame attends: 0");
 }
 
 int main(void) {

@@ -74,7 +74,8 @@ static void usage(FILE *f) {
 "               the spectral line at sr/4 and sr/8 (peak over the local median, dB)\n"
 "  lyrics       lyrics alignment monotonicity of each sample of a `jukebox sample` output\n"
 "               directory (its index.html's alignment frames): Spearman's rank correlation\n"
-"               of time and the most attended lyric position\n"
+"               of time and the most attended lyric position, and its span (the share of\n"
+"               the lyrics' characters between the first and last position attended)\n"
 "  align        the same figure for every layer and head of a lyrics top prior, on --data's\n"
 "               real songs with their own lyrics (top-level codes from --vqvae; windows\n"
 "               every n_ctx * F codes, F default 0.125 as jukebox-job's): the mean and\n"
@@ -637,8 +638,8 @@ static int cmd_lyrics(const char **tests, int n_tests, const char *json_out) {
     char *html = NULL;
     double *att = NULL;
     json_t *out = json_object(), *arr = json_array(), *fr = NULL;
-    double sum = 0, lo = 1e30;
-    int n_all = 0;
+    double sum = 0, lo = 1e30, span_sum = 0;
+    int n_all = 0, n_span = 0;
     for (int t = 0; t < n_tests; t++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/index.html", tests[t]);
@@ -686,23 +687,29 @@ static int cmd_lyrics(const char **tests, int n_tests, const char *json_out) {
             json_decref(fr);
             fr = NULL;
             double rho = jb_music_alignment_rank(att, F, C);
-            printf("%s sample %d: %d frames x %d characters, rank correlation %.3f\n", tests[t], k,
-                   F, C, rho);
-            json_array_append_new(arr, json_pack("{s:s,s:i,s:i,s:i,s:f}", "dir", tests[t],
-                                                 "sample", k, "frames", F, "chars", C, "rho",
-                                                 isnan(rho) ? 0.0 : rho));
+            int c0, c1;
+            double span = jb_music_alignment_span(att, F, C, &c0, &c1);
+            printf("%s sample %d: %d frames x %d characters, rank correlation %.3f, attended "
+                   "characters %d..%d (span %.2f)\n", tests[t], k, F, C, rho, c0, c1, span);
+            json_array_append_new(arr, json_pack("{s:s,s:i,s:i,s:i,s:f,s:f,s:i,s:i}", "dir",
+                                                 tests[t], "sample", k, "frames", F, "chars", C,
+                                                 "rho", isnan(rho) ? 0.0 : rho, "span", span,
+                                                 "first_char", c0, "last_char", c1));
+            span_sum += span, n_span++;
             if (!isnan(rho)) sum += rho, lo = fmin(lo, rho), n_all++;
         }
         free(html);
         html = NULL;
     }
-    if (n_all) printf("mean rank correlation %.3f over %d samples (lowest %.3f)\n", sum / n_all, n_all, lo);
+    if (n_all) printf("mean rank correlation %.3f over %d samples (lowest %.3f), mean span %.2f\n",
+                      sum / n_all, n_all, lo, span_sum / n_span);
     else printf("no sample has a lyrics alignment\n");
     json_object_set_new(out, "samples", arr);
     arr = NULL;
     json_object_set_new(out, "mean_rho", json_real(n_all ? sum / n_all : 0.0));
     json_object_set_new(out, "min_rho", json_real(n_all ? lo : 0.0));
     json_object_set_new(out, "n", json_integer(n_all));
+    json_object_set_new(out, "mean_span", json_real(n_span ? span_sum / n_span : 0.0));
     rc = write_json(json_out, out);
     goto done;
 fail:

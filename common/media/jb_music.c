@@ -175,6 +175,23 @@ done:
     return out;
 }
 
+double jb_music_alignment_span(const double *att, int n_frames, int n_chars, int *first,
+                               int *last) {
+    int lo = -1, hi = -1;
+    for (int f = 0; f < n_frames; f++) {
+        const double *row = att + (size_t)f * n_chars;
+        int best = 0;
+        for (int c = 1; c < n_chars; c++)
+            if (row[c] > row[best]) best = c;
+        if (n_chars < 1 || !(row[best] > 0)) continue;
+        if (lo < 0 || best < lo) lo = best;
+        if (best > hi) hi = best;
+    }
+    if (first) *first = lo;
+    if (last) *last = hi;
+    return lo < 0 ? 0.0 : (double)(hi - lo + 1) / n_chars;
+}
+
 double jb_music_alignment_rank(const double *att, int n_frames, int n_chars) {
     if (n_frames < 2 || n_chars < 1) return NAN;
     double *t = malloc(sizeof(double) * (size_t)n_frames);

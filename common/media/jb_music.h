@@ -67,4 +67,11 @@ double jb_music_spearman(const double *a, const double *b, int n);
 // above; NAN when fewer than 2 frames attend or the attended positions do not vary.
 double jb_music_alignment_rank(const double *att, int n_frames, int n_chars);
 
+// The same frames: how far the attended position travels, (last - first + 1) / n_chars over
+// the attending frames' most attended characters (*first, *last: those positions; may be
+// NULL); 0 when no frame attends. A monotonic alignment that stays on the first words has
+// a rank correlation near 1 and a small span: singing the lyrics needs both.
+double jb_music_alignment_span(const double *att, int n_frames, int n_chars, int *first,
+                               int *last);
+
 #endif

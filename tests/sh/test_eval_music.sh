@@ -65,6 +65,10 @@ read -r r0 r1 n mean < <(python3 -c "import json, sys; j = json.load(open(sys.ar
 print(j['samples'][0]['rho'], j['samples'][1]['rho'], j['n'], j['mean_rho'])" "$T/l.json" 2>/dev/null)
 check "a diagonal alignment: 1 ($r0); a reversed one: -1 ($r1); 2 samples, mean 0 ($n, $mean)" \
     "awk -v a='$r0' -v b='$r1' -v n='$n' -v m='$mean' 'BEGIN { exit !(a > 0.999 && b < -0.999 && n == 2 && m * m < 1e-12) }'"
+read -r s0 f0 l0 ms < <(python3 -c "import json, sys; j = json.load(open(sys.argv[1]))
+print(j['samples'][0]['span'], j['samples'][0]['first_char'], j['samples'][0]['last_char'], j['mean_span'])" "$T/l.json" 2>/dev/null)
+check "spans: the diagonal attends to characters 0..3 of 4 (span $s0, $f0..$l0), mean span 1 ($ms)" \
+    "awk -v s='$s0' -v f='$f0' -v l='$l0' -v m='$ms' 'BEGIN { exit !(s == 1 && f == 0 && l == 3 && m == 1) }'"
 check "a sample without alignment is reported" "grep -q 'no alignment' '$T/l.txt'"
 "$E" lyrics --test "$T/nosuch" > /dev/null 2>&1
 rc=$?
