@@ -639,7 +639,7 @@ static int cmd_lyrics(const char **tests, int n_tests, const char *json_out) {
     double *att = NULL;
     json_t *out = json_object(), *arr = json_array(), *fr = NULL;
     double sum = 0, lo = 1e30, span_sum = 0;
-    int n_all = 0, n_span = 0;
+    int n_all = 0, n_span = 0, n_flat = 0;   // samples with a correlation, with frames, without
     for (int t = 0; t < n_tests; t++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/index.html", tests[t]);
@@ -697,19 +697,25 @@ static int cmd_lyrics(const char **tests, int n_tests, const char *json_out) {
                                                  "first_char", c0, "last_char", c1));
             span_sum += span, n_span++;
             if (!isnan(rho)) sum += rho, lo = fmin(lo, rho), n_all++;
+            else n_flat++;
         }
         free(html);
         html = NULL;
     }
-    if (n_all) printf("mean rank correlation %.3f over %d samples (lowest %.3f), mean span %.2f\n",
-                      sum / n_all, n_all, lo, span_sum / n_span);
-    else printf("no sample has a lyrics alignment\n");
+    if (n_all)
+        printf("mean rank correlation %.3f over %d samples (lowest %.3f), mean span %.2f\n",
+               sum / n_all, n_all, lo, span_sum / n_span);
+    if (n_flat)   // no correlation to average: say so rather than leave them out silently
+        printf("%d sample(s) attend one position throughout (or never): no rank correlation\n",
+               n_flat);
+    if (!n_all && !n_flat) printf("no sample has a lyrics alignment\n");
     json_object_set_new(out, "samples", arr);
     arr = NULL;
     json_object_set_new(out, "mean_rho", json_real(n_all ? sum / n_all : 0.0));
     json_object_set_new(out, "min_rho", json_real(n_all ? lo : 0.0));
     json_object_set_new(out, "n", json_integer(n_all));
     json_object_set_new(out, "mean_span", json_real(n_span ? span_sum / n_span : 0.0));
+    json_object_set_new(out, "n_flat", json_integer(n_flat));
     rc = write_json(json_out, out);
     goto done;
 fail:
