@@ -151,7 +151,7 @@ static void scores(float *wr, const float *qr, const float *kb, int hd, int lo, 
 }
 
 // wr[0 .. nk) = exp(wr - max), unnormalized
-static void exp_shifted(float *wr, int nk, int vexp) {
+static void exp_shifted(float *wr, int nk) {
     // The maximum as the body finds it (m = s > m ? s : m: NaN scores skipped). max_ps(s, m)
     // is m when s is NaN or s == m; lanes may keep a -0 where the body keeps a +0 or the
     // reverse, and exp(s - m) is the same for both.
@@ -163,13 +163,7 @@ static void exp_shifted(float *wr, int nk, int vexp) {
     float m = -INFINITY;
     for (int j = 0; j < 8; j++) m = ml[j] > m ? ml[j] : m;
     for (; e < nk; e++) m = wr[e] > m ? wr[e] : m;
-    e = 0;
-    if (vexp) {
-        __m256 mv = _mm256_set1_ps(m);
-        for (; e + 8 <= nk; e += 8)
-            _mm256_storeu_ps(wr + e, jb_vexpf8(_mm256_sub_ps(_mm256_loadu_ps(wr + e), mv)));
-    }
-    for (; e < nk; e++) wr[e] = expf(wr[e] - m);
+    jb_vexpf_shifted(wr, wr, m, nk);
 }
 
 // Heads h0 .. h0+G-1 of (batch n, query row r), i0 = (n·rows + r)·H + h0: the kernel body's
@@ -177,7 +171,7 @@ static void exp_shifted(float *wr, int nk, int vexp) {
 static inline __attribute__((always_inline)) void attn_f32_heads(
     int64_t i0, float *out, float *w, const float *q, int q_stride, const float *kc,
     const float *vc, jb_nn_attn_kind_t kind, int rows, int H, int hd, int cap, int t0,
-    int w_cap, float scale, int vexp, const int G) {
+    int w_cap, float scale, const int G) {
     int h0 = (int)(i0 % H);
     int64_t nr = i0 / H;
     int r = (int)(nr % rows);
@@ -198,7 +192,7 @@ static inline __attribute__((always_inline)) void attn_f32_heads(
         wr[g] = w + (i0 + g) * w_cap;
         scores(wr[g], q + nr * q_stride + (h0 + g) * hd, kc + base + g * hd, hd, lo, nk, step,
                cap, S, scale);
-        exp_shifted(wr[g], nk, vexp);
+        exp_shifted(wr[g], nk);
     }
     // the softmax's sums in key order, as the body adds them (a chain of additions a head)
     float sum[4] = {0, 0, 0, 0};
@@ -244,17 +238,16 @@ void jb_nn_attn(float *out, float *w, const float *q, int q_stride, const float 
     int G = H % 4 == 0 ? 4 : H % 2 == 0 ? 2 : 1;
     while (G > 1 && (int64_t)N * rows * (H / G) < omp_get_max_threads()) G /= 2;
     int64_t n_ = (int64_t)N * rows * (H / G);
-    int vexp = jb_vexpf_exact();
     _Pragma("omp parallel for schedule(dynamic, 1) if (n_ >= 2 && n_ * G * w_cap * hd >= 65536)")
     for (int64_t i = 0; i < n_; i++) {
         if (G == 4)
             attn_f32_heads(i * 4, out, w, q, q_stride, kc, vc, kind, rows, H, hd, cap, t0, w_cap,
-                           scale, vexp, 4);
+                           scale, 4);
         else if (G == 2)
             attn_f32_heads(i * 2, out, w, q, q_stride, kc, vc, kind, rows, H, hd, cap, t0, w_cap,
-                           scale, vexp, 2);
+                           scale, 2);
         else
             attn_f32_heads(i, out, w, q, q_stride, kc, vc, kind, rows, H, hd, cap, t0, w_cap,
-                           scale, vexp, 1);
+                           scale, 1);
     }
 }

@@ -90,3 +90,23 @@ int jb_vexpf_exact(void) {
     pthread_once(&once, check_once);
     return exact;
 }
+
+void jb_vexpf_shifted(float *out, const float *in, float m, int64_t n) {
+    int64_t i = 0;
+    if (jb_vexpf_exact()) {
+        __m256 mv = _mm256_set1_ps(m);
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i, jb_vexpf8(_mm256_sub_ps(_mm256_loadu_ps(in + i), mv)));
+    }
+    for (; i < n; i++) out[i] = expf(in[i] - m);
+}
+
+void jb_vexpf_scaled(float *out, const float *in, float a, int64_t n) {
+    int64_t i = 0;
+    if (jb_vexpf_exact()) {
+        __m256 av = _mm256_set1_ps(a);
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i, jb_vexpf8(_mm256_mul_ps(av, _mm256_loadu_ps(in + i))));
+    }
+    for (; i < n; i++) out[i] = expf(a * in[i]);
+}

@@ -16,6 +16,7 @@
 #define JB_VEXPF_H
 
 #include <immintrin.h>
+#include <stdint.h>
 
 // 1 when jb_vexpf8 equals expf on this C library (checked once; thread-safe)
 int jb_vexpf_exact(void);
@@ -23,5 +24,13 @@ int jb_vexpf_exact(void);
 // expf of each lane. Lanes with |x| >= 88 (overflow, underflow, infinities, NaN) are
 // computed by expf itself.
 __m256 jb_vexpf8(__m256 x);
+
+// out[i] = expf(in[i] - m) for i < n (a softmax's numerators; out may be in): jb_vexpf8
+// where it is exact, expf otherwise. The same floats either way.
+void jb_vexpf_shifted(float *out, const float *in, float m, int64_t n);
+
+// out[i] = expf(a * in[i]) for i < n (quick_gelu's exp(-1.702 x); out may be in). The same
+// floats as the scalar expression.
+void jb_vexpf_scaled(float *out, const float *in, float a, int64_t n);
 
 #endif

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jb_vexpf.h"
+
 // Loops of fewer element operations than this (about half a millisecond on one core) run on
 // the calling thread: a parallel region costs more than it saves there, and far more on a
 // loaded machine (measured: the tiny golden top prior took 300-400 ms a step with every loop
@@ -118,17 +120,31 @@ void jb_grad_embed_backward(float *dtable, const float *dout, const int32_t *ids
     }
 }
 
+// exp(-1.702 u) through jb_vexpf_scaled (expf's bits, eight at a time) in chunks of GELU_CHUNK
+#define GELU_CHUNK 1024
+
 void jb_grad_quick_gelu_forward(float *out, const float *u, int64_t n) {
+    int64_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
 #pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) out[i] = u[i] * (1.0f / (1.0f + expf(-1.702f * u[i])));
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t i0 = c * GELU_CHUNK, m = n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK;
+        jb_vexpf_scaled(out + i0, u + i0, -1.702f, m);   // out = exp(-1.702 u) first
+        for (int64_t i = i0; i < i0 + m; i++) out[i] = u[i] * (1.0f / (1.0f + out[i]));
+    }
 }
 
 void jb_grad_quick_gelu_backward(float *du, const float *dout, const float *u, int64_t n) {
+    int64_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
 #pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float z = 1.702f * u[i];
-        float sg = 1.0f / (1.0f + expf(-z));
-        du[i] += dout[i] * sg * (z * (1.0f - sg) + 1.0f);
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t i0 = c * GELU_CHUNK, m = n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK;
+        float e[GELU_CHUNK];
+        jb_vexpf_scaled(e, u + i0, -1.702f, m);   // exp(-z), z = 1.702 u
+        for (int64_t i = 0; i < m; i++) {
+            float z = 1.702f * u[i0 + i];
+            float sg = 1.0f / (1.0f + e[i]);
+            du[i0 + i] += dout[i0 + i] * sg * (z * (1.0f - sg) + 1.0f);
+        }
     }
 }
 
@@ -226,10 +242,8 @@ static void attn_forward_tiled(float *a, float *w, const float *q, int q_stride,
                 float *wr = w + ((n * T + t0 + r) * H + h) * kmax;
                 float m = -INFINITY, sum = 0;
                 for (int e = 0; e < nk; e++) m = pr[lo - klo + e] > m ? pr[lo - klo + e] : m;
-                for (int e = 0; e < nk; e++) {
-                    wr[e] = expf(pr[lo - klo + e] - m);
-                    sum += wr[e];
-                }
+                jb_vexpf_shifted(wr, pr + lo - klo, m, nk);   // expf's bits, eight at a time
+                for (int e = 0; e < nk; e++) sum += wr[e];
                 for (int e = 0; e < nk; e++) wr[e] = wr[e] / sum;
                 // the row of P over the span: the weights inside the query's keys, 0 elsewhere
                 memset(pr, 0, sizeof(float) * span);
@@ -345,10 +359,8 @@ void jb_grad_attn_forward(float *a, float *w, const float *q, int q_stride, cons
             m = acc > m ? acc : m;
         }
         float sum = 0;
-        for (int e = 0; e < nk; e++) {
-            wr[e] = expf(wr[e] - m);
-            sum += wr[e];
-        }
+        jb_vexpf_shifted(wr, wr, m, nk);
+        for (int e = 0; e < nk; e++) sum += wr[e];
         for (int e = 0; e < nk; e++) wr[e] = wr[e] / sum;
         for (int e = 0; e < nk; e++) {
             const float *vr = v + (n * Tk + lo + (int64_t)e * step) * kv_stride + h * hd;
