@@ -58,9 +58,10 @@ void jb_nn_softmax(float *x, int64_t rows, int n) {
 // IEEE sums of the same operands in the same association are the same bits), laid out for
 // AVX2: the scores of eight keys at once, each key's eight partial sums reduced by the same
 // pairwise tree with horizontal adds, and the weighted sum of the values with the output
-// kept in registers. Key slots are walked without a division per key. The per-key loop took
-// 41 % of the demo's top-prior time (1072 keys of 24 values a head: the division, the
-// horizontal sum and the output's loads and stores per key).
+// kept in registers, four heads side by side. Key slots are walked without a division per
+// key. The body's per-key loop, run as the launcher, took 41 % of all of `make demo`'s
+// samples, nearly all in the top prior (1072 keys of 24 values a head: the division, the
+// horizontal sum and the output's loads and stores per key); docs/bench.md has the figures.
 
 // slots of keys e, e+1, ..., e+n-1 (slot of key e: *slot; advanced past them)
 static inline void key_rows(const float **p, const float *base, int *slot, int n, int step,
