@@ -175,15 +175,22 @@ done:
     return out;
 }
 
+// The most attended character of one alignment frame (the first of equals), or -1 when the
+// frame attends nowhere (all weights 0).
+static int frame_argmax(const double *row, int n_chars) {
+    if (n_chars < 1) return -1;
+    int best = 0;
+    for (int c = 1; c < n_chars; c++)
+        if (row[c] > row[best]) best = c;
+    return row[best] > 0 ? best : -1;
+}
+
 double jb_music_alignment_span(const double *att, int n_frames, int n_chars, int *first,
                                int *last) {
     int lo = -1, hi = -1;
     for (int f = 0; f < n_frames; f++) {
-        const double *row = att + (size_t)f * n_chars;
-        int best = 0;
-        for (int c = 1; c < n_chars; c++)
-            if (row[c] > row[best]) best = c;
-        if (n_chars < 1 || !(row[best] > 0)) continue;
+        int best = frame_argmax(att + (size_t)f * n_chars, n_chars);
+        if (best < 0) continue;
         if (lo < 0 || best < lo) lo = best;
         if (best > hi) hi = best;
     }
@@ -200,11 +207,8 @@ double jb_music_alignment_rank(const double *att, int n_frames, int n_chars) {
     if (!t || !pos) goto done;
     int m = 0;
     for (int f = 0; f < n_frames; f++) {
-        const double *row = att + (size_t)f * n_chars;
-        int best = 0;
-        for (int c = 1; c < n_chars; c++)
-            if (row[c] > row[best]) best = c;
-        if (!(row[best] > 0)) continue;
+        int best = frame_argmax(att + (size_t)f * n_chars, n_chars);
+        if (best < 0) continue;
         t[m] = f, pos[m] = best, m++;
     }
     out = jb_music_spearman(t, pos, m);

@@ -63,9 +63,17 @@ void jb_nn_softmax(float *x, int64_t rows, int n) {
 // samples, nearly all in the top prior (1072 keys of 24 values a head: the division, the
 // horizontal sum and the output's loads and stores per key); docs/bench.md has the figures.
 
-// slots of keys e, e+1, ..., e+n-1 (slot of key e: *slot; advanced past them)
-static inline void key_rows(const float **p, const float *base, int *slot, int n, int step,
-                            int cap, int S) {
+// Rows of keys e, e+1, ..., e+n-1 (slot of key e: *slot; advanced past them)
+static inline __attribute__((always_inline)) void key_rows(const float **p, const float *base,
+                                                           int *slot, int n, int step, int cap,
+                                                           int S) {
+    if (step == 1 && *slot + n <= cap) {   // consecutive rows (most blocks)
+#pragma GCC unroll 8
+        for (int j = 0; j < n; j++) p[j] = base + (int64_t)(*slot + j) * S;
+        *slot += n;
+        if (*slot == cap) *slot = 0;
+        return;
+    }
     for (int j = 0; j < n; j++) {
         p[j] = base + (int64_t)*slot * S;
         *slot += step;
@@ -94,9 +102,8 @@ static inline __attribute__((always_inline)) void weighted_sum(float *o, float *
         for (int c = 0; c < nv; c++) acc[g][c] = _mm256_setzero_ps();
     int slot = lo % cap;
     for (int e = 0; e < nk; e++) {
-        const float *vr = vb + (int64_t)slot * S;
-        slot += step;
-        if (slot >= cap) slot %= cap;
+        const float *vr;
+        key_rows(&vr, vb, &slot, 1, step, cap, S);
 #pragma GCC unroll 4
         for (int g = 0; g < G; g++) {
             __m256 pe = _mm256_set1_ps(w[g][e]);
@@ -118,14 +125,7 @@ static void scores(float *wr, const float *qr, const float *kb, int hd, int lo, 
     const float *p[8];
     int slot = lo % cap, e = 0;
     for (; e + 8 <= nk; e += 8) {
-        if (step == 1 && slot + 8 <= cap) {   // eight rows in a row (most blocks)
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) p[j] = kb + (int64_t)(slot + j) * S;
-            slot += 8;
-            if (slot == cap) slot = 0;
-        } else {
-            key_rows(p, kb, &slot, 8, step, cap, S);
-        }
+        key_rows(p, kb, &slot, 8, step, cap, S);
         __m256 a[8];
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
@@ -173,13 +173,10 @@ static inline __attribute__((always_inline)) void attn_f32_heads(
     int64_t i0, float *out, float *w, const float *q, int q_stride, const float *kc,
     const float *vc, jb_nn_attn_kind_t kind, int rows, int H, int hd, int cap, int t0,
     int w_cap, float scale, const int G) {
-    int h0 = (int)(i0 % H);
-    int64_t nr = i0 / H;
-    int r = (int)(nr % rows);
-    int64_t n = nr / rows;
+    jb_nn_attn_item_t it = jb_nn_attn_item(i0, &kind, rows, H, t0);
+    int h0 = it.h, nk = it.nk, lo = it.lo, step = it.step;
+    int64_t nr = it.nr, n = it.n;
     int S = H * hd;
-    int lo, step;
-    int nk = jb_nn_attn_keys(&kind, t0 + r, &lo, &step);
     if (nk == 0 || hd % 8 != 0) {   // no keys, or a tail the vectors do not cover
         for (int g = 0; g < G; g++)
             jb_nn_attn_at(i0 + g, out, w, q, q_stride, kc, vc, kind, rows, H, hd, cap, t0,

@@ -158,6 +158,23 @@ JB_HD static inline void jb_nn_kv_axpy(float *o, float p, const void *vc, int64_
     }
 }
 
+// Item i = (n·rows + r)·H + h of an attention pass: its head h, its (batch, row) index
+// nr = n·rows + r, its batch n, and the keys its query (position t0 + r) sees.
+typedef struct {
+    int h, nk, lo, step;   // nk keys at positions lo, lo + step, ... (jb_nn_attn_keys)
+    int64_t nr, n;
+} jb_nn_attn_item_t;
+
+JB_HD static inline jb_nn_attn_item_t jb_nn_attn_item(int64_t i, const jb_nn_attn_kind_t *kind,
+                                                      int rows, int H, int t0) {
+    jb_nn_attn_item_t it;
+    it.h = (int)(i % H);
+    it.nr = i / H;
+    it.n = it.nr / rows;
+    it.nk = jb_nn_attn_keys(kind, t0 + (int)(it.nr % rows), &it.lo, &it.step);
+    return it;
+}
+
 // Attention of one (batch n, query row r, head h), i = (n·rows + r)·H + h.
 //   out: (N, rows, S) head slice h written      q: (N, rows, S) (q_stride floats per row)
 //   kc, vc: (N, cap, S) caches, float32 (kv_f16 0) or float16 (kv_f16 1); key position j
@@ -168,13 +185,10 @@ JB_HD static inline void jb_nn_attn_kv_at(int64_t i, float *out, float *w, const
                                           int q_stride, const void *kc, const void *vc,
                                           int kv_f16, jb_nn_attn_kind_t kind, int rows, int H,
                                           int hd, int cap, int t0, int w_cap, float scale) {
-    int h = (int)(i % H);
-    int64_t nr = i / H;
-    int r = (int)(nr % rows);
-    int64_t n = nr / rows;
+    jb_nn_attn_item_t it = jb_nn_attn_item(i, &kind, rows, H, t0);
+    int h = it.h, nk = it.nk, lo = it.lo, step = it.step;
+    int64_t nr = it.nr, n = it.n;
     int S = H * hd;
-    int lo, step;
-    int nk = jb_nn_attn_keys(&kind, t0 + r, &lo, &step);
     const float *qr = q + nr * q_stride + h * hd;
     float *o = out + nr * S + h * hd;
     float *wr = w + i * w_cap;

@@ -120,18 +120,13 @@ void jb_grad_embed_backward(float *dtable, const float *dout, const int32_t *ids
     }
 }
 
+void jb_grad_quick_gelu_forward(float *out, const float *u, int64_t n) {
+    if (out != u) memcpy(out, u, sizeof(float) * (size_t)n);
+    jb_nn_quick_gelu(out, n);   // the inference launcher: the same floats
+}
+
 // exp(-1.702 u) through jb_vexpf_scaled (expf's bits, eight at a time) in chunks of GELU_CHUNK
 #define GELU_CHUNK 1024
-
-void jb_grad_quick_gelu_forward(float *out, const float *u, int64_t n) {
-    int64_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
-#pragma omp parallel for if (n > PAR_MIN)
-    for (int64_t c = 0; c < chunks; c++) {
-        int64_t i0 = c * GELU_CHUNK, m = n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK;
-        jb_vexpf_scaled(out + i0, u + i0, -1.702f, m);   // out = exp(-1.702 u) first
-        for (int64_t i = i0; i < i0 + m; i++) out[i] = u[i] * (1.0f / (1.0f + out[i]));
-    }
-}
 
 void jb_grad_quick_gelu_backward(float *du, const float *dout, const float *u, int64_t n) {
     int64_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
