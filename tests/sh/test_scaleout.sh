@@ -140,14 +140,18 @@ kill -TERM $b0a $b0b $b1a $b1b $b2
 for p in $b0a $b0b $b1a $b1b $b2; do wait $p; r=$?; check "scale: stage $p exits 0 on SIGTERM (rc $r)" "[ $r = 0 ]"; done
 pids=()
 
-echo "-- a job sent again to a decoder whose run directory already has it: DONE at once"
+echo "-- a job sent again to a decoder (with a spool) whose run directory already has it: DONE at once"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$B/jukebox-decoder" -q -t 1 -m $M/vqvae.safetensors "${LINK[@]}" --in "tcp://127.0.0.1:$port" \
-    --outdir "$T/scale/out" & d=$!
+    --outdir "$T/scale/out" --spool "$T/dspool" & d=$!
 pids+=($d)
 job 1 -o "tcp://127.0.0.1:$port" --timeout 5000 --wait "${LINK[@]}"; rc=$?
 check "jukebox-job --wait gets DONE for an already written job (rc $rc)" "[ $rc = 0 ]"
 check "and nothing is written again" "[ \$(ls '$T/scale/out' | wc -l) = $N ]"
+# The resent job is answered, not held: a restarted decoder forgot its DONE, and a
+# spool entry made for the resend would stay there for ever (CI, stop 25).
+check "and the decoder's spool keeps nothing of it ($(ls "$T/dspool" | grep -vc '^lock$'))" \
+    "[ \$(ls '$T/dspool' | grep -vc '^lock\$') = 0 ]"
 kill -TERM $d; wait $d; rc=$?
 check "the decoder exits 0 on SIGTERM (rc $rc)" "[ $rc = 0 ]"
 pids=()
