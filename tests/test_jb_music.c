@@ -99,6 +99,55 @@ static void check_onsets(void) {
     free(x), free(y);
 }
 
+// Notes of 0.25 s each (a harmonic tone: fundamental and two partials), given as semitones
+// above A4; one phase running through, so a change of note is a change of frequency only.
+static float *tune(const int *semis, int n_notes, int64_t *n_out) {
+    int64_t per = SR / 4, n = per * n_notes;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    double ph = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double f = 440.0 * pow(2.0, semis[i / per] / 12.0);
+        ph += 2.0 * M_PI * f / SR;
+        x[i] = (float)(0.4 * sin(ph) + 0.15 * sin(2 * ph) + 0.08 * sin(3 * ph));
+    }
+    *n_out = n;
+    return x;
+}
+
+static void check_note_changes(void) {
+    int64_t n;
+    const int melody[] = {0, 2, 4, 5, 7, 5, 4, 2, 0, -3, -5, -3};   // 12 notes, 11 moves
+    float *x = tune(melody, 12, &n);
+    jb_music_stats_t st = analyse(x, n);
+    JB_CHECK(st.note_changes == 11, "a tune of 12 notes: %lld note changes (11), %.2f a second",
+             (long long)st.note_changes, st.note_changes / st.seconds);
+    free(x);
+    const int drone[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    x = tune(drone, 12, &n);
+    st = analyse(x, n);
+    JB_CHECK(st.pitched >= 0.95 * st.loud && st.in_tune >= 0.95 * st.pitched &&
+             st.note_changes == 0, "a drone (3 s of A4): pitched %lld of %lld, in tune, "
+             "0 note changes (%lld)", (long long)st.pitched, (long long)st.loud,
+             (long long)st.note_changes);
+    free(x);
+    // The same tune with a 40 ms gap of silence between notes (every note re-attacked) and
+    // a repeated note: the gaps do not count, the repetition is no move.
+    const int rep[] = {0, 0, 3, 3, 7};
+    x = tune(rep, 5, &n);
+    for (int k = 1; k < 5; k++)
+        for (int64_t i = 0; i < SR / 25; i++) x[k * (SR / 4) - SR / 50 + i] = 0.0f;
+    st = analyse(x, n);
+    JB_CHECK(st.note_changes == 2, "notes 0 0 3 3 7 with gaps: 2 changes (%lld)",
+             (long long)st.note_changes);
+    free(x);
+    // Noise: no held pitch at all.
+    x = malloc(sizeof(float) * (size_t)(2 * SR));
+    for (int64_t i = 0; i < 2 * SR; i++) x[i] = (float)(0.2 * gauss());
+    st = analyse(x, 2 * SR);
+    JB_CHECK(st.note_changes <= 1, "noise: no note changes (%lld)", (long long)st.note_changes);
+    free(x);
+}
+
 static void check_line(void) {
     int64_t n = 5 * SR;
     float *x = malloc(sizeof(float) * (size_t)n);
@@ -158,6 +207,7 @@ static void check_rank(void) {
 int main(void) {
     check_pitch();
     check_onsets();
+    check_note_changes();
     check_line();
     check_rank();
     return jb_test_summary("test_jb_music");

@@ -70,8 +70,10 @@ static void usage(FILE *f) {
 "               default 80) of a song as a grayscale PNG\n"
 "  music        musical figures of each --test directory's songs (aubio): the share of\n"
 "               loud frames with a clear pitch (YIN confidence >= 0.8, 60-2000 Hz), the\n"
-"               share of those within 25 cents of an A440 semitone, onsets a second, and\n"
-"               the spectral line at sr/4 and sr/8 (peak over the local median, dB)\n"
+"               share of those within 25 cents of an A440 semitone, note changes a\n"
+"               second (a pitch held 4 frames moving to another semitone: a tune moves,\n"
+"               a drone does not), onsets a second, and the spectral line at sr/4 and\n"
+"               sr/8 (peak over the local median, dB)\n"
 "  lyrics       lyrics alignment monotonicity of each sample of a `jukebox sample` output\n"
 "               directory (its index.html's alignment frames): Spearman's rank correlation\n"
 "               of time and the most attended lyric position, and its span (the share of\n"
@@ -545,8 +547,8 @@ static int cmd_music(const char **tests, int n_tests, int sr, const char *json_o
     int rc = EX_SOFTWARE;
     jb_trainer_data_t *d = NULL;
     json_t *out = json_object(), *arr = json_array();
-    printf("%-40s %5s %8s %8s %8s %8s %9s %9s\n", "songs of", "songs", "loud", "pitched",
-           "in tune", "onsets/s", "line sr/4", "line sr/8");
+    printf("%-40s %5s %8s %8s %8s %8s %8s %9s %9s\n", "songs of", "songs", "loud", "pitched",
+           "in tune", "notes/s", "onsets/s", "line sr/4", "line sr/8");
     for (int t = 0; t < n_tests; t++) {
         if (!(d = jb_trainer_data_load(tests[t], sr, &err))) goto fail;
         jb_music_stats_t st = {0};
@@ -570,10 +572,11 @@ static int cmd_music(const char **tests, int n_tests, int sr, const char *json_o
         double pitched = st.loud ? (double)st.pitched / st.loud : 0.0;
         double tuned = st.pitched ? (double)st.in_tune / st.pitched : 0.0;
         double rate = st.seconds > 0 ? st.onsets / st.seconds : 0.0;
+        double moves = st.seconds > 0 ? st.note_changes / st.seconds : 0.0;
         l4 /= n, l8 /= n;
-        printf("%-40s %5d %7.1f%% %7.1f%% %7.1f%% %8.2f %6.1f dB %6.1f dB\n", tests[t], n,
+        printf("%-40s %5d %7.1f%% %7.1f%% %7.1f%% %8.2f %8.2f %6.1f dB %6.1f dB\n", tests[t], n,
                100.0 * st.loud / (double)(st.frames ? st.frames : 1), 100.0 * pitched,
-               100.0 * tuned, rate, l4, l8);
+               100.0 * tuned, moves, rate, l4, l8);
         json_t *o = json_object();
         json_object_set_new(o, "dir", json_string(tests[t]));
         json_object_set_new(o, "songs", json_integer(n));
@@ -583,6 +586,8 @@ static int cmd_music(const char **tests, int n_tests, int sr, const char *json_o
         json_object_set_new(o, "in_tune_frames", json_integer(st.in_tune));
         json_object_set_new(o, "pitched", json_real(pitched));
         json_object_set_new(o, "in_tune", json_real(tuned));
+        json_object_set_new(o, "note_changes", json_integer(st.note_changes));
+        json_object_set_new(o, "note_changes_per_s", json_real(moves));
         json_object_set_new(o, "onsets_per_s", json_real(rate));
         json_object_set_new(o, "line_sr4_db", json_real(l4));
         json_object_set_new(o, "line_sr4_db_max", json_real(l4max));
@@ -591,7 +596,8 @@ static int cmd_music(const char **tests, int n_tests, int sr, const char *json_o
         jb_trainer_data_destroy(&d);
     }
     printf("(loud: share of frames within 30 dB of the song's loudest; pitched: share of loud "
-           "frames; in tune: share of pitched frames, chance 50%%; line: peak over local "
+           "frames; in tune: share of pitched frames, chance 50%%; notes/s: a held pitch "
+           "moving to another semitone, a second (a drone: 0); line: peak over local "
            "median, mean over songs)\n");
     json_object_set_new(out, "tests", arr);
     arr = NULL;

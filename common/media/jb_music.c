@@ -3,6 +3,7 @@
 
 #include <aubio/aubio.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,15 +47,34 @@ int jb_music_analyse(const float *x, int64_t n, int sr, jb_music_stats_t *acc, j
     // gate does.
     double gate = fmax(top * pow(10.0, -JB_MUSIC_LOUD_DB / 20.0),
                        pow(10.0, JB_MUSIC_FLOOR_DBFS / 20.0));
+    // The note being held: its semitone and run length (0: none); the last held note's.
+    long run_note = 0, held_note = 0;
+    int run = 0;
+    bool held_any = false;
     for (int64_t f = 0; f < nf; f++) {
         acc->frames++;
-        if (!(rms[f] >= gate) || f * JB_MUSIC_HOP < JB_MUSIC_WIN - JB_MUSIC_HOP) continue;
-        acc->loud++;
-        if (!(cf[f] >= JB_MUSIC_CONFIDENCE && f0[f] >= JB_MUSIC_FMIN && f0[f] <= JB_MUSIC_FMAX))
+        bool pitched = false;
+        double midi = 0.0;
+        if (rms[f] >= gate && f * JB_MUSIC_HOP >= JB_MUSIC_WIN - JB_MUSIC_HOP) {
+            acc->loud++;
+            if (cf[f] >= JB_MUSIC_CONFIDENCE && f0[f] >= JB_MUSIC_FMIN && f0[f] <= JB_MUSIC_FMAX) {
+                pitched = true;
+                acc->pitched++;
+                midi = 69.0 + 12.0 * log2(f0[f] / 440.0);
+                if (fabs(midi - round(midi)) * 100.0 <= JB_MUSIC_TUNE_CENTS) acc->in_tune++;
+            }
+        }
+        if (!pitched) {
+            run = 0;
             continue;
-        acc->pitched++;
-        double midi = 69.0 + 12.0 * log2(f0[f] / 440.0);
-        if (fabs(midi - round(midi)) * 100.0 <= JB_MUSIC_TUNE_CENTS) acc->in_tune++;
+        }
+        long note = lround(midi);
+        if (run && note == run_note) run++;
+        else run_note = note, run = 1;
+        if (run == JB_MUSIC_NOTE_FRAMES) {   // a held note begins
+            if (held_any && note != held_note) acc->note_changes++;
+            held_note = note, held_any = true;
+        }
     }
     acc->onsets += onsets;
     acc->seconds += (double)n / sr;

@@ -1,6 +1,6 @@
 // jb_music.h: musical figures of a song for jukebox-eval music (docs/default_model.md): how
 // much of it has a clear pitch, how much of that lies on the equal-tempered semitones, how
-// often notes start, whether a narrow spectral line runs through it, and how monotonic a
+// often the held pitch moves to another note (a tune, not a drone), how often notes start, whether a narrow spectral line runs through it, and how monotonic a
 // lyrics alignment is. The pitch tracker and the onset detector are aubio's (libaubio).
 //
 //   jb_music_stats_t st = {0};
@@ -16,6 +16,11 @@
 //   confidence is at least 0.8 and the pitch is within 60-2000 Hz; it is in tune when that
 //   pitch is within 25 cents of a semitone of 12-tone equal temperament with A4 = 440 Hz
 //   (by chance, for pitches spread evenly, 50 %).
+//   Note changes: a held note is a run of at least JB_MUSIC_NOTE_FRAMES consecutive loud
+//   frames with a clear pitch on the same semitone (the pitch rounded to the nearest one);
+//   a change is a held note on another semitone than the song's previous held note. A tune
+//   of eight notes in two seconds gives 7 (3.5 a second); a drone (one note held, however
+//   loud or in tune) gives 0, and so does one note repeated.
 //   Onsets: aubio's default ("hfc") onset detector, same window and hop, its default
 //   threshold, at least 50 ms apart; the rate is onsets / seconds.
 //   Line: the mean power spectrum (Hann window of 4096, hop 2048) of the song; the largest
@@ -42,12 +47,14 @@
 #define JB_MUSIC_FMIN 60.0
 #define JB_MUSIC_FMAX 2000.0
 #define JB_MUSIC_TUNE_CENTS 25.0
+#define JB_MUSIC_NOTE_FRAMES 4       // 46 ms at 44.1 kHz: a held note, not a glide
 
 typedef struct {
     int64_t frames;    // analysed frames
     int64_t loud;      // loud frames
     int64_t pitched;   // loud frames with a clear pitch
     int64_t in_tune;   // of those, within JB_MUSIC_TUNE_CENTS of a semitone
+    int64_t note_changes;   // held notes on another semitone than the one before
     int64_t onsets;
     double seconds;
 } jb_music_stats_t;

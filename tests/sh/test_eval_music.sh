@@ -1,8 +1,8 @@
 #!/bin/bash
 # test_eval_music.sh: jukebox-eval music and lyrics end to end on inputs whose answer is known.
 # music: a directory of sox-made songs (a sine on A4, one 50 cents off, white noise) with a
-# labels file: the shares of pitched and in-tune frames, and an 11025 Hz sine under noise as
-# a line. lyrics: run directories with hand-made index.html alignments (diagonal: 1,
+# labels file: the shares of pitched and in-tune frames, the note changes of a scale (7) and
+# of held sines (0), and an 11025 Hz sine under noise as a line. lyrics: run directories with hand-made index.html alignments (diagonal: 1,
 # reversed: -1, a sample without alignment) and errors (no page: 66, a broken alignment: 65).
 # align: a lyrics top prior's every encoder-attention head on two sox-made songs with lyrics
 # (one row per such layer and head, counted from the model file's tensors by python3; the
@@ -33,8 +33,13 @@ mk tuned c4 synth 3 sine 261.6256 vol 0.5
 mk off q1 synth 3 sine 452.893 vol 0.5        # A4 + 50 cents
 mk noise n1 synth 3 whitenoise vol 0.5
 mk line l1 synth 3 whitenoise vol 0.3 synth 3 sine mix 11025 vol 0.5
+scale=()   # C major, C4 to C5, a quarter second a note: 7 moves in 2 s
+for f in 261.63 293.66 329.63 349.23 392.00 440 493.88 523.25; do
+    scale+=(${scale:+:} synth 0.25 sine $f vol 0.5)
+done
+mk tune s1 "${scale[@]}"
 "$E" music --test "$T/tuned" --test "$T/off" --test "$T/noise" --test "$T/line" \
-    --json "$T/m.json" > "$T/m.txt" 2>&1
+    --test "$T/tune" --json "$T/m.json" > "$T/m.txt" 2>&1
 rc=$?
 check "music exits 0 (rc $rc)" "[ $rc = 0 ]"
 read -r pt it po io pn l4n l4l < <(python3 -c "import json, sys; t = json.load(open(sys.argv[1]))['tests']
@@ -47,6 +52,10 @@ check "a sine 50 cents off: pitched ($po), out of tune ($io)" \
 check "white noise: no clear pitch ($pn)" "awk -v p='$pn' 'BEGIN { exit !(p < 0.05) }'"
 check "an 11025 Hz sine under noise is a line ($l4l dB), noise is not ($l4n dB)" \
     "awk -v a='$l4l' -v b='$l4n' 'BEGIN { exit !(a > 15 && b < 8) }'"
+read -r nt nq ns < <(python3 -c "import json, sys; t = json.load(open(sys.argv[1]))['tests']
+print(t[0]['note_changes'], t[4]['note_changes'], t[4]['note_changes_per_s'])" "$T/m.json" 2>/dev/null)
+check "a scale of 8 notes: 7 note changes ($nq, $ns a second); held sines: none ($nt)" \
+    "[ '$nq' = 7 ] && [ '$nt' = 0 ]"
 check "the table names every directory" "grep -q '$T/line' '$T/m.txt' && grep -q '$T/tuned' '$T/m.txt'"
 
 # lyrics: pages as jukebox's decoder writes them (docs: common/jb_html.c)
