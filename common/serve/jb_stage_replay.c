@@ -53,11 +53,14 @@ void stage_drain_done(stage_t *s) {
     for (;;) {   // 16 at a time, without the lock while dropping
         pthread_mutex_lock(&s->done_mu);
         int n = s->n_done_q < 16 ? s->n_done_q : 16;
+        if (!n) {   // (done_q may still be NULL: no memcpy from it, even of 0 bytes)
+            pthread_mutex_unlock(&s->done_mu);
+            return;
+        }
         memcpy(ids, s->done_q, sizeof ids[0] * (size_t)n);
         memmove(s->done_q, s->done_q + n, sizeof ids[0] * (size_t)(s->n_done_q - n));
         s->n_done_q -= n;
         pthread_mutex_unlock(&s->done_mu);
-        if (!n) return;
         for (int i = 0; i < n; i++) {
             struct job *j = stage_find_job(s, ids[i]);
             if (j) {

@@ -325,7 +325,8 @@ jb_spool_t *jb_spool_open(const char *dir, jb_err_t *err) {
     }
     closedir(d);
     d = NULL;
-    qsort(sp->jobs, (size_t)sp->n_jobs, sizeof *sp->jobs, cmp_job);
+    if (sp->n_jobs > 1)   // (jobs is NULL in an empty spool: no qsort of it)
+        qsort(sp->jobs, (size_t)sp->n_jobs, sizeof *sp->jobs, cmp_job);
     for (int i = 0; i < sp->n_jobs; i++)
         for (int w = 0; w < 2; w++)
             if (scan_file(sp, &sp->jobs[i], w, err)) goto fail;
