@@ -189,7 +189,8 @@ test-gpu:
 		$$(cd $(GOLDEN) && ls -d vqvae_* prior_* upsampler_* pipeline_* 2>/dev/null)
 
 asan:
-	JB_CI_MAY_SKIP="test_valgrind.sh test_jb_torch_oom" $(MAKE) BUILD=build-asan SAN=1 OPT=-O1 test
+	JB_CI_MAY_SKIP="test_valgrind.sh test_jb_torch_oom" JB_TEST_TIME_SCALE=4 \
+	    $(MAKE) BUILD=build-asan SAN=1 OPT=-O1 test
 
 golden: all $(GOLDEN_BIN)
 	$(GOLDEN_BIN) $(GOLDEN)

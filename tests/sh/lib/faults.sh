@@ -25,6 +25,9 @@
 #                         submitters and every instance, removes T (kept with FAULTS_KEEP)
 # Sourcing also seeds RANDOM from FAULTS_SEED (default: the time) into seed.
 M=${M:-$PWD/models/default}
+# The bounds of fj_wait and fj_spools_drain are for the plain build; a sanitizer build runs
+# the stages several times slower (`make asan` sets JB_TEST_TIME_SCALE=4).
+FJ_TIME_SCALE=${JB_TEST_TIME_SCALE:-1}
 # Jobs long enough (about 1 s each through the pipeline here, in 8 windows per level,
 # one sample at a time with -b 1) that a kill lands in the middle of one.
 FJ_STAGE_ARGS="-b 1"
@@ -90,7 +93,7 @@ fj_compare_all() {
 }
 fj_spool_jobs() { find "$1"/spool -mindepth 2 -maxdepth 2 -type d 2>/dev/null | wc -l; }
 fj_spools_drain() {
-    local end=$((SECONDS + $2))
+    local end=$((SECONDS + $2 * FJ_TIME_SCALE))
     while [ "$(fj_spool_jobs "$1")" != 0 ] && [ $SECONDS -lt $end ]; do sleep 0.2; done
     [ "$(fj_spool_jobs "$1")" = 0 ] || find "$1"/spool -mindepth 2 -maxdepth 2 -type d | sed 's/^/    held: /'
 }
@@ -128,7 +131,7 @@ fj_reap() {
 }
 fj_wait() {
     local n=$1 dir=$2 secs=$3 end i missing
-    end=$((SECONDS + secs))
+    end=$((SECONDS + secs * FJ_TIME_SCALE))
     while [ $SECONDS -lt "$end" ]; do
         missing=0
         for i in $(seq 1 "$n"); do [ -d "$dir/fj$i" ] || missing=$((missing + 1)); done
