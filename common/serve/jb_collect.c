@@ -221,9 +221,10 @@ int jb_collect_persist(void *user, const jb_msg_t *msg, jb_err_t *err) {
         return jb_err_set(err, JB_EUNAVAIL, "decoder: starting (replaying the spool)");
     // A job already written here (resent by a producer whose DONE was lost, to an instance
     // that has forgotten it): taken without spooling; the collector answers DONE and drops
-    // it (take()). Spooled, its entry would stay for ever. A job being written now has had
-    // all its messages, so nothing of it reaches this hook after its directory appears.
-    if (run_exists(o->root, msg->job_id)) return 0;
+    // it (take(), whose test this is). Spooled, its entry would stay for ever. A job being
+    // written now has had all its messages, so nothing of it reaches this hook after its
+    // directory appears.
+    if (already_written(o->root, msg->job_id)) return 0;
     // The first message of a stream: which producer (and run of it) sent it, so that a
     // restart continues the held messages only with that same stream.
     char name[200], epoch[64], note[300];
