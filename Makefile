@@ -136,6 +136,8 @@ $(BUILD)/bin/jukebox-mkdataset: LDLIBS += -lfluidsynth
 $(BUILD)/bin/jukebox-eval $(BUILD)/tests/test_jb_music: LDLIBS += -laubio
 
 # A tool is tools/<name>.c plus, optionally, tools/<name>/*.c (e.g. bench subcommands).
+# jukebox-bench_matmul measures the bound with jukebox-bench's own bandwidth probe.
+$(BUILD)/bin/jukebox-bench_matmul: $(BUILD)/tools/bench/common.o
 $(TOOL_BINS): $(BUILD)/bin/jukebox-%: $(BUILD)/tools/%.o \
 		$$(foreach f,$$(wildcard tools/$$*/*.c),$(BUILD)/$$(basename $$f).o) $(LIB)
 	@mkdir -p $(dir $@)

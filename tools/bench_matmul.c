@@ -6,8 +6,8 @@
 // For each configuration, weight dtype, thread count and M (rows: samples in a
 // sampling step) it times one transformer layer's four products (attention
 // c_attn and c_proj, MLP c_fc and c_proj), reports the weights' read rate in
-// GB/s and as a fraction of the machine's read bandwidth (measured here: a
-// read loop over a 512 MiB array), and estimates a full sampling step as
+// GB/s and as a fraction of the machine's read bandwidth (measured here as jukebox-bench
+// measures it: the best of several prefetched streams a thread), and estimates a full step as
 // depth x (one layer) + the output projection (jb_matmul_wt, 2048 bins).
 // OpenBLAS's sgemm on the same f32 shapes with M rows is timed in the same run.
 // Enough copies of the layer's weights are cycled through that they never sit
@@ -21,17 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sysexits.h>
 
+#include "bench/bench.h"
 #include "jb_matmul.h"
 #include "jb_tensor.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void) {   // uniform in [-1, 1)
@@ -39,73 +33,6 @@ static float frand(void) {   // uniform in [-1, 1)
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (float)((rng >> 40) * (1.0 / (1 << 23)) - 1.0);
-}
-
-// Best-of-reps read bandwidth in GB/s over a (512 MiB) with nt threads.
-static double read_bandwidth(const float *a, size_t n, int nt, int reps) {
-    double best = 1e30, sink = 0;
-    for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
-        double tot = 0;
-#pragma omp parallel num_threads(nt) reduction(+ : tot)
-        {
-            // 8 independent sums: the adds never limit the loop, only memory does
-            __m256 s[8];
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) s[j] = _mm256_setzero_ps();
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i += 64)
-#pragma GCC unroll 8
-                for (int j = 0; j < 8; j++) s[j] = _mm256_add_ps(s[j], _mm256_load_ps(a + i + 8 * j));
-            float f[8];
-            for (int j = 1; j < 8; j++) s[0] = _mm256_add_ps(s[0], s[j]);
-            _mm256_storeu_ps(f, s[0]);
-            for (int i = 0; i < 8; i++) tot += f[i];
-        }
-        double t = now_s() - t0;
-        sink += tot;
-        if (t < best) best = t;
-    }
-    if (sink == 1.2345) printf(" ");
-    return n * sizeof(float) / best / 1e9;
-}
-
-// Best-of-reps read bandwidth, GB/s, with nt threads, each reading its share of a as S
-// interleaved streams (S in 1, 2, 4, 8) with a software prefetch 0, 1 or 4 KiB ahead: the best
-// case (what a weight-streaming kernel can reach; the plain loop above is one stream).
-static double read_bandwidth_multi(const float *a, size_t n, int nt, int reps) {
-    static const int streams[] = {1, 2, 4, 8}, pfs[] = {0, 1024, 4096};
-    const char *base = (const char *)a;
-    size_t bytes = n * sizeof(float);
-    double best = 0, sink = 0;
-    for (int r = 0; r < reps; r++)
-        for (int si = 0; si < 4; si++)
-            for (int pi = 0; pi < 3; pi++) {
-                int S = streams[si], pf = pfs[pi];
-                double t0 = now_s(), tot = 0;
-#pragma omp parallel num_threads(nt) reduction(+ : tot)
-                {
-                    int th = omp_get_thread_num();
-                    size_t per = bytes / (size_t)nt / 4096 * 4096, len = per / (size_t)S / 64 * 64;
-                    const char *b = base + per * (size_t)th;
-                    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-                    for (size_t i = 0; i < len; i += 64)
-                        for (int j = 0; j < S; j++) {
-                            const char *p = b + (size_t)j * len + i;
-                            if (pf) _mm_prefetch(p + pf, _MM_HINT_T0);
-                            s0 = _mm256_add_ps(s0, _mm256_load_ps((const float *)p));
-                            s1 = _mm256_add_ps(s1, _mm256_load_ps((const float *)(p + 32)));
-                        }
-                    float f[8];
-                    _mm256_storeu_ps(f, _mm256_add_ps(s0, s1));
-                    for (int i = 0; i < 8; i++) tot += f[i];
-                }
-                double gbs = bytes / (now_s() - t0) / 1e9;
-                sink += tot;
-                if (gbs > best) best = gbs;
-            }
-    if (sink == 1.2345) printf(" ");
-    return best;
 }
 
 typedef struct {
@@ -196,10 +123,6 @@ int main(int argc, char **argv) {
         }
     }
     if (reps < 1) reps = 1;
-    size_t bw_n = (size_t)512 << 20 >> 2;
-    float *bw_buf = jb_alloc(bw_n * sizeof(float));
-    if (!bw_buf) return EX_SOFTWARE;
-    for (size_t i = 0; i < bw_n; i++) bw_buf[i] = (float)(i & 255);
     double bw[3] = {0}, bw_plain[3] = {0};   // the bound uses bw (multi-stream)
     static const int Ms[] = {1, 4, 8, 16};
     printf("kernel %s; every figure the best of %d rounds (each round runs every case once)\n",
@@ -293,21 +216,20 @@ int main(int argc, char **argv) {
         for (int r = 0; r < reps; r++) {
             for (int t = 1; t <= 2; t++) {
                 if (!(thr_mask & t)) continue;
-                double b = read_bandwidth(bw_buf, bw_n, t, 3);
-                if (b > bw_plain[t]) bw_plain[t] = b;
-                b = read_bandwidth_multi(bw_buf, bw_n, t, 1);
-                if (b > bw[t]) bw[t] = b;
-                if (bw_plain[t] > bw[t]) bw[t] = bw_plain[t];
+                bench_set_threads(t);
+                bench_bw_t b = bench_read_bandwidth(1);
+                if (b.plain > bw_plain[t]) bw_plain[t] = b.plain;
+                if (b.multi > bw[t]) bw[t] = b.multi;
             }
             for (int i = 0; i < nm; i++) {
                 meas_t *m = &ms[i];
                 omp_set_num_threads(m->t);
                 openblas_set_num_threads(m->t);
-                double t0 = now_s(), dtm;
+                double t0 = bench_now(), dtm;
                 if (m->kind == 3) {
                     for (int cp = 0; cp < ecopies; cp++)
                         jb_matmul_wt(y, x, emb + cp * emb_elems, m->M, c->width, c->bins);
-                    dtm = (now_s() - t0) / ecopies;
+                    dtm = (bench_now() - t0) / ecopies;
                 } else {
                     size_t es = jb_dtype_size(DT[m->di]);
                     const char *p = w[m->di];
@@ -324,7 +246,7 @@ int main(int argc, char **argv) {
                                 jb_matmul(y, x, p, DT[m->di], NULL, m->M, sh[j].K, sh[j].N);
                             p += (size_t)sh[j].K * sh[j].N * es;
                         }
-                    dtm = (now_s() - t0) / ncp;
+                    dtm = (bench_now() - t0) / ncp;
                 }
                 if (dtm < m->best) m->best = dtm;
             }
@@ -382,6 +304,5 @@ int main(int argc, char **argv) {
         jb_free(y);
         jb_free(emb);
     }
-    jb_free(bw_buf);
     return 0;
 }
