@@ -415,7 +415,12 @@ int main(int argc, char **argv) {
             case O_HOP: bad = parse_levels_d(optarg, job.hop_fraction); break;
             case O_BATCH: bad = parse_levels_i(optarg, job.max_batch_size); break;
             case O_CHUNK: bad = parse_levels_i(optarg, job.chunk_size); break;
-            case O_SEED: job.seed = strtoull(optarg, &end, 10); bad = *end != 0 || optarg[0] == '-'; break;
+            case O_SEED:   // 0 .. 2^64 - 1, decimal (wire.md 2.4); an overflow is refused
+                errno = 0;
+                job.seed = strtoull(optarg, &end, 10);
+                bad = !*optarg || *end != 0 || optarg[0] == '-' || optarg[0] == '+' ||
+                      errno == ERANGE;
+                break;
             case O_PROMPT: prompt = optarg; break;
             case O_CODES: codes_path = optarg; break;
             case O_PICK: {
@@ -439,7 +444,15 @@ int main(int argc, char **argv) {
                 break;
             case O_INPUT_NAME: input_name = optarg; break;
             case O_SPEC: break;
-            case O_ID: id = optarg; break;
+            case O_ID:   // checked whole: a long id is refused, not cut (wire.md 2.3)
+                if (!jb_wire_job_id_ok(optarg)) {
+                    fprintf(stderr, "jukebox-job: --id '%.80s': an id is 1..%d of letters, "
+                            "digits, . _ : -, not starting with '.'\n", optarg,
+                            JB_WIRE_JOB_ID_MAX);
+                    goto out;
+                }
+                id = optarg;
+                break;
             case 'o': out_spec = optarg; break;
             case O_TIMEOUT:
             case O_HEARTBEAT:

@@ -249,15 +249,16 @@ static int write_run(jb_vqvae_t *vq, const jb_collect_opts_t *o, jb_collect_stat
     // What the codes file of the run says of them: this model's rate, and the audio
     // length the run's audio has (the job's sample length when nothing said otherwise).
     if (j->codes.sample_rate <= 0) j->codes.sample_rate = hp->sr;
-    if (j->codes.audio_len <= 0 && j->codes.spec) {
-        json_t *spec = json_loads(j->codes.spec, 0, NULL);
+    if (j->codes.audio_len <= 0) {   // always said (wire.md 5), even when nothing is cut
+        int64_t T = jb_codes_len(&j->codes, 0) * hp->hop_lengths[0];
+        json_t *spec = j->codes.spec ? json_loads(j->codes.spec, 0, NULL) : NULL;
         json_t *ss = json_object_get(spec, "sample_seconds");
         if (json_is_number(ss) && json_number_value(ss) > 0) {
             int64_t n = llround(json_number_value(ss) * hp->sr);
-            int64_t T = jb_codes_len(&j->codes, 0) * hp->hop_lengths[0];
-            if (n > 0 && n < T) j->codes.audio_len = n;
+            if (n > 0 && n < T) T = n;
         }
         json_decref(spec);
+        if (T > 0) j->codes.audio_len = T;
     }
     double t_busy = jb_now();
     if (cs && cs->dec_upto > 0 && decode_more(vq, j, jb_codes_len(&j->codes, 0), err)) return -1;

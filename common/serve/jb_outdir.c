@@ -2,6 +2,7 @@
 #include "jb_outdir.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,17 +16,21 @@
 #include "jb_log.h"
 #include "jb_publish.h"
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+// Only ever called on our own ".partial" directory: depth first, links not followed.
 static int rm_rf(const char *path) {
-    // Only ever called on our own ".partial" directory.
-    char cmd[4400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-    return system(cmd);
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static int make_dir(const char *path, jb_err_t *err) {
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: cannot create: %s", path,
-                          strerror(errno));
+        // An output that cannot be made is an I/O failure (exit 74, wire.md 8.5), also
+        // when its parent is missing: 66 is for inputs (the model, the codes file).
+        return jb_err_set(err, JB_EIO, "%s: cannot create: %s", path, strerror(errno));
     return 0;
 }
 

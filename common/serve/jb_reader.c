@@ -195,8 +195,29 @@ static int open_job(jb_reader_t *r, const jb_msg_t *m, jb_reader_ev_t *ev,
     return 0;
 }
 
+// A job's spec by the rules every stage applies (wire.md 2.3, 2.4: jb_job_from_json,
+// jb_job_validate): its id that of the message, its fields in range. 0 / -1 + why.
+static int spec_valid(const char *id, const char *text, jb_err_t *why) {
+    json_error_t jerr;
+    json_t *js = json_loads(text, 0, &jerr);
+    if (!js) return jb_err_set(why, JB_EFORMAT, "job %s: spec: %s", id, jerr.text);
+    jb_job_t job;
+    jb_job_defaults(&job);
+    snprintf(job.id, sizeof job.id, "%s", id);
+    int rc = jb_job_from_json(js, &job, why);
+    if (!rc && strcmp(job.id, id))
+        rc = jb_err_set(why, JB_EFORMAT, "job %s: the spec's id '%.80s' differs from the "
+                        "message's", id, job.id);
+    if (!rc) rc = jb_job_validate(&job, why);
+    if (rc) jb_err_prefix(why, "the job message's spec");
+    jb_job_free(&job);
+    json_decref(js);
+    return rc ? -1 : 0;
+}
+
 // JOB: the spec (taken from m), or checked against the codes that came first. 0 / -1 + why.
 static int on_spec(jb_reader_job_t *j, jb_msg_t *m, jb_err_t *why) {
+    if (m->spec && spec_valid(j->id, m->spec, why)) return -1;
     json_t *spec = m->spec ? json_loads(m->spec, 0, NULL) : NULL;
     json_t *ns = json_object_get(spec, "n_samples");
     int n = json_is_integer(ns) && json_integer_value(ns) >= 1 &&
@@ -346,8 +367,11 @@ void jb_reader_refused(jb_reader_t *r, const jb_msg_t *m, const jb_err_t *why,
         return;
     }
     char w[512];
-    snprintf(w, sizeof w, "a %s message of the job was refused: %.400s",
-             jb_msg_type_name(m->type), why->msg);
+    if (m->type > JB_MSG_NONE && m->type < JB_MSG_TYPE_COUNT)
+        snprintf(w, sizeof w, "the job's %s message was refused: %.400s",
+                 jb_msg_type_name(m->type), why->msg);
+    else   // an unknown type or version: no name to give
+        snprintf(w, sizeof w, "a message of the job was refused: %.400s", why->msg);
     fail(r, j, m->job_id, -1, 65, w, ev);
 }
 

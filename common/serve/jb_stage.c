@@ -38,6 +38,7 @@ void stage_drop_job(stage_t *s, job_t *j) {
     for (job_t **p = &s->jobs; *p; p = &(*p)->next)
         if (*p == j) {
             *p = j->next;
+            snprintf(s->gone_ids[s->n_gone++ % 256], sizeof s->gone_ids[0], "%s", j->spec.id);
             job_free(j);
             return;
         }
@@ -70,14 +71,16 @@ int stage_send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err) {
 // from there on start): those are not sent again.
 static int emit(stage_t *s, job_t *j, const jb_msg_t *m, jb_err_t *err) {
     if (j && j->gen_idx < j->n_gen && !s->replaying) {
-        int want = j->gen[j->gen_idx], got = m->type * 256 + m->level + 1;
-        if (want == got) {
+        const jb_stage_gen_t *want = &j->gen[j->gen_idx];
+        if (want->type == (int)m->type && want->level == m->level && want->offset == m->offset &&
+            want->sample0 == m->sample0) {
             j->gen_idx++;
             return 0;
         }
-        jb_log(JB_WARN, "job=%s level=%d: after the restart this stage makes %s where its spool "
-               "holds %s; sending from here on", j->spec.id, s->info->level,
-               jb_msg_type_name(m->type), jb_msg_type_name(want / 256));
+        jb_log(JB_WARN, "job=%s level=%d: after the restart this stage makes %s (offset %lld) "
+               "where its spool holds %s (offset %lld); sending from here on", j->spec.id,
+               s->info->level, jb_msg_type_name(m->type), (long long)m->offset,
+               jb_msg_type_name(want->type), (long long)want->offset);
         j->n_gen = j->gen_idx;
     }
     return stage_send_msg(s, m, err);
@@ -225,10 +228,7 @@ static int start_level(stage_t *s, job_t *j, jb_err_t *err) {
     for (int k = 0; k < n && j->have > 0; k++)
         memcpy(j->zs + (int64_t)k * j->total, jb_codes_row(&j->codes, level, k),
                sizeof(int32_t) * (size_t)j->have);
-    if (j->have > 0 && send_codes(s, j, 0, j->have, err)) {   // the prefix goes on first
-        err->code = JB_EIO;   // the output is gone: not the job's fault
-        return -1;
-    }
+    // The prefix is not sent again: it was forwarded as it came (wire.md 8.2).
     int hop = (int)(j->spec.hop_fraction[level] * in->n_ctx);
     if (jb_sample_plan_to(in, j->total, j->have, hop, &j->windows, &j->n_windows, err))
         return jb_err_prefix(err, "job %s", j->spec.id);
@@ -242,7 +242,8 @@ static int start_level(stage_t *s, job_t *j, jb_err_t *err) {
                    jb_codes_row(&j->mine, level, k) + j->have,
                    sizeof(int32_t) * (size_t)(mine - j->have));
         if (mine > j->have) j->have = (int)mine;
-        while (j->gen_idx < j->n_gen && j->gen[j->gen_idx] == JB_MSG_CODES * 256 + level + 1)
+        while (j->gen_idx < j->n_gen && j->gen[j->gen_idx].type == JB_MSG_CODES &&
+               j->gen[j->gen_idx].level == level)
             j->gen_idx++;
         while (j->next_window < j->n_windows &&
                j->windows[j->next_window].start + j->windows[j->next_window].fill <= j->have)
@@ -520,6 +521,31 @@ static int advance(stage_t *s, job_t *j, int may_sample, jb_err_t *err) {
 
 // ---- messages ------------------------------------------------------------------------
 
+int stage_seen_before(const stage_t *s, const char *id) {
+    int n = s->n_gone < 256 ? s->n_gone : 256;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s->gone_ids[i], id)) return 1;
+    return stage_failed_before(s, id) || stage_is_finished(s, id);
+}
+
+int stage_fail_unknown(stage_t *s, const char *id, const jb_err_t *why, jb_err_t *err) {
+    if (!id[0] || stage_find_job(s, id)) return 0;
+    if (stage_seen_before(s, id)) {
+        jb_log(JB_INFO, "job=%s: a late message of a job that ended here (%s); dropped", id,
+               why->msg);
+        return 0;
+    }
+    // A job entry of its own, so that it ends as every failed job does (its ERROR is its
+    // result, its spool released once downstream has it).
+    job_t *j = calloc(1, sizeof *j);
+    if (!j) return jb_err_set(err, JB_ENOMEM, "out of memory");
+    jb_job_defaults(&j->spec);
+    snprintf(j->spec.id, sizeof j->spec.id, "%s", id);
+    j->next = s->jobs;
+    s->jobs = j;
+    return stage_fail_job(s, j, why, err);
+}
+
 int stage_failed_before(const stage_t *s, const char *id) {
     int n = s->n_failed < 32 ? s->n_failed : 32;
     for (int i = 0; i < n; i++)
@@ -550,9 +576,11 @@ int stage_on_message(stage_t *s, jb_msg_t *m, jb_err_t *err) {
     case JB_MSG_CODES:
     case JB_MSG_END: {
         if (!j) {
-            jb_log(JB_WARN, "job=%s: %s for a job this stage does not know; dropped", m->job_id,
-                   jb_msg_type_name(m->type));
-            return 0;
+            jb_err_t why = {0};
+            jb_err_set(&why, JB_EFORMAT, "%s of level %d came without the job's job message "
+                       "(a stage samples a job from its spec: make the stream with jukebox-job)",
+                       jb_msg_type_name(m->type), m->level);
+            return stage_fail_unknown(s, m->job_id, &why, err);
         }
         if (j->failed) return 0;
         jb_err_t why = {0};
@@ -725,10 +753,17 @@ static int receive(stage_t *s, int timeout_ms, int *input_open, jb_err_t *err) {
     } else if (r == JB_RECV_BAD) {
         // A message of a job in progress that cannot be read: the job is missing
         // part of its stream, so it fails as a whole (wire.md 8.3).
+        // A job not seen here (its `job` message the one refused, say) fails the same way.
         job_t *bj = m.job_id[0] ? stage_find_job(s, m.job_id) : NULL;
+        if (m.type > JB_MSG_NONE && m.type < JB_MSG_TYPE_COUNT)
+            jb_err_prefix(&rerr, "the job's %s message was refused", jb_msg_type_name(m.type));
+        else
+            jb_err_prefix(&rerr, "a message of the job was refused");
         if (bj && !bj->failed) {
-            jb_err_prefix(&rerr, "a %s message of the job was refused", jb_msg_type_name(m.type));
             if (stage_fail_job(s, bj, &rerr, err)) rc = -1;
+        } else if (!bj && m.job_id[0] && (m.type <= JB_MSG_ERROR || m.type == JB_MSG_ALIGN ||
+                                          m.type >= JB_MSG_TYPE_COUNT)) {   // a data message
+            if (stage_fail_unknown(s, m.job_id, &rerr, err)) rc = -1;
         } else {
             jb_log(JB_WARN, "rejected a message: %s", rerr.msg);
         }

@@ -24,6 +24,13 @@
 #include "jb_stage.h"
 #include "jb_transport.h"
 
+// A message a stage generated, as far as a resumed job compares them: the same type,
+// level, offset and first sample (codes are sent window by window from offset 0).
+typedef struct {
+    int type, level;
+    int64_t offset, sample0;
+} jb_stage_gen_t;
+
 typedef struct job {
     struct job *next;
     jb_job_t spec;
@@ -55,8 +62,8 @@ typedef struct job {
                              // first n_in of them (resent after a restart) are dropped
     uint32_t *in_sum;        // (n_in) checksums of the spooled inputs (pipe input after a
                              // restart): a resent message must be the same
-    int *gen;                // (n_gen) type * 256 + level + 1 of the messages this stage had
-                             // generated before a restart (in out.jbc): not sent again
+    jb_stage_gen_t *gen;     // (n_gen) the messages this stage had generated before a
+                             // restart (in out.jbc): not sent again
     int n_gen, gen_idx;
     jb_codes_t mine;         // codes of this level from out.jbc (resumed job), or zeroed
     int resumed;
@@ -77,6 +84,11 @@ typedef struct {
     // alignment) are dropped, not passed on after the ERROR record.
     char failed_ids[32][JB_WIRE_JOB_ID_MAX + 1];
     int n_failed;
+    // Ids of the last 256 jobs this stage forgot (finished, failed, cancelled): a late
+    // message of one of them is dropped, where a message of a job never seen here fails
+    // that job (wire.md 8.3: a stage samples a job only from its `job` message).
+    char gone_ids[256][JB_WIRE_JOB_ID_MAX + 1];
+    int n_gone;
     jb_spool_t *spool;
     char model_id[160];      // the model and settings that make this stage's codes
     atomic_int spool_ready;  // replay done: a link input's persist hook may spool
@@ -122,6 +134,11 @@ int stage_send_msg(stage_t *s, const jb_msg_t *m, jb_err_t *err);
 int stage_fail_job(stage_t *s, job_t *j, const jb_err_t *why, jb_err_t *err);
 // Whether job id ended here with an ERROR record (its later messages are dropped).
 int stage_failed_before(const stage_t *s, const char *id);
+// Whether job id was here before (one of the last 256 forgotten, or finished with a spool).
+int stage_seen_before(const stage_t *s, const char *id);
+// A message of a job this stage has no `job` message for: the job fails here (an ERROR
+// record with why), unless it was here before (a late message: dropped). 0 / -1 + err.
+int stage_fail_unknown(stage_t *s, const char *id, const jb_err_t *why, jb_err_t *err);
 int stage_on_message(stage_t *s, jb_msg_t *m, jb_err_t *err);
 
 // ---- jb_stage_replay.c: the spool

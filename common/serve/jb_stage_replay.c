@@ -361,7 +361,7 @@ int stage_replay_job(stage_t *s, const char *id, jb_err_t *err) {
         j->resumed = 1;
         j->in_sum = sums;   // a pipe: what upstream resends is checked against these
         sums = NULL;
-        j->gen = malloc(sizeof(int) * (size_t)(out.n ? out.n : 1));
+        j->gen = malloc(sizeof *j->gen * (size_t)(out.n ? out.n : 1));
         if (!j->gen) {
             jb_err_set(err, JB_ENOMEM, "out of memory");
             goto done;
@@ -372,12 +372,12 @@ int stage_replay_job(stage_t *s, const char *id, jb_err_t *err) {
     int p = 0;
     for (int i = 0; i < out.n; i++) {
         const jb_msg_t *o = &out.v[i];
-        if (p < s->n_cap && same_msg(o, &s->cap[p])) {
-            p++;
-            continue;
-        }
+        int forwarded = p < s->n_cap && same_msg(o, &s->cap[p]);
+        if (forwarded) p++;
         if (!j || j->failed) continue;
-        j->gen[j->n_gen++] = o->type * 256 + o->level + 1;
+        if (!forwarded)
+            j->gen[j->n_gen++] = (jb_stage_gen_t){o->type, o->level, o->offset, o->sample0};
+        // This level's codes, the forwarded prefix and the windows made: what is done.
         jb_err_t why = {0};
         if (o->type == JB_MSG_CODES && o->level == s->info->level &&
             jb_codes_put(&j->mine, o->level, o->offset, o->sample0 > 0 ? (int)o->sample0 : 0,

@@ -172,11 +172,14 @@ int jb_codes_put(jb_codes_t *c, int level, int64_t offset, int sample0, int64_t 
         const int32_t *src = codes + (size_t)r * (size_t)count;
         for (int64_t t = 0; t < count; t++) {
             int32_t v = src[t];
+            if (v < 0 && c->codebook <= 0)   // no codebook known: only the sign is checked
+                return jb_err_set(err, JB_EFORMAT, "job %s level %d sample %d offset %" PRId64
+                                  ": code %" PRId32 " is negative", c->job_id, level, s,
+                                  offset + t, v);
             if (v < 0 || (c->codebook > 0 && v >= c->codebook))
                 return jb_err_set(err, JB_EFORMAT, "job %s level %d sample %d offset %" PRId64
                                   ": code %" PRId32 " outside the codebook [0, %" PRId64 ")",
-                                  c->job_id, level, s, offset + t, v,
-                                  c->codebook > 0 ? c->codebook : (int64_t)INT32_MAX);
+                                  c->job_id, level, s, offset + t, v, c->codebook);
         }
         int64_t overlap = have - offset < count ? have - offset : count;
         if (overlap <= 0) continue;   // (and the level may have no array yet)
@@ -630,6 +633,11 @@ int jb_codes_load(jb_codes_t *c, const char *path, jb_err_t *err) {
     if (!ld.ended) {
         jb_err_set(err, JB_EFORMAT, "%s byte %zu: job %s: the file ends without the job's end "
                    "message (truncated?)", path, len, ld.job);
+        goto fail;
+    }
+    if (ld.max_level < 0) {   // only the job's end (and maybe its job message)
+        jb_err_set(err, JB_EFORMAT, "%s: job %s: no codes and no level in it: not a codes "
+                   "file", path, ld.job);
         goto fail;
     }
     const char *spec = NULL;

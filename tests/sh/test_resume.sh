@@ -244,5 +244,40 @@ wait $p 2>/dev/null
 check "another job under a spooled job's id is refused, not mixed in (watcher $killed, rc $rc)" \
     "[ $killed = 0 ] && [ $rc = 0 ] && grep -q 'differs from the one in the spool' '$d/mid2.log'"
 
+# A continue job: the middle upsampler's own level has a prefix (the saved codes), which
+# it forwards as it comes and does not send again; restarted after windows of its own,
+# it counts the prefix and those windows as done, and its output equals an undisturbed run.
+echo "-- (d) a continue job: the middle upsampler killed -9 after its prefix and some windows"
+d=$T/cont; mkdir -p "$d"
+"$B/jukebox-job" sample -q --id half "${JOB[@]}" --seconds 0.5 --seed 3 \
+    --vqvae $M/vqvae.safetensors | "$B/jukebox-prior-top" -q -t 1 -m $M/prior_level_2.safetensors |
+    "$B/jukebox-upsampler-mid" -q -t 1 -m $M/prior_level_1.safetensors |
+    "$B/jukebox-upsampler-bottom" -q -t 1 -m $M/prior_level_0.safetensors |
+    "$B/jukebox-decoder" -q -t 1 -m $M/vqvae.safetensors --outdir "$d/half"
+"$B/jukebox-job" continue -q --id rj --codes "$d/half/half/codes.jbc" "${JOB[@]}" --seed 9 \
+    --vqvae $M/vqvae.safetensors |
+    "$B/jukebox-prior-top" -q -t 1 -m $M/prior_level_2.safetensors > "$d/top.jbc"
+"$B/jukebox-upsampler-mid" -q -t 1 -m $M/prior_level_1.safetensors < "$d/top.jbc" > "$d/ref.jbc"
+"$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors --spool "$d/sp" \
+    < "$d/top.jbc" > "$d/mid1.jbc" 2> "$d/mid1.log" & p=$!
+pids+=($p)
+python3 tests/sh/lib/spool_watch.py "$d/sp" rj 1 12 $p KILL 30; killed=$?
+wait $p 2>/dev/null
+"$B/jukebox-upsampler-mid" -t 1 -m $M/prior_level_1.safetensors --spool "$d/sp" \
+    < "$d/top.jbc" > "$d/mid2.jbc" 2> "$d/mid2.log"; rc=$?
+k=$(resumed_at "$d/mid2.log")
+n_pre=$(python3 tests/sh/lib/jbx.py list < "$d/top.jbc" | awk '$1 == "codes" && $3 == 1' | wc -l)
+n_ref=$(python3 tests/sh/lib/jbx.py list < "$d/ref.jbc" | awk '$1 == "codes" && $3 == 1' | wc -l)
+check "continue: killed after windows (watcher $killed), restarted exits 0 ($rc)" \
+    "[ $killed = 0 ] && [ $rc = 0 ]"
+check "continue: the level-1 prefix passes once ($n_pre prefix messages, $n_ref in the output)" \
+    "[ $n_pre -ge 1 ] && [ $((n_ref - n_pre)) -ge 2 ] && \
+     [ \$(python3 tests/sh/lib/jbx.py list < '$d/ref.jbc' | awk '\$1 == \"codes\" && \$3 == 1 && \$4 == 0' | wc -l) = 1 ]"
+check "continue: resumed at window ${k:-?} > 0, the spooled codes all used" \
+    "[ -n '$k' ] && [ '$k' -gt 0 ] && ! grep -q 'not usable' '$d/mid2.log'"
+check "continue: the resumed output's codes equal the undisturbed run's" \
+    "cmp -s <('$B/jukebox-codes' dump '$d/ref.jbc') <('$B/jukebox-codes' dump '$d/mid2.jbc')"
+check "continue: the spool is empty afterwards" "spool_empty '$d/sp'"
+
 echo "test_resume: $SECONDS s"
 check_summary test_resume

@@ -207,5 +207,72 @@ check "prior-top: a refused prefix message fails the job ($(dirs "$T/r18"))" \
     test -f "$T/r18/P/error.json" -a ! -f "$T/r18/P/codes.jbc"
 check "prior-top: ... naming the refused message" grep -q "was refused" "$T/r18/P/error.json"
 
+# ---- 8. what a stage does with a job it cannot take, and what it sends (wire.md 3, 8.2, 8.3)
+pt() { "$B/jukebox-prior-top" -q --threads 1 --model "$M/prior_level_2.safetensors"; }
+# (a) a job message whose spec is not JSON: refused as a message, the job fails downstream
+{ F '{"type":"job","v":1,"job":"S1","spec":"{not json"}'; endl S1 2; endl S1 1; endl S1 0
+  endj S1; } > "$T/badspec.jbc"
+pt < "$T/badspec.jbc" 2>/dev/null | dec --outdir "$T/r19" 2>/dev/null; rc=$?
+check "stage: a job message it cannot read fails the job downstream ($(dirs "$T/r19")), exit $rc" \
+    test "$(dirs "$T/r19")" = "S1 " -a -f "$T/r19/S1/error.json" -a "$rc" = 65
+check "stage: ... naming the refused job message" grep -q "job message was refused" "$T/r19/S1/error.json"
+# (b) codes and ends of a job with no job message (encoder output): the job fails, not dropped
+{ for l in 2 1 0; do cds N1 $l 0 16 1; endl N1 $l 16; done; endj N1; } > "$T/nojob.jbc"
+pt < "$T/nojob.jbc" 2>/dev/null | dec --outdir "$T/r20" 2>/dev/null; rc=$?
+check "stage: codes without the job's job message fail the job ($(dirs "$T/r20")), exit $rc" \
+    test -f "$T/r20/N1/error.json" -a "$rc" = 65
+check "stage: ... saying why" grep -q "without the job's job message" "$T/r20/N1/error.json"
+# (c) an upsample job: the given top level is forwarded once, not sent again at offset 0
+"$B/jukebox-job" sample --id U0 --vqvae "$M/vqvae.safetensors" --seconds 0.3 --total-seconds 0.3 \
+    --samples 2 --top-k 1 2>/dev/null | pt 2>/dev/null |
+    "$B/jukebox-upsampler-mid" -q --threads 1 --model "$M/prior_level_1.safetensors" 2>/dev/null |
+    "$B/jukebox-upsampler-bottom" -q --threads 1 --model "$M/prior_level_0.safetensors" 2>/dev/null |
+    dec --outdir "$T/r21" 2>/dev/null
+"$B/jukebox-job" upsample --id U1 --codes "$T/r21/U0/codes.jbc" 2>/dev/null > "$T/up.jbc"
+pt < "$T/up.jbc" 2>/dev/null |
+    "$B/jukebox-upsampler-mid" -q --threads 1 --model "$M/prior_level_1.safetensors" 2>/dev/null \
+    > "$T/up1.jbc"
+n_in=$(python3 "$J" list < "$T/up.jbc" | awk '$1 == "codes" && $3 == 2' | wc -l)
+n_out=$(python3 "$J" list < "$T/up1.jbc" | awk '$1 == "codes" && $3 == 2' | wc -l)
+check "stages: the top level of an upsample passes once ($n_in codes messages in, $n_out out)" \
+    test "$n_in" -ge 1 -a "$n_in" = "$n_out"
+n_mid=$(python3 "$J" list < "$T/up1.jbc" | awk '$1 == "codes" && $3 == 1' | wc -l)
+check "stages: ... and the middle level is sampled ($n_mid messages)" test "$n_mid" -ge 1
+# (d) a run directory's codes.jbc says its audio length, also when nothing is cut (wire.md 5)
+check "codes.jbc: the audio length is given (0.3 s: 13184 samples after the top hop)" \
+    grep -q "^audio length: 13184 samples" <("$B/jukebox-codes" info "$T/r21/U0/codes.jbc")
+# (e) the decoder checks a spec as the stages do
+{ F '{"type":"job","v":1,"job":"Z1","spec":"{\"id\":\"Z1\",\"n_samples\":0}"}'
+  for l in 2 1 0; do cds Z1 $l 0 16 1; endl Z1 $l 16; done; endj Z1; } > "$T/zero.jbc"
+dec --outdir "$T/r22" < "$T/zero.jbc" 2>/dev/null; rc=$?
+check "decoder: a spec of 0 samples fails its job (exit $rc)" \
+    test "$rc" = 65 -a -f "$T/r22/Z1/error.json" -a ! -f "$T/r22/Z1/codes.jbc"
+check "decoder: ... saying why" grep -q "n_samples 0 outside" "$T/r22/Z1/error.json"
+{ F '{"type":"job","v":1,"job":"Z2","spec":"{\"id\":\"other\"}"}'; wholejob Z2 1; } > "$T/zid.jbc"
+dec --outdir "$T/r23" < "$T/zid.jbc" 2>/dev/null; rc=$?
+check "decoder: a spec whose id is another's fails its job (exit $rc)" \
+    test "$rc" = 65 -a -f "$T/r23/Z2/error.json"
+# (f) jukebox-codes: a file with only the job's end holds no codes
+endj E1 > "$T/onlyend.jbc"
+"$B/jukebox-codes" info "$T/onlyend.jbc" >/dev/null 2>"$T/err"; rc=$?
+check "jukebox-codes: a file with only an end is refused, exit 65 (got $rc)" \
+    test "$rc" = 65 && grep -q "not a codes file" "$T/err"
+# (g) --outdir whose parent is missing: an output that cannot be written, 74 (8.5)
+dec --outdir "$T/no/such/root" < "$T/ok.jbc" 2>/dev/null; rc=$?
+check "--outdir under a missing directory: exit 74 (got $rc)" test "$rc" = 74
+# (h) a stale partial run under a root whose name has a quote (it was removed through a
+# shell): removed, and the run written
+mkdir -p "$T/it's/.ok1.partial/sub" && touch "$T/it's/.ok1.partial/sub/x.wav"
+dec --outdir "$T/it's" < "$T/ok.jbc" 2>/dev/null; rc=$?
+check "--outdir with a quote in its name: the stale partial run removed, written (exit $rc)" \
+    test "$rc" = 0 -a -f "$T/it's/ok1/codes.jbc" -a ! -e "$T/it's/.ok1.partial"
+# (i) jukebox-job: ids and seeds out of range are refused, not cut
+"$B/jukebox-job" sample --id "$(printf 'a%.0s' $(seq 64))" >/dev/null 2>&1; rc=$?
+check "jukebox-job --id of 64 bytes: exit 64 (got $rc)" test "$rc" = 64
+"$B/jukebox-job" sample --seed 18446744073709551616 >/dev/null 2>&1; rc=$?
+check "jukebox-job --seed 2^64: exit 64 (got $rc)" test "$rc" = 64
+"$B/jukebox-job" sample --seed 18446744073709551615 --id s 2>/dev/null | python3 "$J" list > "$T/l"
+check "jukebox-job --seed 2^64 - 1: taken" grep -q "^job" "$T/l"
+
 echo "test_wire_reader: $pass passed, $fail failed"
 [ "$fail" = 0 ]
