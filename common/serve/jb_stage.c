@@ -870,6 +870,8 @@ static int serve(stage_t *s, jb_err_t *err) {
         }
         int worked = step(s, err);
         if (worked < 0) return -1;
+        // An idle stage's status still moves (a failed job gone, the minute's rate).
+        if (jb_now() - s->t_status > 1) stage_update_status(s);
         if (!input_open && !worked) {
             if (input_ended(s, err)) return -1;
             break;
@@ -919,7 +921,7 @@ static int stage_close(stage_t *s, int rc, jb_err_t *err) {
 
 int jb_stage_prior_run(const jb_stage_opts_t *o, jb_err_t *err) {
     stage_t s = {.o = o, .status_mu = PTHREAD_MUTEX_INITIALIZER,
-                 .done_mu = PTHREAD_MUTEX_INITIALIZER};
+                 .done_mu = PTHREAD_MUTEX_INITIALIZER, .t_start = jb_now()};
     int rc = -1;
     if (!stage_load(&s, err) && !stage_open(&s, err) && !stage_replay_all(&s, err)) {
         jb_service_ready("weights loaded; waiting for jobs");

@@ -109,6 +109,7 @@ typedef struct {
     double rate_t[64];                // (time, tokens emitted so far) after each window
     int64_t rate_tok[64], tokens;
     int n_rate;
+    double t_start, t_status;         // jb_now() at start-up, and of the last status snapshot
     // DONE from below (the output link's I/O thread): the job is finished for good
     // downstream (another copy may have got there first). The stage thread drops it and
     // its spool (drain_done); until then nothing more of it is sent or spooled.

@@ -25,30 +25,36 @@ void stage_update_status(stage_t *s) {
                                               "tokens", j->have, "total", j->total, "started",
                                               j->started));
     json_object_set_new(o, "jobs_in_flight", jobs);
-    // Tokens per second over the last minute (windows finished in it).
-    double tps = 0;
+    // Tokens per second over the last minute: the tokens of the windows finished in it
+    // (all of them, the first included) over the minute, or over the time since the
+    // stage started when that is shorter.
+    double tps = 0, since = s->t_start;
+    int64_t base = 0;
     int n = s->n_rate < 64 ? s->n_rate : 64;
-    if (n > 0) {
-        int last = (s->n_rate - 1) % 64, first = last;
-        for (int k = 1; k < n; k++) {
-            int i = (s->n_rate - 1 - k) % 64;
-            if (now - s->rate_t[i] > 60) break;
-            first = i;
+    for (int k = 0; k < n; k++) {   // newest first: the last record older than the minute
+        int i = (s->n_rate - 1 - k) % 64;
+        if (now - s->rate_t[i] > 60) {
+            since = s->rate_t[i], base = s->rate_tok[i];
+            break;
         }
-        double dt = now - s->rate_t[first];
-        if (first != last && dt > 0) tps = (double)(s->rate_tok[last] - s->rate_tok[first]) / dt;
-        if (now - s->rate_t[last] > 60) tps = 0;
+        if (k == n - 1 && s->n_rate > 64)   // 64 windows within the minute: from the oldest
+            since = s->rate_t[i], base = s->rate_tok[i];
     }
+    double span = now - since < 60 ? now - since : 60;
+    if (span > 0) tps = (double)(s->tokens - base) / span;
     json_object_set_new(o, "tokens_per_s", json_real(tps));
     json_object_set_new(o, "tokens_total", json_integer(s->tokens));
+    // "at" (jb_now() of the error) becomes "ago_s" when the status is read (stage_status):
+    // a snapshot of an idle stage is not rebuilt for every reader.
     if (s->last_error[0])
         json_object_set_new(o, "last_error", json_pack("{s:s,s:f}", "text", s->last_error,
-                                                       "ago_s", now - s->last_error_t));
+                                                       "at", s->last_error_t));
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     pthread_mutex_lock(&s->status_mu);
     free(s->status);
     s->status = text;
+    s->t_status = now;
     pthread_mutex_unlock(&s->status_mu);
 }
 
@@ -57,6 +63,18 @@ char *stage_status(void *user) {
     pthread_mutex_lock(&s->status_mu);
     char *t = s->status ? strdup(s->status) : NULL;
     pthread_mutex_unlock(&s->status_mu);
+    json_t *o = t ? json_loads(t, 0, NULL) : NULL;
+    json_t *le = json_object_get(o, "last_error");
+    json_t *at = json_object_get(le, "at");
+    if (!json_is_number(at)) {
+        json_decref(o);
+        return t;
+    }
+    json_object_set_new(le, "ago_s", json_real(jb_now() - json_number_value(at)));
+    json_object_del(le, "at");
+    free(t);
+    t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
     return t;
 }
 

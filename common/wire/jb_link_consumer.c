@@ -93,6 +93,13 @@ void jbl_consumer_on_data(jb_link_t *l, int pi, jb_msg_t *m) {
     if (is_voiding(l, m->job_id)) return;   // the stage is still dropping the old stream
     cjob_t *c = find_cjob(l, m->job_id);
     if (!c && in_ring(l->done_ring, l->n_done, m->job_id)) {
+        // A job id used again (a resubmission, or a resend whose DONE was lost): it is
+        // done, and nothing is made again. Said once a submission (seq 0): a user who
+        // sent the same job again waits for output that will not come.
+        if (m->seq == 0)
+            jb_log(JB_WARN, "link %s: job=%s from %s is already done here: answered DONE, "
+                   "nothing made again (a new job needs another id: another seed or --id)",
+                   l->name, m->job_id, peer_label(p));
         jbl_send_ctl(l, pi, JB_MSG_ACK, m->job_id, m->seq, NULL);
         jbl_send_ctl(l, pi, JB_MSG_DONE, m->job_id, -1, NULL);
         l->st.dups++;

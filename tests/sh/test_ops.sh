@@ -80,6 +80,28 @@ for i in $(seq 300); do [ -f "$T/s/out/ls1/index.html" ] && break; sleep 0.1; do
 for f in codes.jbc level_0/sample_1.wav; do
     check "a job through the services: $f identical to a shell pipe's" "cmp -s '$T/s/out/ls1/$f' '$T/ref/ls1/$f'"
 done
+if [ $link = 1 ]; then
+    # The status of a stage that went idle (operations.md "Status"): the minute's tokens/s
+    # counts every window of the job (one window's job read 0 before), a refused job is not
+    # left "in flight", and the last error's age grows while nothing happens.
+    top_ctl=$(awk '$2 == "top-0" {print $3}' "$T/s/endpoints")
+    "$B/jukebox-status" --json "$top_ctl" > "$T/st1.json"
+    check "status: top-0 counts the job's tokens in its minute's rate" \
+        "python3 -c 'import json, sys
+o = json.load(open(sys.argv[1]))
+sys.exit(not (o[\"tokens_total\"] > 0 and o[\"tokens_per_s\"] > 0 and
+              o[\"tokens_per_s\"] * 60 >= o[\"tokens_total\"] - 1e-6))' '$T/st1.json'"
+    "$B/jukebox-job" sample -q --id toolong --total-seconds 30 --seconds 0.3 -o "$ep"
+    st_ok() {   # the refused job gone from the jobs in flight, its error aged >= 1 s
+        "$B/jukebox-status" --json "$top_ctl" > "$T/st2.json" 2>/dev/null &&
+            python3 -c 'import json, sys
+o = json.load(open(sys.argv[1])); e = o.get("last_error") or {}
+sys.exit(not (o["jobs_in_flight"] == [] and "toolong" in e.get("text", "") and
+              e.get("ago_s", 0) >= 1.0))' "$T/st2.json"
+    }
+    for i in $(seq 100); do st_ok && break; sleep 0.1; done
+    check "status: a refused job leaves no job in flight, its error ages ($(cat "$T/st2.json" | head -c 300))" st_ok
+fi
 $LS --state "$T/s" restart mid-0 > "$T/restart.txt" 2>&1; rc=$?
 check "restart mid-0: a new process, the others untouched (rc $rc)" \
     "[ $rc = 0 ] && [ \$(cat '$T/s/run/mid-0.pid') != $before ] && ! alive $before && grep -q 'mid-0: ready' '$T/restart.txt'"

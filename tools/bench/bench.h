@@ -23,10 +23,13 @@ double bench_cpu_now(void);
 double bench_peak_rss_mib(void);
 // OpenMP and OpenBLAS threads.
 void bench_set_threads(int n);
-// Machine description on one line (CPU model, cores) into buf.
-void bench_machine(char *buf, size_t size);
-// How idle OpenMP threads wait (OMP_WAIT_POLICY / GOMP_SPINCOUNT), in words.
+// Machine description on one line (CPU model, cores, how OpenMP threads wait) into buf:
+// this process's threads, or (stages 1) those of the stage executables it starts.
+void bench_machine(char *buf, size_t size, int stages);
+// How idle OpenMP threads wait (OMP_WAIT_POLICY / GOMP_SPINCOUNT), in words: this
+// process's, and that of a stage executable started with this environment.
 void bench_wait_policy(char *buf, size_t size);
+void bench_stage_wait_policy(char *buf, size_t size);
 
 // The machine's read bandwidth with the current OpenMP threads, GB/s, best of `reps` passes
 // over 512 MiB. plain: one sequential stream per thread, no software prefetch (a simple read

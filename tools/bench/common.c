@@ -37,7 +37,7 @@ void bench_set_threads(int n) {
     openblas_set_num_threads(n);
 }
 
-void bench_machine(char *buf, size_t size) {
+void bench_machine(char *buf, size_t size, int stages) {
     char model[256] = "unknown CPU", line[512];
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (f) {
@@ -53,7 +53,7 @@ void bench_machine(char *buf, size_t size) {
         fclose(f);
     }
     char wait[96];
-    bench_wait_policy(wait, sizeof wait);
+    (stages ? bench_stage_wait_policy : bench_wait_policy)(wait, sizeof wait);
     snprintf(buf, size, "%s, %ld online CPUs, OpenBLAS %s; OpenMP threads wait: %s", model,
              sysconf(_SC_NPROCESSORS_ONLN), openblas_get_config(), wait);
 }
@@ -65,6 +65,13 @@ void bench_wait_policy(char *buf, size_t size) {
     if (sc) snprintf(buf, size, "spin %s then sleep (GOMP_SPINCOUNT)", sc);
     else if (wp) snprintf(buf, size, "%s (OMP_WAIT_POLICY)", wp);
     else snprintf(buf, size, "libgomp default (spin ~300000, then sleep)");
+}
+
+// The same for the stage executables this process starts with its environment: without
+// OMP_WAIT_POLICY or GOMP_SPINCOUNT they run PASSIVE (jb_threads.c sets it at start-up).
+void bench_stage_wait_policy(char *buf, size_t size) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) bench_wait_policy(buf, size);
+    else snprintf(buf, size, "PASSIVE (the stages' default; OMP_WAIT_POLICY not set)");
 }
 
 // One pass over a (n bytes, 4 KiB aligned): every thread reads its contiguous share as S

@@ -644,7 +644,7 @@ static int compute(const run_t *r, report_t *rep) {
 
 static void print_table(const run_t *r, const report_t *rep, const double la[2]) {
     char mach[512];
-    bench_machine(mach, sizeof mach);
+    bench_machine(mach, sizeof mach, 1);
     const int N = r->o.jobs;
     printf("machine: %s\nmodels %s, %d jobs submitted at once, %g s of audio each (song "
            "%g s); %d threads a stage, weights %s\nload average at start %.2f\n\n",

@@ -199,7 +199,7 @@ int bench_prior(int argc, char **argv) {
         }
     bench_set_threads(threads);
     char mach[512];
-    bench_machine(mach, sizeof mach);
+    bench_machine(mach, sizeof mach, 0);
     double la[3] = {0};
     if (getloadavg(la, 3) < 0) la[0] = la[1] = la[2] = -1;
     printf("machine: %s\nthreads: %d, matmul kernel: %s, load average at start: %.2f %.2f %.2f\n",

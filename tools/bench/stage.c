@@ -257,7 +257,7 @@ int bench_stage(int argc, char **argv) {
                               (double)in->seq_bins * in->width);
     if (!json) {
         char mach[512];
-        bench_machine(mach, sizeof mach);
+        bench_machine(mach, sizeof mach, 0);
         printf("machine: %s\nthreads %d, load average at start %.2f %.2f %.2f\n"
                "read bandwidth at start: plain loop %.1f GB/s, %d streams/thread + prefetch %d "
                "B: %.1f GB/s\nFMA peak at start: %.1f GFLOP/s (%d threads, %s)\n"

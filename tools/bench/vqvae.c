@@ -129,7 +129,7 @@ int bench_vqvae(int argc, char **argv) {
                            0.05 * ((next_u32() >> 8) / 16777216.0 - 0.5));
     }
     char machine[512];
-    bench_machine(machine, sizeof machine);
+    bench_machine(machine, sizeof machine, 0);
     printf("jukebox-bench vqvae: preset 'vqvae' (levels %d, width %d, depth %d, emb %d, "
            "l_bins %d, multipliers %d,%d,%d), random weights\n",
            hp.levels, hp.width, hp.depth, hp.emb_width, hp.l_bins, hp.multipliers[0],
