@@ -193,6 +193,23 @@ wait $dec; rc=$?
 check "decoder -o in a missing directory: exit 74 before any work (rc $rc)" \
     "[ $gone = 0 ] && [ $rc = 74 ] && grep -q '$T/nodir' '$T/m6.err'"
 
+echo "-- 14: arguments: a missing value, an unknown option, a missing model directory"
+for o in -o --out --models --threads --device --stages --listen --id --seconds --lyrics-file; do
+    timeout 10 "$J" sample --seconds 2 $o > /dev/null 2>"$T/a.err"; rc=$?
+    check "$o as the last argument: exit 64, '$o needs a value' (rc $rc)" \
+        "[ $rc = 64 ] && grep -q -- '$o needs a value' '$T/a.err'"
+done
+timeout 10 "$J" sample --models "$M" --bogus-option -o "$T/bo" 2>"$T/a.err"; rc=$?
+check "an unknown option: exit 64 naming it, not the argument after it (rc $rc)" \
+    "[ $rc = 64 ] && grep -q \"unknown option '--bogus-option'\" '$T/a.err' && ! grep -q 'unexpected argument' '$T/a.err'"
+timeout 10 "$J" sample --models "$T/nonexistent" -o "$T/nm" 2>"$T/a.err"; rc=$?
+check "--models DIR that does not exist: exit 66 naming it (rc $rc)" "[ $rc = 66 ] && grep -q -- '--models $T/nonexistent' '$T/a.err'"
+JUKEBOX_MODELS=$T/nope timeout 10 "$J" sample -o "$T/nm" 2>"$T/a.err"; rc=$?
+check "JUKEBOX_MODELS that does not exist: exit 66 naming it (rc $rc)" "[ $rc = 66 ] && grep -q 'JUKEBOX_MODELS=$T/nope' '$T/a.err'"
+timeout 10 "$J" sample --models "$M" --temp 200 -o "$T/nm" 2>"$T/a.err"; rc=$?
+check "a job refused before it has an id: exit 64, no 'job song:' (rc $rc)" \
+    "[ $rc = 64 ] && grep -q 'temperature 200' '$T/a.err' && ! grep -q 'job song' '$T/a.err'"
+
 echo "-- 5: make install: the bundled model, every installed command finds it"
 make -s install PREFIX=/usr DESTDIR="$T/root" BUILD="$BUILD" >/dev/null 2>&1
 check "the model under PREFIX/share/jukebox/models/default" \
