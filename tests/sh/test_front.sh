@@ -76,6 +76,9 @@ check "runs done, OUTDIR with a space and an accent accepted (rc $rc1 $rc2)" \
     "[ $rc1 = 0 ] && [ $rc2 = 0 ] && [ -s '$T/runs/other dir/b é/index.html' ]"
 check "the same seed and settings: the same codes in another OUTDIR" \
     "cmp -s '$T/runs/a/codes.jbc' '$T/runs/other dir/b é/codes.jbc'"
+spec_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$T/spec.json" 2>/dev/null)
+check "--print-spec prints the id the run has ($spec_id): the spec the stages get" \
+    "[ -n '$spec_id' ] && [ \"\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"id\"])' '$T/runs/a/job.json')\" = '$spec_id' ]"
 "$J" sample "${short[@]}" --lyrics "la la la" --id my-take.1 -o "$T/runs/c" 2>"$T/c.err"; rc=$?
 check "--id is kept (rc $rc)" "[ $rc = 0 ] && grep -q '\"id\": *\"my-take.1\"' '$T/runs/c/job.json'"
 check "lyrics with a lyrics model: no 'lyrics ignored' warning" "! grep -q 'lyrics ignored' '$T/c.err'"
