@@ -109,6 +109,13 @@ for f in "$T"/ls/run/*.pid; do
     tr '\0' '\n' < "/proc/$(cat "$f")/environ" 2>/dev/null | grep -q '^OMP_WAIT_POLICY=PASSIVE$' && pas=$((pas + 1))
 done
 check "  and their idle threads sleep (OMP_WAIT_POLICY=PASSIVE in $pas of 4)" "[ $pas = 4 ]"
+# --stages alone: the remote decoder writes the run, named by the job id; -o is not used.
+"$J" sample "${short[@]}" --stages "$("$LS" --state "$T/ls" endpoint)" -o "$T/st_o" 2>"$T/st.err"; rc=$?
+st_id=$(sed -n 's/.*job \(song-[0-9a-f]*\) sent to .*/\1/p' "$T/st.err")
+check "--stages with -o: exit 0, says -o is not used, makes nothing there (rc $rc)" \
+    "[ $rc = 0 ] && grep -q -- '-o $T/st_o is not used with --stages' '$T/st.err' && [ ! -e '$T/st_o' ]"
+check "  the run is the services' out/<the job id it printed> (${st_id:-no id}), the id --print-spec gives" \
+    "[ -n '$st_id' ] && [ '$st_id' = '$spec_id' ] && until_ 120 '[ -s \"$T/ls/out/$st_id/index.html\" ]'"
 "$LS" --state "$T/ls" stop > /dev/null 2>&1
 
 echo "-- 2: SIGINT (Ctrl-C), SIGTERM and SIGKILL of the front command"
