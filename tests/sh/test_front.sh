@@ -220,6 +220,31 @@ timeout 10 "$J" sample --models "$M" --temp 200 -o "$T/nm" 2>"$T/a.err"; rc=$?
 check "a job refused before it has an id: exit 64, no 'job song:' (rc $rc)" \
     "[ $rc = 64 ] && grep -q 'temperature 200' '$T/a.err' && ! grep -q 'job song' '$T/a.err'"
 
+echo "-- 14: the demo's settings and its --help"
+mkdir -p "$T/dh"
+D=$PWD/pipelines/demo.sh
+( cd "$T/dh" && timeout 20 "$D" --help ) > "$T/dh.out" 2>&1; rc=$?
+check "demo --help: exit 0, its usage (the settings, where it writes), no run (rc $rc)" \
+    "[ $rc = 0 ] && grep -q DEMO_LYRICS '$T/dh.out' && grep -q DEMO_OUT '$T/dh.out' && [ ! -e '$T/dh/demo-out' ]"
+( cd "$T/dh" && timeout 20 "$D" --bogus ) > "$T/dh.out" 2>&1; rc=$?
+check "demo with an argument: exit 64, no run (rc $rc)" "[ $rc = 64 ] && [ ! -e '$T/dh/demo-out' ]"
+# demo.sh in a tree of its own, beside a stand-in front command that records its calls.
+mkdir -p "$T/demo/pipelines" "$T/demo/models/default"
+cp pipelines/demo.sh "$T/demo/pipelines/"
+ln -s "$PWD/pipelines/demo-lyrics" "$T/demo/pipelines/"
+cat > "$T/demo/pipelines/jukebox" <<'STUB'
+#!/bin/bash
+o="" p=""; for a in "$@"; do [ "$p" = -o ] && o=$a; p=$a; done
+printf '%s\n' "$*" >> "$(dirname "$0")/calls"; mkdir -p "$o/level_0"
+STUB
+chmod +x "$T/demo/pipelines/jukebox"
+echo "la la" > "$T/my-lyrics.txt"
+env -u DEMO_GENRE -u DEMO_ARTIST DEMO_LYRICS="$T/my-lyrics.txt" DEMO_OUT="$T/demo/out" \
+    "$T/demo/pipelines/demo.sh" > "$T/demo.lyr" 2>&1; rc=$?
+check "DEMO_LYRICS alone: one song with those lyrics, jazz by Miles Harmon Trio (rc $rc)" \
+    "[ $rc = 0 ] && [ \$(wc -l < '$T/demo/pipelines/calls') = 1 ] &&
+     grep -q -- '--artist Miles Harmon Trio --genre jazz --lyrics-file $T/my-lyrics.txt' '$T/demo/pipelines/calls'"
+
 echo "-- 5: make install: the bundled model, every installed command finds it"
 make -s install PREFIX=/usr DESTDIR="$T/root" BUILD="$BUILD" >/dev/null 2>&1
 check "the model under PREFIX/share/jukebox/models/default" \
