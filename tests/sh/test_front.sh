@@ -245,6 +245,21 @@ check "DEMO_LYRICS alone: one song with those lyrics, jazz by Miles Harmon Trio 
     "[ $rc = 0 ] && [ \$(wc -l < '$T/demo/pipelines/calls') = 1 ] &&
      grep -q -- '--artist Miles Harmon Trio --genre jazz --lyrics-file $T/my-lyrics.txt' '$T/demo/pipelines/calls'"
 
+echo "-- 14: the README's jukebox-job examples make jobs the bundled model takes"
+# Each, as pasted (continued lines joined, up to its first pipe, without -o ENDPOINT, with
+# --print-spec), then its spec checked against the top prior as the stage checks it.
+awk '/^```sh/{f=1; next} /^```/{f=0} f' README.md | sed -e :a -e '/\\$/N; s/\\\n//; ta' |
+    grep '^jukebox-job ' | sed -e 's/ *[|#].*//' -e 's/ -o .*//' -e 's/$/ --print-spec/' > "$T/jj.txt"
+n=0
+while IFS= read -r cmd; do
+    n=$((n + 1))
+    ( PATH=$B:$PATH; eval "$cmd" ) > "$T/jj$n.json" 2>/dev/null &&
+        "$B/jukebox-job" sample --spec "$T/jj$n.json" --check "2=$M/prior_level_2.safetensors" \
+            --print-spec > /dev/null 2>"$T/jj$n.err"; rc=$?
+    check "README: $cmd (rc $rc)" "[ $rc = 0 ]"
+done < "$T/jj.txt"
+check "  the README has such examples ($n)" "[ $n -ge 2 ]"
+
 echo "-- 5: make install: the bundled model, every installed command finds it"
 make -s install PREFIX=/usr DESTDIR="$T/root" BUILD="$BUILD" >/dev/null 2>&1
 check "the model under PREFIX/share/jukebox/models/default" \
