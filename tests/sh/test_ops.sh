@@ -161,6 +161,9 @@ check "a control reply: instance, uptime, queue from the input link, backlog fro
     "[ $rc = 0 ] && grep -qE '^  bottom-0 +77 +12s +3 +7 +55.5 +a 2/8 +4s ago: bad peer' '$T/sc.txt'"
 check "a control reply: the peers of both links, a dead one marked" \
     "grep -qE 'in:  peer mid-0 +producer' '$T/sc.txt' && grep -qE 'out: peer decoder-0 .*\(dead\)' '$T/sc.txt'"
+"$B/jukebox-status" --help > "$T/sh.txt"; rc=$?
+check "--help: exit 0; --peers in the usage line, the peers said to need it (rc $rc)" \
+    "[ $rc = 0 ] && sed -n '1,2p' '$T/sh.txt' | grep -q -- '--peers' && ! grep -q \"then each instance's peers\" '$T/sh.txt'"
 "$B/jukebox-status" --state "$T/none" >/dev/null 2>&1; rc=$?
 check "no endpoints and no state: exit 64" "[ $rc = 64 ]"
 
