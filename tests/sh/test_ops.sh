@@ -39,6 +39,10 @@ check "a stage that exits before READY: exit 69, its status reported (rc $rc)" \
 "$B/jukebox-launch" --log "$T/l3.log" --pidfile "$T/l3.pid" --timeout 0.5 -- sleep 30; rc=$?
 check "no READY within --timeout: exit 75, left running (rc $rc)" "[ $rc = 75 ] && alive \$(cat '$T/l3.pid')"
 kill "$(cat "$T/l3.pid")"
+"$B/jukebox-launch" --log "$T/l4.log" --pidfile "$T/l4.pid" --timeout 60 -- "$T/no/such/cmd" 2>"$T/l4.err"; rc=$?
+check "a command that cannot be started: exit 71 as --help says, named, no pid file (rc $rc)" \
+    "[ $rc = 71 ] && grep -q 'cannot run $T/no/such/cmd' '$T/l4.err' && [ ! -e '$T/l4.pid' ] &&
+     '$B/jukebox-launch' --help | grep -q '71 cannot create the socket or start the command'"
 
 echo "-- local-services.sh"
 P=$(free_port)
