@@ -4,6 +4,28 @@
 # nothing anywhere else. The front command picks the threads (a share of the cores, idle
 # threads sleeping: see `jukebox --help`).
 set -eu
+[ $# = 0 ] || case "$1" in
+    -h|--help)
+        cat <<'USAGE'
+usage: jukebox-demo    (make demo in a source tree)
+
+Runs the whole pipeline (jukebox sample) on the bundled model: two songs of 10 s, two
+samples each, a jazz song by Miles Harmon Trio and a rock song by The Iron Kites, each
+sung with a verse of pipelines/demo-lyrics/. Writes DEMO_OUT/run-<time>/ and
+DEMO_OUT/run-<time>-rock/ (the audio of every level, the codes, index.html) and nothing
+anywhere else.
+
+environment:
+  DEMO_OUT DIR      where the runs go (default ./demo-out, where the command is run)
+  DEMO_GENRE NAME   any of these three: one song of your choice instead, in
+  DEMO_ARTIST NAME    DEMO_OUT/run-<time>/; the ones not set are jazz, Miles Harmon
+  DEMO_LYRICS FILE    Trio and the jazz verse (pipelines/demo-lyrics/jazz.txt)
+
+exit codes: those of jukebox (jukebox --help); 64 an argument (it takes none).
+USAGE
+        exit 0 ;;
+    *) echo "jukebox-demo: unexpected argument '$1' (it takes none; see --help)" >&2; exit 64 ;;
+esac
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # The front command and the model: the source tree (pipelines/, models/default, build/bin),
 # or an installed tree (PREFIX/bin/jukebox-demo beside PREFIX/bin/jukebox, the model in
@@ -25,7 +47,8 @@ lyrics_dir=$here/demo-lyrics                                              # besi
 # --list); its vocabularies hold exactly those names. Two songs of two genres, each sung
 # with a short verse (pipelines/demo-lyrics/, words of the data set's lyrics): jazz by its
 # first jazz artist in run-<time>/, rock in run-<time>-rock/, two samples each.
-# DEMO_GENRE / DEMO_ARTIST (and DEMO_LYRICS, a file): one song of your choice instead.
+# DEMO_GENRE, DEMO_ARTIST and DEMO_LYRICS (a file), any of them: one song of your choice
+# instead; the ones not set are the jazz song's.
 export PATH
 song() {   # outdir genre artist lyrics-file
     local lyr=()
@@ -36,8 +59,8 @@ song() {   # outdir genre artist lyrics-file
     echo "demo: wrote $1/"
     ls "$1" "$1/level_0"
 }
-if [ -n "${DEMO_GENRE:-}${DEMO_ARTIST:-}" ]; then
-    song "$out" "${DEMO_GENRE:-jazz}" "${DEMO_ARTIST:-Miles Harmon Trio}" "${DEMO_LYRICS:-}"
+if [ -n "${DEMO_GENRE:-}${DEMO_ARTIST:-}${DEMO_LYRICS:-}" ]; then
+    song "$out" "${DEMO_GENRE:-jazz}" "${DEMO_ARTIST:-Miles Harmon Trio}" "${DEMO_LYRICS:-$lyrics_dir/jazz.txt}"
     outs=("$out")
 else
     song "$out" jazz "Miles Harmon Trio" "$lyrics_dir/jazz.txt"

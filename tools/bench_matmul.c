@@ -78,6 +78,39 @@ static int has_item(const char *list, const char *name) {
     return 0;
 }
 
+static void usage(FILE *f) {
+    fprintf(f,
+"usage: jukebox-bench_matmul [--reps N] [--large] [--layout plain|packed|both]\n"
+"                            [--config upsampler|5b|all] [--threads 1|2|12]\n"
+"                            [--dtypes f32,bf16,f16,int8] [--kernel c|avx2|avx512]\n"
+"\n"
+"Speed of jb_matmul on the released transformer shapes. For each configuration, weight\n"
+"dtype, thread count and M (rows: samples in a sampling step) it times one transformer\n"
+"layer's four products (attention c_attn and c_proj, MLP c_fc and c_proj), reports the\n"
+"weights' read rate in GB/s and as a fraction of the machine's read bandwidth (measured\n"
+"as jukebox-bench measures it), and estimates a full step as depth x (one layer) + the\n"
+"output projection. OpenBLAS's sgemm on the same f32 shapes is timed in the same run.\n"
+"\n"
+"  --reps N          rounds, each running every case once; every figure is the best\n"
+"                    of them (default 7)\n"
+"  --large           also products of 256 rows (priming), in GFLOP/s\n"
+"  --layout L        plain, packed or both (default both)\n"
+"  --config C        upsampler (upsampler_level_0; the default), 5b (prior_5b) or all\n"
+"  --threads T       1, 2 or 12 (both; the default)\n"
+"  --dtypes LIST     weight dtypes, comma-separated (default f32,bf16,f16,int8)\n"
+"  --kernel K        c, avx2 or avx512 (default: the best this CPU has)\n"
+"  -h, --help        this text\n"
+"\n"
+"exit codes: 0 done; 64 bad usage (an unknown option, a bad or missing value).\n");
+}
+
+// Index of v among the n names, or -1.
+static int choice(const char *v, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i])) return i;
+    return -1;
+}
+
 // One measured case: what runs, and the best time over the rounds.
 typedef struct {
     int kind;   // 0 jb_matmul, 1 jb_matmul_packed, 2 OpenBLAS sgemm (f32), 3 output projection
@@ -95,34 +128,76 @@ static const char *DN[NDT] = {"f32", "bf16", "f16", "int8"};
 int main(int argc, char **argv) {
     int reps = 7, cfg_mask = 1, thr_mask = 3, layouts = 3, large = 0;
     const char *dtypes = "f32,bf16,f16,int8";
+    // Every value is checked: a typo is refused (exit 64), not measured as something else.
+    static const char *const layout_n[] = {"plain", "packed", "both"},
+                             *config_n[] = {"upsampler", "5b", "all"},
+                             *thr_n[] = {"1", "2", "12"};
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--large")) large = 1;
-        else if (!strcmp(argv[i], "--layout") && i + 1 < argc) {
-            const char *v = argv[++i];
-            layouts = !strcmp(v, "plain") ? 1 : !strcmp(v, "packed") ? 2 : 3;
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            const char *v = argv[++i];
-            cfg_mask = !strcmp(v, "all") ? 3 : !strcmp(v, "5b") ? 2 : 1;
-        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            const char *v = argv[++i];
-            thr_mask = !strcmp(v, "1") ? 1 : !strcmp(v, "2") ? 2 : 3;
-        } else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc) {
-            dtypes = argv[++i];
-        } else if (!strcmp(argv[i], "--kernel") && i + 1 < argc) {
-            if (jb_matmul_set_kernel(argv[++i]) < 0) {
-                fprintf(stderr, "bench_matmul: kernel %s not available\n", argv[i]);
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = !strcmp(o, "--reps") || !strcmp(o, "--layout") || !strcmp(o, "--config") ||
+                    !strcmp(o, "--threads") || !strcmp(o, "--dtypes") || !strcmp(o, "--kernel");
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (takes && !v) {
+            fprintf(stderr, "jukebox-bench_matmul: %s needs a value (see --help)\n", o);
+            return EX_USAGE;
+        }
+        if (takes) i++;
+        int k = 0;
+        if (!strcmp(o, "--reps")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (end == v || *end || n < 1 || n > 100000) {
+                fprintf(stderr, "jukebox-bench_matmul: --reps %s: expected a count from 1 to "
+                        "100000\n", v);
                 return EX_USAGE;
             }
+            reps = (int)n;
+        } else if (!strcmp(o, "--large")) {
+            large = 1;
+        } else if (!strcmp(o, "--layout") && (k = choice(v, layout_n, 3)) >= 0) {
+            layouts = k + 1;
+        } else if (!strcmp(o, "--config") && (k = choice(v, config_n, 3)) >= 0) {
+            cfg_mask = k + 1;
+        } else if (!strcmp(o, "--threads") && (k = choice(v, thr_n, 3)) >= 0) {
+            thr_mask = k + 1;
+        } else if (!strcmp(o, "--dtypes")) {
+            int n = 0, bad = 0;   // every item one of DN, and at least one
+            for (const char *p = v; *p;) {
+                size_t len = strcspn(p, ",");
+                int known = 0;
+                for (int di = 0; di < NDT; di++)
+                    known |= strlen(DN[di]) == len && !strncmp(p, DN[di], len);
+                bad |= !known;
+                n++;
+                p += len + (p[len] == ',');
+            }
+            if (bad || n < 1) {
+                fprintf(stderr, "jukebox-bench_matmul: --dtypes %s: expected a comma-separated "
+                        "list of f32, bf16, f16, int8\n", v);
+                return EX_USAGE;
+            }
+            dtypes = v;
+        } else if (!strcmp(o, "--kernel")) {
+            if (jb_matmul_set_kernel(v) < 0) {
+                fprintf(stderr, "jukebox-bench_matmul: --kernel %s: not available (c, avx2, "
+                        "avx512 where the CPU has it)\n", v);
+                return EX_USAGE;
+            }
+        } else if (takes) {
+            fprintf(stderr, "jukebox-bench_matmul: %s %s: expected %s\n", o, v,
+                    !strcmp(o, "--layout")   ? "plain, packed or both"
+                    : !strcmp(o, "--config") ? "upsampler, 5b or all"
+                                             : "1, 2 or 12");
+            return EX_USAGE;
         } else {
-            fprintf(stderr,
-                    "usage: %s [--reps N] [--large] [--layout plain|packed|both] [--config upsampler|5b|all]"
-                    " [--threads 1|2|12] [--dtypes f32,bf16,f16,int8] [--kernel c|avx2|avx512]\n",
-                    argv[0]);
+            fprintf(stderr, "jukebox-bench_matmul: unknown option '%s'\n", o);
+            usage(stderr);
             return EX_USAGE;
         }
     }
-    if (reps < 1) reps = 1;
     double bw[3] = {0}, bw_plain[3] = {0};   // the bound uses bw (multi-stream)
     static const int Ms[] = {1, 4, 8, 16};
     printf("kernel %s; every figure the best of %d rounds (each round runs every case once)\n",

@@ -109,6 +109,14 @@ int main(int argc, char **argv) {
         rmdir(dir);
         return EX_OSERR;
     }
+    // A command that cannot be started is "cannot start" (71), not a command that exited
+    // before it was ready (69): the child sends exec's errno through a close-on-exec pipe,
+    // which a successful exec closes with nothing written.
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) != 0) {
+        fprintf(stderr, "jukebox-launch: pipe: %s\n", strerror(errno));
+        return EX_OSERR;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "jukebox-launch: fork: %s\n", strerror(errno));
@@ -125,10 +133,26 @@ int main(int argc, char **argv) {
         unsetenv("WATCHDOG_PID");
         signal(SIGPIPE, SIG_DFL);
         execvp(argv[optind], argv + optind);
-        fprintf(stderr, "jukebox-launch: cannot run %s: %s\n", argv[optind], strerror(errno));
+        int e = errno;
+        fprintf(stderr, "jukebox-launch: cannot run %s: %s\n", argv[optind], strerror(e));
+        ssize_t wr = write(ep[1], &e, sizeof e);
+        (void)wr;
         _exit(127);
     }
     close(logfd);
+    close(ep[1]);
+    int exec_errno;
+    ssize_t got_e;
+    while ((got_e = read(ep[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR) {}
+    close(ep[0]);
+    if (got_e == (ssize_t)sizeof exec_errno) {
+        fprintf(stderr, "jukebox-launch: cannot run %s: %s\n", argv[optind], strerror(exec_errno));
+        waitpid(pid, NULL, 0);
+        close(fd);
+        unlink(sa.sun_path);
+        rmdir(dir);
+        return EX_OSERR;
+    }
     int rc = EX_TEMPFAIL;
     jb_err_t perr = {0};
     if (write_pidfile(pidfile, pid, &perr) != 0) {

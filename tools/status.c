@@ -29,12 +29,13 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: jukebox-status [--timeout MS] [--json] [--wait-linked S] [--state DIR] [ENDPOINT...]\n"
+            "usage: jukebox-status [--timeout MS] [--json] [--peers] [--wait-linked S] [--state DIR]\n"
+            "                      [ENDPOINT...]\n"
             "\n"
             "Asks each stage instance at ENDPOINT (its --control endpoint, or any endpoint it\n"
             "binds: tcp://host:port, ipc://path) for its status and prints, per stage: the\n"
             "instances, jobs in flight (window k of n), input queue depth, output backlog,\n"
-            "tokens/s over the last minute and the last error; then each instance's peers.\n"
+            "tokens/s over the last minute and the last error (--peers: each instance's peers too).\n"
             "\n"
             "  --state DIR     also ask the instances of pipelines/local-services.sh whose state\n"
             "                  directory is DIR (its 'endpoints' file); used when no ENDPOINT\n"

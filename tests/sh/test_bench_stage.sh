@@ -12,7 +12,8 @@
 #     case, the "3 jobs vs 1" comparison;
 #   - --max-batch 2 serves 3 jobs in batches of 2;
 #   - errors: an unknown option, a bad job list, bad --weights: exit 64; a missing model
-#     file: exit 66; a file that is not a prior: exit 65.
+#     file: exit 66; a file that is not a prior: exit 65;
+#   - jukebox-bench_matmul --help: its usage, exit 0; an unknown option or a bad value: 64.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -114,4 +115,15 @@ check "a missing model file: exit 66 (got $rc), named" '[ $rc = 66 ] && grep -q 
 head -c 100 /dev/urandom > "$T/junk.safetensors"
 "$B/jukebox-bench" stage --model "$T/junk.safetensors" > /dev/null 2> "$T/err"; rc=$?
 check "a file that is not a model: exit 65 (got $rc), named" '[ $rc = 65 ] && grep -q "junk.safetensors" "$T/err"'
+
+# jukebox-bench_matmul (the matmul figures beside it): its help, and values it refuses
+# (each one would otherwise be measured as something else; no case runs here).
+"$B/jukebox-bench_matmul" --help > "$T/out" 2> "$T/err"; rc=$?
+check "bench_matmul --help: exit 0 (got $rc), the usage on stdout" \
+    '[ $rc = 0 ] && grep -q "^usage: jukebox-bench_matmul" "$T/out" && grep -q -- "--dtypes" "$T/out" && [ ! -s "$T/err" ]'
+for a in "--bogus" "--reps abc" "--reps 0" "--reps" "--layout packd" "--config 7b" "--threads 4" "--dtypes f32,int4"; do
+    timeout 30 "$B/jukebox-bench_matmul" $a > "$T/out" 2> "$T/err"; rc=$?
+    check "bench_matmul $a: exit 64 (got $rc), named, nothing measured" \
+        '[ $rc = 64 ] && grep -q -- "${a%% *}" "$T/err" && [ ! -s "$T/out" ]'
+done
 check_finish test_bench_stage

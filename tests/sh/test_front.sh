@@ -76,6 +76,9 @@ check "runs done, OUTDIR with a space and an accent accepted (rc $rc1 $rc2)" \
     "[ $rc1 = 0 ] && [ $rc2 = 0 ] && [ -s '$T/runs/other dir/b é/index.html' ]"
 check "the same seed and settings: the same codes in another OUTDIR" \
     "cmp -s '$T/runs/a/codes.jbc' '$T/runs/other dir/b é/codes.jbc'"
+spec_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$T/spec.json" 2>/dev/null)
+check "--print-spec prints the id the run has ($spec_id): the spec the stages get" \
+    "[ -n '$spec_id' ] && [ \"\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"id\"])' '$T/runs/a/job.json')\" = '$spec_id' ]"
 "$J" sample "${short[@]}" --lyrics "la la la" --id my-take.1 -o "$T/runs/c" 2>"$T/c.err"; rc=$?
 check "--id is kept (rc $rc)" "[ $rc = 0 ] && grep -q '\"id\": *\"my-take.1\"' '$T/runs/c/job.json'"
 check "lyrics with a lyrics model: no 'lyrics ignored' warning" "! grep -q 'lyrics ignored' '$T/c.err'"
@@ -106,6 +109,13 @@ for f in "$T"/ls/run/*.pid; do
     tr '\0' '\n' < "/proc/$(cat "$f")/environ" 2>/dev/null | grep -q '^OMP_WAIT_POLICY=PASSIVE$' && pas=$((pas + 1))
 done
 check "  and their idle threads sleep (OMP_WAIT_POLICY=PASSIVE in $pas of 4)" "[ $pas = 4 ]"
+# --stages alone: the remote decoder writes the run, named by the job id; -o is not used.
+"$J" sample "${short[@]}" --stages "$("$LS" --state "$T/ls" endpoint)" -o "$T/st_o" 2>"$T/st.err"; rc=$?
+st_id=$(sed -n 's/.*job \(song-[0-9a-f]*\) sent to .*/\1/p' "$T/st.err")
+check "--stages with -o: exit 0, says -o is not used, makes nothing there (rc $rc)" \
+    "[ $rc = 0 ] && grep -q -- '-o $T/st_o is not used with --stages' '$T/st.err' && [ ! -e '$T/st_o' ]"
+check "  the run is the services' out/<the job id it printed> (${st_id:-no id}), the id --print-spec gives" \
+    "[ -n '$st_id' ] && [ '$st_id' = '$spec_id' ] && until_ 120 '[ -s \"$T/ls/out/$st_id/index.html\" ]'"
 "$LS" --state "$T/ls" stop > /dev/null 2>&1
 
 echo "-- 2: SIGINT (Ctrl-C), SIGTERM and SIGKILL of the front command"
@@ -192,6 +202,63 @@ until_ 20 '! alive_any $dec'; gone=$?
 wait $dec; rc=$?
 check "decoder -o in a missing directory: exit 74 before any work (rc $rc)" \
     "[ $gone = 0 ] && [ $rc = 74 ] && grep -q '$T/nodir' '$T/m6.err'"
+
+echo "-- 14: arguments: a missing value, an unknown option, a missing model directory"
+for o in -o --out --models --threads --device --stages --listen --id --seconds --lyrics-file; do
+    timeout 10 "$J" sample --seconds 2 $o > /dev/null 2>"$T/a.err"; rc=$?
+    check "$o as the last argument: exit 64, '$o needs a value' (rc $rc)" \
+        "[ $rc = 64 ] && grep -q -- '$o needs a value' '$T/a.err'"
+done
+timeout 10 "$J" sample --models "$M" --bogus-option -o "$T/bo" 2>"$T/a.err"; rc=$?
+check "an unknown option: exit 64 naming it, not the argument after it (rc $rc)" \
+    "[ $rc = 64 ] && grep -q \"unknown option '--bogus-option'\" '$T/a.err' && ! grep -q 'unexpected argument' '$T/a.err'"
+timeout 10 "$J" sample --models "$T/nonexistent" -o "$T/nm" 2>"$T/a.err"; rc=$?
+check "--models DIR that does not exist: exit 66 naming it (rc $rc)" "[ $rc = 66 ] && grep -q -- '--models $T/nonexistent' '$T/a.err'"
+JUKEBOX_MODELS=$T/nope timeout 10 "$J" sample -o "$T/nm" 2>"$T/a.err"; rc=$?
+check "JUKEBOX_MODELS that does not exist: exit 66 naming it (rc $rc)" "[ $rc = 66 ] && grep -q 'JUKEBOX_MODELS=$T/nope' '$T/a.err'"
+timeout 10 "$J" sample --models "$M" --temp 200 -o "$T/nm" 2>"$T/a.err"; rc=$?
+check "a job refused before it has an id: exit 64, no 'job song:' (rc $rc)" \
+    "[ $rc = 64 ] && grep -q 'temperature 200' '$T/a.err' && ! grep -q 'job song' '$T/a.err'"
+
+echo "-- 14: the demo's settings and its --help"
+mkdir -p "$T/dh"
+D=$PWD/pipelines/demo.sh
+( cd "$T/dh" && timeout 20 "$D" --help ) > "$T/dh.out" 2>&1; rc=$?
+check "demo --help: exit 0, its usage (the settings, where it writes), no run (rc $rc)" \
+    "[ $rc = 0 ] && grep -q DEMO_LYRICS '$T/dh.out' && grep -q DEMO_OUT '$T/dh.out' && [ ! -e '$T/dh/demo-out' ]"
+( cd "$T/dh" && timeout 20 "$D" --bogus ) > "$T/dh.out" 2>&1; rc=$?
+check "demo with an argument: exit 64, no run (rc $rc)" "[ $rc = 64 ] && [ ! -e '$T/dh/demo-out' ]"
+# demo.sh in a tree of its own, beside a stand-in front command that records its calls.
+mkdir -p "$T/demo/pipelines" "$T/demo/models/default"
+cp pipelines/demo.sh "$T/demo/pipelines/"
+ln -s "$PWD/pipelines/demo-lyrics" "$T/demo/pipelines/"
+cat > "$T/demo/pipelines/jukebox" <<'STUB'
+#!/bin/bash
+o="" p=""; for a in "$@"; do [ "$p" = -o ] && o=$a; p=$a; done
+printf '%s\n' "$*" >> "$(dirname "$0")/calls"; mkdir -p "$o/level_0"
+STUB
+chmod +x "$T/demo/pipelines/jukebox"
+echo "la la" > "$T/my-lyrics.txt"
+env -u DEMO_GENRE -u DEMO_ARTIST DEMO_LYRICS="$T/my-lyrics.txt" DEMO_OUT="$T/demo/out" \
+    "$T/demo/pipelines/demo.sh" > "$T/demo.lyr" 2>&1; rc=$?
+check "DEMO_LYRICS alone: one song with those lyrics, jazz by Miles Harmon Trio (rc $rc)" \
+    "[ $rc = 0 ] && [ \$(wc -l < '$T/demo/pipelines/calls') = 1 ] &&
+     grep -q -- '--artist Miles Harmon Trio --genre jazz --lyrics-file $T/my-lyrics.txt' '$T/demo/pipelines/calls'"
+
+echo "-- 14: the README's jukebox-job examples make jobs the bundled model takes"
+# Each, as pasted (continued lines joined, up to its first pipe, without -o ENDPOINT, with
+# --print-spec), then its spec checked against the top prior as the stage checks it.
+awk '/^```sh/{f=1; next} /^```/{f=0} f' README.md | sed -e :a -e '/\\$/N; s/\\\n//; ta' |
+    grep '^jukebox-job ' | sed -e 's/ *[|#].*//' -e 's/ -o .*//' -e 's/$/ --print-spec/' > "$T/jj.txt"
+n=0
+while IFS= read -r cmd; do
+    n=$((n + 1))
+    ( PATH=$B:$PATH; eval "$cmd" ) > "$T/jj$n.json" 2>/dev/null &&
+        "$B/jukebox-job" sample --spec "$T/jj$n.json" --check "2=$M/prior_level_2.safetensors" \
+            --print-spec > /dev/null 2>"$T/jj$n.err"; rc=$?
+    check "README: $cmd (rc $rc)" "[ $rc = 0 ]"
+done < "$T/jj.txt"
+check "  the README has such examples ($n)" "[ $n -ge 2 ]"
 
 echo "-- 5: make install: the bundled model, every installed command finds it"
 make -s install PREFIX=/usr DESTDIR="$T/root" BUILD="$BUILD" >/dev/null 2>&1

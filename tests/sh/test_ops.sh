@@ -39,6 +39,10 @@ check "a stage that exits before READY: exit 69, its status reported (rc $rc)" \
 "$B/jukebox-launch" --log "$T/l3.log" --pidfile "$T/l3.pid" --timeout 0.5 -- sleep 30; rc=$?
 check "no READY within --timeout: exit 75, left running (rc $rc)" "[ $rc = 75 ] && alive \$(cat '$T/l3.pid')"
 kill "$(cat "$T/l3.pid")"
+"$B/jukebox-launch" --log "$T/l4.log" --pidfile "$T/l4.pid" --timeout 60 -- "$T/no/such/cmd" 2>"$T/l4.err"; rc=$?
+check "a command that cannot be started: exit 71 as --help says, named, no pid file (rc $rc)" \
+    "[ $rc = 71 ] && grep -q 'cannot run $T/no/such/cmd' '$T/l4.err' && [ ! -e '$T/l4.pid' ] &&
+     '$B/jukebox-launch' --help | grep -q '71 cannot create the socket or start the command'"
 
 echo "-- local-services.sh"
 P=$(free_port)
@@ -183,6 +187,9 @@ check "a control reply: instance, uptime, queue from the input link, backlog fro
     "[ $rc = 0 ] && grep -qE '^  bottom-0 +77 +12s +3 +7 +55.5 +a 2/8 +4s ago: bad peer' '$T/sc.txt'"
 check "a control reply: the peers of both links, a dead one marked" \
     "grep -qE 'in:  peer mid-0 +producer' '$T/sc.txt' && grep -qE 'out: peer decoder-0 .*\(dead\)' '$T/sc.txt'"
+"$B/jukebox-status" --help > "$T/sh.txt"; rc=$?
+check "--help: exit 0; --peers in the usage line, the peers said to need it (rc $rc)" \
+    "[ $rc = 0 ] && sed -n '1,2p' '$T/sh.txt' | grep -q -- '--peers' && ! grep -q \"then each instance's peers\" '$T/sh.txt'"
 "$B/jukebox-status" --state "$T/none" >/dev/null 2>&1; rc=$?
 check "no endpoints and no state: exit 64" "[ $rc = 64 ]"
 

@@ -68,6 +68,17 @@ for f in pipelines/systemd/*.service; do
 done
 check "example.env names every setting the units read" \
     "(for v in MODEL IN OUT DEVICE NAME SPOOL CONTROL HEARTBEAT PEER_TIMEOUT ARGS; do grep -q \"^#*JUKEBOX_\$v=\" pipelines/systemd/example.env || exit 1; done)"
+# example.env is the middle upsampler on hostB of docs/operations.md's layout: its
+# settings are that block's (the control port of its table, not the top prior's).
+awk '/^# B: \/etc\/jukebox\/upsampler-mid-gpu0.env/{f=1; next} f && !/^JUKEBOX_/{exit} f' \
+    docs/operations.md > "$T/ops-mid.env"
+check "example.env sets what operations.md's upsampler-mid-gpu0.env sets ($(tr '\n' ' ' < "$T/ops-mid.env"))" \
+    "[ \$(wc -l < '$T/ops-mid.env') -ge 5 ] && ! grep -qvxF -f <(grep '^JUKEBOX_' pipelines/systemd/example.env) '$T/ops-mid.env'"
+# operations.md names each unit's TimeoutStopSec: every value the units have, and no other.
+ts_units=$(grep -h '^TimeoutStopSec=' pipelines/systemd/*.service | sort -u)
+ts_doc=$(grep -o 'TimeoutStopSec=[0-9]*' docs/operations.md | sort -u)
+check "operations.md's TimeoutStopSec values are the units' (units: $(echo $ts_units), doc: $(echo $ts_doc))" \
+    "[ -n \"\$ts_units\" ] && [ \"\$ts_units\" = \"\$ts_doc\" ]"
 
 if "$B/jukebox-prior-top" --help | grep -q -- --peer-timeout && "$B/jukebox-prior-top" --help | grep -q -- --spool; then
     echo "-- a pipeline from the units' command lines (loopback)"
