@@ -116,7 +116,13 @@ check "--stages with -o: exit 0, says -o is not used, makes nothing there (rc $r
     "[ $rc = 0 ] && grep -q -- '-o $T/st_o is not used with --stages' '$T/st.err' && [ ! -e '$T/st_o' ]"
 check "  the run is the services' out/<the job id it printed> (${st_id:-no id}), the id --print-spec gives" \
     "[ -n '$st_id' ] && [ '$st_id' = '$spec_id' ] && until_ 120 '[ -s \"$T/ls/out/$st_id/index.html\" ]'"
+q_id=$("$J" sample "${short[@]}" --seed 11 -q --stages "$("$LS" --state "$T/ls" endpoint)" 2>"$T/stq.err"); rc=$?
+check "--stages -q: the job id alone on stdout (${q_id:-nothing}), nothing on stderr (rc $rc)" \
+    "[ $rc = 0 ] && [[ '$q_id' =~ ^song-[0-9a-f]+\$ ]] && [ ! -s '$T/stq.err' ]"
 "$LS" --state "$T/ls" stop > /dev/null 2>&1
+"$J" sample "${short[@]}" --listen tcp://127.0.0.1:9 -o "$T/li_o" 2>"$T/li.err"; rc=$?
+check "--listen without --stages: exit 64, said (rc $rc)" \
+    "[ $rc = 64 ] && grep -q 'works with --stages' '$T/li.err' && [ ! -e '$T/li_o' ]"
 
 echo "-- 2: SIGINT (Ctrl-C), SIGTERM and SIGKILL of the front command"
 want_threads=$(( $(nproc) / 4 )); [ $want_threads -ge 1 ] || want_threads=1

@@ -236,6 +236,12 @@ timeout 120 $J sample --models $M --total-seconds 2 --seconds 1 --samples 2 -q \
 check "jukebox --stages/--listen: the run comes back (rc $rc)" "[ $rc = 0 ] && [ -s '$T/front/net/s/index.html' ]"
 # Same job id and seed: the same codes, wherever they were computed.
 check "networked run equals the local one" 'cmp -s "$T/front/net/s/codes.jbc" "$T/front/s/codes.jbc"'
+# The same job again: the top prior answers DONE (it made it) and nothing comes back; the
+# front command says so at once instead of waiting for ever.
+timeout 120 $J sample --models $M --total-seconds 2 --seconds 1 --samples 2 -q \
+    --stages "$(ep 0)" --listen "$(ep 3)" -o "$T/front/net/again" 2> "$T/again.err"; rc=$?
+check "jukebox --stages/--listen, the same job again: exit 64, said (rc $rc)" \
+    "[ $rc = 64 ] && grep -q 'was made before by the stages' '$T/again.err' && [ ! -e '$T/front/net/again' ]"
 kill -TERM $p0 $p1 $p2 2>/dev/null; wait $p0 $p1 $p2 2>/dev/null; pids=()
 
 "$B/jukebox-encoder" -q -m tests/golden/vqvae_tiny/model.safetensors "$T/prompt_0.wav" > "$T/other2.jbc"
