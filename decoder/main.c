@@ -2,6 +2,7 @@
 // files. The work is jb_codec_decode_stream.
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,10 +153,23 @@ static char *decoder_status(void *user) {
     return strdup("{\"stage\":\"decoder\"}");
 }
 
+// --control: the decoder's keys, its input link nested as "in", as a stage's control reply
+// nests its links (reliability.md "Status reply").
 static char *control_status(void *user) {
     (void)user;
+    json_t *o = json_pack("{s:s,s:I}", "stage", "decoder", "pid", (json_int_t)getpid());
     char *t = jb_endpoint_status_json(g_in);   // NULL for a stream
-    return t ? t : strdup("{\"stage\":\"decoder\"}");
+    json_t *in = t ? json_loads(t, 0, NULL) : NULL;
+    free(t);
+    if (o && in) {
+        json_object_del(in, "stage");
+        json_object_set_new(o, "in", in);
+    } else {
+        json_decref(in);
+    }
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
 }
 
 // Each known job's messages are bounded by its levels' lengths under this model.

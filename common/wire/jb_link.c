@@ -3,13 +3,16 @@
 // See jb_link.h and docs/reliability.md; the shared state: jb_link_private.h.
 #include "jb_link_private.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
 void jb_link_default_opts(jb_link_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->role = JB_LINK_CONSUMER;
     o->heartbeat_ms = 1000;
     o->peer_timeout_ms = 5000;
     o->credit = 16;
-    o->backlog = 64;
+    o->backlog = 16;
     o->codebook = -1;
     o->credit_bytes = JB_LINK_CREDIT_BYTES;
     o->send_timeout_ms = -1;
@@ -373,9 +376,12 @@ static void drain(jb_link_t *l, int sock_i, char done_ids[][JB_WIRE_JOB_ID_MAX +
         const char *from = n > 0 ? zmq_msg_gets(&part[n > 3 ? 3 : n - 1], "Peer-Address") : NULL;
         if (r < 0 || n != base + 2) {
             l->st.bad++;
+            char who[160];   // its name when it said hello, else its routing id; the address
+            int pi = rid ? find_rid(l, rid, rid_len) : -1;
+            if (rid || from) peer_who(l, pi, sock_i, rid, rid_len, from, who, sizeof who);
+            else snprintf(who, sizeof who, "a peer");
             jb_log(JB_WARN, "link %s: a message of %d part%s from %s dropped (expected header, "
-                   "payload)", l->name, n - base, n - base == 1 ? "" : "s",
-                   from ? from : "a peer");
+                   "payload)", l->name, n - base, n - base == 1 ? "" : "s", who);
         } else {
             char done[JB_WIRE_JOB_ID_MAX + 1] = "";
             handle(l, sock_i, rid, rid_len, zmq_msg_data(&part[base]),
@@ -485,6 +491,20 @@ void jb_link_dealer_setup(void *dealer) {
     zmq_setsockopt(dealer, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
 }
 
+
+// ZeroMQ binds an ipc:// path by replacing whatever socket file is there, so a second
+// instance would take a live instance's endpoint silently (over tcp the bind fails with
+// EADDRINUSE). A path that accepts a connection is in use; a stale file is replaced.
+static int ipc_in_use(const char *path) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) return 0;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int busy = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return busy;
+}
 static int add_endpoint(jb_link_t *l, const char *spec, jb_err_t *err) {
     bool bind = l->o.role != JB_LINK_PRODUCER;
     const char *addr = spec;
@@ -518,6 +538,9 @@ static int add_endpoint(jb_link_t *l, const char *spec, jb_err_t *err) {
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (bind && !strncmp(addr, "ipc://", 6) && addr[6] != '@' && ipc_in_use(addr + 6))
+        return jb_err_set(err, JB_EUNAVAIL, "%s: cannot bind: %s is in use (a process listens "
+                          "there)", spec, addr + 6);
     if ((bind ? zmq_bind : zmq_connect)(s, addr))
         return jb_err_set(err, errno == EINVAL || errno == EPROTONOSUPPORT ? JB_EINVAL
                                                                           : JB_EUNAVAIL,

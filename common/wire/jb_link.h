@@ -76,7 +76,7 @@ typedef struct jb_link_opts {
     int heartbeat_ms;          // a heartbeat after this long without sending (default 1000)
     int peer_timeout_ms;       // a peer silent this long is dead (default 5000)
     int credit;                // consumer: input queue bound = credit announced (default 16)
-    int backlog;               // producer: messages not yet sent, at most (default 64):
+    int backlog;               // producer: messages not yet sent, at most (default 16):
                                // jb_link_send blocks beyond it
     int64_t codebook;          // consumer: codes must be below it (-1: only the header's)
     int64_t credit_bytes;      // consumer: bytes its input queue may hold (decompressed payload

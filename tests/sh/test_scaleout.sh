@@ -126,6 +126,36 @@ job 1 -o "tcp://127.0.0.1:$port" --timeout 700 2>"$T/nobody.err"; rc=$?
 check "exit 69 when no stage answers (rc $rc, $((SECONDS - t0)) s)" "[ $rc = 69 ] && [ $((SECONDS - t0)) -le 5 ]"
 check "and says so: $(head -c 120 "$T/nobody.err")" "grep -q 'no stage answered' '$T/nobody.err'"
 
+echo "-- one endpoint, two instances; the decoder's control reply; a message of 1 part"
+# ipc://: ZeroMQ would replace a live instance's socket file; the second instance is refused
+# as over tcp (exit 69), and the first stays reachable.
+"$B/jukebox-decoder" -t 1 -m $M/vqvae.safetensors "${LINK[@]}" --in "ipc://$T/d.sock" \
+    --control "ipc://$T/dctl.sock" --outdir "$T/ipc_out" --name dec-a 2> "$T/deca.log" & da=$!
+pids+=($da)
+for i in $(seq 200); do [ -S "$T/dctl.sock" ] && break; sleep 0.05; done
+timeout 30 "$B/jukebox-decoder" -t 1 -m $M/vqvae.safetensors "${LINK[@]}" --in "ipc://$T/d.sock" \
+    --outdir "$T/ipc_out2" --name dec-b 2> "$T/decb.log"; rc=$?
+check "a second decoder on a live ipc:// endpoint: exit 69, said (rc $rc)" \
+    "[ $rc = 69 ] && grep -q 'in use' '$T/decb.log'"
+"$B/jukebox-status" --json "ipc://$T/dctl.sock" > "$T/dctl.json" 2>/dev/null; rc=$?
+check "the decoder's control reply: its keys, its input link nested as in (rc $rc)" \
+    "python3 -c 'import json, sys
+o = json.load(open(sys.argv[1]))
+sys.exit(not (o[\"stage\"] == \"decoder\" and o[\"in\"][\"instance\"] == \"dec-a\" and
+              \"bad\" in o[\"in\"][\"stats\"]))' '$T/dctl.json'"
+job 1 -o "ipc://$T/d.sock" --timeout 5000 --wait "${LINK[@]}"; rc=$?
+check "the first decoder still takes a job (rc $rc)" "[ $rc = 0 ] && [ \$(ls '$T/ipc_out' | wc -l) = 1 ]"
+kill -TERM $da; wait $da; pids=()
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$B/jukebox-decoder" -t 1 -m $M/vqvae.safetensors "${LINK[@]}" --in "tcp://127.0.0.1:$port" \
+    --outdir "$T/p1_out" 2> "$T/p1.log" & d=$!
+pids+=($d)
+for i in $(seq 100); do python3 tests/sh/lib/zmtp.py parts "127.0.0.1:$port" odd-peer-7 1 2>/dev/null && break; sleep 0.1; done
+for i in $(seq 100); do grep -q 'part from odd-peer-7' "$T/p1.log" && break; sleep 0.1; done
+check "a message of 1 part: dropped with a WARN naming the peer's routing id" \
+    "grep -q 'a message of 1 part from odd-peer-7.* dropped' '$T/p1.log'"
+kill -TERM $d; wait $d; pids=()
+
 echo "-- $N jobs through 1 top, 2 middle, 2 bottom, 1 decoder (tcp loopback)"
 run scale
 L=$T/scale/log

@@ -8,6 +8,9 @@ garbage, cut-off greetings and malformed messages at a stage.
   python3 zmtp.py flood HOST:PORT[,HOST:PORT...] SECONDS SEED LOG
                     sends a mix of bad traffic at every endpoint for SECONDS; writes
                     one line per fault to LOG and prints the count
+  python3 zmtp.py parts HOST:PORT IDENTITY N
+                    connects as a DEALER with routing id IDENTITY and sends one message
+                    of N parts (a link expects 2: header, payload)
 """
 import json
 import random
@@ -188,10 +191,25 @@ def one_fault(host, port, kind, rnd):
         s.close()
 
 
+def parts(endpoint, identity, n):
+    host, port = endpoint.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        handshake(s, b"DEALER", identity=identity.encode())
+        for i in range(n):
+            s.sendall(frame(b"part %d" % i, more=i < n - 1))
+        time.sleep(0.2)   # let the peer read it before the connection goes
+    finally:
+        s.close()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "status-server":
         status_server(int(sys.argv[2]), sys.argv[3])
     elif sys.argv[1] == "flood":
         flood(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    elif sys.argv[1] == "parts":
+        parts(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
-        sys.exit("usage: zmtp.py status-server PORT INFO | flood EPS SECONDS SEED LOG")
+        sys.exit("usage: zmtp.py status-server PORT INFO | flood EPS SECONDS SEED LOG | "
+                 "parts HOST:PORT IDENTITY N")
