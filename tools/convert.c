@@ -22,6 +22,7 @@
 #include "jb_expect.h"
 #include "jb_hparams.h"
 #include "jb_log.h"
+#include "jb_publish.h"
 #include "jb_safetensors.h"
 #include "jb_torch.h"
 
@@ -393,6 +394,7 @@ int main(int argc, char **argv) {
         const json_t *vq = k > 0 ? st[0].hp : NULL;   // the release's own VQ-VAE
         rc = stage_prepare(&st[k], presets[k], prefer_ckpt, vq, ids, &err);
     }
+    if (!rc) rc = jb_publish_mkdirs(out_dir, &err);   // README: --out models/5b_lyrics
     for (int k = 0; k < 4 && !rc; k++) rc = stage_write(&st[k], &err);
     for (int k = 0; k < 4; k++) stage_free(&st[k]);
     if (rc) return fail(&err);

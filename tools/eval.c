@@ -11,6 +11,7 @@
 // Data directories are those of jukebox-train (DIR/audio/* and DIR/labels.jsonl), read by
 // common/jb_trainer.c; the metrics are common/jb_eval.c; the models are loaded by the
 // inference VQ-VAE (jb_vqvae) and the training prior's forward (jb_train_prior_eval).
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -84,7 +85,8 @@ static void usage(FILE *f) {
 "               lowest over the songs per head, and the best head (the model file's\n"
 "               alignment_layer and alignment_head choose the head a run shows)\n"
 "options: --json OUT writes the figures as a JSON object too; -q quiet; -h help\n"
-"exit codes: 0 done, 64 bad usage, 65 bad data or model, 66 missing file, 70 internal.\n");
+"exit codes: 0 done, 64 bad usage, 65 bad data or model, 66 missing file, 70 internal,\n"
+"  74 an output could not be written.\n");
 }
 
 static int die(const jb_err_t *e) {
@@ -880,6 +882,22 @@ done:
     return rc;
 }
 
+// A number option: the whole value, within [lo, hi] (and whole when integral). 0, or -1
+// with a message naming the option.
+static int num_opt(const char *name, const char *v, double lo, double hi, int integral,
+                   double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end || errno || !(x >= lo && x <= hi) || (integral && x != (long)x)) {
+        fprintf(stderr, "jukebox-eval: --%s %s: expected %s from %g to %g\n", name, v,
+                integral ? "a whole number" : "a number", lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -889,11 +907,12 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    jb_log_set_stage("eval");
     const char *cmd = argv[1];
     const char *vq = NULL, *prior = NULL, *train = NULL, *data = NULL, *json = NULL;
     const char *in = NULL, *out = NULL, *codes = NULL, *tests[MAX_TESTS];
-    int n_tests = 0, sr = 44100, batch = 8, scale = 3;
-    double range = 80, hop_fraction = 0.125;
+    int n_tests = 0;
+    double sr = 44100, batch = 8, scale = 3, range = 80, hop_fraction = 0.125;
     enum { O_HOPF = 300, O_VQ = 256, O_PRIOR, O_TRAIN, O_DATA, O_TEST, O_JSON, O_SR, O_BATCH, O_IN, O_RANGE,
            O_SCALE, O_CODES };
     static const struct option lo[] = {
@@ -904,7 +923,7 @@ int main(int argc, char **argv) {
         {"hop-fraction", 1, 0, O_HOPF}, {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 2;
-    int c;
+    int c, bad = 0;
     while ((c = getopt_long(argc, argv, "o:qh", lo, NULL)) != -1) {
         switch (c) {
         case O_VQ: vq = optarg; break;
@@ -919,33 +938,51 @@ int main(int argc, char **argv) {
             tests[n_tests++] = optarg;
             break;
         case O_JSON: json = optarg; break;
-        case O_SR: sr = atoi(optarg); break;
-        case O_BATCH: batch = atoi(optarg); break;
+        case O_SR: bad |= num_opt("sr", optarg, 1000, 384000, 1, &sr); break;
+        case O_BATCH: bad |= num_opt("batch", optarg, 1, 4096, 1, &batch); break;
         case O_IN: in = optarg; break;
         case 'o': out = optarg; break;
-        case O_RANGE: range = atof(optarg); break;
-        case O_SCALE: scale = atoi(optarg); break;
+        case O_RANGE: bad |= num_opt("range", optarg, 1, 200, 0, &range); break;
+        case O_SCALE: bad |= num_opt("scale", optarg, 1, 64, 1, &scale); break;
         case O_CODES: codes = optarg; break;
-        case O_HOPF: hop_fraction = atof(optarg); break;
+        case O_HOPF: bad |= num_opt("hop-fraction", optarg, 1e-6, 1, 0, &hop_fraction); break;
         case 'q': jb_log_set_level(JB_WARN); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
         }
     }
-    if (optind < argc || sr < 1000 || batch < 1 || scale < 1 || !(range > 0)) {
-        fprintf(stderr, "jukebox-eval: bad arguments (see --help)\n");
+    if (bad) return EX_USAGE;
+    if (optind < argc) {
+        fprintf(stderr, "jukebox-eval: unexpected argument '%s' (see --help)\n", argv[optind]);
         return EX_USAGE;
     }
+    // Each command and the options it needs (--help).
+    static const struct {
+        const char *cmd, *needs;
+    } need[] = {{"vqvae", "--vqvae and --data"},
+                {"prior", "--prior, --vqvae, --train and --data"},
+                {"genre", "--train and --test"},
+                {"spectrogram", "--in and -o"},
+                {"music", "--test"},
+                {"lyrics", "--test"},
+                {"align", "--prior, --vqvae and --data"}};
     if (!strcmp(cmd, "vqvae") && vq && data) return cmd_vqvae(vq, data, json);
     if (!strcmp(cmd, "prior") && prior && vq && train && data)
-        return cmd_prior(prior, vq, train, codes, data, batch, json);
+        return cmd_prior(prior, vq, train, codes, data, (int)batch, json);
     if (!strcmp(cmd, "genre") && train && n_tests > 0)
-        return cmd_genre(train, tests, n_tests, sr, json);
-    if (!strcmp(cmd, "spectrogram") && in && out) return cmd_spectrogram(in, out, sr, range, scale);
-    if (!strcmp(cmd, "music") && n_tests > 0) return cmd_music(tests, n_tests, sr, json);
+        return cmd_genre(train, tests, n_tests, (int)sr, json);
+    if (!strcmp(cmd, "spectrogram") && in && out)
+        return cmd_spectrogram(in, out, (int)sr, range, (int)scale);
+    if (!strcmp(cmd, "music") && n_tests > 0) return cmd_music(tests, n_tests, (int)sr, json);
     if (!strcmp(cmd, "lyrics") && n_tests > 0) return cmd_lyrics(tests, n_tests, json);
     if (!strcmp(cmd, "align") && prior && vq && data)
         return cmd_align(prior, vq, data, hop_fraction, json);
-    fprintf(stderr, "jukebox-eval: '%s': unknown command or missing options (see --help)\n", cmd);
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!strcmp(cmd, need[i].cmd)) {
+            fprintf(stderr, "jukebox-eval %s: needs %s (see --help)\n", cmd, need[i].needs);
+            return EX_USAGE;
+        }
+    fprintf(stderr, "jukebox-eval: '%s': unknown command (vqvae, prior, genre, spectrogram, "
+            "music, lyrics, align; see --help)\n", cmd);
     return EX_USAGE;
 }

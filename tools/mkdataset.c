@@ -592,29 +592,6 @@ static int write_labels(const run_t *run, char *why, size_t why_len) {
     return 0;
 }
 
-// mkdir -p; 0 or -1 with errno.
-static int mkdirs(const char *dir) {
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    for (char *c = p + 1; *c; c++) {
-        if (*c != '/') continue;
-        *c = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) return -1;
-        *c = '/';
-    }
-    if (mkdir(p, 0777) != 0 && errno != EEXIST) return -1;
-    struct stat st;
-    if (stat(p, &st) != 0) return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
-
 // ---------------------------------------------------------------------------------------
 
 static void usage(FILE *f) {
@@ -766,8 +743,9 @@ int main(int argc, char **argv) {
     }
     char audio_dir[4200];
     snprintf(audio_dir, sizeof audio_dir, "%s/audio", o.out);
-    if (mkdirs(o.out) < 0 || mkdirs(audio_dir) < 0) {
-        fprintf(stderr, "jukebox-mkdataset: cannot create %s: %s\n", audio_dir, strerror(errno));
+    jb_err_t merr = {0};
+    if (jb_publish_mkdirs(audio_dir, &merr)) {
+        fprintf(stderr, "jukebox-mkdataset: %s\n", merr.msg);
         return EX_CANTCREAT_;
     }
     if (access(audio_dir, W_OK) != 0 || access(o.out, W_OK) != 0) {

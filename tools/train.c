@@ -28,6 +28,7 @@
 #include "jb_hparams.h"
 #include "jb_labels.h"
 #include "jb_log.h"
+#include "jb_publish.h"
 #include "jb_optim.h"
 #include "jb_rng.h"
 #include "jb_safetensors.h"
@@ -182,9 +183,11 @@ static json_t *load_json_file(const char *path, jb_err_t *err) {
     }
     json_t *o = json_loadf(f, 0, &je);
     fclose(f);
-    if (!json_is_object(o)) {
+    if (!json_is_object(o)) {   // unreadable: where and why; readable: what it is instead
+        if (!o) jb_err_set(err, JB_EFORMAT, "%s:%d: %s", path, je.line, je.text);
+        else jb_err_set(err, JB_EFORMAT, "%s: a JSON %s, not an object of hyper-parameters",
+                        path, json_is_array(o) ? "array" : "value");
         json_decref(o);
-        jb_err_set(err, JB_EFORMAT, "%s:%d: not a JSON object (%s)", path, je.line, je.text);
         return NULL;
     }
     return o;
@@ -272,11 +275,8 @@ static void progress(const opts_t *o, int64_t step, int64_t first, double t0, do
             (long long)o->steps, loss, extra, rate, eta);
 }
 
-static int make_dir(const char *d, jb_err_t *err) {
-    if (mkdir(d, 0777) && errno != EEXIST)
-        return jb_err_set(err, JB_EIO, "%s: %s", d, strerror(errno));
-    return 0;
-}
+// The run directory and its parents (train.md: "created").
+static int make_dir(const char *d, jb_err_t *err) { return jb_publish_mkdirs(d, err); }
 
 // ---- VQ-VAE --------------------------------------------------------------------------------
 
@@ -450,8 +450,11 @@ static int train_vqvae(const opts_t *o) {
     jb_trainer_csv_close(&csv);
     static const char *plot_vq[] = {"loss", "recons_loss", "multispectral_loss", "commit_loss",
                                     "spectral_convergence", "usage", "grad_norm", "lr"};
-    if (jb_trainer_plot(cpath, ppath, plot_vq, 8, &err) && step > 0) goto fail;
-    if (!o->quiet) jb_log(JB_INFO, "wrote %s, %s, %s", mpath, opath, ppath);
+    // --steps 0 has no metrics to plot: no metrics.png, and the log says so.
+    int plotted = jb_trainer_plot(cpath, ppath, plot_vq, 8, &err) == 0;
+    if (!plotted && step > 0) goto fail;
+    if (!o->quiet) jb_log(JB_INFO, "wrote %s, %s%s%s", mpath, opath, plotted ? ", " : "",
+                          plotted ? ppath : "");
     rc = 0;
     goto done;
 oom:
@@ -863,9 +866,10 @@ static int train_prior(const opts_t *o) {
     static const char *plot_pr[] = {"loss", "grad_norm", "lr"};
     static const char *plot_ly[] = {"loss", "gen_loss", "prime_loss", "grad_norm", "lr"};
     int lyr = in->lyrics != JB_PRIOR_NO_LYRICS;
-    if (jb_trainer_plot(cpath, ppath, lyr ? plot_ly : plot_pr, lyr ? 5 : 3, &err) && step > 0)
-        goto fail;
-    if (!o->quiet) jb_log(JB_INFO, "wrote %s, %s, %s", mpath, opath, ppath);
+    int plotted = jb_trainer_plot(cpath, ppath, lyr ? plot_ly : plot_pr, lyr ? 5 : 3, &err) == 0;
+    if (!plotted && step > 0) goto fail;
+    if (!o->quiet) jb_log(JB_INFO, "wrote %s, %s%s%s", mpath, opath, plotted ? ", " : "",
+                          plotted ? ppath : "");
     rc = 0;
     goto done;
 fail_lab:
@@ -983,7 +987,9 @@ int main(int argc, char **argv) {
             if (parse_i64(optarg, 1, &o.log_every)) return usage_err("--log-every '%s': >= 1", optarg);
             break;
         case O_LEVEL:
-            if (parse_i64(optarg, 0, &v) || v >= JB_MAX_LEVELS) return usage_err("--level '%s': 0..3", optarg);
+            // The VQ-VAE's own levels are checked once it is read (0..levels-1).
+            if (parse_i64(optarg, 0, &v) || v >= JB_MAX_LEVELS)
+                return usage_err("--level '%s': a level from 0 (bottom) up", optarg);
             o.level = (int)v;
             break;
         case 'q': o.quiet = 1; break;

@@ -4,8 +4,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static atomic_uint publish_counter;
@@ -114,4 +116,30 @@ int jb_publish_bytes(const char *path, const void *data, size_t n, jb_err_t *err
         n -= (size_t)w;
     }
     return jb_publish_commit(&p, err);
+}
+
+int jb_publish_mkdirs(const char *dir, jb_err_t *err) {
+    char p[4096];
+    if (!dir || !*dir || snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) {
+        errno = ENAMETOOLONG;
+        return jb_err_set(err, JB_EIO, "%.200s: cannot create: name too long", dir ? dir : "");
+    }
+    for (char *c = p + 1; *c; c++) {   // each parent, then the directory itself
+        if (*c != '/') continue;
+        *c = '\0';
+        if (mkdir(p, 0777) && errno != EEXIST) break;
+        *c = '/';
+    }
+    if (mkdir(p, 0777) && errno != EEXIST) {
+        int e = errno;
+        jb_err_set(err, JB_EIO, "%s: cannot create: %s", p, strerror(e));
+        errno = e;
+        return -1;
+    }
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return jb_err_set(err, JB_EIO, "%s: cannot create: not a directory", dir);
+    }
+    return 0;
 }

@@ -48,5 +48,9 @@ int jb_publish_bytes(const char *path, const void *data, size_t n, jb_err_t *err
 // fsync of the directory that holds path (after a rename or unlink in it). EINVAL (a file
 // system that cannot do it) is not an error.
 int jb_publish_sync_dir(const char *path, jb_err_t *err);
+// mkdir -p: dir and every missing directory above it (mode 0777 less the umask). A path
+// part that exists and is not a directory fails (ENOTDIR). 0, or -1 with err (JB_EIO, the
+// path and strerror) and errno set.
+int jb_publish_mkdirs(const char *dir, jb_err_t *err);
 
 #endif

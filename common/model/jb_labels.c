@@ -703,7 +703,9 @@ static int build_y(const jb_labeller_t *lb_in, int label_len, const jb_labels_jo
     jb_labels_vocab_destroy(&empty);
     if (rc) {
         free(y64);
-        return jb_err_prefix(err, "job %s level %d", job->id, job->level);
+        if (strncmp(err->msg, what, strlen(what)))   // said once: most messages name it
+            jb_err_prefix(err, "%s", what);
+        return -1;
     }
     if (fill_rows(&lb, label_len, job, y64, out, err)) {
         free(y64);

@@ -565,9 +565,9 @@ static int read_file(const char *path, uint8_t **data, size_t *len, jb_err_t *er
         return jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: %s", path,
                           strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) || S_ISDIR(st.st_mode)) {
+    if (fstat(fd, &st) || S_ISDIR(st.st_mode)) {   // an input that is not there: 66
         if (!is_stdin) close(fd);
-        return jb_err_set(err, JB_EIO, "%s: not a file", path);
+        return jb_err_set(err, JB_ENOENT, "%s: is a directory, not a file", path);
     }
     size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : 65536, n = 0;
     uint8_t *buf = malloc(cap);

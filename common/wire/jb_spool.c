@@ -246,18 +246,6 @@ static int cmp_job(const void *a, const void *b) {
     return strcmp(((const sjob_t *)a)->id, ((const sjob_t *)b)->id);
 }
 
-static int mkdir_p(const char *dir) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *c = p + 1; *c; c++)
-        if (*c == '/') {
-            *c = '\0';
-            if (mkdir(p, 0777) && errno != EEXIST) return -1;
-            *c = '/';
-        }
-    return mkdir(p, 0777) && errno != EEXIST ? -1 : 0;
-}
-
 jb_spool_t *jb_spool_open(const char *dir, jb_err_t *err) {
     if (!dir || !*dir || strlen(dir) > 3000) {
         jb_err_set(err, JB_EINVAL, "spool: bad directory name");
@@ -275,8 +263,8 @@ jb_spool_t *jb_spool_open(const char *dir, jb_err_t *err) {
     // a full disk, not SIGXFSZ killing the process in the middle of an append.
     signal(SIGXFSZ, SIG_IGN);
     DIR *d = NULL;
-    if (mkdir_p(dir)) {
-        jb_err_set(err, JB_EIO, "spool %s: cannot create the directory: %s", dir, strerror(errno));
+    if (jb_publish_mkdirs(dir, err)) {
+        jb_err_prefix(err, "spool %s", dir);
         goto fail;
     }
     char path[4096];

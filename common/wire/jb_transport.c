@@ -241,6 +241,12 @@ jb_endpoint_t *jb_endpoint_open_in(const char *spec, const jb_endpoint_opts_t *o
         jb_err_set(err, errno == ENOENT ? JB_ENOENT : JB_EIO, "%s: %s", spec, strerror(errno));
         return NULL;
     }
+    struct stat st;
+    if (!fstat(fd, &st) && S_ISDIR(st.st_mode)) {   // an input that is not there: 66
+        close(fd);
+        jb_err_set(err, JB_ENOENT, "%s: is a directory, not a file", spec);
+        return NULL;
+    }
     return jb_endpoint_from_fd(fd, 0, 1, spec, opts, err);
 }
 
@@ -254,8 +260,7 @@ jb_endpoint_t *jb_endpoint_open_out(const char *spec, const jb_endpoint_opts_t *
     if (strcmp(spec, "-") == 0) return jb_endpoint_from_fd(1, 1, 0, "stdout", opts, err);
     jb_endpoint_t *ep = jb_endpoint_from_fd(-1, 1, 0, spec, opts, err);
     if (!ep) return NULL;
-    if (jb_publish_open(&ep->publish, spec, err)) {
-        if (errno == ENOENT) err->code = JB_ENOENT;   // the directory is missing
+    if (jb_publish_open(&ep->publish, spec, err)) {   // JB_EIO, a missing directory too: 74
         jb_endpoint_destroy(&ep);
         return NULL;
     }

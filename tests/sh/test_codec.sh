@@ -166,6 +166,10 @@ expect_rc "encoder: stdout is a full disk" 74 bash -c "'$ENC' -m '$TINY' -q '$T/
 "$ENC" -m "$TINY" -q "$T/speech.wav" 2>/dev/null | true; rc=${PIPESTATUS[0]}
 check "encoder: the reader of the pipe is gone -> exit 69 (got $rc)" test "$rc" = 69
 expect_rc "decoder: output directory missing" 74 "$DEC" -m "$TINY" -i "$T/tiny.jbc" -o "$T/nodir/x.wav"
+expect_rc "encoder: output directory missing" 74 "$ENC" -m "$TINY" -q "$T/speech.wav" -o "$T/nodir/x.jbc"
+mkdir -p "$T/adir"
+expect_rc "decoder: a directory as its input (not there: 66)" 66 "$DEC" -m "$TINY" -i "$T/adir" -o "$T/x.wav"
+expect_rc "jukebox-codes: a directory (66)" 66 "${ENC%/*}/jukebox-codes" info "$T/adir"
 check "no temporary files left after the failures" no_tmp
 check "nothing left behind at all" test ! -e "$T/x.wav" -a ! -e "$T/x.jbc" -a ! -e "$T/x.mp4"
 

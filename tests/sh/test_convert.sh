@@ -105,6 +105,10 @@ check_status "--model 7b: 64" $(( $? != 64 ))
 "$INSP" >/dev/null 2>&1; check_status "inspect without a file: 64" $(( $? != 64 ))
 "$INSP" "$T/none.safetensors" >/dev/null 2>&1; check_status "inspect missing file: 66" $(( $? != 66 ))
 "$INSP" "$CK/vqvae_tiny.pth.tar" >/dev/null 2>&1; check_status "inspect a non-model file: 65" $(( $? != 65 ))
+# A trained VQ-VAE keeps its codebook EMA state for --resume (train.md): not "extra"
+"$INSP" --no-tensors models/default/vqvae.safetensors > "$T/insp_def" 2>&1; rc=$?
+check_status "inspect the bundled VQ-VAE (EMA state kept): exit 0, listed as training state (got $rc)" \
+    $(( rc != 0 || $(grep -c 'training state' "$T/insp_def") != 6 ))
 
 # 5. whole releases from the tiny checkpoints (their own hps)
 mkrel() {   # dir, top checkpoint
@@ -115,9 +119,10 @@ mkrel() {   # dir, top checkpoint
     ln -s "$PWD/$CK/$2" "$1/prior_level_2.pth.tar"
 }
 mkrel "$T/rel5b" prior_top_5b_tiny.zip.pth.tar
-mkdir -p "$T/out5b"
-"$CONV" --model 5b --in "$T/rel5b" --ids "$IDS" --out "$T/out5b" --hps checkpoint 2>"$T/err"
-rc=$?; check_status "release 5b: exit 0 (got $rc: $(tail -1 "$T/err"))" $rc
+# --out and its parents are made (README: --out models/5b_lyrics on a fresh checkout)
+"$CONV" --model 5b --in "$T/rel5b" --ids "$IDS" --out "$T/out5b/sub" --hps checkpoint 2>"$T/err"
+rc=$?; check_status "release 5b: exit 0 into a directory it makes (got $rc: $(tail -1 "$T/err"))" $rc
+mv "$T/out5b/sub"/* "$T/out5b/" && rmdir "$T/out5b/sub"
 for pair in vqvae:vqvae_tiny prior_level_0:upsampler_bottom_tiny \
             prior_level_1:upsampler_mid_tiny prior_level_2:prior_top_5b_tiny; do
     s=${pair%%:*}; c=${pair#*:}

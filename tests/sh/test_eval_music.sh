@@ -87,9 +87,14 @@ page run3 0 '[[1,2],[3]]'
 rc=$?
 check "frames of different lengths exit 65 and name the frame (rc $rc)" \
     "[ $rc = 65 ] && grep -q 'frame 1' '$T/e.txt'"
-"$E" music > /dev/null 2>&1
+"$E" music > /dev/null 2> "$T/u.txt"
 rc=$?
-check "music without --test exits 64 (rc $rc)" "[ $rc = 64 ]"
+check "music without --test exits 64, naming what it needs (rc $rc)" \
+    "[ $rc = 64 ] && grep -q 'music: needs --test' '$T/u.txt'"
+"$E" music --test "$T" --sr 0 > /dev/null 2> "$T/u.txt"; rc=$?
+check "a bad --sr exits 64, naming the option (rc $rc)" "[ $rc = 64 ] && grep -q -- '--sr 0' '$T/u.txt'"
+"$E" spectrogram --in "$T/x.wav" -o "$T/x.png" --range 0 > /dev/null 2> "$T/u.txt"; rc=$?
+check "a bad --range exits 64, naming the option (rc $rc)" "[ $rc = 64 ] && grep -q -- '--range 0' '$T/u.txt'"
 
 # align: every layer/head of a lyrics top prior on real songs (the golden tiny pipeline's
 # models: lyrics encoder, songs up to 1 s; no vocabularies: names give "unknown")

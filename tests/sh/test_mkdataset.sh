@@ -117,6 +117,17 @@ check "--no-vocals: labels carry no lyrics" python3 "$T/labels.py" "$T/n" 2 $S "
 check "--no-vocals: the audio differs from the sung version" \
     bash -c "! cmp -s '$T/a/audio/song00000.wav' '$T/n/audio/song00000.wav'"
 
+# docs/dataset.md's example label is what the tool writes for that song (seed 7, song 1).
+run --out "$T/doc" --seed 7 --first 1 --songs 1 --seconds 10 --threads 1
+check "dataset.md's example label equals the tool's (seed 7, song 1)" python3 -c '
+import json, re, sys
+doc = open("docs/dataset.md").read()
+ex = re.search(r"```json\n(\{\"id\":\"song00001\".*?\})\n```", doc, re.S).group(1)
+ex = json.loads(ex.replace(", ...]", "]"))
+got = json.loads(open(sys.argv[1]).readline())
+sys.exit(not (all(got[k] == v for k, v in ex.items() if k != "words") and
+              got["words"][:len(ex["words"])] == ex["words"]))' "$T/doc/labels.jsonl"
+
 # --tunes: the same artists, tempi and keys, arranged with the melody in front;
 # jukebox-eval music (aubio's YIN) finds a clear pitch in more of the loud frames
 # (measured on these 8 songs of 4 s: 39 % without, 53 % with --tunes).

@@ -63,8 +63,13 @@ check "vqvae: metrics.png is a PNG" \
 check "vqvae: loss goes down (last 5 steps < 0.8 x first 5)" 'loss_down "$T/vq/metrics.csv" 0.8'
 check "vqvae: no temporary files left" '! ls "$T/vq" | grep -q tmp'
 
-"$TR" vqvae "${VQ[@]}" --out "$T/vq0" --steps 0 -q; rc=$?
-check "vqvae --steps 0 writes the initial model" '[ $rc = 0 ] && [ -s "$T/vq0/vqvae.safetensors" ]'
+# --out and its parents are made (train.md: "run directory (created)"); --steps 0 has no
+# metrics to plot, and its log does not claim a metrics.png
+"$TR" vqvae "${VQ[@]}" --out "$T/new/runs/vq0" --steps 0 2> "$T/vq0.err"; rc=$?
+check "vqvae --steps 0 into new directories writes the initial model (rc $rc)" \
+    '[ $rc = 0 ] && [ -s "$T/new/runs/vq0/vqvae.safetensors" ]'
+check "vqvae --steps 0: no metrics.png, and the log names none" \
+    '[ ! -e "$T/new/runs/vq0/metrics.png" ] && grep -q "wrote " "$T/vq0.err" && ! grep -q "metrics.png" "$T/vq0.err"'
 
 # --init from the trained model with the decoders alone (tied upsampling): the encoders'
 # tensors and the codebooks stay byte for byte, the decoders change; --until in the past
@@ -108,7 +113,7 @@ print('%.6f' % (num / den))
 EOF
 }
 e1=$(rec_err "$T/vq/vqvae.safetensors"); r1=$?
-e0=$(rec_err "$T/vq0/vqvae.safetensors"); r0=$?
+e0=$(rec_err "$T/new/runs/vq0/vqvae.safetensors"); r0=$?
 echo "    reconstruction error (relative): trained $e1, untrained $e0"
 check "encoder and decoder load the trained model; decoded length equals the input's" \
     '[ $r1 = 0 ] && [ $r0 = 0 ]'
