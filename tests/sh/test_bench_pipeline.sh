@@ -83,6 +83,8 @@ for s in prior-top upsampler-mid upsampler-bottom; do
     check "--logs: $s.log has the job's done line, stamped" \
         'grep -q "^ *[0-9.]* .* $s INFO job=bench-0 level=[0-2] done tokens=[0-9]* busy=" "$T/logs/$s.log"'
 done
+check "--logs: lines before the submission are stamped negative (the stages' ready lines)" \
+    'awk "/ ready/ {n++; if (\$1 !~ /^-/) bad = 1} END {exit !(n >= 1 && !bad)}" "$T/logs/prior-top.log"'
 check "--logs: decoder.log has the first audio and written lines" \
     'grep -q "job=bench-0 first audio decoded" "$T/logs/decoder.log" &&
      grep -q "job=bench-0 written to .* codes=11024 busy=" "$T/logs/decoder.log"'
@@ -97,6 +99,13 @@ done
 check "table: the bottleneck" 'grep -q "^bottleneck: upsampler-\|^bottleneck: prior-top\|^bottleneck: decoder" "$T/table"'
 check "table: the balance" 'grep -q "^balance: [0-9]* top : [0-9]* mid : [0-9]* bottom : [0-9]* decoder" "$T/table"'
 check "table: the time to first audio" 'grep -q "^first audio: [0-9.]* s after submission, [0-9]*% of" "$T/table"'
+
+# A relative --tmp: the stages' notify socket is made absolute (libsystemd takes no other)
+mkdir -p "$T/rel"
+(cd "$T" && timeout 120 "$OLDPWD/$B/jukebox-bench" pipeline --models "$OLDPWD/models/default" \
+    --jobs 1 --seconds 1 --threads 1 --timeout 60 --tmp rel > /dev/null 2> "$T/rel.err"); rc=$?
+check "--tmp rel (a relative directory): exit 0, not a wait for READY until --timeout (got $rc)" \
+    '[ $rc = 0 ] && [ -z "$(ls "$T/rel")" ]'
 
 # Errors.
 "$B/jukebox-bench" pipeline --bogus > /dev/null 2> "$T/err"; rc=$?

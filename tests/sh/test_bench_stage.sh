@@ -74,16 +74,21 @@ for o in lines:
        o["peak_gflops"] > 0 and abs(o["compute_bound_ms"] - fma) < 1e-3 * fma)
     ok("jobs %d: the bound %.5f ms is the longer of the two" % (j, o["bound_ms"]),
        abs(o["bound_ms"] - max(mem, fma)) < 1e-3 * max(mem, fma))
-    ok("jobs %d: peak RSS %.1f MiB in (1, 4096), first output %.3g s > 0, CPU use %.2f > 0" %
+    # the stage's memory: the 0.7 MB model and 3 jobs; not the bandwidth probe's 512 MiB
+    ok("jobs %d: peak RSS %.1f MiB in (1, 256), first output %.3g s > 0, CPU use %.2f > 0" %
        (j, o["peak_rss_mib"], o["first_output_s"], o["cpu_use"]),
-       1 < o["peak_rss_mib"] < 4096 and o["first_output_s"] > 0 and o["cpu_use"] > 0)
+       1 < o["peak_rss_mib"] < 256 and o["first_output_s"] > 0 and o["cpu_use"] > 0)
+    ok("jobs %d: bound_tokens_per_s %.1f = batch / bound; omp_wait '%s'" %
+       (j, o["bound_tokens_per_s"], o["omp_wait"]),
+       abs(o["bound_tokens_per_s"] - 1e3 * o["batch"] / o["bound_ms"]) <
+       1e-4 * o["bound_tokens_per_s"] and o["omp_wait"].startswith("PASSIVE"))
 ok("jobs 1 and 3, in batches of 1 and 3",
    [(o["jobs"], o["batch"]) for o in lines] == [(1, 1), (3, 3)])
 ok("one bandwidth and one FMA peak for both cases",
    lines[0]["bandwidth_gbs"] == lines[1]["bandwidth_gbs"] and
    lines[0]["peak_gflops"] == lines[1]["peak_gflops"])
 PY
-check_relay "$T/py" 18
+check_relay "$T/py" 20
 
 timeout 300 "$B/jukebox-bench" stage --model "$M" --jobs 1,3 --tokens 8 --reps 1 --threads 1 \
     --max-batch 2 > "$T/table" 2> "$T/err"
@@ -112,6 +117,22 @@ check "--jobs 1,x: exit 64 (got $rc)" '[ $rc = 64 ] && grep -q "jobs 1,x" "$T/er
 check "--weights int4: exit 64 (got $rc), the choices named" '[ $rc = 64 ] && grep -q "int8" "$T/err"'
 "$B/jukebox-bench" stage --model "$T/none.safetensors" > /dev/null 2> "$T/err"; rc=$?
 check "a missing model file: exit 66 (got $rc), named" '[ $rc = 66 ] && grep -q "none.safetensors" "$T/err"'
+"$B/jukebox-bench" stage --config vqvae --layers 1 > /dev/null 2> "$T/err"; rc=$?
+check "--config vqvae (not a prior): exit 64 (got $rc)" '[ $rc = 64 ] && grep -q "not a prior" "$T/err"'
+"$B/jukebox-bench" stage --model "$M" --jobs 1,1,1,1,1,1,1,1,2 > /dev/null 2> "$T/err"; rc=$?
+check "--jobs with 9 cases: exit 64 (got $rc), not 8 measured" '[ $rc = 64 ] && grep -q "at most 8" "$T/err"'
+for a in "--config nosuch" "--weights xyz" "--layers abc" "--reps 0"; do
+    "$B/jukebox-bench" prior $a > /dev/null 2> "$T/err"; rc=$?
+    check "prior $a: exit 64 (got $rc), nothing measured" '[ $rc = 64 ]'
+done
+"$B/jukebox-bench" vqvae --threads abc > /dev/null 2> "$T/err"; rc=$?
+check "vqvae --threads abc: exit 64 (got $rc)" '[ $rc = 64 ]'
+# A model path with a quote: the JSON stays JSON
+cp "$M" "$T/it\"s.safetensors"
+timeout 300 "$B/jukebox-bench" stage --model "$T/it\"s.safetensors" --jobs 1 --tokens 4 --reps 1 \
+    --threads 1 --json > "$T/q.json" 2>/dev/null; rc=$?
+check "a model path with a quote: --json is JSON, its config the path (rc $rc)" \
+    "[ $rc = 0 ] && python3 -c 'import json, sys; o = json.loads(open(sys.argv[1]).readline()); sys.exit(o[\"config\"] != sys.argv[2])' '$T/q.json' '$T/it\"s.safetensors'"
 head -c 100 /dev/urandom > "$T/junk.safetensors"
 "$B/jukebox-bench" stage --model "$T/junk.safetensors" > /dev/null 2> "$T/err"; rc=$?
 check "a file that is not a model: exit 65 (got $rc), named" '[ $rc = 65 ] && grep -q "junk.safetensors" "$T/err"'

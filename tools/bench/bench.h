@@ -19,8 +19,10 @@ int bench_pipeline(int argc, char **argv);
 double bench_now(void);
 // CPU time of the whole process (all threads), seconds.
 double bench_cpu_now(void);
-// Peak resident set size of this process so far, MiB (getrusage).
+// Peak resident set size of this process so far (or since bench_peak_rss_reset), MiB.
 double bench_peak_rss_mib(void);
+// The peak from now on: what was freed before (the bandwidth probe's 512 MiB) is not counted.
+void bench_peak_rss_reset(void);
 // OpenMP and OpenBLAS threads.
 void bench_set_threads(int n);
 // Machine description on one line (CPU model, cores, how OpenMP threads wait) into buf:
@@ -55,6 +57,10 @@ typedef struct {
     const char *by;
 } bench_bound_t;
 bench_bound_t bench_step_bound(double bytes, double gbs, double flops, double gflops);
+
+// s as the inside of a JSON string (quotes, backslashes and control characters escaped)
+// into buf; returns buf.
+const char *bench_json_text(const char *s, char *buf, size_t size);
 
 // Writes a prior model file of random values for the hyper-parameters hp (a json_t *: the
 // preset of jb_hparams_preset, depth as wanted); LayerNorm gains 1. 0 / -1 + err.

@@ -27,9 +27,25 @@ double bench_cpu_now(void) {
 }
 
 double bench_peak_rss_mib(void) {
+    // VmHWM, which bench_peak_rss_reset can reset (getrusage's maximum cannot).
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+    if (f) fclose(f);
+    if (kib >= 0) return kib / 1024.0;
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
     return ru.ru_maxrss / 1024.0;   // KiB on Linux
+}
+
+void bench_peak_rss_reset(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");   // "5": the peak RSS from now (Linux 4.0)
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
 }
 
 void bench_set_threads(int n) {
@@ -179,4 +195,16 @@ double bench_fma_peak_gflops(int reps) {
     }
     if (sink == 1.2345f) fputc(' ', stderr);   // keeps the chains
     return best;
+}
+
+const char *bench_json_text(const char *s, char *buf, size_t size) {
+    size_t n = 0;
+    for (; *s && n + 7 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') buf[n++] = '\\', buf[n++] = (char)c;
+        else if (c < 0x20) n += (size_t)snprintf(buf + n, size - n, "\\u%04x", c);
+        else buf[n++] = (char)c;
+    }
+    buf[n] = 0;
+    return buf;
 }

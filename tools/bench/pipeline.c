@@ -74,6 +74,11 @@ typedef struct {
     double cpu_ready;          // its CPU seconds at READY (loading the model)
     struct rusage ru;
     FILE *log;                 // --logs DIR/<stage>.log, or NULL
+    // Lines read before the submission, kept until it (their stamps are negative): when
+    // they came and what they said.
+    double pre_t[64];
+    char *pre_line[64];
+    int n_pre;
     jobrec_t job[MAX_JOBS];
 } stage_t;
 
@@ -405,7 +410,10 @@ static int job_index(const char *line, int jobs) {
 static void on_line(run_t *r, int k, const char *line, double now) {
     stage_t *s = &r->st[k];
     snprintf(s->tail[s->n_tail++ % 4], sizeof s->tail[0], "%s", line);
-    if (s->log) fprintf(s->log, "%8.3f %s\n", r->t0 > 0 ? now - r->t0 : now - r->t_start, line);
+    if (s->log && r->t0 == 0 && s->n_pre < 64 && (s->pre_line[s->n_pre] = strdup(line)))
+        s->pre_t[s->n_pre++] = now;   // stamped at the submission (flush_pre)
+    else if (s->log)
+        fprintf(s->log, "%8.3f %s\n", r->t0 > 0 ? now - r->t0 : now - r->t_start, line);
     if (strstr(line, " ERROR ") || strstr(line, " WARN ")) fprintf(stderr, "%s\n", line);
     int j = job_index(line, r->o.jobs);
     if (j < 0) return;
@@ -464,12 +472,29 @@ static void read_notify(run_t *r, int k) {
     }
 }
 
+// The lines each stage wrote before the submission, into its log now that their stamps
+// (seconds from the submission, negative) are known; also at the end of a run that never
+// submitted (then from the stages' start).
+static void flush_pre(run_t *r) {
+    for (int k = 0; k < N_STAGES; k++) {
+        stage_t *s = &r->st[k];
+        for (int i = 0; i < s->n_pre; i++) {
+            if (s->log)
+                fprintf(s->log, "%8.3f %s\n", s->pre_t[i] - (r->t0 > 0 ? r->t0 : r->t_start),
+                        s->pre_line[i]);
+            free(s->pre_line[i]);
+        }
+        s->n_pre = 0;
+    }
+}
+
 // The submission: every job stream to the top prior at once, then its end of input.
 static int submit(run_t *r) {
     char path[PATH_MAX + 16], buf[65536];
     snprintf(path, sizeof path, "%s/jobs.jbc", r->dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC), rc = fd < 0 ? -1 : 0;
     r->t0 = bench_now();
+    flush_pre(r);
     for (ssize_t n; !rc && (n = read(fd, buf, sizeof buf)) != 0;) {
         if (n < 0 && errno == EINTR) continue;
         for (ssize_t off = 0; n > 0 && off < n && !rc;) {
@@ -669,24 +694,11 @@ static void print_table(const run_t *r, const report_t *rep, const double la[2])
            N, rep->wall, la[1]);
 }
 
-// s as a JSON string's contents (quotes, backslashes and control bytes escaped) into buf.
-static const char *json_text(const char *s, char *buf, size_t size) {
-    size_t n = 0;
-    for (; *s && n + 7 < size; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') buf[n++] = '\\', buf[n++] = (char)c;
-        else if (c < 0x20) n += (size_t)snprintf(buf + n, size - n, "\\u%04x", c);
-        else buf[n++] = (char)c;
-    }
-    buf[n] = 0;
-    return buf;
-}
-
 static void print_json(const run_t *r, const report_t *rep, const double la[2]) {
     const int N = r->o.jobs;
     char models[2 * PATH_MAX], weights[128];
-    json_text(r->models, models, sizeof models);
-    json_text(r->o.weights, weights, sizeof weights);
+    bench_json_text(r->models, models, sizeof models);
+    bench_json_text(r->o.weights, weights, sizeof weights);
     // The fields of `jukebox-bench stage` where they apply (docs/bench.md).
     for (int k = 0; k < N_STAGES; k++) {
         const figs_t *f = &rep->st[k];
@@ -716,7 +728,10 @@ static void print_json(const run_t *r, const report_t *rep, const double la[2]) 
     for (int j = 0; j < N; j++) printf("%s%.3f", j ? "," : "", rep->first[j]);
     printf("],\"job_s_each\":[");
     for (int j = 0; j < N; j++) printf("%s%.3f", j ? "," : "", rep->end[j]);
-    printf("],\"load_avg\":%.2f,\"load_avg_end\":%.2f}\n", la[0], la[1]);
+    char wait[96], wait_j[256];   // how the stages' threads wait (the table's header says it)
+    bench_stage_wait_policy(wait, sizeof wait);
+    printf("],\"load_avg\":%.2f,\"load_avg_end\":%.2f,\"omp_wait\":\"%s\"}\n", la[0], la[1],
+           bench_json_text(wait, wait_j, sizeof wait_j));
 }
 
 int bench_pipeline(int argc, char **argv) {
@@ -746,6 +761,11 @@ int bench_pipeline(int argc, char **argv) {
         free(r);
         return EX_CANTCREAT;
     }
+    // Absolute: the stages' NOTIFY_SOCKET lives here, and libsystemd takes only an
+    // absolute (or abstract) socket path: with a relative --tmp no READY=1 ever came.
+    char abs_dir[PATH_MAX];
+    if (realpath(r->dir, abs_dir) && strlen(abs_dir) < sizeof r->dir)
+        snprintf(r->dir, sizeof r->dir, "%s", abs_dir);
     double la[2] = {-1, -1}, la3[3];
     if (getloadavg(la3, 3) > 0) la[0] = la3[0];
     report_t rep;
@@ -760,6 +780,7 @@ int bench_pipeline(int argc, char **argv) {
         rc = rc ? rc : st ? st : stopped ? EX_SOFTWARE : 0;
         if (!rc && compute(r, &rep)) rc = EX_SOFTWARE;
     }
+    flush_pre(r);   // a run stopped before its submission: what the stages said
     for (int k = 0; k < N_STAGES; k++) {
         if (r->st[k].err_fd >= 0) close(r->st[k].err_fd);
         if (r->st[k].notify_fd >= 0) close(r->st[k].notify_fd);

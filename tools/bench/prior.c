@@ -105,15 +105,26 @@ done:
     return rc;
 }
 
-static int parse_list(const char *s, int *v, int max) {
+// A comma-separated list of 1..max whole numbers in [lo, hi]: the count, or -1.
+static int parse_list(const char *s, int *v, int max, long lo, long hi) {
     int n = 0;
-    while (*s && n < max) {
-        v[n++] = atoi(s);
-        const char *c = strchr(s, ',');
-        if (!c) break;
-        s = c + 1;
+    for (const char *p = s;;) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x < lo || x > hi || n == max || (*end && *end != ',')) return -1;
+        v[n++] = (int)x;
+        if (!*end) return n;
+        p = end + 1;
     }
-    return n;
+}
+
+// A whole number in [lo, hi], the whole value: 0, or -1.
+static int parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    long x = strtol(s, &end, 10);
+    if (end == s || *end || x < lo || x > hi) return -1;
+    *out = (int)x;
+    return 0;
 }
 
 static void usage(FILE *to) {
@@ -124,14 +135,16 @@ static void usage(FILE *to) {
             "  --layers L        layers to build (0: full depth, or what fits in --mem-gib; default 0;\n"
             "                    the 5b configurations default to 8). Fewer than the depth: the step\n"
             "                    is extrapolated per layer, and the output says so\n"
-            "  --weights LIST    f32,bf16,f16 (default f32,bf16 and f16 for the 5b configurations)\n"
+            "  --weights LIST    f32,bf16,f16,int8 (default f32,bf16 and f16 for the 5b configurations)\n"
             "  --packed MODE     0 | 1 | both: jb_matmul_pack'ed weights (default both)\n"
             "  --batch LIST      default 1,4\n"
             "  --pos LIST        context positions (default 1000,8000; capped at seq_len - 2)\n"
             "  --reps N          timed steps per case, best reported (default 5)\n"
             "  --threads N       OpenMP threads (default 2)\n"
             "  --mem-gib G       weights + caches budget that decides the depth (default 6)\n"
-            "  --tmp DIR         where the random model files go (default /tmp)\n");
+            "  --tmp DIR         where the random model files go (default /tmp)\n"
+            "exit codes: 0 done; 64 bad usage (an unknown option, configuration or weights\n"
+            "option, a bad value); 1 a model file could not be written or loaded\n");
 }
 
 typedef struct {
@@ -174,29 +187,51 @@ int bench_prior(int argc, char **argv) {
             return 64;
         }
         i++;
+        // Every value checked whole: a typo is refused (64), not measured as something else.
+        int bad = 0;
+        char *end = NULL;
         if (!strcmp(a, "--config")) config = v;
-        else if (!strcmp(a, "--layers")) layers_opt = atoi(v);
+        else if (!strcmp(a, "--layers")) bad = parse_int(v, 0, 100000, &layers_opt);
         else if (!strcmp(a, "--weights")) wlist = v;
         else if (!strcmp(a, "--packed")) {
             if (!strcmp(v, "both")) packed_lo = 0, packed_hi = 1;
-            else packed_lo = packed_hi = atoi(v) ? 1 : 0;
-        } else if (!strcmp(a, "--batch")) nb = parse_list(v, batches, 4);
-        else if (!strcmp(a, "--pos")) np = parse_list(v, pos, 4);
-        else if (!strcmp(a, "--reps")) reps = atoi(v) > 0 ? atoi(v) : 1;
-        else if (!strcmp(a, "--threads")) threads = atoi(v) > 0 ? atoi(v) : 1;
-        else if (!strcmp(a, "--mem-gib")) mem_gib = atof(v);
-        else if (!strcmp(a, "--tmp")) tmpdir = v;
+            else if (!strcmp(v, "0") || !strcmp(v, "1")) packed_lo = packed_hi = v[0] - '0';
+            else bad = 1;
+        } else if (!strcmp(a, "--batch")) bad = (nb = parse_list(v, batches, 4, 1, 16)) < 0;
+        else if (!strcmp(a, "--pos")) bad = (np = parse_list(v, pos, 4, 0, 1 << 20)) < 0;
+        else if (!strcmp(a, "--reps")) bad = parse_int(v, 1, 100000, &reps);
+        else if (!strcmp(a, "--threads")) bad = parse_int(v, 1, 4096, &threads);
+        else if (!strcmp(a, "--mem-gib")) {
+            mem_gib = strtod(v, &end);
+            bad = end == v || *end || !(mem_gib > 0);
+        } else if (!strcmp(a, "--tmp")) tmpdir = v;
         else {
             fprintf(stderr, "jukebox-bench prior: unknown option '%s'\n", a);
             usage(stderr);
             return 64;
         }
-    }
-    for (int b = 0; b < nb; b++)
-        if (batches[b] < 1 || batches[b] > 16) {
-            fprintf(stderr, "jukebox-bench prior: batch %d outside [1, 16]\n", batches[b]);
+        if (bad) {
+            fprintf(stderr, "jukebox-bench prior: %s %s: bad value (see --help)\n", a, v);
             return 64;
         }
+    }
+    int known = !strcmp(config, "all");
+    for (int ci = 0; configs[ci]; ci++) known |= !strcmp(config, configs[ci]);
+    if (!known) {
+        fprintf(stderr, "jukebox-bench prior: --config %s: unknown (upsampler_level_0, "
+                "upsampler_level_1, prior_1b_lyrics, prior_5b, prior_5b_lyrics, all)\n", config);
+        return 64;
+    }
+    if (wlist) {   // stored is a model file's own dtype: these random models have none
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s", wlist);
+        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
+            if (jb_weights_parse(tok) <= 0) {
+                fprintf(stderr, "jukebox-bench prior: --weights %s: a list of f32, bf16, f16, "
+                        "int8\n", wlist);
+                return 64;
+            }
+    }
     bench_set_threads(threads);
     char mach[512];
     bench_machine(mach, sizeof mach, 0);

@@ -153,7 +153,11 @@ int bench_stage(int argc, char **argv) {
         else if (!strcmp(a, "--tmp")) tmpdir = v;
         else if (!strcmp(a, "--jobs")) {
             nj = 0;
-            for (const char *p = v; *p && nj < 8;) {
+            for (const char *p = v; *p;) {
+                if (nj == 8) {   // best[] holds 8 cases: more would be dropped unsaid
+                    fprintf(stderr, "jukebox-bench stage: --jobs %s: at most 8 cases\n", v);
+                    return 64;
+                }
                 long n = strtol(p, &end, 10);
                 if (end == p || n < 1 || n > MAX_JOBS) {
                     fprintf(stderr, "jukebox-bench stage: --jobs %s: counts in [1, %d]\n", v,
@@ -201,8 +205,11 @@ int bench_stage(int argc, char **argv) {
     int depth = 0, L = 0;
     if (!model) {
         json_t *hp = jb_hparams_preset(config, &err);
-        if (!hp) {
-            fprintf(stderr, "jukebox-bench stage: %s\n", err.msg);
+        if (!hp || !json_object_get(hp, "vqvae")) {   // a stage runs a prior, not the VQ-VAE
+            fprintf(stderr, "jukebox-bench stage: --config %s: %s (upsampler_level_0, "
+                    "upsampler_level_1, prior_5b, prior_5b_lyrics, prior_1b_lyrics)\n", config,
+                    hp ? "not a prior" : "unknown");
+            json_decref(hp);
             return 64;
         }
         const char *dkey = json_object_get(hp, "prior_depth") ? "prior_depth" : "depth";
@@ -249,6 +256,7 @@ int bench_stage(int argc, char **argv) {
     getloadavg(la, 3);
     bench_bw_t bw = bench_read_bandwidth(3);
     double peak = bench_fma_peak_gflops(3);
+    bench_peak_rss_reset();   // peak_rss_mib: the stage's memory (operations.md "Sizing")
     // Matrix weights a step reads (L layers) + the f32 output projection, and the FLOPs a
     // row of the step does in them.
     double wbytes = (double)jb_transformer_step_weight_bytes(jb_prior_transformer(p)) +
@@ -310,6 +318,10 @@ int bench_stage(int argc, char **argv) {
         bench_bound_t bd = bench_step_bound(wbytes, bw.multi, b->batch * row_flops, peak);
         double bound = 1e3 * bd.bound;   // ms
         bound_tps[i] = 1e3 * b->batch / bound;
+        char cfg_j[1024], wait_j[256], wait[96];
+        bench_json_text(config, cfg_j, sizeof cfg_j);
+        bench_wait_policy(wait, sizeof wait);
+        bench_json_text(wait, wait_j, sizeof wait_j);
         if (json)
             printf("{\"name\":\"stage\",\"config\":\"%s\",\"layers\":%d,\"depth\":%d,"
                    "\"weights\":\"%s\",\"threads\":%d,\"batch\":%d,\"jobs\":%d,"
@@ -318,11 +330,11 @@ int bench_stage(int argc, char **argv) {
                    "\"compute_bound_ms\":%.6g,\"peak_rss_mib\":%.1f,"
                    "\"first_output_s\":%.6g,\"wall_tokens_per_s\":%.6g,\"cpu_use\":%.2f,"
                    "\"cpu_ms_per_step\":%.6g,\"bandwidth_gbs\":%.2f,\"peak_gflops\":%.2f,"
-                   "\"load_avg\":%.2f}\n",
-                   config, L, depth, wname, threads, b->batch, b->jobs, tps, 1e3 / tps,
+                   "\"load_avg\":%.2f,\"bound_tokens_per_s\":%.6g,\"omp_wait\":\"%s\"}\n",
+                   cfg_j, L, depth, wname, threads, b->batch, b->jobs, tps, 1e3 / tps,
                    ms_step, bound, bound / ms_step, 1e3 * bd.mem, 1e3 * bd.fma, rss, b->first,
                    wall_tps, b->cpu / b->wall, 1e3 * b->sampling_cpu / b->steps, bw.multi, peak,
-                   la[0]);
+                   la[0], bound_tps[i], wait_j);
         else
             printf("%5d %5d %10.1f %9.2f %9.1f %9.2f %5s %6.0f%% %10.2f %10.1f %8.0f %6.2f "
                    "%9.1f\n",

@@ -60,6 +60,13 @@ static int run_once(jb_vqvae_t *vq, const float *audio, int64_t T, int32_t **cod
     return 0;
 }
 
+// v as a whole number in [lo, hi], or -1.
+static long whole(const char *v, long lo, long hi) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    return end == v || *end || x < lo || x > hi ? -1 : x;
+}
+
 int bench_vqvae(int argc, char **argv) {
     int only_threads = 0, repeat = 1, only_level = -1, conv = JB_VQVAE_DEFAULT_METHOD;   // 3: all
     double seconds = 10;
@@ -70,16 +77,18 @@ int bench_vqvae(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--threads") && v) {
-            only_threads = atoi(v), i++;
+            only_threads = whole(v, 1, 4096), i++;   // -1: refused below
         } else if (!strcmp(a, "--seconds") && v) {
-            seconds = atof(v), i++;
+            char *end;
+            seconds = strtod(v, &end), i++;
+            if (end == v || *end || !(seconds <= 3600)) seconds = -1;
         } else if (!strcmp(a, "--window") && v) {
-            window = atoll(v), i++;
+            window = whole(v, 0, INT32_MAX), i++;
         } else if (!strcmp(a, "--level") && v) {
-            only_level = atoi(v), i++;
-            if (only_level < 0 || only_level >= JB_MAX_LEVELS) conv = -1;
+            only_level = whole(v, 0, JB_MAX_LEVELS - 1), i++;
+            if (only_level < 0) conv = -1;
         } else if (!strcmp(a, "--repeat") && v) {
-            repeat = atoi(v), i++;
+            repeat = whole(v, 1, 100000), i++;
         } else if (!strcmp(a, "--conv") && v) {
             conv = !strcmp(v, "im2col")     ? JB_VQVAE_IM2COL
                    : !strcmp(v, "direct")   ? JB_VQVAE_DIRECT
@@ -157,9 +166,9 @@ int bench_vqvae(int argc, char **argv) {
             rc = 70;
             break;
         }
-        for (int th = 1; th <= 2 && !rc; th++) {
-            if (only_threads && th != only_threads) continue;
-            int n = only_threads ? only_threads : th;
+        // 1 and 2 threads, or only the --threads asked (any count)
+        for (int ti = 0; ti < (only_threads ? 1 : 2) && !rc; ti++) {
+            int n = only_threads ? only_threads : ti + 1;
             bench_set_threads(n);
             figures_t best, f;
             memset(&best, 0, sizeof best);
