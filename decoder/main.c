@@ -153,21 +153,26 @@ static char *decoder_status(void *user) {
     return strdup("{\"stage\":\"decoder\"}");
 }
 
-// --control: the decoder's keys, its input link nested as "in", as a stage's control reply
-// nests its links (reliability.md "Status reply").
+// --control: the input link's status as it is (its keys at the top, as before), the
+// decoder's keys (stage, pid, jobs_in_flight: the jobs its link holds) and the link again
+// nested as "in", the shape of a stage's control reply (reliability.md "Status reply").
 static char *control_status(void *user) {
     (void)user;
-    json_t *o = json_pack("{s:s,s:I}", "stage", "decoder", "pid", (json_int_t)getpid());
     char *t = jb_endpoint_status_json(g_in);   // NULL for a stream
-    json_t *in = t ? json_loads(t, 0, NULL) : NULL;
+    json_t *o = t ? json_loads(t, 0, NULL) : NULL;
     free(t);
-    if (o && in) {
-        json_object_del(in, "stage");
-        json_object_set_new(o, "in", in);
-    } else {
-        json_decref(in);
-    }
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (!o) o = json_object();
+    if (!o) return NULL;
+    json_t *in = json_deep_copy(o), *jobs = json_array(), *j;
+    size_t i;
+    json_array_foreach(json_object_get(o, "jobs"), i, j)
+        json_array_append_new(jobs, json_pack("{s:O}", "id", json_object_get(j, "id")));
+    json_object_set_new(o, "stage", json_string("decoder"));
+    json_object_set_new(o, "pid", json_integer(getpid()));
+    json_object_set_new(o, "jobs_in_flight", jobs);
+    if (in && json_object_size(in)) json_object_set_new(o, "in", in);
+    else json_decref(in);
+    char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return text;
 }
