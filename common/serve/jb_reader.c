@@ -98,6 +98,7 @@ static void fail(jb_reader_t *r, jb_reader_job_t *j, const char *id, int level, 
     ev->code = code;
     snprintf(ev->why, sizeof ev->why, "%s", why);
     if (j) {
+        if (ev->job == j) ev->job = NULL;   // opened by this very message: gone with it
         unlink_job(r, j);
         jb_reader_job_free(&j);
     }

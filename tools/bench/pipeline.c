@@ -220,7 +220,11 @@ static int find_files(run_t *r) {
         return EX_NOINPUT;
     }
     if (m != r->models) snprintf(r->models, sizeof r->models, "%s", m);
-    if (realpath(m, path)) snprintf(r->models, sizeof r->models, "%s", path);
+    if (realpath(m, path) && snprintf(r->models, sizeof r->models, "%s", path) >=
+                                 (int)sizeof r->models) {
+        fprintf(stderr, "jukebox-bench pipeline: --models %s: too long a path\n", m);
+        return EX_USAGE;
+    }
     for (int k = 0; k < N_STAGES; k++) {
         snprintf(path, sizeof path, "%s/%s.safetensors", r->models, model_files[k]);
         if (!is_file(path)) {
@@ -271,8 +275,10 @@ static int make_jobs(run_t *r) {
     snprintf(out, sizeof out, "%s/jobs.jbc", r->dir);
     snprintf(spec, sizeof spec, "%s/spec.json", r->dir);
     snprintf(vq, sizeof vq, "%s/vqvae.safetensors", r->models);
-    for (int l = 0; l < 3; l++)
-        snprintf(chk[l], sizeof chk[l], "%d=%s/prior_level_%d.safetensors", l, r->models, l);
+    for (int l = 0; l < 3; l++)   // r->models is a checked path (find_models): it fits
+        if (snprintf(chk[l], sizeof chk[l], "%d=%s/prior_level_%d.safetensors", l, r->models,
+                     l) >= (int)sizeof chk[l])
+            return EX_USAGE;
     const double want_s = r->o.seconds, want_t = r->o.total;   // 0: jukebox-job's default
     snprintf(secs, sizeof secs, "%g", want_s);
     snprintf(total, sizeof total, "%g", want_t > 0 ? want_t : want_s);
@@ -300,8 +306,8 @@ static int make_jobs(run_t *r) {
 // A datagram socket at DIR/nK for stage k's READY=1 (jb_service.h); fd or -1.
 static int notify_socket(const run_t *r, int k, char *path, size_t size) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(path, size, "%s/n%d", r->dir, k);
-    if (strlen(path) >= sizeof sa.sun_path) {
+    if (snprintf(path, size, "%s/n%d", r->dir, k) >= (int)size ||
+        strlen(path) >= sizeof sa.sun_path) {
         fprintf(stderr, "jukebox-bench pipeline: %s: too long a path for a socket (--tmp)\n",
                 path);
         return -1;
