@@ -329,7 +329,7 @@ int bench_stage(int argc, char **argv) {
                    "\"bound_ms\":%.6g,\"fraction_of_bound\":%.6g,\"memory_bound_ms\":%.6g,"
                    "\"compute_bound_ms\":%.6g,\"peak_rss_mib\":%.1f,"
                    "\"first_output_s\":%.6g,\"wall_tokens_per_s\":%.6g,\"cpu_use\":%.2f,"
-                   "\"cpu_ms_per_step\":%.6g,\"bandwidth_gbs\":%.2f,\"peak_gflops\":%.2f,"
+                   "\"cpu_ms_per_step\":%.6g,\"bandwidth_gbs\":%.6g,\"peak_gflops\":%.6g,"
                    "\"load_avg\":%.2f,\"bound_tokens_per_s\":%.6g,\"omp_wait\":\"%s\"}\n",
                    cfg_j, L, depth, wname, threads, b->batch, b->jobs, tps, 1e3 / tps,
                    ms_step, bound, bound / ms_step, 1e3 * bd.mem, 1e3 * bd.fma, rss, b->first,
