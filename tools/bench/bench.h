@@ -58,6 +58,9 @@ typedef struct {
 } bench_bound_t;
 bench_bound_t bench_step_bound(double bytes, double gbs, double flops, double gflops);
 
+// An option's value as a whole number in [lo, hi] (all of s): 0, or -1 (out untouched).
+int bench_parse_int(const char *s, long lo, long hi, int *out);
+
 // s as the inside of a JSON string (quotes, backslashes and control characters escaped)
 // into buf; returns buf.
 const char *bench_json_text(const char *s, char *buf, size_t size);

@@ -208,3 +208,11 @@ const char *bench_json_text(const char *s, char *buf, size_t size) {
     buf[n] = 0;
     return buf;
 }
+
+int bench_parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    long x = strtol(s, &end, 10);
+    if (end == s || *end || x < lo || x > hi) return -1;
+    *out = (int)x;
+    return 0;
+}

@@ -118,15 +118,6 @@ static int parse_list(const char *s, int *v, int max, long lo, long hi) {
     }
 }
 
-// A whole number in [lo, hi], the whole value: 0, or -1.
-static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    long x = strtol(s, &end, 10);
-    if (end == s || *end || x < lo || x > hi) return -1;
-    *out = (int)x;
-    return 0;
-}
-
 static void usage(FILE *to) {
     fprintf(to,
             "usage: jukebox-bench prior [options]\n"
@@ -191,7 +182,7 @@ int bench_prior(int argc, char **argv) {
         int bad = 0;
         char *end = NULL;
         if (!strcmp(a, "--config")) config = v;
-        else if (!strcmp(a, "--layers")) bad = parse_int(v, 0, 100000, &layers_opt);
+        else if (!strcmp(a, "--layers")) bad = bench_parse_int(v, 0, 100000, &layers_opt);
         else if (!strcmp(a, "--weights")) wlist = v;
         else if (!strcmp(a, "--packed")) {
             if (!strcmp(v, "both")) packed_lo = 0, packed_hi = 1;
@@ -199,8 +190,8 @@ int bench_prior(int argc, char **argv) {
             else bad = 1;
         } else if (!strcmp(a, "--batch")) bad = (nb = parse_list(v, batches, 4, 1, 16)) < 0;
         else if (!strcmp(a, "--pos")) bad = (np = parse_list(v, pos, 4, 0, 1 << 20)) < 0;
-        else if (!strcmp(a, "--reps")) bad = parse_int(v, 1, 100000, &reps);
-        else if (!strcmp(a, "--threads")) bad = parse_int(v, 1, 4096, &threads);
+        else if (!strcmp(a, "--reps")) bad = bench_parse_int(v, 1, 100000, &reps);
+        else if (!strcmp(a, "--threads")) bad = bench_parse_int(v, 1, 4096, &threads);
         else if (!strcmp(a, "--mem-gib")) {
             mem_gib = strtod(v, &end);
             bad = end == v || *end || !(mem_gib > 0);

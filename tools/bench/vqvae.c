@@ -60,13 +60,6 @@ static int run_once(jb_vqvae_t *vq, const float *audio, int64_t T, int32_t **cod
     return 0;
 }
 
-// v as a whole number in [lo, hi], or -1.
-static long whole(const char *v, long lo, long hi) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    return end == v || *end || x < lo || x > hi ? -1 : x;
-}
-
 int bench_vqvae(int argc, char **argv) {
     int only_threads = 0, repeat = 1, only_level = -1, conv = JB_VQVAE_DEFAULT_METHOD;   // 3: all
     double seconds = 10;
@@ -77,18 +70,23 @@ int bench_vqvae(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--threads") && v) {
-            only_threads = whole(v, 1, 4096), i++;   // -1: refused below
+            if (bench_parse_int(v, 1, 4096, &only_threads)) only_threads = -1;   // refused below
+            i++;
         } else if (!strcmp(a, "--seconds") && v) {
             char *end;
             seconds = strtod(v, &end), i++;
             if (end == v || *end || !(seconds <= 3600)) seconds = -1;
         } else if (!strcmp(a, "--window") && v) {
-            window = whole(v, 0, INT32_MAX), i++;
+            int w;
+            window = bench_parse_int(v, 0, INT32_MAX, &w) ? -1 : w;
+            i++;
         } else if (!strcmp(a, "--level") && v) {
-            only_level = whole(v, 0, JB_MAX_LEVELS - 1), i++;
+            if (bench_parse_int(v, 0, JB_MAX_LEVELS - 1, &only_level)) only_level = -1;
+            i++;
             if (only_level < 0) conv = -1;
         } else if (!strcmp(a, "--repeat") && v) {
-            repeat = whole(v, 1, 100000), i++;
+            if (bench_parse_int(v, 1, 100000, &repeat)) repeat = -1;
+            i++;
         } else if (!strcmp(a, "--conv") && v) {
             conv = !strcmp(v, "im2col")     ? JB_VQVAE_IM2COL
                    : !strcmp(v, "direct")   ? JB_VQVAE_DIRECT
